@@ -1,0 +1,162 @@
+//! The catalog: configs, their versions and the schemas that validate them.
+//! Each operation checks its input with `domain/`, reads and writes through
+//! `store/`, and records an audit row in the same transaction as the change.
+//!
+//! # Layout
+//! - `mod.rs`: [`Catalog`], [`Actor`], [`CatalogError`], paging.
+//! - `configs.rs`: config profiles, versions, diff, tags, approval, rollback.
+//! - `schemas.rs`: the schema registry and the compiled-validator cache.
+//! - `builtin.rs`: the built-in game schemas from `config/schemas/`.
+//! - `views.rs`: what the operations answer (the REST bodies).
+
+mod builtin;
+mod configs;
+mod schemas;
+pub mod views;
+
+pub use builtin::BUILTIN_SCHEMAS;
+pub use configs::{NewConfigRequest, NewVersionRequest, RollbackRequest};
+pub use schemas::NewSchemaRequest;
+
+use crate::{
+    domain::{compat::SchemaChange, validation::InvalidSchema, validation::ValidationReport},
+    settings::LimitSettings,
+    store::{Store, StoreError, audit},
+};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use schemas::ValidatorCache;
+use views::{AuditEntryView, Page};
+
+/// Who asks for a change, and in which request (for the audit trail).
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub subject: String,
+    pub request_id: Option<String>,
+}
+
+impl Actor {
+    pub fn system() -> Self {
+        Self { subject: "system".into(), request_id: None }
+    }
+}
+
+/// Why a catalog operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("config {0:?} does not exist")]
+    ConfigNotFound(String),
+    #[error("config {config:?} has no version {version:?}")]
+    VersionNotFound { config: String, version: String },
+    #[error("schema {0:?} does not exist")]
+    SchemaNotFound(String),
+    #[error("a config named {0:?} exists or existed; names are never reused")]
+    ConfigExists(String),
+    #[error("version {version} already exists (latest is {latest})")]
+    VersionExists { version: String, latest: String },
+    #[error("version {version} is not greater than the latest version {latest}")]
+    VersionNotGreater { version: String, latest: String },
+    #[error("{message}")]
+    InvalidField { path: String, message: String },
+    #[error("the document is {size} bytes; the limit is {max}")]
+    DocumentTooLarge { size: usize, max: usize },
+    #[error("the document nests {depth} levels deep; the limit is {max}")]
+    DocumentTooDeep { depth: usize, max: usize },
+    #[error("the document does not pass validation ({} errors)", .0.errors.len())]
+    ValidationFailed(Box<ValidationReport>),
+    #[error("the schema cannot be used: {0}")]
+    InvalidSchema(InvalidSchema),
+    #[error("the schema change breaks {mode} compatibility ({} changes)", .changes.len())]
+    BreakingSchemaChange { mode: String, changes: Vec<SchemaChange> },
+    #[error("another change to the same resource happened at the same time; retry")]
+    Conflict,
+    #[error("the store is unavailable")]
+    Unavailable(#[source] StoreError),
+    #[error(transparent)]
+    Unexpected(anyhow::Error),
+}
+
+impl From<StoreError> for CatalogError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Conflict => CatalogError::Conflict,
+            StoreError::Unavailable(_) => CatalogError::Unavailable(error),
+            StoreError::Unexpected(inner) => CatalogError::Unexpected(inner),
+        }
+    }
+}
+
+pub type CatalogResult<T> = Result<T, CatalogError>;
+
+/// Paging of a list: `limit` (1..=1000) and an opaque cursor from the last page.
+#[derive(Debug, Clone)]
+pub struct PageRequest {
+    pub limit: usize,
+    pub cursor: Option<String>,
+}
+
+impl PageRequest {
+    pub const DEFAULT_LIMIT: usize = 100;
+    pub const MAX_LIMIT: usize = 1000;
+
+    /// The decoded cursor position.
+    fn position(&self) -> CatalogResult<Option<String>> {
+        self.cursor
+            .as_deref()
+            .map(|cursor| {
+                URL_SAFE_NO_PAD
+                    .decode(cursor)
+                    .ok()
+                    .and_then(|bytes| String::from_utf8(bytes).ok())
+                    .ok_or_else(|| CatalogError::InvalidField {
+                        path: "/cursor".into(),
+                        message: "the cursor is not one this API gave out".into(),
+                    })
+            })
+            .transpose()
+    }
+
+    /// Rows to fetch: one more than the page, to know whether another follows.
+    fn fetch_limit(&self) -> i64 {
+        self.limit as i64 + 1
+    }
+
+    /// Cuts `rows` to the page and makes the next cursor from the last item kept.
+    fn page<R, T>(&self, mut rows: Vec<R>, key: impl Fn(&R) -> String, view: impl FnMut(R) -> T) -> Page<T> {
+        let next_cursor = (rows.len() > self.limit).then(|| {
+            rows.truncate(self.limit);
+            URL_SAFE_NO_PAD.encode(key(rows.last().expect("a full page has a last row")))
+        });
+        Page { items: rows.into_iter().map(view).collect(), next_cursor }
+    }
+}
+
+/// The catalog service; cheap to clone (the store is a pool, the cache shared).
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    store: Store,
+    limits: LimitSettings,
+    validators: ValidatorCache,
+}
+
+impl Catalog {
+    pub fn new(store: Store, limits: LimitSettings) -> Self {
+        Self { store, limits, validators: ValidatorCache::default() }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The audit trail, newest first.
+    pub async fn audit_log(&self, mut filter: audit::AuditFilter, page: &PageRequest) -> CatalogResult<Page<AuditEntryView>> {
+        if let Some(position) = page.position()? {
+            filter.before_seq = Some(position.parse().map_err(|_| CatalogError::InvalidField {
+                path: "/cursor".into(),
+                message: "the cursor is not one this API gave out".into(),
+            })?);
+        }
+        let mut conn = self.store.conn().await?;
+        let rows = audit::list(&mut conn, &filter, page.fetch_limit()).await?;
+        Ok(page.page(rows, |row| row.seq.to_string(), AuditEntryView::from))
+    }
+}

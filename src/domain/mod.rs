@@ -1,0 +1,12 @@
+//! Pure rules, no I/O: names, config kinds, document limits, diffs, schema
+//! validation with the game rules, and schema compatibility.
+//!
+//! **Architecture invariant:** nothing here touches a socket, a file or the
+//! database, so every rule is unit tested on plain values.
+
+pub mod compat;
+pub mod diff;
+pub mod document;
+pub mod kinds;
+pub mod names;
+pub mod validation;

@@ -1,0 +1,62 @@
+//! `/api/v1/audit`: the audit trail.
+
+use super::{
+    extract::PageQuery,
+    method_not_allowed,
+    problem::{ApiError, Problem},
+};
+use crate::{
+    catalog::{
+        Catalog,
+        views::{AuditEntryView, Page},
+    },
+    store::audit::AuditFilter,
+};
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/audit")
+            .default_service(web::to(method_not_allowed))
+            .route(web::get().to(list_audit)),
+    );
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Only this actor's changes.
+    pub actor: Option<String>,
+    /// A resource and everything below it, e.g. `configs/weapon-balance`.
+    pub resource: Option<String>,
+    /// RFC 3339 time; only rows at or after it.
+    pub since: Option<String>,
+    pub limit: Option<usize>,
+    pub cursor: Option<String>,
+}
+
+/// Who changed what, newest first.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditQuery), responses(
+    (status = 200, body = Page<AuditEntryView>),
+    (status = 400, body = Problem),
+))]
+pub async fn list_audit(catalog: web::Data<Catalog>, query: web::Query<AuditQuery>) -> Result<HttpResponse, ApiError> {
+    let page = PageQuery { limit: query.limit, cursor: query.cursor.clone() }.to_request()?;
+    let since_ms = query
+        .since
+        .as_deref()
+        .map(|since| {
+            chrono::DateTime::parse_from_rfc3339(since)
+                .map(|t| t.timestamp_millis())
+                .map_err(|e| ApiError::InvalidQuery(format!("since must be an RFC 3339 time: {e}")))
+        })
+        .transpose()?;
+    let filter = AuditFilter {
+        actor: query.actor.clone(),
+        resource: query.resource.clone(),
+        since_ms,
+        before_seq: None,
+    };
+    Ok(HttpResponse::Ok().json(catalog.audit_log(filter, &page).await?))
+}

@@ -1,0 +1,93 @@
+//! The REST API (actix-web): one module per resource, each exporting
+//! `configure`, plus errors, extractors, health and the OpenAPI document.
+//!
+//! **Architecture invariant:** handlers parse, call the catalog, and shape
+//! the answer; they make no decisions and speak no SQL.
+
+pub mod audit;
+pub mod configs;
+pub mod extract;
+pub mod health;
+pub mod openapi;
+pub mod problem;
+pub mod schemas;
+
+use actix_web::{
+    Error, HttpMessage, HttpRequest, HttpResponse,
+    body::MessageBody,
+    dev::{ServiceRequest, ServiceResponse},
+    http::header::{HeaderName, HeaderValue},
+    middleware::Next,
+    web,
+};
+use extract::RequestId;
+use problem::ApiError;
+use std::time::Instant;
+use tracing::Instrument;
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// All routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    // The OpenAPI route lives under /api/v1 too: it must come before the
+    // scope, which would otherwise answer it with its own 404.
+    cfg.configure(health::configure).configure(openapi::configure).service(
+        web::scope("/api/v1")
+            .configure(configs::configure)
+            .configure(schemas::configure)
+            .configure(audit::configure),
+    );
+}
+
+/// Answer for a path that matches no route.
+pub async fn route_not_found(request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::RouteNotFound { method: request.method().to_string(), path: request.path().to_owned() })
+}
+
+/// Answer for a known path with a method it does not take.
+pub async fn method_not_allowed(request: HttpRequest) -> HttpResponse {
+    let problem = problem::Problem {
+        kind: "urn:hotswap:problem:method_not_allowed".into(),
+        title: "Method Not Allowed".into(),
+        status: 405,
+        detail: format!("{} is not allowed on {}", request.method(), request.path()),
+        code: "method_not_allowed",
+        errors: Vec::new(),
+        extensions: Default::default(),
+    };
+    HttpResponse::MethodNotAllowed().content_type("application/problem+json").json(problem)
+}
+
+fn sane_request_id(value: &HeaderValue) -> Option<String> {
+    let text = value.to_str().ok()?;
+    (!text.is_empty() && text.len() <= 128 && text.bytes().all(|b| b.is_ascii_graphic()))
+        .then(|| text.to_owned())
+}
+
+/// Gives every request an id (echoed in `X-Request-Id`), a tracing span, and
+/// one log line with its status and duration.
+pub async fn request_context(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(sane_request_id)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::info_span!("http", method = %request.method(), path = %request.path(), request_id = %id);
+    let started = Instant::now();
+    let mut response = next.call(request).instrument(span.clone()).await?;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID.clone(), value);
+    }
+    span.in_scope(|| {
+        tracing::info!(
+            status = response.status().as_u16(),
+            micros = started.elapsed().as_micros() as u64,
+            "request served"
+        )
+    });
+    Ok(response)
+}

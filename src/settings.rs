@@ -1,0 +1,130 @@
+//! Layered settings: `config/default.toml` (built into the binary), an
+//! optional file given with `--config`, then `HOTSWAP_*` environment
+//! variables (`HOTSWAP_BIND`, `HOTSWAP_DATABASE__URL`: a double underscore
+//! steps into a section).
+
+use crate::domain::{document::DEFAULT_MAX_DEPTH, kinds::Environment};
+use anyhow::Context;
+use serde::Deserialize;
+use std::{fmt, path::Path};
+
+/// The defaults, compiled in so the binary runs from any directory.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// Address the HTTP and WebSocket server listens on.
+    pub bind: String,
+    /// The hub's own environment; `production` turns on stricter startup checks.
+    pub environment: Environment,
+    pub database: DatabaseSettings,
+    pub limits: LimitSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    /// `sqlite://path` (created if missing) or `postgres://...`.
+    pub url: SecretString,
+    pub max_connections: u32,
+    /// Seconds to wait for a pooled connection before answering 503.
+    pub acquire_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LimitSettings {
+    /// Largest config document, as compact JSON.
+    pub max_document_bytes: usize,
+    /// Deepest nesting of objects and arrays in a document.
+    #[serde(default = "default_depth")]
+    pub max_json_depth: usize,
+}
+
+fn default_depth() -> usize {
+    DEFAULT_MAX_DEPTH
+}
+
+impl LimitSettings {
+    /// Largest request body: a document plus its envelope (version, message, tags).
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_document_bytes.saturating_mul(2).max(64 * 1024)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSettings {
+    /// `pretty` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info,hotswap=debug`; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// A string that never prints (database URLs carry passwords).
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct SecretString(String);
+
+impl SecretString {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+impl Settings {
+    /// Reads the layers; `file` is the `--config` file, if given.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml));
+        if let Some(file) = file {
+            anyhow::ensure!(file.exists(), "config file {} does not exist", file.display());
+            builder = builder.add_source(config::File::from(file).required(true));
+        }
+        builder
+            .add_source(
+                config::Environment::with_prefix("HOTSWAP")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()
+            .context("reading settings")?
+            .try_deserialize()
+            .context("settings are invalid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_defaults_parse() {
+        let settings: Settings = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml))
+            .build()
+            .unwrap()
+            .try_deserialize()
+            .unwrap();
+        assert_eq!(settings.bind, "127.0.0.1:8080");
+        assert_eq!(settings.database.url.expose(), "sqlite://data/hotswap.db");
+        assert_eq!(settings.limits.max_document_bytes, 1024 * 1024);
+        assert_eq!(format!("{:?}", settings.database.url), "\"***\"");
+    }
+}

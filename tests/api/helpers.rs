@@ -1,0 +1,255 @@
+//! `spawn_app(db)`: a hub on port 0 with a fresh database, and typed helpers.
+
+use hotswap::{settings::Settings, startup::Application};
+use serde_json::Value;
+use std::{io::Write, sync::OnceLock, time::Duration};
+
+pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs a test body once on SQLite and once on PostgreSQL:
+/// `on_both_databases!(name)` makes `name::on_sqlite` and `name::on_postgres`.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[actix_web::test]
+            async fn on_sqlite() {
+                if let Some(app) = $crate::helpers::spawn_app($crate::helpers::Db::Sqlite).await {
+                    super::$name(app).await
+                }
+            }
+
+            #[actix_web::test]
+            async fn on_postgres() {
+                if let Some(app) = $crate::helpers::spawn_app($crate::helpers::Db::Postgres).await {
+                    super::$name(app).await
+                }
+            }
+        }
+    )+};
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: awc::http::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// `(path, rule)` of each problem+json error.
+    pub fn error_paths(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self.body["errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                (e["path"].as_str().unwrap_or_default().to_owned(), e["rule"].as_str().unwrap_or_default().to_owned())
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub db: Db,
+    pub database_url: String,
+    client: awc::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for TestApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestApp").field("address", &self.address).field("db", &self.db).finish()
+    }
+}
+
+/// Settings for a test hub: port 0, the given database, small limits.
+pub fn test_settings(database_url: &str) -> Settings {
+    // SAFETY-free: settings come from the built-in defaults; only overrides below.
+    let mut settings = Settings::load(None).expect("default settings load");
+    settings.bind = "127.0.0.1:0".into();
+    settings.database.url = hotswap::settings::SecretString::new(database_url);
+    settings.database.max_connections = 5;
+    settings.limits.max_document_bytes = 64 * 1024;
+    settings.limits.max_json_depth = 32;
+    settings
+}
+
+fn postgres_base_url() -> String {
+    std::env::var("HOTSWAP_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned())
+}
+
+fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Says a test was skipped straight to stderr (cargo's capture does not
+/// swallow it), so a skip is never silent.
+fn announce_skip(reason: &str) {
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
+}
+
+/// Creates a fresh PostgreSQL schema for one test and returns a URL whose
+/// search_path points at it; `None` (with a printed reason) when PostgreSQL
+/// is unreachable outside CI. Under `CI=true` an unreachable PostgreSQL fails
+/// the test.
+async fn postgres_schema_url() -> Option<String> {
+    sqlx::any::install_default_drivers();
+    let base = postgres_base_url();
+    let pool = match sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect(&base)
+        .await
+    {
+        Ok(pool) => pool,
+        Err(error) => {
+            let reason = format!("PostgreSQL unreachable at {base} ({error}); set HOTSWAP_TEST_POSTGRES_URL or start it");
+            assert!(!under_ci(), "{reason} (CI=true requires the PostgreSQL tests to run)");
+            announce_skip(&reason);
+            return None;
+        }
+    };
+    static CLEANED: OnceLock<()> = OnceLock::new();
+    let now = chrono::Utc::now().timestamp();
+    if CLEANED.set(()).is_ok() {
+        drop_stale_schemas(&pool, now).await;
+    }
+    let schema = format!("hs_t_{now}_{}", uuid::Uuid::now_v7().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&pool)
+        .await
+        .expect("creating a test schema");
+    pool.close().await;
+    let separator = if base.contains('?') { '&' } else { '?' };
+    Some(format!("{base}{separator}options=-c%20search_path%3D{schema}"))
+}
+
+/// Drops test schemas left by runs more than an hour old.
+async fn drop_stale_schemas(pool: &sqlx::AnyPool, now: i64) {
+    let names: Vec<(String,)> =
+        sqlx::query_as("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'hs\\_t\\_%'")
+            .fetch_all(pool)
+            .await
+            .unwrap_or_default();
+    for (name,) in names {
+        let created = name.split('_').nth(2).and_then(|t| t.parse::<i64>().ok()).unwrap_or(now);
+        if now - created > 3600 {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {name} CASCADE")))
+                .execute(pool)
+                .await;
+        }
+    }
+}
+
+pub async fn spawn_app(db: Db) -> Option<TestApp> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database_url = match db {
+        Db::Sqlite => format!("sqlite://{}", dir.path().join("hotswap.db").display()),
+        Db::Postgres => postgres_schema_url().await?,
+    };
+    Some(spawn_app_on(db, database_url, dir).await)
+}
+
+/// A hub over an existing database (restart tests).
+pub async fn spawn_app_on(db: Db, database_url: String, dir: tempfile::TempDir) -> TestApp {
+    let settings = test_settings(&database_url);
+    let application = Application::build(settings).await.expect("the hub builds");
+    let address = format!("http://127.0.0.1:{}", application.port());
+    actix_web::rt::spawn(application.run_until_stopped());
+    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    TestApp { address, db, database_url, client, _dir: dir }
+}
+
+impl TestApp {
+    /// Hands the temp dir over, for a restart on the same database.
+    pub fn into_parts(self) -> (Db, String, tempfile::TempDir) {
+        (self.db, self.database_url, self._dir)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    async fn finish(&self, request: awc::ClientRequest, body: Option<(&str, Vec<u8>)>) -> Response {
+        let sent = match body {
+            Some((content_type, bytes)) => {
+                request.insert_header(("content-type", content_type)).send_body(bytes).await
+            }
+            None => request.send().await,
+        };
+        let mut response = sent.expect("request reaches the hub");
+        let bytes = response.body().limit(64 * 1024 * 1024).await.expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Response { status: response.status().as_u16(), headers: response.headers().clone(), body }
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.finish(self.client.get(self.url(path)), None).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Response {
+        self.finish(self.client.delete(self.url(path)), None).await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.send_raw("POST", path, "application/json", serde_json::to_vec(body).unwrap()).await
+    }
+
+    pub async fn put_json(&self, path: &str, body: &Value) -> Response {
+        self.send_raw("PUT", path, "application/json", serde_json::to_vec(body).unwrap()).await
+    }
+
+    pub async fn post_empty(&self, path: &str) -> Response {
+        self.finish(self.client.post(self.url(path)), None).await
+    }
+
+    pub async fn send_raw(&self, method: &str, path: &str, content_type: &str, body: Vec<u8>) -> Response {
+        let method = awc::http::Method::from_bytes(method.as_bytes()).expect("method");
+        self.finish(self.client.request(method, self.url(path)), Some((content_type, body))).await
+    }
+
+    // ---- typed helpers -------------------------------------------------------
+
+    pub async fn create_config(&self, name: &str, config_type: &str, environment: &str) -> Response {
+        self.post_json(
+            "/api/v1/configs",
+            &serde_json::json!({"name": name, "configType": config_type, "environment": environment}),
+        )
+        .await
+    }
+
+    pub async fn post_version(&self, name: &str, version: &str, content: Value) -> Response {
+        self.post_json(
+            &format!("/api/v1/configs/{name}/versions"),
+            &serde_json::json!({"version": version, "content": content}),
+        )
+        .await
+    }
+}
+
+/// A valid GameBalance document with one rifle of the given damage.
+pub fn balance(damage: u32) -> Value {
+    serde_json::json!({
+        "weapons": {"rifle": {"damage": damage, "fireRate": 600, "reloadTime": 2.5}},
+        "characters": {"tank": {"health": 200, "armor": 50, "abilities": {"shield": {"cooldown": 10.0}}}}
+    })
+}

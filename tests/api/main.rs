@@ -1,0 +1,11 @@
+//! Integration tests: a real hub on port 0 per test, real HTTP, and each
+//! test run on SQLite and on PostgreSQL (see `helpers.rs` for how
+//! PostgreSQL tests are enabled, skipped or failed).
+
+mod helpers;
+
+mod audit;
+mod configs;
+mod health;
+mod schemas;
+mod versions;

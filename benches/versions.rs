@@ -33,7 +33,12 @@ fn checksum_and_diff(c: &mut Criterion) {
         let old = balance(weapons, 0);
         let mut new = old.clone();
         // A typical balance pass: one weapon in a hundred changes.
-        for (index, weapon) in new["weapons"].as_object_mut().unwrap().values_mut().enumerate() {
+        for (index, weapon) in new["weapons"]
+            .as_object_mut()
+            .unwrap()
+            .values_mut()
+            .enumerate()
+        {
             if index % 100 == 0 {
                 weapon["damage"] = json!(999);
             }
@@ -43,33 +48,48 @@ fn checksum_and_diff(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("checksum", label), &new, |b, doc| {
             b.iter(|| hotswap_client::document_checksum(black_box(doc)))
         });
-        group.bench_with_input(BenchmarkId::new("json_patch_diff", label), &(&old, &new), |b, (old, new)| {
-            b.iter(|| diff::patch(black_box(old), black_box(new)))
-        });
-        group.bench_with_input(BenchmarkId::new("readable_changes", label), &(&old, &new), |b, (old, new)| {
-            b.iter(|| diff::changes(black_box(old), black_box(new)))
-        });
+        group.bench_with_input(
+            BenchmarkId::new("json_patch_diff", label),
+            &(&old, &new),
+            |b, (old, new)| b.iter(|| diff::patch(black_box(old), black_box(new))),
+        );
+        group.bench_with_input(
+            BenchmarkId::new("readable_changes", label),
+            &(&old, &new),
+            |b, (old, new)| b.iter(|| diff::changes(black_box(old), black_box(new))),
+        );
     }
     group.finish();
 }
 
 fn validation(c: &mut Criterion) {
-    let schema: Value = serde_json::from_str(hotswap::catalog::BUILTIN_SCHEMAS[0].document).unwrap();
+    let schema: Value =
+        serde_json::from_str(hotswap::catalog::BUILTIN_SCHEMAS[0].document).unwrap();
     let validator = validation::compile(&schema).unwrap();
     let mut group = c.benchmark_group("validation");
     for (label, weapons) in sizes() {
         let doc = balance(weapons, 0);
         let previous = balance(weapons, 1);
-        group.throughput(Throughput::Bytes(hotswap_client::canonical_json(&doc).len() as u64));
-        group.bench_with_input(BenchmarkId::new("game_balance_with_breaking_check", label), &doc, |b, doc| {
-            b.iter(|| {
-                validation::validate(
-                    Some(SchemaRef { id: "game-balance", version: "1.0.0", validator: &validator }),
-                    black_box(doc),
-                    Some(&previous),
-                )
-            })
-        });
+        group.throughput(Throughput::Bytes(
+            hotswap_client::canonical_json(&doc).len() as u64,
+        ));
+        group.bench_with_input(
+            BenchmarkId::new("game_balance_with_breaking_check", label),
+            &doc,
+            |b, doc| {
+                b.iter(|| {
+                    validation::validate(
+                        Some(SchemaRef {
+                            id: "game-balance",
+                            version: "1.0.0",
+                            validator: &validator,
+                        }),
+                        black_box(doc),
+                        Some(&previous),
+                    )
+                })
+            },
+        );
     }
     group.finish();
 }

@@ -5,7 +5,11 @@ use hotswap::{settings::Settings, startup::Application, store::Store};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "hotswap", version, about = "Real-time configuration and live-ops hub for online games")]
+#[command(
+    name = "hotswap",
+    version,
+    about = "Real-time configuration and live-ops hub for online games"
+)]
 struct Cli {
     /// A settings file layered over config/default.toml (environment variables still win).
     #[arg(long, global = true, env = "HOTSWAP_CONFIG_FILE")]

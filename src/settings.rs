@@ -90,10 +90,16 @@ impl fmt::Debug for SecretString {
 impl Settings {
     /// Reads the layers; `file` is the `--config` file, if given.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
-        let mut builder = config::Config::builder()
-            .add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml));
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
         if let Some(file) = file {
-            anyhow::ensure!(file.exists(), "config file {} does not exist", file.display());
+            anyhow::ensure!(
+                file.exists(),
+                "config file {} does not exist",
+                file.display()
+            );
             builder = builder.add_source(config::File::from(file).required(true));
         }
         builder
@@ -117,7 +123,10 @@ mod tests {
     #[test]
     fn the_built_in_defaults_parse() {
         let settings: Settings = config::Config::builder()
-            .add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml))
+            .add_source(config::File::from_str(
+                DEFAULT_TOML,
+                config::FileFormat::Toml,
+            ))
             .build()
             .unwrap()
             .try_deserialize()

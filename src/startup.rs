@@ -28,7 +28,9 @@ pub struct Application {
 
 impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Application").field("port", &self.port).finish_non_exhaustive()
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
     }
 }
 
@@ -37,13 +39,18 @@ impl Application {
         let store = Store::connect(&settings.database).await?;
         store.migrate().await?;
         let catalog = Catalog::new(store.clone(), settings.limits.clone());
-        catalog.install_builtin_schemas().await.context("installing built-in schemas")?;
+        catalog
+            .install_builtin_schemas()
+            .await
+            .context("installing built-in schemas")?;
 
         let listener = TcpListener::bind(&settings.bind)
             .with_context(|| format!("binding {}", settings.bind))?;
         let port = listener.local_addr()?.port();
         let catalog = web::Data::new(catalog);
-        let body_limits = web::Data::new(BodyLimits { max_bytes: settings.limits.max_body_bytes() });
+        let body_limits = web::Data::new(BodyLimits {
+            max_bytes: settings.limits.max_body_bytes(),
+        });
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(middleware::from_fn(http::request_context))
@@ -58,7 +65,11 @@ impl Application {
         .listen(listener)?
         .run();
         tracing::info!(port, backend = ?store.backend(), "hub listening");
-        Ok(Self { port, server, store })
+        Ok(Self {
+            port,
+            server,
+            store,
+        })
     }
 
     pub fn port(&self) -> u16 {

@@ -92,6 +92,9 @@ mod tests {
     #[test]
     fn strings_are_escaped_like_serde_json() {
         let document = json!({"k\"ey": "line\nbreak \u{e9}"});
-        assert_eq!(canonical_json(&document), serde_json::to_vec(&document).unwrap());
+        assert_eq!(
+            canonical_json(&document),
+            serde_json::to_vec(&document).unwrap()
+        );
     }
 }

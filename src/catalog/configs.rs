@@ -3,19 +3,24 @@
 
 use super::{
     Actor, Catalog, CatalogError, CatalogResult, PageRequest,
-    views::{DiffView, Page, StoredReportView, VersionRefView, VersionSummary, VersionView, ConfigView, rfc3339},
+    views::{
+        ConfigView, DiffView, Page, StoredReportView, VersionRefView, VersionSummary, VersionView,
+        rfc3339,
+    },
 };
 use crate::{
     domain::{
-        diff,
-        document,
+        diff, document,
         kinds::{ConfigType, Environment, Strategy},
         names::{Slug, Tag},
         validation::{self, SchemaRef, ValidationReport},
     },
     store::{
-        Conn, audit::{self, NewAuditEntry}, configs::{self, ConfigFilter, ConfigRow, NewConfig},
-        now_ms, versions::{self, NewVersion, VersionWithContent},
+        Conn,
+        audit::{self, NewAuditEntry},
+        configs::{self, ConfigFilter, ConfigRow, NewConfig},
+        now_ms,
+        versions::{self, NewVersion, VersionWithContent},
     },
 };
 use serde::Deserialize;
@@ -62,30 +67,42 @@ pub struct RollbackRequest {
 }
 
 fn invalid(path: &str, message: impl Into<String>) -> CatalogError {
-    CatalogError::InvalidField { path: path.into(), message: message.into() }
+    CatalogError::InvalidField {
+        path: path.into(),
+        message: message.into(),
+    }
 }
 
 fn check_text(path: &str, text: Option<&str>) -> CatalogResult<()> {
     match text {
-        Some(text) if text.chars().count() > MAX_TEXT_CHARS => {
-            Err(invalid(path, format!("must be at most {MAX_TEXT_CHARS} characters")))
-        }
+        Some(text) if text.chars().count() > MAX_TEXT_CHARS => Err(invalid(
+            path,
+            format!("must be at most {MAX_TEXT_CHARS} characters"),
+        )),
         _ => Ok(()),
     }
 }
 
 fn parse_semver(path: &str, text: &str) -> CatalogResult<semver::Version> {
-    semver::Version::parse(text)
-        .map_err(|error| invalid(path, format!("{text:?} is not a semantic version (MAJOR.MINOR.PATCH): {error}")))
+    semver::Version::parse(text).map_err(|error| {
+        invalid(
+            path,
+            format!("{text:?} is not a semantic version (MAJOR.MINOR.PATCH): {error}"),
+        )
+    })
 }
 
 fn parse_tags(tags: &[String]) -> CatalogResult<Vec<String>> {
     if tags.len() > Tag::MAX_PER_VERSION {
-        return Err(invalid("/tags", format!("at most {} tags per version", Tag::MAX_PER_VERSION)));
+        return Err(invalid(
+            "/tags",
+            format!("at most {} tags per version", Tag::MAX_PER_VERSION),
+        ));
     }
     let mut unique = BTreeSet::new();
     for (index, tag) in tags.iter().enumerate() {
-        let tag = Tag::parse(tag).map_err(|why| invalid(&format!("/tags/{index}"), format!("tag {tag:?} {why}")))?;
+        let tag = Tag::parse(tag)
+            .map_err(|why| invalid(&format!("/tags/{index}"), format!("tag {tag:?} {why}")))?;
         unique.insert(tag.as_str().to_owned());
     }
     Ok(unique.into_iter().collect())
@@ -107,33 +124,69 @@ impl Catalog {
     }
 
     /// A version by label, or `latest`.
-    async fn version(&self, conn: &mut Conn, config: &ConfigRow, label: &str) -> CatalogResult<VersionWithContent> {
+    async fn version(
+        &self,
+        conn: &mut Conn,
+        config: &ConfigRow,
+        label: &str,
+    ) -> CatalogResult<VersionWithContent> {
         let found = if label == "latest" {
             versions::latest(conn, &config.id).await?
         } else {
             versions::by_label(conn, &config.id, label).await?
         };
-        found.ok_or_else(|| CatalogError::VersionNotFound { config: config.name.clone(), version: label.to_owned() })
+        found.ok_or_else(|| CatalogError::VersionNotFound {
+            config: config.name.clone(),
+            version: label.to_owned(),
+        })
     }
 
-    async fn summary(&self, conn: &mut Conn, config: &ConfigRow, version: versions::VersionRow) -> CatalogResult<VersionSummary> {
+    async fn summary(
+        &self,
+        conn: &mut Conn,
+        config: &ConfigRow,
+        version: versions::VersionRow,
+    ) -> CatalogResult<VersionSummary> {
         let tags = versions::tags(conn, &config.id, &[version.revision]).await?;
-        Ok(VersionSummary::new(config, version, tags.into_iter().map(|(_, tag)| tag).collect()))
+        Ok(VersionSummary::new(
+            config,
+            version,
+            tags.into_iter().map(|(_, tag)| tag).collect(),
+        ))
     }
 
-    async fn view(&self, conn: &mut Conn, config: &ConfigRow, version: VersionWithContent) -> CatalogResult<VersionView> {
+    async fn view(
+        &self,
+        conn: &mut Conn,
+        config: &ConfigRow,
+        version: VersionWithContent,
+    ) -> CatalogResult<VersionView> {
         let content = parse_stored(&version.content)?;
-        Ok(VersionView { summary: self.summary(conn, config, version.meta).await?, content })
+        Ok(VersionView {
+            summary: self.summary(conn, config, version.meta).await?,
+            content,
+        })
     }
 
-    pub async fn create_config(&self, actor: &Actor, request: NewConfigRequest) -> CatalogResult<ConfigView> {
-        let name = Slug::parse(&request.name).map_err(|why| invalid("/name", format!("name {why}")))?;
+    pub async fn create_config(
+        &self,
+        actor: &Actor,
+        request: NewConfigRequest,
+    ) -> CatalogResult<ConfigView> {
+        let name =
+            Slug::parse(&request.name).map_err(|why| invalid("/name", format!("name {why}")))?;
         check_text("/description", request.description.as_deref())?;
         let schema_id = match request.schema_id.as_deref() {
             Some(id) => {
                 let mut conn = self.store.conn().await?;
-                if crate::store::schemas::latest(&mut conn, id).await?.is_none() {
-                    return Err(invalid("/schemaId", format!("no schema {id:?} is registered")));
+                if crate::store::schemas::latest(&mut conn, id)
+                    .await?
+                    .is_none()
+                {
+                    return Err(invalid(
+                        "/schemaId",
+                        format!("no schema {id:?} is registered"),
+                    ));
                 }
                 Some(id.to_owned())
             }
@@ -190,7 +243,11 @@ impl Catalog {
         Ok(self.config(&mut conn, name).await?.into())
     }
 
-    pub async fn list_configs(&self, mut filter: ConfigFilter, page: &PageRequest) -> CatalogResult<Page<ConfigView>> {
+    pub async fn list_configs(
+        &self,
+        mut filter: ConfigFilter,
+        page: &PageRequest,
+    ) -> CatalogResult<Page<ConfigView>> {
         filter.after_name = page.position()?;
         let mut conn = self.store.conn().await?;
         let rows = configs::list(&mut conn, &filter, page.fetch_limit()).await?;
@@ -226,34 +283,64 @@ impl Catalog {
     fn check_document(&self, content: &Value) -> CatalogResult<String> {
         let depth = document::depth(content);
         if depth > self.limits.max_json_depth {
-            return Err(CatalogError::DocumentTooDeep { depth, max: self.limits.max_json_depth });
+            return Err(CatalogError::DocumentTooDeep {
+                depth,
+                max: self.limits.max_json_depth,
+            });
         }
         let canonical = hotswap_client::canonical_json(content);
         if canonical.len() > self.limits.max_document_bytes {
-            return Err(CatalogError::DocumentTooLarge { size: canonical.len(), max: self.limits.max_document_bytes });
+            return Err(CatalogError::DocumentTooLarge {
+                size: canonical.len(),
+                max: self.limits.max_document_bytes,
+            });
         }
         String::from_utf8(canonical).map_err(|e| CatalogError::Unexpected(e.into()))
     }
 
     /// Validates `content` against the config's schema (if any) and compares
     /// it with `previous` for breaking changes.
-    async fn validate_for(&self, conn: &mut Conn, config: &ConfigRow, content: &Value, previous: Option<&Value>) -> CatalogResult<ValidationReport> {
+    async fn validate_for(
+        &self,
+        conn: &mut Conn,
+        config: &ConfigRow,
+        content: &Value,
+        previous: Option<&Value>,
+    ) -> CatalogResult<ValidationReport> {
         let Some(schema_id) = config.schema_id.as_deref() else {
             return Ok(validation::validate(None, content, previous));
         };
         let (row, validator) = self.validator_for(conn, schema_id).await?;
         Ok(validation::validate(
-            Some(SchemaRef { id: &row.schema_id, version: &row.version, validator: &validator }),
+            Some(SchemaRef {
+                id: &row.schema_id,
+                version: &row.version,
+                validator: &validator,
+            }),
             content,
             previous,
         ))
     }
 
-    pub async fn create_version(&self, actor: &Actor, name: &str, request: NewVersionRequest) -> CatalogResult<VersionView> {
+    pub async fn create_version(
+        &self,
+        actor: &Actor,
+        name: &str,
+        request: NewVersionRequest,
+    ) -> CatalogResult<VersionView> {
         let label = parse_semver("/version", &request.version)?;
         check_text("/message", request.message.as_deref())?;
         let tags = parse_tags(&request.tags)?;
-        self.add_version(actor, name, label, request.content, request.message, tags, None).await
+        self.add_version(
+            actor,
+            name,
+            label,
+            request.content,
+            request.message,
+            tags,
+            None,
+        )
+        .await
     }
 
     /// Shared by uploads and rollbacks: checks, validates, and writes the
@@ -275,17 +362,28 @@ impl Catalog {
         let previous = match &latest {
             Some(latest) => {
                 let latest_label = parse_stored_semver(&latest.meta.version)?;
-                if versions::by_label(&mut conn, &config.id, &label.to_string()).await?.is_some() {
-                    return Err(CatalogError::VersionExists { version: label.to_string(), latest: latest.meta.version.clone() });
+                if versions::by_label(&mut conn, &config.id, &label.to_string())
+                    .await?
+                    .is_some()
+                {
+                    return Err(CatalogError::VersionExists {
+                        version: label.to_string(),
+                        latest: latest.meta.version.clone(),
+                    });
                 }
                 if label.cmp_precedence(&latest_label) != std::cmp::Ordering::Greater {
-                    return Err(CatalogError::VersionNotGreater { version: label.to_string(), latest: latest.meta.version.clone() });
+                    return Err(CatalogError::VersionNotGreater {
+                        version: label.to_string(),
+                        latest: latest.meta.version.clone(),
+                    });
                 }
                 Some(parse_stored(&latest.content)?)
             }
             None => None,
         };
-        let report = self.validate_for(&mut conn, &config, &content, previous.as_ref()).await?;
+        let report = self
+            .validate_for(&mut conn, &config, &content, previous.as_ref())
+            .await?;
         drop(conn);
         if !report.valid {
             return Err(CatalogError::ValidationFailed(Box::new(report)));
@@ -295,7 +393,8 @@ impl Catalog {
         let version_text = label.to_string();
         let checksum = hotswap_client::document_checksum(&content);
         let now = now_ms();
-        let report_json = serde_json::to_string(&report).map_err(|e| CatalogError::Unexpected(e.into()))?;
+        let report_json =
+            serde_json::to_string(&report).map_err(|e| CatalogError::Unexpected(e.into()))?;
 
         let mut tx = self.store.begin().await?;
         versions::insert(
@@ -317,12 +416,25 @@ impl Catalog {
         )
         .await?;
         versions::replace_tags(&mut tx, &config.id, revision, &tags, &actor.subject, now).await?;
-        versions::insert_report(&mut tx, &config.id, revision, report.valid, &report_json, &actor.subject, now).await?;
+        versions::insert_report(
+            &mut tx,
+            &config.id,
+            revision,
+            report.valid,
+            &report_json,
+            &actor.subject,
+            now,
+        )
+        .await?;
         audit::record(
             &mut tx,
             NewAuditEntry {
                 actor: &actor.subject,
-                action: if rollback_of.is_some() { "config.rollback" } else { "version.create" },
+                action: if rollback_of.is_some() {
+                    "config.rollback"
+                } else {
+                    "version.create"
+                },
                 resource: version_resource(name, &version_text),
                 summary: json!({
                     "revision": revision,
@@ -344,10 +456,17 @@ impl Catalog {
         self.view(&mut conn, &config, stored).await
     }
 
-    pub async fn list_versions(&self, name: &str, page: &PageRequest) -> CatalogResult<Page<VersionSummary>> {
+    pub async fn list_versions(
+        &self,
+        name: &str,
+        page: &PageRequest,
+    ) -> CatalogResult<Page<VersionSummary>> {
         let before = page
             .position()?
-            .map(|p| p.parse::<i64>().map_err(|_| invalid("/cursor", "the cursor is not one this API gave out")))
+            .map(|p| {
+                p.parse::<i64>()
+                    .map_err(|_| invalid("/cursor", "the cursor is not one this API gave out"))
+            })
             .transpose()?;
         let mut conn = self.store.conn().await?;
         let config = self.config(&mut conn, name).await?;
@@ -355,11 +474,19 @@ impl Catalog {
         rows.truncate(page.limit + 1);
         let revisions: Vec<i64> = rows.iter().map(|r| r.revision).collect();
         let mut tags = versions::tags(&mut conn, &config.id, &revisions).await?;
-        Ok(page.page(rows, |row| row.revision.to_string(), |row| {
-            let mine = tags.iter().filter(|(revision, _)| *revision == row.revision).map(|(_, tag)| tag.clone()).collect();
-            tags.retain(|(revision, _)| *revision != row.revision);
-            VersionSummary::new(&config, row, mine)
-        }))
+        Ok(page.page(
+            rows,
+            |row| row.revision.to_string(),
+            |row| {
+                let mine = tags
+                    .iter()
+                    .filter(|(revision, _)| *revision == row.revision)
+                    .map(|(_, tag)| tag.clone())
+                    .collect();
+                tags.retain(|(revision, _)| *revision != row.revision);
+                VersionSummary::new(&config, row, mine)
+            },
+        ))
     }
 
     pub async fn get_version(&self, name: &str, label: &str) -> CatalogResult<VersionView> {
@@ -375,7 +502,8 @@ impl Catalog {
         let from = self.version(&mut conn, &config, from).await?;
         let to = self.version(&mut conn, &config, to).await?;
         let (old, new) = (parse_stored(&from.content)?, parse_stored(&to.content)?);
-        let patch = serde_json::to_value(diff::patch(&old, &new)).map_err(|e| CatalogError::Unexpected(e.into()))?;
+        let patch = serde_json::to_value(diff::patch(&old, &new))
+            .map_err(|e| CatalogError::Unexpected(e.into()))?;
         let reference = |v: &VersionWithContent| VersionRefView {
             version: v.meta.version.clone(),
             revision: v.meta.revision,
@@ -390,14 +518,28 @@ impl Catalog {
         })
     }
 
-    pub async fn set_tags(&self, actor: &Actor, name: &str, label: &str, tags: &[String]) -> CatalogResult<VersionView> {
+    pub async fn set_tags(
+        &self,
+        actor: &Actor,
+        name: &str,
+        label: &str,
+        tags: &[String],
+    ) -> CatalogResult<VersionView> {
         let tags = parse_tags(tags)?;
         let mut conn = self.store.conn().await?;
         let config = self.config(&mut conn, name).await?;
         let version = self.version(&mut conn, &config, label).await?;
         drop(conn);
         let mut tx = self.store.begin().await?;
-        versions::replace_tags(&mut tx, &config.id, version.meta.revision, &tags, &actor.subject, now_ms()).await?;
+        versions::replace_tags(
+            &mut tx,
+            &config.id,
+            version.meta.revision,
+            &tags,
+            &actor.subject,
+            now_ms(),
+        )
+        .await?;
         audit::record(
             &mut tx,
             NewAuditEntry {
@@ -415,7 +557,13 @@ impl Catalog {
     }
 
     /// Records who approved a version; approving twice keeps the first approval.
-    pub async fn approve(&self, actor: &Actor, name: &str, label: &str, comment: Option<String>) -> CatalogResult<VersionView> {
+    pub async fn approve(
+        &self,
+        actor: &Actor,
+        name: &str,
+        label: &str,
+        comment: Option<String>,
+    ) -> CatalogResult<VersionView> {
         check_text("/comment", comment.as_deref())?;
         let mut conn = self.store.conn().await?;
         let config = self.config(&mut conn, name).await?;
@@ -423,7 +571,15 @@ impl Catalog {
         drop(conn);
         if version.meta.approved_by.is_none() {
             let mut tx = self.store.begin().await?;
-            let approved = versions::approve(&mut tx, &config.id, version.meta.revision, &actor.subject, now_ms(), comment.as_deref()).await;
+            let approved = versions::approve(
+                &mut tx,
+                &config.id,
+                version.meta.revision,
+                &actor.subject,
+                now_ms(),
+                comment.as_deref(),
+            )
+            .await;
             match approved {
                 // Someone approved it between our read and our write: theirs stands.
                 Err(crate::store::StoreError::Conflict) => {}
@@ -451,25 +607,50 @@ impl Catalog {
 
     /// Validates a stored version again, against the schema as it is now,
     /// and stores the new report.
-    pub async fn revalidate(&self, actor: &Actor, name: &str, label: &str) -> CatalogResult<StoredReportView> {
+    pub async fn revalidate(
+        &self,
+        actor: &Actor,
+        name: &str,
+        label: &str,
+    ) -> CatalogResult<StoredReportView> {
         let mut conn = self.store.conn().await?;
         let config = self.config(&mut conn, name).await?;
         let version = self.version(&mut conn, &config, label).await?;
         let content = parse_stored(&version.content)?;
         let previous = match version.meta.revision {
             1 => None,
-            revision => versions::list(&mut conn, &config.id, Some(revision), 1).await?.into_iter().next(),
+            revision => versions::list(&mut conn, &config.id, Some(revision), 1)
+                .await?
+                .into_iter()
+                .next(),
         };
         let previous = match previous {
-            Some(row) => Some(parse_stored(&self.version(&mut conn, &config, &row.version).await?.content)?),
+            Some(row) => Some(parse_stored(
+                &self
+                    .version(&mut conn, &config, &row.version)
+                    .await?
+                    .content,
+            )?),
             None => None,
         };
-        let report = self.validate_for(&mut conn, &config, &content, previous.as_ref()).await?;
+        let report = self
+            .validate_for(&mut conn, &config, &content, previous.as_ref())
+            .await?;
         drop(conn);
         let now = now_ms();
-        let report_json = serde_json::to_string(&report).map_err(|e| CatalogError::Unexpected(e.into()))?;
+        let report_json =
+            serde_json::to_string(&report).map_err(|e| CatalogError::Unexpected(e.into()))?;
         let mut tx = self.store.begin().await?;
-        versions::insert_report(&mut tx, &config.id, version.meta.revision, report.valid, &report_json, &actor.subject, now).await?;
+        versions::insert_report(
+            &mut tx,
+            &config.id,
+            version.meta.revision,
+            report.valid,
+            &report_json,
+            &actor.subject,
+            now,
+        )
+        .await?;
         audit::record(
             &mut tx,
             NewAuditEntry {
@@ -492,14 +673,23 @@ impl Catalog {
         })
     }
 
-    pub async fn validation_report(&self, name: &str, label: &str) -> CatalogResult<StoredReportView> {
+    pub async fn validation_report(
+        &self,
+        name: &str,
+        label: &str,
+    ) -> CatalogResult<StoredReportView> {
         let mut conn = self.store.conn().await?;
         let config = self.config(&mut conn, name).await?;
         let version = self.version(&mut conn, &config, label).await?;
         let row = versions::latest_report(&mut conn, &config.id, version.meta.revision)
             .await?
-            .ok_or_else(|| CatalogError::Unexpected(anyhow::anyhow!("version {label} of {name} has no stored report")))?;
-        let report = serde_json::from_str(&row.report).map_err(|e| CatalogError::Unexpected(e.into()))?;
+            .ok_or_else(|| {
+                CatalogError::Unexpected(anyhow::anyhow!(
+                    "version {label} of {name} has no stored report"
+                ))
+            })?;
+        let report =
+            serde_json::from_str(&row.report).map_err(|e| CatalogError::Unexpected(e.into()))?;
         Ok(StoredReportView {
             config: config.name,
             version: version.meta.version,
@@ -511,13 +701,21 @@ impl Catalog {
     }
 
     /// A new version carrying the content of an older one.
-    pub async fn rollback(&self, actor: &Actor, name: &str, request: RollbackRequest) -> CatalogResult<VersionView> {
+    pub async fn rollback(
+        &self,
+        actor: &Actor,
+        name: &str,
+        request: RollbackRequest,
+    ) -> CatalogResult<VersionView> {
         check_text("/message", request.message.as_deref())?;
         let mut conn = self.store.conn().await?;
         let config = self.config(&mut conn, name).await?;
         let target = versions::by_label(&mut conn, &config.id, &request.to_version)
             .await?
-            .ok_or_else(|| CatalogError::VersionNotFound { config: name.to_owned(), version: request.to_version.clone() })?;
+            .ok_or_else(|| CatalogError::VersionNotFound {
+                config: name.to_owned(),
+                version: request.to_version.clone(),
+            })?;
         let latest = versions::latest(&mut conn, &config.id)
             .await?
             .expect("a config with a version has a latest version");
@@ -533,14 +731,27 @@ impl Catalog {
             .message
             .unwrap_or_else(|| format!("rollback to {}", target.meta.version));
         let content = parse_stored(&target.content)?;
-        self.add_version(actor, name, label, content, Some(message), vec!["rollback".into()], Some(target.meta.version)).await
+        self.add_version(
+            actor,
+            name,
+            label,
+            content,
+            Some(message),
+            vec!["rollback".into()],
+            Some(target.meta.version),
+        )
+        .await
     }
 }
 
 fn parse_stored(text: &str) -> CatalogResult<Value> {
-    serde_json::from_str(text).map_err(|e| CatalogError::Unexpected(anyhow::Error::new(e).context("stored document is not JSON")))
+    serde_json::from_str(text).map_err(|e| {
+        CatalogError::Unexpected(anyhow::Error::new(e).context("stored document is not JSON"))
+    })
 }
 
 fn parse_stored_semver(text: &str) -> CatalogResult<semver::Version> {
-    semver::Version::parse(text).map_err(|e| CatalogError::Unexpected(anyhow::Error::new(e).context("stored version is not semver")))
+    semver::Version::parse(text).map_err(|e| {
+        CatalogError::Unexpected(anyhow::Error::new(e).context("stored version is not semver"))
+    })
 }

@@ -36,7 +36,10 @@ pub struct Actor {
 
 impl Actor {
     pub fn system() -> Self {
-        Self { subject: "system".into(), request_id: None }
+        Self {
+            subject: "system".into(),
+            request_id: None,
+        }
     }
 }
 
@@ -66,7 +69,10 @@ pub enum CatalogError {
     #[error("the schema cannot be used: {0}")]
     InvalidSchema(InvalidSchema),
     #[error("the schema change breaks {mode} compatibility ({} changes)", .changes.len())]
-    BreakingSchemaChange { mode: String, changes: Vec<SchemaChange> },
+    BreakingSchemaChange {
+        mode: String,
+        changes: Vec<SchemaChange>,
+    },
     #[error("another change to the same resource happened at the same time; retry")]
     Conflict,
     #[error("the store is unavailable")]
@@ -121,12 +127,20 @@ impl PageRequest {
     }
 
     /// Cuts `rows` to the page and makes the next cursor from the last item kept.
-    fn page<R, T>(&self, mut rows: Vec<R>, key: impl Fn(&R) -> String, view: impl FnMut(R) -> T) -> Page<T> {
+    fn page<R, T>(
+        &self,
+        mut rows: Vec<R>,
+        key: impl Fn(&R) -> String,
+        view: impl FnMut(R) -> T,
+    ) -> Page<T> {
         let next_cursor = (rows.len() > self.limit).then(|| {
             rows.truncate(self.limit);
             URL_SAFE_NO_PAD.encode(key(rows.last().expect("a full page has a last row")))
         });
-        Page { items: rows.into_iter().map(view).collect(), next_cursor }
+        Page {
+            items: rows.into_iter().map(view).collect(),
+            next_cursor,
+        }
     }
 }
 
@@ -140,7 +154,11 @@ pub struct Catalog {
 
 impl Catalog {
     pub fn new(store: Store, limits: LimitSettings) -> Self {
-        Self { store, limits, validators: ValidatorCache::default() }
+        Self {
+            store,
+            limits,
+            validators: ValidatorCache::default(),
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -148,7 +166,11 @@ impl Catalog {
     }
 
     /// The audit trail, newest first.
-    pub async fn audit_log(&self, mut filter: audit::AuditFilter, page: &PageRequest) -> CatalogResult<Page<AuditEntryView>> {
+    pub async fn audit_log(
+        &self,
+        mut filter: audit::AuditFilter,
+        page: &PageRequest,
+    ) -> CatalogResult<Page<AuditEntryView>> {
         if let Some(position) = page.position()? {
             filter.before_seq = Some(position.parse().map_err(|_| CatalogError::InvalidField {
                 path: "/cursor".into(),

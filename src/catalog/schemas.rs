@@ -49,7 +49,10 @@ pub struct NewSchemaRequest {
 /// Compiled validators by (schema id, seq). Schema versions are immutable, so
 /// an entry never goes stale.
 #[derive(Debug, Default, Clone)]
-pub(super) struct ValidatorCache(Arc<RwLock<HashMap<(String, i64), Arc<Validator>>>>);
+pub(super) struct ValidatorCache(Arc<RwLock<HashMap<SchemaKey, Arc<Validator>>>>);
+
+/// (schema id, seq): one immutable schema version.
+type SchemaKey = (String, i64);
 
 impl ValidatorCache {
     fn get_or_compile(&self, row: &SchemaRow) -> CatalogResult<Arc<Validator>> {
@@ -58,10 +61,15 @@ impl ValidatorCache {
         if let Some(found) = self.0.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return Ok(found.clone());
         }
-        let document: Value = serde_json::from_str(&row.document)
-            .map_err(|e| CatalogError::Unexpected(anyhow::Error::new(e).context("stored schema is not JSON")))?;
-        let compiled = Arc::new(validation::compile(&document).map_err(CatalogError::InvalidSchema)?);
-        self.0.write().unwrap_or_else(|e| e.into_inner()).insert(key, compiled.clone());
+        let document: Value = serde_json::from_str(&row.document).map_err(|e| {
+            CatalogError::Unexpected(anyhow::Error::new(e).context("stored schema is not JSON"))
+        })?;
+        let compiled =
+            Arc::new(validation::compile(&document).map_err(CatalogError::InvalidSchema)?);
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, compiled.clone());
         Ok(compiled)
     }
 }
@@ -72,7 +80,11 @@ fn schema_resource(id: &str, version: &str) -> String {
 
 impl Catalog {
     /// The latest version of a schema and its compiled validator.
-    pub(super) async fn validator_for(&self, conn: &mut Conn, schema_id: &str) -> CatalogResult<(SchemaRow, Arc<Validator>)> {
+    pub(super) async fn validator_for(
+        &self,
+        conn: &mut Conn,
+        schema_id: &str,
+    ) -> CatalogResult<(SchemaRow, Arc<Validator>)> {
         let row = schemas::latest(conn, schema_id)
             .await?
             .ok_or_else(|| CatalogError::SchemaNotFound(schema_id.to_owned()))?;
@@ -80,13 +92,20 @@ impl Catalog {
         Ok((row, validator))
     }
 
-    pub async fn register_schema(&self, actor: &Actor, request: NewSchemaRequest) -> CatalogResult<SchemaView> {
-        let id = Slug::parse(&request.id)
-            .map_err(|why| CatalogError::InvalidField { path: "/id".into(), message: format!("id {why}") })?;
-        let version = semver::Version::parse(&request.version).map_err(|e| CatalogError::InvalidField {
-            path: "/version".into(),
-            message: format!("{:?} is not a semantic version: {e}", request.version),
+    pub async fn register_schema(
+        &self,
+        actor: &Actor,
+        request: NewSchemaRequest,
+    ) -> CatalogResult<SchemaView> {
+        let id = Slug::parse(&request.id).map_err(|why| CatalogError::InvalidField {
+            path: "/id".into(),
+            message: format!("id {why}"),
         })?;
+        let version =
+            semver::Version::parse(&request.version).map_err(|e| CatalogError::InvalidField {
+                path: "/version".into(),
+                message: format!("{:?} is not a semantic version: {e}", request.version),
+            })?;
         validation::compile(&request.schema).map_err(|mut invalid| {
             invalid.path = format!("/schema{}", invalid.path);
             CatalogError::InvalidSchema(invalid)
@@ -95,27 +114,44 @@ impl Catalog {
         let latest = schemas::latest(&mut conn, id.as_str()).await?;
         drop(conn);
         let (seq, mode, approved_by) = match &latest {
-            None => (1, request.compatibility.unwrap_or(Compatibility::Backward), None),
+            None => (
+                1,
+                request.compatibility.unwrap_or(Compatibility::Backward),
+                None,
+            ),
             Some(latest) => {
                 if latest.version == version.to_string() {
-                    return Err(CatalogError::VersionExists { version: version.to_string(), latest: latest.version.clone() });
+                    return Err(CatalogError::VersionExists {
+                        version: version.to_string(),
+                        latest: latest.version.clone(),
+                    });
                 }
                 let latest_version = semver::Version::parse(&latest.version)
                     .map_err(|e| CatalogError::Unexpected(e.into()))?;
                 if version.cmp_precedence(&latest_version) != std::cmp::Ordering::Greater {
-                    return Err(CatalogError::VersionNotGreater { version: version.to_string(), latest: latest.version.clone() });
+                    return Err(CatalogError::VersionNotGreater {
+                        version: version.to_string(),
+                        latest: latest.version.clone(),
+                    });
                 }
                 let mode = match request.compatibility {
                     Some(mode) => mode,
-                    None => latest.compatibility.parse().map_err(|e: String| CatalogError::Unexpected(anyhow::anyhow!(e)))?,
+                    None => latest
+                        .compatibility
+                        .parse()
+                        .map_err(|e: String| CatalogError::Unexpected(anyhow::anyhow!(e)))?,
                 };
-                let old: Value = serde_json::from_str(&latest.document).map_err(|e| CatalogError::Unexpected(e.into()))?;
+                let old: Value = serde_json::from_str(&latest.document)
+                    .map_err(|e| CatalogError::Unexpected(e.into()))?;
                 let breaking = compat::breaking_schema_changes(&old, &request.schema, mode);
                 let approved_by = match (breaking.is_empty(), request.approve_breaking) {
                     (true, _) => None,
                     (false, true) => Some(actor.subject.clone()),
                     (false, false) => {
-                        return Err(CatalogError::BreakingSchemaChange { mode: mode.to_string(), changes: breaking });
+                        return Err(CatalogError::BreakingSchemaChange {
+                            mode: mode.to_string(),
+                            changes: breaking,
+                        });
                     }
                 };
                 (latest.seq + 1, mode, approved_by)
@@ -162,13 +198,16 @@ impl Catalog {
             None => all.first(),
             Some(version) => all.iter().find(|row| row.version == version),
         }
-        .ok_or_else(|| CatalogError::SchemaNotFound(match version {
-            Some(version) => format!("{id}@{version}"),
-            None => id.to_owned(),
-        }))?;
+        .ok_or_else(|| {
+            CatalogError::SchemaNotFound(match version {
+                Some(version) => format!("{id}@{version}"),
+                None => id.to_owned(),
+            })
+        })?;
         Ok(SchemaView {
             summary: SchemaSummary::from(row),
-            schema: serde_json::from_str(&row.document).map_err(|e| CatalogError::Unexpected(e.into()))?,
+            schema: serde_json::from_str(&row.document)
+                .map_err(|e| CatalogError::Unexpected(e.into()))?,
             versions: all.iter().map(|row| row.version.clone()).collect(),
         })
     }
@@ -177,11 +216,20 @@ impl Catalog {
         let after = page.position()?;
         let mut conn = self.store.conn().await?;
         let rows = schemas::list_latest(&mut conn, after.as_deref(), page.fetch_limit()).await?;
-        Ok(page.page(rows, |row| row.schema_id.clone(), |row| SchemaSummary::from(&row)))
+        Ok(page.page(
+            rows,
+            |row| row.schema_id.clone(),
+            |row| SchemaSummary::from(&row),
+        ))
     }
 
     /// Validates any document against a schema's latest (or given) version.
-    pub async fn validate_with_schema(&self, id: &str, version: Option<&str>, document: &Value) -> CatalogResult<ValidationReport> {
+    pub async fn validate_with_schema(
+        &self,
+        id: &str,
+        version: Option<&str>,
+        document: &Value,
+    ) -> CatalogResult<ValidationReport> {
         let mut conn = self.store.conn().await?;
         let row = match version {
             None => schemas::latest(&mut conn, id).await?,
@@ -190,7 +238,11 @@ impl Catalog {
         .ok_or_else(|| CatalogError::SchemaNotFound(id.to_owned()))?;
         let validator = self.validators.get_or_compile(&row)?;
         Ok(validation::validate(
-            Some(SchemaRef { id: &row.schema_id, version: &row.version, validator: &validator }),
+            Some(SchemaRef {
+                id: &row.schema_id,
+                version: &row.version,
+                validator: &validator,
+            }),
             document,
             None,
         ))
@@ -203,8 +255,9 @@ impl Catalog {
         for builtin in BUILTIN_SCHEMAS {
             let document: Value = serde_json::from_str(builtin.document)
                 .map_err(|e| anyhow::anyhow!("built-in schema {} is not JSON: {e}", builtin.id))?;
-            validation::compile(&document)
-                .map_err(|e| anyhow::anyhow!("built-in schema {} does not compile: {e}", builtin.id))?;
+            validation::compile(&document).map_err(|e| {
+                anyhow::anyhow!("built-in schema {} does not compile: {e}", builtin.id)
+            })?;
             let mut conn = self.store.conn().await?;
             let latest = schemas::latest(&mut conn, builtin.id).await?;
             drop(conn);
@@ -252,7 +305,11 @@ impl Catalog {
             )
             .await?;
             tx.commit().await?;
-            tracing::info!(schema = builtin.id, version = builtin.version, "installed built-in schema");
+            tracing::info!(
+                schema = builtin.id,
+                version = builtin.version,
+                "installed built-in schema"
+            );
         }
         Ok(())
     }

@@ -57,17 +57,37 @@ pub fn schema_changes(old: &Value, new: &Value) -> Vec<SchemaChange> {
 
 /// The changes `mode` forbids.
 pub fn breaking_schema_changes(old: &Value, new: &Value, mode: Compatibility) -> Vec<SchemaChange> {
-    schema_changes(old, new).into_iter().filter(|c| c.breaks(mode)).collect()
+    schema_changes(old, new)
+        .into_iter()
+        .filter(|c| c.breaks(mode))
+        .collect()
 }
 
-fn push(out: &mut Vec<SchemaChange>, path: &str, kind: &'static str, direction: Direction, message: String) {
-    out.push(SchemaChange { path: path.to_owned(), kind, direction, message });
+fn push(
+    out: &mut Vec<SchemaChange>,
+    path: &str,
+    kind: &'static str,
+    direction: Direction,
+    message: String,
+) {
+    out.push(SchemaChange {
+        path: path.to_owned(),
+        kind,
+        direction,
+        message,
+    });
 }
 
 fn compare(path: String, old: &Value, new: &Value, out: &mut Vec<SchemaChange>) {
     let (Some(old), Some(new)) = (old.as_object(), new.as_object()) else {
         if old != new {
-            push(out, &path, "changed-type", Direction::Both, format!("{path} changed from {old} to {new}"));
+            push(
+                out,
+                &path,
+                "changed-type",
+                Direction::Both,
+                format!("{path} changed from {old} to {new}"),
+            );
         }
         return;
     };
@@ -75,20 +95,37 @@ fn compare(path: String, old: &Value, new: &Value, out: &mut Vec<SchemaChange>) 
     compare_required(&path, old, new, out);
     compare_enum(&path, old, new, out);
     compare_bounds(&path, old, new, out);
-    if old.get("const") != new.get("const") && (old.contains_key("const") || new.contains_key("const")) {
-        push(out, &path, "changed-const", Direction::Both, format!("{path}: the constant value changed"));
+    if old.get("const") != new.get("const")
+        && (old.contains_key("const") || new.contains_key("const"))
+    {
+        push(
+            out,
+            &path,
+            "changed-const",
+            Direction::Both,
+            format!("{path}: the constant value changed"),
+        );
     }
     compare_properties(&path, old, new, out);
     for keyword in ["items", "additionalProperties", "contains", "propertyNames"] {
-        if let (Some(a @ Value::Object(_)), Some(b @ Value::Object(_))) = (old.get(keyword), new.get(keyword)) {
+        if let (Some(a @ Value::Object(_)), Some(b @ Value::Object(_))) =
+            (old.get(keyword), new.get(keyword))
+        {
             compare(pointer_push(&path, keyword), a, b, out);
         }
     }
     for keyword in ["$defs", "definitions", "patternProperties"] {
-        if let (Some(Value::Object(a)), Some(Value::Object(b))) = (old.get(keyword), new.get(keyword)) {
+        if let (Some(Value::Object(a)), Some(Value::Object(b))) =
+            (old.get(keyword), new.get(keyword))
+        {
             for (name, old_schema) in a {
                 if let Some(new_schema) = b.get(name) {
-                    compare(pointer_push(&pointer_push(&path, keyword), name), old_schema, new_schema, out);
+                    compare(
+                        pointer_push(&pointer_push(&path, keyword), name),
+                        old_schema,
+                        new_schema,
+                        out,
+                    );
                 }
             }
         }
@@ -98,12 +135,21 @@ fn compare(path: String, old: &Value, new: &Value, out: &mut Vec<SchemaChange>) 
 fn type_set(schema: &Map<String, Value>) -> Option<BTreeSet<String>> {
     match schema.get("type")? {
         Value::String(t) => Some(BTreeSet::from([t.clone()])),
-        Value::Array(ts) => Some(ts.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect()),
+        Value::Array(ts) => Some(
+            ts.iter()
+                .filter_map(|t| t.as_str().map(str::to_owned))
+                .collect(),
+        ),
         _ => None,
     }
 }
 
-fn compare_types(path: &str, old: &Map<String, Value>, new: &Map<String, Value>, out: &mut Vec<SchemaChange>) {
+fn compare_types(
+    path: &str,
+    old: &Map<String, Value>,
+    new: &Map<String, Value>,
+    out: &mut Vec<SchemaChange>,
+) {
     let (old_types, new_types) = (type_set(old), type_set(new));
     if old_types == new_types {
         return;
@@ -120,7 +166,10 @@ fn compare_types(path: &str, old: &Map<String, Value>, new: &Map<String, Value>,
         path,
         "changed-type",
         direction,
-        format!("{}: type changed from {old_types:?} to {new_types:?}", display(path)),
+        format!(
+            "{}: type changed from {old_types:?} to {new_types:?}",
+            display(path)
+        ),
     );
 }
 
@@ -128,11 +177,21 @@ fn string_set(schema: &Map<String, Value>, keyword: &str) -> BTreeSet<String> {
     schema
         .get(keyword)
         .and_then(Value::as_array)
-        .map(|items| items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
-fn compare_required(path: &str, old: &Map<String, Value>, new: &Map<String, Value>, out: &mut Vec<SchemaChange>) {
+fn compare_required(
+    path: &str,
+    old: &Map<String, Value>,
+    new: &Map<String, Value>,
+    out: &mut Vec<SchemaChange>,
+) {
     let (before, after) = (string_set(old, "required"), string_set(new, "required"));
     for name in after.difference(&before) {
         push(
@@ -140,7 +199,10 @@ fn compare_required(path: &str, old: &Map<String, Value>, new: &Map<String, Valu
             &pointer_push(path, "required"),
             "new-required-field",
             Direction::Narrowing,
-            format!("{name} is now required at {}; documents without it stop validating", display(path)),
+            format!(
+                "{name} is now required at {}; documents without it stop validating",
+                display(path)
+            ),
         );
     }
     for name in before.difference(&after) {
@@ -149,44 +211,101 @@ fn compare_required(path: &str, old: &Map<String, Value>, new: &Map<String, Valu
             &pointer_push(path, "required"),
             "dropped-required-field",
             Direction::Widening,
-            format!("{name} is no longer required at {}; old readers may miss it", display(path)),
+            format!(
+                "{name} is no longer required at {}; old readers may miss it",
+                display(path)
+            ),
         );
     }
 }
 
-fn compare_enum(path: &str, old: &Map<String, Value>, new: &Map<String, Value>, out: &mut Vec<SchemaChange>) {
+fn compare_enum(
+    path: &str,
+    old: &Map<String, Value>,
+    new: &Map<String, Value>,
+    out: &mut Vec<SchemaChange>,
+) {
     let as_set = |schema: &Map<String, Value>| {
-        schema
-            .get("enum")
-            .and_then(Value::as_array)
-            .map(|values| values.iter().map(Value::to_string).collect::<BTreeSet<String>>())
+        schema.get("enum").and_then(Value::as_array).map(|values| {
+            values
+                .iter()
+                .map(Value::to_string)
+                .collect::<BTreeSet<String>>()
+        })
     };
     let here = pointer_push(path, "enum");
     match (as_set(old), as_set(new)) {
         (None, None) => {}
-        (None, Some(_)) => push(out, &here, "narrowed-enum", Direction::Narrowing, format!("{} is now limited to a list of values", display(path))),
-        (Some(_), None) => push(out, &here, "widened-enum", Direction::Widening, format!("{} is no longer limited to a list of values", display(path))),
+        (None, Some(_)) => push(
+            out,
+            &here,
+            "narrowed-enum",
+            Direction::Narrowing,
+            format!("{} is now limited to a list of values", display(path)),
+        ),
+        (Some(_), None) => push(
+            out,
+            &here,
+            "widened-enum",
+            Direction::Widening,
+            format!("{} is no longer limited to a list of values", display(path)),
+        ),
         (Some(before), Some(after)) => {
             let removed: Vec<_> = before.difference(&after).cloned().collect();
             let added: Vec<_> = after.difference(&before).cloned().collect();
             if !removed.is_empty() {
-                push(out, &here, "narrowed-enum", Direction::Narrowing, format!("{} no longer allows {}", display(path), removed.join(", ")));
+                push(
+                    out,
+                    &here,
+                    "narrowed-enum",
+                    Direction::Narrowing,
+                    format!("{} no longer allows {}", display(path), removed.join(", ")),
+                );
             }
             if !added.is_empty() {
-                push(out, &here, "widened-enum", Direction::Widening, format!("{} now also allows {}", display(path), added.join(", ")));
+                push(
+                    out,
+                    &here,
+                    "widened-enum",
+                    Direction::Widening,
+                    format!("{} now also allows {}", display(path), added.join(", ")),
+                );
             }
         }
     }
 }
 
 /// Lower bounds: a higher (or new) one narrows. Upper bounds: a lower (or new) one narrows.
-const LOWER_BOUNDS: [&str; 5] = ["minimum", "exclusiveMinimum", "minLength", "minItems", "minProperties"];
-const UPPER_BOUNDS: [&str; 5] = ["maximum", "exclusiveMaximum", "maxLength", "maxItems", "maxProperties"];
+const LOWER_BOUNDS: [&str; 5] = [
+    "minimum",
+    "exclusiveMinimum",
+    "minLength",
+    "minItems",
+    "minProperties",
+];
+const UPPER_BOUNDS: [&str; 5] = [
+    "maximum",
+    "exclusiveMaximum",
+    "maxLength",
+    "maxItems",
+    "maxProperties",
+];
 
-fn compare_bounds(path: &str, old: &Map<String, Value>, new: &Map<String, Value>, out: &mut Vec<SchemaChange>) {
-    let bounds = LOWER_BOUNDS.iter().map(|k| (*k, true)).chain(UPPER_BOUNDS.iter().map(|k| (*k, false)));
+fn compare_bounds(
+    path: &str,
+    old: &Map<String, Value>,
+    new: &Map<String, Value>,
+    out: &mut Vec<SchemaChange>,
+) {
+    let bounds = LOWER_BOUNDS
+        .iter()
+        .map(|k| (*k, true))
+        .chain(UPPER_BOUNDS.iter().map(|k| (*k, false)));
     for (keyword, is_lower) in bounds {
-        let (before, after) = (old.get(keyword).and_then(Value::as_f64), new.get(keyword).and_then(Value::as_f64));
+        let (before, after) = (
+            old.get(keyword).and_then(Value::as_f64),
+            new.get(keyword).and_then(Value::as_f64),
+        );
         let narrowed = match (before, after) {
             (None, None) => continue,
             (None, Some(_)) => true,
@@ -195,7 +314,12 @@ fn compare_bounds(path: &str, old: &Map<String, Value>, new: &Map<String, Value>
             (Some(a), Some(b)) => (b > a) == is_lower,
         };
         let show = |v: Option<f64>| v.map_or("none".to_owned(), |v| v.to_string());
-        let message = format!("{} {keyword} changed from {} to {}", display(path), show(before), show(after));
+        let message = format!(
+            "{} {keyword} changed from {} to {}",
+            display(path),
+            show(before),
+            show(after)
+        );
         let here = pointer_push(path, keyword);
         if narrowed {
             push(out, &here, "narrowed-range", Direction::Narrowing, message);
@@ -205,10 +329,21 @@ fn compare_bounds(path: &str, old: &Map<String, Value>, new: &Map<String, Value>
     }
 }
 
-fn compare_properties(path: &str, old: &Map<String, Value>, new: &Map<String, Value>, out: &mut Vec<SchemaChange>) {
+fn compare_properties(
+    path: &str,
+    old: &Map<String, Value>,
+    new: &Map<String, Value>,
+    out: &mut Vec<SchemaChange>,
+) {
     let empty = Map::new();
-    let before = old.get("properties").and_then(Value::as_object).unwrap_or(&empty);
-    let after = new.get("properties").and_then(Value::as_object).unwrap_or(&empty);
+    let before = old
+        .get("properties")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let after = new
+        .get("properties")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
     let properties = pointer_push(path, "properties");
     for (name, old_schema) in before {
         let here = pointer_push(&properties, name);
@@ -231,14 +366,21 @@ fn compare_properties(path: &str, old: &Map<String, Value>, new: &Map<String, Va
                 &pointer_push(&properties, name),
                 "added-property",
                 Direction::Widening,
-                format!("property {name} was added to {}, which old readers refuse", display(path)),
+                format!(
+                    "property {name} was added to {}, which old readers refuse",
+                    display(path)
+                ),
             );
         }
     }
 }
 
 fn display(path: &str) -> &str {
-    if path.is_empty() { "the document" } else { path }
+    if path.is_empty() {
+        "the document"
+    } else {
+        path
+    }
 }
 
 #[cfg(test)]
@@ -247,7 +389,10 @@ mod tests {
     use serde_json::json;
 
     fn kinds(old: Value, new: Value, mode: Compatibility) -> Vec<&'static str> {
-        breaking_schema_changes(&old, &new, mode).into_iter().map(|c| c.kind).collect()
+        breaking_schema_changes(&old, &new, mode)
+            .into_iter()
+            .map(|c| c.kind)
+            .collect()
     }
 
     fn base() -> Value {
@@ -272,12 +417,32 @@ mod tests {
     #[test]
     fn each_breaking_change_is_named_under_backward() {
         let cases: Vec<(Value, &str)> = vec![
-            (edited(|s| { s["properties"].as_object_mut().unwrap().remove("name"); }), "removed-property"),
-            (edited(|s| s["required"] = json!(["damage", "name"])), "new-required-field"),
-            (edited(|s| s["properties"]["damage"]["maximum"] = json!(500)), "narrowed-range"),
-            (edited(|s| s["properties"]["damage"]["minimum"] = json!(2)), "narrowed-range"),
-            (edited(|s| s["properties"]["currency"]["enum"] = json!(["credits"])), "narrowed-enum"),
-            (edited(|s| s["properties"]["name"]["type"] = json!("integer")), "changed-type"),
+            (
+                edited(|s| {
+                    s["properties"].as_object_mut().unwrap().remove("name");
+                }),
+                "removed-property",
+            ),
+            (
+                edited(|s| s["required"] = json!(["damage", "name"])),
+                "new-required-field",
+            ),
+            (
+                edited(|s| s["properties"]["damage"]["maximum"] = json!(500)),
+                "narrowed-range",
+            ),
+            (
+                edited(|s| s["properties"]["damage"]["minimum"] = json!(2)),
+                "narrowed-range",
+            ),
+            (
+                edited(|s| s["properties"]["currency"]["enum"] = json!(["credits"])),
+                "narrowed-enum",
+            ),
+            (
+                edited(|s| s["properties"]["name"]["type"] = json!("integer")),
+                "changed-type",
+            ),
         ];
         for (new, expected) in cases {
             assert_eq!(kinds(base(), new, Compatibility::Backward), vec![expected]);

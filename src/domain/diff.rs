@@ -113,12 +113,18 @@ pub fn breaking_changes(from: &Value, to: &Value) -> Vec<BreakingChange> {
         .into_iter()
         .filter_map(|change| match change.kind {
             ChangeKind::Removed => Some(BreakingChange {
-                message: format!("{} was removed; servers reading it will not find it", change.path),
+                message: format!(
+                    "{} was removed; servers reading it will not find it",
+                    change.path
+                ),
                 path: change.path,
                 rule: "removed-key",
             }),
             ChangeKind::Modified => {
-                let (old, new) = (type_name(change.from.as_ref()?), type_name(change.to.as_ref()?));
+                let (old, new) = (
+                    type_name(change.from.as_ref()?),
+                    type_name(change.to.as_ref()?),
+                );
                 (old != new).then(|| BreakingChange {
                     message: format!("{} changed type from {old} to {new}", change.path),
                     path: change.path,
@@ -190,6 +196,9 @@ mod tests {
             .into_iter()
             .map(|b| (b.path, b.rule))
             .collect();
-        assert_eq!(rules, vec![("/a".into(), "type-changed"), ("/c".into(), "removed-key")]);
+        assert_eq!(
+            rules,
+            vec![("/a".into(), "type-changed"), ("/c".into(), "removed-key")]
+        );
     }
 }

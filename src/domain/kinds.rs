@@ -122,6 +122,9 @@ mod tests {
     #[test]
     fn unknown_text_names_the_allowed_values() {
         let error = "prod".parse::<Environment>().unwrap_err();
-        assert!(error.contains("development, staging, production"), "{error}");
+        assert!(
+            error.contains("development, staging, production"),
+            "{error}"
+        );
     }
 }

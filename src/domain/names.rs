@@ -30,10 +30,9 @@ impl Slug {
         if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
             return Err(SlugError::BadStart);
         }
-        if let Some(bad) = candidate
-            .chars()
-            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')))
-        {
+        if let Some(bad) = candidate.chars().find(|c| {
+            !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+        }) {
             return Err(SlugError::BadCharacter(bad));
         }
         Ok(Self(candidate.to_owned()))
@@ -87,7 +86,13 @@ mod tests {
 
     #[test]
     fn slugs_follow_the_api_pattern() {
-        for good in ["weapon-balance", "a", "0", "eu.events_2026", &"x".repeat(128)] {
+        for good in [
+            "weapon-balance",
+            "a",
+            "0",
+            "eu.events_2026",
+            &"x".repeat(128),
+        ] {
             assert!(Slug::parse(good).is_ok(), "{good} should parse");
         }
         let cases = [
@@ -101,7 +106,10 @@ mod tests {
         for (bad, why) in cases {
             assert_eq!(Slug::parse(bad).unwrap_err(), why, "{bad:?}");
         }
-        assert_eq!(Slug::parse(&"x".repeat(129)).unwrap_err(), SlugError::TooLong);
+        assert_eq!(
+            Slug::parse(&"x".repeat(129)).unwrap_err(),
+            SlugError::TooLong
+        );
     }
 
     #[test]

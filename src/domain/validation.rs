@@ -9,12 +9,11 @@
 //!
 //! `config/schemas/README.md` documents them for schema authors.
 
-use super::{
-    diff::breaking_changes,
-    document::pointer_push,
-};
+use super::{diff::breaking_changes, document::pointer_push};
 use chrono::{DateTime, FixedOffset};
-use jsonschema::{Keyword, ValidationError, Validator, error::ValidationErrorKind, paths::Location};
+use jsonschema::{
+    Keyword, ValidationError, Validator, error::ValidationErrorKind, paths::Location,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::cmp::Ordering;
@@ -143,7 +142,13 @@ fn describe(error: &ValidationError<'_>) -> Vec<Issue> {
     let path = error.instance_path().as_str().to_owned();
     let instance = error.instance();
     let rule = error.kind().keyword().to_owned();
-    let single = |message: String| vec![Issue { path: path.clone(), rule: rule.clone(), message }];
+    let single = |message: String| {
+        vec![Issue {
+            path: path.clone(),
+            rule: rule.clone(),
+            message,
+        }]
+    };
     match error.kind() {
         ValidationErrorKind::Maximum { limit } => {
             single(format!("must be at most {limit} (is {instance})"))
@@ -160,11 +165,12 @@ fn describe(error: &ValidationError<'_>) -> Vec<Issue> {
         ValidationErrorKind::Enum { options } => {
             single(format!("must be one of {options} (is {instance})"))
         }
-        ValidationErrorKind::Type { .. } => {
-            single(format!("has the wrong type: {error}"))
-        }
+        ValidationErrorKind::Type { .. } => single(format!("has the wrong type: {error}")),
         ValidationErrorKind::Required { property } => {
-            let name = property.as_str().map(str::to_owned).unwrap_or_else(|| property.to_string());
+            let name = property
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| property.to_string());
             vec![Issue {
                 path: pointer_push(&path, &name),
                 rule,
@@ -185,7 +191,11 @@ fn describe(error: &ValidationError<'_>) -> Vec<Issue> {
                 Some((sub_path, message)) => (sub_path, message),
                 None => ("", message.as_str()),
             };
-            vec![Issue { path: format!("{path}{sub_path}"), rule, message: message.to_owned() }]
+            vec![Issue {
+                path: format!("{path}{sub_path}"),
+                rule,
+                message: message.to_owned(),
+            }]
         }
         _ => single(error.to_string()),
     }
@@ -204,7 +214,11 @@ fn schema_error(keyword: &str, message: &str) -> ValidationError<'static> {
 /// segment of each.
 fn entries(instance: &Value) -> Vec<(String, &Value)> {
     match instance {
-        Value::Array(items) => items.iter().enumerate().map(|(i, v)| (i.to_string(), v)).collect(),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i.to_string(), v))
+            .collect(),
         Value::Object(map) => map.iter().map(|(k, v)| (k.clone(), v)).collect(),
         _ => Vec::new(),
     }
@@ -223,7 +237,9 @@ fn sum_factory<'a>(
     value: &'a Value,
     _location: Location,
 ) -> Result<Box<dyn for<'i> Keyword<'i>>, ValidationError<'a>> {
-    let spec = value.as_object().ok_or_else(|| schema_error("x-sum", "must be an object"))?;
+    let spec = value
+        .as_object()
+        .ok_or_else(|| schema_error("x-sum", "must be an object"))?;
     let field = spec
         .get("of")
         .and_then(Value::as_str)
@@ -239,7 +255,11 @@ fn sum_factory<'a>(
             .filter(|t| *t >= 0.0)
             .ok_or_else(|| schema_error("x-sum", "\"tolerance\" must be a number >= 0"))?,
     };
-    Ok(Box::new(SumRule { field: field.to_owned(), equals, tolerance }))
+    Ok(Box::new(SumRule {
+        field: field.to_owned(),
+        equals,
+        tolerance,
+    }))
 }
 
 impl SumRule {
@@ -295,15 +315,23 @@ fn ranges_factory<'a>(
     value: &'a Value,
     _location: Location,
 ) -> Result<Box<dyn for<'i> Keyword<'i>>, ValidationError<'a>> {
-    let spec = value.as_object().ok_or_else(|| schema_error("x-ranges", "must be an object"))?;
+    let spec = value
+        .as_object()
+        .ok_or_else(|| schema_error("x-ranges", "must be an object"))?;
     let field = |name: &str| -> Result<String, ValidationError<'a>> {
         match spec.get(name) {
             None => Ok(name.to_owned()),
             Some(Value::String(s)) => Ok(s.clone()),
-            Some(_) => Err(schema_error("x-ranges", "\"min\" and \"max\" name fields (strings)")),
+            Some(_) => Err(schema_error(
+                "x-ranges",
+                "\"min\" and \"max\" name fields (strings)",
+            )),
         }
     };
-    Ok(Box::new(RangesRule { min: field("min")?, max: field("max")? }))
+    Ok(Box::new(RangesRule {
+        min: field("min")?,
+        max: field("max")?,
+    }))
 }
 
 impl RangesRule {
@@ -320,7 +348,10 @@ impl RangesRule {
             if min > max {
                 problems.push((
                     format!("/{segment}"),
-                    format!("{} ({min}) must not be greater than {} ({max})", self.min, self.max),
+                    format!(
+                        "{} ({min}) must not be greater than {} ({max})",
+                        self.min, self.max
+                    ),
                 ));
                 continue;
             }
@@ -369,7 +400,10 @@ impl<'i> Keyword<'i> for RangesRule {
         self.problems(instance).is_empty()
     }
 
-    fn iter_errors(&self, instance: &'i Value) -> Box<dyn Iterator<Item = ValidationError<'i>> + 'i> {
+    fn iter_errors(
+        &self,
+        instance: &'i Value,
+    ) -> Box<dyn Iterator<Item = ValidationError<'i>> + 'i> {
         Box::new(
             self.problems(instance)
                 .into_iter()
@@ -448,11 +482,18 @@ fn compare_factory<'a>(
     for spec in specs {
         let get = |name: &str| spec.get(name).and_then(Value::as_str);
         let (Some(left), Some(op), Some(right)) = (get("left"), get("op"), get("right")) else {
-            return Err(schema_error("x-compare", "each rule needs \"left\", \"op\" and \"right\""));
+            return Err(schema_error(
+                "x-compare",
+                "each rule needs \"left\", \"op\" and \"right\"",
+            ));
         };
         let op = CompareOp::parse(op)
             .ok_or_else(|| schema_error("x-compare", "\"op\" is one of <, <=, ==, >=, >"))?;
-        rules.push(Comparison { left: left.to_owned(), op, right: right.to_owned() });
+        rules.push(Comparison {
+            left: left.to_owned(),
+            op,
+            right: right.to_owned(),
+        });
     }
     Ok(Box::new(CompareRule(rules)))
 }
@@ -463,7 +504,10 @@ fn compare_values(a: &Value, b: &Value) -> Option<Ordering> {
     if let (Some(x), Some(y)) = (a.as_f64(), b.as_f64()) {
         return x.partial_cmp(&y);
     }
-    let instant = |v: &Value| v.as_str().and_then(|s| DateTime::<FixedOffset>::parse_from_rfc3339(s).ok());
+    let instant = |v: &Value| {
+        v.as_str()
+            .and_then(|s| DateTime::<FixedOffset>::parse_from_rfc3339(s).ok())
+    };
     Some(instant(a)?.cmp(&instant(b)?))
 }
 
@@ -505,9 +549,14 @@ impl<'i> Keyword<'i> for CompareRule {
         self.problems(instance).is_empty()
     }
 
-    fn iter_errors(&self, instance: &'i Value) -> Box<dyn Iterator<Item = ValidationError<'i>> + 'i> {
+    fn iter_errors(
+        &self,
+        instance: &'i Value,
+    ) -> Box<dyn Iterator<Item = ValidationError<'i>> + 'i> {
         Box::new(
-            self.problems(instance).into_iter().map(|(path, message)| custom_error(&path, message)),
+            self.problems(instance)
+                .into_iter()
+                .map(|(path, message)| custom_error(&path, message)),
         )
     }
 }
@@ -519,12 +568,23 @@ mod tests {
 
     fn check(schema: Value, document: Value) -> ValidationReport {
         let validator = compile(&schema).expect("test schema compiles");
-        validate(Some(SchemaRef { id: "t", version: "1.0.0", validator: &validator }), &document, None)
+        validate(
+            Some(SchemaRef {
+                id: "t",
+                version: "1.0.0",
+                validator: &validator,
+            }),
+            &document,
+            None,
+        )
     }
 
     fn rules_and_paths(report: &ValidationReport) -> Vec<(String, String)> {
-        let mut out: Vec<_> =
-            report.errors.iter().map(|i| (i.path.clone(), i.rule.clone())).collect();
+        let mut out: Vec<_> = report
+            .errors
+            .iter()
+            .map(|i| (i.path.clone(), i.rule.clone()))
+            .collect();
         out.sort();
         out
     }
@@ -560,18 +620,27 @@ mod tests {
 
     #[test]
     fn x_sum_checks_totals_within_tolerance() {
-        let schema = json!({"type": "array", "x-sum": {"of": "dropRate", "equals": 1, "tolerance": 1e-6}});
-        let good = json!([{"dropRate": 0.05}, {"dropRate": 0.15}, {"dropRate": 0.3}, {"dropRate": 0.5}]);
+        let schema =
+            json!({"type": "array", "x-sum": {"of": "dropRate", "equals": 1, "tolerance": 1e-6}});
+        let good =
+            json!([{"dropRate": 0.05}, {"dropRate": 0.15}, {"dropRate": 0.3}, {"dropRate": 0.5}]);
         assert!(check(schema.clone(), good).valid);
         let bad = check(schema, json!([{"dropRate": 0.5}, {"dropRate": 0.6}]));
         assert_eq!(rules_and_paths(&bad), vec![("".into(), "x-sum".into())]);
-        assert!(bad.errors[0].message.contains("add up to 1 (they add up to 1.1)"), "{:?}", bad.errors);
+        assert!(
+            bad.errors[0]
+                .message
+                .contains("add up to 1 (they add up to 1.1)"),
+            "{:?}",
+            bad.errors
+        );
     }
 
     #[test]
     fn x_ranges_finds_inverted_and_overlapping_ranges() {
         let schema = json!({"x-ranges": {"min": "min", "max": "max"}});
-        let ordered = json!({"bronze": {"min": 0, "max": 1000}, "silver": {"min": 1001, "max": 2000}});
+        let ordered =
+            json!({"bronze": {"min": 0, "max": 1000}, "silver": {"min": 1001, "max": 2000}});
         assert!(check(schema.clone(), ordered).valid);
         let bad = check(
             schema.clone(),
@@ -583,10 +652,19 @@ mod tests {
         );
         assert_eq!(
             rules_and_paths(&bad),
-            vec![("/gold".into(), "x-ranges".into()), ("/silver".into(), "x-ranges".into())]
+            vec![
+                ("/gold".into(), "x-ranges".into()),
+                ("/silver".into(), "x-ranges".into())
+            ]
         );
-        let unsorted = check(schema, json!([{"min": 10, "max": 20}, {"min": 0, "max": 5}]));
-        assert_eq!(rules_and_paths(&unsorted), vec![("/1".into(), "x-ranges".into())]);
+        let unsorted = check(
+            schema,
+            json!([{"min": 10, "max": 20}, {"min": 0, "max": 5}]),
+        );
+        assert_eq!(
+            rules_and_paths(&unsorted),
+            vec![("/1".into(), "x-ranges".into())]
+        );
     }
 
     #[test]
@@ -605,7 +683,10 @@ mod tests {
         );
         assert_eq!(
             rules_and_paths(&bad),
-            vec![("/minPlayers".into(), "x-compare".into()), ("/startTime".into(), "x-compare".into())]
+            vec![
+                ("/minPlayers".into(), "x-compare".into()),
+                ("/startTime".into(), "x-compare".into())
+            ]
         );
     }
 
@@ -635,7 +716,10 @@ mod tests {
     #[test]
     fn error_lists_are_capped() {
         let schema = json!({"type": "array", "items": {"type": "string"}});
-        let report = check(schema, Value::Array(vec![json!(1); MAX_REPORTED_ISSUES + 10]));
+        let report = check(
+            schema,
+            Value::Array(vec![json!(1); MAX_REPORTED_ISSUES + 10]),
+        );
         assert_eq!(report.errors.len(), MAX_REPORTED_ISSUES);
         assert!(report.truncated);
     }

@@ -41,8 +41,15 @@ pub struct AuditQuery {
     (status = 200, body = Page<AuditEntryView>),
     (status = 400, body = Problem),
 ))]
-pub async fn list_audit(catalog: web::Data<Catalog>, query: web::Query<AuditQuery>) -> Result<HttpResponse, ApiError> {
-    let page = PageQuery { limit: query.limit, cursor: query.cursor.clone() }.to_request()?;
+pub async fn list_audit(
+    catalog: web::Data<Catalog>,
+    query: web::Query<AuditQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let page = PageQuery {
+        limit: query.limit,
+        cursor: query.cursor.clone(),
+    }
+    .to_request()?;
     let since_ms = query
         .since
         .as_deref()

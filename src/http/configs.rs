@@ -18,24 +18,45 @@ use serde::Deserialize;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     let resource = |path: &str| web::resource(path).default_service(web::to(method_not_allowed));
-    cfg.service(resource("/configs").route(web::post().to(create_config)).route(web::get().to(list_configs)))
-        .service(resource("/configs/{name}").route(web::get().to(get_config)).route(web::delete().to(delete_config)))
-        .service(
-            resource("/configs/{name}/versions")
-                .route(web::post().to(create_version))
-                .route(web::get().to(list_versions)),
-        )
-        .service(resource("/configs/{name}/versions/{version}").route(web::get().to(get_version)))
-        .service(resource("/configs/{name}/versions/{from}/diff/{to}").route(web::get().to(diff_versions)))
-        .service(resource("/configs/{name}/versions/{version}/tags").route(web::put().to(set_tags)))
-        .service(resource("/configs/{name}/versions/{version}/validate").route(web::post().to(validate_version)))
-        .service(resource("/configs/{name}/versions/{version}/validation-report").route(web::get().to(validation_report)))
-        .service(resource("/configs/{name}/versions/{version}/approve").route(web::post().to(approve_version)))
-        .service(resource("/configs/{name}/rollback").route(web::post().to(rollback)));
+    cfg.service(
+        resource("/configs")
+            .route(web::post().to(create_config))
+            .route(web::get().to(list_configs)),
+    )
+    .service(
+        resource("/configs/{name}")
+            .route(web::get().to(get_config))
+            .route(web::delete().to(delete_config)),
+    )
+    .service(
+        resource("/configs/{name}/versions")
+            .route(web::post().to(create_version))
+            .route(web::get().to(list_versions)),
+    )
+    .service(resource("/configs/{name}/versions/{version}").route(web::get().to(get_version)))
+    .service(
+        resource("/configs/{name}/versions/{from}/diff/{to}").route(web::get().to(diff_versions)),
+    )
+    .service(resource("/configs/{name}/versions/{version}/tags").route(web::put().to(set_tags)))
+    .service(
+        resource("/configs/{name}/versions/{version}/validate")
+            .route(web::post().to(validate_version)),
+    )
+    .service(
+        resource("/configs/{name}/versions/{version}/validation-report")
+            .route(web::get().to(validation_report)),
+    )
+    .service(
+        resource("/configs/{name}/versions/{version}/approve")
+            .route(web::post().to(approve_version)),
+    )
+    .service(resource("/configs/{name}/rollback").route(web::post().to(rollback)));
 }
 
 fn created<T: serde::Serialize>(location: String, body: &T) -> HttpResponse {
-    HttpResponse::Created().insert_header(("Location", location)).json(body)
+    HttpResponse::Created()
+        .insert_header(("Location", location))
+        .json(body)
 }
 
 /// Create a config profile.
@@ -71,7 +92,11 @@ pub async fn list_configs(
     catalog: web::Data<Catalog>,
     query: web::Query<ConfigListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let page = PageQuery { limit: query.limit, cursor: query.cursor.clone() }.to_request()?;
+    let page = PageQuery {
+        limit: query.limit,
+        cursor: query.cursor.clone(),
+    }
+    .to_request()?;
     let filter = ConfigFilter {
         environment: query.environment.map(|e| e.as_str().to_owned()),
         config_type: query.config_type.map(|t| t.as_str().to_owned()),
@@ -85,7 +110,10 @@ pub async fn list_configs(
     (status = 200, body = ConfigView),
     (status = 404, body = Problem),
 ))]
-pub async fn get_config(catalog: web::Data<Catalog>, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get_config(
+    catalog: web::Data<Catalog>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(catalog.get_config(&name).await?))
 }
 
@@ -118,7 +146,13 @@ pub async fn create_version(
     Body(request): Body<NewVersionRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let version = catalog.create_version(&caller.0, &name, request).await?;
-    Ok(created(format!("/api/v1/configs/{}/versions/{}", name, version.summary.version), &version))
+    Ok(created(
+        format!(
+            "/api/v1/configs/{}/versions/{}",
+            name, version.summary.version
+        ),
+        &version,
+    ))
 }
 
 /// Version history, newest first.
@@ -180,7 +214,11 @@ pub async fn set_tags(
     Body(request): Body<TagsRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let (name, version) = path.into_inner();
-    Ok(HttpResponse::Ok().json(catalog.set_tags(&caller.0, &name, &version, &request.tags).await?))
+    Ok(HttpResponse::Ok().json(
+        catalog
+            .set_tags(&caller.0, &name, &version, &request.tags)
+            .await?,
+    ))
 }
 
 /// Validate a stored version again, against its schema as it is now; the report is stored.
@@ -245,5 +283,11 @@ pub async fn rollback(
     Body(request): Body<RollbackRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let version = catalog.rollback(&caller.0, &name, request).await?;
-    Ok(created(format!("/api/v1/configs/{}/versions/{}", name, version.summary.version), &version))
+    Ok(created(
+        format!(
+            "/api/v1/configs/{}/versions/{}",
+            name, version.summary.version
+        ),
+        &version,
+    ))
 }

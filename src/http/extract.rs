@@ -32,7 +32,12 @@ fn body_format(request: &HttpRequest) -> Result<Format, ApiError> {
         return Err(ApiError::UnsupportedMediaType("(none)".into()));
     };
     let text = header.to_str().unwrap_or_default();
-    let essence = text.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
     match essence.as_str() {
         "application/json" => Ok(Format::Json),
         "application/yaml" | "application/x-yaml" | "text/yaml" => Ok(Format::Yaml),
@@ -45,10 +50,14 @@ fn body_format(request: &HttpRequest) -> Result<Format, ApiError> {
 /// nesting past 128 levels with an error rather than a stack overflow.
 fn parse(format: Format, bytes: &[u8]) -> Result<Value, ApiError> {
     match format {
-        Format::Json => serde_json::from_slice(bytes)
-            .map_err(|e| ApiError::MalformedBody { format: "JSON", detail: e.to_string() }),
-        Format::Yaml => serde_yaml_ng::from_slice(bytes)
-            .map_err(|e| ApiError::MalformedBody { format: "YAML", detail: e.to_string() }),
+        Format::Json => serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedBody {
+            format: "JSON",
+            detail: e.to_string(),
+        }),
+        Format::Yaml => serde_yaml_ng::from_slice(bytes).map_err(|e| ApiError::MalformedBody {
+            format: "YAML",
+            detail: e.to_string(),
+        }),
     }
 }
 
@@ -77,7 +86,9 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
         let limits = request
             .app_data::<web::Data<BodyLimits>>()
             .map(|data| *data.get_ref())
-            .unwrap_or(BodyLimits { max_bytes: 2 * 1024 * 1024 });
+            .unwrap_or(BodyLimits {
+                max_bytes: 2 * 1024 * 1024,
+            });
         let format = body_format(request);
         let declared = request
             .headers()
@@ -88,24 +99,36 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
         Box::pin(async move {
             let format = format?;
             if declared.is_some_and(|length| length > limits.max_bytes) {
-                return Err(ApiError::BodyTooLarge { limit: limits.max_bytes });
+                return Err(ApiError::BodyTooLarge {
+                    limit: limits.max_bytes,
+                });
             }
             let mut bytes = web::BytesMut::new();
             while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| ApiError::MalformedBody { format: "HTTP", detail: e.to_string() })?;
+                let chunk = chunk.map_err(|e| ApiError::MalformedBody {
+                    format: "HTTP",
+                    detail: e.to_string(),
+                })?;
                 if bytes.len() + chunk.len() > limits.max_bytes {
-                    return Err(ApiError::BodyTooLarge { limit: limits.max_bytes });
+                    return Err(ApiError::BodyTooLarge {
+                        limit: limits.max_bytes,
+                    });
                 }
                 bytes.extend_from_slice(&chunk);
             }
             if bytes.is_empty() {
-                return Err(ApiError::MalformedBody { format: "JSON", detail: "the body is empty".into() });
+                return Err(ApiError::MalformedBody {
+                    format: "JSON",
+                    detail: "the body is empty".into(),
+                });
             }
             let value = parse(format, &bytes)?;
-            serde_path_to_error::deserialize::<_, T>(value).map(Body).map_err(|error| ApiError::InvalidBody {
-                path: pointer_of(error.path()),
-                message: error.inner().to_string(),
-            })
+            serde_path_to_error::deserialize::<_, T>(value)
+                .map(Body)
+                .map_err(|error| ApiError::InvalidBody {
+                    path: pointer_of(error.path()),
+                    message: error.inner().to_string(),
+                })
         })
     }
 }
@@ -124,8 +147,14 @@ impl FromRequest for Caller {
     type Future = std::future::Ready<Result<Self, ApiError>>;
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let request_id = request.extensions().get::<RequestId>().map(|id| id.0.clone());
-        std::future::ready(Ok(Caller(Actor { subject: "anonymous".into(), request_id })))
+        let request_id = request
+            .extensions()
+            .get::<RequestId>()
+            .map(|id| id.0.clone());
+        std::future::ready(Ok(Caller(Actor {
+            subject: "anonymous".into(),
+            request_id,
+        })))
     }
 }
 
@@ -143,21 +172,34 @@ impl PageQuery {
     pub fn to_request(&self) -> Result<PageRequest, ApiError> {
         let limit = self.limit.unwrap_or(PageRequest::DEFAULT_LIMIT);
         if !(1..=PageRequest::MAX_LIMIT).contains(&limit) {
-            return Err(ApiError::InvalidQuery(format!("limit must be between 1 and {}", PageRequest::MAX_LIMIT)));
+            return Err(ApiError::InvalidQuery(format!(
+                "limit must be between 1 and {}",
+                PageRequest::MAX_LIMIT
+            )));
         }
-        Ok(PageRequest { limit, cursor: self.cursor.clone() })
+        Ok(PageRequest {
+            limit,
+            cursor: self.cursor.clone(),
+        })
     }
 }
 
 /// Turns query-string errors into problem+json.
-pub fn query_error(error: actix_web::error::QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+pub fn query_error(
+    error: actix_web::error::QueryPayloadError,
+    _: &HttpRequest,
+) -> actix_web::Error {
     ApiError::InvalidQuery(error.to_string()).into()
 }
 
 /// Turns path errors into problem+json.
 pub fn path_error(error: actix_web::error::PathError, request: &HttpRequest) -> actix_web::Error {
     let _ = error;
-    ApiError::RouteNotFound { method: request.method().to_string(), path: request.path().to_owned() }.into()
+    ApiError::RouteNotFound {
+        method: request.method().to_string(),
+        path: request.path().to_owned(),
+    }
+    .into()
 }
 
 /// A body that may be absent: no `Content-Type` and no bytes means `None`;

@@ -31,17 +31,22 @@ static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // The OpenAPI route lives under /api/v1 too: it must come before the
     // scope, which would otherwise answer it with its own 404.
-    cfg.configure(health::configure).configure(openapi::configure).service(
-        web::scope("/api/v1")
-            .configure(configs::configure)
-            .configure(schemas::configure)
-            .configure(audit::configure),
-    );
+    cfg.configure(health::configure)
+        .configure(openapi::configure)
+        .service(
+            web::scope("/api/v1")
+                .configure(configs::configure)
+                .configure(schemas::configure)
+                .configure(audit::configure),
+        );
 }
 
 /// Answer for a path that matches no route.
 pub async fn route_not_found(request: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::RouteNotFound { method: request.method().to_string(), path: request.path().to_owned() })
+    Err(ApiError::RouteNotFound {
+        method: request.method().to_string(),
+        path: request.path().to_owned(),
+    })
 }
 
 /// Answer for a known path with a method it does not take.
@@ -55,7 +60,9 @@ pub async fn method_not_allowed(request: HttpRequest) -> HttpResponse {
         errors: Vec::new(),
         extensions: Default::default(),
     };
-    HttpResponse::MethodNotAllowed().content_type("application/problem+json").json(problem)
+    HttpResponse::MethodNotAllowed()
+        .content_type("application/problem+json")
+        .json(problem)
 }
 
 fn sane_request_id(value: &HeaderValue) -> Option<String> {

@@ -41,7 +41,10 @@ pub enum ApiError {
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error("the request body is not valid {format}: {detail}")]
-    MalformedBody { format: &'static str, detail: String },
+    MalformedBody {
+        format: &'static str,
+        detail: String,
+    },
     #[error("{message}")]
     InvalidBody { path: String, message: String },
     #[error("the request body is larger than {limit} bytes")]
@@ -81,7 +84,9 @@ impl ApiError {
             ApiError::MalformedBody { .. } => (StatusCode::BAD_REQUEST, "malformed_body"),
             ApiError::InvalidBody { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
             ApiError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
-            ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
             ApiError::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
             ApiError::RouteNotFound { .. } => (StatusCode::NOT_FOUND, "route_not_found"),
             ApiError::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
@@ -104,11 +109,20 @@ impl ApiError {
                 vec![item("/version", self.to_string(), None)]
             }
             ApiError::Catalog(CatalogError::ValidationFailed(report)) => {
-                extensions.insert("report".into(), serde_json::to_value(report).unwrap_or_default());
+                extensions.insert(
+                    "report".into(),
+                    serde_json::to_value(report).unwrap_or_default(),
+                );
                 report
                     .errors
                     .iter()
-                    .map(|issue| item(&format!("/content{}", issue.path), issue.message.clone(), Some(&issue.rule)))
+                    .map(|issue| {
+                        item(
+                            &format!("/content{}", issue.path),
+                            issue.message.clone(),
+                            Some(&issue.rule),
+                        )
+                    })
                     .collect()
             }
             ApiError::Catalog(CatalogError::InvalidSchema(invalid)) => {
@@ -116,7 +130,13 @@ impl ApiError {
             }
             ApiError::Catalog(CatalogError::BreakingSchemaChange { changes, .. }) => changes
                 .iter()
-                .map(|change| item(&format!("/schema{}", change.path), change.message.clone(), Some(change.kind)))
+                .map(|change| {
+                    item(
+                        &format!("/schema{}", change.path),
+                        change.message.clone(),
+                        Some(change.kind),
+                    )
+                })
                 .collect(),
             ApiError::Catalog(CatalogError::DocumentTooLarge { .. })
             | ApiError::Catalog(CatalogError::DocumentTooDeep { .. }) => {
@@ -185,7 +205,9 @@ mod tests {
 
     #[test]
     fn internal_errors_do_not_leak_their_cause() {
-        let error = ApiError::Catalog(CatalogError::Unexpected(anyhow::anyhow!("password=hunter2")));
+        let error = ApiError::Catalog(CatalogError::Unexpected(anyhow::anyhow!(
+            "password=hunter2"
+        )));
         let problem = error.problem();
         assert_eq!(problem.status, 500);
         assert!(!problem.detail.contains("hunter2"));
@@ -193,7 +215,10 @@ mod tests {
 
     #[test]
     fn version_conflicts_name_the_latest_version() {
-        let error = ApiError::Catalog(CatalogError::VersionNotGreater { version: "1.0.0".into(), latest: "1.2.0".into() });
+        let error = ApiError::Catalog(CatalogError::VersionNotGreater {
+            version: "1.0.0".into(),
+            latest: "1.2.0".into(),
+        });
         let problem = error.problem();
         assert_eq!((problem.status, problem.code), (409, "version_not_greater"));
         assert_eq!(problem.extensions["latest"], "1.2.0");

@@ -18,9 +18,13 @@ use serde_json::Value;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     let resource = |path: &str| web::resource(path).default_service(web::to(method_not_allowed));
-    cfg.service(resource("/schemas").route(web::post().to(register_schema)).route(web::get().to(list_schemas)))
-        .service(resource("/schemas/{id}").route(web::get().to(get_schema)))
-        .service(resource("/schemas/{id}/validate").route(web::post().to(validate_document)));
+    cfg.service(
+        resource("/schemas")
+            .route(web::post().to(register_schema))
+            .route(web::get().to(list_schemas)),
+    )
+    .service(resource("/schemas/{id}").route(web::get().to(get_schema)))
+    .service(resource("/schemas/{id}/validate").route(web::post().to(validate_document)));
 }
 
 /// Register a schema, or a new version of one (checked against its compatibility mode).
@@ -44,7 +48,10 @@ pub async fn register_schema(
 #[utoipa::path(get, path = "/api/v1/schemas", tag = "schemas", params(PageQuery), responses(
     (status = 200, body = Page<SchemaSummary>),
 ))]
-pub async fn list_schemas(catalog: web::Data<Catalog>, query: web::Query<PageQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn list_schemas(
+    catalog: web::Data<Catalog>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(catalog.list_schemas(&query.to_request()?).await?))
 }
 
@@ -80,5 +87,9 @@ pub async fn validate_document(
     query: web::Query<SchemaVersionQuery>,
     Body(document): Body<Value>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(catalog.validate_with_schema(&id, query.version.as_deref(), &document).await?))
+    Ok(HttpResponse::Ok().json(
+        catalog
+            .validate_with_schema(&id, query.version.as_deref(), &document)
+            .await?,
+    ))
 }

@@ -90,7 +90,11 @@ pub async fn name_taken(conn: &mut Conn, name: &str) -> StoreResult<bool> {
 }
 
 /// Live configs by name, in name order.
-pub async fn list(conn: &mut Conn, filter: &ConfigFilter, limit: i64) -> StoreResult<Vec<ConfigRow>> {
+pub async fn list(
+    conn: &mut Conn,
+    filter: &ConfigFilter,
+    limit: i64,
+) -> StoreResult<Vec<ConfigRow>> {
     Ok(sqlx::query_as::<_, ConfigRow>(concat!(
         config_select!(),
         "WHERE c.deleted_at IS NULL AND ($1 IS NULL OR c.environment = $1) \

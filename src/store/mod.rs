@@ -15,12 +15,7 @@ pub mod versions;
 
 use crate::settings::DatabaseSettings;
 use anyhow::Context;
-use sqlx::{
-    Any, AnyPool,
-    any::AnyPoolOptions,
-    migrate::Migrator,
-    pool::PoolConnection,
-};
+use sqlx::{Any, AnyPool, any::AnyPoolOptions, migrate::Migrator, pool::PoolConnection};
 use std::{path::Path, str::FromStr, time::Duration};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -117,7 +112,10 @@ impl Store {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
-        migrator.run(&self.pool).await.context("applying migrations")
+        migrator
+            .run(&self.pool)
+            .await
+            .context("applying migrations")
     }
 
     /// Whether the store answers a trivial query.
@@ -147,14 +145,17 @@ impl Store {
 
 /// Creates the folder of a `sqlite://` file and asks SQLite to create the file.
 fn prepare_sqlite_url(url: &str) -> anyhow::Result<String> {
-    let rest = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let rest = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
     let path = rest.split('?').next().unwrap_or_default();
     anyhow::ensure!(!path.is_empty(), "sqlite url names no file");
-    if path != ":memory:" {
-        if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating database folder {}", parent.display()))?;
-        }
+    let parent = Path::new(path)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent.filter(|_| path != ":memory:") {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating database folder {}", parent.display()))?;
     }
     let mut url = url.to_owned();
     if !url.contains("mode=") {

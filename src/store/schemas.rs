@@ -68,24 +68,38 @@ pub async fn latest(conn: &mut Conn, schema_id: &str) -> StoreResult<Option<Sche
     .await?)
 }
 
-pub async fn by_version(conn: &mut Conn, schema_id: &str, version: &str) -> StoreResult<Option<SchemaRow>> {
-    Ok(sqlx::query_as::<_, SchemaRow>(concat!(schema_select!(), "WHERE schema_id = $1 AND version = $2"))
-        .bind(schema_id)
-        .bind(version)
-        .fetch_optional(&mut **conn)
-        .await?)
+pub async fn by_version(
+    conn: &mut Conn,
+    schema_id: &str,
+    version: &str,
+) -> StoreResult<Option<SchemaRow>> {
+    Ok(sqlx::query_as::<_, SchemaRow>(concat!(
+        schema_select!(),
+        "WHERE schema_id = $1 AND version = $2"
+    ))
+    .bind(schema_id)
+    .bind(version)
+    .fetch_optional(&mut **conn)
+    .await?)
 }
 
 /// All versions of one schema, newest first.
 pub async fn versions(conn: &mut Conn, schema_id: &str) -> StoreResult<Vec<SchemaRow>> {
-    Ok(sqlx::query_as::<_, SchemaRow>(concat!(schema_select!(), "WHERE schema_id = $1 ORDER BY seq DESC"))
-        .bind(schema_id)
-        .fetch_all(&mut **conn)
-        .await?)
+    Ok(sqlx::query_as::<_, SchemaRow>(concat!(
+        schema_select!(),
+        "WHERE schema_id = $1 ORDER BY seq DESC"
+    ))
+    .bind(schema_id)
+    .fetch_all(&mut **conn)
+    .await?)
 }
 
 /// The latest version of each schema, by id, after `after_id` when paging.
-pub async fn list_latest(conn: &mut Conn, after_id: Option<&str>, limit: i64) -> StoreResult<Vec<SchemaRow>> {
+pub async fn list_latest(
+    conn: &mut Conn,
+    after_id: Option<&str>,
+    limit: i64,
+) -> StoreResult<Vec<SchemaRow>> {
     Ok(sqlx::query_as::<_, SchemaRow>(concat!(
         schema_select!(),
         "s WHERE seq = (SELECT MAX(seq) FROM schemas WHERE schema_id = s.schema_id) \

@@ -62,7 +62,10 @@ macro_rules! version_from {
 
 fn with_content(row: sqlx::any::AnyRow) -> StoreResult<VersionWithContent> {
     use sqlx::FromRow;
-    Ok(VersionWithContent { content: row.try_get("content")?, meta: VersionRow::from_row(&row)? })
+    Ok(VersionWithContent {
+        content: row.try_get("content")?,
+        meta: VersionRow::from_row(&row)?,
+    })
 }
 
 pub async fn insert(tx: &mut Tx, version: &NewVersion<'_>) -> StoreResult<()> {
@@ -147,7 +150,11 @@ pub async fn list(
 }
 
 /// Tags of the given revisions, as `(revision, tag)` in tag order.
-pub async fn tags(conn: &mut Conn, config_id: &str, revisions: &[i64]) -> StoreResult<Vec<(i64, String)>> {
+pub async fn tags(
+    conn: &mut Conn,
+    config_id: &str,
+    revisions: &[i64],
+) -> StoreResult<Vec<(i64, String)>> {
     let (Some(low), Some(high)) = (revisions.iter().min(), revisions.iter().max()) else {
         return Ok(Vec::new());
     };
@@ -160,7 +167,10 @@ pub async fn tags(conn: &mut Conn, config_id: &str, revisions: &[i64]) -> StoreR
     .bind(*high)
     .fetch_all(&mut **conn)
     .await?;
-    Ok(rows.into_iter().filter(|(revision, _)| revisions.contains(revision)).collect())
+    Ok(rows
+        .into_iter()
+        .filter(|(revision, _)| revisions.contains(revision))
+        .collect())
 }
 
 /// Replaces the tag set of one version.
@@ -251,7 +261,11 @@ pub async fn insert_report(
 }
 
 /// The newest report stored for a version.
-pub async fn latest_report(conn: &mut Conn, config_id: &str, revision: i64) -> StoreResult<Option<ReportRow>> {
+pub async fn latest_report(
+    conn: &mut Conn,
+    config_id: &str,
+    revision: i64,
+) -> StoreResult<Option<ReportRow>> {
     Ok(sqlx::query_as::<_, ReportRow>(
         "SELECT id, revision, valid, report, created_by, created_at FROM validation_reports \
          WHERE config_id = $1 AND revision = $2 ORDER BY created_at DESC, id DESC LIMIT 1",

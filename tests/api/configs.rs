@@ -3,9 +3,14 @@ use crate::on_both_databases;
 use serde_json::json;
 
 async fn creating_a_config_returns_201_with_its_builtin_schema(app: TestApp) {
-    let response = app.create_config("weapon-balance", "GameBalance", "production").await;
+    let response = app
+        .create_config("weapon-balance", "GameBalance", "production")
+        .await;
     assert_eq!(response.status, 201, "{:?}", response.body);
-    assert_eq!(response.header("location"), Some("/api/v1/configs/weapon-balance"));
+    assert_eq!(
+        response.header("location"),
+        Some("/api/v1/configs/weapon-balance")
+    );
     assert_eq!(response.body["schemaId"], "game-balance");
     assert_eq!(response.body["environment"], "production");
     assert_eq!(response.body["createdBy"], "anonymous");
@@ -16,7 +21,10 @@ async fn creating_a_config_returns_201_with_its_builtin_schema(app: TestApp) {
 }
 
 async fn a_duplicate_config_name_returns_409(app: TestApp) {
-    assert_eq!(app.create_config("loot", "Economy", "staging").await.status, 201);
+    assert_eq!(
+        app.create_config("loot", "Economy", "staging").await.status,
+        201
+    );
     let again = app.create_config("loot", "Economy", "staging").await;
     assert_eq!(again.status, 409);
     assert_eq!(again.body["code"], "config_exists");
@@ -24,34 +32,79 @@ async fn a_duplicate_config_name_returns_409(app: TestApp) {
 
 async fn bad_config_fields_return_problems_with_paths(app: TestApp) {
     let cases = [
-        (json!({"name": "Bad Name", "configType": "Economy", "environment": "staging"}), 422, "/name"),
-        (json!({"name": "x", "configType": "Nope", "environment": "staging"}), 422, "/configType"),
-        (json!({"name": "x", "configType": "Economy", "environment": "prod"}), 422, "/environment"),
+        (
+            json!({"name": "Bad Name", "configType": "Economy", "environment": "staging"}),
+            422,
+            "/name",
+        ),
+        (
+            json!({"name": "x", "configType": "Nope", "environment": "staging"}),
+            422,
+            "/configType",
+        ),
+        (
+            json!({"name": "x", "configType": "Economy", "environment": "prod"}),
+            422,
+            "/environment",
+        ),
         (json!({"name": "x", "configType": "Economy"}), 422, ""),
-        (json!({"name": "x", "configType": "Economy", "environment": "staging", "colour": 1}), 422, ""),
-        (json!({"name": "x", "configType": "Custom", "environment": "staging", "schemaId": "nope"}), 422, "/schemaId"),
-        (json!({"name": "x", "configType": "Custom", "environment": "staging", "description": "d".repeat(2001)}), 422, "/description"),
+        (
+            json!({"name": "x", "configType": "Economy", "environment": "staging", "colour": 1}),
+            422,
+            "/colour",
+        ),
+        (
+            json!({"name": "x", "configType": "Custom", "environment": "staging", "schemaId": "nope"}),
+            422,
+            "/schemaId",
+        ),
+        (
+            json!({"name": "x", "configType": "Custom", "environment": "staging", "description": "d".repeat(2001)}),
+            422,
+            "/description",
+        ),
     ];
     for (body, status, path) in cases {
         let response = app.post_json("/api/v1/configs", &body).await;
         assert_eq!(response.status, status, "{body}: {:?}", response.body);
-        assert_eq!(response.header("content-type"), Some("application/problem+json"));
+        assert_eq!(
+            response.header("content-type"),
+            Some("application/problem+json")
+        );
         let paths: Vec<String> = response.error_paths().into_iter().map(|(p, _)| p).collect();
         assert_eq!(paths, vec![path.to_owned()], "{body}: {:?}", response.body);
     }
 }
 
 async fn malformed_json_returns_400_and_wrong_content_type_415(app: TestApp) {
-    let malformed = app.send_raw("POST", "/api/v1/configs", "application/json", b"{\"name\": ".to_vec()).await;
+    let malformed = app
+        .send_raw(
+            "POST",
+            "/api/v1/configs",
+            "application/json",
+            b"{\"name\": ".to_vec(),
+        )
+        .await;
     assert_eq!(malformed.status, 400);
     assert_eq!(malformed.body["code"], "malformed_body");
-    let empty = app.send_raw("POST", "/api/v1/configs", "application/json", Vec::new()).await;
+    let empty = app
+        .send_raw("POST", "/api/v1/configs", "application/json", Vec::new())
+        .await;
     assert_eq!(empty.status, 400);
-    let text = app.send_raw("POST", "/api/v1/configs", "text/plain", b"name=x".to_vec()).await;
+    let text = app
+        .send_raw("POST", "/api/v1/configs", "text/plain", b"name=x".to_vec())
+        .await;
     assert_eq!(text.status, 415);
     assert_eq!(text.body["code"], "unsupported_media_type");
     let deep = "[".repeat(200) + &"]".repeat(200);
-    let too_deep = app.send_raw("POST", "/api/v1/configs", "application/json", deep.into_bytes()).await;
+    let too_deep = app
+        .send_raw(
+            "POST",
+            "/api/v1/configs",
+            "application/json",
+            deep.into_bytes(),
+        )
+        .await;
     assert_eq!(too_deep.status, 400);
 }
 
@@ -66,39 +119,89 @@ async fn unknown_configs_return_404(app: TestApp) {
         assert_eq!(response.status, 404, "{path}");
         assert_eq!(response.body["code"], "config_not_found", "{path}");
     }
-    assert_eq!(app.post_version("nope", "1.0.0", json!({})).await.status, 404);
+    assert_eq!(
+        app.post_version("nope", "1.0.0", json!({})).await.status,
+        404
+    );
 }
 
 async fn configs_are_listed_by_name_with_paging_and_filters(app: TestApp) {
-    for (name, environment) in [("c-3", "staging"), ("c-1", "production"), ("c-2", "staging")] {
-        assert_eq!(app.create_config(name, "Custom", environment).await.status, 201);
+    for (name, environment) in [
+        ("c-3", "staging"),
+        ("c-1", "production"),
+        ("c-2", "staging"),
+    ] {
+        assert_eq!(
+            app.create_config(name, "Custom", environment).await.status,
+            201
+        );
     }
     let first = app.get("/api/v1/configs?limit=2").await;
     assert_eq!(first.status, 200);
-    let names: Vec<&str> = first.body["items"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = first.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["c-1", "c-2"]);
     let cursor = first.body["nextCursor"].as_str().expect("a next page");
-    let second = app.get(&format!("/api/v1/configs?limit=2&cursor={cursor}")).await;
+    let second = app
+        .get(&format!("/api/v1/configs?limit=2&cursor={cursor}"))
+        .await;
     assert_eq!(second.body["items"][0]["name"], "c-3");
     assert!(second.body["nextCursor"].is_null());
     let staging = app.get("/api/v1/configs?environment=staging").await;
     assert_eq!(staging.body["items"].as_array().unwrap().len(), 2);
-    for bad in ["limit=0", "limit=1001", "limit=x", "cursor=!!!", "environment=moon"] {
+    for bad in [
+        "limit=0",
+        "limit=1001",
+        "limit=x",
+        "cursor=!!!",
+        "environment=moon",
+    ] {
         let response = app.get(&format!("/api/v1/configs?{bad}")).await;
-        assert!(matches!(response.status, 400 | 422), "{bad}: {}", response.status);
+        assert!(
+            matches!(response.status, 400 | 422),
+            "{bad}: {}",
+            response.status
+        );
     }
 }
 
 async fn a_deleted_config_is_gone_but_its_name_stays_taken(app: TestApp) {
-    assert_eq!(app.create_config("old-event", "Custom", "staging").await.status, 201);
-    assert_eq!(app.post_version("old-event", "1.0.0", json!({"a": 1})).await.status, 201);
+    assert_eq!(
+        app.create_config("old-event", "Custom", "staging")
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        app.post_version("old-event", "1.0.0", json!({"a": 1}))
+            .await
+            .status,
+        201
+    );
     assert_eq!(app.delete("/api/v1/configs/old-event").await.status, 204);
     assert_eq!(app.get("/api/v1/configs/old-event").await.status, 404);
     assert_eq!(app.delete("/api/v1/configs/old-event").await.status, 404);
-    assert_eq!(app.create_config("old-event", "Custom", "staging").await.status, 409);
+    assert_eq!(
+        app.create_config("old-event", "Custom", "staging")
+            .await
+            .status,
+        409
+    );
     let audit = app.get("/api/v1/audit?resource=configs/old-event").await;
-    let actions: Vec<&str> = audit.body["items"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["config.delete", "version.create", "config.create"]);
+    let actions: Vec<&str> = audit.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["config.delete", "version.create", "config.create"]
+    );
 }
 
 on_both_databases!(

@@ -54,7 +54,10 @@ impl Response {
             .into_iter()
             .flatten()
             .map(|e| {
-                (e["path"].as_str().unwrap_or_default().to_owned(), e["rule"].as_str().unwrap_or_default().to_owned())
+                (
+                    e["path"].as_str().unwrap_or_default().to_owned(),
+                    e["rule"].as_str().unwrap_or_default().to_owned(),
+                )
             })
             .collect();
         out.sort();
@@ -72,7 +75,10 @@ pub struct TestApp {
 
 impl std::fmt::Debug for TestApp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestApp").field("address", &self.address).field("db", &self.db).finish()
+        f.debug_struct("TestApp")
+            .field("address", &self.address)
+            .field("db", &self.db)
+            .finish()
     }
 }
 
@@ -118,8 +124,13 @@ async fn postgres_schema_url() -> Option<String> {
     {
         Ok(pool) => pool,
         Err(error) => {
-            let reason = format!("PostgreSQL unreachable at {base} ({error}); set HOTSWAP_TEST_POSTGRES_URL or start it");
-            assert!(!under_ci(), "{reason} (CI=true requires the PostgreSQL tests to run)");
+            let reason = format!(
+                "PostgreSQL unreachable at {base} ({error}); set HOTSWAP_TEST_POSTGRES_URL or start it"
+            );
+            assert!(
+                !under_ci(),
+                "{reason} (CI=true requires the PostgreSQL tests to run)"
+            );
             announce_skip(&reason);
             return None;
         }
@@ -136,7 +147,9 @@ async fn postgres_schema_url() -> Option<String> {
         .expect("creating a test schema");
     pool.close().await;
     let separator = if base.contains('?') { '&' } else { '?' };
-    Some(format!("{base}{separator}options=-c%20search_path%3D{schema}"))
+    Some(format!(
+        "{base}{separator}options=-c%20search_path%3D{schema}"
+    ))
 }
 
 /// Drops test schemas left by runs more than an hour old.
@@ -147,11 +160,17 @@ async fn drop_stale_schemas(pool: &sqlx::AnyPool, now: i64) {
             .await
             .unwrap_or_default();
     for (name,) in names {
-        let created = name.split('_').nth(2).and_then(|t| t.parse::<i64>().ok()).unwrap_or(now);
+        let created = name
+            .split('_')
+            .nth(2)
+            .and_then(|t| t.parse::<i64>().ok())
+            .unwrap_or(now);
         if now - created > 3600 {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {name} CASCADE")))
-                .execute(pool)
-                .await;
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS {name} CASCADE"
+            )))
+            .execute(pool)
+            .await;
         }
     }
 }
@@ -171,8 +190,16 @@ pub async fn spawn_app_on(db: Db, database_url: String, dir: tempfile::TempDir) 
     let application = Application::build(settings).await.expect("the hub builds");
     let address = format!("http://127.0.0.1:{}", application.port());
     actix_web::rt::spawn(application.run_until_stopped());
-    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
-    TestApp { address, db, database_url, client, _dir: dir }
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish();
+    TestApp {
+        address,
+        db,
+        database_url,
+        client,
+        _dir: dir,
+    }
 }
 
 impl TestApp {
@@ -188,7 +215,10 @@ impl TestApp {
     async fn finish(&self, request: awc::ClientRequest, body: Option<(&str, Vec<u8>)>) -> Response {
         let sent = match body {
             Some((content_type, bytes)) => {
-                request.insert_header(("content-type", content_type)).send_body(bytes).await
+                request
+                    .insert_header(("content-type", content_type))
+                    .send_body(bytes)
+                    .await
             }
             None => request.send().await,
         };
@@ -197,9 +227,14 @@ impl TestApp {
         let body = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
-        Response { status: response.status().as_u16(), headers: response.headers().clone(), body }
+        Response {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body,
+        }
     }
 
     pub async fn get(&self, path: &str) -> Response {
@@ -211,25 +246,52 @@ impl TestApp {
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> Response {
-        self.send_raw("POST", path, "application/json", serde_json::to_vec(body).unwrap()).await
+        self.send_raw(
+            "POST",
+            path,
+            "application/json",
+            serde_json::to_vec(body).unwrap(),
+        )
+        .await
     }
 
     pub async fn put_json(&self, path: &str, body: &Value) -> Response {
-        self.send_raw("PUT", path, "application/json", serde_json::to_vec(body).unwrap()).await
+        self.send_raw(
+            "PUT",
+            path,
+            "application/json",
+            serde_json::to_vec(body).unwrap(),
+        )
+        .await
     }
 
     pub async fn post_empty(&self, path: &str) -> Response {
         self.finish(self.client.post(self.url(path)), None).await
     }
 
-    pub async fn send_raw(&self, method: &str, path: &str, content_type: &str, body: Vec<u8>) -> Response {
+    pub async fn send_raw(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Response {
         let method = awc::http::Method::from_bytes(method.as_bytes()).expect("method");
-        self.finish(self.client.request(method, self.url(path)), Some((content_type, body))).await
+        self.finish(
+            self.client.request(method, self.url(path)),
+            Some((content_type, body)),
+        )
+        .await
     }
 
     // ---- typed helpers -------------------------------------------------------
 
-    pub async fn create_config(&self, name: &str, config_type: &str, environment: &str) -> Response {
+    pub async fn create_config(
+        &self,
+        name: &str,
+        config_type: &str,
+        environment: &str,
+    ) -> Response {
         self.post_json(
             "/api/v1/configs",
             &serde_json::json!({"name": name, "configType": config_type, "environment": environment}),

@@ -79,8 +79,16 @@ fn check_text(path: &str, text: Option<&str>) -> CatalogResult<()> {
             path,
             format!("must be at most {MAX_TEXT_CHARS} characters"),
         )),
+        // PostgreSQL cannot store NUL in TEXT; refuse it here for both stores.
+        Some(text) if text.contains('\0') => Err(invalid(path, "must not contain NUL characters")),
         _ => Ok(()),
     }
+}
+
+/// Whether `label` can name a stored version: `latest` or a semver label.
+/// Anything else cannot exist, so it is "not found" without a query.
+fn is_version_label(label: &str) -> bool {
+    label == "latest" || semver::Version::parse(label).is_ok()
 }
 
 fn parse_semver(path: &str, text: &str) -> CatalogResult<semver::Version> {
@@ -118,6 +126,9 @@ fn version_resource(name: &str, version: &str) -> String {
 
 impl Catalog {
     async fn config(&self, conn: &mut Conn, name: &str) -> CatalogResult<ConfigRow> {
+        if Slug::parse(name).is_err() {
+            return Err(CatalogError::ConfigNotFound(name.to_owned()));
+        }
         configs::by_name(conn, name)
             .await?
             .ok_or_else(|| CatalogError::ConfigNotFound(name.to_owned()))
@@ -130,6 +141,12 @@ impl Catalog {
         config: &ConfigRow,
         label: &str,
     ) -> CatalogResult<VersionWithContent> {
+        if !is_version_label(label) {
+            return Err(CatalogError::VersionNotFound {
+                config: config.name.clone(),
+                version: label.to_owned(),
+            });
+        }
         let found = if label == "latest" {
             versions::latest(conn, &config.id).await?
         } else {
@@ -179,10 +196,11 @@ impl Catalog {
         let schema_id = match request.schema_id.as_deref() {
             Some(id) => {
                 let mut conn = self.store.conn().await?;
-                if crate::store::schemas::latest(&mut conn, id)
-                    .await?
-                    .is_none()
-                {
+                let registered = Slug::parse(id).is_ok()
+                    && crate::store::schemas::latest(&mut conn, id)
+                        .await?
+                        .is_some();
+                if !registered {
                     return Err(invalid(
                         "/schemaId",
                         format!("no schema {id:?} is registered"),
@@ -463,15 +481,11 @@ impl Catalog {
     ) -> CatalogResult<Page<VersionSummary>> {
         let before = page
             .position()?
-            .map(|p| {
-                p.parse::<i64>()
-                    .map_err(|_| invalid("/cursor", "the cursor is not one this API gave out"))
-            })
+            .map(|p| p.parse::<i64>().map_err(|_| CatalogError::InvalidCursor))
             .transpose()?;
         let mut conn = self.store.conn().await?;
         let config = self.config(&mut conn, name).await?;
-        let mut rows = versions::list(&mut conn, &config.id, before, page.fetch_limit()).await?;
-        rows.truncate(page.limit + 1);
+        let rows = versions::list(&mut conn, &config.id, before, page.fetch_limit()).await?;
         let revisions: Vec<i64> = rows.iter().map(|r| r.revision).collect();
         let mut tags = versions::tags(&mut conn, &config.id, &revisions).await?;
         Ok(page.page(
@@ -710,12 +724,9 @@ impl Catalog {
         check_text("/message", request.message.as_deref())?;
         let mut conn = self.store.conn().await?;
         let config = self.config(&mut conn, name).await?;
-        let target = versions::by_label(&mut conn, &config.id, &request.to_version)
-            .await?
-            .ok_or_else(|| CatalogError::VersionNotFound {
-                config: name.to_owned(),
-                version: request.to_version.clone(),
-            })?;
+        let target = self
+            .version(&mut conn, &config, &request.to_version)
+            .await?;
         let latest = versions::latest(&mut conn, &config.id)
             .await?
             .expect("a config with a version has a latest version");

@@ -60,6 +60,8 @@ pub enum CatalogError {
     VersionNotGreater { version: String, latest: String },
     #[error("{message}")]
     InvalidField { path: String, message: String },
+    #[error("the cursor is not one this API gave out")]
+    InvalidCursor,
     #[error("the document is {size} bytes; the limit is {max}")]
     DocumentTooLarge { size: usize, max: usize },
     #[error("the document nests {depth} levels deep; the limit is {max}")]
@@ -113,10 +115,8 @@ impl PageRequest {
                     .decode(cursor)
                     .ok()
                     .and_then(|bytes| String::from_utf8(bytes).ok())
-                    .ok_or_else(|| CatalogError::InvalidField {
-                        path: "/cursor".into(),
-                        message: "the cursor is not one this API gave out".into(),
-                    })
+                    .filter(|position| !position.contains('\0'))
+                    .ok_or(CatalogError::InvalidCursor)
             })
             .transpose()
     }
@@ -172,10 +172,7 @@ impl Catalog {
         page: &PageRequest,
     ) -> CatalogResult<Page<AuditEntryView>> {
         if let Some(position) = page.position()? {
-            filter.before_seq = Some(position.parse().map_err(|_| CatalogError::InvalidField {
-                path: "/cursor".into(),
-                message: "the cursor is not one this API gave out".into(),
-            })?);
+            filter.before_seq = Some(position.parse().map_err(|_| CatalogError::InvalidCursor)?);
         }
         let mut conn = self.store.conn().await?;
         let rows = audit::list(&mut conn, &filter, page.fetch_limit()).await?;

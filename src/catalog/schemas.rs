@@ -85,6 +85,9 @@ impl Catalog {
         conn: &mut Conn,
         schema_id: &str,
     ) -> CatalogResult<(SchemaRow, Arc<Validator>)> {
+        if Slug::parse(schema_id).is_err() {
+            return Err(CatalogError::SchemaNotFound(schema_id.to_owned()));
+        }
         let row = schemas::latest(conn, schema_id)
             .await?
             .ok_or_else(|| CatalogError::SchemaNotFound(schema_id.to_owned()))?;
@@ -97,6 +100,13 @@ impl Catalog {
         actor: &Actor,
         request: NewSchemaRequest,
     ) -> CatalogResult<SchemaView> {
+        let description = request.description.as_deref().unwrap_or_default();
+        if description.chars().count() > 2000 || description.contains('\0') {
+            return Err(CatalogError::InvalidField {
+                path: "/description".into(),
+                message: "must be at most 2000 characters, without NUL".into(),
+            });
+        }
         let id = Slug::parse(&request.id).map_err(|why| CatalogError::InvalidField {
             path: "/id".into(),
             message: format!("id {why}"),
@@ -192,6 +202,9 @@ impl Catalog {
     }
 
     pub async fn get_schema(&self, id: &str, version: Option<&str>) -> CatalogResult<SchemaView> {
+        if Slug::parse(id).is_err() {
+            return Err(CatalogError::SchemaNotFound(id.to_owned()));
+        }
         let mut conn = self.store.conn().await?;
         let all = schemas::versions(&mut conn, id).await?;
         let row = match version {
@@ -230,6 +243,11 @@ impl Catalog {
         version: Option<&str>,
         document: &Value,
     ) -> CatalogResult<ValidationReport> {
+        let known_shape =
+            Slug::parse(id).is_ok() && version.is_none_or(|v| semver::Version::parse(v).is_ok());
+        if !known_shape {
+            return Err(CatalogError::SchemaNotFound(id.to_owned()));
+        }
         let mut conn = self.store.conn().await?;
         let row = match version {
             None => schemas::latest(&mut conn, id).await?,

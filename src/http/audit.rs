@@ -50,6 +50,12 @@ pub async fn list_audit(
         cursor: query.cursor.clone(),
     }
     .to_request()?;
+    let has_nul = |text: &Option<String>| text.as_deref().is_some_and(|t| t.contains('\0'));
+    if has_nul(&query.actor) || has_nul(&query.resource) {
+        return Err(ApiError::InvalidQuery(
+            "actor and resource must not contain NUL characters".into(),
+        ));
+    }
     let since_ms = query
         .since
         .as_deref()

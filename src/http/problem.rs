@@ -74,6 +74,7 @@ impl ApiError {
                 C::BreakingSchemaChange { .. } => (StatusCode::CONFLICT, "breaking_schema_change"),
                 C::Conflict => (StatusCode::CONFLICT, "concurrent_change"),
                 C::InvalidField { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
+                C::InvalidCursor => (StatusCode::BAD_REQUEST, "invalid_cursor"),
                 C::ValidationFailed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
                 C::InvalidSchema(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_schema"),
                 C::DocumentTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "document_too_large"),

@@ -213,3 +213,87 @@ on_both_databases!(
     configs_are_listed_by_name_with_paging_and_filters,
     a_deleted_config_is_gone_but_its_name_stays_taken,
 );
+
+/// PostgreSQL refuses NUL in TEXT; none may reach it, and none may cause a 500.
+async fn nul_characters_anywhere_get_a_4xx_never_a_500(app: TestApp) {
+    assert_eq!(
+        app.create_config("weapon-balance", "GameBalance", "staging")
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        app.post_version("weapon-balance", "1.0.0", crate::helpers::balance(45))
+            .await
+            .status,
+        201
+    );
+    for path in [
+        "/api/v1/configs/a%00b",
+        "/api/v1/configs/weapon-balance/versions/1.0%000",
+        "/api/v1/configs/weapon-balance/versions/1.0.0/diff/%00",
+        "/api/v1/schemas/x%00y",
+        "/api/v1/audit?actor=a%00b",
+        "/api/v1/audit?resource=%00",
+        "/api/v1/configs?cursor=AA",
+        "/api/v1/configs/weapon-balance/versions?cursor=eA",
+    ] {
+        let response = app.get(path).await;
+        assert!(
+            (400..500).contains(&response.status),
+            "{path}: {} {:?}",
+            response.status,
+            response.body
+        );
+    }
+    let posts = [
+        (
+            "/api/v1/configs",
+            json!({"name": "n", "configType": "Custom", "environment": "staging", "description": "a\u{0}b"}),
+        ),
+        (
+            "/api/v1/configs",
+            json!({"name": "n", "configType": "Custom", "environment": "staging", "schemaId": "a\u{0}"}),
+        ),
+        (
+            "/api/v1/configs/weapon-balance/versions",
+            json!({"version": "2.0.0", "content": {}, "message": "\u{0}"}),
+        ),
+        (
+            "/api/v1/configs/weapon-balance/rollback",
+            json!({"toVersion": "1.0.0\u{0}"}),
+        ),
+        (
+            "/api/v1/schemas",
+            json!({"id": "s", "version": "1.0.0", "schema": {}, "description": "\u{0}"}),
+        ),
+        (
+            "/api/v1/schemas/game-balance/validate?version=%00",
+            json!({}),
+        ),
+    ];
+    for (path, body) in posts {
+        let response = app.post_json(path, &body).await;
+        assert!(
+            (400..500).contains(&response.status),
+            "{path} {body}: {} {:?}",
+            response.status,
+            response.body
+        );
+    }
+    // NUL inside the document itself is fine: the stored form escapes it.
+    let with_nul = app
+        .post_version(
+            "weapon-balance",
+            "1.1.0",
+            json!({"weapons": {"a\u{0}b": {"damage": 1, "fireRate": 1}}}),
+        )
+        .await;
+    assert_eq!(with_nul.status, 201, "{:?}", with_nul.body);
+    let fetched = app
+        .get("/api/v1/configs/weapon-balance/versions/1.1.0")
+        .await;
+    assert_eq!(fetched.body["content"]["weapons"]["a\u{0}b"]["damage"], 1);
+}
+
+on_both_databases!(nul_characters_anywhere_get_a_4xx_never_a_500);

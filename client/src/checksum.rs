@@ -32,7 +32,8 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
                 if index > 0 {
                     out.push(b',');
                 }
-                write_scalar(&Value::String(key.clone()), out);
+                // Writing a string into a Vec cannot fail.
+                serde_json::to_writer(&mut *out, key).expect("writing JSON to a Vec is infallible");
                 out.push(b':');
                 write_canonical(item, out);
             }

@@ -86,6 +86,7 @@ fn validation(c: &mut Criterion) {
                         }),
                         black_box(doc),
                         Some(&previous),
+                        &[],
                     )
                 })
             },

@@ -11,7 +11,9 @@
 //!
 //! `ARCHITECTURE.md` at the repository root has the code map and invariants.
 
+pub mod auth;
 pub mod catalog;
+pub mod crypto;
 pub mod domain;
 pub mod http;
 pub mod observability;

@@ -1,8 +1,16 @@
 //! The `hotswap` binary: a thin CLI over the library.
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
-use hotswap::{settings::Settings, startup::Application, store::Store};
-use std::path::PathBuf;
+use hotswap::{
+    auth::{Role, jwt},
+    catalog::{Actor, Catalog},
+    crypto::KeyMaterial,
+    settings::Settings,
+    startup::Application,
+    store::Store,
+};
+use std::{path::PathBuf, sync::Arc};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,6 +32,30 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Mint a JWT from the configured HS256 secret and print it.
+    Token {
+        /// viewer, developer, operator or admin.
+        #[arg(long, value_parser = |s: &str| s.parse::<Role>())]
+        role: Role,
+        /// Who the token names (recorded in the audit trail).
+        #[arg(long)]
+        sub: String,
+        /// Lifetime: 3600, 30m, 8h, 7d or PT8H.
+        #[arg(long, default_value = "8h", value_parser = jwt::parse_duration)]
+        ttl: std::time::Duration,
+    },
+    /// Manage the key that encrypts secret config fields.
+    Secrets {
+        #[command(subcommand)]
+        action: SecretsAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SecretsAction {
+    /// Re-encrypt every stored secret under the current key
+    /// (keep the old key in secrets.previous_keys until this has run everywhere).
+    Rotate,
 }
 
 #[actix_web::main]
@@ -41,6 +73,38 @@ async fn main() -> anyhow::Result<()> {
             store.migrate().await?;
             store.close().await;
             tracing::info!("migrations applied");
+        }
+        Command::Token { role, sub, ttl } => {
+            anyhow::ensure!(
+                !sub.is_empty() && sub.len() <= 256,
+                "--sub must be 1-256 characters"
+            );
+            let setup = jwt::Authenticator::from_settings(
+                &settings.auth,
+                settings.environment,
+                &settings.data_dir,
+            )?;
+            println!("{}", setup.authenticator.mint(&sub, role, ttl)?);
+        }
+        Command::Secrets {
+            action: SecretsAction::Rotate,
+        } => {
+            let keys = Arc::new(KeyMaterial::from_settings(&settings)?);
+            let store = Store::connect(&settings.database).await?;
+            store.migrate().await?;
+            let catalog = Catalog::new(store.clone(), settings.limits.clone(), keys);
+            let actor = Actor {
+                subject: "cli:secrets-rotate".into(),
+                role: Some(Role::Admin),
+                source: None,
+                request_id: None,
+            };
+            let (versions, values) = catalog
+                .rotate_secrets(&actor)
+                .await
+                .context("rotating secrets")?;
+            store.close().await;
+            println!("re-encrypted {values} secret values in {versions} versions");
         }
     }
     Ok(())

@@ -17,9 +17,62 @@ pub struct Settings {
     pub bind: String,
     /// The hub's own environment; `production` turns on stricter startup checks.
     pub environment: Environment,
+    /// Folder for the embedded SQLite file and development keys.
+    pub data_dir: std::path::PathBuf,
     pub database: DatabaseSettings,
     pub limits: LimitSettings,
     pub log: LogSettings,
+    pub auth: AuthSettings,
+    pub secrets: SecretsSettings,
+    pub signing: SigningSettings,
+    pub rate_limit: RateLimitSettings,
+    pub http: HttpSettings,
+    #[serde(default)]
+    pub tls: TlsSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthSettings {
+    pub jwt_secret: Option<SecretString>,
+    pub public_key_file: Option<std::path::PathBuf>,
+    /// `RS256` or `ES256`.
+    pub public_key_algorithm: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub leeway_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SecretsSettings {
+    pub key: Option<SecretString>,
+    pub key_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub previous_keys: Vec<SecretString>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SigningSettings {
+    pub key: Option<SecretString>,
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RateLimitSettings {
+    pub principal_per_minute: u32,
+    pub principal_burst: u32,
+    pub address_per_minute: u32,
+    pub address_burst: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpSettings {
+    pub trust_forwarded_for: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TlsSettings {
+    pub cert_file: Option<std::path::PathBuf>,
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,23 +1,29 @@
 //! Building and running the hub: `Application::build(settings)` connects
-//! and migrates the store, installs the built-in schemas and binds the
-//! listener; `run_until_stopped()` serves until SIGINT/SIGTERM. Tests build
-//! the same application on port 0.
+//! and migrates the store, loads or generates keys, seals the audit chain,
+//! installs the built-in schemas and binds the listener;
+//! `run_until_stopped()` serves until SIGINT/SIGTERM. Tests build the same
+//! application on port 0.
 
 use crate::{
+    auth::{Role, jwt::Authenticator, rate_limit::RateLimits},
     catalog::Catalog,
+    crypto::KeyMaterial,
     http::{
         self,
+        auth::AccessControl,
         extract::{BodyLimits, path_error, query_error},
     },
-    settings::Settings,
-    store::Store,
+    settings::{Settings, TlsSettings},
+    store::{Store, audit},
 };
 use actix_web::{App, HttpServer, dev::Server, middleware, web};
 use anyhow::Context;
-use std::net::TcpListener;
+use std::{net::TcpListener, sync::Arc, time::Duration};
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const SHUTDOWN_GRACE_SECS: u64 = 30;
+/// How long the first-run admin token lives.
+const FIRST_RUN_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// A built hub, ready to serve.
 pub struct Application {
@@ -34,19 +40,99 @@ impl std::fmt::Debug for Application {
     }
 }
 
+fn tls_config(tls: &TlsSettings) -> anyhow::Result<Option<rustls::ServerConfig>> {
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let (cert_file, key_file) = match (&tls.cert_file, &tls.key_file) {
+        (None, None) => return Ok(None),
+        (Some(cert), Some(key)) => (cert, key),
+        _ => anyhow::bail!("tls.cert_file and tls.key_file go together"),
+    };
+    let certs = CertificateDer::pem_file_iter(cert_file)
+        .with_context(|| format!("reading {}", cert_file.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing certificates in {}", cert_file.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key_file)
+        .with_context(|| format!("reading the key in {}", key_file.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .context("the TLS certificate and key do not match")?;
+    Ok(Some(config))
+}
+
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let setup =
+            Authenticator::from_settings(&settings.auth, settings.environment, &settings.data_dir)?;
+        let keys = Arc::new(KeyMaterial::from_settings(&settings)?);
+        let tls = tls_config(&settings.tls)?;
+
         let store = Store::connect(&settings.database).await?;
         store.migrate().await?;
-        let catalog = Catalog::new(store.clone(), settings.limits.clone());
+        let sealed = audit::seal_unchained(&store)
+            .await
+            .context("sealing the audit chain")?;
+        if sealed > 0 {
+            tracing::info!(
+                rows = sealed,
+                "chained audit rows written before the chain existed"
+            );
+        }
+        let catalog = Catalog::new(store.clone(), settings.limits.clone(), keys.clone());
         catalog
             .install_builtin_schemas()
             .await
             .context("installing built-in schemas")?;
+        let signed = catalog
+            .sign_unsigned_versions()
+            .await
+            .context("signing unsigned versions")?;
+        if signed > 0 {
+            tracing::info!(
+                versions = signed,
+                "signed versions written before signing existed"
+            );
+        }
+        if keys.keyring.current_key_id().is_none() {
+            tracing::warn!(
+                "no secrets key configured: versions with x-secret fields will be refused"
+            );
+        }
 
         let listener = TcpListener::bind(&settings.bind)
             .with_context(|| format!("binding {}", settings.bind))?;
         let port = listener.local_addr()?.port();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        if setup.generated_secret {
+            let token = setup
+                .authenticator
+                .mint("admin", Role::Admin, FIRST_RUN_TOKEN_TTL)?;
+            // Printed once, on the run that generated the secret: the operator's way in.
+            println!(
+                "\nHotSwap generated a development JWT secret in {dir}.\n\
+                 Admin token (30 days):\n\n  {token}\n\n\
+                 API explorer: {scheme}://{bind}/docs/?token={token}\n\
+                 Mint more with: hotswap token --role operator --sub alice --ttl 8h\n",
+                dir = settings.data_dir.display(),
+                bind = settings.bind,
+            );
+        }
+        let access = web::Data::new(AccessControl {
+            authenticator: setup.authenticator,
+            rate_limits: RateLimits::new(&settings.rate_limit),
+            trust_forwarded_for: settings.http.trust_forwarded_for,
+        });
+        let forget_idle = access.clone();
+        actix_web::rt::spawn(async move {
+            let mut every = actix_web::rt::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                forget_idle.rate_limits.forget_idle();
+            }
+        });
         let catalog = web::Data::new(catalog);
         let body_limits = web::Data::new(BodyLimits {
             max_bytes: settings.limits.max_body_bytes(),
@@ -55,16 +141,20 @@ impl Application {
             App::new()
                 .wrap(middleware::from_fn(http::request_context))
                 .app_data(catalog.clone())
+                .app_data(access.clone())
                 .app_data(body_limits.clone())
                 .app_data(web::QueryConfig::default().error_handler(query_error))
                 .app_data(web::PathConfig::default().error_handler(path_error))
                 .configure(http::configure)
                 .default_service(web::to(http::route_not_found))
         })
-        .shutdown_timeout(SHUTDOWN_GRACE_SECS)
-        .listen(listener)?
+        .shutdown_timeout(SHUTDOWN_GRACE_SECS);
+        let server = match tls {
+            Some(config) => server.listen_rustls_0_23(listener, config)?,
+            None => server.listen(listener)?,
+        }
         .run();
-        tracing::info!(port, backend = ?store.backend(), "hub listening");
+        tracing::info!(port, scheme, backend = ?store.backend(), "hub listening");
         Ok(Self {
             port,
             server,

@@ -5,10 +5,13 @@
 //! - [`checksum`]: the canonical form of a config document and its SHA-256
 //!   checksum, as `docs/PROTOCOL.md` defines them. The hub stamps every
 //!   version with it and the SDK verifies it before swapping a config in.
+//! - [`signature`]: the Ed25519 signature every config version carries, and
+//!   its verification.
 //!
 //! The socket client, protocol messages and metrics recorder land with the
 //! hub's socket endpoint.
 
 pub mod checksum;
+pub mod signature;
 
 pub use checksum::{canonical_json, document_checksum};

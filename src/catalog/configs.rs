@@ -9,15 +9,16 @@ use super::{
     },
 };
 use crate::{
+    crypto::keyring,
     domain::{
         diff, document,
         kinds::{ConfigType, Environment, Strategy},
         names::{Slug, Tag},
-        validation::{self, SchemaRef, ValidationReport},
+        secrets,
+        validation::{self, ValidationReport},
     },
     store::{
-        Conn,
-        audit::{self, NewAuditEntry},
+        Conn, audit,
         configs::{self, ConfigFilter, ConfigRow, NewConfig},
         now_ms,
         versions::{self, NewVersion, VersionWithContent},
@@ -178,7 +179,7 @@ impl Catalog {
         config: &ConfigRow,
         version: VersionWithContent,
     ) -> CatalogResult<VersionView> {
-        let content = parse_stored(&version.content)?;
+        let content = masked_stored(&version.content)?;
         Ok(VersionView {
             summary: self.summary(conn, config, version.meta).await?,
             content,
@@ -239,17 +240,15 @@ impl Catalog {
         })?;
         audit::record(
             &mut tx,
-            NewAuditEntry {
-                actor: &actor.subject,
-                action: "config.create",
-                resource: config_resource(name.as_str()),
-                summary: json!({
+            actor.audit_entry(
+                "config.create",
+                config_resource(name.as_str()),
+                json!({
                     "configType": request.config_type,
                     "environment": request.environment,
                     "schemaId": schema_id,
                 }),
-                request_id: actor.request_id.as_deref(),
-            },
+            ),
         )
         .await?;
         tx.commit().await.map_err(crate::store::StoreError::from)?;
@@ -284,21 +283,28 @@ impl Catalog {
         }
         audit::record(
             &mut tx,
-            NewAuditEntry {
-                actor: &actor.subject,
-                action: "config.delete",
-                resource: config_resource(name),
-                summary: json!({ "latestVersion": config.latest_version }),
-                request_id: actor.request_id.as_deref(),
-            },
+            actor.audit_entry(
+                "config.delete",
+                config_resource(name),
+                json!({ "latestVersion": config.latest_version }),
+            ),
         )
         .await?;
         tx.commit().await.map_err(crate::store::StoreError::from)?;
         Ok(())
     }
 
-    /// Checks size and depth, and returns the canonical text of `content`.
+    /// Checks size, depth and reserved strings, and returns the canonical text of `content`.
     fn check_document(&self, content: &Value) -> CatalogResult<String> {
+        if let Some(path) = keyring::envelope_paths(content).first() {
+            return Err(invalid(
+                &format!("/content{path}"),
+                format!(
+                    "strings starting with {:?} are reserved for encrypted secrets",
+                    keyring::ENVELOPE_PREFIX
+                ),
+            ));
+        }
         let depth = document::depth(content);
         if depth > self.limits.max_json_depth {
             return Err(CatalogError::DocumentTooDeep {
@@ -324,20 +330,15 @@ impl Catalog {
         config: &ConfigRow,
         content: &Value,
         previous: Option<&Value>,
-    ) -> CatalogResult<ValidationReport> {
+    ) -> CatalogResult<(ValidationReport, Vec<String>)> {
         let Some(schema_id) = config.schema_id.as_deref() else {
-            return Ok(validation::validate(None, content, previous));
+            return Ok((
+                validation::validate(None, content, previous, &[]),
+                Vec::new(),
+            ));
         };
-        let (row, validator) = self.validator_for(conn, schema_id).await?;
-        Ok(validation::validate(
-            Some(SchemaRef {
-                id: &row.schema_id,
-                version: &row.version,
-                validator: &validator,
-            }),
-            content,
-            previous,
-        ))
+        let (row, compiled) = self.validator_for(conn, schema_id).await?;
+        Ok(compiled.validate(&row, content, previous))
     }
 
     pub async fn create_version(
@@ -395,21 +396,36 @@ impl Catalog {
                         latest: latest.meta.version.clone(),
                     });
                 }
-                Some(parse_stored(&latest.content)?)
+                Some(masked_stored(&latest.content)?)
             }
             None => None,
         };
-        let report = self
+        let (report, secret_paths) = self
             .validate_for(&mut conn, &config, &content, previous.as_ref())
             .await?;
         drop(conn);
         if !report.valid {
             return Err(CatalogError::ValidationFailed(Box::new(report)));
         }
-        let change_count = previous.as_ref().map(|p| diff::changes(p, &content).len());
+        let change_count = previous
+            .as_ref()
+            .map(|p| diff::changes(p, &secrets::masked(&content, &secret_paths)).len());
         let revision = latest.as_ref().map_or(1, |l| l.meta.revision + 1);
         let version_text = label.to_string();
+        // The checksum is of the document servers receive: secrets in clear.
         let checksum = hotswap_client::document_checksum(&content);
+        let signature = self.keys.signer.sign(&config.name, revision, &checksum);
+        let stored_text = if secret_paths.is_empty() {
+            canonical
+        } else {
+            let mut sealed = content;
+            self.keys
+                .keyring
+                .seal_paths(&mut sealed, &secret_paths)
+                .map_err(CatalogError::Secrets)?;
+            String::from_utf8(hotswap_client::canonical_json(&sealed))
+                .map_err(|e| CatalogError::Unexpected(e.into()))?
+        };
         let now = now_ms();
         let report_json =
             serde_json::to_string(&report).map_err(|e| CatalogError::Unexpected(e.into()))?;
@@ -422,14 +438,16 @@ impl Catalog {
                 config_id: &config.id,
                 revision,
                 version: &version_text,
-                content: &canonical,
+                content: &stored_text,
                 checksum: &checksum,
-                size_bytes: canonical.len() as i64,
+                size_bytes: stored_text.len() as i64,
                 author: &actor.subject,
                 message: message.as_deref(),
                 rollback_of: rollback_of.as_deref(),
                 breaking: report.has_breaking_changes(),
                 created_at: now,
+                signature: &signature,
+                signing_key_id: self.keys.signer.key_id(),
             },
         )
         .await?;
@@ -446,25 +464,24 @@ impl Catalog {
         .await?;
         audit::record(
             &mut tx,
-            NewAuditEntry {
-                actor: &actor.subject,
-                action: if rollback_of.is_some() {
+            actor.audit_entry(
+                if rollback_of.is_some() {
                     "config.rollback"
                 } else {
                     "version.create"
                 },
-                resource: version_resource(name, &version_text),
-                summary: json!({
+                version_resource(name, &version_text),
+                json!({
                     "revision": revision,
                     "checksum": checksum,
-                    "sizeBytes": canonical.len(),
+                    "sizeBytes": stored_text.len(),
+                    "secretFields": secret_paths.len(),
                     "changes": change_count,
                     "breakingChanges": report.warnings.len(),
                     "rollbackOf": rollback_of,
                     "tags": tags,
                 }),
-                request_id: actor.request_id.as_deref(),
-            },
+            ),
         )
         .await?;
         tx.commit().await.map_err(crate::store::StoreError::from)?;
@@ -515,9 +532,30 @@ impl Catalog {
         let config = self.config(&mut conn, name).await?;
         let from = self.version(&mut conn, &config, from).await?;
         let to = self.version(&mut conn, &config, to).await?;
-        let (old, new) = (parse_stored(&from.content)?, parse_stored(&to.content)?);
-        let patch = serde_json::to_value(diff::patch(&old, &new))
-            .map_err(|e| CatalogError::Unexpected(e.into()))?;
+        let (mut old, mut new) = (parse_stored(&from.content)?, parse_stored(&to.content)?);
+        let changed_secrets = self.changed_secrets(&old, &new);
+        keyring::mask(&mut old);
+        keyring::mask(&mut new);
+        let mut patch = diff::patch(&old, &new);
+        let mut changes = diff::changes(&old, &new);
+        // Masked, a changed secret looks unchanged: name it without its value.
+        for path in changed_secrets {
+            if !changes.iter().any(|c| c.path == path) {
+                let mask = Value::String(keyring::MASK.into());
+                changes.push(diff::Change {
+                    path: path.clone(),
+                    kind: diff::ChangeKind::Modified,
+                    from: Some(mask.clone()),
+                    to: Some(mask.clone()),
+                });
+                let replace: json_patch::PatchOperation =
+                    serde_json::from_value(json!({"op": "replace", "path": path, "value": mask}))
+                        .map_err(|e| CatalogError::Unexpected(e.into()))?;
+                patch.0.push(replace);
+            }
+        }
+        changes.sort_by(|a, b| a.path.cmp(&b.path));
+        let patch = serde_json::to_value(patch).map_err(|e| CatalogError::Unexpected(e.into()))?;
         let reference = |v: &VersionWithContent| VersionRefView {
             version: v.meta.version.clone(),
             revision: v.meta.revision,
@@ -528,8 +566,41 @@ impl Catalog {
             from: reference(&from),
             to: reference(&to),
             patch,
-            changes: diff::changes(&old, &new),
+            changes,
         })
+    }
+
+    /// Paths holding a secret in both documents whose value differs (or
+    /// cannot be compared because a key is missing).
+    fn changed_secrets(&self, old: &Value, new: &Value) -> Vec<String> {
+        let keyring = &self.keys.keyring;
+        keyring::envelope_paths(new)
+            .into_iter()
+            .filter(|path| {
+                let (Some(Value::String(a)), Some(Value::String(b))) =
+                    (old.pointer(path), new.pointer(path))
+                else {
+                    return false;
+                };
+                if !a.starts_with(keyring::ENVELOPE_PREFIX) {
+                    return false;
+                }
+                match (keyring.open(path, a), keyring.open(path, b)) {
+                    (Ok((x, _)), Ok((y, _))) => x != y,
+                    _ => a != b,
+                }
+            })
+            .collect()
+    }
+
+    /// A stored document with its secrets in clear, for re-validation and rollback.
+    fn opened_stored(&self, text: &str) -> CatalogResult<Value> {
+        let mut document = parse_stored(text)?;
+        self.keys
+            .keyring
+            .open_all(&mut document)
+            .map_err(CatalogError::Secrets)?;
+        Ok(document)
     }
 
     pub async fn set_tags(
@@ -556,13 +627,11 @@ impl Catalog {
         .await?;
         audit::record(
             &mut tx,
-            NewAuditEntry {
-                actor: &actor.subject,
-                action: "version.tag",
-                resource: version_resource(name, &version.meta.version),
-                summary: json!({ "tags": tags }),
-                request_id: actor.request_id.as_deref(),
-            },
+            actor.audit_entry(
+                "version.tag",
+                version_resource(name, &version.meta.version),
+                json!({ "tags": tags }),
+            ),
         )
         .await?;
         tx.commit().await.map_err(crate::store::StoreError::from)?;
@@ -601,13 +670,7 @@ impl Catalog {
                 Ok(()) => {
                     audit::record(
                         &mut tx,
-                        NewAuditEntry {
-                            actor: &actor.subject,
-                            action: "version.approve",
-                            resource: version_resource(name, &version.meta.version),
-                            summary: json!({ "revision": version.meta.revision, "comment": comment, "breakingChanges": version.meta.breaking != 0 }),
-                            request_id: actor.request_id.as_deref(),
-                        },
+                        actor.audit_entry("version.approve", version_resource(name, &version.meta.version), json!({ "revision": version.meta.revision, "comment": comment, "breakingChanges": version.meta.breaking != 0 })),
                     )
                     .await?;
                     tx.commit().await.map_err(crate::store::StoreError::from)?;
@@ -630,7 +693,7 @@ impl Catalog {
         let mut conn = self.store.conn().await?;
         let config = self.config(&mut conn, name).await?;
         let version = self.version(&mut conn, &config, label).await?;
-        let content = parse_stored(&version.content)?;
+        let content = self.opened_stored(&version.content)?;
         let previous = match version.meta.revision {
             1 => None,
             revision => versions::list(&mut conn, &config.id, Some(revision), 1)
@@ -639,7 +702,7 @@ impl Catalog {
                 .next(),
         };
         let previous = match previous {
-            Some(row) => Some(parse_stored(
+            Some(row) => Some(masked_stored(
                 &self
                     .version(&mut conn, &config, &row.version)
                     .await?
@@ -647,7 +710,7 @@ impl Catalog {
             )?),
             None => None,
         };
-        let report = self
+        let (report, _) = self
             .validate_for(&mut conn, &config, &content, previous.as_ref())
             .await?;
         drop(conn);
@@ -667,13 +730,7 @@ impl Catalog {
         .await?;
         audit::record(
             &mut tx,
-            NewAuditEntry {
-                actor: &actor.subject,
-                action: "version.validate",
-                resource: version_resource(name, &version.meta.version),
-                summary: json!({ "valid": report.valid, "errors": report.errors.len(), "warnings": report.warnings.len(), "schemaVersion": report.schema_version }),
-                request_id: actor.request_id.as_deref(),
-            },
+            actor.audit_entry("version.validate", version_resource(name, &version.meta.version), json!({ "valid": report.valid, "errors": report.errors.len(), "warnings": report.warnings.len(), "schemaVersion": report.schema_version })),
         )
         .await?;
         tx.commit().await.map_err(crate::store::StoreError::from)?;
@@ -741,7 +798,7 @@ impl Catalog {
         let message = request
             .message
             .unwrap_or_else(|| format!("rollback to {}", target.meta.version));
-        let content = parse_stored(&target.content)?;
+        let content = self.opened_stored(&target.content)?;
         self.add_version(
             actor,
             name,
@@ -753,6 +810,13 @@ impl Catalog {
         )
         .await
     }
+}
+
+/// A stored document with its secrets masked: what the API shows.
+fn masked_stored(text: &str) -> CatalogResult<Value> {
+    let mut document = parse_stored(text)?;
+    keyring::mask(&mut document);
+    Ok(document)
 }
 
 fn parse_stored(text: &str) -> CatalogResult<Value> {

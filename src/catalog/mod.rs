@@ -9,28 +9,39 @@
 //! - `builtin.rs`: the built-in game schemas from `config/schemas/`.
 //! - `views.rs`: what the operations answer (the REST bodies).
 
+mod api_keys;
+mod audit_chain;
 mod builtin;
 mod configs;
+mod key_upkeep;
 mod schemas;
 pub mod views;
 
+pub use api_keys::NewApiKeyRequest;
 pub use builtin::BUILTIN_SCHEMAS;
 pub use configs::{NewConfigRequest, NewVersionRequest, RollbackRequest};
 pub use schemas::NewSchemaRequest;
 
 use crate::{
+    auth::Role,
+    crypto::KeyMaterial,
     domain::{compat::SchemaChange, validation::InvalidSchema, validation::ValidationReport},
     settings::LimitSettings,
     store::{Store, StoreError, audit},
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use schemas::ValidatorCache;
+use std::sync::Arc;
 use views::{AuditEntryView, Page};
 
-/// Who asks for a change, and in which request (for the audit trail).
+/// Who asks for a change, from where, and in which request (for the audit trail).
 #[derive(Debug, Clone)]
 pub struct Actor {
     pub subject: String,
+    /// `None` for the hub itself.
+    pub role: Option<Role>,
+    /// The caller's address.
+    pub source: Option<String>,
     pub request_id: Option<String>,
 }
 
@@ -38,7 +49,27 @@ impl Actor {
     pub fn system() -> Self {
         Self {
             subject: "system".into(),
+            role: None,
+            source: None,
             request_id: None,
+        }
+    }
+
+    /// The audit row of a change this actor makes.
+    pub fn audit_entry(
+        &self,
+        action: &'static str,
+        resource: String,
+        summary: serde_json::Value,
+    ) -> audit::NewAuditEntry<'_> {
+        audit::NewAuditEntry {
+            actor: &self.subject,
+            actor_role: self.role.map(Role::as_str),
+            source: self.source.as_deref(),
+            action,
+            resource,
+            summary,
+            request_id: self.request_id.as_deref(),
         }
     }
 }
@@ -62,6 +93,10 @@ pub enum CatalogError {
     InvalidField { path: String, message: String },
     #[error("the cursor is not one this API gave out")]
     InvalidCursor,
+    #[error("API key {0:?} does not exist or is already revoked")]
+    ApiKeyNotFound(String),
+    #[error(transparent)]
+    Secrets(crate::crypto::keyring::KeyringError),
     #[error("the document is {size} bytes; the limit is {max}")]
     DocumentTooLarge { size: usize, max: usize },
     #[error("the document nests {depth} levels deep; the limit is {max}")]
@@ -150,14 +185,26 @@ pub struct Catalog {
     store: Store,
     limits: LimitSettings,
     validators: ValidatorCache,
+    keys: Arc<KeyMaterial>,
 }
 
 impl Catalog {
-    pub fn new(store: Store, limits: LimitSettings) -> Self {
+    pub fn new(store: Store, limits: LimitSettings, keys: Arc<KeyMaterial>) -> Self {
         Self {
             store,
             limits,
             validators: ValidatorCache::default(),
+            keys,
+        }
+    }
+
+    /// The public half of the signing key.
+    pub fn signing_key(&self) -> views::SigningKeyView {
+        views::SigningKeyView {
+            algorithm: "Ed25519",
+            key_id: self.keys.signer.key_id().to_owned(),
+            public_key: self.keys.signer.public_key(),
+            message_format: "hotswap-config-v1\n{config}\n{revision}\n{checksum}",
         }
     }
 

@@ -11,12 +11,11 @@ use crate::{
         compat,
         kinds::Compatibility,
         names::Slug,
+        secrets,
         validation::{self, SchemaRef, ValidationReport},
     },
     store::{
-        Conn, StoreError,
-        audit::{self, NewAuditEntry},
-        now_ms,
+        Conn, StoreError, audit, now_ms,
         schemas::{self, NewSchema, SchemaRow},
     },
 };
@@ -49,13 +48,54 @@ pub struct NewSchemaRequest {
 /// Compiled validators by (schema id, seq). Schema versions are immutable, so
 /// an entry never goes stale.
 #[derive(Debug, Default, Clone)]
-pub(super) struct ValidatorCache(Arc<RwLock<HashMap<SchemaKey, Arc<Validator>>>>);
+pub(super) struct ValidatorCache(Arc<RwLock<HashMap<SchemaKey, Arc<CompiledSchema>>>>);
+
+/// One schema version, compiled, with what it says about secrets.
+#[derive(Debug)]
+pub(super) struct CompiledSchema {
+    pub validator: Validator,
+    pub document: Value,
+    /// Whether any subschema marks `x-secret` (most schemas do not: skip the walk).
+    pub has_secrets: bool,
+}
+
+impl CompiledSchema {
+    /// The secret values `document` holds under this schema.
+    pub fn secret_paths(&self, document: &Value) -> Vec<String> {
+        if self.has_secrets {
+            secrets::secret_paths(&self.document, document)
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// A validation against this schema.
+    pub fn validate(
+        &self,
+        row: &SchemaRow,
+        document: &Value,
+        previous: Option<&Value>,
+    ) -> (ValidationReport, Vec<String>) {
+        let secret_paths = self.secret_paths(document);
+        let report = validation::validate(
+            Some(SchemaRef {
+                id: &row.schema_id,
+                version: &row.version,
+                validator: &self.validator,
+            }),
+            document,
+            previous,
+            &secret_paths,
+        );
+        (report, secret_paths)
+    }
+}
 
 /// (schema id, seq): one immutable schema version.
 type SchemaKey = (String, i64);
 
 impl ValidatorCache {
-    fn get_or_compile(&self, row: &SchemaRow) -> CatalogResult<Arc<Validator>> {
+    fn get_or_compile(&self, row: &SchemaRow) -> CatalogResult<Arc<CompiledSchema>> {
         let key = (row.schema_id.clone(), row.seq);
         // A poisoned lock only means another thread panicked mid-insert; the map is still valid.
         if let Some(found) = self.0.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
@@ -64,8 +104,12 @@ impl ValidatorCache {
         let document: Value = serde_json::from_str(&row.document).map_err(|e| {
             CatalogError::Unexpected(anyhow::Error::new(e).context("stored schema is not JSON"))
         })?;
-        let compiled =
-            Arc::new(validation::compile(&document).map_err(CatalogError::InvalidSchema)?);
+        let validator = validation::compile(&document).map_err(CatalogError::InvalidSchema)?;
+        let compiled = Arc::new(CompiledSchema {
+            validator,
+            has_secrets: secrets::schema_has_secrets(&document),
+            document,
+        });
         self.0
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -84,15 +128,15 @@ impl Catalog {
         &self,
         conn: &mut Conn,
         schema_id: &str,
-    ) -> CatalogResult<(SchemaRow, Arc<Validator>)> {
+    ) -> CatalogResult<(SchemaRow, Arc<CompiledSchema>)> {
         if Slug::parse(schema_id).is_err() {
             return Err(CatalogError::SchemaNotFound(schema_id.to_owned()));
         }
         let row = schemas::latest(conn, schema_id)
             .await?
             .ok_or_else(|| CatalogError::SchemaNotFound(schema_id.to_owned()))?;
-        let validator = self.validators.get_or_compile(&row)?;
-        Ok((row, validator))
+        let compiled = self.validators.get_or_compile(&row)?;
+        Ok((row, compiled))
     }
 
     pub async fn register_schema(
@@ -188,13 +232,7 @@ impl Catalog {
         .await?;
         audit::record(
             &mut tx,
-            NewAuditEntry {
-                actor: &actor.subject,
-                action: "schema.register",
-                resource: schema_resource(id.as_str(), &version_text),
-                summary: json!({ "compatibility": mode, "breakingApprovedBy": approved_by, "previous": latest.as_ref().map(|l| &l.version) }),
-                request_id: actor.request_id.as_deref(),
-            },
+            actor.audit_entry("schema.register", schema_resource(id.as_str(), &version_text), json!({ "compatibility": mode, "breakingApprovedBy": approved_by, "previous": latest.as_ref().map(|l| &l.version) })),
         )
         .await?;
         tx.commit().await.map_err(StoreError::from)?;
@@ -254,16 +292,8 @@ impl Catalog {
             Some(version) => schemas::by_version(&mut conn, id, version).await?,
         }
         .ok_or_else(|| CatalogError::SchemaNotFound(id.to_owned()))?;
-        let validator = self.validators.get_or_compile(&row)?;
-        Ok(validation::validate(
-            Some(SchemaRef {
-                id: &row.schema_id,
-                version: &row.version,
-                validator: &validator,
-            }),
-            document,
-            None,
-        ))
+        let compiled = self.validators.get_or_compile(&row)?;
+        Ok(compiled.validate(&row, document, None).0)
     }
 
     /// Registers each built-in schema version the store does not have yet.
@@ -313,13 +343,11 @@ impl Catalog {
             }
             audit::record(
                 &mut tx,
-                NewAuditEntry {
-                    actor: &actor.subject,
-                    action: "schema.install-builtin",
-                    resource: schema_resource(builtin.id, builtin.version),
-                    summary: json!({ "builtin": true }),
-                    request_id: None,
-                },
+                actor.audit_entry(
+                    "schema.install-builtin",
+                    schema_resource(builtin.id, builtin.version),
+                    json!({ "builtin": true }),
+                ),
             )
             .await?;
             tx.commit().await?;

@@ -221,3 +221,92 @@ impl From<AuditRow> for AuditEntryView {
         }
     }
 }
+
+/// A game-server API key as listed (never its secret).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyView {
+    pub id: String,
+    pub name: String,
+    /// The first characters of the key, to tell keys apart.
+    pub hint: String,
+    /// Empty means every environment.
+    pub environments: Vec<String>,
+    /// Empty means every region.
+    pub regions: Vec<String>,
+    pub created_by: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+    pub revoked_by: Option<String>,
+}
+
+impl From<crate::store::api_keys::ApiKeyRow> for ApiKeyView {
+    fn from(row: crate::store::api_keys::ApiKeyRow) -> Self {
+        Self {
+            environments: serde_json::from_str(&row.environments).unwrap_or_default(),
+            regions: serde_json::from_str(&row.regions).unwrap_or_default(),
+            id: row.id,
+            name: row.name,
+            hint: row.hint,
+            created_by: row.created_by,
+            created_at: rfc3339(row.created_at),
+            revoked_at: row.revoked_at.map(rfc3339),
+            revoked_by: row.revoked_by,
+        }
+    }
+}
+
+/// A key just created: the only time its secret is shown.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedApiKeyView {
+    /// The secret. Store it now: it cannot be shown again.
+    pub key: String,
+    #[serde(flatten)]
+    pub api_key: ApiKeyView,
+}
+
+/// Who a game server is, by its key.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerIdentity {
+    pub key_id: String,
+    pub name: String,
+    pub environments: Vec<String>,
+    pub regions: Vec<String>,
+}
+
+impl From<crate::store::api_keys::ApiKeyRow> for ServerIdentity {
+    fn from(row: crate::store::api_keys::ApiKeyRow) -> Self {
+        Self {
+            environments: serde_json::from_str(&row.environments).unwrap_or_default(),
+            regions: serde_json::from_str(&row.regions).unwrap_or_default(),
+            key_id: row.id,
+            name: row.name,
+        }
+    }
+}
+
+/// The result of walking the audit chain.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditVerificationView {
+    pub valid: bool,
+    /// Rows checked.
+    pub checked: u64,
+    /// The first row whose link is broken.
+    pub first_broken_seq: Option<i64>,
+    pub reason: Option<String>,
+}
+
+/// The public half of the key that signs config versions.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SigningKeyView {
+    pub algorithm: &'static str,
+    pub key_id: String,
+    /// Base64 of the 32-byte Ed25519 public key.
+    pub public_key: String,
+    /// What is signed: `hotswap-config-v1\n{config}\n{revision}\n{checksum}`.
+    pub message_format: &'static str,
+}

@@ -9,4 +9,5 @@ pub mod diff;
 pub mod document;
 pub mod kinds;
 pub mod names;
+pub mod secrets;
 pub mod validation;

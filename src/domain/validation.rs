@@ -9,7 +9,7 @@
 //!
 //! `config/schemas/README.md` documents them for schema authors.
 
-use super::{diff::breaking_changes, document::pointer_push};
+use super::{diff::breaking_changes, document::pointer_push, secrets};
 use chrono::{DateTime, FixedOffset};
 use jsonschema::{
     Keyword, ValidationError, Validator, error::ValidationErrorKind, paths::Location,
@@ -98,10 +98,15 @@ pub fn compile(schema: &Value) -> Result<Validator, InvalidSchema> {
 
 /// Validates `document`, comparing it with `previous` (the config's latest
 /// version) for breaking-change warnings.
+///
+/// `secret_paths` are the document's secret values: messages about them do
+/// not quote the value, and the comparison with `previous` (whose secrets
+/// are already masked) sees them masked too.
 pub fn validate(
     schema: Option<SchemaRef<'_>>,
     document: &Value,
     previous: Option<&Value>,
+    secret_paths: &[String],
 ) -> ValidationReport {
     let mut errors = Vec::new();
     let mut truncated = false;
@@ -115,9 +120,24 @@ pub fn validate(
         }
         errors.truncate(MAX_REPORTED_ISSUES);
     }
+    for issue in &mut errors {
+        if secrets::is_within(&issue.path, secret_paths) {
+            issue.message = format!(
+                "the secret value breaks the {} rule (value hidden)",
+                issue.rule
+            );
+        }
+    }
+    let masked;
+    let compared = if secret_paths.is_empty() {
+        document
+    } else {
+        masked = secrets::masked(document, secret_paths);
+        &masked
+    };
     let warnings = previous
         .map(|previous| {
-            breaking_changes(previous, document)
+            breaking_changes(previous, compared)
                 .into_iter()
                 .map(|change| Issue {
                     path: change.path,
@@ -576,6 +596,7 @@ mod tests {
             }),
             &document,
             None,
+            &[],
         )
     }
 
@@ -706,11 +727,45 @@ mod tests {
 
     #[test]
     fn previous_version_adds_breaking_change_warnings_without_failing() {
-        let report = validate(None, &json!({"a": "1"}), Some(&json!({"a": 1, "b": 2})));
+        let report = validate(
+            None,
+            &json!({"a": "1"}),
+            Some(&json!({"a": 1, "b": 2})),
+            &[],
+        );
         assert!(report.valid);
         assert!(report.has_breaking_changes());
         let rules: Vec<&str> = report.warnings.iter().map(|w| w.rule.as_str()).collect();
         assert_eq!(rules, vec!["type-changed", "removed-key"]);
+    }
+
+    #[test]
+    fn secret_values_are_never_quoted_or_compared_in_clear() {
+        let schema =
+            json!({"properties": {"pin": {"type": "string", "maxLength": 4, "x-secret": true}}});
+        let validator = compile(&schema).unwrap();
+        let document = json!({"pin": "1234567"});
+        let report = validate(
+            Some(SchemaRef {
+                id: "t",
+                version: "1",
+                validator: &validator,
+            }),
+            &document,
+            Some(&json!({"pin": "***"})),
+            &["/pin".to_owned()],
+        );
+        assert_eq!(report.errors.len(), 1);
+        assert!(
+            !report.errors[0].message.contains("1234567"),
+            "{:?}",
+            report.errors
+        );
+        assert!(
+            report.warnings.is_empty(),
+            "a masked secret compares equal: {:?}",
+            report.warnings
+        );
     }
 
     #[test]

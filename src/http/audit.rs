@@ -1,6 +1,7 @@
 //! `/api/v1/audit`: the audit trail.
 
 use super::{
+    auth::{Admin, Authorized},
     extract::PageQuery,
     method_not_allowed,
     problem::{ApiError, Problem},
@@ -8,7 +9,7 @@ use super::{
 use crate::{
     catalog::{
         Catalog,
-        views::{AuditEntryView, Page},
+        views::{AuditEntryView, AuditVerificationView, Page},
     },
     store::audit::AuditFilter,
 };
@@ -20,6 +21,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::resource("/audit")
             .default_service(web::to(method_not_allowed))
             .route(web::get().to(list_audit)),
+    )
+    .service(
+        web::resource("/audit/verify")
+            .default_service(web::to(method_not_allowed))
+            .route(web::get().to(verify_audit)),
     );
 }
 
@@ -42,6 +48,7 @@ pub struct AuditQuery {
     (status = 400, body = Problem),
 ))]
 pub async fn list_audit(
+    _caller: Authorized<Admin>,
     catalog: web::Data<Catalog>,
     query: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -72,4 +79,17 @@ pub async fn list_audit(
         before_seq: None,
     };
     Ok(HttpResponse::Ok().json(catalog.audit_log(filter, &page).await?))
+}
+
+/// Walk the hash chain of the audit trail and report the first broken link.
+#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit", responses(
+    (status = 200, body = AuditVerificationView),
+    (status = 401, body = Problem),
+    (status = 403, body = Problem),
+))]
+pub async fn verify_audit(
+    _caller: Authorized<Admin>,
+    catalog: web::Data<Catalog>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(catalog.verify_audit_chain().await?))
 }

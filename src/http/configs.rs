@@ -1,7 +1,8 @@
 //! `/api/v1/configs`: config profiles and their versions.
 
 use super::{
-    extract::{Body, Caller, MaybeBody, PageQuery},
+    auth::{Admin, Authorized, Developer, Viewer},
+    extract::{Body, MaybeBody, PageQuery},
     method_not_allowed,
     problem::{ApiError, Problem},
 };
@@ -67,10 +68,10 @@ fn created<T: serde::Serialize>(location: String, body: &T) -> HttpResponse {
 ))]
 pub async fn create_config(
     catalog: web::Data<Catalog>,
-    caller: Caller,
+    caller: Authorized<Developer>,
     Body(request): Body<NewConfigRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let config = catalog.create_config(&caller.0, request).await?;
+    let config = catalog.create_config(&caller.actor, request).await?;
     Ok(created(format!("/api/v1/configs/{}", config.name), &config))
 }
 
@@ -89,6 +90,7 @@ pub struct ConfigListQuery {
     (status = 200, body = Page<ConfigView>),
 ))]
 pub async fn list_configs(
+    _caller: Authorized<Viewer>,
     catalog: web::Data<Catalog>,
     query: web::Query<ConfigListQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -111,6 +113,7 @@ pub async fn list_configs(
     (status = 404, body = Problem),
 ))]
 pub async fn get_config(
+    _caller: Authorized<Viewer>,
     catalog: web::Data<Catalog>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -124,10 +127,10 @@ pub async fn get_config(
 ))]
 pub async fn delete_config(
     catalog: web::Data<Catalog>,
-    caller: Caller,
+    caller: Authorized<Admin>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    catalog.delete_config(&caller.0, &name).await?;
+    catalog.delete_config(&caller.actor, &name).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -141,11 +144,13 @@ pub async fn delete_config(
 ))]
 pub async fn create_version(
     catalog: web::Data<Catalog>,
-    caller: Caller,
+    caller: Authorized<Developer>,
     name: web::Path<String>,
     Body(request): Body<NewVersionRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let version = catalog.create_version(&caller.0, &name, request).await?;
+    let version = catalog
+        .create_version(&caller.actor, &name, request)
+        .await?;
     Ok(created(
         format!(
             "/api/v1/configs/{}/versions/{}",
@@ -161,6 +166,7 @@ pub async fn create_version(
     (status = 404, body = Problem),
 ))]
 pub async fn list_versions(
+    _caller: Authorized<Viewer>,
     catalog: web::Data<Catalog>,
     name: web::Path<String>,
     query: web::Query<PageQuery>,
@@ -174,6 +180,7 @@ pub async fn list_versions(
     (status = 404, body = Problem),
 ))]
 pub async fn get_version(
+    _caller: Authorized<Viewer>,
     catalog: web::Data<Catalog>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
@@ -187,6 +194,7 @@ pub async fn get_version(
     (status = 404, body = Problem),
 ))]
 pub async fn diff_versions(
+    _caller: Authorized<Viewer>,
     catalog: web::Data<Catalog>,
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, ApiError> {
@@ -209,14 +217,14 @@ pub struct TagsRequest {
 ))]
 pub async fn set_tags(
     catalog: web::Data<Catalog>,
-    caller: Caller,
+    caller: Authorized<Developer>,
     path: web::Path<(String, String)>,
     Body(request): Body<TagsRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let (name, version) = path.into_inner();
     Ok(HttpResponse::Ok().json(
         catalog
-            .set_tags(&caller.0, &name, &version, &request.tags)
+            .set_tags(&caller.actor, &name, &version, &request.tags)
             .await?,
     ))
 }
@@ -228,11 +236,11 @@ pub async fn set_tags(
 ))]
 pub async fn validate_version(
     catalog: web::Data<Catalog>,
-    caller: Caller,
+    caller: Authorized<Developer>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (name, version) = path.into_inner();
-    Ok(HttpResponse::Ok().json(catalog.revalidate(&caller.0, &name, &version).await?))
+    Ok(HttpResponse::Ok().json(catalog.revalidate(&caller.actor, &name, &version).await?))
 }
 
 /// The latest stored validation report of a version.
@@ -241,6 +249,7 @@ pub async fn validate_version(
     (status = 404, body = Problem),
 ))]
 pub async fn validation_report(
+    _caller: Authorized<Viewer>,
     catalog: web::Data<Catalog>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
@@ -261,13 +270,17 @@ pub struct ApproveRequest {
 ))]
 pub async fn approve_version(
     catalog: web::Data<Catalog>,
-    caller: Caller,
+    caller: Authorized<Admin>,
     path: web::Path<(String, String)>,
     MaybeBody(request): MaybeBody<ApproveRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let (name, version) = path.into_inner();
     let comment = request.and_then(|r| r.comment);
-    Ok(HttpResponse::Ok().json(catalog.approve(&caller.0, &name, &version, comment).await?))
+    Ok(HttpResponse::Ok().json(
+        catalog
+            .approve(&caller.actor, &name, &version, comment)
+            .await?,
+    ))
 }
 
 /// Create a new version carrying an older version's content.
@@ -278,11 +291,11 @@ pub async fn approve_version(
 ))]
 pub async fn rollback(
     catalog: web::Data<Catalog>,
-    caller: Caller,
+    caller: Authorized<Developer>,
     name: web::Path<String>,
     Body(request): Body<RollbackRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let version = catalog.rollback(&caller.0, &name, request).await?;
+    let version = catalog.rollback(&caller.actor, &name, request).await?;
     Ok(created(
         format!(
             "/api/v1/configs/{}/versions/{}",

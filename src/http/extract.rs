@@ -2,8 +2,8 @@
 //! paths, the caller, the request id, and list paging.
 
 use super::problem::ApiError;
-use crate::catalog::{Actor, PageRequest};
-use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, web};
+use crate::catalog::PageRequest;
+use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use futures_util::StreamExt;
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::Value;
@@ -137,26 +137,6 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
 /// UUIDv7. Set by the middleware in `http/mod.rs`.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
-
-/// Who is calling. Until authentication lands every caller is `anonymous`.
-#[derive(Debug, Clone)]
-pub struct Caller(pub Actor);
-
-impl FromRequest for Caller {
-    type Error = ApiError;
-    type Future = std::future::Ready<Result<Self, ApiError>>;
-
-    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let request_id = request
-            .extensions()
-            .get::<RequestId>()
-            .map(|id| id.0.clone());
-        std::future::ready(Ok(Caller(Actor {
-            subject: "anonymous".into(),
-            request_id,
-        })))
-    }
-}
 
 /// `?limit=&cursor=` on every list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

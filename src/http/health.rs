@@ -11,13 +11,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, description = "alive")))]
+#[utoipa::path(get, path = "/health", tag = "health", security(()), responses((status = 200, description = "alive")))]
 pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
 /// The store answers.
-#[utoipa::path(get, path = "/ready", tag = "health", responses(
+#[utoipa::path(get, path = "/ready", tag = "health", security(()), responses(
     (status = 200, description = "ready"),
     (status = 503, description = "a dependency is down", body = super::problem::Problem)
 ))]

@@ -5,12 +5,14 @@
 //! the answer; they make no decisions and speak no SQL.
 
 pub mod audit;
+pub mod auth;
 pub mod configs;
 pub mod extract;
 pub mod health;
 pub mod openapi;
 pub mod problem;
 pub mod schemas;
+pub mod security;
 
 use actix_web::{
     Error, HttpMessage, HttpRequest, HttpResponse,
@@ -37,7 +39,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::scope("/api/v1")
                 .configure(configs::configure)
                 .configure(schemas::configure)
-                .configure(audit::configure),
+                .configure(audit::configure)
+                .configure(security::configure),
         );
 }
 
@@ -75,7 +78,7 @@ fn sane_request_id(value: &HeaderValue) -> Option<String> {
 /// one log line with its status and duration.
 pub async fn request_context(
     request: ServiceRequest,
-    next: Next<impl MessageBody>,
+    next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let id = request
         .headers()
@@ -83,6 +86,15 @@ pub async fn request_context(
         .and_then(sane_request_id)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     request.extensions_mut().insert(RequestId(id.clone()));
+    // Every API call spends a token of its address, authenticated or not,
+    // so credential guessing is slowed as much as flooding.
+    if let Err(error) = auth::check_address(request.request()) {
+        let mut response = request.error_response(error);
+        if let Ok(value) = HeaderValue::from_str(&id) {
+            response.headers_mut().insert(REQUEST_ID.clone(), value);
+        }
+        return Ok(response.map_into_right_body());
+    }
     let span = tracing::info_span!("http", method = %request.method(), path = %request.path(), request_id = %id);
     let started = Instant::now();
     let mut response = next.call(request).instrument(span.clone()).await?;
@@ -96,5 +108,5 @@ pub async fn request_context(
             "request served"
         )
     });
-    Ok(response)
+    Ok(response.map_into_left_body())
 }

@@ -1,9 +1,13 @@
 //! The OpenAPI document generated from the handlers, and the API explorer
 //! (Swagger UI, vendored into the binary: no CDN).
 
-use actix_web::{HttpResponse, web};
-use utoipa::OpenApi;
-use utoipa_swagger_ui::SwaggerUi;
+use super::auth::DocsViewer;
+use actix_web::{HttpResponse, middleware, web};
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
+use utoipa_swagger_ui::{Config, SwaggerUi};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -29,26 +33,56 @@ use utoipa_swagger_ui::SwaggerUi;
         super::schemas::get_schema,
         super::schemas::validate_document,
         super::audit::list_audit,
+        super::audit::verify_audit,
+        super::security::create_api_key,
+        super::security::list_api_keys,
+        super::security::revoke_api_key,
+        super::security::signing_key,
+        super::security::server_whoami,
     ),
+    modifiers(&BearerScheme),
+    security(("bearer" = [])),
     tags(
         (name = "configs", description = "Config profiles"),
         (name = "versions", description = "Immutable, validated config versions"),
         (name = "schemas", description = "JSON Schemas with game rules"),
-        (name = "audit", description = "Who changed what"),
+        (name = "audit", description = "Who changed what, hash-chained"),
+        (name = "security", description = "Game-server API keys and the config signing key"),
         (name = "health", description = "Liveness and readiness"),
     )
 )]
 #[derive(Debug)]
 pub struct ApiDoc;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(SwaggerUi::new("/docs/{_:.*}").url("/api/v1/openapi.json", ApiDoc::openapi()))
-        .route(
-            "/docs",
-            web::get().to(|| async {
-                HttpResponse::PermanentRedirect()
-                    .insert_header(("Location", "/docs/"))
-                    .finish()
-            }),
+/// Adds the bearer scheme every `/api/v1` operation requires.
+#[derive(Debug)]
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
+    }
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/v1/openapi.json", web::get().to(openapi_document))
+        .service(
+            web::scope("/docs")
+                .wrap(middleware::from_fn(super::auth::docs_guard))
+                .service(SwaggerUi::new("/{_:.*}").config(Config::from("/api/v1/openapi.json"))),
+        );
+}
+
+/// The OpenAPI document (viewer token, or the explorer's cookie).
+pub async fn openapi_document(_viewer: DocsViewer) -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
 }

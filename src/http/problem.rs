@@ -2,7 +2,7 @@
 //! with a stable machine-readable `code`. The status of each error is chosen
 //! here and nowhere else.
 
-use crate::catalog::CatalogError;
+use crate::{auth::AuthError, catalog::CatalogError, crypto::keyring::KeyringError};
 use actix_web::{HttpResponse, ResponseError, http::StatusCode};
 use serde::Serialize;
 use serde_json::Value;
@@ -57,6 +57,14 @@ pub enum ApiError {
     RouteNotFound { method: String, path: String },
     #[error("the store is unreachable")]
     NotReady,
+    #[error("{0}")]
+    Unauthorized(AuthError),
+    #[error("{0}")]
+    Forbidden(AuthError),
+    #[error("too many requests; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -75,6 +83,16 @@ impl ApiError {
                 C::Conflict => (StatusCode::CONFLICT, "concurrent_change"),
                 C::InvalidField { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
                 C::InvalidCursor => (StatusCode::BAD_REQUEST, "invalid_cursor"),
+                C::ApiKeyNotFound(_) => (StatusCode::NOT_FOUND, "api_key_not_found"),
+                C::Secrets(KeyringError::NoKey) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "secrets_key_missing")
+                }
+                C::Secrets(KeyringError::UnknownKey { .. }) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "secrets_key_unknown")
+                }
+                C::Secrets(KeyringError::Corrupt { .. }) => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "secret_corrupt")
+                }
                 C::ValidationFailed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
                 C::InvalidSchema(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_schema"),
                 C::DocumentTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "document_too_large"),
@@ -91,6 +109,16 @@ impl ApiError {
             ApiError::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
             ApiError::RouteNotFound { .. } => (StatusCode::NOT_FOUND, "route_not_found"),
             ApiError::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            ApiError::Unauthorized(AuthError::Missing) => {
+                (StatusCode::UNAUTHORIZED, "unauthenticated")
+            }
+            ApiError::Unauthorized(AuthError::Expired) => {
+                (StatusCode::UNAUTHORIZED, "token_expired")
+            }
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
 
@@ -181,8 +209,17 @@ impl ResponseError for ApiError {
         }
         let mut response = HttpResponse::build(self.status_code());
         response.content_type("application/problem+json");
-        if problem.status == 503 {
-            response.insert_header(("Retry-After", "5"));
+        match self {
+            ApiError::RateLimited { retry_after_secs } => {
+                response.insert_header(("Retry-After", retry_after_secs.to_string()));
+            }
+            ApiError::Unauthorized(_) => {
+                response.insert_header(("WWW-Authenticate", "Bearer realm=\"hotswap\""));
+            }
+            _ if problem.status == 503 => {
+                response.insert_header(("Retry-After", "5"));
+            }
+            _ => {}
         }
         response.json(problem)
     }

@@ -1,11 +1,13 @@
 //! `/api/v1/schemas`: the schema registry.
 
 use super::{
-    extract::{Body, Caller, PageQuery},
+    auth::{Authorized, Developer, Viewer},
+    extract::{Body, PageQuery},
     method_not_allowed,
     problem::{ApiError, Problem},
 };
 use crate::{
+    auth::{AuthError, Role},
     catalog::{
         Catalog, NewSchemaRequest,
         views::{Page, SchemaSummary, SchemaView},
@@ -35,10 +37,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 ))]
 pub async fn register_schema(
     catalog: web::Data<Catalog>,
-    caller: Caller,
+    caller: Authorized<Developer>,
     Body(request): Body<NewSchemaRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let schema = catalog.register_schema(&caller.0, request).await?;
+    if request.approve_breaking && caller.role < Role::Admin {
+        return Err(ApiError::Forbidden(AuthError::Forbidden {
+            have: caller.role.to_string(),
+            need: Role::Admin,
+        }));
+    }
+    let schema = catalog.register_schema(&caller.actor, request).await?;
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/v1/schemas/{}", schema.summary.id)))
         .json(schema))
@@ -49,6 +57,7 @@ pub async fn register_schema(
     (status = 200, body = Page<SchemaSummary>),
 ))]
 pub async fn list_schemas(
+    _caller: Authorized<Viewer>,
     catalog: web::Data<Catalog>,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -68,6 +77,7 @@ pub struct SchemaVersionQuery {
     (status = 404, body = Problem),
 ))]
 pub async fn get_schema(
+    _caller: Authorized<Viewer>,
     catalog: web::Data<Catalog>,
     id: web::Path<String>,
     query: web::Query<SchemaVersionQuery>,
@@ -82,6 +92,7 @@ pub async fn get_schema(
     (status = 404, body = Problem),
 ))]
 pub async fn validate_document(
+    _caller: Authorized<Developer>,
     catalog: web::Data<Catalog>,
     id: web::Path<String>,
     query: web::Query<SchemaVersionQuery>,

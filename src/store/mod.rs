@@ -8,6 +8,7 @@
 //! - `mod.rs`: connecting, migrating, transactions, errors.
 //! - `configs.rs`, `versions.rs`, `schemas.rs`, `audit.rs`: one repository per table group.
 
+pub mod api_keys;
 pub mod audit;
 pub mod configs;
 pub mod schemas;

@@ -20,6 +20,8 @@ pub struct VersionRow {
     pub created_at: i64,
     pub approved_by: Option<String>,
     pub approved_at: Option<i64>,
+    pub signature: Option<String>,
+    pub signing_key_id: Option<String>,
 }
 
 /// A version with its content.
@@ -44,12 +46,15 @@ pub struct NewVersion<'a> {
     pub rollback_of: Option<&'a str>,
     pub breaking: bool,
     pub created_at: i64,
+    pub signature: &'a str,
+    pub signing_key_id: &'a str,
 }
 
 macro_rules! version_columns {
     () => {
         "v.id, v.config_id, v.revision, v.version, v.checksum, v.size_bytes, v.author, \
-         v.message, v.rollback_of, v.breaking, v.created_at, a.approved_by, a.approved_at"
+         v.message, v.rollback_of, v.breaking, v.created_at, a.approved_by, a.approved_at, \
+         v.signature, v.signing_key_id"
     };
 }
 
@@ -71,8 +76,8 @@ fn with_content(row: sqlx::any::AnyRow) -> StoreResult<VersionWithContent> {
 pub async fn insert(tx: &mut Tx, version: &NewVersion<'_>) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO config_versions (id, config_id, revision, version, content, checksum, \
-         size_bytes, author, message, rollback_of, breaking, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+         size_bytes, author, message, rollback_of, breaking, created_at, signature, signing_key_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(version.id)
     .bind(version.config_id)
@@ -86,6 +91,8 @@ pub async fn insert(tx: &mut Tx, version: &NewVersion<'_>) -> StoreResult<()> {
     .bind(version.rollback_of)
     .bind(flag(version.breaking))
     .bind(version.created_at)
+    .bind(version.signature)
+    .bind(version.signing_key_id)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -274,4 +281,66 @@ pub async fn latest_report(
     .bind(revision)
     .fetch_optional(&mut **conn)
     .await?)
+}
+
+/// `(id, config name, revision, checksum)` of versions without a signature.
+pub async fn unsigned(conn: &mut Conn) -> StoreResult<Vec<(String, String, i64, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT v.id, c.name, v.revision, v.checksum FROM config_versions v \
+         JOIN configs c ON c.id = v.config_id WHERE v.signature IS NULL ORDER BY v.id",
+    )
+    .fetch_all(&mut **conn)
+    .await?)
+}
+
+/// Fills the signature of a version that has none (it never replaces one).
+pub async fn set_signature(
+    tx: &mut Tx,
+    id: &str,
+    signature: &str,
+    key_id: &str,
+) -> StoreResult<()> {
+    sqlx::query("UPDATE config_versions SET signature = $1, signing_key_id = $2 WHERE id = $3 AND signature IS NULL")
+        .bind(signature)
+        .bind(key_id)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// `(id, content)` of versions whose stored content holds sealed secrets.
+pub async fn with_sealed_content(
+    conn: &mut Conn,
+    envelope_prefix: &str,
+) -> StoreResult<Vec<(String, String)>> {
+    // The prefix is a fixed literal without LIKE wildcards except '$', which LIKE treats literally.
+    Ok(
+        sqlx::query_as("SELECT id, content FROM config_versions WHERE content LIKE $1 ORDER BY id")
+            .bind(format!("%{envelope_prefix}%"))
+            .fetch_all(&mut **conn)
+            .await?,
+    )
+}
+
+/// Replaces a version's stored text with the same document re-sealed under
+/// another key: the one in-place write versions allow, because the document
+/// (and so its checksum and signature) does not change. Only succeeds if
+/// the content is still `expected`.
+pub async fn replace_sealed_content(
+    tx: &mut Tx,
+    id: &str,
+    expected: &str,
+    content: &str,
+) -> StoreResult<bool> {
+    let done = sqlx::query(
+        "UPDATE config_versions SET content = $1, size_bytes = $2 WHERE id = $3 AND content = $4",
+    )
+    .bind(content)
+    .bind(content.len() as i64)
+    .bind(id)
+    .bind(expected)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }

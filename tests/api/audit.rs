@@ -52,7 +52,7 @@ async fn every_mutation_is_on_the_audit_trail_with_its_request_id(app: TestApp) 
         ]
     );
     let creation = items.last().unwrap();
-    assert_eq!(creation["actor"], "anonymous");
+    assert_eq!(creation["actor"], "test-admin");
     assert_eq!(creation["requestId"], request_id.as_str());
     assert_eq!(creation["resource"], "configs/weapon-balance");
     assert_eq!(creation["summary"]["configType"], "GameBalance");
@@ -64,12 +64,12 @@ async fn the_audit_trail_filters_and_pages(app: TestApp) {
     for name in ["a-1", "a-2", "a-3"] {
         app.create_config(name, "Custom", "staging").await;
     }
-    let by_actor = app.get("/api/v1/audit?actor=anonymous&limit=2").await;
+    let by_actor = app.get("/api/v1/audit?actor=test-admin&limit=2").await;
     assert_eq!(by_actor.body["items"].as_array().unwrap().len(), 2);
     let cursor = by_actor.body["nextCursor"].as_str().unwrap();
     let next = app
         .get(&format!(
-            "/api/v1/audit?actor=anonymous&limit=2&cursor={cursor}"
+            "/api/v1/audit?actor=test-admin&limit=2&cursor={cursor}"
         ))
         .await;
     assert_eq!(next.body["items"][0]["resource"], "configs/a-1");

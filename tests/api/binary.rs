@@ -58,6 +58,7 @@ fn the_binary_serves_logs_json_and_stops_cleanly_on_sigterm() {
             format!("sqlite://{}", database.display()),
         )
         .env("HOTSWAP_LOG__FORMAT", "json")
+        .env("HOTSWAP_DATA_DIR", dir.path())
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -121,6 +122,7 @@ fn migrate_applies_migrations_and_exits() {
     let database = dir.path().join("hotswap.db");
     let output = Command::new(BINARY)
         .arg("migrate")
+        .env("HOTSWAP_DATA_DIR", dir.path())
         .env(
             "HOTSWAP_DATABASE__URL",
             format!("sqlite://{}", database.display()),
@@ -135,6 +137,7 @@ fn migrate_applies_migrations_and_exits() {
     assert!(database.exists());
     let bad = Command::new(BINARY)
         .arg("migrate")
+        .env("HOTSWAP_DATA_DIR", dir.path())
         .env("HOTSWAP_DATABASE__URL", "mysql://nope")
         .output()
         .unwrap();

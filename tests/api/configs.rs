@@ -13,7 +13,7 @@ async fn creating_a_config_returns_201_with_its_builtin_schema(app: TestApp) {
     );
     assert_eq!(response.body["schemaId"], "game-balance");
     assert_eq!(response.body["environment"], "production");
-    assert_eq!(response.body["createdBy"], "anonymous");
+    assert_eq!(response.body["createdBy"], "test-admin");
     let fetched = app.get("/api/v1/configs/weapon-balance").await;
     assert_eq!(fetched.status, 200);
     assert_eq!(fetched.body["configType"], "GameBalance");

@@ -102,7 +102,7 @@ async fn data_survives_a_restart_on_the_same_sqlite_file() {
         201
     );
     let (db, url, dir) = app.into_parts();
-    let again = crate::helpers::spawn_app_on(db, url, dir).await;
+    let again = crate::helpers::spawn_app_on(db, url, dir, |_| {}).await;
     let version = again
         .get("/api/v1/configs/weapon-balance/versions/1.0.0")
         .await;

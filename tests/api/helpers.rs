@@ -1,10 +1,18 @@
 //! `spawn_app(db)`: a hub on port 0 with a fresh database, and typed helpers.
 
-use hotswap::{settings::Settings, startup::Application};
+use hotswap::{
+    auth::{Role, jwt::Authenticator},
+    settings::{SecretString, Settings},
+    startup::Application,
+};
 use serde_json::Value;
 use std::{io::Write, sync::OnceLock, time::Duration};
 
 pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// The HS256 secret of every test hub.
+pub const TEST_JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123456789";
+/// The subject of the default admin token.
+pub const TEST_ADMIN: &str = "test-admin";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Db {
@@ -69,7 +77,11 @@ pub struct TestApp {
     pub address: String,
     pub db: Db,
     pub database_url: String,
+    /// Sent with every request unless a call says otherwise.
+    pub admin_token: String,
+    pub data_dir: std::path::PathBuf,
     client: awc::Client,
+    authenticator: Authenticator,
     _dir: tempfile::TempDir,
 }
 
@@ -82,12 +94,18 @@ impl std::fmt::Debug for TestApp {
     }
 }
 
-/// Settings for a test hub: port 0, the given database, small limits.
-pub fn test_settings(database_url: &str) -> Settings {
-    // SAFETY-free: settings come from the built-in defaults; only overrides below.
+/// Settings for a test hub: port 0, the given database, keys under
+/// `data_dir`, small limits, rate limits out of the way.
+pub fn test_settings(database_url: &str, data_dir: &std::path::Path) -> Settings {
     let mut settings = Settings::load(None).expect("default settings load");
     settings.bind = "127.0.0.1:0".into();
-    settings.database.url = hotswap::settings::SecretString::new(database_url);
+    settings.data_dir = data_dir.to_owned();
+    settings.auth.jwt_secret = Some(SecretString::new(TEST_JWT_SECRET));
+    settings.rate_limit.principal_per_minute = 100_000;
+    settings.rate_limit.principal_burst = 10_000;
+    settings.rate_limit.address_per_minute = 100_000;
+    settings.rate_limit.address_burst = 10_000;
+    settings.database.url = SecretString::new(database_url);
     settings.database.max_connections = 5;
     settings.limits.max_document_bytes = 64 * 1024;
     settings.limits.max_json_depth = 32;
@@ -176,17 +194,36 @@ async fn drop_stale_schemas(pool: &sqlx::AnyPool, now: i64) {
 }
 
 pub async fn spawn_app(db: Db) -> Option<TestApp> {
+    spawn_app_with(db, |_| {}).await
+}
+
+/// A hub whose settings `customize` adjusts first.
+pub async fn spawn_app_with(db: Db, customize: impl FnOnce(&mut Settings)) -> Option<TestApp> {
     let dir = tempfile::tempdir().expect("temp dir");
     let database_url = match db {
         Db::Sqlite => format!("sqlite://{}", dir.path().join("hotswap.db").display()),
         Db::Postgres => postgres_schema_url().await?,
     };
-    Some(spawn_app_on(db, database_url, dir).await)
+    Some(spawn_app_on(db, database_url, dir, customize).await)
 }
 
 /// A hub over an existing database (restart tests).
-pub async fn spawn_app_on(db: Db, database_url: String, dir: tempfile::TempDir) -> TestApp {
-    let settings = test_settings(&database_url);
+pub async fn spawn_app_on(
+    db: Db,
+    database_url: String,
+    dir: tempfile::TempDir,
+    customize: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let mut settings = test_settings(&database_url, dir.path());
+    customize(&mut settings);
+    let authenticator =
+        Authenticator::from_settings(&settings.auth, settings.environment, &settings.data_dir)
+            .expect("test authenticator")
+            .authenticator;
+    let admin_token = authenticator
+        .mint(TEST_ADMIN, Role::Admin, Duration::from_secs(3600))
+        .unwrap();
+    let data_dir = settings.data_dir.clone();
     let application = Application::build(settings).await.expect("the hub builds");
     let address = format!("http://127.0.0.1:{}", application.port());
     actix_web::rt::spawn(application.run_until_stopped());
@@ -197,7 +234,10 @@ pub async fn spawn_app_on(db: Db, database_url: String, dir: tempfile::TempDir) 
         address,
         db,
         database_url,
+        admin_token,
+        data_dir,
         client,
+        authenticator,
         _dir: dir,
     }
 }
@@ -212,7 +252,36 @@ impl TestApp {
         format!("{}{}", self.address, path)
     }
 
+    /// A token for `role` naming `subject`.
+    pub fn token(&self, role: Role, subject: &str) -> String {
+        self.authenticator
+            .mint(subject, role, Duration::from_secs(3600))
+            .unwrap()
+    }
+
+    /// Sends a request with the given token (`None`: no Authorization header).
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Response {
+        let method = awc::http::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.insert_header(("authorization", format!("Bearer {token}")));
+        }
+        self.send(request, body).await
+    }
+
     async fn finish(&self, request: awc::ClientRequest, body: Option<(&str, Vec<u8>)>) -> Response {
+        let request =
+            request.insert_header(("authorization", format!("Bearer {}", self.admin_token)));
+        self.send(request, body).await
+    }
+
+    async fn send(&self, request: awc::ClientRequest, body: Option<(&str, Vec<u8>)>) -> Response {
         let sent = match body {
             Some((content_type, bytes)) => {
                 request

@@ -284,7 +284,7 @@ async fn breaking_schema_changes_are_refused_unless_approved(app: TestApp) {
     narrowed["properties"]["damage"]["maximum"] = json!(500);
     let approved = register(&app, "2.0.0", narrowed, json!({"approveBreaking": true})).await;
     assert_eq!(approved.status, 201, "{:?}", approved.body);
-    assert_eq!(approved.body["breakingApprovedBy"], "anonymous");
+    assert_eq!(approved.body["breakingApprovedBy"], "test-admin");
     assert_eq!(
         approved.body["versions"],
         json!(["2.0.0", "1.1.0", "1.0.0"])

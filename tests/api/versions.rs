@@ -21,7 +21,7 @@ async fn uploading_a_version_stores_it_with_revision_checksum_and_report(app: Te
     );
     let body = &response.body;
     assert_eq!(body["revision"], 1);
-    assert_eq!(body["author"], "anonymous");
+    assert_eq!(body["author"], "test-admin");
     assert_eq!(
         body["checksum"],
         hotswap_client::document_checksum(&balance(45))
@@ -368,7 +368,7 @@ async fn breaking_changes_in_production_need_an_approval(app: TestApp) {
         )
         .await;
     assert_eq!(approved.status, 200, "{:?}", approved.body);
-    assert_eq!(approved.body["approvedBy"], "anonymous");
+    assert_eq!(approved.body["approvedBy"], "test-admin");
     assert_eq!(approved.body["requiresApproval"], false);
     // Approving again keeps the first approval; an empty body is fine.
     let again = app

@@ -1,0 +1,193 @@
+//! Which values of a document are secrets: those a schema marks with
+//! `"x-secret": true`. The walk follows `properties`, `additionalProperties`,
+//! `patternProperties` (applied to every key not in `properties`: without
+//! evaluating the pattern it over-approximates, which masks more, never
+//! less), `items`/`prefixItems`, local `$ref`s and `allOf`/`anyOf`/`oneOf`
+//! (a secret in any branch counts).
+
+use super::document::pointer_push;
+use serde_json::Value;
+
+/// What a masked secret shows as.
+pub const MASK: &str = "***";
+
+/// Whether `path` is one of `secrets` or lies inside one.
+pub fn is_within(path: &str, secrets: &[String]) -> bool {
+    secrets
+        .iter()
+        .any(|secret| path == secret || path.starts_with(&format!("{secret}/")))
+}
+
+/// A copy of `document` with the values at `paths` replaced by [`MASK`].
+pub fn masked(document: &Value, paths: &[String]) -> Value {
+    let mut copy = document.clone();
+    for path in paths {
+        if let Some(slot) = copy.pointer_mut(path) {
+            *slot = Value::String(MASK.into());
+        }
+    }
+    copy
+}
+
+/// A `$ref` chain deeper than this is cut (cycles).
+const MAX_REF_DEPTH: usize = 32;
+
+/// JSON Pointers of the secret values present in `instance`, outermost only,
+/// sorted.
+pub fn secret_paths(schema: &Value, instance: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    walk(schema, schema, instance, String::new(), 0, &mut out);
+    out.sort();
+    out.dedup();
+    // A secret inside a secret is covered by the outer one.
+    let mut outermost: Vec<String> = Vec::with_capacity(out.len());
+    for path in out {
+        if !outermost
+            .iter()
+            .any(|outer| path.starts_with(&format!("{outer}/")))
+        {
+            outermost.push(path);
+        }
+    }
+    outermost
+}
+
+/// Whether any subschema of `schema` marks a secret (cheap pre-check).
+pub fn schema_has_secrets(schema: &Value) -> bool {
+    match schema {
+        Value::Object(map) => {
+            map.get("x-secret") == Some(&Value::Bool(true)) || map.values().any(schema_has_secrets)
+        }
+        Value::Array(items) => items.iter().any(schema_has_secrets),
+        _ => false,
+    }
+}
+
+fn resolve<'a>(root: &'a Value, reference: &str) -> Option<&'a Value> {
+    let pointer = reference.strip_prefix('#')?;
+    if pointer.is_empty() {
+        Some(root)
+    } else {
+        root.pointer(pointer)
+    }
+}
+
+fn walk(
+    root: &Value,
+    schema: &Value,
+    instance: &Value,
+    path: String,
+    depth: usize,
+    out: &mut Vec<String>,
+) {
+    let Some(node) = schema.as_object() else {
+        return;
+    };
+    if depth > MAX_REF_DEPTH {
+        return;
+    }
+    if node.get("x-secret") == Some(&Value::Bool(true)) {
+        out.push(path);
+        return;
+    }
+    if let Some(target) = node
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| resolve(root, r))
+    {
+        walk(root, target, instance, path.clone(), depth + 1, out);
+    }
+    for keyword in ["allOf", "anyOf", "oneOf"] {
+        for branch in node
+            .get(keyword)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            walk(root, branch, instance, path.clone(), depth + 1, out);
+        }
+    }
+    match instance {
+        Value::Object(map) => {
+            let properties = node.get("properties").and_then(Value::as_object);
+            for (key, value) in map {
+                let child = pointer_push(&path, key);
+                if let Some(sub) = properties.and_then(|p| p.get(key)) {
+                    walk(root, sub, value, child, depth, out);
+                    continue;
+                }
+                for sub in node
+                    .get("patternProperties")
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flat_map(|p| p.values())
+                {
+                    walk(root, sub, value, child.clone(), depth, out);
+                }
+                if let Some(sub) = node.get("additionalProperties").filter(|s| s.is_object()) {
+                    walk(root, sub, value, child, depth, out);
+                }
+            }
+        }
+        Value::Array(items) => {
+            let prefix = node.get("prefixItems").and_then(Value::as_array);
+            for (index, value) in items.iter().enumerate() {
+                let child = pointer_push(&path, &index.to_string());
+                match prefix.and_then(|p| p.get(index)) {
+                    Some(sub) => walk(root, sub, value, child, depth, out),
+                    None => {
+                        if let Some(sub) = node.get("items") {
+                            walk(root, sub, value, child, depth, out);
+                        }
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn secrets_are_found_through_properties_maps_arrays_and_refs() {
+        let schema = json!({
+            "properties": {
+                "db": {"properties": {"password": {"type": "string", "x-secret": true}, "host": {}}},
+                "partners": {"additionalProperties": {"$ref": "#/$defs/partner"}},
+                "webhooks": {"items": {"properties": {"token": {"x-secret": true}}}},
+                "vault": {"x-secret": true, "properties": {"inner": {"x-secret": true}}}
+            },
+            "$defs": {"partner": {"allOf": [{"properties": {"apiKey": {"x-secret": true}}}]}}
+        });
+        let doc = json!({
+            "db": {"password": "hunter2", "host": "h"},
+            "partners": {"a/b": {"apiKey": "k1", "name": "n"}, "c": {"name": "no key"}},
+            "webhooks": [{"token": "t0"}, {"url": "u"}],
+            "vault": {"inner": "x"},
+            "other": "public"
+        });
+        assert_eq!(
+            secret_paths(&schema, &doc),
+            vec![
+                "/db/password",
+                "/partners/a~1b/apiKey",
+                "/vault",
+                "/webhooks/0/token"
+            ]
+        );
+        assert!(schema_has_secrets(&schema));
+        assert!(!schema_has_secrets(
+            &json!({"properties": {"a": {"x-secret": false}}})
+        ));
+    }
+
+    #[test]
+    fn reference_cycles_terminate() {
+        let schema = json!({"$ref": "#"});
+        assert!(secret_paths(&schema, &json!({"a": 1})).is_empty());
+    }
+}

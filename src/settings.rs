@@ -91,6 +91,13 @@ pub struct LimitSettings {
     /// Deepest nesting of objects and arrays in a document.
     #[serde(default = "default_depth")]
     pub max_json_depth: usize,
+    /// Largest total size of a request's headers (names and values).
+    #[serde(default = "default_header_bytes")]
+    pub max_header_bytes: usize,
+}
+
+fn default_header_bytes() -> usize {
+    16 * 1024
 }
 
 fn default_depth() -> usize {
@@ -160,7 +167,9 @@ impl Settings {
                 config::Environment::with_prefix("HOTSWAP")
                     .prefix_separator("_")
                     .separator("__")
-                    .try_parsing(true),
+                    .try_parsing(true)
+                    .list_separator(",")
+                    .with_list_parse_key("secrets.previous_keys"),
             )
             .build()
             .context("reading settings")?

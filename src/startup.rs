@@ -136,6 +136,7 @@ impl Application {
         let catalog = web::Data::new(catalog);
         let body_limits = web::Data::new(BodyLimits {
             max_bytes: settings.limits.max_body_bytes(),
+            max_header_bytes: settings.limits.max_header_bytes,
         });
         let server = HttpServer::new(move || {
             App::new()

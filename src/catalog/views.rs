@@ -82,6 +82,10 @@ pub struct VersionSummary {
     pub requires_approval: bool,
     pub approved_by: Option<String>,
     pub approved_at: Option<String>,
+    /// Base64 Ed25519 signature over `hotswap-config-v1\n{config}\n{revision}\n{checksum}`
+    /// (see `GET /api/v1/signing-key`).
+    pub signature: Option<String>,
+    pub signing_key_id: Option<String>,
 }
 
 impl VersionSummary {
@@ -104,6 +108,8 @@ impl VersionSummary {
             breaking_changes: breaking,
             approved_by: row.approved_by,
             approved_at: row.approved_at.map(rfc3339),
+            signature: row.signature,
+            signing_key_id: row.signing_key_id,
         }
     }
 }
@@ -200,11 +206,18 @@ pub struct AuditEntryView {
     pub seq: i64,
     pub at: String,
     pub actor: String,
+    /// The actor's role when it acted; absent for the hub itself.
+    pub actor_role: Option<String>,
+    /// The address the change came from.
+    pub source: Option<String>,
     pub action: String,
     pub resource: String,
     #[schema(value_type = Object)]
     pub summary: Value,
     pub request_id: Option<String>,
+    /// SHA-256 chaining this row to the one before (`prevHash`).
+    pub hash: Option<String>,
+    pub prev_hash: Option<String>,
 }
 
 impl From<AuditRow> for AuditEntryView {
@@ -215,9 +228,13 @@ impl From<AuditRow> for AuditEntryView {
             seq: row.seq,
             at: rfc3339(row.at),
             actor: row.actor,
+            actor_role: row.actor_role,
+            source: row.source,
             action: row.action,
             resource: row.resource,
             request_id: row.request_id,
+            hash: row.hash,
+            prev_hash: row.prev_hash,
         }
     }
 }

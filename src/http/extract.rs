@@ -9,10 +9,11 @@ use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::Value;
 use std::{future::Future, pin::Pin};
 
-/// Limits the body extractor enforces, from settings.
+/// Limits the extractors and middleware enforce, from settings.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimits {
     pub max_bytes: usize,
+    pub max_header_bytes: usize,
 }
 
 /// A request body in JSON (`application/json`) or YAML
@@ -88,6 +89,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
             .map(|data| *data.get_ref())
             .unwrap_or(BodyLimits {
                 max_bytes: 2 * 1024 * 1024,
+                max_header_bytes: 16 * 1024,
             });
         let format = body_format(request);
         let declared = request

@@ -68,6 +68,22 @@ pub async fn method_not_allowed(request: HttpRequest) -> HttpResponse {
         .json(problem)
 }
 
+/// Refuses requests whose headers add up to more than the configured limit.
+fn check_header_size(request: &HttpRequest) -> Result<(), ApiError> {
+    let limit = request
+        .app_data::<web::Data<extract::BodyLimits>>()
+        .map_or(16 * 1024, |limits| limits.max_header_bytes);
+    let size: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if size > limit {
+        return Err(ApiError::HeadersTooLarge { size, limit });
+    }
+    Ok(())
+}
+
 fn sane_request_id(value: &HeaderValue) -> Option<String> {
     let text = value.to_str().ok()?;
     (!text.is_empty() && text.len() <= 128 && text.bytes().all(|b| b.is_ascii_graphic()))
@@ -88,7 +104,9 @@ pub async fn request_context(
     request.extensions_mut().insert(RequestId(id.clone()));
     // Every API call spends a token of its address, authenticated or not,
     // so credential guessing is slowed as much as flooding.
-    if let Err(error) = auth::check_address(request.request()) {
+    let refused =
+        check_header_size(request.request()).and_then(|()| auth::check_address(request.request()));
+    if let Err(error) = refused {
         let mut response = request.error_response(error);
         if let Ok(value) = HeaderValue::from_str(&id) {
             response.headers_mut().insert(REQUEST_ID.clone(), value);

@@ -57,6 +57,8 @@ pub enum ApiError {
     RouteNotFound { method: String, path: String },
     #[error("the store is unreachable")]
     NotReady,
+    #[error("the request headers take {size} bytes; the limit is {limit}")]
+    HeadersTooLarge { size: usize, limit: usize },
     #[error("{0}")]
     Unauthorized(AuthError),
     #[error("{0}")]
@@ -109,6 +111,10 @@ impl ApiError {
             ApiError::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
             ApiError::RouteNotFound { .. } => (StatusCode::NOT_FOUND, "route_not_found"),
             ApiError::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            ApiError::HeadersTooLarge { .. } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+            ),
             ApiError::Unauthorized(AuthError::Missing) => {
                 (StatusCode::UNAUTHORIZED, "unauthenticated")
             }

@@ -79,7 +79,6 @@ pub struct TestApp {
     pub database_url: String,
     /// Sent with every request unless a call says otherwise.
     pub admin_token: String,
-    pub data_dir: std::path::PathBuf,
     client: awc::Client,
     authenticator: Authenticator,
     _dir: tempfile::TempDir,
@@ -223,7 +222,6 @@ pub async fn spawn_app_on(
     let admin_token = authenticator
         .mint(TEST_ADMIN, Role::Admin, Duration::from_secs(3600))
         .unwrap();
-    let data_dir = settings.data_dir.clone();
     let application = Application::build(settings).await.expect("the hub builds");
     let address = format!("http://127.0.0.1:{}", application.port());
     actix_web::rt::spawn(application.run_until_stopped());
@@ -235,7 +233,6 @@ pub async fn spawn_app_on(
         db,
         database_url,
         admin_token,
-        data_dir,
         client,
         authenticator,
         _dir: dir,
@@ -250,6 +247,17 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
+    }
+
+    /// A GET with the admin token and one extra header.
+    pub async fn request_with_header(&self, path: &str, header: (&str, &str)) -> Response {
+        self.finish(
+            self.client
+                .get(self.url(path))
+                .insert_header((header.0, header.1)),
+            None,
+        )
+        .await
     }
 
     /// A token for `role` naming `subject`.

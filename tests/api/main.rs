@@ -4,9 +4,11 @@
 
 mod helpers;
 
+mod access;
 mod audit;
 mod binary;
 mod configs;
 mod health;
 mod schemas;
+mod security;
 mod versions;

@@ -8,18 +8,19 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+/// A request's path and body, made after setting up what it needs.
+type Prepared<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (String, Option<Value>)> + 'a>>;
+/// Builds one request that succeeds when allowed, given a unique number.
+type Prepare = for<'a> fn(&'a TestApp, u32) -> Prepared<'a>;
+
 /// One route: its method, the least role allowed, the success status, and
 /// how to make a request that succeeds when allowed (fresh state per call).
 struct Route {
     method: &'static str,
     min_role: Role,
     success: u16,
-    prepare: fn(
-        &TestApp,
-        u32,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = (String, Option<Value>)> + '_>,
-    >,
+    prepare: Prepare,
 }
 
 macro_rules! route {

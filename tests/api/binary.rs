@@ -1,9 +1,11 @@
 //! The `hotswap` binary itself: settings from the environment, JSON logs,
-//! `migrate`, and a clean exit on SIGTERM.
+//! the first-run admin token, `token`, `migrate`, production refusals, TLS,
+//! and a clean exit on SIGTERM.
 
 use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
+    path::Path,
     process::{Child, Command, Stdio},
     thread::sleep,
     time::{Duration, Instant},
@@ -19,18 +21,35 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A bare HTTP GET; `None` while nothing listens.
-fn http_get(port: u16, path: &str) -> Option<String> {
+/// A bare HTTP/1.1 request; `None` while nothing listens.
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Option<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let body = body.unwrap_or("");
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     )
     .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     Some(response)
+}
+
+fn get(port: u16, path: &str) -> Option<String> {
+    http(port, "GET", path, None, None)
 }
 
 /// Waits (bounded) for the child to exit.
@@ -45,75 +64,279 @@ fn wait_for_exit(child: &mut Child, limit: Duration) -> Option<std::process::Exi
     None
 }
 
+/// A hub process on a free port over a SQLite file in `dir`.
+struct Hub {
+    child: Child,
+    port: u16,
+}
+
+impl Hub {
+    fn start(dir: &Path, extra_env: &[(&str, &str)]) -> Hub {
+        let port = free_port();
+        let mut command = Command::new(BINARY);
+        command
+            .arg("serve")
+            .env("HOTSWAP_BIND", format!("127.0.0.1:{port}"))
+            .env(
+                "HOTSWAP_DATABASE__URL",
+                format!("sqlite://{}", dir.join("db").join("hotswap.db").display()),
+            )
+            .env("HOTSWAP_DATA_DIR", dir)
+            .env("HOTSWAP_LOG__FORMAT", "json")
+            .env_remove("RUST_LOG")
+            .env_remove("HOTSWAP_AUTH__JWT_SECRET")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (key, value) in extra_env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("the binary starts");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if get(port, "/health").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+                return Hub { child, port };
+            }
+            assert!(Instant::now() < deadline, "the hub never answered /health");
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut stderr = String::new();
+                child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut stderr)
+                    .unwrap();
+                panic!("the hub exited early ({status}): {stderr}");
+            }
+            sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM, a clean exit, and everything it wrote to stdout.
+    fn stop(mut self) -> String {
+        let killed = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let status = wait_for_exit(&mut self.child, Duration::from_secs(45))
+            .expect("the hub stops after SIGTERM");
+        assert!(status.success(), "exit status {status}");
+        let mut out = String::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        out
+    }
+}
+
+fn json_lines(output: &str) -> Vec<serde_json::Value> {
+    output
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The admin token of the first-run banner.
+fn banner_token(output: &str) -> Option<String> {
+    let mut lines = output.lines().skip_while(|l| !l.starts_with("Admin token"));
+    lines
+        .nth(2)
+        .map(|l| l.trim().to_owned())
+        .filter(|t| t.split('.').count() == 3)
+}
+
 #[test]
 fn the_binary_serves_logs_json_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let database = dir.path().join("nested").join("hotswap.db");
-    let mut child = Command::new(BINARY)
-        .arg("serve")
-        .env("HOTSWAP_BIND", format!("127.0.0.1:{port}"))
-        .env(
-            "HOTSWAP_DATABASE__URL",
-            format!("sqlite://{}", database.display()),
-        )
-        .env("HOTSWAP_LOG__FORMAT", "json")
-        .env("HOTSWAP_DATA_DIR", dir.path())
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
-
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let health = loop {
-        if let Some(response) = http_get(port, "/health") {
-            break response;
-        }
-        assert!(Instant::now() < deadline, "the hub never answered /health");
-        assert!(child.try_wait().unwrap().is_none(), "the hub exited early");
-        sleep(Duration::from_millis(100));
-    };
-    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let hub = Hub::start(dir.path(), &[]);
+    assert!(get(hub.port, "/ready").unwrap().starts_with("HTTP/1.1 200"));
     assert!(
-        http_get(port, "/ready")
-            .unwrap()
-            .starts_with("HTTP/1.1 200")
-    );
-    assert!(
-        database.exists(),
+        dir.path().join("db").join("hotswap.db").exists(),
         "the SQLite file and its folder are created"
     );
-
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status =
-        wait_for_exit(&mut child, Duration::from_secs(45)).expect("the hub stops after SIGTERM");
-    assert!(status.success(), "exit status {status}");
-
-    let mut logs = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
-    let lines: Vec<serde_json::Value> = logs
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    assert!(!lines.is_empty(), "JSON log lines expected, got: {logs}");
+    let output = hub.stop();
+    let lines = json_lines(&output);
     assert!(
         lines.iter().any(|l| l["message"] == "hub listening"),
-        "{logs}"
+        "{output}"
     );
     assert!(
         lines.iter().any(|l| l["message"] == "hub stopped"),
-        "{logs}"
+        "{output}"
     );
+}
+
+#[test]
+fn the_first_run_prints_an_admin_token_that_works_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Hub::start(dir.path(), &[]);
+    let port = first.port;
+    let answer = http(port, "GET", "/api/v1/configs", None, None).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    let output = first.stop();
+    let token = banner_token(&output).unwrap_or_else(|| panic!("no admin token printed: {output}"));
+    assert!(output.contains("/docs/?token="), "{output}");
+
+    let second = Hub::start(dir.path(), &[]);
+    let answer = http(second.port, "GET", "/api/v1/configs", Some(&token), None).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "the generated secret is kept: {answer}"
+    );
+    let output = second.stop();
+    assert!(
+        banner_token(&output).is_none(),
+        "the banner is printed once: {output}"
+    );
+
+    // `hotswap token` mints from the same secret.
+    let minted = Command::new(BINARY)
+        .args([
+            "token", "--role", "operator", "--sub", "alice", "--ttl", "8h",
+        ])
+        .env("HOTSWAP_DATA_DIR", dir.path())
+        .env_remove("HOTSWAP_AUTH__JWT_SECRET")
+        .output()
+        .unwrap();
+    assert!(
+        minted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&minted.stderr)
+    );
+    let token = String::from_utf8(minted.stdout).unwrap().trim().to_owned();
+    let third = Hub::start(dir.path(), &[]);
+    let created = http(
+        third.port,
+        "POST",
+        "/api/v1/configs",
+        Some(&token),
+        Some(r#"{"name":"loot","configType":"Economy","environment":"staging"}"#),
+    )
+    .unwrap();
+    assert!(created.starts_with("HTTP/1.1 201"), "{created}");
+    assert!(created.contains(r#""createdBy":"alice""#), "{created}");
+    third.stop();
+}
+
+#[test]
+fn production_refuses_to_start_without_a_way_to_verify_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(BINARY)
+        .arg("serve")
+        .env("HOTSWAP_ENVIRONMENT", "production")
+        .env("HOTSWAP_BIND", "127.0.0.1:0")
+        .env("HOTSWAP_DATA_DIR", dir.path())
+        .env(
+            "HOTSWAP_DATABASE__URL",
+            format!("sqlite://{}/p.db", dir.path().display()),
+        )
+        .env_remove("HOTSWAP_AUTH__JWT_SECRET")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("HOTSWAP_AUTH__JWT_SECRET"), "{stderr}");
+    assert!(
+        !dir.path().join("jwt-secret").exists(),
+        "production never generates a secret"
+    );
+}
+
+#[test]
+fn secrets_never_reach_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "sk-live-do-not-log-me-0451";
+    let hub = Hub::start(dir.path(), &[("RUST_LOG", "debug")]);
+    let minted = Command::new(BINARY)
+        .args(["token", "--role", "admin", "--sub", "ops"])
+        .env("HOTSWAP_DATA_DIR", dir.path())
+        .env_remove("HOTSWAP_AUTH__JWT_SECRET")
+        .output()
+        .unwrap();
+    let token = String::from_utf8(minted.stdout).unwrap().trim().to_owned();
+    let steps = [
+        ("/api/v1/schemas", r#"{"id":"pay","version":"1.0.0","schema":{"properties":{"key":{"type":"string","minLength":40,"x-secret":true}}}}"#.to_owned(), "201"),
+        ("/api/v1/configs", r#"{"name":"pay","configType":"Custom","environment":"staging","schemaId":"pay"}"#.to_owned(), "201"),
+        ("/api/v1/configs/pay/versions", format!(r#"{{"version":"1.0.0","content":{{"key":"{secret}"}}}}"#), "422"),
+        ("/api/v1/configs/pay/versions", format!(r#"{{"version":"1.0.0","content":{{"key":"{secret}-{}"}}}}"#, "x".repeat(20)), "201"),
+    ];
+    for (path, body, status) in steps {
+        let answer = http(hub.port, "POST", path, Some(&token), Some(&body)).unwrap();
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{path}: {answer}"
+        );
+        assert!(!answer.contains(secret), "{answer}");
+    }
+    let output = hub.stop();
+    assert!(json_lines(&output).len() > 5, "debug logs were written");
+    assert!(!output.contains(secret), "the secret reached the logs");
+}
+
+#[test]
+fn the_hub_serves_https_when_given_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl makes a test certificate");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let port = free_port();
+    let mut child = Command::new(BINARY)
+        .env("HOTSWAP_BIND", format!("127.0.0.1:{port}"))
+        .env("HOTSWAP_DATA_DIR", dir.path())
+        .env(
+            "HOTSWAP_DATABASE__URL",
+            format!("sqlite://{}/t.db", dir.path().display()),
+        )
+        .env("HOTSWAP_TLS__CERT_FILE", &cert)
+        .env("HOTSWAP_TLS__KEY_FILE", &key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("https://127.0.0.1:{port}/health");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let body = loop {
+        let out = Command::new("curl")
+            .args(["-sk", "--max-time", "5", &url])
+            .output()
+            .unwrap();
+        if out.status.success() && !out.stdout.is_empty() {
+            break String::from_utf8(out.stdout).unwrap();
+        }
+        assert!(Instant::now() < deadline, "no HTTPS answer");
+        sleep(Duration::from_millis(200));
+    };
+    assert!(body.contains("ok"), "{body}");
+    // Plain HTTP on the TLS port gets no answer.
+    assert!(get(port, "/health").is_none_or(|r| !r.starts_with("HTTP/1.1 200")));
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[test]

@@ -525,3 +525,103 @@ async fn rotation_re_encrypts_stored_secrets_under_the_new_key() {
     let trail = app.get("/api/v1/audit?resource=secrets").await;
     assert_eq!(trail.body["items"][0]["summary"]["values"], 2);
 }
+
+#[actix_web::test]
+async fn tokens_from_an_identity_provider_verify_with_its_public_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (private, public) = (dir.path().join("idp.key"), dir.path().join("idp.pub"));
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        private.to_str().unwrap(),
+    ]);
+    run(&[
+        "pkey",
+        "-in",
+        private.to_str().unwrap(),
+        "-pubout",
+        "-out",
+        public.to_str().unwrap(),
+    ]);
+    let public_path = public.clone();
+    let app = spawn_app_with(Db::Sqlite, move |s| {
+        s.auth.public_key_file = Some(public_path);
+        s.auth.public_key_algorithm = Some("ES256".into());
+        s.auth.issuer = Some("https://login.studio.example/".into());
+    })
+    .await
+    .unwrap();
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(&std::fs::read(&private).unwrap()).unwrap();
+    let now = jsonwebtoken::get_current_timestamp();
+    let mint = |claims: Value| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+            &claims,
+            &key,
+        )
+        .unwrap()
+    };
+    let good = mint(
+        json!({"sub": "sso-user", "role": "developer", "exp": now + 600, "iss": "https://login.studio.example/"}),
+    );
+    let created = app
+        .request(
+            "POST",
+            "/api/v1/configs",
+            Some(&good),
+            Some((
+                "application/json",
+                serde_json::to_vec(
+                    &json!({"name": "sso", "configType": "Custom", "environment": "staging"}),
+                )
+                .unwrap(),
+            )),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    assert_eq!(created.body["createdBy"], "sso-user");
+    let wrong_issuer = mint(
+        json!({"sub": "x", "role": "admin", "exp": now + 600, "iss": "https://evil.example/"}),
+    );
+    assert_eq!(
+        app.request("GET", "/api/v1/configs", Some(&wrong_issuer), None)
+            .await
+            .status,
+        401
+    );
+    let no_issuer = mint(json!({"sub": "x", "role": "admin", "exp": now + 600}));
+    assert_eq!(
+        app.request("GET", "/api/v1/configs", Some(&no_issuer), None)
+            .await
+            .status,
+        401
+    );
+    // An HS256 token signed with the public key's bytes (algorithm confusion) is refused.
+    let confused = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": "x", "role": "admin", "exp": now + 600, "iss": "https://login.studio.example/"}),
+        &jsonwebtoken::EncodingKey::from_secret(&std::fs::read(&public).unwrap()),
+    )
+    .unwrap();
+    assert_eq!(
+        app.request("GET", "/api/v1/configs", Some(&confused), None)
+            .await
+            .status,
+        401
+    );
+}

@@ -29,6 +29,28 @@ pub struct Settings {
     pub http: HttpSettings,
     #[serde(default)]
     pub tls: TlsSettings,
+    pub hub: HubSettings,
+}
+
+/// The game-server side of the hub.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HubSettings {
+    /// Name of this node, sent in `welcome`.
+    pub node_name: String,
+    /// Heartbeat interval told to servers; 3 missed closes the session.
+    pub heartbeat_ms: u64,
+    /// Metrics interval told to servers.
+    pub metrics_ms: u64,
+    /// Time allowed for `hello`.
+    pub hello_timeout_ms: u64,
+    /// Frames queued per session before it counts as not reading.
+    pub session_queue: usize,
+    /// Largest frame accepted from a server.
+    pub max_frame_bytes: usize,
+    /// Disconnected servers are forgotten after this long.
+    pub stale_after_secs: u64,
+    /// On shutdown, servers are told to come back spread over this window.
+    pub reconnect_window_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

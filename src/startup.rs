@@ -13,6 +13,7 @@ use crate::{
         auth::AccessControl,
         extract::{BodyLimits, path_error, query_error},
     },
+    hub::Hub,
     settings::{Settings, TlsSettings},
     store::{Store, audit},
 };
@@ -30,6 +31,30 @@ pub struct Application {
     port: u16,
     server: Server,
     store: Store,
+    hub: Arc<Hub>,
+}
+
+/// Stops a running hub gracefully: game servers are told when to come
+/// back, then the HTTP server drains. Cloneable; tests use it in place of a signal.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    hub: Arc<Hub>,
+    server: actix_web::dev::ServerHandle,
+}
+
+impl std::fmt::Debug for ShutdownHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShutdownHandle").finish_non_exhaustive()
+    }
+}
+
+impl ShutdownHandle {
+    pub async fn shutdown(&self) {
+        self.hub.shutdown().await;
+        // Let the reconnect frames and close frames leave before the workers stop.
+        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+        self.server.stop(true).await;
+    }
 }
 
 impl std::fmt::Debug for Application {
@@ -133,6 +158,11 @@ impl Application {
                 forget_idle.rate_limits.forget_idle();
             }
         });
+        let hub = Hub::load(catalog.clone(), store.clone(), settings.hub.clone())
+            .await
+            .context("loading the hub's state")?;
+        hub.start_background_tasks();
+        let hub_data = web::Data::new(hub.clone());
         let catalog = web::Data::new(catalog);
         let body_limits = web::Data::new(BodyLimits {
             max_bytes: settings.limits.max_body_bytes(),
@@ -142,6 +172,7 @@ impl Application {
             App::new()
                 .wrap(middleware::from_fn(http::request_context))
                 .app_data(catalog.clone())
+                .app_data(hub_data.clone())
                 .app_data(access.clone())
                 .app_data(body_limits.clone())
                 .app_data(web::QueryConfig::default().error_handler(query_error))
@@ -149,7 +180,9 @@ impl Application {
                 .configure(http::configure)
                 .default_service(web::to(http::route_not_found))
         })
-        .shutdown_timeout(SHUTDOWN_GRACE_SECS);
+        .shutdown_timeout(SHUTDOWN_GRACE_SECS)
+        // Signals are ours (run_until_stopped): servers hear `reconnect` first.
+        .disable_signals();
         let server = match tls {
             Some(config) => server.listen_rustls_0_23(listener, config)?,
             None => server.listen(listener)?,
@@ -160,19 +193,63 @@ impl Application {
             port,
             server,
             store,
+            hub,
         })
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            hub: self.hub.clone(),
+            server: self.server.handle(),
+        }
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// Serves until the server stops (signals are handled by actix: SIGINT
-    /// and SIGTERM stop it gracefully), then closes the store.
+    /// Serves until SIGINT/SIGTERM (or a [`ShutdownHandle`]) stops it
+    /// gracefully, then closes the store.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let handle = self.shutdown_handle();
+        actix_web::rt::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown signal received");
+            handle.shutdown().await;
+        });
         let result = self.server.await;
         self.store.close().await;
         tracing::info!("hub stopped");
         result
+    }
+}
+
+/// SIGINT or SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(mut interrupt), Ok(mut terminate)) => {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

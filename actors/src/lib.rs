@@ -1,1 +1,23 @@
-//! HotSwap actors: one per connected game server, deployment and live event. They arrive with the socket endpoint; `ARCHITECTURE.md` describes the plan.
+//! HotSwap's actors and connection state.
+//!
+//! **Architecture invariant:** only this crate holds connection state. The
+//! hub's decisions (what a server should run, which frame to send) come in
+//! through the [`SessionHost`] trait, so the actor layer could move to plain
+//! tokio tasks without touching the hub.
+//!
+//! # Layout
+//! - `outbox.rs`: [`Outbox`], a session's bounded queue of encoded frames,
+//!   and the task that writes it to the socket.
+//! - `registry.rs`: [`Registry`], every known game server, indexed by
+//!   subscription for fan-out, with the outboxes of the connected ones.
+//! - `session.rs`: [`ServerSession`], one actix actor per connected socket.
+
+pub mod outbox;
+pub mod registry;
+pub mod session;
+
+pub use outbox::{CloseReason, Outbox, PushError};
+pub use registry::{ConnectedTarget, Registry, ServerFilter, ServerRecord};
+pub use session::{
+    Hello, HelloOutcome, KeyScope, Refusal, ServerSession, SessionHost, SessionSettings,
+};

@@ -126,7 +126,7 @@ fn version_resource(name: &str, version: &str) -> String {
 }
 
 impl Catalog {
-    async fn config(&self, conn: &mut Conn, name: &str) -> CatalogResult<ConfigRow> {
+    pub(super) async fn config(&self, conn: &mut Conn, name: &str) -> CatalogResult<ConfigRow> {
         if Slug::parse(name).is_err() {
             return Err(CatalogError::ConfigNotFound(name.to_owned()));
         }
@@ -136,7 +136,7 @@ impl Catalog {
     }
 
     /// A version by label, or `latest`.
-    async fn version(
+    pub(super) async fn version(
         &self,
         conn: &mut Conn,
         config: &ConfigRow,

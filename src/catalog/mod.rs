@@ -15,12 +15,14 @@ mod builtin;
 mod configs;
 mod key_upkeep;
 mod schemas;
+mod serving;
 pub mod views;
 
 pub use api_keys::NewApiKeyRequest;
 pub use builtin::BUILTIN_SCHEMAS;
 pub use configs::{NewConfigRequest, NewVersionRequest, RollbackRequest};
 pub use schemas::NewSchemaRequest;
+pub use serving::{DeploymentTarget, ServedVersion};
 
 use crate::{
     auth::Role,

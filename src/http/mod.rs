@@ -7,7 +7,9 @@
 pub mod audit;
 pub mod auth;
 pub mod configs;
+pub mod deployments;
 pub mod extract;
+pub mod game_servers;
 pub mod health;
 pub mod openapi;
 pub mod problem;
@@ -34,13 +36,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     // The OpenAPI route lives under /api/v1 too: it must come before the
     // scope, which would otherwise answer it with its own 404.
     cfg.configure(health::configure)
+        .configure(crate::ws::servers::configure)
         .configure(openapi::configure)
         .service(
             web::scope("/api/v1")
                 .configure(configs::configure)
                 .configure(schemas::configure)
                 .configure(audit::configure)
-                .configure(security::configure),
+                .configure(security::configure)
+                .configure(game_servers::configure)
+                .configure(deployments::configure),
         );
 }
 

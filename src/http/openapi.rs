@@ -39,6 +39,14 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
         super::security::revoke_api_key,
         super::security::signing_key,
         super::security::server_whoami,
+        super::game_servers::list_servers,
+        super::game_servers::get_server,
+        super::game_servers::update_server,
+        super::game_servers::deregister_server,
+        super::deployments::create_deployment,
+        super::deployments::list_deployments,
+        super::deployments::get_deployment,
+        crate::ws::servers::server_socket,
     ),
     modifiers(&BearerScheme),
     security(("bearer" = [])),
@@ -48,6 +56,8 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
         (name = "schemas", description = "JSON Schemas with game rules"),
         (name = "audit", description = "Who changed what, hash-chained"),
         (name = "security", description = "Game-server API keys and the config signing key"),
+        (name = "game servers", description = "The registry, and the game-server socket"),
+        (name = "deployments", description = "Rolling a version out to game servers"),
         (name = "health", description = "Liveness and readiness"),
     )
 )]

@@ -2,7 +2,10 @@
 //! with a stable machine-readable `code`. The status of each error is chosen
 //! here and nowhere else.
 
-use crate::{auth::AuthError, catalog::CatalogError, crypto::keyring::KeyringError};
+use crate::{
+    auth::AuthError, catalog::CatalogError, crypto::keyring::KeyringError,
+    hub::deployments::DeploymentError,
+};
 use actix_web::{HttpResponse, ResponseError, http::StatusCode};
 use serde::Serialize;
 use serde_json::Value;
@@ -67,6 +70,21 @@ pub enum ApiError {
     RateLimited { retry_after_secs: u64 },
     #[error("{0}")]
     Internal(String),
+    #[error("not a WebSocket upgrade: {0}")]
+    BadUpgrade(String),
+    #[error("{what} {id:?} does not exist")]
+    NotFound { what: &'static str, id: String },
+    #[error(transparent)]
+    Deployment(DeploymentError),
+}
+
+impl From<DeploymentError> for ApiError {
+    fn from(error: DeploymentError) -> Self {
+        match error {
+            DeploymentError::Catalog(inner) => ApiError::Catalog(inner),
+            other => ApiError::Deployment(other),
+        }
+    }
 }
 
 impl ApiError {
@@ -125,6 +143,21 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+            ApiError::BadUpgrade(_) => (StatusCode::BAD_REQUEST, "bad_upgrade"),
+            ApiError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Deployment(error) => match error {
+                DeploymentError::Catalog(_) => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+                }
+                DeploymentError::StrategyUnavailable(_) => {
+                    (StatusCode::UNPROCESSABLE_ENTITY, "strategy_unavailable")
+                }
+                DeploymentError::ApprovalRequired { .. } => {
+                    (StatusCode::CONFLICT, "approval_required")
+                }
+                DeploymentError::InProgress(_) => (StatusCode::CONFLICT, "deployment_in_progress"),
+                DeploymentError::NotFound(_) => (StatusCode::NOT_FOUND, "deployment_not_found"),
+            },
         }
     }
 

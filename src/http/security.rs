@@ -67,9 +67,13 @@ pub async fn list_api_keys(
 pub async fn revoke_api_key(
     caller: Authorized<Admin>,
     catalog: web::Data<Catalog>,
+    hub: web::Data<std::sync::Arc<crate::hub::Hub>>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(catalog.revoke_api_key(&caller.actor, &id).await?))
+    let revoked = catalog.revoke_api_key(&caller.actor, &id).await?;
+    let closed = hub.close_sessions_of_key(&revoked.id);
+    tracing::info!(key = %revoked.id, sessions = closed, "API key revoked");
+    Ok(HttpResponse::Ok().json(revoked))
 }
 
 /// The public key that verifies config signatures.

@@ -11,6 +11,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod configs;
+pub mod hub;
 pub mod schemas;
 pub mod versions;
 

@@ -344,3 +344,24 @@ pub async fn replace_sealed_content(
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// One version by revision, with content.
+pub async fn by_revision(
+    conn: &mut Conn,
+    config_id: &str,
+    revision: i64,
+) -> StoreResult<Option<VersionWithContent>> {
+    sqlx::query(concat!(
+        "SELECT ",
+        version_columns!(),
+        ", v.content",
+        version_from!(),
+        "WHERE v.config_id = $1 AND v.revision = $2"
+    ))
+    .bind(config_id)
+    .bind(revision)
+    .fetch_optional(&mut **conn)
+    .await?
+    .map(with_content)
+    .transpose()
+}

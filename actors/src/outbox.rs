@@ -1,0 +1,141 @@
+//! A session's outgoing side: a bounded queue of already-encoded frames
+//! (`Bytes`, shared between every session a frame goes to), and one task
+//! that writes the queue to the socket. A full queue means the server is not
+//! reading: the push fails and the caller closes the session, so a slow
+//! server never delays the others or grows the hub's memory.
+
+use bytes::Bytes;
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+use tokio::sync::{mpsc, watch};
+
+/// Why the hub closes a socket: a WebSocket close code and a reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    pub code: u16,
+    pub description: String,
+}
+
+impl CloseReason {
+    pub fn new(code: u16, description: impl Into<String>) -> Self {
+        Self {
+            code,
+            description: description.into(),
+        }
+    }
+}
+
+/// Why a frame was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    /// The queue is full: the server is not keeping up.
+    Full,
+    /// The session is gone.
+    Closed,
+}
+
+#[derive(Debug)]
+enum Outgoing {
+    Frame(Bytes),
+    Ping,
+    Pong(Bytes),
+    Close(CloseReason),
+}
+
+/// The sending half; cheap to clone (the registry and the actor hold one each).
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    frames: mpsc::Sender<Outgoing>,
+    close: Arc<watch::Sender<Option<CloseReason>>>,
+    closing: Arc<AtomicBool>,
+}
+
+impl Outbox {
+    /// Creates the outbox and starts the writer task on the current runtime.
+    pub fn start(session: actix_ws::Session, capacity: usize) -> Self {
+        let (frames, mut queue) = mpsc::channel::<Outgoing>(capacity.max(1));
+        let (close, mut closed) = watch::channel::<Option<CloseReason>>(None);
+        actix_web::rt::spawn(async move {
+            let mut session = session;
+            let reason = loop {
+                tokio::select! {
+                    biased;
+                    changed = closed.changed() => {
+                        break if changed.is_ok() { closed.borrow().clone() } else { None };
+                    }
+                    next = queue.recv() => {
+                        let sent = match next {
+                            Some(Outgoing::Frame(bytes)) => session.binary(bytes).await,
+                            Some(Outgoing::Ping) => session.ping(b"").await,
+                            Some(Outgoing::Pong(bytes)) => session.pong(&bytes).await,
+                            Some(Outgoing::Close(reason)) => break Some(reason),
+                            None => break None,
+                        };
+                        if sent.is_err() {
+                            return;
+                        }
+                    }
+                }
+            };
+            let reason = reason.map(|r| actix_ws::CloseReason {
+                code: actix_ws::CloseCode::from(r.code),
+                description: Some(r.description),
+            });
+            let _ = session.close(reason).await;
+        });
+        Self {
+            frames,
+            close: Arc::new(close),
+            closing: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Queues a frame without waiting.
+    pub fn push(&self, frame: Bytes) -> Result<(), PushError> {
+        if self.closing.load(Ordering::Relaxed) {
+            return Err(PushError::Closed);
+        }
+        self.frames
+            .try_send(Outgoing::Frame(frame))
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => PushError::Full,
+                mpsc::error::TrySendError::Closed(_) => PushError::Closed,
+            })
+    }
+
+    pub(crate) fn ping(&self) -> Result<(), PushError> {
+        self.frames
+            .try_send(Outgoing::Ping)
+            .map_err(|_| PushError::Full)
+    }
+
+    pub(crate) fn pong(&self, payload: Bytes) {
+        let _ = self.frames.try_send(Outgoing::Pong(payload));
+    }
+
+    /// Closes the socket with a code and reason (frames still queued are dropped).
+    pub fn close(&self, reason: CloseReason) {
+        if !self.closing.swap(true, Ordering::Relaxed) {
+            let _ = self.close.send(Some(reason));
+        }
+    }
+
+    /// Closes the socket after the frames already queued are written (the
+    /// `reconnect` of a shutdown must arrive before the close).
+    pub fn close_after_queued(&self, reason: CloseReason) {
+        if self.closing.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        if let Err(mpsc::error::TrySendError::Full(Outgoing::Close(reason))) =
+            self.frames.try_send(Outgoing::Close(reason))
+        {
+            let _ = self.close.send(Some(reason));
+        }
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,364 @@
+//! Every known game server: identity, health, subscriptions and the
+//! revision of each config it has acked, plus the outbox of each connected
+//! one. Indexed by subscription, so a deployment finds "the servers
+//! subscribed to `weapon-balance`" without scanning the world, then filters
+//! that set by region, environment, tags and health.
+//!
+//! A plain `RwLock` rather than an actor: reads (REST, targeting) vastly
+//! outnumber writes and must not queue behind a mailbox; every lock is held
+//! for a few map operations only, never across an await or a socket write.
+
+use crate::outbox::{CloseReason, Outbox};
+use hotswap_client::protocol::Health;
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::RwLock,
+};
+
+/// What the hub knows of one game server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerRecord {
+    pub server_id: String,
+    pub key_id: String,
+    pub region: String,
+    pub environment: String,
+    /// Tags the server reported in `hello`.
+    pub tags: Vec<String>,
+    /// Tags an operator set through the API; they survive reconnects.
+    pub operator_tags: Vec<String>,
+    pub capacity: u32,
+    pub players: u32,
+    pub status: Health,
+    pub load: Option<f64>,
+    pub hostname: Option<String>,
+    pub address: Option<String>,
+    pub build: Option<String>,
+    pub sdk: Option<String>,
+    pub subscriptions: Vec<String>,
+    /// Config name → revision the server acked.
+    pub applied: BTreeMap<String, i64>,
+    pub connected: bool,
+    pub session_id: Option<String>,
+    pub connected_since_ms: Option<i64>,
+    pub last_seen_ms: i64,
+    /// Set when the hub closed the session for silence.
+    pub stale: bool,
+    pub metrics_frames: u64,
+}
+
+impl ServerRecord {
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags
+            .iter()
+            .chain(&self.operator_tags)
+            .any(|t| t == tag)
+    }
+}
+
+/// Filters of `GET /game-servers`; `None` matches everything.
+#[derive(Debug, Default, Clone)]
+pub struct ServerFilter {
+    pub region: Option<String>,
+    pub environment: Option<String>,
+    pub tag: Option<String>,
+    /// Connected and reporting `healthy`.
+    pub healthy: Option<bool>,
+    pub config: Option<String>,
+    /// With `config`: the acked revision of that config.
+    pub revision: Option<i64>,
+    pub connected: Option<bool>,
+}
+
+impl ServerFilter {
+    pub fn matches(&self, record: &ServerRecord) -> bool {
+        let healthy = record.connected && record.status == Health::Healthy;
+        self.region
+            .as_ref()
+            .is_none_or(|r| r.eq_ignore_ascii_case(&record.region))
+            && self
+                .environment
+                .as_ref()
+                .is_none_or(|e| *e == record.environment)
+            && self.tag.as_ref().is_none_or(|t| record.has_tag(t))
+            && self.healthy.is_none_or(|h| h == healthy)
+            && self.connected.is_none_or(|c| c == record.connected)
+            && self
+                .config
+                .as_ref()
+                .is_none_or(|c| record.subscriptions.contains(c))
+            && self.revision.is_none_or(|revision| {
+                self.config
+                    .as_ref()
+                    .is_some_and(|c| record.applied.get(c) == Some(&revision))
+            })
+    }
+}
+
+/// A connected server a frame can go to.
+#[derive(Debug, Clone)]
+pub struct ConnectedTarget {
+    pub server_id: String,
+    pub region: String,
+    pub environment: String,
+    pub status: Health,
+    /// The revision of the config in question the server acked, if any.
+    pub applied: Option<i64>,
+    pub outbox: Outbox,
+}
+
+struct Entry {
+    record: ServerRecord,
+    outbox: Option<Outbox>,
+}
+
+#[derive(Default)]
+struct Inner {
+    servers: HashMap<String, Entry>,
+    /// Config name → servers subscribed to it (connected or not).
+    by_config: HashMap<String, HashSet<String>>,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    inner: RwLock<Inner>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("servers", &self.read().servers.len())
+            .finish()
+    }
+}
+
+impl Registry {
+    // A poisoned lock only means a panic elsewhere mid-update of plain maps; keep serving.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Loads servers known from a previous run, as disconnected.
+    pub fn restore(&self, records: Vec<ServerRecord>) {
+        let mut inner = self.write();
+        for mut record in records {
+            record.connected = false;
+            record.session_id = None;
+            for config in &record.subscriptions {
+                inner
+                    .by_config
+                    .entry(config.clone())
+                    .or_default()
+                    .insert(record.server_id.clone());
+            }
+            inner
+                .servers
+                .entry(record.server_id.clone())
+                .or_insert(Entry {
+                    record,
+                    outbox: None,
+                });
+        }
+    }
+
+    /// Registers a connected session; returns the outbox of a session it
+    /// replaces (same `serverId`), which the caller closes. Operator tags
+    /// and the per-config revisions of a known server are kept.
+    pub fn connect(&self, mut record: ServerRecord, outbox: Outbox) -> Option<Outbox> {
+        let mut inner = self.write();
+        let previous = inner.servers.remove(&record.server_id);
+        if let Some(previous) = &previous {
+            record.operator_tags = previous.record.operator_tags.clone();
+            for config in &previous.record.subscriptions {
+                if let Some(set) = inner.by_config.get_mut(config) {
+                    set.remove(&record.server_id);
+                }
+            }
+        }
+        for config in &record.subscriptions {
+            inner
+                .by_config
+                .entry(config.clone())
+                .or_default()
+                .insert(record.server_id.clone());
+        }
+        record.connected = true;
+        record.stale = false;
+        inner.servers.insert(
+            record.server_id.clone(),
+            Entry {
+                record,
+                outbox: Some(outbox),
+            },
+        );
+        previous.and_then(|p| p.outbox)
+    }
+
+    /// Marks a session gone, if it is still the server's current session.
+    pub fn disconnect(&self, server_id: &str, session_id: &str, stale: bool, now_ms: i64) -> bool {
+        let mut inner = self.write();
+        match inner.servers.get_mut(server_id) {
+            Some(entry) if entry.record.session_id.as_deref() == Some(session_id) => {
+                entry.record.connected = false;
+                entry.record.stale = stale;
+                entry.record.last_seen_ms = now_ms;
+                entry.outbox = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Applies `change` to a server's record (heartbeats, acks, metrics counts).
+    pub fn update(&self, server_id: &str, change: impl FnOnce(&mut ServerRecord)) -> bool {
+        match self.write().servers.get_mut(server_id) {
+            Some(entry) => {
+                change(&mut entry.record);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn get(&self, server_id: &str) -> Option<ServerRecord> {
+        self.read().servers.get(server_id).map(|e| e.record.clone())
+    }
+
+    /// Records matching `filter`, by server id.
+    pub fn list(&self, filter: &ServerFilter) -> Vec<ServerRecord> {
+        let inner = self.read();
+        let mut out: Vec<ServerRecord> = match &filter.config {
+            // Use the subscription index rather than every server.
+            Some(config) => inner
+                .by_config
+                .get(config)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| inner.servers.get(id))
+                .map(|e| &e.record)
+                .filter(|r| filter.matches(r))
+                .cloned()
+                .collect(),
+            None => inner
+                .servers
+                .values()
+                .map(|e| &e.record)
+                .filter(|r| filter.matches(r))
+                .cloned()
+                .collect(),
+        };
+        out.sort_by(|a, b| a.server_id.cmp(&b.server_id));
+        out
+    }
+
+    /// Connected servers subscribed to `config` that pass `keep`.
+    pub fn targets(
+        &self,
+        config: &str,
+        keep: impl Fn(&ServerRecord) -> bool,
+    ) -> Vec<ConnectedTarget> {
+        let inner = self.read();
+        inner
+            .by_config
+            .get(config)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| inner.servers.get(id))
+            .filter(|e| keep(&e.record))
+            .filter_map(|e| {
+                let outbox = e.outbox.as_ref()?;
+                Some(ConnectedTarget {
+                    server_id: e.record.server_id.clone(),
+                    region: e.record.region.clone(),
+                    environment: e.record.environment.clone(),
+                    status: e.record.status,
+                    applied: e.record.applied.get(config).copied(),
+                    outbox: outbox.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// The outbox of a connected server.
+    pub fn outbox(&self, server_id: &str) -> Option<Outbox> {
+        self.read()
+            .servers
+            .get(server_id)
+            .and_then(|e| e.outbox.clone())
+    }
+
+    /// Sets operator tags; false for an unknown server.
+    pub fn set_operator_tags(&self, server_id: &str, tags: Vec<String>) -> bool {
+        self.update(server_id, |record| record.operator_tags = tags)
+    }
+
+    /// Forgets a server, closing its session; its record is returned.
+    pub fn remove(&self, server_id: &str, reason: CloseReason) -> Option<ServerRecord> {
+        let mut inner = self.write();
+        let entry = inner.servers.remove(server_id)?;
+        for config in &entry.record.subscriptions {
+            if let Some(set) = inner.by_config.get_mut(config) {
+                set.remove(server_id);
+            }
+        }
+        if let Some(outbox) = entry.outbox {
+            outbox.close(reason);
+        }
+        Some(entry.record)
+    }
+
+    /// Closes every session authenticated by `key_id`; returns how many.
+    pub fn close_by_key(&self, key_id: &str, reason: &CloseReason) -> usize {
+        let inner = self.read();
+        inner
+            .servers
+            .values()
+            .filter(|e| e.record.key_id == key_id)
+            .filter_map(|e| e.outbox.as_ref())
+            .map(|outbox| outbox.close(reason.clone()))
+            .count()
+    }
+
+    /// Every connected server's outbox (shutdown).
+    pub fn all_outboxes(&self) -> Vec<Outbox> {
+        self.read()
+            .servers
+            .values()
+            .filter_map(|e| e.outbox.clone())
+            .collect()
+    }
+
+    /// Removes disconnected servers not seen since `before_ms`; returns their ids.
+    pub fn prune_disconnected(&self, before_ms: i64) -> Vec<String> {
+        let gone: Vec<String> = self
+            .read()
+            .servers
+            .values()
+            .filter(|e| !e.record.connected && e.record.last_seen_ms < before_ms)
+            .map(|e| e.record.server_id.clone())
+            .collect();
+        for id in &gone {
+            self.remove(id, CloseReason::new(1000, "stale"));
+        }
+        gone
+    }
+
+    pub fn connected_count(&self) -> usize {
+        self.read()
+            .servers
+            .values()
+            .filter(|e| e.outbox.is_some())
+            .count()
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().servers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

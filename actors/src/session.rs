@@ -1,0 +1,353 @@
+//! `ServerSession`: one actix actor per connected game server. It reads the
+//! socket (MessagePack frames), enforces the protocol (`hello` first within
+//! 5 s, binary frames only, known types, size limit, heartbeats) and hands
+//! every decision to the hub through [`SessionHost`]. Frames go out through
+//! its [`Outbox`].
+
+use crate::outbox::{CloseReason, Outbox, PushError};
+use actix::{
+    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Running, StreamHandler, WrapFuture,
+};
+use actix_ws::{AggregatedMessage, ProtocolError};
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use hotswap_client::protocol::{self, Health, MetricsReport, ServerMessage, close_code};
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+/// Timing and limits of every session.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    pub heartbeat: Duration,
+    pub hello_timeout: Duration,
+    /// Frames a session may have queued before it counts as not reading.
+    pub queue_capacity: usize,
+    pub max_frame_bytes: usize,
+}
+
+/// The `hello` of a session, with what its API key allows.
+#[derive(Debug, Clone)]
+pub struct Hello {
+    pub session_id: String,
+    pub key_id: String,
+    /// What the API key allows (empty: everything).
+    pub key_environments: Vec<String>,
+    pub key_regions: Vec<String>,
+    pub server_id: String,
+    pub region: String,
+    pub environment: String,
+    pub tags: Vec<String>,
+    pub capacity: u32,
+    pub players: u32,
+    pub subscriptions: Vec<String>,
+    pub known: BTreeMap<String, i64>,
+    pub hostname: Option<String>,
+    pub address: Option<String>,
+    pub build: Option<String>,
+    pub sdk: Option<String>,
+}
+
+/// The API key a session authenticated with, and what it allows.
+#[derive(Debug, Clone)]
+pub struct KeyScope {
+    pub key_id: String,
+    pub environments: Vec<String>,
+    pub regions: Vec<String>,
+}
+
+/// What to send after a `hello`: the `welcome`, then one frame per subscription that needs one.
+#[derive(Debug)]
+pub struct HelloOutcome {
+    pub frames: Vec<Bytes>,
+}
+
+/// Why the hub closes a session (a `hello` it refuses, a revoked key...).
+pub type Refusal = CloseReason;
+
+/// The hub, as a session sees it.
+pub trait SessionHost: Send + Sync + 'static {
+    /// Validates and registers a `hello` (the session's outbox is given so
+    /// the registry can reach it), and says what to send.
+    fn hello(
+        &self,
+        hello: Hello,
+        outbox: Outbox,
+    ) -> BoxFuture<'static, Result<HelloOutcome, Refusal>>;
+    fn heartbeat(&self, server_id: &str, players: u32, status: Health, load: Option<f64>);
+    fn ack(
+        &self,
+        server_id: &str,
+        config: &str,
+        revision: i64,
+        ok: bool,
+        error: Option<String>,
+        apply_micros: u64,
+    );
+    /// A full snapshot of `config` for this server, if it should have one.
+    fn resync(&self, server_id: &str, config: &str) -> BoxFuture<'static, Option<Bytes>>;
+    /// Validates and counts a metrics report; `Err` is sent back as an `error` frame.
+    fn metrics(&self, server_id: &str, report: MetricsReport) -> Result<(), String>;
+    /// The session is over (`stale`: closed for silence).
+    fn closed(&self, server_id: &str, session_id: &str, stale: bool);
+}
+
+pub struct ServerSession {
+    session_id: String,
+    key: KeyScope,
+    outbox: Outbox,
+    host: Arc<dyn SessionHost>,
+    settings: SessionSettings,
+    /// Set once the hub accepted the `hello`.
+    server_id: Option<String>,
+    hello_received: bool,
+    last_heard: Instant,
+    stale: bool,
+}
+
+impl std::fmt::Debug for ServerSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerSession")
+            .field("session_id", &self.session_id)
+            .field("server_id", &self.server_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerSession {
+    /// Starts the actor on the current arbiter, reading `stream`.
+    pub fn start(
+        session_id: String,
+        key: KeyScope,
+        outbox: Outbox,
+        stream: actix_ws::AggregatedMessageStream,
+        host: Arc<dyn SessionHost>,
+        settings: SessionSettings,
+    ) {
+        ServerSession::create(move |ctx| {
+            ctx.add_stream(stream);
+            ServerSession {
+                session_id,
+                key,
+                outbox,
+                host,
+                settings,
+                server_id: None,
+                hello_received: false,
+                last_heard: Instant::now(),
+                stale: false,
+            }
+        });
+    }
+
+    fn close(&mut self, ctx: &mut Context<Self>, code: u16, reason: impl Into<String>) {
+        let reason = CloseReason::new(code, reason);
+        tracing::debug!(session = %self.session_id, server = ?self.server_id, code, reason = %reason.description, "closing session");
+        self.outbox.close(reason);
+        ctx.stop();
+    }
+
+    fn push(&mut self, ctx: &mut Context<Self>, frame: Bytes) {
+        if self.outbox.push(frame) == Err(PushError::Full) {
+            self.close(
+                ctx,
+                close_code::SLOW_CONSUMER,
+                "the server did not read its frames fast enough",
+            );
+        }
+    }
+
+    fn on_frame(&mut self, ctx: &mut Context<Self>, frame: Bytes) {
+        let message =
+            match protocol::decode::<ServerMessage>(&frame, protocol::SERVER_MESSAGE_TYPES) {
+                Ok(message) => message,
+                Err(error) => {
+                    return self.close(ctx, close_code::PROTOCOL_ERROR, error.to_string());
+                }
+            };
+        let server_id =
+            match (&self.server_id, message) {
+                (None, ServerMessage::Hello { .. }) if self.hello_received => {
+                    return self.close(
+                        ctx,
+                        close_code::POLICY_VIOLATION,
+                        "hello was already received",
+                    );
+                }
+                (
+                    None,
+                    ServerMessage::Hello {
+                        server_id,
+                        region,
+                        environment,
+                        tags,
+                        capacity,
+                        players,
+                        subscriptions,
+                        known,
+                        hostname,
+                        address,
+                        build,
+                        sdk,
+                    },
+                ) => {
+                    self.hello_received = true;
+                    let hello = Hello {
+                        session_id: self.session_id.clone(),
+                        key_id: self.key.key_id.clone(),
+                        key_environments: self.key.environments.clone(),
+                        key_regions: self.key.regions.clone(),
+                        server_id,
+                        region,
+                        environment,
+                        tags,
+                        capacity,
+                        players,
+                        subscriptions,
+                        known,
+                        hostname,
+                        address,
+                        build,
+                        sdk,
+                    };
+                    let id = hello.server_id.clone();
+                    let future = self.host.hello(hello, self.outbox.clone());
+                    // `wait`: nothing else from this socket is handled until the hello is.
+                    ctx.wait(future.into_actor(self).map(
+                        move |outcome, actor, ctx| match outcome {
+                            Ok(outcome) => {
+                                actor.server_id = Some(id);
+                                for frame in outcome.frames {
+                                    actor.push(ctx, frame);
+                                }
+                            }
+                            Err(refusal) => actor.close(ctx, refusal.code, refusal.description),
+                        },
+                    ));
+                    return;
+                }
+                (None, _) => {
+                    return self.close(
+                        ctx,
+                        close_code::POLICY_VIOLATION,
+                        "the first frame must be hello",
+                    );
+                }
+                (Some(_), ServerMessage::Hello { .. }) => {
+                    return self.close(
+                        ctx,
+                        close_code::POLICY_VIOLATION,
+                        "hello was already received",
+                    );
+                }
+                (Some(server_id), message) => (server_id.clone(), message),
+            };
+        let (server_id, message) = server_id;
+        match message {
+            ServerMessage::Hello { .. } => unreachable!("handled above"),
+            ServerMessage::Heartbeat {
+                players,
+                status,
+                load,
+            } => self.host.heartbeat(&server_id, players, status, load),
+            ServerMessage::Ack {
+                config,
+                revision,
+                ok,
+                error,
+                apply_micros,
+            } => self
+                .host
+                .ack(&server_id, &config, revision, ok, error, apply_micros),
+            ServerMessage::Resync { config } => {
+                let future = self.host.resync(&server_id, &config);
+                ctx.spawn(future.into_actor(self).map(|frame, actor, ctx| {
+                    if let Some(frame) = frame {
+                        actor.push(ctx, frame);
+                    }
+                }));
+            }
+            ServerMessage::Metrics(report) => {
+                if let Err(why) = self.host.metrics(&server_id, *report) {
+                    let error = protocol::encode(&protocol::HubMessage::Error {
+                        code: "invalid_metrics".into(),
+                        message: why,
+                    });
+                    self.push(ctx, Bytes::from(error));
+                }
+            }
+        }
+    }
+}
+
+impl Actor for ServerSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_later(self.settings.hello_timeout, |actor, ctx| {
+            if !actor.hello_received {
+                actor.close(
+                    ctx,
+                    close_code::HELLO_TIMEOUT,
+                    "no hello within the time allowed",
+                );
+            }
+        });
+        ctx.run_interval(self.settings.heartbeat, |actor, ctx| {
+            if actor.last_heard.elapsed() > actor.settings.heartbeat * 3 {
+                actor.stale = true;
+                return actor.close(
+                    ctx,
+                    close_code::HEARTBEAT_TIMEOUT,
+                    "nothing heard for 3 heartbeat intervals",
+                );
+            }
+            if actor.outbox.ping() == Err(PushError::Full) {
+                actor.close(
+                    ctx,
+                    close_code::SLOW_CONSUMER,
+                    "the server did not read its frames fast enough",
+                );
+            }
+        });
+    }
+
+    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        if let Some(server_id) = &self.server_id {
+            self.host.closed(server_id, &self.session_id, self.stale);
+        }
+        Running::Stop
+    }
+}
+
+impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for ServerSession {
+    fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Self::Context) {
+        self.last_heard = Instant::now();
+        match item {
+            Ok(AggregatedMessage::Binary(frame)) => self.on_frame(ctx, frame),
+            Ok(AggregatedMessage::Text(_)) => self.close(
+                ctx,
+                close_code::UNSUPPORTED_DATA,
+                "text frames are not accepted: send MessagePack in binary frames",
+            ),
+            Ok(AggregatedMessage::Ping(payload)) => self.outbox.pong(payload),
+            Ok(AggregatedMessage::Pong(_)) => {}
+            Ok(AggregatedMessage::Close(_)) => ctx.stop(),
+            Err(ProtocolError::Overflow) => {
+                let limit = self.settings.max_frame_bytes;
+                self.close(
+                    ctx,
+                    close_code::TOO_BIG,
+                    format!("frame larger than {limit} bytes"),
+                )
+            }
+            Err(error) => self.close(ctx, close_code::PROTOCOL_ERROR, error.to_string()),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}

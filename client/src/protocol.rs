@@ -1,0 +1,370 @@
+//! The game-server wire protocol (v1), as `docs/PROTOCOL.md` defines it:
+//! one MessagePack map per binary frame, string keys in camelCase, the
+//! message named by `"type"`. Unknown fields are ignored, so fields can be
+//! added within v1.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Largest frame either side accepts by default.
+pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
+/// The path of the socket endpoint.
+pub const ENDPOINT_PATH: &str = "/ws/v1/servers";
+
+/// Close codes the hub uses (RFC 6455 codes, and 4000-4999 of its own).
+pub mod close_code {
+    /// The hub is going away (shutdown); `reconnect` said when to return.
+    pub const GOING_AWAY: u16 = 1001;
+    /// Undecodable frame or unknown message type.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame.
+    pub const UNSUPPORTED_DATA: u16 = 1003;
+    /// A frame that breaks a rule (`hello` twice, fields out of range, limits of the key).
+    pub const POLICY_VIOLATION: u16 = 1008;
+    /// A frame over the size limit.
+    pub const TOO_BIG: u16 = 1009;
+    /// Another connection with the same `serverId` replaced this one.
+    pub const REPLACED: u16 = 4000;
+    /// No `hello` within 5 s.
+    pub const HELLO_TIMEOUT: u16 = 4001;
+    /// Nothing heard for 3 heartbeat intervals.
+    pub const HEARTBEAT_TIMEOUT: u16 = 4002;
+    /// The server did not read its frames fast enough.
+    pub const SLOW_CONSUMER: u16 = 4003;
+    /// The API key was revoked.
+    pub const KEY_REVOKED: u16 = 4004;
+    /// An operator deregistered the server.
+    pub const DEREGISTERED: u16 = 4005;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Healthy,
+    Degraded,
+    Unhealthy,
+}
+
+/// Server → hub.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum ServerMessage {
+    Hello {
+        server_id: String,
+        region: String,
+        environment: String,
+        #[serde(default)]
+        tags: Vec<String>,
+        #[serde(default)]
+        capacity: u32,
+        #[serde(default)]
+        players: u32,
+        #[serde(default)]
+        subscriptions: Vec<String>,
+        /// Config name → revision the server already holds.
+        #[serde(default)]
+        known: BTreeMap<String, i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hostname: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        address: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        build: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sdk: Option<String>,
+    },
+    Heartbeat {
+        players: u32,
+        status: Health,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        load: Option<f64>,
+    },
+    Ack {
+        config: String,
+        revision: i64,
+        ok: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        #[serde(default)]
+        apply_micros: u64,
+    },
+    Resync {
+        config: String,
+    },
+    Metrics(Box<MetricsReport>),
+}
+
+/// One `metrics` frame: a server's players aggregated over `windowMs`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsReport {
+    pub seq: u64,
+    pub window_ms: u64,
+    pub players: u32,
+    #[serde(default)]
+    pub sessions_started: u64,
+    #[serde(default)]
+    pub sessions_ended: u64,
+    #[serde(default)]
+    pub churned: u64,
+    #[serde(default)]
+    pub crashes: u64,
+    #[serde(default)]
+    pub errors: u64,
+    #[serde(default)]
+    pub requests: u64,
+    #[serde(default)]
+    pub complaints: u64,
+    #[serde(default)]
+    pub purchases: u64,
+    /// Name (`latencyMs`, `sessionSecs`, `fps`...) → histogram.
+    #[serde(default)]
+    pub histograms: BTreeMap<String, EncodedHistogram>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub custom: BTreeMap<String, f64>,
+}
+
+/// A histogram on the wire: sparse `[value, count]` pairs, or HdrHistogram
+/// V2 serialized bytes (optionally deflated).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EncodedHistogram {
+    Sparse(Vec<(u64, u64)>),
+    #[serde(with = "serde_bytes_compat")]
+    HdrV2(Vec<u8>),
+}
+
+/// MessagePack `bin` for byte vectors (serde's default would be an array of numbers).
+mod serde_bytes_compat {
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+        }
+        deserializer.deserialize_bytes(Visitor)
+    }
+}
+
+/// Hub → server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum HubMessage {
+    Welcome {
+        session_id: String,
+        heartbeat_ms: u64,
+        metrics_ms: u64,
+        server_time_ms: i64,
+        hub_node: String,
+    },
+    Snapshot {
+        config: String,
+        revision: i64,
+        version: String,
+        content: Value,
+        checksum: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signature: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deployment_id: Option<String>,
+        sent_at_ms: i64,
+    },
+    Delta {
+        config: String,
+        base_revision: i64,
+        revision: i64,
+        version: String,
+        patch: Value,
+        checksum: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signature: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deployment_id: Option<String>,
+        sent_at_ms: i64,
+    },
+    Error {
+        code: String,
+        message: String,
+    },
+    Reconnect {
+        retry_after_ms: u64,
+    },
+}
+
+/// Why a frame could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Not MessagePack, or not a map with the fields a known type needs.
+    Malformed(String),
+    /// A well-formed map whose `type` this side does not know.
+    UnknownType(String),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::Malformed(why) => write!(f, "malformed frame: {why}"),
+            DecodeError::UnknownType(kind) => write!(f, "unknown message type {kind:?}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Encodes a message (named fields, as the protocol requires).
+pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
+    // Protocol types always serialize: no maps with non-string keys, no failing impls.
+    rmp_serde::to_vec_named(message).expect("protocol messages serialize")
+}
+
+/// Decodes a frame, telling an unknown `type` apart from a broken frame.
+pub fn decode<T: serde::de::DeserializeOwned>(
+    frame: &[u8],
+    known_types: &[&str],
+) -> Result<T, DecodeError> {
+    match rmp_serde::from_slice::<T>(frame) {
+        Ok(message) => Ok(message),
+        Err(error) => {
+            #[derive(Deserialize)]
+            struct Tagged {
+                #[serde(rename = "type")]
+                kind: String,
+            }
+            match rmp_serde::from_slice::<Tagged>(frame) {
+                Ok(Tagged { kind }) if !known_types.contains(&kind.as_str()) => {
+                    Err(DecodeError::UnknownType(kind))
+                }
+                _ => Err(DecodeError::Malformed(error.to_string())),
+            }
+        }
+    }
+}
+
+/// The `type`s a server may send.
+pub const SERVER_MESSAGE_TYPES: &[&str] = &["hello", "heartbeat", "ack", "resync", "metrics"];
+/// The `type`s the hub may send (a client ignores others).
+pub const HUB_MESSAGE_TYPES: &[&str] = &["welcome", "snapshot", "delta", "error", "reconnect"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn messages_are_maps_with_camel_case_keys_and_a_type() {
+        let frame = encode(&ServerMessage::Ack {
+            config: "c".into(),
+            revision: 3,
+            ok: true,
+            error: None,
+            apply_micros: 12,
+        });
+        let as_json: Value = rmp_serde::from_slice(&frame).unwrap();
+        assert_eq!(
+            as_json,
+            json!({"type": "ack", "config": "c", "revision": 3, "ok": true, "applyMicros": 12})
+        );
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        let messages = vec![
+            ServerMessage::Hello {
+                server_id: "s1".into(),
+                region: "EU-WEST".into(),
+                environment: "production".into(),
+                tags: vec!["ranked".into()],
+                capacity: 64,
+                players: 10,
+                subscriptions: vec!["weapons".into()],
+                known: BTreeMap::from([("weapons".into(), 3)]),
+                hostname: Some("h".into()),
+                address: None,
+                build: None,
+                sdk: Some("rust/0.1".into()),
+            },
+            ServerMessage::Heartbeat {
+                players: 3,
+                status: Health::Degraded,
+                load: Some(0.5),
+            },
+            ServerMessage::Resync {
+                config: "weapons".into(),
+            },
+            ServerMessage::Metrics(Box::new(MetricsReport {
+                seq: 1,
+                window_ms: 1000,
+                players: 10,
+                crashes: 2,
+                histograms: BTreeMap::from([
+                    (
+                        "latencyMs".into(),
+                        EncodedHistogram::Sparse(vec![(20, 5), (40, 1)]),
+                    ),
+                    ("fps".into(), EncodedHistogram::HdrV2(vec![1, 2, 3])),
+                ]),
+                ..Default::default()
+            })),
+        ];
+        for message in messages {
+            let back: ServerMessage = decode(&encode(&message), SERVER_MESSAGE_TYPES).unwrap();
+            assert_eq!(back, message);
+        }
+        let delta = HubMessage::Delta {
+            config: "w".into(),
+            base_revision: 1,
+            revision: 2,
+            version: "1.1.0".into(),
+            patch: json!([{"op": "replace", "path": "/a", "value": 2}]),
+            checksum: "ab".into(),
+            signature: Some("sig".into()),
+            deployment_id: None,
+            sent_at_ms: 5,
+        };
+        assert_eq!(
+            decode::<HubMessage>(&encode(&delta), HUB_MESSAGE_TYPES).unwrap(),
+            delta
+        );
+    }
+
+    #[test]
+    fn unknown_types_and_garbage_are_told_apart() {
+        let unknown = rmp_serde::to_vec_named(&json!({"type": "teleport", "x": 1})).unwrap();
+        assert_eq!(
+            decode::<ServerMessage>(&unknown, SERVER_MESSAGE_TYPES),
+            Err(DecodeError::UnknownType("teleport".into()))
+        );
+        assert!(matches!(
+            decode::<ServerMessage>(b"\xc1\xc1", SERVER_MESSAGE_TYPES),
+            Err(DecodeError::Malformed(_))
+        ));
+        let missing = rmp_serde::to_vec_named(&json!({"type": "ack"})).unwrap();
+        assert!(matches!(
+            decode::<ServerMessage>(&missing, SERVER_MESSAGE_TYPES),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
+}

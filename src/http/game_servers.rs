@@ -1,0 +1,229 @@
+//! `/api/v1/game-servers`: the registry of game servers.
+
+use super::{
+    auth::{Authorized, Operator, Viewer},
+    extract::Body,
+    method_not_allowed,
+    problem::{ApiError, Problem},
+};
+use crate::{catalog::views::rfc3339, hub::Hub};
+use actix_web::{HttpResponse, web};
+use hotswap_actors::{ServerFilter, ServerRecord};
+use hotswap_client::protocol::Health;
+use serde::{Deserialize, Serialize};
+use std::{collections::BTreeMap, sync::Arc};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    let resource = |path: &str| web::resource(path).default_service(web::to(method_not_allowed));
+    cfg.service(resource("/game-servers").route(web::get().to(list_servers)))
+        .service(
+            resource("/game-servers/{id}")
+                .route(web::get().to(get_server))
+                .route(web::put().to(update_server))
+                .route(web::delete().to(deregister_server)),
+        );
+}
+
+/// A game server as the registry knows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GameServerView {
+    pub server_id: String,
+    pub region: String,
+    pub environment: String,
+    pub tags: Vec<String>,
+    pub operator_tags: Vec<String>,
+    /// `healthy`, `degraded`, `unhealthy` (from heartbeats), `stale` (closed
+    /// for silence) or `disconnected`.
+    pub status: String,
+    pub connected: bool,
+    pub players: u32,
+    pub capacity: u32,
+    pub load: Option<f64>,
+    pub hostname: Option<String>,
+    pub address: Option<String>,
+    pub build: Option<String>,
+    pub sdk: Option<String>,
+    pub subscriptions: Vec<String>,
+    /// Config → revision the server acked.
+    pub applied: BTreeMap<String, i64>,
+    pub connected_since: Option<String>,
+    pub last_heartbeat: String,
+    pub metrics_frames: u64,
+}
+
+impl From<ServerRecord> for GameServerView {
+    fn from(record: ServerRecord) -> Self {
+        let status = match (record.connected, record.stale, record.status) {
+            (false, true, _) => "stale",
+            (false, false, _) => "disconnected",
+            (true, _, Health::Healthy) => "healthy",
+            (true, _, Health::Degraded) => "degraded",
+            (true, _, Health::Unhealthy) => "unhealthy",
+        };
+        Self {
+            status: status.into(),
+            connected: record.connected,
+            server_id: record.server_id,
+            region: record.region,
+            environment: record.environment,
+            tags: record.tags,
+            operator_tags: record.operator_tags,
+            players: record.players,
+            capacity: record.capacity,
+            load: record.load,
+            hostname: record.hostname,
+            address: record.address,
+            build: record.build,
+            sdk: record.sdk,
+            subscriptions: record.subscriptions,
+            applied: record.applied,
+            connected_since: record
+                .connected_since_ms
+                .filter(|_| record.connected)
+                .map(rfc3339),
+            last_heartbeat: rfc3339(record.last_seen_ms),
+            metrics_frames: record.metrics_frames,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GameServerList {
+    pub items: Vec<GameServerView>,
+    pub connected: usize,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ServerQuery {
+    pub region: Option<String>,
+    pub environment: Option<String>,
+    pub tag: Option<String>,
+    /// Connected and reporting healthy.
+    pub healthy: Option<bool>,
+    pub connected: Option<bool>,
+    /// Subscribed to this config.
+    pub config: Option<String>,
+    /// With `config`: acked this revision of it.
+    pub revision: Option<i64>,
+}
+
+/// Game servers matching the filters, by id.
+#[utoipa::path(get, path = "/api/v1/game-servers", tag = "game servers", params(ServerQuery), responses(
+    (status = 200, body = GameServerList),
+))]
+pub async fn list_servers(
+    _caller: Authorized<Viewer>,
+    hub: web::Data<Arc<Hub>>,
+    query: web::Query<ServerQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    if query.revision.is_some() && query.config.is_none() {
+        return Err(ApiError::InvalidQuery("revision needs config".into()));
+    }
+    let filter = ServerFilter {
+        region: query.region,
+        environment: query.environment,
+        tag: query.tag,
+        healthy: query.healthy,
+        config: query.config,
+        revision: query.revision,
+        connected: query.connected,
+    };
+    let items: Vec<GameServerView> = hub
+        .registry()
+        .list(&filter)
+        .into_iter()
+        .map(GameServerView::from)
+        .collect();
+    Ok(HttpResponse::Ok().json(GameServerList {
+        items,
+        connected: hub.registry().connected_count(),
+    }))
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound {
+        what: "game server",
+        id: id.to_owned(),
+    }
+}
+
+/// One game server.
+#[utoipa::path(get, path = "/api/v1/game-servers/{id}", tag = "game servers", responses(
+    (status = 200, body = GameServerView),
+    (status = 404, body = Problem),
+))]
+pub async fn get_server(
+    _caller: Authorized<Viewer>,
+    hub: web::Data<Arc<Hub>>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let record = hub.registry().get(&id).ok_or_else(|| not_found(&id))?;
+    Ok(HttpResponse::Ok().json(GameServerView::from(record)))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServerUpdate {
+    /// Replaces the operator tags (kept across reconnects).
+    pub operator_tags: Vec<String>,
+}
+
+/// Set a server's operator tags.
+#[utoipa::path(put, path = "/api/v1/game-servers/{id}", tag = "game servers", request_body = ServerUpdate, responses(
+    (status = 200, body = GameServerView),
+    (status = 404, body = Problem),
+    (status = 422, body = Problem),
+))]
+pub async fn update_server(
+    _caller: Authorized<Operator>,
+    hub: web::Data<Arc<Hub>>,
+    id: web::Path<String>,
+    Body(update): Body<ServerUpdate>,
+) -> Result<HttpResponse, ApiError> {
+    let mut tags = Vec::with_capacity(update.operator_tags.len());
+    for (index, tag) in update.operator_tags.iter().enumerate() {
+        let tag = crate::domain::names::Tag::parse(tag).map_err(|why| ApiError::InvalidBody {
+            path: format!("/operatorTags/{index}"),
+            message: format!("tag {why}"),
+        })?;
+        tags.push(tag.as_str().to_owned());
+    }
+    if tags.len() > crate::domain::names::Tag::MAX_PER_VERSION {
+        return Err(ApiError::InvalidBody {
+            path: "/operatorTags".into(),
+            message: "at most 32 tags".into(),
+        });
+    }
+    tags.sort();
+    tags.dedup();
+    if !hub.set_operator_tags(&id, tags) {
+        return Err(not_found(&id));
+    }
+    Ok(HttpResponse::Ok().json(GameServerView::from(
+        hub.registry().get(&id).ok_or_else(|| not_found(&id))?,
+    )))
+}
+
+/// Deregister a server (closes its session; it registers again when it says hello).
+#[utoipa::path(delete, path = "/api/v1/game-servers/{id}", tag = "game servers", responses(
+    (status = 204),
+    (status = 404, body = Problem),
+))]
+pub async fn deregister_server(
+    _caller: Authorized<Operator>,
+    hub: web::Data<Arc<Hub>>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    if !hub
+        .deregister(&id)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+    {
+        return Err(not_found(&id));
+    }
+    Ok(HttpResponse::NoContent().finish())
+}

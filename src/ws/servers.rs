@@ -1,0 +1,58 @@
+//! `GET /ws/v1/servers`: a game server's socket (`docs/PROTOCOL.md`). The
+//! API key is checked before the upgrade (401 without one); the session
+//! actor takes it from there.
+
+use crate::{
+    http::{auth::ServerKey, problem::ApiError},
+    hub::Hub,
+};
+use actix_web::{HttpRequest, HttpResponse, web};
+use hotswap_actors::{KeyScope, Outbox, ServerSession, SessionSettings};
+use std::{sync::Arc, time::Duration};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route(
+        hotswap_client::protocol::ENDPOINT_PATH,
+        web::get().to(server_socket),
+    );
+}
+
+/// Upgrade to the game-server protocol.
+#[utoipa::path(get, path = "/ws/v1/servers", tag = "game servers", security(("apiKey" = [])), responses(
+    (status = 101, description = "switching to the WebSocket protocol of docs/PROTOCOL.md"),
+    (status = 401, description = "missing, unknown or revoked API key", body = crate::http::problem::Problem),
+))]
+pub async fn server_socket(
+    request: HttpRequest,
+    body: web::Payload,
+    ServerKey(identity): ServerKey,
+    hub: web::Data<Arc<Hub>>,
+) -> Result<HttpResponse, ApiError> {
+    let (response, session, stream) =
+        actix_ws::handle(&request, body).map_err(|e| ApiError::BadUpgrade(e.to_string()))?;
+    let settings = hub.settings();
+    let limit = settings.max_frame_bytes;
+    let stream = stream
+        .max_frame_size(limit)
+        .aggregate_continuations()
+        .max_continuation_size(limit);
+    let outbox = Outbox::start(session, settings.session_queue);
+    ServerSession::start(
+        uuid::Uuid::now_v7().to_string(),
+        KeyScope {
+            key_id: identity.key_id,
+            environments: identity.environments,
+            regions: identity.regions,
+        },
+        outbox,
+        stream,
+        hub.host(),
+        SessionSettings {
+            heartbeat: Duration::from_millis(settings.heartbeat_ms.max(50)),
+            hello_timeout: Duration::from_millis(settings.hello_timeout_ms.max(50)),
+            queue_capacity: settings.session_queue,
+            max_frame_bytes: limit,
+        },
+    );
+    Ok(response)
+}

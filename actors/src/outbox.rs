@@ -135,6 +135,11 @@ impl Outbox {
         }
     }
 
+    /// Why the socket was closed, if the hub closed it.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.close.borrow().clone()
+    }
+
     pub fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Relaxed)
     }

@@ -43,6 +43,8 @@ pub struct ServerRecord {
     pub last_seen_ms: i64,
     /// Set when the hub closed the session for silence.
     pub stale: bool,
+    /// Why the hub closed the last session (`4003: ...`), if it did.
+    pub disconnect_reason: Option<String>,
     pub metrics_frames: u64,
 }
 
@@ -187,6 +189,7 @@ impl Registry {
         }
         record.connected = true;
         record.stale = false;
+        record.disconnect_reason = None;
         inner.servers.insert(
             record.server_id.clone(),
             Entry {
@@ -198,12 +201,20 @@ impl Registry {
     }
 
     /// Marks a session gone, if it is still the server's current session.
-    pub fn disconnect(&self, server_id: &str, session_id: &str, stale: bool, now_ms: i64) -> bool {
+    pub fn disconnect(
+        &self,
+        server_id: &str,
+        session_id: &str,
+        stale: bool,
+        reason: Option<String>,
+        now_ms: i64,
+    ) -> bool {
         let mut inner = self.write();
         match inner.servers.get_mut(server_id) {
             Some(entry) if entry.record.session_id.as_deref() == Some(session_id) => {
                 entry.record.connected = false;
                 entry.record.stale = stale;
+                entry.record.disconnect_reason = reason;
                 entry.record.last_seen_ms = now_ms;
                 entry.outbox = None;
                 true

@@ -90,8 +90,9 @@ pub trait SessionHost: Send + Sync + 'static {
     fn resync(&self, server_id: &str, config: &str) -> BoxFuture<'static, Option<Bytes>>;
     /// Validates and counts a metrics report; `Err` is sent back as an `error` frame.
     fn metrics(&self, server_id: &str, report: MetricsReport) -> Result<(), String>;
-    /// The session is over (`stale`: closed for silence).
-    fn closed(&self, server_id: &str, session_id: &str, stale: bool);
+    /// The session is over: `reason` is why the hub closed it (`None` when
+    /// the server went away); `stale` when it was closed for silence.
+    fn closed(&self, server_id: &str, session_id: &str, stale: bool, reason: Option<CloseReason>);
 }
 
 pub struct ServerSession {
@@ -105,6 +106,7 @@ pub struct ServerSession {
     hello_received: bool,
     last_heard: Instant,
     stale: bool,
+    closed_by_hub: Option<CloseReason>,
 }
 
 impl std::fmt::Debug for ServerSession {
@@ -138,6 +140,7 @@ impl ServerSession {
                 hello_received: false,
                 last_heard: Instant::now(),
                 stale: false,
+                closed_by_hub: None,
             }
         });
     }
@@ -145,6 +148,7 @@ impl ServerSession {
     fn close(&mut self, ctx: &mut Context<Self>, code: u16, reason: impl Into<String>) {
         let reason = CloseReason::new(code, reason);
         tracing::debug!(session = %self.session_id, server = ?self.server_id, code, reason = %reason.description, "closing session");
+        self.closed_by_hub.get_or_insert(reason.clone());
         self.outbox.close(reason);
         ctx.stop();
     }
@@ -316,7 +320,12 @@ impl Actor for ServerSession {
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
         if let Some(server_id) = &self.server_id {
-            self.host.closed(server_id, &self.session_id, self.stale);
+            let reason = self
+                .closed_by_hub
+                .take()
+                .or_else(|| self.outbox.close_reason());
+            self.host
+                .closed(server_id, &self.session_id, self.stale, reason);
         }
         Running::Stop
     }

@@ -10,11 +10,33 @@
 //! - [`signature`]: the Ed25519 signature every config version carries, and
 //!   its verification.
 //!
-//! The socket client, protocol messages and metrics recorder land with the
-//! hub's socket endpoint.
+//! - [`client`]: [`Client`], what a game server links: connects with its
+//!   API key, keeps its configs current (wait-free reads), acks, heartbeats,
+//!   reconnects with backoff, persists its last good configs.
+//! - [`metrics`]: [`MetricsRecorder`], player metrics aggregated locally and
+//!   sent once per interval.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use hotswap_client::{Client, ClientConfig};
+//! let client = Client::start(
+//!     ClientConfig::new("ws://127.0.0.1:8080", "hsk_...", "eu-west-7")
+//!         .region("EU-WEST")
+//!         .environment("production")
+//!         .subscribe("weapon-balance"),
+//! )?;
+//! client.on_change(|change| println!("{} is now revision {}", change.config, change.current.revision));
+//! let damage: Option<serde_json::Value> = client.get("weapon-balance");
+//! client.metrics().record_latency_ms(42);
+//! # let _ = damage; Ok(()) }
+//! ```
 
 pub mod checksum;
+pub mod client;
+pub mod metrics;
 pub mod protocol;
 pub mod signature;
 
 pub use checksum::{canonical_json, document_checksum};
+pub use client::{AppliedConfig, Client, ClientConfig, ConfigChange, ConnectionState};
+pub use metrics::MetricsRecorder;

@@ -50,6 +50,8 @@ pub struct GameServerView {
     pub connected_since: Option<String>,
     pub last_heartbeat: String,
     pub metrics_frames: u64,
+    /// Why the hub closed the last session (`4003: ...`), when it did.
+    pub disconnect_reason: Option<String>,
 }
 
 impl From<ServerRecord> for GameServerView {
@@ -84,6 +86,7 @@ impl From<ServerRecord> for GameServerView {
                 .map(rfc3339),
             last_heartbeat: rfc3339(record.last_seen_ms),
             metrics_frames: record.metrics_frames,
+            disconnect_reason: record.disconnect_reason,
         }
     }
 }

@@ -369,54 +369,43 @@ impl Hub {
 
     /// Sends `target` to every connected subscriber of its environment. One
     /// frame is encoded per distinct starting revision and shared by all the
-    /// servers starting there.
+    /// servers starting there. Every target is registered before the first
+    /// frame leaves, so an early ack cannot finish the deployment while
+    /// others are still being added.
     async fn fan_out(&self, target: &DeploymentTarget, deployment: &str) {
         let targets = self.registry.targets(&target.config, |record| {
             record.environment == target.environment
         });
+        for server in &targets {
+            self.deployments.add_target(deployment, &server.server_id);
+        }
         let mut by_base: BTreeMap<Option<i64>, Vec<hotswap_actors::ConnectedTarget>> =
             BTreeMap::new();
         for server in targets {
             by_base.entry(server.applied).or_default().push(server);
         }
         for (base, servers) in by_base {
-            let Some(frame): Option<Bytes> = self
+            let frame: Option<Bytes> = self
                 .frame_towards(&target.config, base, target.revision, Some(deployment))
-                .await
-            else {
-                continue;
-            };
+                .await;
             for server in servers {
-                self.deployments.add_target(deployment, &server.server_id);
-                if !self.push(&server.outbox, frame.clone()) {
-                    self.deployments.server_gone(&server.server_id);
+                let delivered = match &frame {
+                    Some(frame) => self.push(&server.outbox, frame.clone()),
+                    None => false,
+                };
+                if !delivered {
+                    for finished in self.deployments.server_gone(&server.server_id) {
+                        self.persist_progress(finished);
+                    }
                 }
             }
         }
     }
 
-    /// Writes a deployment's counts and status (in the background: acks
-    /// must not wait on the store).
+    /// Queues a deployment's counts and status for the next flush (acks
+    /// never wait on the store).
     pub(super) fn persist_progress(&self, row: store_hub::DeploymentRow) {
-        let store = self.store.clone();
-        actix_web::rt::spawn(async move {
-            let result = async {
-                let mut tx = store.begin().await?;
-                store_hub::update_deployment(
-                    &mut tx,
-                    &row.id,
-                    &row.status,
-                    (row.target_count, row.acked_count, row.failed_count),
-                    row.completed_at,
-                )
-                .await?;
-                tx.commit().await.map_err(StoreError::from)
-            }
-            .await;
-            if let Err(error) = result {
-                tracing::error!(deployment = %row.id, error = %error, "could not record deployment progress");
-            }
-        });
+        super::lock(&self.dirty_deployments).insert(row.id.clone(), row);
     }
 
     /// A deployment: live progress if this hub tracks it, else the stored record.

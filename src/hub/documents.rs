@@ -37,7 +37,9 @@ enum FrameKey {
 #[derive(Default)]
 pub struct DocumentCache {
     documents: Mutex<HashMap<(String, i64), Arc<ServedVersion>>>,
-    patches: Mutex<HashMap<(String, i64, i64), Arc<Value>>>,
+    /// (patch, its compact JSON length) by (config, base, target).
+    patches: Mutex<HashMap<(String, i64, i64), (Arc<Value>, usize)>>,
+    document_sizes: Mutex<HashMap<(String, i64), usize>>,
     frames: Mutex<HashMap<FrameKey, (Instant, Bytes)>>,
 }
 
@@ -119,8 +121,8 @@ impl DocumentCache {
         })
     }
 
-    /// A delta from `base` to `target`, or a snapshot when the patch would
-    /// not be smaller than the document.
+    /// A delta from `base` to `target`, or a snapshot when the patch is not
+    /// smaller than the document itself.
     pub fn delta_or_snapshot(
         &self,
         base: &ServedVersion,
@@ -128,34 +130,38 @@ impl DocumentCache {
         deployment: Option<&str>,
     ) -> Bytes {
         let patch_key = (target.config.clone(), base.revision, target.revision);
-        let patch = {
-            let cached = lock(&self.patches).get(&patch_key).cloned();
-            match cached {
-                Some(patch) => patch,
-                None => {
-                    let patch = Arc::new(
-                        serde_json::to_value(crate::domain::diff::patch(
-                            &base.document,
-                            &target.document,
-                        ))
-                        .expect("a patch serializes"),
-                    );
-                    let mut patches = lock(&self.patches);
-                    if patches.len() > 1024 {
-                        patches.clear();
-                    }
-                    patches.insert(patch_key, patch.clone());
-                    patch
+        let cached = lock(&self.patches).get(&patch_key).cloned();
+        let (patch, patch_len) = match cached {
+            Some(cached) => cached,
+            None => {
+                let patch = serde_json::to_value(crate::domain::diff::patch(
+                    &base.document,
+                    &target.document,
+                ))
+                .expect("a patch serializes");
+                let patch_len = hotswap_client::canonical_json(&patch).len();
+                let entry = (Arc::new(patch), patch_len);
+                let mut patches = lock(&self.patches);
+                if patches.len() > 1024 {
+                    patches.clear();
                 }
+                patches.insert(patch_key, entry.clone());
+                entry
             }
         };
+        let document_len = *lock(&self.document_sizes)
+            .entry((target.config.clone(), target.revision))
+            .or_insert_with(|| hotswap_client::canonical_json(&target.document).len());
+        if patch_len >= document_len {
+            return self.snapshot(target, deployment);
+        }
         let key = FrameKey::Delta {
             config: target.config.clone(),
             base: base.revision,
             revision: target.revision,
             deployment: deployment.map(str::to_owned),
         };
-        let delta = self.frame(key, |sent_at_ms| HubMessage::Delta {
+        self.frame(key, |sent_at_ms| HubMessage::Delta {
             config: target.config.clone(),
             base_revision: base.revision,
             revision: target.revision,
@@ -165,11 +171,6 @@ impl DocumentCache {
             signature: target.signature.clone(),
             deployment_id: deployment.map(str::to_owned),
             sent_at_ms,
-        });
-        let snapshot_size = hotswap_client::canonical_json(&target.document).len();
-        if delta.len() >= snapshot_size {
-            return self.snapshot(target, deployment);
-        }
-        delta
+        })
     }
 }

@@ -70,6 +70,8 @@ pub struct Hub {
     deployments: DeploymentTracker,
     /// Servers whose record changed since the last flush.
     dirty: Mutex<HashSet<String>>,
+    /// Deployment records to write at the next flush.
+    dirty_deployments: Mutex<HashMap<String, store_hub::DeploymentRow>>,
     first_seen: Mutex<HashMap<String, i64>>,
     pub stats: HubStats,
 }
@@ -146,6 +148,7 @@ impl Hub {
                         connected_since_ms: None,
                         last_seen_ms: row.last_seen,
                         stale: false,
+                        disconnect_reason: None,
                         metrics_frames: 0,
                     }
                 })
@@ -160,6 +163,7 @@ impl Hub {
             documents: DocumentCache::default(),
             deployments: DeploymentTracker::default(),
             dirty: Mutex::new(HashSet::new()),
+            dirty_deployments: Mutex::new(HashMap::new()),
             first_seen: Mutex::new(first_seen),
             stats: HubStats::default(),
         });
@@ -255,7 +259,6 @@ impl Hub {
                 true
             }
             Err(hotswap_actors::PushError::Full) => {
-                self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
                 outbox.close(CloseReason::new(
                     close_code::SLOW_CONSUMER,
                     "the server did not read its frames fast enough",
@@ -341,6 +344,7 @@ impl Hub {
             connected_since_ms: Some(now),
             last_seen_ms: now,
             stale: false,
+            disconnect_reason: None,
             metrics_frames: 0,
         };
         if let Some(replaced) = self.registry.connect(record, outbox) {
@@ -435,10 +439,23 @@ impl Hub {
         )
     }
 
-    fn on_closed(&self, server_id: &str, session_id: &str, stale: bool) {
+    fn on_closed(
+        &self,
+        server_id: &str,
+        session_id: &str,
+        stale: bool,
+        reason: Option<CloseReason>,
+    ) {
+        if reason
+            .as_ref()
+            .is_some_and(|r| r.code == close_code::SLOW_CONSUMER)
+        {
+            self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+        }
+        let reason = reason.map(|r| format!("{}: {}", r.code, r.description));
         if self
             .registry
-            .disconnect(server_id, session_id, stale, now_ms())
+            .disconnect(server_id, session_id, stale, reason, now_ms())
         {
             self.mark_dirty(server_id);
             for finished in self.deployments.server_gone(server_id) {
@@ -447,10 +464,14 @@ impl Hub {
         }
     }
 
-    /// Writes changed server records in one transaction.
+    /// Writes changed server records and deployment progress in one transaction.
     pub async fn flush(&self) -> anyhow::Result<usize> {
         let ids: Vec<String> = lock(&self.dirty).drain().collect();
-        if ids.is_empty() {
+        let deployments: Vec<store_hub::DeploymentRow> = lock(&self.dirty_deployments)
+            .drain()
+            .map(|(_, row)| row)
+            .collect();
+        if ids.is_empty() && deployments.is_empty() {
             return Ok(0);
         }
         let rows: Vec<store_hub::GameServerRow> = ids
@@ -482,8 +503,13 @@ impl Hub {
         for row in &rows {
             store_hub::upsert_game_server(&mut tx, row).await?;
         }
+        for row in &deployments {
+            let counts = (row.target_count, row.acked_count, row.failed_count);
+            store_hub::update_deployment(&mut tx, &row.id, &row.status, counts, row.completed_at)
+                .await?;
+        }
         tx.commit().await?;
-        Ok(rows.len())
+        Ok(rows.len() + deployments.len())
     }
 
     /// Forgets servers disconnected for longer than `stale_after_secs`.
@@ -651,7 +677,7 @@ impl SessionHost for HubHost {
         Ok(())
     }
 
-    fn closed(&self, server_id: &str, session_id: &str, stale: bool) {
-        self.0.on_closed(server_id, session_id, stale);
+    fn closed(&self, server_id: &str, session_id: &str, stale: bool, reason: Option<CloseReason>) {
+        self.0.on_closed(server_id, session_id, stale, reason);
     }
 }

@@ -79,6 +79,8 @@ pub struct TestApp {
     pub database_url: String,
     /// Sent with every request unless a call says otherwise.
     pub admin_token: String,
+    pub shutdown: hotswap::startup::ShutdownHandle,
+    pub hub: std::sync::Arc<hotswap::hub::Hub>,
     client: awc::Client,
     authenticator: Authenticator,
     _dir: tempfile::TempDir,
@@ -105,6 +107,13 @@ pub fn test_settings(database_url: &str, data_dir: &std::path::Path) -> Settings
     settings.rate_limit.address_per_minute = 100_000;
     settings.rate_limit.address_burst = 10_000;
     settings.database.url = SecretString::new(database_url);
+    // Fast hub timings, so socket tests finish in seconds.
+    settings.hub.heartbeat_ms = 300;
+    settings.hub.metrics_ms = 300;
+    settings.hub.hello_timeout_ms = 1000;
+    settings.hub.max_frame_bytes = 256 * 1024;
+    settings.hub.session_queue = 16;
+    settings.hub.reconnect_window_ms = 2000;
     settings.database.max_connections = 5;
     settings.limits.max_document_bytes = 64 * 1024;
     settings.limits.max_json_depth = 32;
@@ -223,6 +232,8 @@ pub async fn spawn_app_on(
         .mint(TEST_ADMIN, Role::Admin, Duration::from_secs(3600))
         .unwrap();
     let application = Application::build(settings).await.expect("the hub builds");
+    let shutdown = application.shutdown_handle();
+    let hub = application.hub().clone();
     let address = format!("http://127.0.0.1:{}", application.port());
     actix_web::rt::spawn(application.run_until_stopped());
     let client = awc::Client::builder()
@@ -233,6 +244,8 @@ pub async fn spawn_app_on(
         db,
         database_url,
         admin_token,
+        shutdown,
+        hub,
         client,
         authenticator,
         _dir: dir,
@@ -258,6 +271,45 @@ impl TestApp {
             None,
         )
         .await
+    }
+
+    /// `ws://` address of the hub.
+    pub fn ws_url(&self) -> String {
+        self.address.replacen("http://", "ws://", 1)
+    }
+
+    /// A new game-server API key (secret, id), with optional limits.
+    pub async fn server_key(&self, environments: &[&str], regions: &[&str]) -> (String, String) {
+        let created = self
+            .post_json("/api/v1/api-keys", &serde_json::json!({"name": "test fleet", "environments": environments, "regions": regions}))
+            .await;
+        assert_eq!(created.status, 201, "{:?}", created.body);
+        (
+            created.body["key"].as_str().unwrap().to_owned(),
+            created.body["id"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// The hub's signing key (base64).
+    pub async fn signing_key(&self) -> String {
+        self.get("/api/v1/signing-key").await.body["publicKey"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Creates a config, uploads `version` with `content` and deploys it (Direct).
+    pub async fn deploy(&self, config: &str, version: &str, content: Value) -> Response {
+        let uploaded = self.post_version(config, version, content).await;
+        assert_eq!(uploaded.status, 201, "{:?}", uploaded.body);
+        let deployed = self
+            .post_json(
+                "/api/v1/deployments",
+                &serde_json::json!({"config": config, "version": version, "strategy": "Direct"}),
+            )
+            .await;
+        assert_eq!(deployed.status, 201, "{:?}", deployed.body);
+        deployed
     }
 
     /// A token for `role` naming `subject`.

@@ -9,6 +9,7 @@ mod audit;
 mod binary;
 mod configs;
 mod health;
+mod hub;
 mod schemas;
 mod security;
 mod versions;

@@ -1,0 +1,842 @@
+//! The hub end to end: real SDK clients and raw sockets against a real hub.
+
+use crate::helpers::{Db, TestApp, balance, spawn_app_on};
+use crate::on_both_databases;
+use futures_util::{SinkExt, StreamExt};
+use hotswap_client::{
+    Client, ClientConfig, ConnectionState,
+    protocol::{self, HubMessage, ServerMessage, close_code},
+};
+use serde_json::{Value, json};
+use std::{collections::BTreeMap, time::Duration};
+use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest, http::HeaderValue};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn client_config(app: &TestApp, key: &str, server_id: &str) -> ClientConfig {
+    ClientConfig::new(app.ws_url(), key, server_id)
+        .region("EU-WEST")
+        .environment("staging")
+        .subscribe("weapon-balance")
+        .backoff(Duration::from_millis(50), Duration::from_millis(500))
+}
+
+async fn start(config: ClientConfig) -> Client {
+    let client = Client::start(config).expect("client starts");
+    assert!(
+        client
+            .wait_for_state(WAIT, |s| matches!(s, ConnectionState::Connected { .. }))
+            .await,
+        "client never connected: {:?}",
+        client.state()
+    );
+    client
+}
+
+/// A raw socket with the given key.
+async fn raw(
+    app: &TestApp,
+    key: Option<&str>,
+) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
+    let mut request = format!("{}/ws/v1/servers", app.ws_url())
+        .into_client_request()
+        .unwrap();
+    if let Some(key) = key {
+        request.headers_mut().insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {key}")).unwrap(),
+        );
+    }
+    tokio_tungstenite::connect_async(request)
+        .await
+        .map(|(socket, _)| socket)
+}
+
+fn hello(server_id: &str, environment: &str, known: BTreeMap<String, i64>) -> Vec<u8> {
+    protocol::encode(&ServerMessage::Hello {
+        server_id: server_id.into(),
+        region: "EU-WEST".into(),
+        environment: environment.into(),
+        tags: vec![],
+        capacity: 10,
+        players: 0,
+        subscriptions: vec!["weapon-balance".into()],
+        known,
+        hostname: None,
+        address: None,
+        build: None,
+        sdk: Some("raw-test".into()),
+    })
+}
+
+async fn send(socket: &mut Socket, frame: Vec<u8>) {
+    socket
+        .send(Message::Binary(frame.into()))
+        .await
+        .expect("send");
+}
+
+/// Reads until a hub message or a close; `Err(code)` on close.
+async fn next_message(socket: &mut Socket) -> Result<HubMessage, Option<u16>> {
+    loop {
+        match tokio::time::timeout(WAIT, socket.next()).await {
+            Ok(Some(Ok(Message::Binary(frame)))) => {
+                return Ok(protocol::decode(&frame, protocol::HUB_MESSAGE_TYPES)
+                    .expect("hub frames decode"));
+            }
+            Ok(Some(Ok(Message::Close(frame)))) => return Err(frame.map(|f| u16::from(f.code))),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(_))) | Ok(None) => return Err(None),
+            Err(_) => panic!("no frame within {WAIT:?}"),
+        }
+    }
+}
+
+/// Reads until the socket is closed; returns the close code.
+async fn close_code_of(socket: &mut Socket) -> Option<u16> {
+    loop {
+        match next_message(socket).await {
+            Ok(_) => continue,
+            Err(code) => return code,
+        }
+    }
+}
+
+async fn setup(app: &TestApp) -> (String, String) {
+    assert_eq!(
+        app.create_config("weapon-balance", "GameBalance", "staging")
+            .await
+            .status,
+        201
+    );
+    app.deploy("weapon-balance", "1.0.0", balance(45)).await;
+    app.server_key(&[], &[]).await
+}
+
+async fn a_server_gets_a_snapshot_then_a_delta_and_acks_both(app: TestApp) {
+    let (key, _) = setup(&app).await;
+    let client =
+        start(client_config(&app, &key, "eu-1").verify_with(app.signing_key().await)).await;
+    assert!(client.wait_for_revision("weapon-balance", 1, WAIT).await);
+    let typed: Value = client.get("weapon-balance").unwrap();
+    assert_eq!(typed["weapons"]["rifle"]["damage"], 45);
+    let changes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = changes.clone();
+    client.on_change(move |change| {
+        seen.lock()
+            .unwrap()
+            .push((change.config.clone(), change.current.revision))
+    });
+
+    let deployed = app.deploy("weapon-balance", "1.1.0", balance(50)).await;
+    assert!(client.wait_for_revision("weapon-balance", 2, WAIT).await);
+    assert_eq!(
+        client.config("weapon-balance").unwrap().document["weapons"]["rifle"]["damage"],
+        50
+    );
+    assert_eq!(
+        client
+            .stats()
+            .snapshots
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(
+        client
+            .stats()
+            .deltas
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(
+        *changes.lock().unwrap(),
+        vec![("weapon-balance".to_owned(), 2)]
+    );
+
+    let id = deployed.body["id"].as_str().unwrap();
+    let mut deployment = app.get(&format!("/api/v1/deployments/{id}")).await;
+    for _ in 0..100 {
+        if deployment.body["status"] == "Completed" {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        deployment = app.get(&format!("/api/v1/deployments/{id}")).await;
+    }
+    assert_eq!(
+        deployment.body["status"], "Completed",
+        "{:?}",
+        deployment.body
+    );
+    assert_eq!(
+        (
+            deployment.body["targets"].as_i64(),
+            deployment.body["acked"].as_i64()
+        ),
+        (Some(1), Some(1))
+    );
+    assert_eq!(deployment.body["servers"][0]["state"], "acked");
+    let server = app.get("/api/v1/game-servers/eu-1").await;
+    assert_eq!(
+        server.body["applied"]["weapon-balance"], 2,
+        "{:?}",
+        server.body
+    );
+    assert_eq!(server.body["status"], "healthy");
+    client.stop().await;
+}
+
+async fn reconnecting_with_known_revisions_gets_nothing_or_a_delta(app: TestApp) {
+    let (key, _) = setup(&app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let persisted = dir.path().join("configs.json");
+    let config = client_config(&app, &key, "eu-2").persist_to(&persisted);
+    let first = start(config.clone()).await;
+    assert!(first.wait_for_revision("weapon-balance", 1, WAIT).await);
+    first.stop().await;
+    actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    assert!(persisted.exists(), "the last good config is kept on disk");
+
+    // Offline while 1.1.0 ships: on return it gets a delta, not a snapshot.
+    app.deploy("weapon-balance", "1.1.0", balance(60)).await;
+    let second = Client::start(config.clone()).unwrap();
+    assert_eq!(
+        second.config("weapon-balance").unwrap().revision,
+        1,
+        "serves the persisted config before connecting"
+    );
+    assert!(second.wait_for_revision("weapon-balance", 2, WAIT).await);
+    assert_eq!(
+        second
+            .stats()
+            .deltas
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(
+        second
+            .stats()
+            .snapshots
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    second.stop().await;
+    actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+
+    // Up to date: nothing is sent.
+    let third = start(config).await;
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        third
+            .stats()
+            .deltas
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert_eq!(
+        third
+            .stats()
+            .snapshots
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert_eq!(third.config("weapon-balance").unwrap().revision, 2);
+    third.stop().await;
+}
+
+async fn a_checksum_mismatch_leads_to_a_resync_and_a_snapshot(app: TestApp) {
+    let (key, _) = setup(&app).await;
+    // A server holding a corrupted revision 1 (consistent with its own checksum).
+    let dir = tempfile::tempdir().unwrap();
+    let persisted = dir.path().join("configs.json");
+    let mut wrong = balance(45);
+    wrong["cheat"] = json!(true);
+    std::fs::write(
+        &persisted,
+        serde_json::to_vec(&json!([{"config": "weapon-balance", "revision": 1, "version": "1.0.0", "document": wrong, "checksum": hotswap_client::document_checksum(&wrong)}])).unwrap(),
+    )
+    .unwrap();
+    app.deploy("weapon-balance", "1.1.0", balance(50)).await;
+    let client = start(client_config(&app, &key, "eu-3").persist_to(&persisted)).await;
+    assert!(client.wait_for_revision("weapon-balance", 2, WAIT).await);
+    let stats = client.stats();
+    assert_eq!(stats.resyncs.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        stats.snapshots.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(
+        client.config("weapon-balance").unwrap().document,
+        balance(50)
+    );
+    client.stop().await;
+}
+
+async fn a_slow_consumer_is_cut_off_while_others_keep_receiving(app: TestApp) {
+    let (key, _) = setup(&app).await;
+    // A big document, so unread frames pile up quickly.
+    let mut big = balance(45);
+    for i in 0..600 {
+        big["weapons"][format!("w{i:04}")] =
+            json!({"damage": 10, "fireRate": 600, "note": "x".repeat(40)});
+    }
+    app.deploy("weapon-balance", "1.1.0", big).await;
+    let fast = start(client_config(&app, &key, "fast")).await;
+    assert!(fast.wait_for_revision("weapon-balance", 2, WAIT).await);
+
+    let mut slow = raw(&app, Some(&key)).await.unwrap();
+    send(
+        &mut slow,
+        hello(
+            "slow",
+            "staging",
+            BTreeMap::from([("weapon-balance".into(), 2)]),
+        ),
+    )
+    .await;
+    assert!(matches!(
+        next_message(&mut slow).await,
+        Ok(HubMessage::Welcome { .. })
+    ));
+    // Ask for far more snapshots than can be queued, and never read them.
+    for _ in 0..400 {
+        if slow
+            .send(Message::Binary(
+                protocol::encode(&ServerMessage::Resync {
+                    config: "weapon-balance".into(),
+                })
+                .into(),
+            ))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let mut cut = false;
+    for _ in 0..200 {
+        let record = app.get("/api/v1/game-servers/slow").await;
+        if record.body["connected"] == false {
+            cut = true;
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(cut, "the slow server was not disconnected");
+    let record = app.get("/api/v1/game-servers/slow").await;
+    assert!(
+        record.body["disconnectReason"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("4003"),
+        "{:?}",
+        record.body
+    );
+    // The others are unaffected.
+    app.deploy("weapon-balance", "1.2.0", balance(70)).await;
+    assert!(fast.wait_for_revision("weapon-balance", 3, WAIT).await);
+    assert!(
+        app.hub
+            .stats
+            .slow_consumers
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+    drop(slow);
+    fast.stop().await;
+}
+
+async fn a_second_connection_with_the_same_server_id_replaces_the_first(app: TestApp) {
+    let (key, _) = setup(&app).await;
+    let mut first = raw(&app, Some(&key)).await.unwrap();
+    send(&mut first, hello("twin", "staging", BTreeMap::new())).await;
+    assert!(matches!(
+        next_message(&mut first).await,
+        Ok(HubMessage::Welcome { .. })
+    ));
+    let mut second = raw(&app, Some(&key)).await.unwrap();
+    send(&mut second, hello("twin", "staging", BTreeMap::new())).await;
+    assert!(matches!(
+        next_message(&mut second).await,
+        Ok(HubMessage::Welcome { .. })
+    ));
+    assert_eq!(close_code_of(&mut first).await, Some(close_code::REPLACED));
+    let record = app.get("/api/v1/game-servers/twin").await;
+    assert_eq!(record.body["connected"], true, "the second session stays");
+}
+
+/// Every broken input closes the socket with its code; the hub is unaffected.
+async fn malformed_socket_input_is_closed_with_a_code_and_reason(app: TestApp) {
+    let (key, _) = setup(&app).await;
+    let (limited_key, _) = app.server_key(&["production"], &[]).await;
+    let unknown_type = rmp_serde::to_vec_named(&json!({"type": "teleport"})).unwrap();
+    let cases: Vec<(&str, Vec<Message>, u16)> = vec![
+        (
+            "a text frame",
+            vec![Message::Text("hello".into())],
+            close_code::UNSUPPORTED_DATA,
+        ),
+        (
+            "garbage",
+            vec![Message::Binary(vec![0xc1, 0xc1, 0xc1].into())],
+            close_code::PROTOCOL_ERROR,
+        ),
+        (
+            "an unknown type",
+            vec![Message::Binary(unknown_type.into())],
+            close_code::PROTOCOL_ERROR,
+        ),
+        (
+            "a heartbeat first",
+            vec![Message::Binary(
+                protocol::encode(&ServerMessage::Resync { config: "x".into() }).into(),
+            )],
+            close_code::POLICY_VIOLATION,
+        ),
+        (
+            "hello twice",
+            vec![
+                Message::Binary(hello("h2", "staging", BTreeMap::new()).into()),
+                Message::Binary(hello("h2", "staging", BTreeMap::new()).into()),
+            ],
+            close_code::POLICY_VIOLATION,
+        ),
+        (
+            "an oversize frame",
+            vec![Message::Binary(vec![0x90; 300 * 1024].into())],
+            close_code::TOO_BIG,
+        ),
+        (
+            "a bad environment",
+            vec![Message::Binary(hello("h3", "moon", BTreeMap::new()).into())],
+            close_code::POLICY_VIOLATION,
+        ),
+        ("nothing at all", vec![], close_code::HELLO_TIMEOUT),
+    ];
+    for (what, frames, expected) in cases {
+        let mut socket = raw(&app, Some(&key)).await.unwrap();
+        for frame in frames {
+            let _ = socket.send(frame).await;
+        }
+        assert_eq!(close_code_of(&mut socket).await, Some(expected), "{what}");
+    }
+    // The key's limits hold.
+    let mut limited = raw(&app, Some(&limited_key)).await.unwrap();
+    send(&mut limited, hello("h4", "staging", BTreeMap::new())).await;
+    assert_eq!(
+        close_code_of(&mut limited).await,
+        Some(close_code::POLICY_VIOLATION)
+    );
+    // No key, a forged key: 401 before any upgrade.
+    for bad in [
+        None,
+        Some("hsk_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+    ] {
+        match raw(&app, bad).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status().as_u16(), 401)
+            }
+            other => panic!("expected a 401, got {:?}", other.map(|_| "a socket")),
+        }
+    }
+    // Still serving.
+    let client = start(client_config(&app, &key, "after")).await;
+    assert!(client.wait_for_revision("weapon-balance", 1, WAIT).await);
+    client.stop().await;
+}
+
+async fn revoking_a_key_closes_its_live_sessions(app: TestApp) {
+    let (key, id) = setup(&app).await;
+    let mut socket = raw(&app, Some(&key)).await.unwrap();
+    send(&mut socket, hello("revoked", "staging", BTreeMap::new())).await;
+    assert!(matches!(
+        next_message(&mut socket).await,
+        Ok(HubMessage::Welcome { .. })
+    ));
+    assert_eq!(
+        app.delete(&format!("/api/v1/api-keys/{id}")).await.status,
+        200
+    );
+    assert_eq!(
+        close_code_of(&mut socket).await,
+        Some(close_code::KEY_REVOKED)
+    );
+    assert!(
+        raw(&app, Some(&key)).await.is_err(),
+        "the key no longer opens a socket"
+    );
+}
+
+async fn a_direct_deployment_reaches_every_client_and_records_every_ack(app: TestApp) {
+    let (key, _) = setup(&app).await;
+    let mut clients = Vec::new();
+    for i in 0..20 {
+        clients.push(start(client_config(&app, &key, &format!("fleet-{i:02}"))).await);
+    }
+    for client in &clients {
+        assert!(client.wait_for_revision("weapon-balance", 1, WAIT).await);
+    }
+    let deployed = app.deploy("weapon-balance", "1.1.0", balance(77)).await;
+    for client in &clients {
+        assert!(client.wait_for_revision("weapon-balance", 2, WAIT).await);
+    }
+    let id = deployed.body["id"].as_str().unwrap();
+    let mut view = app.get(&format!("/api/v1/deployments/{id}")).await;
+    for _ in 0..200 {
+        if view.body["acked"] == 20 {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        view = app.get(&format!("/api/v1/deployments/{id}")).await;
+    }
+    assert_eq!(
+        (
+            view.body["targets"].as_i64(),
+            view.body["acked"].as_i64(),
+            view.body["failed"].as_i64()
+        ),
+        (Some(20), Some(20), Some(0))
+    );
+    assert_eq!(view.body["status"], "Completed");
+    let on_two = app
+        .get("/api/v1/game-servers?config=weapon-balance&revision=2")
+        .await;
+    assert_eq!(on_two.body["items"].as_array().unwrap().len(), 20);
+    let listed = app.get("/api/v1/deployments").await;
+    assert_eq!(listed.body["items"][0]["id"], id);
+    for client in clients {
+        client.stop().await;
+    }
+}
+
+async fn deployments_check_roles_approval_and_overlap(app: TestApp) {
+    assert_eq!(
+        app.create_config("prod-balance", "GameBalance", "production")
+            .await
+            .status,
+        201
+    );
+    app.post_version("prod-balance", "1.0.0", balance(45)).await;
+    let mut breaking = balance(45);
+    breaking["weapons"]["rifle"]
+        .as_object_mut()
+        .unwrap()
+        .remove("reloadTime");
+    app.post_version("prod-balance", "2.0.0", breaking).await;
+    let developer = app.token(hotswap::auth::Role::Developer, "dev");
+    let body = |v: &str| {
+        Some((
+            "application/json",
+            serde_json::to_vec(
+                &json!({"config": "prod-balance", "version": v, "strategy": "Direct"}),
+            )
+            .unwrap(),
+        ))
+    };
+    assert_eq!(
+        app.request(
+            "POST",
+            "/api/v1/deployments",
+            Some(&developer),
+            body("1.0.0")
+        )
+        .await
+        .status,
+        403
+    );
+    let unapproved = app
+        .post_json(
+            "/api/v1/deployments",
+            &json!({"config": "prod-balance", "version": "2.0.0", "strategy": "Direct"}),
+        )
+        .await;
+    assert_eq!(unapproved.status, 409);
+    assert_eq!(unapproved.body["code"], "approval_required");
+    app.post_empty("/api/v1/configs/prod-balance/versions/2.0.0/approve")
+        .await;
+    let approved = app
+        .post_json(
+            "/api/v1/deployments",
+            &json!({"config": "prod-balance", "version": "2.0.0", "strategy": "Direct"}),
+        )
+        .await;
+    assert_eq!(approved.status, 201, "{:?}", approved.body);
+    assert_eq!(
+        approved.body["status"], "Completed",
+        "no servers: done at once"
+    );
+    let canary = app
+        .post_json(
+            "/api/v1/deployments",
+            &json!({"config": "prod-balance", "version": "2.0.0", "strategy": "Canary"}),
+        )
+        .await;
+    assert_eq!(canary.status, 422);
+    assert_eq!(
+        app.post_json(
+            "/api/v1/deployments",
+            &json!({"config": "nope", "version": "1.0.0", "strategy": "Direct"})
+        )
+        .await
+        .status,
+        404
+    );
+    assert_eq!(app.get("/api/v1/deployments/not-an-id").await.status, 404);
+    let audit = app.get("/api/v1/audit?resource=deployments").await;
+    let _ = audit;
+}
+
+async fn the_registry_answers_filters_and_operator_changes(app: TestApp) {
+    let (key, _) = setup(&app).await;
+    let a = start(
+        client_config(&app, &key, "na-1")
+            .region("NA-WEST")
+            .tag("ranked"),
+    )
+    .await;
+    let b = start(client_config(&app, &key, "eu-9")).await;
+    for client in [&a, &b] {
+        assert!(client.wait_for_revision("weapon-balance", 1, WAIT).await);
+    }
+    let ids = |response: &crate::helpers::Response| -> Vec<String> {
+        response.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["serverId"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        ids(&app.get("/api/v1/game-servers?region=NA-WEST").await),
+        ["na-1"]
+    );
+    assert_eq!(
+        ids(&app.get("/api/v1/game-servers?tag=ranked").await),
+        ["na-1"]
+    );
+    assert_eq!(
+        ids(&app
+            .get("/api/v1/game-servers?environment=staging&healthy=true")
+            .await),
+        ["eu-9", "na-1"]
+    );
+    assert_eq!(
+        ids(&app
+            .get("/api/v1/game-servers?config=weapon-balance&revision=1")
+            .await),
+        ["eu-9", "na-1"]
+    );
+    assert_eq!(
+        ids(&app
+            .get("/api/v1/game-servers?config=weapon-balance&revision=7")
+            .await),
+        Vec::<String>::new()
+    );
+    assert_eq!(app.get("/api/v1/game-servers?revision=1").await.status, 400);
+    let detail = app.get("/api/v1/game-servers/na-1").await;
+    assert_eq!(detail.body["region"], "NA-WEST");
+    assert!(detail.body["connectedSince"].is_string());
+    let tagged = app
+        .put_json(
+            "/api/v1/game-servers/eu-9",
+            &json!({"operatorTags": ["canary-pool"]}),
+        )
+        .await;
+    assert_eq!(tagged.status, 200, "{:?}", tagged.body);
+    assert_eq!(
+        ids(&app.get("/api/v1/game-servers?tag=canary-pool").await),
+        ["eu-9"]
+    );
+    assert_eq!(
+        app.put_json(
+            "/api/v1/game-servers/eu-9",
+            &json!({"operatorTags": ["bad tag"]})
+        )
+        .await
+        .status,
+        422
+    );
+    assert_eq!(app.get("/api/v1/game-servers/nobody").await.status, 404);
+    assert_eq!(app.delete("/api/v1/game-servers/na-1").await.status, 204);
+    a.stop().await;
+    b.stop().await;
+}
+
+async fn a_silent_server_is_closed_and_marked_stale(app: TestApp) {
+    let (key, _) = setup(&app).await;
+    let mut socket = raw(&app, Some(&key)).await.unwrap();
+    send(&mut socket, hello("silent", "staging", BTreeMap::new())).await;
+    // Never read again (so no pongs), never heartbeat: 3 intervals of 300 ms.
+    let mut stale = false;
+    for _ in 0..100 {
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        if app.get("/api/v1/game-servers/silent").await.body["status"] == "stale" {
+            stale = true;
+            break;
+        }
+    }
+    assert!(
+        stale,
+        "{:?}",
+        app.get("/api/v1/game-servers/silent").await.body
+    );
+    drop(socket);
+}
+
+async fn metrics_frames_are_validated_and_counted(app: TestApp) {
+    let (key, _) = setup(&app).await;
+    let client = start(client_config(&app, &key, "metrics-1")).await;
+    client.set_players(64);
+    for i in 0..100 {
+        client.metrics().record_latency_ms(20 + i % 30);
+    }
+    client.metrics().record_crash();
+    let mut counted = false;
+    for _ in 0..100 {
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        let record = app.get("/api/v1/game-servers/metrics-1").await;
+        if record.body["metricsFrames"].as_u64().unwrap_or(0) >= 2 {
+            assert_eq!(record.body["players"], 64);
+            counted = true;
+            break;
+        }
+    }
+    assert!(counted);
+    client.stop().await;
+
+    let mut socket = raw(&app, Some(&key)).await.unwrap();
+    send(&mut socket, hello("metrics-2", "staging", BTreeMap::new())).await;
+    let bad = protocol::encode(&ServerMessage::Metrics(Box::new(protocol::MetricsReport {
+        seq: 1,
+        window_ms: 0,
+        players: 1,
+        ..Default::default()
+    })));
+    send(&mut socket, bad).await;
+    loop {
+        match next_message(&mut socket).await {
+            Ok(HubMessage::Error { code, .. }) => {
+                assert_eq!(code, "invalid_metrics");
+                break;
+            }
+            Ok(_) => continue,
+            Err(code) => panic!("closed ({code:?}) instead of an error frame"),
+        }
+    }
+    send(
+        &mut socket,
+        protocol::encode(&ServerMessage::Heartbeat {
+            players: 1,
+            status: protocol::Health::Degraded,
+            load: Some(0.5),
+        }),
+    )
+    .await;
+    actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        app.get("/api/v1/game-servers/metrics-2").await.body["status"],
+        "degraded",
+        "the session survived"
+    );
+}
+
+async fn secret_fields_reach_game_servers_in_clear_and_nowhere_else(app: TestApp) {
+    let schema = json!({"properties": {"apiKey": {"type": "string", "x-secret": true}, "endpoint": {"type": "string"}}});
+    assert_eq!(
+        app.post_json(
+            "/api/v1/schemas",
+            &json!({"id": "payments", "version": "1.0.0", "schema": schema})
+        )
+        .await
+        .status,
+        201
+    );
+    app.post_json("/api/v1/configs", &json!({"name": "weapon-balance", "configType": "Custom", "environment": "staging", "schemaId": "payments"})).await;
+    let document = json!({"apiKey": "sk-live-in-frames-only", "endpoint": "https://pay"});
+    let deployed = app
+        .deploy("weapon-balance", "1.0.0", document.clone())
+        .await;
+    assert!(!deployed.body.to_string().contains("sk-live"));
+    let (key, _) = app.server_key(&[], &[]).await;
+    let client =
+        start(client_config(&app, &key, "pay-1").verify_with(app.signing_key().await)).await;
+    assert!(client.wait_for_revision("weapon-balance", 1, WAIT).await);
+    assert_eq!(
+        client.config("weapon-balance").unwrap().document,
+        document,
+        "checksum and signature verified on the clear document"
+    );
+    client.stop().await;
+}
+
+async fn shutdown_tells_every_server_when_to_come_back(app: TestApp) {
+    let (key, _) = setup(&app).await;
+    let mut sockets = Vec::new();
+    for i in 0..5 {
+        let mut socket = raw(&app, Some(&key)).await.unwrap();
+        send(
+            &mut socket,
+            hello(&format!("bye-{i}"), "staging", BTreeMap::new()),
+        )
+        .await;
+        assert!(matches!(
+            next_message(&mut socket).await,
+            Ok(HubMessage::Welcome { .. })
+        ));
+        sockets.push(socket);
+    }
+    let shutdown = app.shutdown.clone();
+    actix_web::rt::spawn(async move { shutdown.shutdown().await });
+    let mut delays = Vec::new();
+    for socket in &mut sockets {
+        let retry = loop {
+            match next_message(socket).await {
+                Ok(HubMessage::Reconnect { retry_after_ms }) => break retry_after_ms,
+                Ok(_) => continue,
+                Err(code) => panic!("closed ({code:?}) before reconnect"),
+            }
+        };
+        assert!(retry < 2000, "within the reconnect window: {retry}");
+        delays.push(retry);
+        assert_eq!(close_code_of(socket).await, Some(close_code::GOING_AWAY));
+    }
+    delays.sort();
+    delays.dedup();
+    assert!(delays.len() > 1, "jittered, not all the same: {delays:?}");
+}
+
+on_both_databases!(
+    a_server_gets_a_snapshot_then_a_delta_and_acks_both,
+    reconnecting_with_known_revisions_gets_nothing_or_a_delta,
+    a_checksum_mismatch_leads_to_a_resync_and_a_snapshot,
+    a_slow_consumer_is_cut_off_while_others_keep_receiving,
+    a_second_connection_with_the_same_server_id_replaces_the_first,
+    malformed_socket_input_is_closed_with_a_code_and_reason,
+    revoking_a_key_closes_its_live_sessions,
+    a_direct_deployment_reaches_every_client_and_records_every_ack,
+    deployments_check_roles_approval_and_overlap,
+    the_registry_answers_filters_and_operator_changes,
+    a_silent_server_is_closed_and_marked_stale,
+    metrics_frames_are_validated_and_counted,
+    secret_fields_reach_game_servers_in_clear_and_nowhere_else,
+    shutdown_tells_every_server_when_to_come_back,
+);
+
+#[actix_web::test]
+async fn known_servers_survive_a_restart_as_disconnected() {
+    let app = crate::helpers::spawn_app(Db::Sqlite).await.unwrap();
+    let (key, _) = setup(&app).await;
+    let client = start(client_config(&app, &key, "survivor")).await;
+    assert!(client.wait_for_revision("weapon-balance", 1, WAIT).await);
+    actix_web::rt::time::sleep(Duration::from_millis(1500)).await; // one flush
+    client.stop().await;
+    app.hub.flush().await.unwrap();
+    let (db, url, dir) = app.into_parts();
+    let again = spawn_app_on(db, url, dir, |_| {}).await;
+    let record = again.get("/api/v1/game-servers/survivor").await;
+    assert_eq!(record.status, 200, "{:?}", record.body);
+    assert_eq!(record.body["status"], "disconnected");
+    assert_eq!(record.body["applied"]["weapon-balance"], 1);
+}

@@ -16,7 +16,7 @@ pub mod outbox;
 pub mod registry;
 pub mod session;
 
-pub use outbox::{CloseReason, Outbox, PushError};
+pub use outbox::{CloseReason, Outbox, OutboxReceiver, PushError};
 pub use registry::{ConnectedTarget, Registry, ServerFilter, ServerRecord};
 pub use session::{
     Hello, HelloOutcome, KeyScope, Refusal, ServerSession, SessionHost, SessionSettings,

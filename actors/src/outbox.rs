@@ -36,6 +36,59 @@ pub enum PushError {
     Closed,
 }
 
+/// The receiving side of an [`Outbox`].
+#[derive(Debug)]
+pub struct OutboxReceiver {
+    queue: mpsc::Receiver<Outgoing>,
+    closed: watch::Receiver<Option<CloseReason>>,
+}
+
+impl OutboxReceiver {
+    /// Takes the next queued frame, if any (benchmarks and tests).
+    pub fn try_next_frame(&mut self) -> Option<Bytes> {
+        match self.queue.try_recv().ok()? {
+            Outgoing::Frame(bytes) => Some(bytes),
+            _ => None,
+        }
+    }
+
+    /// Writes the queue to the socket until the outbox is closed or dropped.
+    async fn write_to(self, mut session: actix_ws::Session) {
+        let OutboxReceiver {
+            mut queue,
+            mut closed,
+        } = self;
+        let reason = loop {
+            tokio::select! {
+                biased;
+                changed = closed.changed() => {
+                    break if changed.is_ok() { closed.borrow().clone() } else { None };
+                }
+                next = queue.recv() => {
+                    let sent = match next {
+                        Some(Outgoing::Frame(bytes)) => session.binary(bytes).await,
+                        Some(Outgoing::Ping) => session.ping(b"").await,
+                        Some(Outgoing::Pong(bytes)) => session.pong(&bytes).await,
+                        Some(Outgoing::Close(reason)) => break Some(reason),
+                        None => break None,
+                    };
+                    if sent.is_err() {
+                        return;
+                    }
+                }
+            }
+        };
+        let reason = reason.map(|r| actix_ws::CloseReason {
+            code: actix_ws::CloseCode::from(r.code),
+            description: Some(r.description),
+        });
+        // A peer that stopped reading cannot take the close frame either:
+        // give up after a moment; dropping the session ends the connection.
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(1), session.close(reason)).await;
+    }
+}
+
 #[derive(Debug)]
 enum Outgoing {
     Frame(Bytes),
@@ -53,43 +106,24 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// Creates the outbox and starts the writer task on the current runtime.
-    pub fn start(session: actix_ws::Session, capacity: usize) -> Self {
-        let (frames, mut queue) = mpsc::channel::<Outgoing>(capacity.max(1));
-        let (close, mut closed) = watch::channel::<Option<CloseReason>>(None);
-        actix_web::rt::spawn(async move {
-            let mut session = session;
-            let reason = loop {
-                tokio::select! {
-                    biased;
-                    changed = closed.changed() => {
-                        break if changed.is_ok() { closed.borrow().clone() } else { None };
-                    }
-                    next = queue.recv() => {
-                        let sent = match next {
-                            Some(Outgoing::Frame(bytes)) => session.binary(bytes).await,
-                            Some(Outgoing::Ping) => session.ping(b"").await,
-                            Some(Outgoing::Pong(bytes)) => session.pong(&bytes).await,
-                            Some(Outgoing::Close(reason)) => break Some(reason),
-                            None => break None,
-                        };
-                        if sent.is_err() {
-                            return;
-                        }
-                    }
-                }
-            };
-            let reason = reason.map(|r| actix_ws::CloseReason {
-                code: actix_ws::CloseCode::from(r.code),
-                description: Some(r.description),
-            });
-            let _ = session.close(reason).await;
-        });
-        Self {
+    /// An outbox and the receiving end of its queue, unattached to a
+    /// socket (the writer task, and benchmarks, drain the receiver).
+    pub fn channel(capacity: usize) -> (Self, OutboxReceiver) {
+        let (frames, queue) = mpsc::channel::<Outgoing>(capacity.max(1));
+        let (close, closed) = watch::channel::<Option<CloseReason>>(None);
+        let outbox = Self {
             frames,
             close: Arc::new(close),
             closing: Arc::new(AtomicBool::new(false)),
-        }
+        };
+        (outbox, OutboxReceiver { queue, closed })
+    }
+
+    /// Creates the outbox and starts the writer task on the current runtime.
+    pub fn start(session: actix_ws::Session, capacity: usize) -> Self {
+        let (outbox, receiver) = Self::channel(capacity);
+        actix_web::rt::spawn(receiver.write_to(session));
+        outbox
     }
 
     /// Queues a frame without waiting.

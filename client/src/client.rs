@@ -557,14 +557,13 @@ async fn session(shared: &Arc<Shared>, stopped: &mut watch::Receiver<bool>) -> E
                 }
             },
         };
-        if let Some(message) = outgoing {
-            if sink
-                .send(Message::Binary(protocol::encode(&message).into()))
-                .await
-                .is_err()
-            {
-                return reconnect_after.map_or(Ended::Lost, Ended::Reconnect);
-            }
+        let Some(message) = outgoing else { continue };
+        if sink
+            .send(Message::Binary(protocol::encode(&message).into()))
+            .await
+            .is_err()
+        {
+            return reconnect_after.map_or(Ended::Lost, Ended::Reconnect);
         }
     }
 }

@@ -364,7 +364,7 @@ impl Hub {
                 tx.commit().await.map_err(StoreError::from)?;
             }
         }
-        Ok(self.deployment(&row.id).await?)
+        self.deployment(&row.id).await
     }
 
     /// Sends `target` to every connected subscriber of its environment. One

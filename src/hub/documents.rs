@@ -19,6 +19,9 @@ const REVISIONS_PER_CONFIG: usize = 8;
 /// (a reconnect storm shares encodes), then rebuilt with a fresh time.
 const FRAME_REUSE: Duration = Duration::from_secs(1);
 
+/// (config, base revision, target revision).
+type PatchKey = (String, i64, i64);
+
 #[derive(Clone, PartialEq, Eq, Hash)]
 enum FrameKey {
     Snapshot {
@@ -38,7 +41,7 @@ enum FrameKey {
 pub struct DocumentCache {
     documents: Mutex<HashMap<(String, i64), Arc<ServedVersion>>>,
     /// (patch, its compact JSON length) by (config, base, target).
-    patches: Mutex<HashMap<(String, i64, i64), (Arc<Value>, usize)>>,
+    patches: Mutex<HashMap<PatchKey, (Arc<Value>, usize)>>,
     document_sizes: Mutex<HashMap<(String, i64), usize>>,
     frames: Mutex<HashMap<FrameKey, (Instant, Bytes)>>,
 }
@@ -92,10 +95,11 @@ impl DocumentCache {
 
     fn frame(&self, key: FrameKey, build: impl FnOnce(i64) -> HubMessage) -> Bytes {
         let mut frames = lock(&self.frames);
-        if let Some((built, bytes)) = frames.get(&key) {
-            if built.elapsed() < FRAME_REUSE {
-                return bytes.clone();
-            }
+        if let Some((_, bytes)) = frames
+            .get(&key)
+            .filter(|(built, _)| built.elapsed() < FRAME_REUSE)
+        {
+            return bytes.clone();
         }
         frames.retain(|_, (built, _)| built.elapsed() < FRAME_REUSE);
         let bytes = Bytes::from(protocol::encode(&build(now_ms())));

@@ -540,10 +540,11 @@ impl Hub {
                     tracing::warn!(error = %error, "could not persist game servers; will retry");
                 }
                 ticks += 1;
-                if ticks % 10 == 0 {
-                    if let Err(error) = hub.prune().await {
-                        tracing::warn!(error = %error, "could not prune stale game servers");
-                    }
+                if !ticks.is_multiple_of(10) {
+                    continue;
+                }
+                if let Err(error) = hub.prune().await {
+                    tracing::warn!(error = %error, "could not prune stale game servers");
                 }
             }
         });

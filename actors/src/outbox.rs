@@ -97,12 +97,16 @@ enum Outgoing {
     Close(CloseReason),
 }
 
-/// The sending half; cheap to clone (the registry and the actor hold one each).
+/// The sending half; cloning it is one reference count (fan-out clones it
+/// for every target).
 #[derive(Debug, Clone)]
-pub struct Outbox {
+pub struct Outbox(Arc<OutboxInner>);
+
+#[derive(Debug)]
+struct OutboxInner {
     frames: mpsc::Sender<Outgoing>,
-    close: Arc<watch::Sender<Option<CloseReason>>>,
-    closing: Arc<AtomicBool>,
+    close: watch::Sender<Option<CloseReason>>,
+    closing: AtomicBool,
 }
 
 impl Outbox {
@@ -111,11 +115,11 @@ impl Outbox {
     pub fn channel(capacity: usize) -> (Self, OutboxReceiver) {
         let (frames, queue) = mpsc::channel::<Outgoing>(capacity.max(1));
         let (close, closed) = watch::channel::<Option<CloseReason>>(None);
-        let outbox = Self {
+        let outbox = Self(Arc::new(OutboxInner {
             frames,
-            close: Arc::new(close),
-            closing: Arc::new(AtomicBool::new(false)),
-        };
+            close,
+            closing: AtomicBool::new(false),
+        }));
         (outbox, OutboxReceiver { queue, closed })
     }
 
@@ -128,10 +132,11 @@ impl Outbox {
 
     /// Queues a frame without waiting.
     pub fn push(&self, frame: Bytes) -> Result<(), PushError> {
-        if self.closing.load(Ordering::Relaxed) {
+        if self.0.closing.load(Ordering::Relaxed) {
             return Err(PushError::Closed);
         }
-        self.frames
+        self.0
+            .frames
             .try_send(Outgoing::Frame(frame))
             .map_err(|error| match error {
                 mpsc::error::TrySendError::Full(_) => PushError::Full,
@@ -140,41 +145,42 @@ impl Outbox {
     }
 
     pub(crate) fn ping(&self) -> Result<(), PushError> {
-        self.frames
+        self.0
+            .frames
             .try_send(Outgoing::Ping)
             .map_err(|_| PushError::Full)
     }
 
     pub(crate) fn pong(&self, payload: Bytes) {
-        let _ = self.frames.try_send(Outgoing::Pong(payload));
+        let _ = self.0.frames.try_send(Outgoing::Pong(payload));
     }
 
     /// Closes the socket with a code and reason (frames still queued are dropped).
     pub fn close(&self, reason: CloseReason) {
-        if !self.closing.swap(true, Ordering::Relaxed) {
-            let _ = self.close.send(Some(reason));
+        if !self.0.closing.swap(true, Ordering::Relaxed) {
+            let _ = self.0.close.send(Some(reason));
         }
     }
 
     /// Closes the socket after the frames already queued are written (the
     /// `reconnect` of a shutdown must arrive before the close).
     pub fn close_after_queued(&self, reason: CloseReason) {
-        if self.closing.swap(true, Ordering::Relaxed) {
+        if self.0.closing.swap(true, Ordering::Relaxed) {
             return;
         }
         if let Err(mpsc::error::TrySendError::Full(Outgoing::Close(reason))) =
-            self.frames.try_send(Outgoing::Close(reason))
+            self.0.frames.try_send(Outgoing::Close(reason))
         {
-            let _ = self.close.send(Some(reason));
+            let _ = self.0.close.send(Some(reason));
         }
     }
 
     /// Why the socket was closed, if the hub closed it.
     pub fn close_reason(&self) -> Option<CloseReason> {
-        self.close.borrow().clone()
+        self.0.close.borrow().clone()
     }
 
     pub fn is_closing(&self) -> bool {
-        self.closing.load(Ordering::Relaxed)
+        self.0.closing.load(Ordering::Relaxed)
     }
 }

@@ -96,13 +96,11 @@ impl ServerFilter {
     }
 }
 
-/// A connected server a frame can go to.
+/// A connected server a frame can go to (what fan-out needs, nothing more:
+/// the `keep` filter of [`Registry::targets`] sees the whole record).
 #[derive(Debug, Clone)]
 pub struct ConnectedTarget {
     pub server_id: String,
-    pub region: String,
-    pub environment: String,
-    pub status: Health,
     /// The revision of the config in question the server acked, if any.
     pub applied: Option<i64>,
     pub outbox: Outbox,
@@ -283,9 +281,6 @@ impl Registry {
                 let outbox = e.outbox.as_ref()?;
                 Some(ConnectedTarget {
                     server_id: e.record.server_id.clone(),
-                    region: e.record.region.clone(),
-                    environment: e.record.environment.clone(),
-                    status: e.record.status,
                     applied: e.record.applied.get(config).copied(),
                     outbox: outbox.clone(),
                 })

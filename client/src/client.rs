@@ -178,6 +178,8 @@ type Callback = Box<dyn Fn(&ConfigChange) + Send + Sync>;
 
 struct Shared {
     config: ClientConfig,
+    // Updated with `send_replace`: `send` drops the value when nobody is
+    // subscribed, which would leave `Client::state` stale.
     configs: ArcSwap<HashMap<String, Arc<AppliedConfig>>>,
     callbacks: Mutex<Vec<Callback>>,
     metrics: MetricsRecorder,
@@ -398,7 +400,7 @@ async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
         let ended = session(&shared, &mut stopped).await;
         let delay = match ended {
             Ended::Stopped => {
-                let _ = shared.state.send(ConnectionState::Stopped);
+                let _ = shared.state.send_replace(ConnectionState::Stopped);
                 return;
             }
             Ended::Reconnect(after) => {
@@ -418,7 +420,7 @@ async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = stop_requested(&mut stopped) => {
-                let _ = shared.state.send(ConnectionState::Stopped);
+                let _ = shared.state.send_replace(ConnectionState::Stopped);
                 return;
             }
         }
@@ -427,11 +429,11 @@ async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
 
 async fn session(shared: &Arc<Shared>, stopped: &mut watch::Receiver<bool>) -> Ended {
     let config = &shared.config;
-    let _ = shared.state.send(ConnectionState::Connecting);
+    let _ = shared.state.send_replace(ConnectionState::Connecting);
     let mut request = match config.endpoint().into_client_request() {
         Ok(request) => request,
         Err(error) => {
-            let _ = shared.state.send(ConnectionState::Disconnected {
+            let _ = shared.state.send_replace(ConnectionState::Disconnected {
                 code: None,
                 reason: error.to_string(),
             });
@@ -444,7 +446,7 @@ async fn session(shared: &Arc<Shared>, stopped: &mut watch::Receiver<bool>) -> E
     let socket = match tokio_tungstenite::connect_async(request).await {
         Ok((socket, _)) => socket,
         Err(error) => {
-            let _ = shared.state.send(ConnectionState::Disconnected {
+            let _ = shared.state.send_replace(ConnectionState::Disconnected {
                 code: None,
                 reason: error.to_string(),
             });
@@ -509,7 +511,7 @@ async fn session(shared: &Arc<Shared>, stopped: &mut watch::Receiver<bool>) -> E
                             metrics = tokio::time::interval(Duration::from_millis(metrics_ms.max(10)));
                             heartbeat.reset();
                             metrics.reset();
-                            let _ = shared.state.send(ConnectionState::Connected { session_id });
+                            let _ = shared.state.send_replace(ConnectionState::Connected { session_id });
                             None
                         }
                         Ok(HubMessage::Snapshot { config, revision, version, content, checksum, signature, sent_at_ms, .. }) => {
@@ -539,7 +541,7 @@ async fn session(shared: &Arc<Shared>, stopped: &mut watch::Receiver<bool>) -> E
                 }
                 Some(Ok(Message::Close(frame))) => {
                     let (code, reason) = frame.map(|f| (Some(u16::from(f.code)), f.reason.to_string())).unwrap_or((None, String::new()));
-                    let _ = shared.state.send(ConnectionState::Disconnected { code, reason });
+                    let _ = shared.state.send_replace(ConnectionState::Disconnected { code, reason });
                     return match (reconnect_after, code) {
                         (Some(after), _) => Ended::Reconnect(after),
                         (None, Some(close_code::GOING_AWAY)) => Ended::Lost,
@@ -548,11 +550,11 @@ async fn session(shared: &Arc<Shared>, stopped: &mut watch::Receiver<bool>) -> E
                 }
                 Some(Ok(_)) => None,
                 Some(Err(error)) => {
-                    let _ = shared.state.send(ConnectionState::Disconnected { code: None, reason: error.to_string() });
+                    let _ = shared.state.send_replace(ConnectionState::Disconnected { code: None, reason: error.to_string() });
                     return reconnect_after.map_or(Ended::Lost, Ended::Reconnect);
                 }
                 None => {
-                    let _ = shared.state.send(ConnectionState::Disconnected { code: None, reason: "connection closed".into() });
+                    let _ = shared.state.send_replace(ConnectionState::Disconnected { code: None, reason: "connection closed".into() });
                     return reconnect_after.map_or(Ended::Lost, Ended::Reconnect);
                 }
             },

@@ -584,8 +584,74 @@ async fn deployments_check_roles_approval_and_overlap(app: TestApp) {
         404
     );
     assert_eq!(app.get("/api/v1/deployments/not-an-id").await.status, 404);
-    let audit = app.get("/api/v1/audit?resource=deployments").await;
-    let _ = audit;
+    let trail = app
+        .get(&format!(
+            "/api/v1/audit?resource=deployments/{}",
+            approved.body["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(trail.body["items"][0]["action"], "deployment.create");
+    assert_eq!(trail.body["items"][0]["summary"]["revision"], 2);
+}
+
+async fn a_second_deployment_of_a_config_waits_for_the_first(app: TestApp) {
+    let (key, _) = setup(&app).await;
+    // A server that takes the new version but never acks keeps the deployment in flight.
+    let mut silent = raw(&app, Some(&key)).await.unwrap();
+    send(
+        &mut silent,
+        hello(
+            "no-acks",
+            "staging",
+            BTreeMap::from([("weapon-balance".into(), 1)]),
+        ),
+    )
+    .await;
+    assert!(matches!(
+        next_message(&mut silent).await,
+        Ok(HubMessage::Welcome { .. })
+    ));
+    let first = app.deploy("weapon-balance", "1.1.0", balance(50)).await;
+    assert_eq!(first.body["status"], "InProgress");
+    assert_eq!(first.body["pushed"], 1);
+    app.post_version("weapon-balance", "1.2.0", balance(55))
+        .await;
+    let second = app
+        .post_json(
+            "/api/v1/deployments",
+            &json!({"config": "weapon-balance", "version": "1.2.0", "strategy": "Direct"}),
+        )
+        .await;
+    assert_eq!(second.status, 409);
+    assert_eq!(second.body["code"], "deployment_in_progress");
+    // When the server goes away unacked, the deployment completes with a failure.
+    drop(silent);
+    let id = first.body["id"].as_str().unwrap();
+    let mut view = app.get(&format!("/api/v1/deployments/{id}")).await;
+    for _ in 0..200 {
+        if view.body["status"] == "Completed" {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        view = app.get(&format!("/api/v1/deployments/{id}")).await;
+    }
+    assert_eq!(
+        (view.body["status"].as_str(), view.body["failed"].as_i64()),
+        (Some("Completed"), Some(1)),
+        "{:?}",
+        view.body
+    );
+    assert_eq!(
+        view.body["servers"][0]["error"],
+        "disconnected before acking"
+    );
+    let now_allowed = app
+        .post_json(
+            "/api/v1/deployments",
+            &json!({"config": "weapon-balance", "version": "1.2.0", "strategy": "Direct"}),
+        )
+        .await;
+    assert_eq!(now_allowed.status, 201);
 }
 
 async fn the_registry_answers_filters_and_operator_changes(app: TestApp) {
@@ -817,6 +883,7 @@ on_both_databases!(
     revoking_a_key_closes_its_live_sessions,
     a_direct_deployment_reaches_every_client_and_records_every_ack,
     deployments_check_roles_approval_and_overlap,
+    a_second_deployment_of_a_config_waits_for_the_first,
     the_registry_answers_filters_and_operator_changes,
     a_silent_server_is_closed_and_marked_stale,
     metrics_frames_are_validated_and_counted,
@@ -839,4 +906,82 @@ async fn known_servers_survive_a_restart_as_disconnected() {
     assert_eq!(record.status, 200, "{:?}", record.body);
     assert_eq!(record.body["status"], "disconnected");
     assert_eq!(record.body["applied"]["weapon-balance"], 1);
+}
+
+#[actix_web::test]
+async fn the_sdk_rides_out_a_hub_restart_and_keeps_serving_meanwhile() {
+    let app = crate::helpers::spawn_app(Db::Sqlite).await.unwrap();
+    let (key, _) = setup(&app).await;
+    let client = start(client_config(&app, &key, "rider")).await;
+    assert!(client.wait_for_revision("weapon-balance", 1, WAIT).await);
+    let port: u16 = app.address.rsplit(':').next().unwrap().parse().unwrap();
+    app.shutdown.shutdown().await;
+    assert!(
+        client
+            .wait_for_state(WAIT, |s| matches!(
+                s,
+                ConnectionState::Disconnected { .. } | ConnectionState::Connecting
+            ))
+            .await,
+        "the client noticed the hub leaving"
+    );
+    assert_eq!(
+        client
+            .stats()
+            .reconnect_requests
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    let during: Value = client
+        .get("weapon-balance")
+        .expect("the last good config is still served");
+    assert_eq!(during["weapons"]["rifle"]["damage"], 45);
+
+    // Same store, same port: the client comes back by itself.
+    let (db, url, dir) = app.into_parts();
+    let again = spawn_app_on(db, url, dir, move |s| s.bind = format!("127.0.0.1:{port}")).await;
+    let mut back = false;
+    for _ in 0..200 {
+        if matches!(client.state(), ConnectionState::Connected { .. }) {
+            back = true;
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        back,
+        "the client did not reconnect: {:?}, connects {}, health {}, servers {:?}",
+        client.state(),
+        client
+            .stats()
+            .connects
+            .load(std::sync::atomic::Ordering::Relaxed),
+        again.get("/health").await.status,
+        again.get("/api/v1/game-servers").await.body
+    );
+    again.deploy("weapon-balance", "1.1.0", balance(88)).await;
+    assert!(client.wait_for_revision("weapon-balance", 2, WAIT).await);
+    client.stop().await;
+}
+
+#[actix_web::test]
+async fn disconnected_servers_are_dropped_after_the_stale_time() {
+    let app = crate::helpers::spawn_app_with(Db::Sqlite, |s| s.hub.stale_after_secs = 0)
+        .await
+        .unwrap();
+    let (key, _) = setup(&app).await;
+    let client = start(client_config(&app, &key, "fleeting")).await;
+    client.stop().await;
+    let mut disconnected = false;
+    for _ in 0..100 {
+        if app.get("/api/v1/game-servers/fleeting").await.body["connected"] == false {
+            disconnected = true;
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(disconnected);
+    actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(app.hub.prune().await.unwrap(), 1);
+    assert_eq!(app.get("/api/v1/game-servers/fleeting").await.status, 404);
 }

@@ -58,9 +58,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     client.set_players(40);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut n: u64 = 0;
+    // One future for the whole loop: a Ctrl-C between two ticks is not lost.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut ctrl_c => break,
             _ = tick.tick() => {
                 n += 1;
                 client.metrics().record_latency_ms(30 + n % 40);

@@ -13,7 +13,6 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use hotswap_client::protocol::{self, Health, MetricsReport, ServerMessage, close_code};
 use std::{
-    collections::BTreeMap,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -28,26 +27,12 @@ pub struct SessionSettings {
     pub max_frame_bytes: usize,
 }
 
-/// The `hello` of a session, with what its API key allows.
+/// The `hello` of a session, with the session's id and its API key's scope.
 #[derive(Debug, Clone)]
 pub struct Hello {
     pub session_id: String,
-    pub key_id: String,
-    /// What the API key allows (empty: everything).
-    pub key_environments: Vec<String>,
-    pub key_regions: Vec<String>,
-    pub server_id: String,
-    pub region: String,
-    pub environment: String,
-    pub tags: Vec<String>,
-    pub capacity: u32,
-    pub players: u32,
-    pub subscriptions: Vec<String>,
-    pub known: BTreeMap<String, i64>,
-    pub hostname: Option<String>,
-    pub address: Option<String>,
-    pub build: Option<String>,
-    pub sdk: Option<String>,
+    pub key: KeyScope,
+    pub message: protocol::Hello,
 }
 
 /// The API key a session authenticated with, and what it allows.
@@ -163,6 +148,32 @@ impl ServerSession {
         }
     }
 
+    /// Hands the `hello` to the hub; nothing else from this socket is
+    /// handled until it answers.
+    fn start_hello(&mut self, ctx: &mut Context<Self>, message: protocol::Hello) {
+        self.hello_received = true;
+        let id = message.server_id.clone();
+        let hello = Hello {
+            session_id: self.session_id.clone(),
+            key: self.key.clone(),
+            message,
+        };
+        let future = self.host.hello(hello, self.outbox.clone());
+        ctx.wait(
+            future
+                .into_actor(self)
+                .map(move |outcome, actor, ctx| match outcome {
+                    Ok(outcome) => {
+                        actor.server_id = Some(id);
+                        for frame in outcome.frames {
+                            actor.push(ctx, frame);
+                        }
+                    }
+                    Err(refusal) => actor.close(ctx, refusal.code, refusal.description),
+                }),
+        );
+    }
+
     fn on_frame(&mut self, ctx: &mut Context<Self>, frame: Bytes) {
         let message =
             match protocol::decode::<ServerMessage>(&frame, protocol::SERVER_MESSAGE_TYPES) {
@@ -171,86 +182,27 @@ impl ServerSession {
                     return self.close(ctx, close_code::PROTOCOL_ERROR, error.to_string());
                 }
             };
-        let server_id =
-            match (&self.server_id, message) {
-                (None, ServerMessage::Hello { .. }) if self.hello_received => {
-                    return self.close(
-                        ctx,
-                        close_code::POLICY_VIOLATION,
-                        "hello was already received",
-                    );
-                }
-                (
-                    None,
-                    ServerMessage::Hello {
-                        server_id,
-                        region,
-                        environment,
-                        tags,
-                        capacity,
-                        players,
-                        subscriptions,
-                        known,
-                        hostname,
-                        address,
-                        build,
-                        sdk,
-                    },
-                ) => {
-                    self.hello_received = true;
-                    let hello = Hello {
-                        session_id: self.session_id.clone(),
-                        key_id: self.key.key_id.clone(),
-                        key_environments: self.key.environments.clone(),
-                        key_regions: self.key.regions.clone(),
-                        server_id,
-                        region,
-                        environment,
-                        tags,
-                        capacity,
-                        players,
-                        subscriptions,
-                        known,
-                        hostname,
-                        address,
-                        build,
-                        sdk,
-                    };
-                    let id = hello.server_id.clone();
-                    let future = self.host.hello(hello, self.outbox.clone());
-                    // `wait`: nothing else from this socket is handled until the hello is.
-                    ctx.wait(future.into_actor(self).map(
-                        move |outcome, actor, ctx| match outcome {
-                            Ok(outcome) => {
-                                actor.server_id = Some(id);
-                                for frame in outcome.frames {
-                                    actor.push(ctx, frame);
-                                }
-                            }
-                            Err(refusal) => actor.close(ctx, refusal.code, refusal.description),
-                        },
-                    ));
-                    return;
-                }
-                (None, _) => {
-                    return self.close(
-                        ctx,
-                        close_code::POLICY_VIOLATION,
-                        "the first frame must be hello",
-                    );
-                }
-                (Some(_), ServerMessage::Hello { .. }) => {
-                    return self.close(
-                        ctx,
-                        close_code::POLICY_VIOLATION,
-                        "hello was already received",
-                    );
-                }
-                (Some(server_id), message) => (server_id.clone(), message),
+        let Some(server_id) = self.server_id.clone() else {
+            return match message {
+                ServerMessage::Hello(hello) if !self.hello_received => self.start_hello(ctx, hello),
+                ServerMessage::Hello(_) => self.close(
+                    ctx,
+                    close_code::POLICY_VIOLATION,
+                    "hello was already received",
+                ),
+                _ => self.close(
+                    ctx,
+                    close_code::POLICY_VIOLATION,
+                    "the first frame must be hello",
+                ),
             };
-        let (server_id, message) = server_id;
+        };
         match message {
-            ServerMessage::Hello { .. } => unreachable!("handled above"),
+            ServerMessage::Hello(_) => self.close(
+                ctx,
+                close_code::POLICY_VIOLATION,
+                "hello was already received",
+            ),
             ServerMessage::Heartbeat {
                 players,
                 status,

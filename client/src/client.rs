@@ -455,7 +455,7 @@ async fn session(shared: &Arc<Shared>, stopped: &mut watch::Receiver<bool>) -> E
     };
     shared.stats.connects.fetch_add(1, Ordering::Relaxed);
     let (mut sink, mut stream) = socket.split();
-    let hello = ServerMessage::Hello {
+    let hello = ServerMessage::Hello(protocol::Hello {
         server_id: config.server_id.clone(),
         region: config.region.clone(),
         environment: config.environment.clone(),
@@ -473,7 +473,7 @@ async fn session(shared: &Arc<Shared>, stopped: &mut watch::Receiver<bool>) -> E
         address: None,
         build: config.build.clone(),
         sdk: Some(concat!("hotswap-client-rust/", env!("CARGO_PKG_VERSION")).into()),
-    };
+    });
     if sink
         .send(Message::Binary(protocol::encode(&hello).into()))
         .await

@@ -54,30 +54,7 @@ pub enum Health {
     rename_all_fields = "camelCase"
 )]
 pub enum ServerMessage {
-    Hello {
-        server_id: String,
-        region: String,
-        environment: String,
-        #[serde(default)]
-        tags: Vec<String>,
-        #[serde(default)]
-        capacity: u32,
-        #[serde(default)]
-        players: u32,
-        #[serde(default)]
-        subscriptions: Vec<String>,
-        /// Config name → revision the server already holds.
-        #[serde(default)]
-        known: BTreeMap<String, i64>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        hostname: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        address: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        build: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        sdk: Option<String>,
-    },
+    Hello(Hello),
     Heartbeat {
         players: u32,
         status: Health,
@@ -97,6 +74,34 @@ pub enum ServerMessage {
         config: String,
     },
     Metrics(Box<MetricsReport>),
+}
+
+/// The first frame of every session: who the server is and what it wants.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hello {
+    pub server_id: String,
+    pub region: String,
+    pub environment: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub capacity: u32,
+    #[serde(default)]
+    pub players: u32,
+    #[serde(default)]
+    pub subscriptions: Vec<String>,
+    /// Config name → revision the server already holds.
+    #[serde(default)]
+    pub known: BTreeMap<String, i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdk: Option<String>,
 }
 
 /// One `metrics` frame: a server's players aggregated over `windowMs`.
@@ -292,7 +297,7 @@ mod tests {
     #[test]
     fn every_message_round_trips() {
         let messages = vec![
-            ServerMessage::Hello {
+            ServerMessage::Hello(Hello {
                 server_id: "s1".into(),
                 region: "EU-WEST".into(),
                 environment: "production".into(),
@@ -305,7 +310,7 @@ mod tests {
                 address: None,
                 build: None,
                 sdk: Some("rust/0.1".into()),
-            },
+            }),
             ServerMessage::Heartbeat {
                 players: 3,
                 status: Health::Degraded,

@@ -273,9 +273,12 @@ impl Hub {
         self: Arc<Self>,
         hello: Hello,
         outbox: Outbox,
-        key_environments: Vec<String>,
-        key_regions: Vec<String>,
     ) -> Result<HelloOutcome, Refusal> {
+        let Hello {
+            session_id,
+            key,
+            message: hello,
+        } = hello;
         let refuse = |why: String| Err(CloseReason::new(close_code::POLICY_VIOLATION, why));
         if !sane(&hello.server_id, 128) {
             return refuse("serverId must be 1-128 printable characters".into());
@@ -289,14 +292,15 @@ impl Hub {
                 hello.environment
             ));
         }
-        if !key_environments.is_empty() && !key_environments.contains(&hello.environment) {
+        if !key.environments.is_empty() && !key.environments.contains(&hello.environment) {
             return refuse(format!(
                 "this API key may not serve environment {}",
                 hello.environment
             ));
         }
-        if !key_regions.is_empty()
-            && !key_regions
+        if !key.regions.is_empty()
+            && !key
+                .regions
                 .iter()
                 .any(|r| r.eq_ignore_ascii_case(&hello.region))
         {
@@ -324,7 +328,7 @@ impl Hub {
         subscriptions.dedup();
         let record = ServerRecord {
             server_id: hello.server_id.clone(),
-            key_id: hello.key_id.clone(),
+            key_id: key.key_id.clone(),
             region: hello.region.clone(),
             environment: hello.environment.clone(),
             tags: hello.tags.clone(),
@@ -340,7 +344,7 @@ impl Hub {
             subscriptions: subscriptions.clone(),
             applied: hello.known.clone(),
             connected: true,
-            session_id: Some(hello.session_id.clone()),
+            session_id: Some(session_id.clone()),
             connected_since_ms: Some(now),
             last_seen_ms: now,
             stale: false,
@@ -359,7 +363,7 @@ impl Hub {
         self.mark_dirty(&hello.server_id);
 
         let mut frames = vec![Bytes::from(protocol::encode(&HubMessage::Welcome {
-            session_id: hello.session_id.clone(),
+            session_id: session_id.clone(),
             heartbeat_ms: self.settings.heartbeat_ms,
             metrics_ms: self.settings.metrics_ms,
             server_time_ms: now,
@@ -632,8 +636,7 @@ impl SessionHost for HubHost {
         outbox: Outbox,
     ) -> BoxFuture<'static, Result<HelloOutcome, Refusal>> {
         let hub = self.0.clone();
-        let (environments, regions) = (hello.key_environments.clone(), hello.key_regions.clone());
-        Box::pin(hub.on_hello(hello, outbox, environments, regions))
+        Box::pin(hub.on_hello(hello, outbox))
     }
 
     fn heartbeat(&self, server_id: &str, players: u32, status: Health, load: Option<f64>) {

@@ -56,7 +56,7 @@ async fn raw(
 }
 
 fn hello(server_id: &str, environment: &str, known: BTreeMap<String, i64>) -> Vec<u8> {
-    protocol::encode(&ServerMessage::Hello {
+    protocol::encode(&ServerMessage::Hello(protocol::Hello {
         server_id: server_id.into(),
         region: "EU-WEST".into(),
         environment: environment.into(),
@@ -69,7 +69,7 @@ fn hello(server_id: &str, environment: &str, known: BTreeMap<String, i64>) -> Ve
         address: None,
         build: None,
         sdk: Some("raw-test".into()),
-    })
+    }))
 }
 
 async fn send(socket: &mut Socket, frame: Vec<u8>) {

@@ -10,4 +10,5 @@ pub mod document;
 pub mod kinds;
 pub mod names;
 pub mod secrets;
+pub mod stats;
 pub mod validation;

@@ -7,6 +7,7 @@
 pub mod compat;
 pub mod diff;
 pub mod document;
+pub mod judgement;
 pub mod kinds;
 pub mod names;
 pub mod secrets;

@@ -10,6 +10,7 @@ pub mod document;
 pub mod judgement;
 pub mod kinds;
 pub mod names;
+pub mod rollout;
 pub mod secrets;
 pub mod stats;
 pub mod validation;

@@ -179,8 +179,4 @@ impl Outbox {
     pub fn close_reason(&self) -> Option<CloseReason> {
         self.0.close.borrow().clone()
     }
-
-    pub fn is_closing(&self) -> bool {
-        self.0.closing.load(Ordering::Relaxed)
-    }
 }

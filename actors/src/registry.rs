@@ -288,14 +288,6 @@ impl Registry {
             .collect()
     }
 
-    /// The outbox of a connected server.
-    pub fn outbox(&self, server_id: &str) -> Option<Outbox> {
-        self.read()
-            .servers
-            .get(server_id)
-            .and_then(|e| e.outbox.clone())
-    }
-
     /// Sets operator tags; false for an unknown server.
     pub fn set_operator_tags(&self, server_id: &str, tags: Vec<String>) -> bool {
         self.update(server_id, |record| record.operator_tags = tags)
@@ -358,13 +350,5 @@ impl Registry {
             .values()
             .filter(|e| e.outbox.is_some())
             .count()
-    }
-
-    pub fn len(&self) -> usize {
-        self.read().servers.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }

@@ -32,7 +32,7 @@ use hotswap_actors::{
 };
 use hotswap_client::protocol::{self, Health, HubMessage, MetricsReport, close_code};
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{HashMap, HashSet},
     sync::{
         Arc, Mutex, RwLock,
         atomic::{AtomicU64, Ordering},
@@ -615,14 +615,6 @@ impl Hub {
             self.mark_dirty(server_id);
         }
         done
-    }
-
-    /// Applied revisions of a server, for views.
-    pub fn applied(&self, server_id: &str) -> BTreeMap<String, i64> {
-        self.registry
-            .get(server_id)
-            .map(|r| r.applied)
-            .unwrap_or_default()
     }
 }
 

@@ -53,29 +53,44 @@ impl OutboxReceiver {
     }
 
     /// Writes the queue to the socket until the outbox is closed or dropped.
+    /// Every send races the close signal: a peer that stopped reading fills
+    /// the socket's own buffer, and the close must still win.
     async fn write_to(self, mut session: actix_ws::Session) {
         let OutboxReceiver {
             mut queue,
             mut closed,
         } = self;
         let reason = loop {
-            tokio::select! {
+            let next = tokio::select! {
                 biased;
                 changed = closed.changed() => {
                     break if changed.is_ok() { closed.borrow().clone() } else { None };
                 }
-                next = queue.recv() => {
-                    let sent = match next {
-                        Some(Outgoing::Frame(bytes)) => session.binary(bytes).await,
-                        Some(Outgoing::Ping) => session.ping(b"").await,
-                        Some(Outgoing::Pong(bytes)) => session.pong(&bytes).await,
-                        Some(Outgoing::Close(reason)) => break Some(reason),
-                        None => break None,
+                next = queue.recv() => next,
+            };
+            let sent = match next {
+                Some(Outgoing::Close(reason)) => break Some(reason),
+                None => break None,
+                Some(outgoing) => {
+                    let send = async {
+                        match outgoing {
+                            Outgoing::Frame(bytes) => session.binary(bytes).await,
+                            Outgoing::Ping => session.ping(b"").await,
+                            Outgoing::Pong(bytes) => session.pong(&bytes).await,
+                            Outgoing::Close(_) => unreachable!("handled above"),
+                        }
                     };
-                    if sent.is_err() {
-                        return;
+                    tokio::select! {
+                        biased;
+                        changed = closed.changed() => {
+                            break if changed.is_ok() { closed.borrow().clone() } else { None };
+                        }
+                        sent = send => sent,
                     }
                 }
+            };
+            if sent.is_err() {
+                return;
             }
         };
         let reason = reason.map(|r| actix_ws::CloseReason {

@@ -293,15 +293,23 @@ impl Registry {
         self.update(server_id, |record| record.operator_tags = tags)
     }
 
+    /// Drops `server_id` from the subscription index (and empty index entries).
+    fn unindex(inner: &mut Inner, server_id: &str, subscriptions: &[String]) {
+        for config in subscriptions {
+            if let Some(set) = inner.by_config.get_mut(config) {
+                set.remove(server_id);
+                if set.is_empty() {
+                    inner.by_config.remove(config);
+                }
+            }
+        }
+    }
+
     /// Forgets a server, closing its session; its record is returned.
     pub fn remove(&self, server_id: &str, reason: CloseReason) -> Option<ServerRecord> {
         let mut inner = self.write();
         let entry = inner.servers.remove(server_id)?;
-        for config in &entry.record.subscriptions {
-            if let Some(set) = inner.by_config.get_mut(config) {
-                set.remove(server_id);
-            }
-        }
+        Self::unindex(&mut inner, server_id, &entry.record.subscriptions);
         if let Some(outbox) = entry.outbox {
             outbox.close(reason);
         }
@@ -338,8 +346,21 @@ impl Registry {
             .filter(|e| !e.record.connected && e.record.last_seen_ms < before_ms)
             .map(|e| e.record.server_id.clone())
             .collect();
+        let mut inner = self.write();
+        // Checked again under the write lock: a server that reconnected meanwhile stays.
+        let gone: Vec<String> = gone
+            .into_iter()
+            .filter(|id| {
+                inner
+                    .servers
+                    .get(id)
+                    .is_some_and(|e| !e.record.connected && e.record.last_seen_ms < before_ms)
+            })
+            .collect();
         for id in &gone {
-            self.remove(id, CloseReason::new(1000, "stale"));
+            if let Some(entry) = inner.servers.remove(id) {
+                Self::unindex(&mut inner, id, &entry.record.subscriptions);
+            }
         }
         gone
     }

@@ -171,6 +171,8 @@ pub struct ClientStats {
     pub resyncs: AtomicU64,
     pub rejected: AtomicU64,
     pub connects: AtomicU64,
+    /// Sessions that reached `welcome`.
+    pub welcomes: AtomicU64,
     pub reconnect_requests: AtomicU64,
 }
 
@@ -187,6 +189,8 @@ struct Shared {
     health: AtomicU8,
     state: watch::Sender<ConnectionState>,
     stats: ClientStats,
+    persist_sequence: AtomicU64,
+    persisted_sequence: Mutex<u64>,
 }
 
 /// A game server's handle on the hub. Dropping it stops the connection.
@@ -233,12 +237,18 @@ impl Client {
             Some(path) if path.exists() => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| ClientError::Persisted(e.to_string()))?;
-                let list: Vec<AppliedConfig> = serde_json::from_str(&text)
-                    .map_err(|e| ClientError::Persisted(e.to_string()))?;
-                list.into_iter()
-                    .filter(|c| document_checksum(&c.document) == c.checksum)
-                    .map(|c| (c.config.clone(), Arc::new(c)))
-                    .collect()
+                match serde_json::from_str::<Vec<AppliedConfig>>(&text) {
+                    Ok(list) => list
+                        .into_iter()
+                        .filter(|c| document_checksum(&c.document) == c.checksum)
+                        .map(|c| (c.config.clone(), Arc::new(c)))
+                        .collect(),
+                    Err(error) => {
+                        // A damaged file must not keep the server from starting: the hub resends.
+                        tracing::warn!(%error, path = %path.display(), "ignoring unreadable persisted configs");
+                        HashMap::new()
+                    }
+                }
             }
             _ => HashMap::new(),
         };
@@ -252,6 +262,8 @@ impl Client {
             health: AtomicU8::new(0),
             state,
             stats: ClientStats::default(),
+            persist_sequence: AtomicU64::new(0),
+            persisted_sequence: Mutex::new(0),
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(run(shared.clone(), stopped));
@@ -396,8 +408,13 @@ enum Ended {
 async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
     let mut failures: u32 = 0;
     loop {
+        let welcomes = shared.stats.welcomes.load(Ordering::Relaxed);
         // The session watches `stopped` itself, so it can say goodbye.
         let ended = session(&shared, &mut stopped).await;
+        if shared.stats.welcomes.load(Ordering::Relaxed) != welcomes {
+            // It was a good session: back off from the start again.
+            failures = 0;
+        }
         let delay = match ended {
             Ended::Stopped => {
                 let _ = shared.state.send_replace(ConnectionState::Stopped);
@@ -486,6 +503,8 @@ async fn session(shared: &Arc<Shared>, stopped: &mut watch::Receiver<bool>) -> E
     heartbeat.reset();
     metrics.reset();
     let mut last_metrics = Instant::now();
+    let mut last_heard = Instant::now();
+    let mut heartbeat_every = Duration::from_secs(10);
     let mut reconnect_after: Option<Duration> = None;
     loop {
         let outgoing: Option<ServerMessage> = tokio::select! {
@@ -493,25 +512,35 @@ async fn session(shared: &Arc<Shared>, stopped: &mut watch::Receiver<bool>) -> E
                 let _ = sink.send(Message::Close(None)).await;
                 return Ended::Stopped;
             }
-            _ = heartbeat.tick() => Some(ServerMessage::Heartbeat {
-                players: shared.players.load(Ordering::Relaxed),
-                status: health_of(shared.health.load(Ordering::Relaxed)),
-                load: None,
-            }),
+            _ = heartbeat.tick() => {
+                // The hub pings every interval: silence this long is a dead connection.
+                if last_heard.elapsed() > heartbeat_every * 3 {
+                    let reason = "nothing heard from the hub for 3 heartbeat intervals".to_owned();
+                    let _ = shared.state.send_replace(ConnectionState::Disconnected { code: None, reason });
+                    return Ended::Lost;
+                }
+                Some(ServerMessage::Heartbeat {
+                    players: shared.players.load(Ordering::Relaxed),
+                    status: health_of(shared.health.load(Ordering::Relaxed)),
+                    load: None,
+                })
+            }
             _ = metrics.tick() => {
                 let window = last_metrics.elapsed().as_millis() as u64;
                 last_metrics = Instant::now();
                 Some(ServerMessage::Metrics(Box::new(shared.metrics.take(window, shared.players.load(Ordering::Relaxed)))))
             }
-            incoming = stream.next() => match incoming {
+            incoming = stream.next() => { last_heard = Instant::now(); match incoming {
                 Some(Ok(Message::Binary(frame))) => {
                     match protocol::decode::<HubMessage>(&frame, protocol::HUB_MESSAGE_TYPES) {
                         Ok(HubMessage::Welcome { session_id, heartbeat_ms, metrics_ms, .. }) => {
-                            heartbeat = tokio::time::interval(Duration::from_millis(heartbeat_ms.max(10)));
+                            heartbeat_every = Duration::from_millis(heartbeat_ms.max(10));
+                    heartbeat = tokio::time::interval(heartbeat_every);
                             metrics = tokio::time::interval(Duration::from_millis(metrics_ms.max(10)));
                             heartbeat.reset();
                             metrics.reset();
-                            let _ = shared.state.send_replace(ConnectionState::Connected { session_id });
+                            shared.stats.welcomes.fetch_add(1, Ordering::Relaxed);
+                    let _ = shared.state.send_replace(ConnectionState::Connected { session_id });
                             None
                         }
                         Ok(HubMessage::Snapshot { config, revision, version, content, checksum, signature, sent_at_ms, .. }) => {
@@ -557,7 +586,7 @@ async fn session(shared: &Arc<Shared>, stopped: &mut watch::Receiver<bool>) -> E
                     let _ = shared.state.send_replace(ConnectionState::Disconnected { code: None, reason: "connection closed".into() });
                     return reconnect_after.map_or(Ended::Lost, Ended::Reconnect);
                 }
-            },
+            }},
         };
         let Some(message) = outgoing else { continue };
         if sink
@@ -677,7 +706,9 @@ fn apply(
     }
 }
 
-/// Writes the configs to the persist file (temp file, then rename).
+/// Writes the configs to the persist file: a temp file, fsync, rename.
+/// Writes are numbered and serialized, so an older snapshot never lands
+/// after a newer one.
 fn persist(shared: &Arc<Shared>) {
     let Some(path) = shared.config.persist_path.clone() else {
         return;
@@ -691,11 +722,27 @@ fn persist(shared: &Arc<Shared>) {
     let Ok(text) = serde_json::to_vec(&list) else {
         return;
     };
+    let sequence = shared.persist_sequence.fetch_add(1, Ordering::Relaxed) + 1;
+    let shared = shared.clone();
     tokio::task::spawn_blocking(move || {
-        let temp = path.with_extension("tmp");
-        if let Err(error) = std::fs::write(&temp, text).and_then(|()| std::fs::rename(&temp, &path))
-        {
-            tracing::warn!(%error, path = %path.display(), "could not persist configs");
+        let mut written = lock(&shared.persisted_sequence);
+        if *written >= sequence {
+            return;
+        }
+        let temp = path.with_extension(format!("tmp{sequence}"));
+        let result = (|| {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&temp)?;
+            file.write_all(&text)?;
+            file.sync_all()?;
+            std::fs::rename(&temp, &path)
+        })();
+        match result {
+            Ok(()) => *written = sequence,
+            Err(error) => {
+                let _ = std::fs::remove_file(&temp);
+                tracing::warn!(%error, path = %path.display(), "could not persist configs");
+            }
         }
     });
 }

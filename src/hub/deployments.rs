@@ -171,6 +171,9 @@ fn view(
     }
 }
 
+/// Finished deployments kept in memory with their per-server detail.
+const KEEP_FINISHED: usize = 64;
+
 /// Deployments this hub is driving, in memory (acks never touch the store).
 #[derive(Debug, Default)]
 pub(super) struct DeploymentTracker {
@@ -194,11 +197,39 @@ impl DeploymentTracker {
             .map(|p| p.row.id.clone())
     }
 
-    fn in_flight_for(&self, config: &str) -> Option<String> {
-        self.lock()
+    /// Starts tracking `row`, unless a deployment of its config is in flight.
+    fn reserve(&self, row: &store_hub::DeploymentRow) -> Result<(), DeploymentError> {
+        let mut live = self.lock();
+        if let Some(running) = live
             .values()
-            .find(|p| p.row.config_name == config && p.row.status == "InProgress")
-            .map(|p| p.row.id.clone())
+            .find(|p| p.row.config_name == row.config_name && p.row.status == "InProgress")
+        {
+            return Err(DeploymentError::InProgress(running.row.id.clone()));
+        }
+        // Finished deployments stay for their per-server detail, the newest few only.
+        let mut finished: Vec<(i64, String)> = live
+            .values()
+            .filter(|p| p.row.status != "InProgress")
+            .map(|p| (p.row.created_at, p.row.id.clone()))
+            .collect();
+        if finished.len() >= KEEP_FINISHED {
+            finished.sort();
+            for (_, id) in &finished[..finished.len() + 1 - KEEP_FINISHED] {
+                live.remove(id);
+            }
+        }
+        live.insert(
+            row.id.clone(),
+            Progress {
+                row: row.clone(),
+                servers: BTreeMap::new(),
+            },
+        );
+        Ok(())
+    }
+
+    fn release(&self, id: &str) {
+        self.lock().remove(id);
     }
 
     pub(super) fn add_target(&self, deployment: &str, server_id: &str) {
@@ -301,9 +332,6 @@ impl Hub {
                 version: target.version,
             });
         }
-        if let Some(running) = self.deployments.in_flight_for(&target.config) {
-            return Err(DeploymentError::InProgress(running));
-        }
         let previous = self.active(&target.config).map(|a| a.revision);
         let row = store_hub::DeploymentRow {
             id: uuid::Uuid::now_v7().to_string(),
@@ -322,47 +350,47 @@ impl Hub {
             acked_count: 0,
             failed_count: 0,
         };
-        let mut tx = self.store.begin().await?;
-        store_hub::insert_deployment(&mut tx, &row).await?;
-        store_hub::set_active_revision(&mut tx, &target.config_id, target.revision).await?;
-        audit::record(
-            &mut tx,
-            actor.audit_entry(
-                "deployment.create",
-                format!("deployments/{}", row.id),
-                json!({ "config": target.config, "version": target.version, "revision": target.revision, "previousRevision": previous, "strategy": "Direct" }),
-            ),
-        )
-        .await?;
-        tx.commit().await.map_err(StoreError::from)?;
-
-        self.deployments.lock().insert(
-            row.id.clone(),
-            Progress {
-                row: row.clone(),
-                servers: BTreeMap::new(),
-            },
-        );
+        // Reserve the config under the tracker's lock: a second deployment
+        // of it is refused from here on, even while this one is being stored.
+        self.deployments.reserve(&row)?;
+        let stored = async {
+            let mut tx = self.store.begin().await?;
+            store_hub::insert_deployment(&mut tx, &row).await?;
+            store_hub::set_active_revision(&mut tx, &target.config_id, target.revision).await?;
+            audit::record(
+                &mut tx,
+                actor.audit_entry(
+                    "deployment.create",
+                    format!("deployments/{}", row.id),
+                    json!({ "config": target.config, "version": target.version, "revision": target.revision, "previousRevision": previous, "strategy": "Direct" }),
+                ),
+            )
+            .await?;
+            tx.commit().await.map_err(StoreError::from)
+        }
+        .await;
+        if let Err(error) = stored {
+            self.deployments.release(&row.id);
+            return Err(error.into());
+        }
         self.set_active(&target.config, &target.environment, target.revision);
         self.fan_out(&target, &row.id).await;
-        let finished = {
+        let current = {
             let mut live = self.deployments.lock();
-            live.get_mut(&row.id)
-                .and_then(DeploymentTracker::finish_if_done)
+            live.get_mut(&row.id).map(|progress| {
+                DeploymentTracker::finish_if_done(progress);
+                let (targets, acked, failed) = progress.counts();
+                let mut snapshot = progress.row.clone();
+                (
+                    snapshot.target_count,
+                    snapshot.acked_count,
+                    snapshot.failed_count,
+                ) = (targets, acked, failed);
+                snapshot
+            })
         };
-        match finished {
-            Some(done) => self.persist_progress(done),
-            None => {
-                let counts = self
-                    .deployments
-                    .lock()
-                    .get(&row.id)
-                    .map(Progress::counts)
-                    .unwrap_or_default();
-                let mut tx = self.store.begin().await?;
-                store_hub::update_deployment(&mut tx, &row.id, "InProgress", counts, None).await?;
-                tx.commit().await.map_err(StoreError::from)?;
-            }
+        if let Some(current) = current {
+            self.persist_progress(current);
         }
         self.deployment(&row.id).await
     }
@@ -389,6 +417,18 @@ impl Hub {
                 .frame_towards(&target.config, base, target.revision, Some(deployment))
                 .await;
             for server in servers {
+                if base == Some(target.revision) {
+                    // Already there: nothing to send, nothing to wait for.
+                    self.deployments.ack(
+                        &target.config,
+                        &server.server_id,
+                        target.revision,
+                        true,
+                        None,
+                        0,
+                    );
+                    continue;
+                }
                 let delivered = match &frame {
                     Some(frame) => self.push(&server.outbox, frame.clone()),
                     None => false,

@@ -383,15 +383,11 @@ impl Hub {
                 })));
                 continue;
             }
-            let deployment = self.deployments.in_flight(config, active.revision);
             let known = hello.known.get(config).copied();
             if let Some(frame) = self
-                .frame_towards(config, known, active.revision, deployment.as_deref())
+                .frame_for_server(config, known, active.revision, &hello.server_id)
                 .await
             {
-                if let Some(deployment) = &deployment {
-                    self.deployments.add_target(deployment, &hello.server_id);
-                }
                 frames.push(frame);
             }
         }
@@ -427,20 +423,46 @@ impl Hub {
         let active = self
             .active(&config)
             .filter(|a| a.environment == record.environment)?;
-        let doc = self
-            .documents
-            .document(&self.catalog, &config, active.revision)
+        // `None` as the known revision: a resync always gets a snapshot.
+        self.frame_for_server(&config, None, active.revision, &server_id)
             .await
-            .ok()
-            .flatten()?;
-        Some(
-            self.documents.snapshot(
-                &doc,
-                self.deployments
-                    .in_flight(&config, active.revision)
-                    .as_deref(),
-            ),
-        )
+    }
+
+    /// The frame bringing one server to what it should run, built so that a
+    /// deployment starting during the build cannot be overtaken by an older
+    /// frame: the active revision is read again after every await, and the
+    /// frame rebuilt if it moved. A server that already holds the target
+    /// counts as acked for the deployment in flight.
+    async fn frame_for_server(
+        &self,
+        config: &str,
+        known: Option<i64>,
+        mut target: i64,
+        server_id: &str,
+    ) -> Option<Bytes> {
+        for _ in 0..5 {
+            let deployment = self.deployments.in_flight(config, target);
+            if known == Some(target) {
+                if let Some(finished) = self
+                    .deployments
+                    .ack(config, server_id, target, true, None, 0)
+                {
+                    self.persist_progress(finished);
+                }
+                return None;
+            }
+            if let Some(deployment) = &deployment {
+                self.deployments.add_target(deployment, server_id);
+            }
+            let frame = self
+                .frame_towards(config, known, target, deployment.as_deref())
+                .await;
+            match self.active(config) {
+                Some(now) if now.revision != target => target = now.revision,
+                _ => return frame,
+            }
+        }
+        None
     }
 
     fn on_closed(
@@ -503,11 +525,28 @@ impl Hub {
                 last_seen: r.last_seen_ms,
             })
             .collect();
+        let result = self.write_batch(&rows, &deployments).await;
+        if result.is_err() {
+            // Keep them for the next flush; a newer state queued meanwhile wins.
+            lock(&self.dirty).extend(ids);
+            let mut pending = lock(&self.dirty_deployments);
+            for row in deployments {
+                pending.entry(row.id.clone()).or_insert(row);
+            }
+        }
+        result
+    }
+
+    async fn write_batch(
+        &self,
+        rows: &[store_hub::GameServerRow],
+        deployments: &[store_hub::DeploymentRow],
+    ) -> anyhow::Result<usize> {
         let mut tx = self.store.begin().await?;
-        for row in &rows {
+        for row in rows {
             store_hub::upsert_game_server(&mut tx, row).await?;
         }
-        for row in &deployments {
+        for row in deployments {
             let counts = (row.target_count, row.acked_count, row.failed_count);
             store_hub::update_deployment(&mut tx, &row.id, &row.status, counts, row.completed_at)
                 .await?;
@@ -601,6 +640,7 @@ impl Hub {
             )
             .is_some();
         if removed {
+            lock(&self.first_seen).remove(server_id);
             let mut tx = self.store.begin().await?;
             store_hub::delete_game_servers(&mut tx, &[server_id.to_owned()]).await?;
             tx.commit().await?;

@@ -873,7 +873,64 @@ async fn shutdown_tells_every_server_when_to_come_back(app: TestApp) {
     assert!(delays.len() > 1, "jittered, not all the same: {delays:?}");
 }
 
+/// The ack was lost with the connection, and the server comes back already
+/// on the target revision: it counts as acked and the deployment completes.
+async fn a_server_returning_on_the_target_revision_completes_the_deployment(app: TestApp) {
+    let (key, _) = setup(&app).await;
+    let mut first = raw(&app, Some(&key)).await.unwrap();
+    send(
+        &mut first,
+        hello(
+            "returner",
+            "staging",
+            BTreeMap::from([("weapon-balance".into(), 1)]),
+        ),
+    )
+    .await;
+    assert!(matches!(
+        next_message(&mut first).await,
+        Ok(HubMessage::Welcome { .. })
+    ));
+    let deployed = app.deploy("weapon-balance", "1.1.0", balance(50)).await;
+    assert_eq!(deployed.body["status"], "InProgress");
+    assert!(matches!(
+        next_message(&mut first).await,
+        Ok(HubMessage::Delta { revision: 2, .. })
+    ));
+    // No ack; a new connection replaces this one, already holding revision 2.
+    let mut second = raw(&app, Some(&key)).await.unwrap();
+    send(
+        &mut second,
+        hello(
+            "returner",
+            "staging",
+            BTreeMap::from([("weapon-balance".into(), 2)]),
+        ),
+    )
+    .await;
+    assert!(matches!(
+        next_message(&mut second).await,
+        Ok(HubMessage::Welcome { .. })
+    ));
+    let id = deployed.body["id"].as_str().unwrap();
+    let mut view = app.get(&format!("/api/v1/deployments/{id}")).await;
+    for _ in 0..100 {
+        if view.body["status"] == "Completed" {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        view = app.get(&format!("/api/v1/deployments/{id}")).await;
+    }
+    assert_eq!(
+        (view.body["status"].as_str(), view.body["acked"].as_i64()),
+        (Some("Completed"), Some(1)),
+        "{:?}",
+        view.body
+    );
+}
+
 on_both_databases!(
+    a_server_returning_on_the_target_revision_completes_the_deployment,
     a_server_gets_a_snapshot_then_a_delta_and_acks_both,
     reconnecting_with_known_revisions_gets_nothing_or_a_delta,
     a_checksum_mismatch_leads_to_a_resync_and_a_snapshot,

@@ -62,15 +62,7 @@ pub trait SessionHost: Send + Sync + 'static {
         outbox: Outbox,
     ) -> BoxFuture<'static, Result<HelloOutcome, Refusal>>;
     fn heartbeat(&self, server_id: &str, players: u32, status: Health, load: Option<f64>);
-    fn ack(
-        &self,
-        server_id: &str,
-        config: &str,
-        revision: i64,
-        ok: bool,
-        error: Option<String>,
-        apply_micros: u64,
-    );
+    fn ack(&self, server_id: &str, ack: protocol::Ack);
     /// A full snapshot of `config` for this server, if it should have one.
     fn resync(&self, server_id: &str, config: &str) -> BoxFuture<'static, Option<Bytes>>;
     /// Validates and counts a metrics report; `Err` is sent back as an `error` frame.
@@ -208,15 +200,7 @@ impl ServerSession {
                 status,
                 load,
             } => self.host.heartbeat(&server_id, players, status, load),
-            ServerMessage::Ack {
-                config,
-                revision,
-                ok,
-                error,
-                apply_micros,
-            } => self
-                .host
-                .ack(&server_id, &config, revision, ok, error, apply_micros),
+            ServerMessage::Ack(ack) => self.host.ack(&server_id, ack),
             ServerMessage::Resync { config } => {
                 let future = self.host.resync(&server_id, &config);
                 ctx.spawn(future.into_actor(self).map(|frame, actor, ctx| {

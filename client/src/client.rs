@@ -648,13 +648,13 @@ fn apply(
     };
     let reject = |error: String| {
         shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
-        ServerMessage::Ack {
+        ServerMessage::Ack(protocol::Ack {
             config: config.clone(),
             revision,
             ok: false,
             error: Some(error),
             apply_micros: started.elapsed().as_micros() as u64,
-        }
+        })
     };
     if document_checksum(&document) != checksum {
         return if base_revision.is_some() {
@@ -697,13 +697,13 @@ fn apply(
         callback(&change);
     }
     persist(shared);
-    ServerMessage::Ack {
+    ServerMessage::Ack(protocol::Ack {
         config,
         revision,
         ok: true,
         error: None,
         apply_micros,
-    }
+    })
 }
 
 /// Writes the configs to the persist file: a temp file, fsync, rename.

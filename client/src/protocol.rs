@@ -61,15 +61,7 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         load: Option<f64>,
     },
-    Ack {
-        config: String,
-        revision: i64,
-        ok: bool,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        error: Option<String>,
-        #[serde(default)]
-        apply_micros: u64,
-    },
+    Ack(Ack),
     Resync {
         config: String,
     },
@@ -102,6 +94,19 @@ pub struct Hello {
     pub build: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sdk: Option<String>,
+}
+
+/// A server's answer to a snapshot or delta: applied (`ok`) or not, and how long it took.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ack {
+    pub config: String,
+    pub revision: i64,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub apply_micros: u64,
 }
 
 /// One `metrics` frame: a server's players aggregated over `windowMs`.
@@ -280,13 +285,13 @@ mod tests {
 
     #[test]
     fn messages_are_maps_with_camel_case_keys_and_a_type() {
-        let frame = encode(&ServerMessage::Ack {
+        let frame = encode(&ServerMessage::Ack(Ack {
             config: "c".into(),
             revision: 3,
             ok: true,
             error: None,
             apply_micros: 12,
-        });
+        }));
         let as_json: Value = rmp_serde::from_slice(&frame).unwrap();
         assert_eq!(
             as_json,

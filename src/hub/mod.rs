@@ -394,25 +394,24 @@ impl Hub {
         Ok(HelloOutcome { frames })
     }
 
-    fn on_ack(
-        &self,
-        server_id: &str,
-        config: &str,
-        revision: i64,
-        ok: bool,
-        error: Option<String>,
-        apply_micros: u64,
-    ) {
+    fn on_ack(&self, server_id: &str, ack: protocol::Ack) {
+        let protocol::Ack {
+            config,
+            revision,
+            ok,
+            error,
+            apply_micros,
+        } = ack;
         self.stats.acks.fetch_add(1, Ordering::Relaxed);
         if ok {
             self.registry.update(server_id, |record| {
-                record.applied.insert(config.to_owned(), revision);
+                record.applied.insert(config.clone(), revision);
             });
             self.mark_dirty(server_id);
         }
         if let Some(finished) =
             self.deployments
-                .ack(config, server_id, revision, ok, error, apply_micros)
+                .ack(&config, server_id, revision, ok, error, apply_micros)
         {
             self.persist_progress(finished);
         }
@@ -682,17 +681,8 @@ impl SessionHost for HubHost {
         self.0.mark_dirty(server_id);
     }
 
-    fn ack(
-        &self,
-        server_id: &str,
-        config: &str,
-        revision: i64,
-        ok: bool,
-        error: Option<String>,
-        apply_micros: u64,
-    ) {
-        self.0
-            .on_ack(server_id, config, revision, ok, error, apply_micros);
+    fn ack(&self, server_id: &str, ack: protocol::Ack) {
+        self.0.on_ack(server_id, ack);
     }
 
     fn resync(&self, server_id: &str, config: &str) -> BoxFuture<'static, Option<Bytes>> {

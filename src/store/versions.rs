@@ -65,6 +65,31 @@ macro_rules! version_from {
     };
 }
 
+/// `SELECT` of a version with its content, then `$where`.
+macro_rules! select_with_content {
+    ($where:literal) => {
+        concat!(
+            "SELECT ",
+            version_columns!(),
+            ", v.content",
+            version_from!(),
+            $where
+        )
+    };
+}
+
+/// Runs a bound [`select_with_content!`] query for at most one version.
+async fn one_with_content(
+    conn: &mut Conn,
+    query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+) -> StoreResult<Option<VersionWithContent>> {
+    query
+        .fetch_optional(&mut **conn)
+        .await?
+        .map(with_content)
+        .transpose()
+}
+
 fn with_content(row: sqlx::any::AnyRow) -> StoreResult<VersionWithContent> {
     use sqlx::FromRow;
     Ok(VersionWithContent {
@@ -100,18 +125,11 @@ pub async fn insert(tx: &mut Tx, version: &NewVersion<'_>) -> StoreResult<()> {
 
 /// The newest version of a config, with content.
 pub async fn latest(conn: &mut Conn, config_id: &str) -> StoreResult<Option<VersionWithContent>> {
-    sqlx::query(concat!(
-        "SELECT ",
-        version_columns!(),
-        ", v.content",
-        version_from!(),
+    let query = sqlx::query(select_with_content!(
         "WHERE v.config_id = $1 ORDER BY v.revision DESC LIMIT 1"
     ))
-    .bind(config_id)
-    .fetch_optional(&mut **conn)
-    .await?
-    .map(with_content)
-    .transpose()
+    .bind(config_id);
+    one_with_content(conn, query).await
 }
 
 /// One version by its semver label, with content.
@@ -120,19 +138,12 @@ pub async fn by_label(
     config_id: &str,
     version: &str,
 ) -> StoreResult<Option<VersionWithContent>> {
-    sqlx::query(concat!(
-        "SELECT ",
-        version_columns!(),
-        ", v.content",
-        version_from!(),
+    let query = sqlx::query(select_with_content!(
         "WHERE v.config_id = $1 AND v.version = $2"
     ))
     .bind(config_id)
-    .bind(version)
-    .fetch_optional(&mut **conn)
-    .await?
-    .map(with_content)
-    .transpose()
+    .bind(version);
+    one_with_content(conn, query).await
 }
 
 /// History, newest first, below `before_revision` when paging.
@@ -351,17 +362,10 @@ pub async fn by_revision(
     config_id: &str,
     revision: i64,
 ) -> StoreResult<Option<VersionWithContent>> {
-    sqlx::query(concat!(
-        "SELECT ",
-        version_columns!(),
-        ", v.content",
-        version_from!(),
+    let query = sqlx::query(select_with_content!(
         "WHERE v.config_id = $1 AND v.revision = $2"
     ))
     .bind(config_id)
-    .bind(revision)
-    .fetch_optional(&mut **conn)
-    .await?
-    .map(with_content)
-    .transpose()
+    .bind(revision);
+    one_with_content(conn, query).await
 }

@@ -30,6 +30,41 @@ pub struct Settings {
     #[serde(default)]
     pub tls: TlsSettings,
     pub hub: HubSettings,
+    pub deployments: DeploymentSettings,
+}
+
+/// Progressive deployments: defaults for requests, and the engine's pace.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeploymentSettings {
+    /// Deployments running at once (not finished).
+    pub max_concurrent: usize,
+    /// Environments whose deployments wait for an admin other than their creator.
+    pub approval_environments: Vec<String>,
+    pub phase_interval_ms: u64,
+    pub batch_size: usize,
+    pub batch_interval_ms: u64,
+    pub verification_ms: u64,
+    pub keep_blue_ms: u64,
+    /// Green share of a blue-green deployment's servers, percent.
+    pub green_percentage: f64,
+    /// How often a deployment evaluates its cohorts and advances.
+    pub evaluate_every_ms: u64,
+    /// The metric window judged for warnings and rollbacks.
+    pub window_ms: u64,
+    /// A shorter window also judged for rollbacks, so a sudden regression is
+    /// not diluted by minutes of healthy history.
+    pub fast_window_ms: u64,
+    /// Confidence a difference needs before it counts (0.99: p < 0.01).
+    pub confidence: f64,
+    /// A rollback waits this long for acks before it is recorded as done
+    /// with the missing servers listed.
+    pub rollback_ack_timeout_ms: u64,
+    /// `http://` URL that gets a JSON POST on every rollback; empty for none.
+    pub alert_webhook: String,
+    /// Per-minute metric aggregates and player feedback are kept this long.
+    pub metrics_retention_days: u64,
+    /// Metric events a deployment actor may have queued.
+    pub mailbox: usize,
 }
 
 /// The game-server side of the hub.

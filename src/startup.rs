@@ -158,7 +158,12 @@ impl Application {
                 forget_idle.rate_limits.forget_idle();
             }
         });
-        let hub = Hub::load(catalog.clone(), store.clone(), settings.hub.clone())
+        let hub = Hub::load(
+            catalog.clone(),
+            store.clone(),
+            settings.hub.clone(),
+            settings.deployments.clone(),
+        )
             .await
             .context("loading the hub's state")?;
         hub.start_background_tasks();

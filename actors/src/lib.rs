@@ -6,16 +6,20 @@
 //! tokio tasks without touching the hub.
 //!
 //! # Layout
+//! - `deployment.rs`: the deployment actor: a task with bounded command and
+//!   event mailboxes and a tick, driving the hub's [`DeploymentDriver`].
 //! - `outbox.rs`: [`Outbox`], a session's bounded queue of encoded frames,
 //!   and the task that writes it to the socket.
 //! - `registry.rs`: [`Registry`], every known game server, indexed by
 //!   subscription for fan-out, with the outboxes of the connected ones.
 //! - `session.rs`: [`ServerSession`], one actix actor per connected socket.
 
+pub mod deployment;
 pub mod outbox;
 pub mod registry;
 pub mod session;
 
+pub use deployment::{DeploymentDriver, DeploymentHandle, Flow, Stopped};
 pub use outbox::{CloseReason, Outbox, OutboxReceiver, PushError};
 pub use registry::{ConnectedTarget, Registry, ServerFilter, ServerRecord};
 pub use session::{

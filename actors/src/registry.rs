@@ -269,6 +269,19 @@ impl Registry {
         config: &str,
         keep: impl Fn(&ServerRecord) -> bool,
     ) -> Vec<ConnectedTarget> {
+        self.targets_with(config, |record| keep(record).then_some(()))
+            .into_iter()
+            .map(|(target, ())| target)
+            .collect()
+    }
+
+    /// Connected servers subscribed to `config` for which `pick` says
+    /// something, with what it said (one pass under the read lock).
+    pub fn targets_with<T>(
+        &self,
+        config: &str,
+        pick: impl Fn(&ServerRecord) -> Option<T>,
+    ) -> Vec<(ConnectedTarget, T)> {
         let inner = self.read();
         inner
             .by_config
@@ -276,14 +289,17 @@ impl Registry {
             .into_iter()
             .flatten()
             .filter_map(|id| inner.servers.get(id))
-            .filter(|e| keep(&e.record))
             .filter_map(|e| {
                 let outbox = e.outbox.as_ref()?;
-                Some(ConnectedTarget {
-                    server_id: e.record.server_id.clone(),
-                    applied: e.record.applied.get(config).copied(),
-                    outbox: outbox.clone(),
-                })
+                let picked = pick(&e.record)?;
+                Some((
+                    ConnectedTarget {
+                        server_id: e.record.server_id.clone(),
+                        applied: e.record.applied.get(config).copied(),
+                        outbox: outbox.clone(),
+                    },
+                    picked,
+                ))
             })
             .collect()
     }

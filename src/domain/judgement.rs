@@ -26,8 +26,12 @@ pub struct CohortWindow {
     pub complaints: u64,
     pub health_checks: u64,
     pub health_failures: u64,
+    pub purchases: u64,
+    /// Metric reports folded in.
+    pub reports: u64,
     pub latency_ms: SparseHistogram,
     pub session_secs: SparseHistogram,
+    pub fps: SparseHistogram,
     /// Custom metric → (sum, samples).
     pub custom: BTreeMap<String, (f64, u64)>,
 }

@@ -1,5 +1,6 @@
 //! Pure rules, no I/O: names, config kinds, document limits, diffs, schema
-//! validation with the game rules, and schema compatibility.
+//! validation with the game rules, schema compatibility, and the
+//! deployment rules: cohorts, metric windows, rollback judgement.
 //!
 //! **Architecture invariant:** nothing here touches a socket, a file or the
 //! database, so every rule is unit tested on plain values.
@@ -14,3 +15,4 @@ pub mod rollout;
 pub mod secrets;
 pub mod stats;
 pub mod validation;
+pub mod window;

@@ -75,6 +75,127 @@ pub fn check_phases(phases: &[f64]) -> Result<(), String> {
     Ok(())
 }
 
+/// Which servers a deployment may touch: every listed region (any of them)
+/// and every listed tag (all of them); empty lists do not narrow.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Scope {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+impl Scope {
+    pub fn is_everything(&self) -> bool {
+        self.regions.is_empty() && self.tags.is_empty()
+    }
+
+    pub fn contains(&self, region: &str, has_tag: impl Fn(&str) -> bool) -> bool {
+        (self.regions.is_empty() || self.regions.iter().any(|r| r.eq_ignore_ascii_case(region)))
+            && self.tags.iter().all(|t| has_tag(t))
+    }
+}
+
+/// Which in-scope servers a deployment has reached so far.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cover {
+    /// Nobody (awaiting approval, rolling back, cancelled).
+    Nobody,
+    /// Servers whose bucket is below this (canary percentages, rolling
+    /// batches, the green set); `BUCKETS` is everyone.
+    Below(u32),
+    /// Servers in these regions (geographic phases).
+    Regions(Vec<String>),
+    /// Everyone, each on the revision of its variant (A/B): `(weight, revision)`.
+    Variants(Vec<(f64, i64)>),
+}
+
+/// What a deployment makes a server run: `Some(revision)` when it covers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assignment {
+    pub deployment_id: String,
+    pub revision: i64,
+    pub scope: Scope,
+    pub cover: Cover,
+}
+
+impl Assignment {
+    pub fn revision_for(
+        &self,
+        server_id: &str,
+        region: &str,
+        has_tag: impl Fn(&str) -> bool,
+    ) -> Option<i64> {
+        if matches!(self.cover, Cover::Nobody) || !self.scope.contains(region, has_tag) {
+            return None;
+        }
+        match &self.cover {
+            Cover::Nobody => None,
+            Cover::Below(limit) => {
+                (*limit >= BUCKETS || bucket(&self.deployment_id, server_id) < *limit)
+                    .then_some(self.revision)
+            }
+            Cover::Regions(regions) => regions
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(region))
+                .then_some(self.revision),
+            Cover::Variants(variants) => {
+                let weights: Vec<f64> = variants.iter().map(|v| v.0).collect();
+                variant(bucket(&self.deployment_id, server_id), &weights).map(|i| variants[i].1)
+            }
+        }
+    }
+}
+
+/// The bucket limit covering `percent` of servers.
+pub fn percent_limit(percent: f64) -> u32 {
+    (percent.clamp(0.0, 100.0) * f64::from(BUCKETS) / 100.0).ceil() as u32
+}
+
+/// A duration given as ISO 8601 (`PT5M`, `PT1H30M`, `P1D`, `PT0.5S`) or as
+/// a number of seconds; in milliseconds.
+pub fn parse_duration(value: &serde_json::Value) -> Result<u64, String> {
+    let invalid = || format!("{value} is not a duration: use ISO 8601 like \"PT5M\" or a number of seconds");
+    let seconds = match value {
+        serde_json::Value::Number(n) => n.as_f64().ok_or_else(invalid)?,
+        serde_json::Value::String(text) => {
+            let upper = text.trim().to_ascii_uppercase();
+            let rest = upper.strip_prefix('P').ok_or_else(invalid)?;
+            let (days, time) = match rest.split_once('T') {
+                Some((days, time)) => (days, time),
+                None => (rest, ""),
+            };
+            if days.is_empty() && time.is_empty() {
+                return Err(invalid());
+            }
+            let mut total = 0.0;
+            let mut number = String::new();
+            for (part, units) in [(days, &[('D', 86_400.0), ('W', 604_800.0)][..]), (time, &[('H', 3_600.0), ('M', 60.0), ('S', 1.0)][..])] {
+                for c in part.chars() {
+                    if c.is_ascii_digit() || c == '.' {
+                        number.push(c);
+                        continue;
+                    }
+                    let unit = units.iter().find(|(u, _)| *u == c).ok_or_else(invalid)?.1;
+                    let n: f64 = number.parse().map_err(|_| invalid())?;
+                    total += n * unit;
+                    number.clear();
+                }
+                if !number.is_empty() {
+                    return Err(invalid());
+                }
+            }
+            total
+        }
+        _ => return Err(invalid()),
+    };
+    if !seconds.is_finite() || seconds < 0.0 || seconds > 30.0 * 86_400.0 {
+        return Err(format!("{value}: a duration is between 0 and 30 days"));
+    }
+    Ok((seconds * 1000.0).round() as u64)
+}
+
 /// Where a deployment stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "state", rename_all = "camelCase")]
@@ -173,6 +294,57 @@ pub fn transition(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_iso_8601_or_seconds() {
+        use serde_json::json;
+        assert_eq!(parse_duration(&json!("PT5M")), Ok(300_000));
+        assert_eq!(parse_duration(&json!("PT1H30M")), Ok(5_400_000));
+        assert_eq!(parse_duration(&json!("P1D")), Ok(86_400_000));
+        assert_eq!(parse_duration(&json!("PT0.5S")), Ok(500));
+        assert_eq!(parse_duration(&json!(2)), Ok(2_000));
+        assert_eq!(parse_duration(&json!(0.25)), Ok(250));
+        for bad in [json!("5M"), json!("PT"), json!("PT5X"), json!("PT5"), json!(-1), json!(true), json!("P90D")] {
+            assert!(parse_duration(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn assignments_cover_by_scope_bucket_region_and_variant() {
+        let servers: Vec<String> = (0..1_000).map(|i| format!("s{i}")).collect();
+        let mut a = Assignment {
+            deployment_id: "dep".into(),
+            revision: 7,
+            scope: Scope::default(),
+            cover: Cover::Below(percent_limit(30.0)),
+        };
+        let covered = servers
+            .iter()
+            .filter(|s| a.revision_for(s, "EU-WEST", |_| false) == Some(7))
+            .count();
+        assert!((250..350).contains(&covered), "{covered}");
+        a.cover = Cover::Below(BUCKETS);
+        assert!(servers.iter().all(|s| a.revision_for(s, "x", |_| false) == Some(7)));
+        a.scope = Scope {
+            regions: vec!["eu-west".into()],
+            tags: vec!["pvp".into()],
+        };
+        assert_eq!(a.revision_for("s1", "EU-WEST", |t| t == "pvp"), Some(7));
+        assert_eq!(a.revision_for("s1", "EU-WEST", |_| false), None);
+        assert_eq!(a.revision_for("s1", "NA-EAST", |t| t == "pvp"), None);
+        a.scope = Scope::default();
+        a.cover = Cover::Regions(vec!["NA-WEST".into()]);
+        assert_eq!(a.revision_for("s1", "na-west", |_| false), Some(7));
+        assert_eq!(a.revision_for("s1", "APAC", |_| false), None);
+        a.cover = Cover::Variants(vec![(50.0, 3), (50.0, 4)]);
+        let on_four = servers
+            .iter()
+            .filter(|s| a.revision_for(s, "x", |_| false) == Some(4))
+            .count();
+        assert!((430..570).contains(&on_four), "{on_four}");
+        a.cover = Cover::Nobody;
+        assert_eq!(a.revision_for("s1", "x", |_| true), None);
+    }
 
     #[test]
     fn buckets_are_stable_and_spread_evenly() {

@@ -1,15 +1,19 @@
-//! `/api/v1/deployments`.
+//! `/api/v1/deployments` and `/api/v1/metrics`.
 
 use super::{
-    auth::{Authorized, Developer, Viewer},
-    extract::{Body, PageQuery},
+    auth::{Admin, Authorized, Developer, Operator, Viewer},
+    extract::{Body, MaybeBody, PageQuery},
     method_not_allowed,
     problem::{ApiError, Problem},
 };
 use crate::{
     auth::{AuthError, Role},
     catalog::views::Page,
-    hub::{DeploymentView, Hub, NewDeploymentRequest},
+    hub::{
+        Action, DeploymentView, Hub, NewDeploymentRequest,
+        deployments::{LiveStatus, RollbackRequest, RollbackStatusView, ThresholdsRequest},
+        feedback::{AggregatedQuery, AggregatedView, FeedbackReceipt, FeedbackRequest},
+    },
 };
 use actix_web::{HttpResponse, web};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -22,7 +26,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(create_deployment))
             .route(web::get().to(list_deployments)),
     )
-    .service(resource("/deployments/{id}").route(web::get().to(get_deployment)));
+    .service(resource("/deployments/{id}").route(web::get().to(get_deployment)))
+    .service(resource("/deployments/{id}/pause").route(web::post().to(pause)))
+    .service(resource("/deployments/{id}/resume").route(web::post().to(resume)))
+    .service(resource("/deployments/{id}/promote").route(web::post().to(promote)))
+    .service(resource("/deployments/{id}/cancel").route(web::post().to(cancel)))
+    .service(resource("/deployments/{id}/approve").route(web::post().to(approve)))
+    .service(resource("/deployments/{id}/rollback").route(web::post().to(rollback)))
+    .service(resource("/deployments/{id}/rollback-status").route(web::get().to(rollback_status)))
+    .service(
+        resource("/deployments/{id}/rollback-thresholds")
+            .route(web::post().to(rollback_thresholds)),
+    )
+    .service(resource("/deployments/{id}/metrics").route(web::get().to(deployment_metrics)))
+    .service(resource("/metrics/aggregated").route(web::get().to(aggregated_metrics)))
+    .service(resource("/metrics/player-feedback").route(web::post().to(player_feedback)));
 }
 
 /// Deploy a version. Developers may deploy to development and staging; production needs an operator.
@@ -30,7 +48,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     (status = 201, body = DeploymentView),
     (status = 403, body = Problem),
     (status = 404, body = Problem),
-    (status = 409, description = "approval required, or a deployment of this config is in progress", body = Problem),
+    (status = 409, description = "approval required, a deployment of this config is in progress, or too many deployments", body = Problem),
+    (status = 422, description = "the request does not make a deployment (phases, durations, variants, thresholds)", body = Problem),
 ))]
 pub async fn create_deployment(
     caller: Authorized<Developer>,
@@ -92,4 +111,168 @@ pub async fn get_deployment(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(hub.deployment(&id).await?))
+}
+
+/// Holds auto-promotion; servers keep what they have.
+#[utoipa::path(post, path = "/api/v1/deployments/{id}/pause", tag = "deployments", responses(
+    (status = 200, body = DeploymentView),
+    (status = 404, body = Problem),
+    (status = 409, description = "not in a state that can be paused", body = Problem),
+))]
+pub async fn pause(
+    caller: Authorized<Operator>,
+    hub: web::Data<Arc<Hub>>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(hub.control(&id, Action::Pause, &caller.actor).await?))
+}
+
+/// Resumes a paused deployment.
+#[utoipa::path(post, path = "/api/v1/deployments/{id}/resume", tag = "deployments", responses(
+    (status = 200, body = DeploymentView),
+    (status = 404, body = Problem),
+    (status = 409, body = Problem),
+))]
+pub async fn resume(
+    caller: Authorized<Operator>,
+    hub: web::Data<Arc<Hub>>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(hub.control(&id, Action::Resume, &caller.actor).await?))
+}
+
+/// Skips to the next phase now (the last phase completes the deployment).
+#[utoipa::path(post, path = "/api/v1/deployments/{id}/promote", tag = "deployments", responses(
+    (status = 200, body = DeploymentView),
+    (status = 404, body = Problem),
+    (status = 409, body = Problem),
+))]
+pub async fn promote(
+    caller: Authorized<Operator>,
+    hub: web::Data<Arc<Hub>>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(hub.control(&id, Action::Promote, &caller.actor).await?))
+}
+
+/// Stops the deployment; servers that got its revision go back to what they ran.
+#[utoipa::path(post, path = "/api/v1/deployments/{id}/cancel", tag = "deployments", responses(
+    (status = 200, body = DeploymentView),
+    (status = 404, body = Problem),
+    (status = 409, body = Problem),
+))]
+pub async fn cancel(
+    caller: Authorized<Operator>,
+    hub: web::Data<Arc<Hub>>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(hub.control(&id, Action::Cancel, &caller.actor).await?))
+}
+
+/// Approves a deployment waiting for approval; an admin other than its creator.
+#[utoipa::path(post, path = "/api/v1/deployments/{id}/approve", tag = "deployments", responses(
+    (status = 200, body = DeploymentView),
+    (status = 403, description = "not an admin, or the deployment's creator", body = Problem),
+    (status = 404, body = Problem),
+    (status = 409, body = Problem),
+))]
+pub async fn approve(
+    caller: Authorized<Admin>,
+    hub: web::Data<Arc<Hub>>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(hub.control(&id, Action::Approve, &caller.actor).await?))
+}
+
+/// Rolls back: every server that got the new revision gets its previous one.
+/// Works on a running deployment and on the config's newest completed one
+/// (the kill switch); `region` rolls back one region of a geographic rollout.
+#[utoipa::path(post, path = "/api/v1/deployments/{id}/rollback", tag = "deployments", request_body(content = Option<RollbackRequest>), responses(
+    (status = 200, body = DeploymentView),
+    (status = 404, body = Problem),
+    (status = 409, description = "nothing to roll back to, or not the newest completed deployment", body = Problem),
+))]
+pub async fn rollback(
+    caller: Authorized<Operator>,
+    hub: web::Data<Arc<Hub>>,
+    id: web::Path<String>,
+    MaybeBody(request): MaybeBody<RollbackRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let action = Action::Rollback(request.unwrap_or_default());
+    Ok(HttpResponse::Ok().json(hub.control(&id, action, &caller.actor).await?))
+}
+
+/// Whether and why the deployment rolled back, its rules and their last status.
+#[utoipa::path(get, path = "/api/v1/deployments/{id}/rollback-status", tag = "deployments", responses(
+    (status = 200, body = RollbackStatusView),
+    (status = 404, body = Problem),
+))]
+pub async fn rollback_status(
+    _caller: Authorized<Viewer>,
+    hub: web::Data<Arc<Hub>>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(hub.rollback_status(&id).await?))
+}
+
+/// Changes the rollback rules of a running deployment.
+#[utoipa::path(post, path = "/api/v1/deployments/{id}/rollback-thresholds", tag = "deployments", request_body = ThresholdsRequest, responses(
+    (status = 200, body = RollbackStatusView),
+    (status = 404, body = Problem),
+    (status = 409, body = Problem),
+    (status = 422, body = Problem),
+))]
+pub async fn rollback_thresholds(
+    caller: Authorized<Operator>,
+    hub: web::Data<Arc<Hub>>,
+    id: web::Path<String>,
+    Body(request): Body<ThresholdsRequest>,
+) -> Result<HttpResponse, ApiError> {
+    hub.control(&id, Action::Thresholds(request), &caller.actor)
+        .await?;
+    Ok(HttpResponse::Ok().json(hub.rollback_status(&id).await?))
+}
+
+/// The deployment's cohorts: servers, metric windows (long and fast, per
+/// region) and the last judgement, while this hub drives it.
+#[utoipa::path(get, path = "/api/v1/deployments/{id}/metrics", tag = "deployments", responses(
+    (status = 200, body = LiveStatus),
+    (status = 404, body = Problem),
+))]
+pub async fn deployment_metrics(
+    _caller: Authorized<Viewer>,
+    hub: web::Data<Arc<Hub>>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let view = hub.deployment(&id).await?;
+    Ok(HttpResponse::Ok().json(view.live.unwrap_or_default()))
+}
+
+/// Player metrics summed over servers, per minute from the store plus the
+/// current minute: all servers, or one deployment's cohorts.
+#[utoipa::path(get, path = "/api/v1/metrics/aggregated", tag = "metrics", params(AggregatedQuery), responses(
+    (status = 200, body = AggregatedView),
+    (status = 400, body = Problem),
+))]
+pub async fn aggregated_metrics(
+    _caller: Authorized<Viewer>,
+    hub: web::Data<Arc<Hub>>,
+    query: web::Query<AggregatedQuery>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(hub.aggregated(&query).await?))
+}
+
+/// Records a player's complaint or rating (support tools; game servers
+/// count complaints in their `metrics` frames). A complaint counts in the
+/// server's deployment cohorts at once.
+#[utoipa::path(post, path = "/api/v1/metrics/player-feedback", tag = "metrics", request_body = FeedbackRequest, responses(
+    (status = 201, body = FeedbackReceipt),
+    (status = 422, body = Problem),
+))]
+pub async fn player_feedback(
+    caller: Authorized<Developer>,
+    hub: web::Data<Arc<Hub>>,
+    Body(request): Body<FeedbackRequest>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Created().json(hub.player_feedback(&caller.actor, request).await?))
 }

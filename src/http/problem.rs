@@ -149,9 +149,13 @@ impl ApiError {
                 DeploymentError::Catalog(_) => {
                     (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
                 }
-                DeploymentError::StrategyUnavailable(_) => {
-                    (StatusCode::UNPROCESSABLE_ENTITY, "strategy_unavailable")
+                DeploymentError::Invalid(_) => {
+                    (StatusCode::UNPROCESSABLE_ENTITY, "invalid_deployment")
                 }
+                DeploymentError::TooMany(_) => (StatusCode::CONFLICT, "too_many_deployments"),
+                DeploymentError::Conflict(_) => (StatusCode::CONFLICT, "invalid_transition"),
+                DeploymentError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+                DeploymentError::Stopping => (StatusCode::SERVICE_UNAVAILABLE, "stopping"),
                 DeploymentError::ApprovalRequired { .. } => {
                     (StatusCode::CONFLICT, "approval_required")
                 }

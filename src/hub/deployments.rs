@@ -1,46 +1,188 @@
-//! Direct deployments: the version becomes the config's active revision (in
-//! the store first), then goes to every connected, subscribed server of the
-//! config's environment at once; acks are tracked per server. The
-//! progressive strategies join this path in the deployment engine.
+//! Deployments through the API: requests, errors, views, and the in-memory
+//! record of each deployment this hub drives (per-server progress and the
+//! status its actor last published). The engine itself is `engine.rs`.
 
-use super::{Hub, documents::now_ms};
+use super::documents::now_ms;
 use crate::{
-    catalog::{Actor, CatalogError, DeploymentTarget, views::rfc3339},
-    domain::kinds::Strategy,
-    store::{StoreError, audit, hub as store_hub},
+    catalog::{CatalogError, views::rfc3339},
+    domain::{
+        judgement::{Comparison, Judgement, Metric, Rule},
+        kinds::Strategy,
+        rollout::DeploymentState,
+    },
+    store::{StoreError, hub as store_hub},
 };
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::Value;
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex},
 };
 
+/// `POST /api/v1/deployments`. Durations are ISO 8601 (`PT5M`) or seconds.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewDeploymentRequest {
     pub config: String,
-    pub version: String,
-    /// `Direct` today; the progressive strategies come with the deployment engine.
+    /// The version to deploy (for `ABTest`, give `variants` instead).
+    pub version: Option<String>,
+    /// Must be the config's environment when given.
+    pub environment: Option<String>,
     pub strategy: Strategy,
+    /// Canary percentages, increasing, ending at 100 (default 10, 30, 50, 100).
+    pub phases: Option<Vec<f64>>,
+    /// Sets the first canary phase.
+    pub canary_percentage: Option<f64>,
+    #[schema(value_type = Option<String>, example = "PT5M")]
+    pub phase_interval: Option<Value>,
+    /// Advance by itself when a phase stayed healthy for its interval (default true).
+    pub auto_promote: Option<bool>,
+    pub batch_size: Option<usize>,
+    #[schema(value_type = Option<String>, example = "PT2M")]
+    pub batch_interval: Option<Value>,
+    /// Rolling: a server that fails to apply rolls the deployment back (default true).
+    pub stop_on_failure: Option<bool>,
+    #[schema(value_type = Option<String>, example = "PT10M")]
+    pub verification_period: Option<Value>,
+    #[schema(value_type = Option<String>, example = "PT30M")]
+    pub keep_blue_duration: Option<Value>,
+    /// Blue-green: the green share of the servers, percent.
+    pub green_percentage: Option<f64>,
+    /// Only servers in these regions; for `Geographic`, the order of the phases.
+    pub regions: Option<Vec<String>>,
+    /// Only servers carrying every one of these tags.
+    pub tags: Option<Vec<String>>,
+    pub variants: Option<Vec<VariantRequest>>,
+    /// Rollback rules: each replaces the default rule of its metric, or adds one.
+    pub thresholds: Option<Vec<RuleRequest>>,
+    /// Confidence a difference needs (default from settings, 0.99).
+    pub confidence: Option<f64>,
+    /// `false` drops the health-check rule.
+    pub health_check_enabled: Option<bool>,
+    /// Cancel the in-flight deployment of this config and take its place.
+    pub supersede: Option<bool>,
 }
 
-/// Why a deployment cannot start.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VariantRequest {
+    pub name: Option<String>,
+    pub version: String,
+    pub weight: f64,
+}
+
+/// A rollback rule, or a change to a default one.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuleRequest {
+    pub metric: Metric,
+    pub comparison: Option<Comparison>,
+    pub warning: Option<f64>,
+    pub critical: Option<f64>,
+    pub min_sample: Option<u64>,
+    /// `false` removes the rule.
+    pub enabled: Option<bool>,
+}
+
+/// `POST /deployments/{id}/rollback-thresholds`.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ThresholdsRequest {
+    pub thresholds: Vec<RuleRequest>,
+    pub confidence: Option<f64>,
+}
+
+/// `POST /deployments/{id}/rollback` (body optional).
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// Geographic: roll back this region only (the deployment pauses).
+    pub region: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// Merges rule requests into `rules`.
+pub fn merge_rules(rules: &mut Vec<Rule>, changes: &[RuleRequest]) -> Result<(), DeploymentError> {
+    for change in changes {
+        let invalid = |why: &str| DeploymentError::Invalid(format!("thresholds: {:?}: {why}", change.metric));
+        for value in [change.warning, change.critical].into_iter().flatten() {
+            if !value.is_finite() || value < 0.0 {
+                return Err(invalid("thresholds are non-negative fractions (0.05 = 5 %)"));
+            }
+        }
+        let position = rules.iter().position(|r| r.metric == change.metric);
+        if change.enabled == Some(false) {
+            if let Some(position) = position {
+                rules.remove(position);
+            }
+            continue;
+        }
+        match position {
+            Some(position) => {
+                let rule = &mut rules[position];
+                if let Some(comparison) = change.comparison {
+                    rule.comparison = comparison;
+                }
+                if change.warning.is_some() {
+                    rule.warning = change.warning;
+                }
+                if let Some(critical) = change.critical {
+                    rule.critical = critical;
+                }
+                if let Some(min_sample) = change.min_sample {
+                    rule.min_sample = min_sample;
+                }
+                if rule.warning.is_some_and(|w| w > rule.critical) {
+                    return Err(invalid("the warning level must not be above the critical one"));
+                }
+            }
+            None => {
+                let (Some(comparison), Some(critical)) = (change.comparison, change.critical)
+                else {
+                    return Err(invalid("a new rule needs a comparison and a critical level"));
+                };
+                if change.warning.is_some_and(|w| w > critical) {
+                    return Err(invalid("the warning level must not be above the critical one"));
+                }
+                rules.push(Rule {
+                    metric: change.metric.clone(),
+                    comparison,
+                    warning: change.warning,
+                    critical,
+                    min_sample: change.min_sample.unwrap_or(100),
+                });
+            }
+        }
+    }
+    if rules.len() > 64 {
+        return Err(DeploymentError::Invalid("at most 64 rollback rules".into()));
+    }
+    Ok(())
+}
+
+/// Why a deployment request or command cannot go through.
 #[derive(Debug, thiserror::Error)]
 pub enum DeploymentError {
     #[error(transparent)]
     Catalog(#[from] CatalogError),
-    #[error("strategy {0} is not available yet; use Direct")]
-    StrategyUnavailable(Strategy),
+    #[error("{0}")]
+    Invalid(String),
     #[error(
         "version {version} of {config} has breaking changes and needs an admin's approval before a production deployment"
     )]
     ApprovalRequired { config: String, version: String },
-    #[error("deployment {0} of this config is still in progress")]
+    #[error("deployment {0} of this config is still in progress; pass \"supersede\": true to replace it")]
     InProgress(String),
+    #[error("{0} deployments are running, the most this hub runs at once")]
+    TooMany(usize),
     #[error("deployment {0} does not exist")]
     NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("the deployment engine is shutting down")]
+    Stopping,
 }
 
 impl From<StoreError> for DeploymentError {
@@ -57,34 +199,402 @@ pub enum ServerState {
     Failed,
 }
 
+/// One server's part in a deployment: the revision it was sent and how that went.
 #[derive(Debug, Clone)]
-struct ServerProgress {
-    state: ServerState,
-    error: Option<String>,
-    apply_micros: Option<u64>,
-    updated_at_ms: i64,
+pub(super) struct ServerProgress {
+    pub revision: i64,
+    pub state: ServerState,
+    pub error: Option<String>,
+    pub apply_micros: Option<u64>,
+    pub updated_at_ms: i64,
 }
 
-#[derive(Debug, Clone)]
-struct Progress {
-    row: store_hub::DeploymentRow,
-    servers: BTreeMap<String, ServerProgress>,
+/// Why and when a deployment rolled back.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackRecord {
+    /// `automatic` (a critical breach) or `manual`.
+    pub trigger: String,
+    pub reason: String,
+    pub by: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metric: Option<Metric>,
+    /// The canary's value and the baseline's when a rule decided it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p_value: Option<f64>,
+    /// The region rolled back alone (geographic).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// The revision the servers went back to (absent: the config had none).
+    pub to_revision: Option<i64>,
+    pub detected_at: String,
+    pub rollback_started_at: String,
+    pub rollback_completed_at: Option<String>,
+    /// Milliseconds from detection to the last ack.
+    pub duration_ms: Option<i64>,
+    /// Servers that had not acked the previous revision when the rollback was closed.
+    #[serde(default)]
+    pub unacked: Vec<String>,
 }
 
-impl Progress {
-    fn counts(&self) -> (i64, i64, i64) {
-        let count = |state| self.servers.values().filter(|s| s.state == state).count() as i64;
-        (
-            self.servers.len() as i64,
-            count(ServerState::Acked),
-            count(ServerState::Failed),
-        )
+/// One cohort's numbers in a window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CohortSummary {
+    pub reports: u64,
+    /// Sum of `players` over the reports (player-intervals).
+    pub players: u64,
+    pub sessions_started: u64,
+    pub sessions_ended: u64,
+    pub churned: u64,
+    pub crashes: u64,
+    pub errors: u64,
+    pub requests: u64,
+    pub complaints: u64,
+    pub purchases: u64,
+    pub churn_rate: Option<f64>,
+    pub crash_rate: Option<f64>,
+    pub complaint_rate: Option<f64>,
+    pub error_rate: Option<f64>,
+    pub health_check_failure_rate: Option<f64>,
+    pub latency_ms: Option<Percentiles>,
+    pub session_secs: Option<Percentiles>,
+    pub fps: Option<Percentiles>,
+    pub custom: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Percentiles {
+    pub count: u64,
+    pub mean: f64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+impl CohortSummary {
+    pub fn of(w: &crate::domain::judgement::CohortWindow) -> Self {
+        let rate = |events: u64, n: u64| (n > 0).then(|| events as f64 / n as f64);
+        let percentiles = |h: &crate::domain::stats::SparseHistogram| {
+            Some(Percentiles {
+                count: h.count(),
+                mean: h.mean()?,
+                p50: h.quantile(0.5)?,
+                p90: h.quantile(0.9)?,
+                p99: h.quantile(0.99)?,
+                max: h.buckets().last()?.0,
+            })
+        };
+        Self {
+            reports: w.reports,
+            players: w.players,
+            sessions_started: w.sessions_started,
+            sessions_ended: w.sessions_ended,
+            churned: w.churned,
+            crashes: w.crashes,
+            errors: w.errors,
+            requests: w.requests,
+            complaints: w.complaints,
+            purchases: w.purchases,
+            churn_rate: rate(w.churned, w.players),
+            crash_rate: rate(w.crashes, w.players),
+            complaint_rate: rate(w.complaints, w.players),
+            error_rate: rate(w.errors, w.requests),
+            health_check_failure_rate: rate(w.health_failures, w.health_checks),
+            latency_ms: percentiles(&w.latency_ms),
+            session_secs: percentiles(&w.session_secs),
+            fps: percentiles(&w.fps),
+            custom: w
+                .custom
+                .iter()
+                .filter(|(_, (_, n))| *n > 0)
+                .map(|(k, (sum, n))| (k.clone(), sum / *n as f64))
+                .collect(),
+        }
+    }
+}
+
+/// A cohort: which servers, how many, and their numbers over both windows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CohortView {
+    /// `baseline`, `canary`, or a variant's name.
+    pub cohort: String,
+    pub servers: usize,
+    pub window: CohortSummary,
+    pub fast_window: CohortSummary,
+    /// The long window per region.
+    pub regions: BTreeMap<String, CohortSummary>,
+}
+
+/// What a deployment's actor last published.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveStatus {
+    pub cohorts: Vec<CohortView>,
+    /// The last evaluation of the canary against the baseline.
+    pub judgement: Option<Judgement>,
+    pub evaluated_at: Option<String>,
+    /// A warning holding auto-promotion, if any.
+    pub warning: Option<String>,
+    /// Metric events dropped because the actor's mailbox was full.
+    pub dropped_metric_events: u64,
+    pub window_ms: u64,
+    pub fast_window_ms: u64,
+}
+
+/// The shared record of one deployment this hub drives.
+#[derive(Debug)]
+pub(super) struct RunRecord {
+    pub row: Mutex<store_hub::DeploymentRow>,
+    pub live: Mutex<LiveStatus>,
+    pub servers: Mutex<BTreeMap<String, ServerProgress>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl RunRecord {
+    pub fn new(row: store_hub::DeploymentRow) -> Arc<Self> {
+        Arc::new(Self {
+            row: Mutex::new(row),
+            live: Mutex::new(LiveStatus::default()),
+            servers: Mutex::new(BTreeMap::new()),
+        })
     }
 
-    fn finished(&self) -> bool {
-        self.servers
+    pub fn row(&self) -> store_hub::DeploymentRow {
+        lock(&self.row).clone()
+    }
+
+    pub fn set_row(&self, row: store_hub::DeploymentRow) {
+        *lock(&self.row) = row;
+    }
+
+    pub fn set_live(&self, live: LiveStatus) {
+        *lock(&self.live) = live;
+    }
+
+    pub fn live(&self) -> LiveStatus {
+        lock(&self.live).clone()
+    }
+
+    /// A frame carrying `revision` went to `server_id`.
+    pub fn pushed(&self, server_id: &str, revision: i64) {
+        lock(&self.servers).insert(
+            server_id.to_owned(),
+            ServerProgress {
+                revision,
+                state: ServerState::Pushed,
+                error: None,
+                apply_micros: None,
+                updated_at_ms: now_ms(),
+            },
+        );
+    }
+
+    /// Whether a frame carrying `revision` is on its way to `server_id`.
+    pub fn in_flight(&self, server_id: &str, revision: i64) -> bool {
+        lock(&self.servers)
+            .get(server_id)
+            .is_some_and(|p| p.revision == revision && p.state == ServerState::Pushed)
+    }
+
+    /// Records an ack of `revision`; false if the server was not waited on for it.
+    pub fn ack(
+        &self,
+        server_id: &str,
+        revision: i64,
+        ok: bool,
+        error: Option<String>,
+        apply_micros: u64,
+    ) -> bool {
+        let mut servers = lock(&self.servers);
+        let progress = match servers.get_mut(server_id) {
+            Some(p) if p.revision == revision => p,
+            Some(_) => return false,
+            None if ok => servers.entry(server_id.to_owned()).or_insert(ServerProgress {
+                revision,
+                state: ServerState::Acked,
+                error: None,
+                apply_micros: None,
+                updated_at_ms: 0,
+            }),
+            None => return false,
+        };
+        progress.state = if ok {
+            ServerState::Acked
+        } else {
+            ServerState::Failed
+        };
+        progress.error = error.filter(|_| !ok).map(|e| e.chars().take(500).collect());
+        progress.apply_micros = Some(apply_micros);
+        progress.updated_at_ms = now_ms();
+        true
+    }
+
+    /// A server went away: what it had not acked failed.
+    pub fn server_gone(&self, server_id: &str) {
+        if let Some(progress) = lock(&self.servers)
+            .get_mut(server_id)
+            .filter(|p| p.state == ServerState::Pushed)
+        {
+            progress.state = ServerState::Failed;
+            progress.error = Some("disconnected before acking".into());
+            progress.updated_at_ms = now_ms();
+        }
+    }
+
+    /// `(targets, pushed, acked, failed)`, optionally only for `revision`.
+    pub fn counts(&self, revision: Option<i64>) -> (i64, i64, i64, i64) {
+        let servers = lock(&self.servers);
+        let mut counts = (0, 0, 0, 0);
+        for p in servers
             .values()
-            .all(|s| s.state != ServerState::Pushed)
+            .filter(|p| revision.is_none_or(|r| p.revision == r))
+        {
+            counts.0 += 1;
+            match p.state {
+                ServerState::Pushed => counts.1 += 1,
+                ServerState::Acked => counts.2 += 1,
+                ServerState::Failed => counts.3 += 1,
+            }
+        }
+        counts
+    }
+
+    /// Servers still to ack.
+    pub fn waiting(&self) -> Vec<String> {
+        lock(&self.servers)
+            .iter()
+            .filter(|(_, p)| p.state == ServerState::Pushed)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Servers that failed to apply, with their error.
+    pub fn failures(&self) -> Vec<(String, Option<String>)> {
+        lock(&self.servers)
+            .iter()
+            .filter(|(_, p)| p.state == ServerState::Failed && p.error.as_deref() != Some("disconnected before acking"))
+            .map(|(id, p)| (id.clone(), p.error.clone()))
+            .collect()
+    }
+
+    pub fn view(&self) -> DeploymentView {
+        let row = self.row();
+        let servers: Vec<ServerProgressView> = lock(&self.servers)
+            .iter()
+            .map(|(id, p)| ServerProgressView {
+                server_id: id.clone(),
+                revision: p.revision,
+                state: p.state,
+                error: p.error.clone(),
+                apply_micros: p.apply_micros,
+                updated_at: rfc3339(p.updated_at_ms),
+            })
+            .collect();
+        let mut view = view(&row);
+        let count = |state| servers.iter().filter(|s| s.state == state).count() as i64;
+        if !servers.is_empty() {
+            view.targets = servers.len() as i64;
+            view.pushed = count(ServerState::Pushed);
+            view.acked = count(ServerState::Acked);
+            view.failed = count(ServerState::Failed);
+        }
+        view.servers = servers;
+        view.live = Some(self.live());
+        view
+    }
+}
+
+/// Deployments this hub drives (running, and the newest finished ones).
+#[derive(Debug, Default)]
+pub(super) struct Runs {
+    map: Mutex<HashMap<String, Arc<RunRecord>>>,
+}
+
+/// Finished deployments kept in memory with their per-server detail.
+const KEEP_FINISHED: usize = 64;
+
+impl Runs {
+    pub fn get(&self, id: &str) -> Option<Arc<RunRecord>> {
+        lock(&self.map).get(id).cloned()
+    }
+
+    pub fn insert(&self, record: Arc<RunRecord>) {
+        let mut map = lock(&self.map);
+        let mut finished: Vec<(i64, String)> = map
+            .values()
+            .map(|r| r.row())
+            .filter(|r| r.status.parse_state().is_finished())
+            .map(|r| (r.created_at, r.id))
+            .collect();
+        if finished.len() >= KEEP_FINISHED {
+            finished.sort();
+            for (_, id) in &finished[..finished.len() + 1 - KEEP_FINISHED] {
+                map.remove(id);
+            }
+        }
+        let id = record.row().id;
+        map.insert(id, record);
+    }
+
+    pub fn remove(&self, id: &str) {
+        lock(&self.map).remove(id);
+    }
+
+    /// Deployments not finished.
+    pub fn running(&self) -> usize {
+        lock(&self.map)
+            .values()
+            .filter(|r| !r.row().status.parse_state().is_finished())
+            .count()
+    }
+}
+
+/// Reads a stored status back into a state.
+pub(super) trait ParseState {
+    fn parse_state(&self) -> DeploymentState;
+}
+
+impl ParseState for String {
+    fn parse_state(&self) -> DeploymentState {
+        match self.as_str() {
+            "Pending" => DeploymentState::Pending,
+            "AwaitingApproval" => DeploymentState::AwaitingApproval,
+            "InProgress" => DeploymentState::InProgress { phase: 0 },
+            "Paused" => DeploymentState::Paused { phase: 0 },
+            "RollingBack" => DeploymentState::RollingBack,
+            "RolledBack" => DeploymentState::RolledBack,
+            "Cancelled" => DeploymentState::Cancelled,
+            "Failed" => DeploymentState::Failed,
+            _ => DeploymentState::Completed,
+        }
+    }
+}
+
+/// A state's stored name.
+pub(super) fn status_name(state: DeploymentState) -> &'static str {
+    match state {
+        DeploymentState::Pending => "Pending",
+        DeploymentState::AwaitingApproval => "AwaitingApproval",
+        DeploymentState::InProgress { .. } => "InProgress",
+        DeploymentState::Paused { .. } => "Paused",
+        DeploymentState::Completed => "Completed",
+        DeploymentState::RollingBack => "RollingBack",
+        DeploymentState::RolledBack => "RolledBack",
+        DeploymentState::Cancelled => "Cancelled",
+        DeploymentState::Failed => "Failed",
     }
 }
 
@@ -99,46 +609,44 @@ pub struct DeploymentView {
     pub previous_revision: Option<i64>,
     pub strategy: String,
     pub environment: String,
-    /// `InProgress` until every targeted server acked or failed, then `Completed`.
+    /// `Pending`, `AwaitingApproval`, `InProgress`, `Paused`, `Completed`,
+    /// `RollingBack`, `RolledBack`, `Cancelled` or `Failed`.
     pub status: String,
+    /// Canary step, rolling batch, region index or blue-green step (0 = green, 1 = switched).
+    pub phase: i64,
+    pub phase_started_at: Option<String>,
     pub created_by: String,
     pub created_at: String,
+    pub approved_by: Option<String>,
     pub completed_at: Option<String>,
+    pub updated_at: Option<String>,
+    /// The plan the engine follows (strategy options, scope, rollback rules).
+    #[schema(value_type = Object)]
+    pub plan: Value,
+    pub rollback: Option<RollbackRecord>,
     pub targets: i64,
     pub pushed: i64,
     pub acked: i64,
     pub failed: i64,
     /// Per server, while this hub tracks the deployment.
     pub servers: Vec<ServerProgressView>,
+    /// Cohorts, their metrics and the last judgement, while this hub drives it.
+    pub live: Option<LiveStatus>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServerProgressView {
     pub server_id: String,
+    /// The revision sent to this server (the previous one during a rollback).
+    pub revision: i64,
     pub state: ServerState,
     pub error: Option<String>,
     pub apply_micros: Option<u64>,
     pub updated_at: String,
 }
 
-fn view(
-    row: &store_hub::DeploymentRow,
-    servers: Option<&BTreeMap<String, ServerProgress>>,
-) -> DeploymentView {
-    let servers: Vec<ServerProgressView> = servers
-        .into_iter()
-        .flatten()
-        .map(|(id, p)| ServerProgressView {
-            server_id: id.clone(),
-            state: p.state,
-            error: p.error.clone(),
-            apply_micros: p.apply_micros,
-            updated_at: rfc3339(p.updated_at_ms),
-        })
-        .collect();
-    let live = !servers.is_empty();
-    let count = |state| servers.iter().filter(|s| s.state == state).count() as i64;
+pub(super) fn view(row: &store_hub::DeploymentRow) -> DeploymentView {
     DeploymentView {
         id: row.id.clone(),
         config: row.config_name.clone(),
@@ -148,359 +656,38 @@ fn view(
         strategy: row.strategy.clone(),
         environment: row.environment.clone(),
         status: row.status.clone(),
+        phase: row.phase,
+        phase_started_at: row.phase_started_at.map(rfc3339),
         created_by: row.created_by.clone(),
         created_at: rfc3339(row.created_at),
+        approved_by: row.approved_by.clone(),
         completed_at: row.completed_at.map(rfc3339),
-        targets: if live {
-            servers.len() as i64
-        } else {
-            row.target_count
-        },
-        pushed: if live { count(ServerState::Pushed) } else { 0 },
-        acked: if live {
-            count(ServerState::Acked)
-        } else {
-            row.acked_count
-        },
-        failed: if live {
-            count(ServerState::Failed)
-        } else {
-            row.failed_count
-        },
-        servers,
+        updated_at: row.updated_at.map(rfc3339),
+        plan: serde_json::from_str(&row.spec).unwrap_or(Value::Null),
+        rollback: row
+            .rollback
+            .as_deref()
+            .and_then(|r| serde_json::from_str(r).ok()),
+        targets: row.target_count,
+        pushed: 0,
+        acked: row.acked_count,
+        failed: row.failed_count,
+        servers: Vec::new(),
+        live: None,
     }
 }
 
-/// Finished deployments kept in memory with their per-server detail.
-const KEEP_FINISHED: usize = 64;
-
-/// Deployments this hub is driving, in memory (acks never touch the store).
-#[derive(Debug, Default)]
-pub(super) struct DeploymentTracker {
-    live: Mutex<HashMap<String, Progress>>,
-}
-
-impl DeploymentTracker {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Progress>> {
-        self.live.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The in-progress deployment bringing `config` to `revision`.
-    pub(super) fn in_flight(&self, config: &str, revision: i64) -> Option<String> {
-        self.lock()
-            .values()
-            .find(|p| {
-                p.row.config_name == config
-                    && p.row.revision == revision
-                    && p.row.status == "InProgress"
-            })
-            .map(|p| p.row.id.clone())
-    }
-
-    /// Starts tracking `row`, unless a deployment of its config is in flight.
-    fn reserve(&self, row: &store_hub::DeploymentRow) -> Result<(), DeploymentError> {
-        let mut live = self.lock();
-        if let Some(running) = live
-            .values()
-            .find(|p| p.row.config_name == row.config_name && p.row.status == "InProgress")
-        {
-            return Err(DeploymentError::InProgress(running.row.id.clone()));
-        }
-        // Finished deployments stay for their per-server detail, the newest few only.
-        let mut finished: Vec<(i64, String)> = live
-            .values()
-            .filter(|p| p.row.status != "InProgress")
-            .map(|p| (p.row.created_at, p.row.id.clone()))
-            .collect();
-        if finished.len() >= KEEP_FINISHED {
-            finished.sort();
-            for (_, id) in &finished[..finished.len() + 1 - KEEP_FINISHED] {
-                live.remove(id);
-            }
-        }
-        live.insert(
-            row.id.clone(),
-            Progress {
-                row: row.clone(),
-                servers: BTreeMap::new(),
-            },
-        );
-        Ok(())
-    }
-
-    fn release(&self, id: &str) {
-        self.lock().remove(id);
-    }
-
-    pub(super) fn add_target(&self, deployment: &str, server_id: &str) {
-        if let Some(progress) = self.lock().get_mut(deployment) {
-            progress.servers.insert(
-                server_id.to_owned(),
-                ServerProgress {
-                    state: ServerState::Pushed,
-                    error: None,
-                    apply_micros: None,
-                    updated_at_ms: now_ms(),
-                },
-            );
-        }
-    }
-
-    /// Records an ack; returns the deployment's row when this ack finished it.
-    pub(super) fn ack(
-        &self,
-        config: &str,
-        server_id: &str,
-        revision: i64,
-        ok: bool,
-        error: Option<String>,
-        apply_micros: u64,
-    ) -> Option<store_hub::DeploymentRow> {
-        let mut live = self.lock();
-        let progress = live.values_mut().find(|p| {
-            p.row.config_name == config
-                && p.row.revision == revision
-                && p.row.status == "InProgress"
-        })?;
-        let server = progress.servers.get_mut(server_id)?;
-        server.state = if ok {
-            ServerState::Acked
-        } else {
-            ServerState::Failed
-        };
-        server.error = error.filter(|_| !ok).map(|e| e.chars().take(500).collect());
-        server.apply_micros = Some(apply_micros);
-        server.updated_at_ms = now_ms();
-        Self::finish_if_done(progress)
-    }
-
-    /// A server went away: what it had not acked failed.
-    pub(super) fn server_gone(&self, server_id: &str) -> Vec<store_hub::DeploymentRow> {
-        let mut live = self.lock();
-        let mut finished = Vec::new();
-        for progress in live.values_mut().filter(|p| p.row.status == "InProgress") {
-            if let Some(server) = progress
-                .servers
-                .get_mut(server_id)
-                .filter(|s| s.state == ServerState::Pushed)
-            {
-                server.state = ServerState::Failed;
-                server.error = Some("disconnected before acking".into());
-                server.updated_at_ms = now_ms();
-                finished.extend(Self::finish_if_done(progress));
-            }
-        }
-        finished
-    }
-
-    fn finish_if_done(progress: &mut Progress) -> Option<store_hub::DeploymentRow> {
-        if !progress.finished() {
-            return None;
-        }
-        let (targets, acked, failed) = progress.counts();
-        progress.row.status = "Completed".into();
-        progress.row.completed_at = Some(now_ms());
-        progress.row.target_count = targets;
-        progress.row.acked_count = acked;
-        progress.row.failed_count = failed;
-        Some(progress.row.clone())
-    }
-
-    fn view(&self, id: &str) -> Option<DeploymentView> {
-        self.lock().get(id).map(|p| view(&p.row, Some(&p.servers)))
-    }
-}
-
-impl Hub {
-    /// Starts a deployment (Direct): persisted with the new active revision
-    /// and its audit row before any frame goes out.
-    pub async fn deploy(
-        self: &Arc<Self>,
-        actor: &Actor,
-        request: NewDeploymentRequest,
-    ) -> Result<DeploymentView, DeploymentError> {
-        if request.strategy != Strategy::Direct {
-            return Err(DeploymentError::StrategyUnavailable(request.strategy));
-        }
-        let target: DeploymentTarget = self
-            .catalog
-            .deployment_target(&request.config, &request.version)
-            .await?;
-        if target.environment == "production" && target.breaking && !target.approved {
-            return Err(DeploymentError::ApprovalRequired {
-                config: target.config,
-                version: target.version,
-            });
-        }
-        let previous = self.active(&target.config).map(|a| a.revision);
-        let row = store_hub::DeploymentRow {
-            id: uuid::Uuid::now_v7().to_string(),
-            config_id: target.config_id.clone(),
-            config_name: target.config.clone(),
-            version: target.version.clone(),
-            revision: target.revision,
-            previous_revision: previous,
-            strategy: Strategy::Direct.as_str().into(),
-            environment: target.environment.clone(),
-            status: "InProgress".into(),
-            created_by: actor.subject.clone(),
-            created_at: now_ms(),
-            completed_at: None,
-            target_count: 0,
-            acked_count: 0,
-            failed_count: 0,
-        };
-        // Reserve the config under the tracker's lock: a second deployment
-        // of it is refused from here on, even while this one is being stored.
-        self.deployments.reserve(&row)?;
-        let stored = async {
-            let mut tx = self.store.begin().await?;
-            store_hub::insert_deployment(&mut tx, &row).await?;
-            store_hub::set_active_revision(&mut tx, &target.config_id, target.revision).await?;
-            audit::record(
-                &mut tx,
-                actor.audit_entry(
-                    "deployment.create",
-                    format!("deployments/{}", row.id),
-                    json!({ "config": target.config, "version": target.version, "revision": target.revision, "previousRevision": previous, "strategy": "Direct" }),
-                ),
-            )
-            .await?;
-            tx.commit().await.map_err(StoreError::from)
-        }
-        .await;
-        if let Err(error) = stored {
-            self.deployments.release(&row.id);
-            return Err(error.into());
-        }
-        self.set_active(&target.config, &target.environment, target.revision);
-        self.fan_out(&target, &row.id).await;
-        let current = {
-            let mut live = self.deployments.lock();
-            live.get_mut(&row.id).map(|progress| {
-                DeploymentTracker::finish_if_done(progress);
-                let (targets, acked, failed) = progress.counts();
-                let mut snapshot = progress.row.clone();
-                (
-                    snapshot.target_count,
-                    snapshot.acked_count,
-                    snapshot.failed_count,
-                ) = (targets, acked, failed);
-                snapshot
-            })
-        };
-        if let Some(current) = current {
-            self.persist_progress(current);
-        }
-        self.deployment(&row.id).await
-    }
-
-    /// Sends `target` to every connected subscriber of its environment. One
-    /// frame is encoded per distinct starting revision and shared by all the
-    /// servers starting there. Every target is registered before the first
-    /// frame leaves, so an early ack cannot finish the deployment while
-    /// others are still being added.
-    async fn fan_out(&self, target: &DeploymentTarget, deployment: &str) {
-        let targets = self.registry.targets(&target.config, |record| {
-            record.environment == target.environment
-        });
-        for server in &targets {
-            self.deployments.add_target(deployment, &server.server_id);
-        }
-        let mut by_base: BTreeMap<Option<i64>, Vec<hotswap_actors::ConnectedTarget>> =
-            BTreeMap::new();
-        for server in targets {
-            by_base.entry(server.applied).or_default().push(server);
-        }
-        for (base, servers) in by_base {
-            let frame: Option<Bytes> = self
-                .frame_towards(&target.config, base, target.revision, Some(deployment))
-                .await;
-            for server in servers {
-                if base == Some(target.revision) {
-                    // Already there: nothing to send, nothing to wait for.
-                    self.deployments.ack(
-                        &target.config,
-                        &server.server_id,
-                        target.revision,
-                        true,
-                        None,
-                        0,
-                    );
-                    continue;
-                }
-                let delivered = match &frame {
-                    Some(frame) => self.push(&server.outbox, frame.clone()),
-                    None => false,
-                };
-                if !delivered {
-                    for finished in self.deployments.server_gone(&server.server_id) {
-                        self.persist_progress(finished);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Queues a deployment's counts and status for the next flush (acks
-    /// never wait on the store).
-    pub(super) fn persist_progress(&self, row: store_hub::DeploymentRow) {
-        super::lock(&self.dirty_deployments).insert(row.id.clone(), row);
-    }
-
-    /// A deployment: live progress if this hub tracks it, else the stored record.
-    pub async fn deployment(&self, id: &str) -> Result<DeploymentView, DeploymentError> {
-        if let Some(live) = self.deployments.view(id) {
-            return Ok(live);
-        }
-        if uuid::Uuid::parse_str(id).is_err() {
-            return Err(DeploymentError::NotFound(id.to_owned()));
-        }
-        let mut conn = self.store.conn().await?;
-        let row = store_hub::deployment(&mut conn, id)
-            .await?
-            .ok_or_else(|| DeploymentError::NotFound(id.to_owned()))?;
-        Ok(view(&row, None))
-    }
-
-    /// Deployments, newest first.
-    pub async fn deployments(
-        &self,
-        before: Option<&str>,
-        limit: i64,
-    ) -> Result<Vec<DeploymentView>, DeploymentError> {
-        let mut conn = self.store.conn().await?;
-        let rows = store_hub::deployments(&mut conn, before, limit).await?;
-        Ok(rows
-            .iter()
-            .map(|row| {
-                self.deployments
-                    .view(&row.id)
-                    .unwrap_or_else(|| view(row, None))
-            })
-            .collect())
-    }
-
-    /// Deployments a previous run left in progress: the active revision is
-    /// already stored, so servers get it as they reconnect; the record is
-    /// closed with the counts it had.
-    pub(super) async fn close_out_interrupted(
-        &self,
-        rows: Vec<store_hub::DeploymentRow>,
-    ) -> anyhow::Result<()> {
-        for row in rows {
-            let mut tx = self.store.begin().await?;
-            store_hub::update_deployment(
-                &mut tx,
-                &row.id,
-                "Completed",
-                (row.target_count, row.acked_count, row.failed_count),
-                Some(now_ms()),
-            )
-            .await?;
-            tx.commit().await?;
-            tracing::info!(deployment = %row.id, "closed a deployment interrupted by a restart");
-        }
-        Ok(())
-    }
+/// `GET /deployments/{id}/rollback-status`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackStatusView {
+    pub deployment_id: String,
+    pub status: String,
+    /// Whether a critical breach rolls this deployment back by itself.
+    pub automatic: bool,
+    pub rollback: Option<RollbackRecord>,
+    /// Servers yet to ack the previous revision (during a rollback).
+    pub waiting_for: Vec<String>,
+    pub rules: Vec<Rule>,
+    pub judgement: Option<Judgement>,
 }

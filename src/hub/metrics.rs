@@ -1,8 +1,12 @@
-//! Checking `metrics` frames. The deployment engine folds them into cohort
-//! windows; here they are validated and counted.
+//! Checking `metrics` frames and decoding them once (HdrHistogram V2 bytes
+//! into sparse pairs) for the deployment windows and the minute aggregates.
 
 use hdrhistogram::serialization::Deserializer;
-use hotswap_client::protocol::{EncodedHistogram, MetricsReport};
+use crate::domain::window::Report;
+use hotswap_client::{
+    metrics::names,
+    protocol::{EncodedHistogram, MetricsReport},
+};
 
 const MAX_HISTOGRAMS: usize = 32;
 const MAX_PAIRS: usize = 10_000;
@@ -56,6 +60,44 @@ pub fn validate(report: &MetricsReport) -> Result<(), String> {
     Ok(())
 }
 
+/// Decodes a validated report once, for every window and aggregate it feeds.
+pub fn decode(report: &MetricsReport, healthy: bool) -> Report {
+    let pairs = |name: &str| -> Vec<(u64, u64)> {
+        match report.histograms.get(name) {
+            Some(EncodedHistogram::Sparse(pairs)) => pairs.clone(),
+            Some(EncodedHistogram::HdrV2(bytes)) => Deserializer::new()
+                .deserialize::<u64, _>(&mut bytes.as_slice())
+                .map(|h| {
+                    h.iter_recorded()
+                        .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            None => Vec::new(),
+        }
+    };
+    Report {
+        players: u64::from(report.players),
+        sessions_started: report.sessions_started,
+        sessions_ended: report.sessions_ended,
+        churned: report.churned,
+        crashes: report.crashes,
+        errors: report.errors,
+        requests: report.requests,
+        complaints: report.complaints,
+        purchases: report.purchases,
+        healthy,
+        latency_ms: pairs(names::LATENCY_MS),
+        session_secs: pairs(names::SESSION_SECS),
+        fps: pairs(names::FPS),
+        custom: report
+            .custom
+            .iter()
+            .map(|(name, value)| (name.clone(), *value))
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,6 +137,29 @@ mod tests {
         ok.histograms
             .insert("sessionSecs".into(), EncodedHistogram::HdrV2(deflated));
         assert_eq!(validate(&ok), Ok(()));
+    }
+
+    #[test]
+    fn encoded_and_sparse_histograms_decode_to_the_same_pairs() {
+        let mut histogram = Histogram::<u64>::new(3).unwrap();
+        histogram.record_n(25, 10).unwrap();
+        histogram.record_n(40, 2).unwrap();
+        let mut deflated = Vec::new();
+        V2DeflateSerializer::new()
+            .serialize(&histogram, &mut deflated)
+            .unwrap();
+        let mut r = report();
+        r.crashes = 3;
+        r.histograms
+            .insert("latencyMs".into(), EncodedHistogram::HdrV2(deflated));
+        r.histograms.insert(
+            "sessionSecs".into(),
+            EncodedHistogram::Sparse(vec![(300, 4)]),
+        );
+        let decoded = decode(&r, false);
+        assert_eq!(decoded.latency_ms, vec![(25, 10), (40, 2)]);
+        assert_eq!(decoded.session_secs, vec![(300, 4)]);
+        assert_eq!((decoded.players, decoded.crashes, decoded.healthy), (10, 3, false));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The hub: what each game server should run, the frames that bring it
-//! there, fan-out, acks, and Direct deployments. Sessions (in `actors/`)
-//! call in through [`SessionHost`]; REST calls in through [`Hub`].
+//! there, fan-out, acks, metric ingest, and the deployment engine. Sessions
+//! (in `actors/`) call in through [`SessionHost`]; REST calls in through [`Hub`].
 //!
 //! **Architecture invariant:** the hot paths (fan-out, acks, heartbeats,
 //! metrics) touch no database. Known servers are written to the store by a
@@ -9,23 +9,34 @@
 //! # Layout
 //! - `mod.rs`: [`Hub`], its `SessionHost` side, background tasks, shutdown.
 //! - `documents.rs`: opened documents, patches and encoded frames, shared.
-//! - `deployments.rs`: Direct deployments and their per-server progress.
-//! - `metrics.rs`: validating and counting `metrics` frames.
+//! - `engine.rs`: the deployment engine: plans, one actor per deployment,
+//!   what each server should run (`Serving`), reconciling servers with it.
+//! - `deployments.rs`: requests, errors and views of deployments, and the
+//!   per-server progress of the ones this hub drives.
+//! - `metrics.rs`: validating and decoding `metrics` frames.
+//! - `aggregates.rs`: per-minute metric aggregates for the store.
+//! - `feedback.rs`: aggregated metrics queries and player feedback.
 
+mod aggregates;
 pub mod deployments;
 mod documents;
+pub mod engine;
+pub mod feedback;
 mod metrics;
 
 pub use deployments::{DeploymentView, NewDeploymentRequest, ServerProgressView};
+pub use engine::Action;
 
 use crate::{
     catalog::Catalog,
-    settings::HubSettings,
+    domain::rollout::Assignment,
+    settings::{DeploymentSettings, HubSettings},
     store::{Store, hub as store_hub},
 };
 use bytes::Bytes;
-use deployments::DeploymentTracker;
+use deployments::Runs;
 use documents::{DocumentCache, now_ms};
+use engine::{Event, Serving, Who};
 use futures_util::future::BoxFuture;
 use hotswap_actors::{
     CloseReason, Hello, HelloOutcome, Outbox, Refusal, Registry, ServerRecord, SessionHost,
@@ -44,13 +55,6 @@ use std::{
 const MAX_SUBSCRIPTIONS: usize = 100;
 const MAX_TAGS: usize = 32;
 
-/// The config a server should run, as the hub serves it right now.
-#[derive(Debug, Clone)]
-struct Active {
-    environment: String,
-    revision: i64,
-}
-
 /// Counters for observability and the load test.
 #[derive(Debug, Default)]
 pub struct HubStats {
@@ -58,6 +62,8 @@ pub struct HubStats {
     pub acks: AtomicU64,
     pub slow_consumers: AtomicU64,
     pub frames_pushed: AtomicU64,
+    /// Metric events a full deployment mailbox dropped.
+    pub metric_events_dropped: AtomicU64,
 }
 
 pub struct Hub {
@@ -65,13 +71,14 @@ pub struct Hub {
     store: Store,
     registry: Arc<Registry>,
     settings: HubSettings,
-    active: RwLock<HashMap<String, Active>>,
+    deployment_settings: DeploymentSettings,
+    /// Per config: active revision, standing layers, the deployment in flight.
+    serving: RwLock<HashMap<String, Serving>>,
     documents: DocumentCache,
-    deployments: DeploymentTracker,
+    runs: Runs,
+    aggregates: aggregates::Aggregates,
     /// Servers whose record changed since the last flush.
     dirty: Mutex<HashSet<String>>,
-    /// Deployment records to write at the next flush.
-    dirty_deployments: Mutex<HashMap<String, store_hub::DeploymentRow>>,
     first_seen: Mutex<HashMap<String, i64>>,
     pub stats: HubStats,
 }
@@ -102,21 +109,32 @@ impl Hub {
         catalog: Catalog,
         store: Store,
         settings: HubSettings,
+        deployment_settings: DeploymentSettings,
     ) -> anyhow::Result<Arc<Self>> {
         let mut conn = store.conn().await?;
-        let active = store_hub::active_revisions(&mut conn)
-            .await?
-            .into_iter()
-            .map(|(name, environment, revision)| {
-                (
-                    name,
-                    Active {
-                        environment,
-                        revision,
-                    },
-                )
-            })
-            .collect();
+        let mut serving: HashMap<String, Serving> = HashMap::new();
+        for (name, environment, revision) in store_hub::active_revisions(&mut conn).await? {
+            serving.entry(name).or_insert_with(|| Serving::new(&environment)).base = Some(revision);
+        }
+        for row in store_hub::standing_layers(&mut conn).await? {
+            let Ok(plan) = serde_json::from_str::<engine::Plan>(&row.spec) else {
+                tracing::warn!(deployment = %row.id, "cannot read a completed deployment's plan; its layer is dropped");
+                continue;
+            };
+            let Ok(strategy) = row.strategy.parse() else {
+                continue;
+            };
+            let entry = serving
+                .entry(row.config_name.clone())
+                .or_insert_with(|| Serving::new(&row.environment));
+            // Newest first, as the query returns them.
+            entry.layers.push(Arc::new(Assignment {
+                deployment_id: row.id.clone(),
+                revision: row.revision,
+                scope: plan.scope.clone(),
+                cover: plan.full_cover(strategy),
+            }));
+        }
         let rows = store_hub::game_servers(&mut conn).await?;
         let unfinished = store_hub::unfinished_deployments(&mut conn).await?;
         drop(conn);
@@ -159,15 +177,16 @@ impl Hub {
             store,
             registry,
             settings,
-            active: RwLock::new(active),
+            deployment_settings,
+            serving: RwLock::new(serving),
             documents: DocumentCache::default(),
-            deployments: DeploymentTracker::default(),
+            runs: Runs::default(),
+            aggregates: aggregates::Aggregates::default(),
             dirty: Mutex::new(HashSet::new()),
-            dirty_deployments: Mutex::new(HashMap::new()),
             first_seen: Mutex::new(first_seen),
             stats: HubStats::default(),
         });
-        hub.close_out_interrupted(unfinished).await?;
+        hub.resume(unfinished).await?;
         Ok(hub)
     }
 
@@ -188,25 +207,18 @@ impl Hub {
         Arc::new(HubHost(self.clone()))
     }
 
-    fn active(&self, config: &str) -> Option<Active> {
-        self.active
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(config)
-            .cloned()
+    pub fn deployment_settings(&self) -> &DeploymentSettings {
+        &self.deployment_settings
     }
 
-    fn set_active(&self, config: &str, environment: &str, revision: i64) {
-        self.active
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                config.to_owned(),
-                Active {
-                    environment: environment.to_owned(),
-                    revision,
-                },
-            );
+    /// What `record` should run of `config`: `(environment, desired)`.
+    fn desired(&self, config: &str, record: &ServerRecord) -> Option<(String, Option<i64>)> {
+        let serving = self.serving_read();
+        let entry = serving.get(config)?;
+        Some((
+            entry.environment.clone(),
+            entry.desired(&Who::of(record)).map(|(revision, _)| revision),
+        ))
     }
 
     fn mark_dirty(&self, server_id: &str) {
@@ -369,25 +381,28 @@ impl Hub {
             server_time_ms: now,
             hub_node: self.settings.node_name.clone(),
         }))];
+        let Some(record) = self.registry.get(&hello.server_id) else {
+            return Ok(HelloOutcome { frames });
+        };
         for config in &subscriptions {
-            let Some(active) = self.active(config) else {
+            let Some((environment, desired)) = self.desired(config, &record) else {
                 continue;
             };
-            if active.environment != hello.environment {
+            if environment != hello.environment {
                 frames.push(Bytes::from(protocol::encode(&HubMessage::Error {
                     code: "environment_mismatch".into(),
                     message: format!(
-                        "{config} is a {} config; this server is {}",
-                        active.environment, hello.environment
+                        "{config} is a {environment} config; this server is {}",
+                        hello.environment
                     ),
                 })));
                 continue;
             }
+            if desired.is_none() {
+                continue;
+            }
             let known = hello.known.get(config).copied();
-            if let Some(frame) = self
-                .frame_for_server(config, known, active.revision, &hello.server_id)
-                .await
-            {
+            if let Some(frame) = self.frame_for_server(config, known, &record).await {
                 frames.push(frame);
             }
         }
@@ -409,55 +424,62 @@ impl Hub {
             });
             self.mark_dirty(server_id);
         }
-        if let Some(finished) =
-            self.deployments
-                .ack(&config, server_id, revision, ok, error, apply_micros)
-        {
-            self.persist_progress(finished);
+        let live = self
+            .serving_read()
+            .get(&config)
+            .and_then(|s| s.live.as_ref().map(|l| l.record.clone()));
+        if let Some(record) = live {
+            record.ack(server_id, revision, ok, error, apply_micros);
         }
     }
 
     async fn on_resync(self: Arc<Self>, server_id: String, config: String) -> Option<Bytes> {
         let record = self.registry.get(&server_id)?;
-        let active = self
-            .active(&config)
-            .filter(|a| a.environment == record.environment)?;
+        let (environment, _) = self.desired(&config, &record)?;
+        if environment != record.environment {
+            return None;
+        }
         // `None` as the known revision: a resync always gets a snapshot.
-        self.frame_for_server(&config, None, active.revision, &server_id)
-            .await
+        self.frame_for_server(&config, None, &record).await
     }
 
     /// The frame bringing one server to what it should run, built so that a
-    /// deployment starting during the build cannot be overtaken by an older
-    /// frame: the active revision is read again after every await, and the
-    /// frame rebuilt if it moved. A server that already holds the target
+    /// deployment moving during the build cannot be overtaken by an older
+    /// frame: what the server should run is read again after every await,
+    /// and the frame rebuilt if it moved. A server that already holds it
     /// counts as acked for the deployment in flight.
     async fn frame_for_server(
         &self,
         config: &str,
         known: Option<i64>,
-        mut target: i64,
-        server_id: &str,
+        record: &ServerRecord,
     ) -> Option<Bytes> {
+        let who = Who::of(record);
+        let current = || {
+            let serving = self.serving_read();
+            let entry = serving.get(config)?;
+            let (target, from_live) = entry.desired(&who)?;
+            let live = entry.live.as_ref().filter(|_| from_live).map(|l| {
+                (l.record.clone(), l.assignment.deployment_id.clone())
+            });
+            Some((target, live))
+        };
+        let (mut target, mut live) = current()?;
         for _ in 0..5 {
-            let deployment = self.deployments.in_flight(config, target);
             if known == Some(target) {
-                if let Some(finished) = self
-                    .deployments
-                    .ack(config, server_id, target, true, None, 0)
-                {
-                    self.persist_progress(finished);
+                if let Some((run, _)) = &live {
+                    run.ack(&record.server_id, target, true, None, 0);
                 }
                 return None;
             }
-            if let Some(deployment) = &deployment {
-                self.deployments.add_target(deployment, server_id);
+            if let Some((run, _)) = &live {
+                run.pushed(&record.server_id, target);
             }
             let frame = self
-                .frame_towards(config, known, target, deployment.as_deref())
+                .frame_towards(config, known, target, live.as_ref().map(|(_, id)| id.as_str()))
                 .await;
-            match self.active(config) {
-                Some(now) if now.revision != target => target = now.revision,
+            match current() {
+                Some((now, now_live)) if now != target => (target, live) = (now, now_live),
                 _ => return frame,
             }
         }
@@ -483,20 +505,32 @@ impl Hub {
             .disconnect(server_id, session_id, stale, reason, now_ms())
         {
             self.mark_dirty(server_id);
-            for finished in self.deployments.server_gone(server_id) {
-                self.persist_progress(finished);
+            let runs: Vec<_> = self
+                .serving_read()
+                .values()
+                .filter_map(|s| s.live.as_ref().map(|l| l.record.clone()))
+                .collect();
+            for run in runs {
+                run.server_gone(server_id);
             }
         }
     }
 
-    /// Writes changed server records and deployment progress in one transaction.
+    /// Writes changed server records, deployment counts and finished metric
+    /// minutes in one transaction.
     pub async fn flush(&self) -> anyhow::Result<usize> {
         let ids: Vec<String> = lock(&self.dirty).drain().collect();
-        let deployments: Vec<store_hub::DeploymentRow> = lock(&self.dirty_deployments)
-            .drain()
-            .map(|(_, row)| row)
+        let deployments: Vec<(String, (i64, i64, i64))> = self
+            .serving_read()
+            .values()
+            .filter_map(|s| s.live.as_ref())
+            .map(|l| {
+                let (targets, _, acked, failed) = l.record.counts(None);
+                (l.assignment.deployment_id.clone(), (targets, acked, failed))
+            })
             .collect();
-        if ids.is_empty() && deployments.is_empty() {
+        let minutes = self.aggregates.take_finished(now_ms());
+        if ids.is_empty() && deployments.is_empty() && minutes.is_empty() {
             return Ok(0);
         }
         let rows: Vec<store_hub::GameServerRow> = ids
@@ -524,14 +558,11 @@ impl Hub {
                 last_seen: r.last_seen_ms,
             })
             .collect();
-        let result = self.write_batch(&rows, &deployments).await;
+        let result = self.write_batch(&rows, &deployments, &minutes).await;
         if result.is_err() {
-            // Keep them for the next flush; a newer state queued meanwhile wins.
+            // Keep them for the next flush.
             lock(&self.dirty).extend(ids);
-            let mut pending = lock(&self.dirty_deployments);
-            for row in deployments {
-                pending.entry(row.id.clone()).or_insert(row);
-            }
+            self.aggregates.retry(minutes);
         }
         result
     }
@@ -539,19 +570,30 @@ impl Hub {
     async fn write_batch(
         &self,
         rows: &[store_hub::GameServerRow],
-        deployments: &[store_hub::DeploymentRow],
+        deployments: &[(String, (i64, i64, i64))],
+        minutes: &[store_hub::MetricMinuteRow],
     ) -> anyhow::Result<usize> {
         let mut tx = self.store.begin().await?;
         for row in rows {
             store_hub::upsert_game_server(&mut tx, row).await?;
         }
-        for row in deployments {
-            let counts = (row.target_count, row.acked_count, row.failed_count);
-            store_hub::update_deployment(&mut tx, &row.id, &row.status, counts, row.completed_at)
-                .await?;
+        for (id, counts) in deployments {
+            store_hub::update_counts(&mut tx, id, *counts).await?;
+        }
+        for minute in minutes {
+            store_hub::insert_metric_minute(&mut tx, minute).await?;
         }
         tx.commit().await?;
-        Ok(rows.len() + deployments.len())
+        Ok(rows.len() + deployments.len() + minutes.len())
+    }
+
+    /// Drops metric minutes and feedback past the retention period.
+    pub async fn expire_metrics(&self) -> anyhow::Result<u64> {
+        let days = self.deployment_settings.metrics_retention_days.max(1) as i64;
+        let mut tx = self.store.begin().await?;
+        let removed = store_hub::expire_metrics(&mut tx, now_ms() - days * 86_400_000).await?;
+        tx.commit().await?;
+        Ok(removed)
     }
 
     /// Forgets servers disconnected for longer than `stale_after_secs`.
@@ -588,6 +630,11 @@ impl Hub {
                 if let Err(error) = hub.prune().await {
                     tracing::warn!(error = %error, "could not prune stale game servers");
                 }
+                if ticks.is_multiple_of(3_600)
+                    && let Err(error) = hub.expire_metrics().await
+                {
+                    tracing::warn!(error = %error, "could not expire old metric aggregates");
+                }
             }
         });
     }
@@ -596,6 +643,7 @@ impl Hub {
     /// moment within the reconnect window (so they do not all return in the
     /// same second), then its socket is closed; known servers are flushed.
     pub async fn shutdown(&self) {
+        self.stop_runs().await;
         let window = self.settings.reconnect_window_ms.max(1);
         let outboxes = self.registry.all_outboxes();
         tracing::info!(
@@ -657,6 +705,70 @@ impl Hub {
     }
 }
 
+/// What a server's players reported: a metrics frame, or feedback.
+pub(crate) enum Ingest {
+    Report(Arc<crate::domain::window::Report>),
+    Complaints(u64),
+}
+
+impl Hub {
+    /// Folds what a server's players reported into the minute aggregates
+    /// and into the cohort windows of every deployment the server is part of.
+    fn ingest(&self, record: &ServerRecord, ingest: Ingest) {
+        let at = now_ms();
+        let region: Arc<str> = Arc::from(record.region.as_str());
+        let who = Who::of(record);
+        let mut targets = Vec::new();
+        {
+            let serving = self.serving_read();
+            for config in &record.subscriptions {
+                let Some(entry) = serving.get(config) else {
+                    continue;
+                };
+                let Some(live) = entry.live.as_ref().filter(|_| entry.environment == record.environment) else {
+                    continue;
+                };
+                let Some(cohort) = entry.cohort_of(&who, record.applied.get(config).copied()) else {
+                    continue;
+                };
+                targets.push((live.handle.clone(), Arc::<str>::from(live.assignment.deployment_id.as_str()), cohort));
+            }
+        }
+        let all: Arc<str> = Arc::from(aggregates::ALL);
+        let everyone: Arc<str> = Arc::from("all");
+        match &ingest {
+            Ingest::Report(report) => self.aggregates.fold(at, &region, &all, &everyone, report),
+            Ingest::Complaints(n) => self.aggregates.complaints(at, &region, &all, &everyone, *n),
+        }
+        for (handle, deployment, cohort) in targets {
+            match &ingest {
+                Ingest::Report(report) => self.aggregates.fold(at, &region, &deployment, &cohort, report),
+                Ingest::Complaints(n) => self.aggregates.complaints(at, &region, &deployment, &cohort, *n),
+            }
+            let Some(handle) = handle else {
+                continue;
+            };
+            let event = match &ingest {
+                Ingest::Report(report) => Event::Metrics {
+                    cohort,
+                    region: region.clone(),
+                    report: report.clone(),
+                    at_ms: at,
+                },
+                Ingest::Complaints(count) => Event::Complaints {
+                    cohort,
+                    region: region.clone(),
+                    count: *count,
+                    at_ms: at,
+                },
+            };
+            if !handle.event(event) {
+                self.stats.metric_events_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 /// The hub as sessions see it.
 struct HubHost(Arc<Hub>);
 
@@ -700,6 +812,10 @@ impl SessionHost for HubHost {
             record.metrics_frames += 1;
             record.players = report.players;
         });
+        if let Some(record) = self.0.registry.get(server_id) {
+            let decoded = Arc::new(metrics::decode(&report, record.status == Health::Healthy));
+            self.0.ingest(&record, Ingest::Report(decoded));
+        }
         Ok(())
     }
 

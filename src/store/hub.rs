@@ -110,14 +110,26 @@ pub struct DeploymentRow {
     pub target_count: i64,
     pub acked_count: i64,
     pub failed_count: i64,
+    /// The plan, JSON.
+    pub spec: String,
+    pub phase: i64,
+    pub phase_started_at: Option<i64>,
+    pub cover_bucket: Option<i64>,
+    pub approved_by: Option<String>,
+    /// The rollback record, JSON.
+    pub rollback: Option<String>,
+    pub updated_at: Option<i64>,
+    pub scoped: i64,
 }
 
 const DEPLOYMENT_COLUMNS: &str = "id, config_id, config_name, version, revision, previous_revision, strategy, \
-     environment, status, created_by, created_at, completed_at, target_count, acked_count, failed_count";
+     environment, status, created_by, created_at, completed_at, target_count, acked_count, failed_count, \
+     spec, phase, phase_started_at, cover_bucket, approved_by, rollback, updated_at, scoped";
 
 pub async fn insert_deployment(tx: &mut Tx, row: &DeploymentRow) -> StoreResult<()> {
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO deployments ({DEPLOYMENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+        "INSERT INTO deployments ({DEPLOYMENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+         $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)"
     )))
     .bind(&row.id)
     .bind(&row.config_id)
@@ -134,28 +146,52 @@ pub async fn insert_deployment(tx: &mut Tx, row: &DeploymentRow) -> StoreResult<
     .bind(row.target_count)
     .bind(row.acked_count)
     .bind(row.failed_count)
+    .bind(&row.spec)
+    .bind(row.phase)
+    .bind(row.phase_started_at)
+    .bind(row.cover_bucket)
+    .bind(&row.approved_by)
+    .bind(&row.rollback)
+    .bind(row.updated_at)
+    .bind(row.scoped)
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-/// Records progress or the end of a deployment.
-pub async fn update_deployment(
-    tx: &mut Tx,
-    id: &str,
-    status: &str,
-    counts: (i64, i64, i64),
-    completed_at: Option<i64>,
-) -> StoreResult<()> {
+/// Writes everything about a deployment that can change.
+pub async fn save_deployment(tx: &mut Tx, row: &DeploymentRow) -> StoreResult<()> {
     sqlx::query(
         "UPDATE deployments SET status = $1, target_count = $2, acked_count = $3, failed_count = $4, \
-         completed_at = $5 WHERE id = $6",
+         completed_at = $5, spec = $6, phase = $7, phase_started_at = $8, cover_bucket = $9, \
+         approved_by = $10, rollback = $11, updated_at = $12 WHERE id = $13",
     )
-    .bind(status)
+    .bind(&row.status)
+    .bind(row.target_count)
+    .bind(row.acked_count)
+    .bind(row.failed_count)
+    .bind(row.completed_at)
+    .bind(&row.spec)
+    .bind(row.phase)
+    .bind(row.phase_started_at)
+    .bind(row.cover_bucket)
+    .bind(&row.approved_by)
+    .bind(&row.rollback)
+    .bind(row.updated_at)
+    .bind(&row.id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Records counts only (the flusher; never moves the status).
+pub async fn update_counts(tx: &mut Tx, id: &str, counts: (i64, i64, i64)) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE deployments SET target_count = $1, acked_count = $2, failed_count = $3 WHERE id = $4",
+    )
     .bind(counts.0)
     .bind(counts.1)
     .bind(counts.2)
-    .bind(completed_at)
     .bind(id)
     .execute(&mut **tx)
     .await?;
@@ -188,13 +224,151 @@ pub async fn deployments(
     .await?)
 }
 
-/// Deployments not finished (a restarted hub closes them out).
+/// Deployments not finished: a restarted hub resumes them.
 pub async fn unfinished_deployments(conn: &mut Conn) -> StoreResult<Vec<DeploymentRow>> {
     Ok(
         sqlx::query_as::<_, DeploymentRow>(sqlx::AssertSqlSafe(format!(
-            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE status = 'InProgress'"
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE status IN \
+             ('Pending', 'AwaitingApproval', 'InProgress', 'Paused', 'RollingBack') ORDER BY id"
         )))
         .fetch_all(&mut **conn)
         .await?,
     )
+}
+
+/// Completed scoped deployments still in force: newer than the last
+/// completed unscoped deployment of their config, newest first.
+pub async fn standing_layers(conn: &mut Conn) -> StoreResult<Vec<DeploymentRow>> {
+    Ok(
+        sqlx::query_as::<_, DeploymentRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments d WHERE status = 'Completed' AND scoped = 1 \
+             AND completed_at > COALESCE((SELECT MAX(u.completed_at) FROM deployments u \
+             WHERE u.config_id = d.config_id AND u.status = 'Completed' AND u.scoped = 0), -1) \
+             ORDER BY completed_at DESC"
+        )))
+        .fetch_all(&mut **conn)
+        .await?,
+    )
+}
+
+/// One minute of player metrics for one (region, deployment, cohort).
+#[derive(Debug, Clone, Default, PartialEq, sqlx::FromRow)]
+pub struct MetricMinuteRow {
+    pub minute: i64,
+    pub region: String,
+    pub deployment_id: String,
+    pub cohort: String,
+    pub reports: i64,
+    pub players: i64,
+    pub sessions_started: i64,
+    pub sessions_ended: i64,
+    pub churned: i64,
+    pub crashes: i64,
+    pub errors: i64,
+    pub requests: i64,
+    pub complaints: i64,
+    pub purchases: i64,
+    pub latency_ms: String,
+    pub session_secs: String,
+    pub fps: String,
+}
+
+const MINUTE_COLUMNS: &str = "minute, region, deployment_id, cohort, reports, players, sessions_started, \
+     sessions_ended, churned, crashes, errors, requests, complaints, purchases, latency_ms, session_secs, fps";
+
+pub async fn insert_metric_minute(tx: &mut Tx, row: &MetricMinuteRow) -> StoreResult<()> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO metric_minutes ({MINUTE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+         $11, $12, $13, $14, $15, $16, $17)"
+    )))
+    .bind(row.minute)
+    .bind(&row.region)
+    .bind(&row.deployment_id)
+    .bind(&row.cohort)
+    .bind(row.reports)
+    .bind(row.players)
+    .bind(row.sessions_started)
+    .bind(row.sessions_ended)
+    .bind(row.churned)
+    .bind(row.crashes)
+    .bind(row.errors)
+    .bind(row.requests)
+    .bind(row.complaints)
+    .bind(row.purchases)
+    .bind(&row.latency_ms)
+    .bind(&row.session_secs)
+    .bind(&row.fps)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Minutes from `since` on, optionally of one region and one deployment
+/// (`''` is the all-servers row).
+pub async fn metric_minutes(
+    conn: &mut Conn,
+    since: i64,
+    region: Option<&str>,
+    deployment_id: &str,
+) -> StoreResult<Vec<MetricMinuteRow>> {
+    Ok(sqlx::query_as::<_, MetricMinuteRow>(sqlx::AssertSqlSafe(format!(
+        "SELECT {MINUTE_COLUMNS} FROM metric_minutes WHERE minute >= $1 AND ($2 IS NULL OR region = $2) \
+         AND deployment_id = $3 ORDER BY minute"
+    )))
+    .bind(since)
+    .bind(region)
+    .bind(deployment_id)
+    .fetch_all(&mut **conn)
+    .await?)
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct FeedbackRow {
+    pub id: String,
+    pub received_at: i64,
+    pub server_id: Option<String>,
+    pub region: Option<String>,
+    pub deployment_id: Option<String>,
+    pub player_id: Option<String>,
+    pub kind: String,
+    pub rating: Option<i64>,
+    pub category: Option<String>,
+    pub message: Option<String>,
+    pub submitted_by: String,
+}
+
+pub async fn insert_feedback(tx: &mut Tx, row: &FeedbackRow) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO player_feedback (id, received_at, server_id, region, deployment_id, player_id, kind, \
+         rating, category, message, submitted_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(&row.id)
+    .bind(row.received_at)
+    .bind(&row.server_id)
+    .bind(&row.region)
+    .bind(&row.deployment_id)
+    .bind(&row.player_id)
+    .bind(&row.kind)
+    .bind(row.rating)
+    .bind(&row.category)
+    .bind(&row.message)
+    .bind(&row.submitted_by)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Drops metric minutes and feedback older than `before` (ms); returns rows removed.
+pub async fn expire_metrics(tx: &mut Tx, before: i64) -> StoreResult<u64> {
+    let minutes = sqlx::query("DELETE FROM metric_minutes WHERE minute < $1")
+        .bind(before)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    let feedback = sqlx::query("DELETE FROM player_feedback WHERE received_at < $1")
+        .bind(before)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    Ok(minutes + feedback)
 }

@@ -114,6 +114,11 @@ pub fn test_settings(database_url: &str, data_dir: &std::path::Path) -> Settings
     settings.hub.max_frame_bytes = 256 * 1024;
     settings.hub.session_queue = 16;
     settings.hub.reconnect_window_ms = 2000;
+    // A fast deployment engine: evaluations every 50 ms over short windows.
+    settings.deployments.evaluate_every_ms = 50;
+    settings.deployments.window_ms = 10_000;
+    settings.deployments.fast_window_ms = 2_000;
+    settings.deployments.rollback_ack_timeout_ms = 5_000;
     settings.database.max_connections = 5;
     settings.limits.max_document_bytes = 64 * 1024;
     settings.limits.max_json_depth = 32;

@@ -485,7 +485,7 @@ async fn a_direct_deployment_reaches_every_client_and_records_every_ack(app: Tes
     let id = deployed.body["id"].as_str().unwrap();
     let mut view = app.get(&format!("/api/v1/deployments/{id}")).await;
     for _ in 0..200 {
-        if view.body["acked"] == 20 {
+        if view.body["acked"] == 20 && view.body["status"] == "Completed" {
             break;
         }
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
@@ -564,16 +564,55 @@ async fn deployments_check_roles_approval_and_overlap(app: TestApp) {
         .await;
     assert_eq!(approved.status, 201, "{:?}", approved.body);
     assert_eq!(
-        approved.body["status"], "Completed",
-        "no servers: done at once"
+        approved.body["status"], "AwaitingApproval",
+        "production deployments wait for a second admin"
     );
-    let canary = app
+    let id = approved.body["id"].as_str().unwrap();
+    let approve = format!("/api/v1/deployments/{id}/approve");
+    let own = app.post_empty(&approve).await;
+    assert_eq!(own.status, 403, "the creator cannot approve: {:?}", own.body);
+    let operator = app.token(hotswap::auth::Role::Operator, "olga");
+    assert_eq!(
+        app.request("POST", &approve, Some(&operator), None)
+            .await
+            .status,
+        403,
+        "approving takes an admin"
+    );
+    let other_admin = app.token(hotswap::auth::Role::Admin, "second-admin");
+    let done = app.request("POST", &approve, Some(&other_admin), None).await;
+    assert_eq!(done.status, 200, "{:?}", done.body);
+    assert_eq!(done.body["status"], "Completed", "no servers: done at once");
+    assert_eq!(done.body["approvedBy"], "second-admin");
+    assert_eq!(
+        app.request("POST", &approve, Some(&other_admin), None)
+            .await
+            .body["code"],
+        "invalid_transition"
+    );
+    for (body, needle) in [
+        (json!({"config": "prod-balance", "version": "2.0.0", "strategy": "Canary", "phases": [50, 20, 100]}), "phases"),
+        (json!({"config": "prod-balance", "version": "2.0.0", "strategy": "Canary", "phaseInterval": "5 minutes"}), "phaseInterval"),
+        (json!({"config": "prod-balance", "version": "2.0.0", "strategy": "Rolling", "batchSize": 0}), "batchSize"),
+        (json!({"config": "prod-balance", "strategy": "ABTest", "variants": [{"version": "2.0.0", "weight": 1}]}), "variants"),
+        (json!({"config": "prod-balance", "version": "2.0.0", "strategy": "Canary", "thresholds": [{"metric": "crashRate", "critical": -1}]}), "thresholds"),
+        (json!({"config": "prod-balance", "version": "2.0.0", "strategy": "Direct", "environment": "staging"}), "staging"),
+    ] {
+        let refused = app.post_json("/api/v1/deployments", &body).await;
+        assert_eq!(refused.status, 422, "{body}: {:?}", refused.body);
+        assert!(
+            refused.body["detail"].as_str().unwrap().contains(needle),
+            "{body}: {:?}",
+            refused.body
+        );
+    }
+    let typo = app
         .post_json(
             "/api/v1/deployments",
-            &json!({"config": "prod-balance", "version": "2.0.0", "strategy": "Canary"}),
+            &json!({"config": "prod-balance", "version": "2.0.0", "strategy": "Canary", "phaseIntervall": 5}),
         )
         .await;
-    assert_eq!(canary.status, 422);
+    assert!(typo.status == 400 || typo.status == 422, "{:?}", typo.body);
     assert_eq!(
         app.post_json(
             "/api/v1/deployments",
@@ -590,8 +629,19 @@ async fn deployments_check_roles_approval_and_overlap(app: TestApp) {
             approved.body["id"].as_str().unwrap()
         ))
         .await;
-    assert_eq!(trail.body["items"][0]["action"], "deployment.create");
-    assert_eq!(trail.body["items"][0]["summary"]["revision"], 2);
+    let actions: Vec<&str> = trail.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["deployment.complete", "deployment.approve", "deployment.create"],
+        "newest first"
+    );
+    assert_eq!(trail.body["items"][2]["summary"]["revision"], 2);
+    assert_eq!(trail.body["items"][1]["actor"], "second-admin");
 }
 
 async fn a_second_deployment_of_a_config_waits_for_the_first(app: TestApp) {

@@ -1,0 +1,221 @@
+//! The deployment actor: one per running deployment. It owns the
+//! deployment's mutable state (the hub's [`DeploymentDriver`]: phase, cohort
+//! metric windows, the last judgement) and serializes everything that
+//! touches it: operator commands, metric events and the evaluation tick.
+//!
+//! It is a tokio task with two bounded mailboxes rather than an actix actor:
+//! every step of a deployment awaits the store before its effects go out
+//! (persist, then push), which a plain `async` loop expresses directly.
+//! Commands wait for room; metric events never wait; when the event
+//! mailbox is full the event is dropped and counted, so a flood of metrics
+//! can neither grow memory nor slow the sessions that send them.
+
+use futures_util::future::LocalBoxFuture;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+use tokio::sync::mpsc;
+
+/// Whether the actor keeps running after a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Stop,
+}
+
+/// What a deployment does; the hub implements it.
+pub trait DeploymentDriver: 'static {
+    type Command: 'static;
+    type Event: 'static;
+    /// How often [`DeploymentDriver::tick`] runs.
+    fn every(&self) -> Duration;
+    /// Cheap and synchronous: folding a metric report, say.
+    fn event(&mut self, event: Self::Event);
+    fn command(&mut self, command: Self::Command) -> LocalBoxFuture<'_, Flow>;
+    fn tick(&mut self) -> LocalBoxFuture<'_, Flow>;
+}
+
+/// The actor has stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the deployment actor has stopped")
+    }
+}
+
+impl std::error::Error for Stopped {}
+
+/// The way in: cheap to clone, safe to use from any thread.
+#[derive(Debug)]
+pub struct DeploymentHandle<C, E> {
+    commands: mpsc::Sender<C>,
+    events: mpsc::Sender<E>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl<C, E> Clone for DeploymentHandle<C, E> {
+    fn clone(&self) -> Self {
+        Self {
+            commands: self.commands.clone(),
+            events: self.events.clone(),
+            dropped: self.dropped.clone(),
+        }
+    }
+}
+
+impl<C, E> DeploymentHandle<C, E> {
+    /// Queues a command, waiting for room.
+    pub async fn command(&self, command: C) -> Result<(), Stopped> {
+        self.commands.send(command).await.map_err(|_| Stopped)
+    }
+
+    /// Queues an event unless the mailbox is full (then it is dropped and
+    /// counted); false when dropped or stopped.
+    pub fn event(&self, event: E) -> bool {
+        match self.events.try_send(event) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Events dropped because the mailbox was full.
+    pub fn dropped_events(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.commands.is_closed()
+    }
+}
+
+/// Starts the actor on the current thread's runtime (`spawn_local`: the
+/// driver need not be `Send`). Commands go first, then events, then ticks.
+pub fn spawn<D: DeploymentDriver>(
+    mut driver: D,
+    mailbox: usize,
+) -> DeploymentHandle<D::Command, D::Event> {
+    let (commands, mut command_rx) = mpsc::channel::<D::Command>(mailbox.clamp(1, 1024));
+    let (events, mut event_rx) = mpsc::channel::<D::Event>(mailbox.max(1));
+    let handle = DeploymentHandle {
+        commands,
+        events,
+        dropped: Arc::new(AtomicU64::new(0)),
+    };
+    actix_web::rt::spawn(async move {
+        let mut every = tokio::time::interval(driver.every());
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let flow = tokio::select! {
+                biased;
+                command = command_rx.recv() => match command {
+                    Some(command) => driver.command(command).await,
+                    None => Flow::Stop,
+                },
+                Some(event) = event_rx.recv() => {
+                    driver.event(event);
+                    // Drain what is already queued before looking at anything else.
+                    while let Ok(event) = event_rx.try_recv() {
+                        driver.event(event);
+                    }
+                    Flow::Continue
+                }
+                _ = every.tick() => driver.tick().await,
+            };
+            if flow == Flow::Stop {
+                break;
+            }
+        }
+    });
+    handle
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::{cell::RefCell, rc::Rc};
+
+    struct Counter {
+        seen: Rc<RefCell<Vec<String>>>,
+        ticks: u32,
+    }
+
+    impl DeploymentDriver for Counter {
+        type Command = &'static str;
+        type Event = u32;
+        fn every(&self) -> Duration {
+            Duration::from_millis(5)
+        }
+        fn event(&mut self, event: u32) {
+            self.seen.borrow_mut().push(format!("event {event}"));
+        }
+        fn command(&mut self, command: &'static str) -> LocalBoxFuture<'_, Flow> {
+            self.seen.borrow_mut().push(format!("command {command}"));
+            Box::pin(async move {
+                if command == "stop" {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                }
+            })
+        }
+        fn tick(&mut self) -> LocalBoxFuture<'_, Flow> {
+            self.ticks += 1;
+            Box::pin(async { Flow::Continue })
+        }
+    }
+
+    #[test]
+    fn commands_go_first_events_fold_and_a_full_mailbox_drops() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        tokio::task::LocalSet::new().block_on(&runtime, async {
+            let seen = Rc::new(RefCell::new(Vec::new()));
+            let handle = spawn(
+                Counter {
+                    seen: seen.clone(),
+                    ticks: 0,
+                },
+                2,
+            );
+            // The actor has not run yet: two events fit, the third is dropped.
+            assert!(handle.event(1));
+            assert!(handle.event(2));
+            assert!(!handle.event(3));
+            assert_eq!(handle.dropped_events(), 1);
+            handle.command("hello").await.unwrap();
+            for _ in 0..100 {
+                if seen.borrow().len() == 3 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            assert_eq!(
+                *seen.borrow(),
+                vec!["command hello", "event 1", "event 2"],
+                "commands are served before events"
+            );
+            handle.command("stop").await.unwrap();
+            for _ in 0..100 {
+                if handle.is_stopped() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            assert!(handle.is_stopped(), "the actor stops on Flow::Stop");
+            assert_eq!(handle.command("late").await, Err(Stopped));
+            assert!(!handle.event(4));
+        });
+    }
+}

@@ -1,0 +1,281 @@
+//! Sliding windows of player metrics, one per cohort of a deployment.
+//!
+//! A window is a ring of time slots (one second by default). Folding a
+//! report adds its counters and appends its histogram pairs to the current
+//! slot: no histogram is merged on the ingest path. Pairs are merged (sorted
+//! and de-duplicated) only when a slot holds too many, and when the window
+//! is read for a judgement.
+
+use super::{judgement::CohortWindow, stats::SparseHistogram};
+
+/// One `metrics` frame, decoded once and shared by every window it feeds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Report {
+    pub players: u64,
+    pub sessions_started: u64,
+    pub sessions_ended: u64,
+    pub churned: u64,
+    pub crashes: u64,
+    pub errors: u64,
+    pub requests: u64,
+    pub complaints: u64,
+    pub purchases: u64,
+    /// Whether the server reported itself healthy when this frame arrived.
+    pub healthy: bool,
+    pub latency_ms: Vec<(u64, u64)>,
+    pub session_secs: Vec<(u64, u64)>,
+    pub fps: Vec<(u64, u64)>,
+    pub custom: Vec<(String, f64)>,
+}
+
+/// Pairs a slot holds before they are merged.
+const COMPACT_AT: usize = 4_096;
+
+#[derive(Debug, Clone, Default)]
+struct Pending {
+    pairs: Vec<(u64, u64)>,
+}
+
+impl Pending {
+    fn extend(&mut self, pairs: &[(u64, u64)]) {
+        self.pairs.extend_from_slice(pairs);
+        if self.pairs.len() > COMPACT_AT {
+            let merged = SparseHistogram::from_pairs(self.pairs.drain(..));
+            self.pairs.extend_from_slice(merged.buckets());
+        }
+    }
+}
+
+/// Counters and unmerged histogram pairs: one slot of a window, or one
+/// minute of the stored aggregates.
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    counts: CohortWindow,
+    latency: Pending,
+    sessions: Pending,
+    fps: Pending,
+}
+
+impl Tally {
+    pub fn fold(&mut self, report: &Report) {
+        let c = &mut self.counts;
+        c.reports += 1;
+        c.players += report.players;
+        c.sessions_started += report.sessions_started;
+        c.sessions_ended += report.sessions_ended;
+        c.churned += report.churned;
+        c.crashes += report.crashes;
+        c.errors += report.errors;
+        c.requests += report.requests;
+        c.complaints += report.complaints;
+        c.purchases += report.purchases;
+        c.health_checks += 1;
+        c.health_failures += u64::from(!report.healthy);
+        for (name, value) in &report.custom {
+            let entry = c.custom.entry(name.clone()).or_default();
+            entry.0 += value;
+            entry.1 += 1;
+        }
+        self.latency.extend(&report.latency_ms);
+        self.sessions.extend(&report.session_secs);
+        self.fps.extend(&report.fps);
+    }
+
+    /// Complaints that came outside a report (player feedback).
+    pub fn add_complaints(&mut self, complaints: u64) {
+        self.counts.complaints += complaints;
+    }
+
+    /// Adds this tally into `total`, leaving the histograms as pairs in the buffers.
+    fn add_into(
+        &self,
+        total: &mut CohortWindow,
+        pairs: (&mut Vec<(u64, u64)>, &mut Vec<(u64, u64)>, &mut Vec<(u64, u64)>),
+    ) {
+        let c = &self.counts;
+        total.reports += c.reports;
+        total.players += c.players;
+        total.sessions_started += c.sessions_started;
+        total.sessions_ended += c.sessions_ended;
+        total.churned += c.churned;
+        total.crashes += c.crashes;
+        total.errors += c.errors;
+        total.requests += c.requests;
+        total.complaints += c.complaints;
+        total.purchases += c.purchases;
+        total.health_checks += c.health_checks;
+        total.health_failures += c.health_failures;
+        for (name, (sum, n)) in &c.custom {
+            let entry = total.custom.entry(name.clone()).or_default();
+            entry.0 += sum;
+            entry.1 += n;
+        }
+        pairs.0.extend_from_slice(&self.latency.pairs);
+        pairs.1.extend_from_slice(&self.sessions.pairs);
+        pairs.2.extend_from_slice(&self.fps.pairs);
+    }
+
+    /// The sum of `tallies`, histograms merged.
+    pub fn total<'a>(tallies: impl IntoIterator<Item = &'a Tally>) -> CohortWindow {
+        let mut total = CohortWindow::default();
+        let (mut latency, mut sessions, mut fps) = (Vec::new(), Vec::new(), Vec::new());
+        for tally in tallies {
+            tally.add_into(&mut total, (&mut latency, &mut sessions, &mut fps));
+        }
+        total.latency_ms = SparseHistogram::from_pairs(latency);
+        total.session_secs = SparseHistogram::from_pairs(sessions);
+        total.fps = SparseHistogram::from_pairs(fps);
+        total
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Slot {
+    index: i64,
+    tally: Tally,
+}
+
+/// The last `span` slots of `slot_ms` each.
+#[derive(Debug, Clone)]
+pub struct SlidingWindow {
+    slot_ms: i64,
+    span: i64,
+    slots: std::collections::VecDeque<Slot>,
+}
+
+impl SlidingWindow {
+    /// A window of `window_ms`, in slots of `slot_ms`.
+    pub fn new(window_ms: u64, slot_ms: u64) -> Self {
+        let slot_ms = slot_ms.max(1) as i64;
+        Self {
+            slot_ms,
+            span: ((window_ms.max(1) as i64) + slot_ms - 1) / slot_ms,
+            slots: Default::default(),
+        }
+    }
+
+    fn evict(&mut self, current: i64) {
+        while self
+            .slots
+            .front()
+            .is_some_and(|s| s.index <= current - self.span)
+        {
+            self.slots.pop_front();
+        }
+    }
+
+    /// Adds a report received at `now_ms`.
+    pub fn fold(&mut self, now_ms: i64, report: &Report) {
+        let index = now_ms.div_euclid(self.slot_ms);
+        self.evict(index);
+        if self.slots.back().is_none_or(|s| s.index < index) {
+            self.slots.push_back(Slot {
+                index,
+                ..Default::default()
+            });
+        }
+        self.slots
+            .back_mut()
+            .expect("a slot was just ensured")
+            .tally
+            .fold(report);
+    }
+
+    /// Adds complaints outside a report (player feedback).
+    pub fn add_complaints(&mut self, now_ms: i64, complaints: u64) {
+        let index = now_ms.div_euclid(self.slot_ms);
+        self.evict(index);
+        if self.slots.back().is_none_or(|s| s.index < index) {
+            self.slots.push_back(Slot {
+                index,
+                ..Default::default()
+            });
+        }
+        self.slots
+            .back_mut()
+            .expect("a slot was just ensured")
+            .tally
+            .add_complaints(complaints);
+    }
+
+    /// Everything in the window ending at `now_ms`.
+    pub fn snapshot(&mut self, now_ms: i64) -> CohortWindow {
+        self.snapshot_last(now_ms, u64::MAX)
+    }
+
+    /// The last `last_ms` of the window ending at `now_ms` (whole slots).
+    pub fn snapshot_last(&mut self, now_ms: i64, last_ms: u64) -> CohortWindow {
+        let current = now_ms.div_euclid(self.slot_ms);
+        self.evict(current);
+        let span = (i64::try_from(last_ms).unwrap_or(i64::MAX) / self.slot_ms).max(1);
+        Tally::total(
+            self.slots
+                .iter()
+                .filter(|s| s.index > current - span)
+                .map(|s| &s.tally),
+        )
+    }
+
+    pub fn clear(&mut self) {
+        self.slots.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(players: u64, crashes: u64, latency: &[(u64, u64)]) -> Report {
+        Report {
+            players,
+            crashes,
+            healthy: true,
+            latency_ms: latency.to_vec(),
+            custom: vec![("queueSecs".into(), 4.0)],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn reports_fold_into_slots_and_old_slots_fall_out() {
+        let mut window = SlidingWindow::new(3_000, 1_000);
+        window.fold(10_000, &report(100, 1, &[(20, 5), (30, 5)]));
+        window.fold(10_500, &report(100, 2, &[(20, 1)]));
+        window.fold(11_200, &report(50, 0, &[(40, 2)]));
+        let now = window.snapshot(11_900);
+        assert_eq!((now.reports, now.players, now.crashes), (3, 250, 3));
+        assert_eq!(now.latency_ms.buckets(), &[(20, 6), (30, 5), (40, 2)]);
+        assert_eq!(now.custom["queueSecs"], (12.0, 3));
+        assert_eq!(now.health_checks, 3);
+        // At 13.0 s the 10.x slot is out of the 3 s window; the 11.x one stays.
+        let later = window.snapshot(13_000);
+        assert_eq!((later.players, later.crashes), (50, 0));
+        assert_eq!(later.latency_ms.buckets(), &[(40, 2)]);
+        assert_eq!(window.snapshot(20_000), CohortWindow::default());
+        window.fold(30_000, &report(10, 1, &[]));
+        window.fold(31_000, &report(20, 2, &[]));
+        assert_eq!(window.snapshot_last(31_500, 1_000).players, 20);
+        assert_eq!(window.snapshot_last(31_500, 2_000).players, 30);
+    }
+
+    #[test]
+    fn a_flood_of_pairs_is_compacted_not_kept() {
+        let mut window = SlidingWindow::new(1_000, 1_000);
+        let pairs: Vec<(u64, u64)> = (0..100).map(|v| (v, 1)).collect();
+        for _ in 0..1_000 {
+            window.fold(5_000, &report(1, 0, &pairs));
+        }
+        assert!(window.slots[0].tally.latency.pairs.len() <= COMPACT_AT + pairs.len());
+        let now = window.snapshot(5_000);
+        assert_eq!(now.latency_ms.count(), 100_000);
+        assert_eq!(now.latency_ms.buckets().len(), 100);
+    }
+
+    #[test]
+    fn feedback_complaints_count_without_being_reports() {
+        let mut window = SlidingWindow::new(1_000, 1_000);
+        window.add_complaints(1_000, 2);
+        let now = window.snapshot(1_000);
+        assert_eq!((now.complaints, now.reports, now.health_checks), (2, 0, 0));
+    }
+}

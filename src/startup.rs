@@ -164,8 +164,8 @@ impl Application {
             settings.hub.clone(),
             settings.deployments.clone(),
         )
-            .await
-            .context("loading the hub's state")?;
+        .await
+        .context("loading the hub's state")?;
         hub.start_background_tasks();
         let hub_data = web::Data::new(hub.clone());
         let catalog = web::Data::new(catalog);

@@ -502,6 +502,9 @@ async fn session(shared: &Arc<Shared>, stopped: &mut watch::Receiver<bool>) -> E
     let mut metrics = tokio::time::interval(Duration::from_secs(10));
     heartbeat.reset();
     metrics.reset();
+    // What players did while no hub listened cannot be placed in a cohort
+    // reliably (the revision may have changed meanwhile): start afresh.
+    let _ = shared.metrics.take(0, 0);
     let mut last_metrics = Instant::now();
     let mut last_heard = Instant::now();
     let mut heartbeat_every = Duration::from_secs(10);

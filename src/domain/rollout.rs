@@ -132,10 +132,9 @@ impl Assignment {
         }
         match &self.cover {
             Cover::Nobody => None,
-            Cover::Below(limit) => {
-                (*limit >= BUCKETS || bucket(&self.deployment_id, server_id) < *limit)
-                    .then_some(self.revision)
-            }
+            Cover::Below(limit) => (*limit >= BUCKETS
+                || bucket(&self.deployment_id, server_id) < *limit)
+                .then_some(self.revision),
             Cover::Regions(regions) => regions
                 .iter()
                 .any(|r| r.eq_ignore_ascii_case(region))
@@ -156,7 +155,8 @@ pub fn percent_limit(percent: f64) -> u32 {
 /// A duration given as ISO 8601 (`PT5M`, `PT1H30M`, `P1D`, `PT0.5S`) or as
 /// a number of seconds; in milliseconds.
 pub fn parse_duration(value: &serde_json::Value) -> Result<u64, String> {
-    let invalid = || format!("{value} is not a duration: use ISO 8601 like \"PT5M\" or a number of seconds");
+    let invalid =
+        || format!("{value} is not a duration: use ISO 8601 like \"PT5M\" or a number of seconds");
     let seconds = match value {
         serde_json::Value::Number(n) => n.as_f64().ok_or_else(invalid)?,
         serde_json::Value::String(text) => {
@@ -171,7 +171,10 @@ pub fn parse_duration(value: &serde_json::Value) -> Result<u64, String> {
             }
             let mut total = 0.0;
             let mut number = String::new();
-            for (part, units) in [(days, &[('D', 86_400.0), ('W', 604_800.0)][..]), (time, &[('H', 3_600.0), ('M', 60.0), ('S', 1.0)][..])] {
+            for (part, units) in [
+                (days, &[('D', 86_400.0), ('W', 604_800.0)][..]),
+                (time, &[('H', 3_600.0), ('M', 60.0), ('S', 1.0)][..]),
+            ] {
                 for c in part.chars() {
                     if c.is_ascii_digit() || c == '.' {
                         number.push(c);
@@ -304,7 +307,15 @@ mod tests {
         assert_eq!(parse_duration(&json!("PT0.5S")), Ok(500));
         assert_eq!(parse_duration(&json!(2)), Ok(2_000));
         assert_eq!(parse_duration(&json!(0.25)), Ok(250));
-        for bad in [json!("5M"), json!("PT"), json!("PT5X"), json!("PT5"), json!(-1), json!(true), json!("P90D")] {
+        for bad in [
+            json!("5M"),
+            json!("PT"),
+            json!("PT5X"),
+            json!("PT5"),
+            json!(-1),
+            json!(true),
+            json!("P90D"),
+        ] {
             assert!(parse_duration(&bad).is_err(), "{bad}");
         }
     }
@@ -324,7 +335,11 @@ mod tests {
             .count();
         assert!((250..350).contains(&covered), "{covered}");
         a.cover = Cover::Below(BUCKETS);
-        assert!(servers.iter().all(|s| a.revision_for(s, "x", |_| false) == Some(7)));
+        assert!(
+            servers
+                .iter()
+                .all(|s| a.revision_for(s, "x", |_| false) == Some(7))
+        );
         a.scope = Scope {
             regions: vec!["eu-west".into()],
             tags: vec!["pvp".into()],

@@ -90,7 +90,11 @@ impl Tally {
     fn add_into(
         &self,
         total: &mut CohortWindow,
-        pairs: (&mut Vec<(u64, u64)>, &mut Vec<(u64, u64)>, &mut Vec<(u64, u64)>),
+        pairs: (
+            &mut Vec<(u64, u64)>,
+            &mut Vec<(u64, u64)>,
+            &mut Vec<(u64, u64)>,
+        ),
     ) {
         let c = &self.counts;
         total.reports += c.reports;

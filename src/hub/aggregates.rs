@@ -124,14 +124,28 @@ impl Aggregates {
         }
     }
 
-    pub fn fold(&self, at_ms: i64, region: &Arc<str>, deployment: &Arc<str>, cohort: &Arc<str>, report: &Report) {
+    pub fn fold(
+        &self,
+        at_ms: i64,
+        region: &Arc<str>,
+        deployment: &Arc<str>,
+        cohort: &Arc<str>,
+        report: &Report,
+    ) {
         lock(&self.pending)
             .entry(Self::key(at_ms, region, deployment, cohort))
             .or_default()
             .fold(report);
     }
 
-    pub fn complaints(&self, at_ms: i64, region: &Arc<str>, deployment: &Arc<str>, cohort: &Arc<str>, count: u64) {
+    pub fn complaints(
+        &self,
+        at_ms: i64,
+        region: &Arc<str>,
+        deployment: &Arc<str>,
+        cohort: &Arc<str>,
+        count: u64,
+    ) {
         lock(&self.pending)
             .entry(Self::key(at_ms, region, deployment, cohort))
             .or_default()
@@ -143,7 +157,11 @@ impl Aggregates {
         let current = now_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
         let finished: Vec<(Key, Tally)> = {
             let mut pending = lock(&self.pending);
-            let keys: Vec<Key> = pending.keys().filter(|k| k.minute < current).cloned().collect();
+            let keys: Vec<Key> = pending
+                .keys()
+                .filter(|k| k.minute < current)
+                .cloned()
+                .collect();
             keys.into_iter()
                 .filter_map(|k| pending.remove(&k).map(|t| (k, t)))
                 .collect()
@@ -166,7 +184,12 @@ impl Aggregates {
     }
 
     /// Minutes not yet written, from `since` on, matching the filters, by cohort.
-    pub fn pending(&self, since: i64, region: Option<&str>, deployment: &str) -> Vec<(String, CohortWindow)> {
+    pub fn pending(
+        &self,
+        since: i64,
+        region: Option<&str>,
+        deployment: &str,
+    ) -> Vec<(String, CohortWindow)> {
         let pending = lock(&self.pending);
         let mut out: Vec<(String, CohortWindow)> = pending
             .iter()

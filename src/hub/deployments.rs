@@ -104,10 +104,13 @@ pub struct RollbackRequest {
 /// Merges rule requests into `rules`.
 pub fn merge_rules(rules: &mut Vec<Rule>, changes: &[RuleRequest]) -> Result<(), DeploymentError> {
     for change in changes {
-        let invalid = |why: &str| DeploymentError::Invalid(format!("thresholds: {:?}: {why}", change.metric));
+        let invalid =
+            |why: &str| DeploymentError::Invalid(format!("thresholds: {:?}: {why}", change.metric));
         for value in [change.warning, change.critical].into_iter().flatten() {
             if !value.is_finite() || value < 0.0 {
-                return Err(invalid("thresholds are non-negative fractions (0.05 = 5 %)"));
+                return Err(invalid(
+                    "thresholds are non-negative fractions (0.05 = 5 %)",
+                ));
             }
         }
         let position = rules.iter().position(|r| r.metric == change.metric);
@@ -133,16 +136,22 @@ pub fn merge_rules(rules: &mut Vec<Rule>, changes: &[RuleRequest]) -> Result<(),
                     rule.min_sample = min_sample;
                 }
                 if rule.warning.is_some_and(|w| w > rule.critical) {
-                    return Err(invalid("the warning level must not be above the critical one"));
+                    return Err(invalid(
+                        "the warning level must not be above the critical one",
+                    ));
                 }
             }
             None => {
                 let (Some(comparison), Some(critical)) = (change.comparison, change.critical)
                 else {
-                    return Err(invalid("a new rule needs a comparison and a critical level"));
+                    return Err(invalid(
+                        "a new rule needs a comparison and a critical level",
+                    ));
                 };
                 if change.warning.is_some_and(|w| w > critical) {
-                    return Err(invalid("the warning level must not be above the critical one"));
+                    return Err(invalid(
+                        "the warning level must not be above the critical one",
+                    ));
                 }
                 rules.push(Rule {
                     metric: change.metric.clone(),
@@ -171,7 +180,9 @@ pub enum DeploymentError {
         "version {version} of {config} has breaking changes and needs an admin's approval before a production deployment"
     )]
     ApprovalRequired { config: String, version: String },
-    #[error("deployment {0} of this config is still in progress; pass \"supersede\": true to replace it")]
+    #[error(
+        "deployment {0} of this config is still in progress; pass \"supersede\": true to replace it"
+    )]
     InProgress(String),
     #[error("{0} deployments are running, the most this hub runs at once")]
     TooMany(usize),
@@ -420,15 +431,21 @@ impl RunRecord {
     ) -> bool {
         let mut servers = lock(&self.servers);
         let progress = match servers.get_mut(server_id) {
+            // Already known: the time of the first ack stays.
+            Some(p) if p.revision == revision && p.state == ServerState::Acked && ok => {
+                return true;
+            }
             Some(p) if p.revision == revision => p,
             Some(_) => return false,
-            None if ok => servers.entry(server_id.to_owned()).or_insert(ServerProgress {
-                revision,
-                state: ServerState::Acked,
-                error: None,
-                apply_micros: None,
-                updated_at_ms: 0,
-            }),
+            None if ok => servers
+                .entry(server_id.to_owned())
+                .or_insert(ServerProgress {
+                    revision,
+                    state: ServerState::Acked,
+                    error: None,
+                    apply_micros: None,
+                    updated_at_ms: 0,
+                }),
             None => return false,
         };
         progress.state = if ok {
@@ -472,6 +489,13 @@ impl RunRecord {
         counts
     }
 
+    /// Whether the server acked a revision of this deployment after `since_ms`.
+    pub fn switched_since(&self, server_id: &str, since_ms: i64) -> bool {
+        lock(&self.servers)
+            .get(server_id)
+            .is_some_and(|p| p.updated_at_ms > since_ms)
+    }
+
     /// Servers still to ack.
     pub fn waiting(&self) -> Vec<String> {
         lock(&self.servers)
@@ -485,7 +509,10 @@ impl RunRecord {
     pub fn failures(&self) -> Vec<(String, Option<String>)> {
         lock(&self.servers)
             .iter()
-            .filter(|(_, p)| p.state == ServerState::Failed && p.error.as_deref() != Some("disconnected before acking"))
+            .filter(|(_, p)| {
+                p.state == ServerState::Failed
+                    && p.error.as_deref() != Some("disconnected before acking")
+            })
             .map(|(id, p)| (id.clone(), p.error.clone()))
             .collect()
     }

@@ -25,7 +25,7 @@ use super::{
 use crate::{
     catalog::{Actor, DeploymentTarget, views::rfc3339},
     domain::{
-        judgement::{Judgement, Level, RankSettings, Rule, Verdict, default_rules, judge},
+        judgement::{Judgement, RankSettings, Rule, Verdict, default_rules, judge},
         kinds::Strategy,
         rollout::{
             Assignment, BUCKETS, Cover, DEFAULT_CANARY_PHASES, DEFAULT_REGION_ORDER,
@@ -115,7 +115,12 @@ impl Plan {
     }
 
     fn variant_cover(&self) -> Cover {
-        Cover::Variants(self.variants.iter().map(|v| (v.weight, v.revision)).collect())
+        Cover::Variants(
+            self.variants
+                .iter()
+                .map(|v| (v.weight, v.revision))
+                .collect(),
+        )
     }
 
     /// Whether finishing leaves some servers out (then it stays a layer).
@@ -288,14 +293,15 @@ pub(super) fn plan_for(
 ) -> Result<Plan, DeploymentError> {
     let settings = &hub.deployment_settings;
     let invalid = |why: String| DeploymentError::Invalid(why);
-    let duration = |value: &Option<Value>, name: &str, default: u64| -> Result<u64, DeploymentError> {
-        value
-            .as_ref()
-            .map(parse_duration)
-            .transpose()
-            .map_err(|e| invalid(format!("{name}: {e}")))
-            .map(|v| v.unwrap_or(default))
-    };
+    let duration =
+        |value: &Option<Value>, name: &str, default: u64| -> Result<u64, DeploymentError> {
+            value
+                .as_ref()
+                .map(parse_duration)
+                .transpose()
+                .map_err(|e| invalid(format!("{name}: {e}")))
+                .map(|v| v.unwrap_or(default))
+        };
     let strategy = request.strategy;
     let mut phases = match strategy {
         Strategy::Canary => request
@@ -332,7 +338,9 @@ pub(super) fn plan_for(
     let clean = |list: &Option<Vec<String>>, what: &str| -> Result<Vec<String>, DeploymentError> {
         let list = list.clone().unwrap_or_default();
         if list.len() > 64 || list.iter().any(|r| r.is_empty() || r.len() > 64) {
-            return Err(invalid(format!("{what}: at most 64 names of 1-64 characters")));
+            return Err(invalid(format!(
+                "{what}: at most 64 names of 1-64 characters"
+            )));
         }
         Ok(list)
     };
@@ -376,17 +384,29 @@ pub(super) fn plan_for(
     }
     Ok(Plan {
         phases,
-        phase_interval_ms: duration(&request.phase_interval, "phaseInterval", settings.phase_interval_ms)?,
+        phase_interval_ms: duration(
+            &request.phase_interval,
+            "phaseInterval",
+            settings.phase_interval_ms,
+        )?,
         auto_promote: request.auto_promote.unwrap_or(true),
         batch_size,
-        batch_interval_ms: duration(&request.batch_interval, "batchInterval", settings.batch_interval_ms)?,
+        batch_interval_ms: duration(
+            &request.batch_interval,
+            "batchInterval",
+            settings.batch_interval_ms,
+        )?,
         stop_on_failure: request.stop_on_failure.unwrap_or(true),
         verification_ms: duration(
             &request.verification_period,
             "verificationPeriod",
             settings.verification_ms,
         )?,
-        keep_blue_ms: duration(&request.keep_blue_duration, "keepBlueDuration", settings.keep_blue_ms)?,
+        keep_blue_ms: duration(
+            &request.keep_blue_duration,
+            "keepBlueDuration",
+            settings.keep_blue_ms,
+        )?,
         scope,
         region_order,
         excluded_regions: Vec::new(),
@@ -598,7 +618,11 @@ impl DeploymentRun {
                     entry.live = None;
                 }
                 state if state.is_finished() => {
-                    if entry.live.as_ref().is_some_and(|l| l.assignment.deployment_id == self.row.id) {
+                    if entry
+                        .live
+                        .as_ref()
+                        .is_some_and(|l| l.assignment.deployment_id == self.row.id)
+                    {
                         entry.live = None;
                     }
                 }
@@ -616,18 +640,40 @@ impl DeploymentRun {
         self.publish();
     }
 
-    fn fold(&mut self, cohort: Arc<str>, region: Arc<str>, at_ms: i64, add: impl Fn(&mut SlidingWindow, i64)) {
+    fn fold(
+        &mut self,
+        cohort: Arc<str>,
+        region: Arc<str>,
+        at_ms: i64,
+        add: impl Fn(&mut SlidingWindow, i64),
+    ) {
         let settings = &self.hub.deployment_settings;
-        let new_window = || SlidingWindow::new(settings.window_ms.max(settings.fast_window_ms), 1_000.min(settings.fast_window_ms.max(1)));
-        add(self.windows.entry(cohort.clone()).or_insert_with(new_window), at_ms);
-        add(self.region_windows.entry((cohort, region)).or_insert_with(new_window), at_ms);
+        let new_window = || {
+            SlidingWindow::new(
+                settings.window_ms.max(settings.fast_window_ms),
+                1_000.min(settings.fast_window_ms.max(1)),
+            )
+        };
+        add(
+            self.windows
+                .entry(cohort.clone())
+                .or_insert_with(new_window),
+            at_ms,
+        );
+        add(
+            self.region_windows
+                .entry((cohort, region))
+                .or_insert_with(new_window),
+            at_ms,
+        );
     }
 
     /// Judges the canary (or each variant) against the baseline over both
     /// windows: a rollback from either, a hold from the long one.
     fn evaluate(&mut self, now: i64) -> Verdict {
         let settings = self.hub.deployment_settings.clone();
-        let (control, treatments): (Arc<str>, Vec<Arc<str>>) = if self.strategy == Strategy::ABTest {
+        let (control, treatments): (Arc<str>, Vec<Arc<str>>) = if self.strategy == Strategy::ABTest
+        {
             let names = self.variant_names();
             (names[0].clone(), names[1..].to_vec())
         } else {
@@ -687,7 +733,9 @@ impl DeploymentRun {
     fn publish(&mut self) {
         let now = now_ms();
         let settings = self.hub.deployment_settings.clone();
-        let sizes = self.hub.cohort_sizes(&self.row.config_name, &self.row.environment);
+        let sizes = self
+            .hub
+            .cohort_sizes(&self.row.config_name, &self.row.environment);
         let mut names: Vec<Arc<str>> = self.windows.keys().cloned().collect();
         for name in sizes.keys() {
             if !names.contains(name) {
@@ -825,12 +873,21 @@ impl DeploymentRun {
         }
         let deciding = breach.and_then(|j| {
             let metric = j.deciding_metric()?.clone();
-            let rule = j.rules.iter().find(|r| r.metric == metric && r.level == Level::Critical);
+            let rule = j
+                .rules
+                .iter()
+                .filter(|r| r.metric == metric)
+                .max_by_key(|r| r.level);
             Some((metric, rule.cloned()))
         });
         let now = now_ms();
         let mut record = RollbackRecord {
-            trigger: if breach.is_some() { "automatic" } else { "manual" }.into(),
+            trigger: if breach.is_some() {
+                "automatic"
+            } else {
+                "manual"
+            }
+            .into(),
             reason: request.reason.clone().unwrap_or_else(|| match &deciding {
                 Some((metric, _)) => format!("critical breach of {metric:?}"),
                 None if breach.is_some() => "critical breach".into(),
@@ -880,13 +937,22 @@ impl DeploymentRun {
     }
 
     /// Geographic: one region goes back; the deployment pauses for a decision.
-    async fn rollback_region(&mut self, actor: &Actor, region: String) -> Result<(), DeploymentError> {
+    async fn rollback_region(
+        &mut self,
+        actor: &Actor,
+        region: String,
+    ) -> Result<(), DeploymentError> {
         if self.strategy != Strategy::Geographic {
             return Err(DeploymentError::Invalid(
                 "region applies to Geographic deployments".into(),
             ));
         }
-        if !self.plan.region_order.iter().any(|r| r.eq_ignore_ascii_case(&region)) {
+        if !self
+            .plan
+            .region_order
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(&region))
+        {
             return Err(DeploymentError::Invalid(format!(
                 "{region} is not one of this deployment's regions"
             )));
@@ -900,7 +966,12 @@ impl DeploymentRun {
                 )));
             }
         };
-        if !self.plan.excluded_regions.iter().any(|r| r.eq_ignore_ascii_case(&region)) {
+        if !self
+            .plan
+            .excluded_regions
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(&region))
+        {
             self.plan.excluded_regions.push(region.clone());
         }
         self.commit(
@@ -948,16 +1019,23 @@ impl DeploymentRun {
             }
             Action::Pause => {
                 let next = simple(self.state, Transition::Pause)?;
-                self.commit(next, actor, "deployment.pause", json!({}), None, |_| {}).await?;
+                self.commit(next, actor, "deployment.pause", json!({}), None, |_| {})
+                    .await?;
                 self.publish();
             }
             Action::Resume => {
                 let next = simple(self.state, Transition::Resume)?;
-                self.commit(next, actor, "deployment.resume", json!({}), None, |_| {}).await?;
+                self.commit(next, actor, "deployment.resume", json!({}), None, |_| {})
+                    .await?;
                 self.publish();
             }
             Action::Promote => {
-                simple(self.state, Transition::Advance { phases: self.phase_count() })?;
+                simple(
+                    self.state,
+                    Transition::Advance {
+                        phases: self.phase_count(),
+                    },
+                )?;
                 if self.strategy == Strategy::ABTest {
                     return Err(DeploymentError::Conflict(
                         "an A/B test has no next phase: cancel it or roll it back".into(),
@@ -971,7 +1049,8 @@ impl DeploymentRun {
                     Action::Supersede(by) => json!({ "supersededBy": by }),
                     _ => json!({}),
                 };
-                self.commit(next, actor, "deployment.cancel", details, None, |_| {}).await?;
+                self.commit(next, actor, "deployment.cancel", details, None, |_| {})
+                    .await?;
                 self.apply().await;
             }
             Action::Rollback(request) => {
@@ -991,13 +1070,23 @@ impl DeploymentRun {
                 if let Some(confidence) = request.confidence {
                     if !(0.5..1.0).contains(&confidence) {
                         self.plan.rules = before.0;
-                        return Err(DeploymentError::Invalid("confidence must be in [0.5, 1)".into()));
+                        return Err(DeploymentError::Invalid(
+                            "confidence must be in [0.5, 1)".into(),
+                        ));
                     }
                     self.plan.rank.confidence = confidence;
                 }
-                let details = json!({ "rules": self.plan.rules, "confidence": self.plan.rank.confidence });
+                let details =
+                    json!({ "rules": self.plan.rules, "confidence": self.plan.rank.confidence });
                 if let Err(error) = self
-                    .commit(self.state, actor, "deployment.rollback-thresholds", details, None, |_| {})
+                    .commit(
+                        self.state,
+                        actor,
+                        "deployment.rollback-thresholds",
+                        details,
+                        None,
+                        |_| {},
+                    )
                     .await
                 {
                     (self.plan.rules, self.plan.rank) = before;
@@ -1050,16 +1139,31 @@ impl DeploymentRun {
                     }
                     if matches!(self.state, DeploymentState::InProgress { .. }) {
                         self.warning = Some("critical breach, but the config has no previous revision to roll back to: paused".into());
-                        self.commit(DeploymentState::Paused { phase: self.phase() }, &system, "deployment.pause", json!({ "why": "critical breach without a previous revision" }), None, |_| {}).await?;
+                        self.commit(
+                            DeploymentState::Paused {
+                                phase: self.phase(),
+                            },
+                            &system,
+                            "deployment.pause",
+                            json!({ "why": "critical breach without a previous revision" }),
+                            None,
+                            |_| {},
+                        )
+                        .await?;
                     }
                     return Ok(());
                 }
                 let DeploymentState::InProgress { phase } = self.state else {
                     return Ok(());
                 };
+                // Servers skipped while unhealthy, or whose frame was lost,
+                // get what their cohort runs.
+                self.hub.reconcile(&self.row.config_name).await;
                 let revision_acks = self.record.counts(None);
                 let failures = self.record.failures();
-                if self.strategy == Strategy::Rolling && self.plan.stop_on_failure && !failures.is_empty()
+                if self.strategy == Strategy::Rolling
+                    && self.plan.stop_on_failure
+                    && !failures.is_empty()
                 {
                     let (server, error) = &failures[0];
                     return self
@@ -1092,12 +1196,14 @@ impl DeploymentRun {
                         if last_phase && acked {
                             self.complete(&system).await?;
                         } else if self.plan.auto_promote && due(self.plan.phase_interval_ms) {
-                            self.advance(&system, "the phase stayed healthy for its interval").await?;
+                            self.advance(&system, "the phase stayed healthy for its interval")
+                                .await?;
                         }
                     }
                     Strategy::Rolling => {
                         if self.plan.auto_promote && due(self.plan.batch_interval_ms) {
-                            self.advance(&system, "the batch acked and stayed healthy").await?;
+                            self.advance(&system, "the batch acked and stayed healthy")
+                                .await?;
                         }
                     }
                     Strategy::BlueGreen => {
@@ -1220,9 +1326,7 @@ impl DeploymentRun {
 }
 
 impl Hub {
-    pub(super) fn serving_read(
-        &self,
-    ) -> std::sync::RwLockReadGuard<'_, HashMap<String, Serving>> {
+    pub(super) fn serving_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Serving>> {
         self.serving.read().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -1265,7 +1369,9 @@ impl Hub {
                 let who = Who::of(record);
                 (record.environment == environment
                     && record.status == Health::Healthy
-                    && assignment.scope.contains(&record.region, |t| who.has_tag(t)))
+                    && assignment
+                        .scope
+                        .contains(&record.region, |t| who.has_tag(t)))
                 .then(|| bucket(&assignment.deployment_id, &record.server_id))
             })
             .into_iter()
@@ -1288,7 +1394,10 @@ impl Hub {
             return 0;
         };
         let record = serving.live.as_ref().map(|l| l.record.clone());
-        let deployment = serving.live.as_ref().map(|l| l.assignment.deployment_id.clone());
+        let deployment = serving
+            .live
+            .as_ref()
+            .map(|l| l.assignment.deployment_id.clone());
         let picks = self.registry.targets_with(config, |server| {
             if server.environment != serving.environment {
                 return None;
@@ -1309,10 +1418,16 @@ impl Hub {
                 }
                 continue;
             }
-            if record.as_ref().is_some_and(|r| r.in_flight(&server.server_id, target)) {
+            if record
+                .as_ref()
+                .is_some_and(|r| r.in_flight(&server.server_id, target))
+            {
                 continue;
             }
-            groups.entry((server.applied, target)).or_default().push(server);
+            groups
+                .entry((server.applied, target))
+                .or_default()
+                .push(server);
         }
         // Every target is registered before the first frame leaves, so an
         // early ack cannot be overwritten by its own registration.
@@ -1439,7 +1554,8 @@ impl Hub {
                             live.assignment.deployment_id.clone(),
                         ));
                     };
-                    self.send(&handle, Action::Supersede(id.clone()), actor).await?;
+                    self.send(&handle, Action::Supersede(id.clone()), actor)
+                        .await?;
                 }
                 None => break self.serving_read().get(&target.config).and_then(|s| s.base),
             }
@@ -1448,8 +1564,11 @@ impl Hub {
         let mut row = record.row();
         row.previous_revision = previous;
         let needs_approval = plan.needs_approval;
-        let state = transition(DeploymentState::Pending, Transition::Start { needs_approval })
-            .expect("a pending deployment starts");
+        let state = transition(
+            DeploymentState::Pending,
+            Transition::Start { needs_approval },
+        )
+        .expect("a pending deployment starts");
         row.status = status_name(state).into();
         row.phase_started_at = Some(row.created_at);
         row.updated_at = Some(row.created_at);
@@ -1493,7 +1612,10 @@ impl Hub {
     fn unreserve(&self, config: &str, id: &str) {
         let mut serving = self.serving_write();
         if let Some(entry) = serving.get_mut(config)
-            && entry.live.as_ref().is_some_and(|l| l.assignment.deployment_id == id)
+            && entry
+                .live
+                .as_ref()
+                .is_some_and(|l| l.assignment.deployment_id == id)
         {
             entry.live = None;
         }
@@ -1601,17 +1723,22 @@ impl Hub {
         request: RollbackRequest,
         actor: &Actor,
     ) -> Result<(), DeploymentError> {
-        let plan: Plan = serde_json::from_str(&row.spec)
-            .map_err(|e| DeploymentError::Conflict(format!("this deployment's plan cannot be read: {e}")))?;
+        let plan: Plan = serde_json::from_str(&row.spec).map_err(|e| {
+            DeploymentError::Conflict(format!("this deployment's plan cannot be read: {e}"))
+        })?;
         let strategy: Strategy = row.strategy.parse().map_err(DeploymentError::Invalid)?;
         {
             let serving = self.serving_read();
             let entry = serving.get(&row.config_name);
             if let Some(live) = entry.and_then(|e| e.live.as_ref()) {
-                return Err(DeploymentError::InProgress(live.assignment.deployment_id.clone()));
+                return Err(DeploymentError::InProgress(
+                    live.assignment.deployment_id.clone(),
+                ));
             }
             let current = if plan.scoped(strategy) {
-                entry.and_then(|e| e.layers.first()).map(|l| l.deployment_id == row.id)
+                entry
+                    .and_then(|e| e.layers.first())
+                    .map(|l| l.deployment_id == row.id)
             } else {
                 entry.map(|e| e.base == Some(row.revision) && e.layers.is_empty())
             };
@@ -1695,29 +1822,54 @@ impl Hub {
     ) -> Result<(DeploymentTarget, Vec<VariantPlan>), DeploymentError> {
         if request.strategy != Strategy::ABTest {
             let version = request.version.as_deref().ok_or_else(|| {
-                DeploymentError::Invalid(format!("version is required for a {} deployment", request.strategy))
+                DeploymentError::Invalid(format!(
+                    "version is required for a {} deployment",
+                    request.strategy
+                ))
             })?;
             if request.variants.is_some() {
-                return Err(DeploymentError::Invalid("variants apply to ABTest deployments".into()));
+                return Err(DeploymentError::Invalid(
+                    "variants apply to ABTest deployments".into(),
+                ));
             }
-            return Ok((self.catalog.deployment_target(&request.config, version).await?, Vec::new()));
+            return Ok((
+                self.catalog
+                    .deployment_target(&request.config, version)
+                    .await?,
+                Vec::new(),
+            ));
         }
         let variants = request.variants.clone().unwrap_or_default();
         if !(2..=8).contains(&variants.len()) {
-            return Err(DeploymentError::Invalid("an A/B test has 2 to 8 variants".into()));
+            return Err(DeploymentError::Invalid(
+                "an A/B test has 2 to 8 variants".into(),
+            ));
         }
-        if variants.iter().any(|v| !v.weight.is_finite() || v.weight <= 0.0) {
-            return Err(DeploymentError::Invalid("variant weights are positive numbers".into()));
+        if variants
+            .iter()
+            .any(|v| !v.weight.is_finite() || v.weight <= 0.0)
+        {
+            return Err(DeploymentError::Invalid(
+                "variant weights are positive numbers".into(),
+            ));
         }
         let mut plans: Vec<VariantPlan> = Vec::new();
         let mut last = None;
         for (index, variant) in variants.iter().enumerate() {
-            let target = self.catalog.deployment_target(&request.config, &variant.version).await?;
+            let target = self
+                .catalog
+                .deployment_target(&request.config, &variant.version)
+                .await?;
             let name = variant
                 .name
                 .clone()
                 .unwrap_or_else(|| char::from(b'A' + index as u8).to_string());
-            if name.is_empty() || name.len() > 32 || plans.iter().any(|p| p.name == name) || name == BASELINE || name == CANARY {
+            if name.is_empty()
+                || name.len() > 32
+                || plans.iter().any(|p| p.name == name)
+                || name == BASELINE
+                || name == CANARY
+            {
                 return Err(DeploymentError::Invalid(format!(
                     "variant names are 1-32 characters, unique, and not {BASELINE} or {CANARY}"
                 )));
@@ -1818,8 +1970,12 @@ impl Hub {
                 Ok(response) if response.status().is_success() => {
                     tracing::info!(%url, "rollback alert sent");
                 }
-                Ok(response) => tracing::warn!(%url, status = %response.status(), "the alert webhook refused the rollback alert"),
-                Err(error) => tracing::warn!(%url, error = %error, "could not send the rollback alert"),
+                Ok(response) => {
+                    tracing::warn!(%url, status = %response.status(), "the alert webhook refused the rollback alert")
+                }
+                Err(error) => {
+                    tracing::warn!(%url, error = %error, "could not send the rollback alert")
+                }
             }
         });
     }

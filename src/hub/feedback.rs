@@ -74,7 +74,10 @@ fn text(value: &Option<String>, name: &str, max: usize) -> Result<(), Deployment
 }
 
 impl Hub {
-    pub async fn aggregated(&self, query: &AggregatedQuery) -> Result<AggregatedView, DeploymentError> {
+    pub async fn aggregated(
+        &self,
+        query: &AggregatedQuery,
+    ) -> Result<AggregatedView, DeploymentError> {
         let window_ms = match &query.window {
             None => 3_600_000,
             Some(w) => {
@@ -82,23 +85,31 @@ impl Hub {
                     .parse::<f64>()
                     .map(|n| json!(n))
                     .unwrap_or_else(|_| json!(w));
-                parse_duration(&value).map_err(|e| DeploymentError::Invalid(format!("window: {e}")))?
+                parse_duration(&value)
+                    .map_err(|e| DeploymentError::Invalid(format!("window: {e}")))?
             }
         }
         .max(60_000);
         text(&query.region, "region", 64)?;
-        let deployment = query.deployment.clone().unwrap_or_else(|| aggregates::ALL.to_owned());
+        let deployment = query
+            .deployment
+            .clone()
+            .unwrap_or_else(|| aggregates::ALL.to_owned());
         if query.deployment.is_some() && uuid::Uuid::parse_str(&deployment).is_err() {
             return Err(DeploymentError::NotFound(deployment));
         }
         let now = now_ms();
         let since = (now - window_ms as i64).div_euclid(60_000) * 60_000;
         let mut conn = self.store.conn().await?;
-        let rows = store_hub::metric_minutes(&mut conn, since, query.region.as_deref(), &deployment).await?;
+        let rows =
+            store_hub::metric_minutes(&mut conn, since, query.region.as_deref(), &deployment)
+                .await?;
         drop(conn);
         let mut cohorts: BTreeMap<String, CohortWindow> = BTreeMap::new();
         let mut total = CohortWindow::default();
-        let pending = self.aggregates.pending(since, query.region.as_deref(), &deployment);
+        let pending = self
+            .aggregates
+            .pending(since, query.region.as_deref(), &deployment);
         let all = rows
             .iter()
             .map(|r| (r.cohort.clone(), from_row(r)))
@@ -133,8 +144,14 @@ impl Hub {
         }
         match (request.kind.as_str(), request.rating) {
             ("rating", Some(1..=5)) | ("complaint" | "comment", None) => {}
-            ("rating", _) => return Err(DeploymentError::Invalid("a rating needs rating 1-5".into())),
-            _ => return Err(DeploymentError::Invalid("rating applies to kind rating".into())),
+            ("rating", _) => {
+                return Err(DeploymentError::Invalid("a rating needs rating 1-5".into()));
+            }
+            _ => {
+                return Err(DeploymentError::Invalid(
+                    "rating applies to kind rating".into(),
+                ));
+            }
         }
         text(&request.server_id, "serverId", 128)?;
         text(&request.player_id, "playerId", 128)?;
@@ -197,7 +214,11 @@ impl Hub {
             id: row.id,
             received_at: rfc3339(now),
             region: row.region,
-            deployments: if request.kind == "complaint" { deployments } else { Vec::new() },
+            deployments: if request.kind == "complaint" {
+                deployments
+            } else {
+                Vec::new()
+            },
         })
     }
 }

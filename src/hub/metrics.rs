@@ -1,8 +1,8 @@
 //! Checking `metrics` frames and decoding them once (HdrHistogram V2 bytes
 //! into sparse pairs) for the deployment windows and the minute aggregates.
 
-use hdrhistogram::serialization::Deserializer;
 use crate::domain::window::Report;
+use hdrhistogram::serialization::Deserializer;
 use hotswap_client::{
     metrics::names,
     protocol::{EncodedHistogram, MetricsReport},
@@ -61,7 +61,11 @@ pub fn validate(report: &MetricsReport) -> Result<(), String> {
 }
 
 /// Decodes a validated report once, for every window and aggregate it feeds.
-pub fn decode(report: &MetricsReport, healthy: bool) -> Report {
+/// Players count as exposure weighted by the report's window against the
+/// nominal interval (`metrics_ms`, clamped to 0.1-10×), so a report covering
+/// a long or short stretch weighs what it covers.
+pub fn decode(report: &MetricsReport, healthy: bool, metrics_ms: u64) -> Report {
+    let weight = (report.window_ms as f64 / metrics_ms.max(1) as f64).clamp(0.1, 10.0);
     let pairs = |name: &str| -> Vec<(u64, u64)> {
         match report.histograms.get(name) {
             Some(EncodedHistogram::Sparse(pairs)) => pairs.clone(),
@@ -77,7 +81,7 @@ pub fn decode(report: &MetricsReport, healthy: bool) -> Report {
         }
     };
     Report {
-        players: u64::from(report.players),
+        players: (f64::from(report.players) * weight).round() as u64,
         sessions_started: report.sessions_started,
         sessions_ended: report.sessions_ended,
         churned: report.churned,
@@ -156,10 +160,13 @@ mod tests {
             "sessionSecs".into(),
             EncodedHistogram::Sparse(vec![(300, 4)]),
         );
-        let decoded = decode(&r, false);
+        let decoded = decode(&r, false, 1000);
         assert_eq!(decoded.latency_ms, vec![(25, 10), (40, 2)]);
         assert_eq!(decoded.session_secs, vec![(300, 4)]);
-        assert_eq!((decoded.players, decoded.crashes, decoded.healthy), (10, 3, false));
+        assert_eq!(
+            (decoded.players, decoded.crashes, decoded.healthy),
+            (10, 3, false)
+        );
     }
 
     #[test]

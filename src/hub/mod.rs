@@ -114,7 +114,10 @@ impl Hub {
         let mut conn = store.conn().await?;
         let mut serving: HashMap<String, Serving> = HashMap::new();
         for (name, environment, revision) in store_hub::active_revisions(&mut conn).await? {
-            serving.entry(name).or_insert_with(|| Serving::new(&environment)).base = Some(revision);
+            serving
+                .entry(name)
+                .or_insert_with(|| Serving::new(&environment))
+                .base = Some(revision);
         }
         for row in store_hub::standing_layers(&mut conn).await? {
             let Ok(plan) = serde_json::from_str::<engine::Plan>(&row.spec) else {
@@ -217,7 +220,9 @@ impl Hub {
         let entry = serving.get(config)?;
         Some((
             entry.environment.clone(),
-            entry.desired(&Who::of(record)).map(|(revision, _)| revision),
+            entry
+                .desired(&Who::of(record))
+                .map(|(revision, _)| revision),
         ))
     }
 
@@ -459,9 +464,11 @@ impl Hub {
             let serving = self.serving_read();
             let entry = serving.get(config)?;
             let (target, from_live) = entry.desired(&who)?;
-            let live = entry.live.as_ref().filter(|_| from_live).map(|l| {
-                (l.record.clone(), l.assignment.deployment_id.clone())
-            });
+            let live = entry
+                .live
+                .as_ref()
+                .filter(|_| from_live)
+                .map(|l| (l.record.clone(), l.assignment.deployment_id.clone()));
             Some((target, live))
         };
         let (mut target, mut live) = current()?;
@@ -476,7 +483,12 @@ impl Hub {
                 run.pushed(&record.server_id, target);
             }
             let frame = self
-                .frame_towards(config, known, target, live.as_ref().map(|(_, id)| id.as_str()))
+                .frame_towards(
+                    config,
+                    known,
+                    target,
+                    live.as_ref().map(|(_, id)| id.as_str()),
+                )
                 .await;
             match current() {
                 Some((now, now_live)) if now != target => (target, live) = (now, now_live),
@@ -725,13 +737,31 @@ impl Hub {
                 let Some(entry) = serving.get(config) else {
                     continue;
                 };
-                let Some(live) = entry.live.as_ref().filter(|_| entry.environment == record.environment) else {
+                let Some(live) = entry
+                    .live
+                    .as_ref()
+                    .filter(|_| entry.environment == record.environment)
+                else {
                     continue;
                 };
-                let Some(cohort) = entry.cohort_of(&who, record.applied.get(config).copied()) else {
+                let Some(cohort) = entry.cohort_of(&who, record.applied.get(config).copied())
+                else {
                     continue;
                 };
-                targets.push((live.handle.clone(), Arc::<str>::from(live.assignment.deployment_id.as_str()), cohort));
+                // A report that began before the server switched revision
+                // mixes both: it counts for neither cohort.
+                if matches!(ingest, Ingest::Report(_))
+                    && live
+                        .record
+                        .switched_since(&record.server_id, at - self.settings.metrics_ms as i64)
+                {
+                    continue;
+                }
+                targets.push((
+                    live.handle.clone(),
+                    Arc::<str>::from(live.assignment.deployment_id.as_str()),
+                    cohort,
+                ));
             }
         }
         let all: Arc<str> = Arc::from(aggregates::ALL);
@@ -742,8 +772,14 @@ impl Hub {
         }
         for (handle, deployment, cohort) in targets {
             match &ingest {
-                Ingest::Report(report) => self.aggregates.fold(at, &region, &deployment, &cohort, report),
-                Ingest::Complaints(n) => self.aggregates.complaints(at, &region, &deployment, &cohort, *n),
+                Ingest::Report(report) => {
+                    self.aggregates
+                        .fold(at, &region, &deployment, &cohort, report)
+                }
+                Ingest::Complaints(n) => {
+                    self.aggregates
+                        .complaints(at, &region, &deployment, &cohort, *n)
+                }
             }
             let Some(handle) = handle else {
                 continue;
@@ -763,7 +799,9 @@ impl Hub {
                 },
             };
             if !handle.event(event) {
-                self.stats.metric_events_dropped.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .metric_events_dropped
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -813,7 +851,11 @@ impl SessionHost for HubHost {
             record.players = report.players;
         });
         if let Some(record) = self.0.registry.get(server_id) {
-            let decoded = Arc::new(metrics::decode(&report, record.status == Health::Healthy));
+            let decoded = Arc::new(metrics::decode(
+                &report,
+                record.status == Health::Healthy,
+                self.0.settings.metrics_ms,
+            ));
             self.0.ingest(&record, Ingest::Report(decoded));
         }
         Ok(())

@@ -570,7 +570,11 @@ async fn deployments_check_roles_approval_and_overlap(app: TestApp) {
     let id = approved.body["id"].as_str().unwrap();
     let approve = format!("/api/v1/deployments/{id}/approve");
     let own = app.post_empty(&approve).await;
-    assert_eq!(own.status, 403, "the creator cannot approve: {:?}", own.body);
+    assert_eq!(
+        own.status, 403,
+        "the creator cannot approve: {:?}",
+        own.body
+    );
     let operator = app.token(hotswap::auth::Role::Operator, "olga");
     assert_eq!(
         app.request("POST", &approve, Some(&operator), None)
@@ -580,7 +584,9 @@ async fn deployments_check_roles_approval_and_overlap(app: TestApp) {
         "approving takes an admin"
     );
     let other_admin = app.token(hotswap::auth::Role::Admin, "second-admin");
-    let done = app.request("POST", &approve, Some(&other_admin), None).await;
+    let done = app
+        .request("POST", &approve, Some(&other_admin), None)
+        .await;
     assert_eq!(done.status, 200, "{:?}", done.body);
     assert_eq!(done.body["status"], "Completed", "no servers: done at once");
     assert_eq!(done.body["approvedBy"], "second-admin");
@@ -591,12 +597,30 @@ async fn deployments_check_roles_approval_and_overlap(app: TestApp) {
         "invalid_transition"
     );
     for (body, needle) in [
-        (json!({"config": "prod-balance", "version": "2.0.0", "strategy": "Canary", "phases": [50, 20, 100]}), "phases"),
-        (json!({"config": "prod-balance", "version": "2.0.0", "strategy": "Canary", "phaseInterval": "5 minutes"}), "phaseInterval"),
-        (json!({"config": "prod-balance", "version": "2.0.0", "strategy": "Rolling", "batchSize": 0}), "batchSize"),
-        (json!({"config": "prod-balance", "strategy": "ABTest", "variants": [{"version": "2.0.0", "weight": 1}]}), "variants"),
-        (json!({"config": "prod-balance", "version": "2.0.0", "strategy": "Canary", "thresholds": [{"metric": "crashRate", "critical": -1}]}), "thresholds"),
-        (json!({"config": "prod-balance", "version": "2.0.0", "strategy": "Direct", "environment": "staging"}), "staging"),
+        (
+            json!({"config": "prod-balance", "version": "2.0.0", "strategy": "Canary", "phases": [50, 20, 100]}),
+            "phases",
+        ),
+        (
+            json!({"config": "prod-balance", "version": "2.0.0", "strategy": "Canary", "phaseInterval": "5 minutes"}),
+            "phaseInterval",
+        ),
+        (
+            json!({"config": "prod-balance", "version": "2.0.0", "strategy": "Rolling", "batchSize": 0}),
+            "batchSize",
+        ),
+        (
+            json!({"config": "prod-balance", "strategy": "ABTest", "variants": [{"version": "2.0.0", "weight": 1}]}),
+            "variants",
+        ),
+        (
+            json!({"config": "prod-balance", "version": "2.0.0", "strategy": "Canary", "thresholds": [{"metric": "crashRate", "critical": -1}]}),
+            "thresholds",
+        ),
+        (
+            json!({"config": "prod-balance", "version": "2.0.0", "strategy": "Direct", "environment": "staging"}),
+            "staging",
+        ),
     ] {
         let refused = app.post_json("/api/v1/deployments", &body).await;
         assert_eq!(refused.status, 422, "{body}: {:?}", refused.body);
@@ -637,7 +661,11 @@ async fn deployments_check_roles_approval_and_overlap(app: TestApp) {
         .collect();
     assert_eq!(
         actions,
-        ["deployment.complete", "deployment.approve", "deployment.create"],
+        [
+            "deployment.complete",
+            "deployment.approve",
+            "deployment.create"
+        ],
         "newest first"
     );
     assert_eq!(trail.body["items"][2]["summary"]["revision"], 2);

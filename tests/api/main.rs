@@ -10,6 +10,7 @@ mod binary;
 mod configs;
 mod health;
 mod hub;
+mod progressive;
 mod schemas;
 mod security;
 mod versions;

@@ -1,0 +1,998 @@
+//! Progressive deployments end to end: real SDK clients whose simulated
+//! players report metrics, healthy or regressing, against a real hub.
+
+use crate::helpers::{Db, TestApp, balance, spawn_app_on, spawn_app_with};
+use crate::on_both_databases;
+use hotswap_client::{Client, ClientConfig, ConnectionState, protocol::Health};
+use serde_json::{Value, json};
+use std::{
+    collections::BTreeSet,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+const WAIT: Duration = Duration::from_secs(15);
+const CONFIG: &str = "loot-tables";
+
+/// How the players of servers on the bad revision behave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Mode {
+    Healthy = 0,
+    Crashes,
+    Churn,
+    Complaints,
+    ShortSessions,
+    LessEngagement,
+    Errors,
+    Latency,
+    Unhealthy,
+    /// Crashes ×3, but each server has a single player: too few samples.
+    TinyCrashes,
+}
+
+const ALL_MODES: [Mode; 10] = [
+    Mode::Healthy,
+    Mode::Crashes,
+    Mode::Churn,
+    Mode::Complaints,
+    Mode::ShortSessions,
+    Mode::LessEngagement,
+    Mode::Errors,
+    Mode::Latency,
+    Mode::Unhealthy,
+    Mode::TinyCrashes,
+];
+
+/// Simulated game servers: each reports its players every 100 ms.
+struct Fleet {
+    clients: Vec<Arc<Client>>,
+    mode: Arc<AtomicU8>,
+    bad_revision: Arc<AtomicI64>,
+    tiny: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Fleet {
+    async fn start(
+        app: &TestApp,
+        key: &str,
+        n: usize,
+        region: impl Fn(usize) -> &'static str,
+    ) -> Self {
+        let mode = Arc::new(AtomicU8::new(Mode::Healthy as u8));
+        let bad_revision = Arc::new(AtomicI64::new(-1));
+        let tiny = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut clients = Vec::new();
+        for i in 0..n {
+            let config = ClientConfig::new(app.ws_url(), key, format!("gs-{i:03}"))
+                .region(region(i))
+                .environment("staging")
+                .subscribe(CONFIG)
+                .backoff(Duration::from_millis(50), Duration::from_millis(300));
+            let client = Arc::new(Client::start(config).expect("client starts"));
+            clients.push(client.clone());
+            let (mode, bad, tiny, stop) = (
+                mode.clone(),
+                bad_revision.clone(),
+                tiny.clone(),
+                stop.clone(),
+            );
+            actix_web::rt::spawn(async move {
+                let mut seed = 0x9e37_79b9_u64.wrapping_mul(i as u64 + 1);
+                let mut noise = move |range: u64| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed % range.max(1)
+                };
+                while !stop.load(Ordering::Relaxed) {
+                    let on_bad = client.revisions().get(CONFIG).copied()
+                        == Some(bad.load(Ordering::Relaxed));
+                    let mode = if on_bad {
+                        ALL_MODES[mode.load(Ordering::Relaxed) as usize]
+                    } else {
+                        Mode::Healthy
+                    };
+                    simulate(&client, mode, tiny.load(Ordering::Relaxed), &mut noise);
+                    actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+                }
+            });
+        }
+        for client in &clients {
+            assert!(
+                client
+                    .wait_for_state(WAIT, |s| matches!(s, ConnectionState::Connected { .. }))
+                    .await
+            );
+        }
+        Fleet {
+            clients,
+            mode,
+            bad_revision,
+            tiny,
+            stop,
+        }
+    }
+
+    fn regress(&self, revision: i64, mode: Mode) {
+        self.bad_revision.store(revision, Ordering::Relaxed);
+        self.mode.store(mode as u8, Ordering::Relaxed);
+    }
+
+    fn on(&self, revision: i64) -> BTreeSet<usize> {
+        self.clients
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.revisions().get(CONFIG) == Some(&revision))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    async fn all_on(&self, revision: i64) -> bool {
+        for client in &self.clients {
+            if !client.wait_for_revision(CONFIG, revision, WAIT).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for client in self.clients {
+            if let Ok(client) = Arc::try_unwrap(client) {
+                client.stop().await;
+            }
+        }
+    }
+}
+
+/// One 100 ms tick of a server's players.
+fn simulate(client: &Client, mode: Mode, tiny: bool, noise: &mut impl FnMut(u64) -> u64) {
+    let players = if tiny || mode == Mode::TinyCrashes {
+        1
+    } else {
+        200
+    };
+    client.set_players(players);
+    client.set_health(if mode == Mode::Unhealthy {
+        Health::Unhealthy
+    } else {
+        Health::Healthy
+    });
+    let m = client.metrics();
+    let scale = u64::from(players);
+    let jitter = |n: &mut dyn FnMut(u64) -> u64, base: u64| base + n(base / 4 + 1);
+    let mut n = |r| noise(r);
+    let started = match mode {
+        Mode::LessEngagement => jitter(&mut n, scale / 20),
+        _ => jitter(&mut n, scale / 10),
+    };
+    let churned = match mode {
+        Mode::Churn => jitter(&mut n, scale / 30),
+        _ => jitter(&mut n, scale / 100),
+    };
+    let crashes = match mode {
+        Mode::Crashes => jitter(&mut n, scale / 30),
+        Mode::TinyCrashes => 1,
+        _ => jitter(&mut n, scale / 100),
+    };
+    let requests = scale * 5;
+    let errors = match mode {
+        Mode::Errors => jitter(&mut n, requests / 30),
+        _ => jitter(&mut n, requests / 100),
+    };
+    let complaints = match mode {
+        Mode::Complaints => jitter(&mut n, scale / 20),
+        _ => 0,
+    };
+    m.add_counts(
+        started, started, churned, crashes, errors, requests, complaints, 0,
+    );
+    for _ in 0..(scale / 10).max(1) {
+        let latency = 20 + n(40);
+        m.record_latency_ms(if mode == Mode::Latency {
+            latency * 3
+        } else {
+            latency
+        });
+        let session = 300 + n(600);
+        m.record_session_end(if mode == Mode::ShortSessions {
+            session / 2
+        } else {
+            session
+        });
+    }
+}
+
+async fn setup(app: &TestApp) -> String {
+    assert_eq!(
+        app.create_config(CONFIG, "GameBalance", "staging")
+            .await
+            .status,
+        201
+    );
+    let first = app.deploy(CONFIG, "1.0.0", balance(45)).await;
+    assert_eq!(
+        first.body["status"], "Completed",
+        "no servers yet: {:?}",
+        first.body
+    );
+    app.server_key(&[], &[]).await.0
+}
+
+async fn start_deployment(app: &TestApp, version: &str, damage: u32, plan: Value) -> String {
+    let uploaded = app.post_version(CONFIG, version, balance(damage)).await;
+    assert_eq!(uploaded.status, 201, "{:?}", uploaded.body);
+    let mut body = json!({ "config": CONFIG, "version": version });
+    for (k, v) in plan.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let created = app.post_json("/api/v1/deployments", &body).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    created.body["id"].as_str().unwrap().to_owned()
+}
+
+/// A server connecting now gets `revision`.
+async fn newcomer_gets(app: &TestApp, key: &str, server_id: &str, revision: i64) -> bool {
+    let client = Client::start(
+        ClientConfig::new(app.ws_url(), key, server_id)
+            .region("EU-WEST")
+            .environment("staging")
+            .subscribe(CONFIG),
+    )
+    .expect("client starts");
+    let got = client.wait_for_revision(CONFIG, revision, WAIT).await
+        && client.revisions().get(CONFIG) == Some(&revision);
+    client.stop().await;
+    got
+}
+
+async fn deployment(app: &TestApp, id: &str) -> Value {
+    app.get(&format!("/api/v1/deployments/{id}")).await.body
+}
+
+/// Polls until the deployment's status is `status`.
+async fn wait_status(app: &TestApp, id: &str, status: &str) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let view = deployment(app, id).await;
+        if view["status"] == status {
+            return view;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "deployment never became {status}: {}",
+            serde_json::to_string_pretty(&view).unwrap()
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn control(app: &TestApp, id: &str, action: &str) -> crate::helpers::Response {
+    app.post_empty(&format!("/api/v1/deployments/{id}/{action}"))
+        .await
+}
+
+async fn a_canary_advances_through_every_phase_and_completes(app: TestApp) {
+    let key = setup(&app).await;
+    let fleet = Fleet::start(&app, &key, 40, |_| "EU-WEST").await;
+    assert!(fleet.all_on(1).await);
+    let id = start_deployment(
+        &app,
+        "1.1.0",
+        50,
+        json!({ "strategy": "Canary", "phaseInterval": 0.4 }),
+    )
+    .await;
+    // Phases in order, each covering a superset of the previous one.
+    let mut seen_phases = Vec::new();
+    let mut covered: BTreeSet<usize> = BTreeSet::new();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let view = deployment(&app, &id).await;
+        let phase = view["phase"].as_i64().unwrap();
+        if view["status"] == "InProgress" && seen_phases.last() != Some(&phase) {
+            seen_phases.push(phase);
+        }
+        let now_on = fleet.on(2);
+        assert!(
+            covered.is_subset(&now_on) || view["status"] != "InProgress",
+            "a server left the canary: {covered:?} → {now_on:?}"
+        );
+        covered = now_on;
+        if view["status"] == "Completed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{view}");
+        actix_web::rt::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(seen_phases, vec![0, 1, 2, 3], "10 → 30 → 50 → 100 %");
+    assert!(fleet.all_on(2).await);
+    assert!(
+        newcomer_gets(&app, &key, "late-1", 2).await,
+        "the config's active revision moved"
+    );
+    let trail = app
+        .get(&format!("/api/v1/audit?resource=deployments/{id}"))
+        .await;
+    let advances = trail.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "deployment.advance")
+        .count();
+    assert_eq!(advances, 3);
+    fleet.stop().await;
+}
+
+/// Each critical rule, one deployment each: the canary's players regress,
+/// the hub rolls back by itself, every server returns to the previous
+/// revision, and the record says what, when and how long.
+async fn each_critical_rule_rolls_back_by_itself(app: TestApp) {
+    let key = setup(&app).await;
+    let fleet = Fleet::start(&app, &key, 30, |_| "EU-WEST").await;
+    assert!(fleet.all_on(1).await);
+    let cases = [
+        (Mode::Crashes, "crashRate"),
+        (Mode::Churn, "churnRate"),
+        (Mode::Complaints, "complaintRate"),
+        (Mode::ShortSessions, "sessionDuration"),
+        (Mode::LessEngagement, "engagement"),
+        (Mode::Errors, "errorRate"),
+        (Mode::Latency, "p99Latency"),
+        (Mode::Unhealthy, "healthCheckFailures"),
+    ];
+    for (round, (mode, metric)) in cases.into_iter().enumerate() {
+        fleet.regress(-1, Mode::Healthy);
+        let version = format!("1.{}.0", round + 1);
+        let id = start_deployment(
+            &app,
+            &version,
+            50 + round as u32,
+            json!({ "strategy": "Canary", "phases": [50, 100], "phaseInterval": "PT1H" }),
+        )
+        .await;
+        let view = deployment(&app, &id).await;
+        let revision = view["revision"].as_i64().unwrap();
+        let previous = view["previousRevision"].as_i64().unwrap();
+        // Let both cohorts report healthy numbers first.
+        let deadline = Instant::now() + WAIT;
+        while fleet.on(revision).is_empty()
+            || deployment(&app, &id).await["live"]["cohorts"]
+                .as_array()
+                .is_none_or(|c| {
+                    c.iter()
+                        .filter(|c| c["window"]["reports"].as_u64() > Some(20))
+                        .count()
+                        < 2
+                })
+        {
+            assert!(Instant::now() < deadline, "cohorts never filled");
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+        let canary = fleet.on(revision);
+        assert!(
+            (5..=25).contains(&canary.len()),
+            "about half of 30 servers: {}",
+            canary.len()
+        );
+        assert_eq!(
+            deployment(&app, &id).await["status"],
+            "InProgress",
+            "healthy: no rollback"
+        );
+        let injected = Instant::now();
+        fleet.regress(revision, mode);
+        let view = wait_status(&app, &id, "RolledBack").await;
+        assert!(fleet.all_on(previous).await, "{mode:?}: every server back");
+        let back = injected.elapsed();
+        let rollback = &view["rollback"];
+        assert_eq!(rollback["trigger"], "automatic", "{mode:?}: {rollback}");
+        assert_eq!(
+            rollback["metric"],
+            metric,
+            "{mode:?}: {}",
+            serde_json::to_string_pretty(&view).unwrap()
+        );
+        assert_eq!(rollback["toRevision"], previous);
+        for field in ["detectedAt", "rollbackStartedAt", "rollbackCompletedAt"] {
+            assert!(rollback[field].is_string(), "{field}: {rollback}");
+        }
+        assert!(
+            rollback["observed"].is_number() && rollback["baseline"].is_number(),
+            "{rollback}"
+        );
+        assert_eq!(rollback["unacked"], json!([]));
+        let status = app
+            .get(&format!("/api/v1/deployments/{id}/rollback-status"))
+            .await;
+        assert_eq!(status.body["rollback"]["metric"], metric);
+        eprintln!(
+            "ROLLBACK {metric}: injected regression → every server back on the previous revision in {} ms (detection → last ack {} ms)",
+            back.as_millis(),
+            rollback["durationMs"]
+        );
+    }
+    fleet.stop().await;
+}
+
+/// Noise, and a regression in a cohort too small to judge, roll nothing back.
+async fn noise_and_small_samples_do_not_roll_back(app: TestApp) {
+    let key = setup(&app).await;
+    let fleet = Fleet::start(&app, &key, 20, |_| "EU-WEST").await;
+    assert!(fleet.all_on(1).await);
+    let id = start_deployment(
+        &app,
+        "1.1.0",
+        50,
+        json!({ "strategy": "Canary", "phases": [50, 100], "phaseInterval": "PT1H" }),
+    )
+    .await;
+    // Healthy players with per-server noise for 3 s (the fast window is 2 s).
+    actix_web::rt::time::sleep(Duration::from_secs(3)).await;
+    let view = deployment(&app, &id).await;
+    assert_eq!(view["status"], "InProgress", "{view}");
+    assert_ne!(view["live"]["judgement"]["verdict"], "rollback", "{view}");
+    assert_eq!(
+        control(&app, &id, "cancel").await.body["status"],
+        "Cancelled"
+    );
+    fleet.stop().await;
+    // Three servers with one player each, the canary's crashing three times
+    // as often: far too few players to judge, so nothing rolls back.
+    let fleet = Fleet::start(&app, &key, 3, |_| "EU-WEST").await;
+    fleet.tiny.store(true, Ordering::Relaxed);
+    assert!(fleet.all_on(1).await);
+    let id = start_deployment(
+        &app,
+        "1.2.0",
+        51,
+        json!({ "strategy": "Canary", "phases": [50, 100], "phaseInterval": "PT1H" }),
+    )
+    .await;
+    let revision = deployment(&app, &id).await["revision"].as_i64().unwrap();
+    fleet.regress(revision, Mode::TinyCrashes);
+    actix_web::rt::time::sleep(Duration::from_secs(3)).await;
+    let view = deployment(&app, &id).await;
+    assert_eq!(view["status"], "InProgress", "{view}");
+    let crash = view["live"]["judgement"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["metric"] == "crashRate")
+        .unwrap()
+        .clone();
+    assert_eq!(crash["level"], "notEnoughData", "{crash}");
+    fleet.stop().await;
+}
+
+async fn rolling_blue_green_and_geographic_go_in_order(app: TestApp) {
+    let key = setup(&app).await;
+    let regions = ["EU-WEST", "NA-WEST", "APAC"];
+    let fleet = Fleet::start(&app, &key, 24, |i| regions[i % 3]).await;
+    assert!(fleet.all_on(1).await);
+
+    // Rolling: batches of 5, each acked before the next.
+    let id = start_deployment(
+        &app,
+        "1.1.0",
+        50,
+        json!({ "strategy": "Rolling", "batchSize": 5, "batchInterval": 0.15 }),
+    )
+    .await;
+    let mut counts = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let on = fleet.on(2).len();
+        if counts.last() != Some(&on) {
+            counts.push(on);
+        }
+        if deployment(&app, &id).await["status"] == "Completed" {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(fleet.all_on(2).await);
+    assert!(counts.windows(2).all(|w| w[1] >= w[0]), "{counts:?}");
+    assert!(
+        counts.windows(2).all(|w| w[1] - w[0] <= 5),
+        "never more than one batch at once: {counts:?}"
+    );
+    assert!(counts.contains(&5) && counts.contains(&10), "{counts:?}");
+
+    // Blue-green: the green half first, then everyone, then blue is let go.
+    let id = start_deployment(
+        &app,
+        "1.2.0",
+        51,
+        json!({ "strategy": "BlueGreen", "verificationPeriod": 0.5, "keepBlueDuration": 0.5 }),
+    )
+    .await;
+    let deadline = Instant::now() + WAIT;
+    while fleet.on(3).is_empty() {
+        assert!(Instant::now() < deadline);
+        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    actix_web::rt::time::sleep(Duration::from_millis(150)).await;
+    let green = fleet.on(3).len();
+    assert!((4..=20).contains(&green), "about half is green: {green}");
+    let view = deployment(&app, &id).await;
+    assert_eq!(
+        (view["status"].as_str(), view["phase"].as_i64()),
+        (Some("InProgress"), Some(0))
+    );
+    assert!(fleet.all_on(3).await, "the switch");
+    let switched = deployment(&app, &id).await;
+    assert_eq!(switched["phase"], 1, "blue kept warm after the switch");
+    wait_status(&app, &id, "Completed").await;
+
+    // Geographic: EU-WEST, then NA-WEST, then APAC.
+    let id = start_deployment(
+        &app,
+        "1.3.0",
+        52,
+        json!({ "strategy": "Geographic", "regions": regions, "phaseInterval": 0.4 }),
+    )
+    .await;
+    let region_of = |i: usize| regions[i % 3];
+    let mut order: Vec<&str> = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let on: BTreeSet<&str> = fleet.on(4).into_iter().map(region_of).collect();
+        for region in regions {
+            if on.contains(region) && !order.contains(&region) {
+                order.push(region);
+            }
+        }
+        // A region is covered whole before the next one starts.
+        for (index, region) in order.iter().enumerate() {
+            if index + 1 < order.len() {
+                assert!(
+                    (0..24)
+                        .filter(|i| region_of(*i) == *region)
+                        .all(|i| fleet.on(4).contains(&i)),
+                    "{region} not whole when the next region started"
+                );
+            }
+        }
+        if deployment(&app, &id).await["status"] == "Completed" {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(order, regions);
+    assert!(fleet.all_on(4).await);
+    fleet.stop().await;
+}
+
+async fn operators_pause_resume_promote_cancel_and_roll_back(app: TestApp) {
+    let key = setup(&app).await;
+    let fleet = Fleet::start(&app, &key, 20, |_| "EU-WEST").await;
+    assert!(fleet.all_on(1).await);
+    let id = start_deployment(
+        &app,
+        "1.1.0",
+        50,
+        json!({ "strategy": "Canary", "phases": [25, 50, 100], "autoPromote": false, "phaseInterval": 0 }),
+    )
+    .await;
+    let developer = app.token(hotswap::auth::Role::Developer, "dev");
+    assert_eq!(
+        app.request(
+            "POST",
+            &format!("/api/v1/deployments/{id}/pause"),
+            Some(&developer),
+            None
+        )
+        .await
+        .status,
+        403
+    );
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(deployment(&app, &id).await["phase"], 0, "no auto-promotion");
+    assert_eq!(control(&app, &id, "pause").await.body["status"], "Paused");
+    assert_eq!(control(&app, &id, "pause").await.status, 409);
+    let resumed = control(&app, &id, "resume").await;
+    assert_eq!(resumed.body["status"], "InProgress");
+    let promoted = control(&app, &id, "promote").await;
+    assert_eq!(
+        (
+            promoted.body["status"].as_str(),
+            promoted.body["phase"].as_i64()
+        ),
+        (Some("InProgress"), Some(1))
+    );
+    let half = fleet.on(2).len();
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    assert!(fleet.on(2).len() >= half);
+    // Thresholds can change while it runs.
+    let tightened = app
+        .post_json(
+            &format!("/api/v1/deployments/{id}/rollback-thresholds"),
+            &json!({ "thresholds": [{ "metric": "crashRate", "warning": 0.01, "critical": 0.02 }] }),
+        )
+        .await;
+    assert_eq!(tightened.status, 200, "{:?}", tightened.body);
+    let crash = tightened.body["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["metric"] == "crashRate")
+        .unwrap()
+        .clone();
+    assert_eq!(crash["critical"], 0.02);
+    let bad = app
+        .post_json(
+            &format!("/api/v1/deployments/{id}/rollback-thresholds"),
+            &json!({ "thresholds": [{ "metric": "crashRate", "warning": 0.5, "critical": 0.1 }] }),
+        )
+        .await;
+    assert_eq!(bad.status, 422);
+    // Cancel: whoever got 1.1.0 goes back to 1.0.0.
+    let cancelled = control(&app, &id, "cancel").await;
+    assert_eq!(
+        cancelled.body["status"], "Cancelled",
+        "{:?}",
+        cancelled.body
+    );
+    assert!(fleet.all_on(1).await);
+    assert_eq!(control(&app, &id, "resume").await.status, 409);
+
+    // A manual rollback mid-deployment.
+    let id = start_deployment(
+        &app,
+        "1.2.0",
+        51,
+        json!({ "strategy": "Canary", "phases": [50, 100], "autoPromote": false }),
+    )
+    .await;
+    let rolled = control(&app, &id, "rollback").await;
+    assert_eq!(rolled.status, 200, "{:?}", rolled.body);
+    let view = wait_status(&app, &id, "RolledBack").await;
+    assert_eq!(view["rollback"]["trigger"], "manual");
+    assert!(fleet.all_on(1).await);
+
+    // The kill switch: a completed deployment rolled back on every server.
+    let id = start_deployment(&app, "1.3.0", 52, json!({ "strategy": "Direct" })).await;
+    wait_status(&app, &id, "Completed").await;
+    assert!(fleet.all_on(4).await);
+    let started = Instant::now();
+    assert_eq!(control(&app, &id, "rollback").await.status, 200);
+    assert!(fleet.all_on(1).await, "every server back on 1.0.0");
+    let view = wait_status(&app, &id, "RolledBack").await;
+    eprintln!(
+        "KILL SWITCH: 20 servers back in {} ms",
+        started.elapsed().as_millis()
+    );
+    assert_eq!(view["rollback"]["toRevision"], 1);
+    assert!(
+        newcomer_gets(&app, &key, "late-1", 1).await,
+        "the active revision went back"
+    );
+    assert_eq!(
+        control(&app, &id, "rollback").await.status,
+        409,
+        "not twice"
+    );
+
+    // Supersede: a second deployment replaces one in flight only when asked.
+    let first = start_deployment(
+        &app,
+        "1.4.0",
+        53,
+        json!({ "strategy": "Canary", "autoPromote": false }),
+    )
+    .await;
+    app.post_version(CONFIG, "1.5.0", balance(54)).await;
+    let clash = app
+        .post_json(
+            "/api/v1/deployments",
+            &json!({ "config": CONFIG, "version": "1.5.0", "strategy": "Direct" }),
+        )
+        .await;
+    assert_eq!(clash.status, 409);
+    assert_eq!(clash.body["code"], "deployment_in_progress");
+    let replaced = app
+        .post_json(
+            "/api/v1/deployments",
+            &json!({ "config": CONFIG, "version": "1.5.0", "strategy": "Direct", "supersede": true }),
+        )
+        .await;
+    assert_eq!(replaced.status, 201, "{:?}", replaced.body);
+    assert_eq!(deployment(&app, &first).await["status"], "Cancelled");
+    assert!(fleet.all_on(6).await);
+    fleet.stop().await;
+}
+
+async fn an_ab_test_splits_servers_by_variant_and_keeps_metrics_per_variant(app: TestApp) {
+    let key = setup(&app).await;
+    let fleet = Fleet::start(&app, &key, 20, |_| "EU-WEST").await;
+    assert!(fleet.all_on(1).await);
+    app.post_version(CONFIG, "1.1.0", balance(60)).await;
+    let created = app
+        .post_json(
+            "/api/v1/deployments",
+            &json!({ "config": CONFIG, "strategy": "ABTest", "variants": [
+                { "name": "control", "version": "1.0.0", "weight": 50 },
+                { "name": "boosted", "version": "1.1.0", "weight": 50 },
+            ]}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let view = deployment(&app, &id).await;
+        let cohorts = view["live"]["cohorts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let reports = |name: &str| {
+            cohorts
+                .iter()
+                .find(|c| c["cohort"] == name)
+                .and_then(|c| c["window"]["reports"].as_u64())
+                .unwrap_or(0)
+        };
+        if reports("control") > 5 && reports("boosted") > 5 {
+            let servers: u64 = cohorts.iter().map(|c| c["servers"].as_u64().unwrap()).sum();
+            assert_eq!(servers, 20, "{cohorts:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{view}");
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let boosted = fleet.on(2).len();
+    assert!((4..=16).contains(&boosted), "{boosted}");
+    assert_eq!(fleet.on(1).len() + boosted, 20);
+    assert_eq!(control(&app, &id, "promote").await.status, 409);
+    assert_eq!(
+        control(&app, &id, "cancel").await.body["status"],
+        "Cancelled"
+    );
+    assert!(fleet.all_on(1).await);
+    fleet.stop().await;
+}
+
+async fn metrics_are_aggregated_and_feedback_counts_in_cohorts(app: TestApp) {
+    let key = setup(&app).await;
+    let fleet = Fleet::start(
+        &app,
+        &key,
+        6,
+        |i| if i % 2 == 0 { "EU-WEST" } else { "APAC" },
+    )
+    .await;
+    assert!(fleet.all_on(1).await);
+    let id = start_deployment(
+        &app,
+        "1.1.0",
+        50,
+        json!({ "strategy": "Canary", "phases": [50, 100], "autoPromote": false }),
+    )
+    .await;
+    actix_web::rt::time::sleep(Duration::from_millis(1200)).await;
+    let all = app.get("/api/v1/metrics/aggregated?window=PT5M").await;
+    assert_eq!(all.status, 200, "{:?}", all.body);
+    assert!(
+        all.body["total"]["reports"].as_u64().unwrap() >= 6,
+        "{:?}",
+        all.body
+    );
+    assert!(all.body["total"]["latencyMs"]["p99"].as_u64().unwrap() >= 20);
+    let eu = app
+        .get("/api/v1/metrics/aggregated?region=EU-WEST&window=300")
+        .await;
+    assert!(
+        eu.body["total"]["reports"].as_u64().unwrap()
+            < all.body["total"]["reports"].as_u64().unwrap()
+    );
+    let by_deployment = app
+        .get(&format!("/api/v1/metrics/aggregated?deployment={id}"))
+        .await;
+    let cohorts = by_deployment.body["cohorts"].as_object().unwrap();
+    assert!(
+        cohorts.contains_key("baseline") || cohorts.contains_key("canary"),
+        "{cohorts:?}"
+    );
+    assert_eq!(
+        app.get("/api/v1/metrics/aggregated?window=forever")
+            .await
+            .status,
+        422
+    );
+
+    // A complaint about a canary server counts in the canary cohort.
+    let canary = *fleet
+        .on(2)
+        .iter()
+        .next()
+        .expect("someone is in a 50 % canary of 6... usually");
+    let before = app
+        .get(&format!("/api/v1/deployments/{id}/metrics"))
+        .await
+        .body;
+    let complaints = |body: &Value| {
+        body["cohorts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["cohort"] == "canary")
+            .map_or(0, |c| c["window"]["complaints"].as_u64().unwrap())
+    };
+    let receipt = app
+        .post_json(
+            "/api/v1/metrics/player-feedback",
+            &json!({ "kind": "complaint", "serverId": format!("gs-{canary:03}"), "playerId": "p-17", "category": "balance", "message": "the new shotgun is broken" }),
+        )
+        .await;
+    assert_eq!(receipt.status, 201, "{:?}", receipt.body);
+    assert_eq!(receipt.body["deployments"], json!([id]));
+    let deadline = Instant::now() + WAIT;
+    while complaints(
+        &app.get(&format!("/api/v1/deployments/{id}/metrics"))
+            .await
+            .body,
+    ) <= complaints(&before)
+    {
+        assert!(Instant::now() < deadline);
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    for bad in [
+        json!({ "kind": "rating", "rating": 9 }),
+        json!({ "kind": "shout" }),
+        json!({ "kind": "complaint", "serverId": "nobody" }),
+        json!({ "kind": "complaint", "message": "" }),
+    ] {
+        assert_eq!(
+            app.post_json("/api/v1/metrics/player-feedback", &bad)
+                .await
+                .status,
+            422,
+            "{bad}"
+        );
+    }
+    fleet.stop().await;
+}
+
+on_both_databases!(
+    a_canary_advances_through_every_phase_and_completes,
+    each_critical_rule_rolls_back_by_itself,
+    noise_and_small_samples_do_not_roll_back,
+    rolling_blue_green_and_geographic_go_in_order,
+    operators_pause_resume_promote_cancel_and_roll_back,
+    an_ab_test_splits_servers_by_variant_and_keeps_metrics_per_variant,
+    metrics_are_aggregated_and_feedback_counts_in_cohorts,
+);
+
+/// A hub killed mid-deployment: a new process on the same store resumes
+/// it in its phase, with the same canary servers, and finishes it.
+async fn a_restarted_hub_resumes_and_finishes_a_deployment(db: Db) {
+    let Some(app) = crate::helpers::spawn_app(db).await else {
+        return;
+    };
+    let key = setup(&app).await;
+    let port: u16 = app.address.rsplit(':').next().unwrap().parse().unwrap();
+    let fleet = Fleet::start(&app, &key, 20, |_| "EU-WEST").await;
+    assert!(fleet.all_on(1).await);
+    let id = start_deployment(
+        &app,
+        "1.1.0",
+        50,
+        json!({ "strategy": "Canary", "phases": [30, 60, 100], "autoPromote": false }),
+    )
+    .await;
+    let deadline = Instant::now() + WAIT;
+    while deployment(&app, &id).await["pushed"] != 0 {
+        assert!(Instant::now() < deadline);
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let canary = fleet.on(2);
+    app.shutdown.shutdown().await;
+    let (db, url, dir) = app.into_parts();
+    let again = spawn_app_on(db, url, dir, move |s| s.bind = format!("127.0.0.1:{port}")).await;
+    for client in &fleet.clients {
+        assert!(
+            client
+                .wait_for_state(WAIT, |s| matches!(s, ConnectionState::Connected { .. }))
+                .await
+        );
+    }
+    actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+    let view = deployment(&again, &id).await;
+    assert_eq!(
+        (view["status"].as_str(), view["phase"].as_i64()),
+        (Some("InProgress"), Some(0)),
+        "{view}"
+    );
+    assert_eq!(fleet.on(2), canary, "the same canary after the restart");
+    let promoted = control(&again, &id, "promote").await;
+    assert_eq!(promoted.status, 200, "{:?}", promoted.body);
+    let grown = {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let on = fleet.on(2);
+            if on.len() > canary.len() {
+                break on;
+            }
+            assert!(Instant::now() < deadline);
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    assert!(canary.is_subset(&grown));
+    control(&again, &id, "promote").await;
+    wait_status(&again, &id, "Completed").await;
+    assert!(fleet.all_on(2).await);
+    fleet.stop().await;
+}
+
+#[actix_web::test]
+async fn a_restarted_hub_resumes_and_finishes_a_deployment_on_sqlite() {
+    a_restarted_hub_resumes_and_finishes_a_deployment(Db::Sqlite).await;
+}
+
+#[actix_web::test]
+async fn a_restarted_hub_resumes_and_finishes_a_deployment_on_postgres() {
+    a_restarted_hub_resumes_and_finishes_a_deployment(Db::Postgres).await;
+}
+
+/// A rollback posts an alert to the webhook.
+#[actix_web::test]
+async fn a_rollback_alerts_the_webhook() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook = format!("http://{}/alerts", listener.local_addr().unwrap());
+    let received = Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = received.clone();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            stream.set_read_timeout(Some(Duration::from_secs(2))).ok();
+            let mut buffer = vec![0u8; 64 * 1024];
+            let mut text = String::new();
+            while let Ok(n) = stream.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                text.push_str(&String::from_utf8_lossy(&buffer[..n]));
+                if text.contains("deployment.rollback") && text.trim_end().ends_with('}') {
+                    break;
+                }
+            }
+            let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
+            *sink.lock().unwrap() = text;
+        }
+    });
+    let app = spawn_app_with(Db::Sqlite, |s| s.deployments.alert_webhook = hook)
+        .await
+        .unwrap();
+    let key = setup(&app).await;
+    let fleet = Fleet::start(&app, &key, 4, |_| "EU-WEST").await;
+    assert!(fleet.all_on(1).await);
+    let id = start_deployment(
+        &app,
+        "1.1.0",
+        50,
+        json!({ "strategy": "Canary", "autoPromote": false }),
+    )
+    .await;
+    control(&app, &id, "rollback").await;
+    wait_status(&app, &id, "RolledBack").await;
+    let deadline = Instant::now() + WAIT;
+    while !received.lock().unwrap().contains(&id) {
+        assert!(Instant::now() < deadline, "no alert arrived");
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let text = received.lock().unwrap().clone();
+    assert!(text.starts_with("POST /alerts"), "{text}");
+    assert!(text.contains("\"trigger\":\"manual\""), "{text}");
+    fleet.stop().await;
+}

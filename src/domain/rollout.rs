@@ -193,7 +193,7 @@ pub fn parse_duration(value: &serde_json::Value) -> Result<u64, String> {
         }
         _ => return Err(invalid()),
     };
-    if !seconds.is_finite() || seconds < 0.0 || seconds > 30.0 * 86_400.0 {
+    if !seconds.is_finite() || !(0.0..=30.0 * 86_400.0).contains(&seconds) {
         return Err(format!("{value}: a duration is between 0 and 30 days"));
     }
     Ok((seconds * 1000.0).round() as u64)

@@ -46,6 +46,13 @@ impl Pending {
     }
 }
 
+/// Latency, session and fps pairs being gathered for a merge.
+type HistogramBuffers<'a> = (
+    &'a mut Vec<(u64, u64)>,
+    &'a mut Vec<(u64, u64)>,
+    &'a mut Vec<(u64, u64)>,
+);
+
 /// Counters and unmerged histogram pairs: one slot of a window, or one
 /// minute of the stored aggregates.
 #[derive(Debug, Clone, Default)]
@@ -87,15 +94,7 @@ impl Tally {
     }
 
     /// Adds this tally into `total`, leaving the histograms as pairs in the buffers.
-    fn add_into(
-        &self,
-        total: &mut CohortWindow,
-        pairs: (
-            &mut Vec<(u64, u64)>,
-            &mut Vec<(u64, u64)>,
-            &mut Vec<(u64, u64)>,
-        ),
-    ) {
+    fn add_into(&self, total: &mut CohortWindow, pairs: HistogramBuffers<'_>) {
         let c = &self.counts;
         total.reports += c.reports;
         total.players += c.players;

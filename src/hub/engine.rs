@@ -362,7 +362,7 @@ pub(super) fn plan_for(
     } else {
         (Scope { regions, tags }, Vec::new())
     };
-    if (strategy == Strategy::ABTest) != !variants.is_empty() {
+    if (strategy == Strategy::ABTest) == variants.is_empty() {
         return Err(invalid(
             "variants are required for ABTest and apply to nothing else".into(),
         ));

@@ -99,10 +99,11 @@ impl<C, E> DeploymentHandle<C, E> {
 }
 
 /// Starts the actor on the current thread's runtime (`spawn_local`: the
-/// driver need not be `Send`). Commands go first, then events, then ticks.
+/// driver need not be `Send`). `make` builds the driver, given the actor's
+/// own handle. Commands go first, then events, then ticks.
 pub fn spawn<D: DeploymentDriver>(
-    mut driver: D,
     mailbox: usize,
+    make: impl FnOnce(&DeploymentHandle<D::Command, D::Event>) -> D,
 ) -> DeploymentHandle<D::Command, D::Event> {
     let (commands, mut command_rx) = mpsc::channel::<D::Command>(mailbox.clamp(1, 1024));
     let (events, mut event_rx) = mpsc::channel::<D::Event>(mailbox.max(1));
@@ -111,6 +112,7 @@ pub fn spawn<D: DeploymentDriver>(
         events,
         dropped: Arc::new(AtomicU64::new(0)),
     };
+    let mut driver = make(&handle);
     actix_web::rt::spawn(async move {
         let mut every = tokio::time::interval(driver.every());
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -182,13 +184,10 @@ mod tests {
             .unwrap();
         tokio::task::LocalSet::new().block_on(&runtime, async {
             let seen = Rc::new(RefCell::new(Vec::new()));
-            let handle = spawn(
-                Counter {
-                    seen: seen.clone(),
-                    ticks: 0,
-                },
-                2,
-            );
+            let handle = spawn(2, |_| Counter {
+                seen: seen.clone(),
+                ticks: 0,
+            });
             // The actor has not run yet: two events fit, the third is dropped.
             assert!(handle.event(1));
             assert!(handle.event(2));

@@ -36,6 +36,37 @@ pub struct CohortWindow {
     pub custom: BTreeMap<String, (f64, u64)>,
 }
 
+impl CohortWindow {
+    /// Adds `other`'s counters and custom metrics (not its histograms).
+    pub fn add_counters(&mut self, other: &CohortWindow) {
+        self.players += other.players;
+        self.sessions_started += other.sessions_started;
+        self.sessions_ended += other.sessions_ended;
+        self.churned += other.churned;
+        self.crashes += other.crashes;
+        self.errors += other.errors;
+        self.requests += other.requests;
+        self.complaints += other.complaints;
+        self.health_checks += other.health_checks;
+        self.health_failures += other.health_failures;
+        self.purchases += other.purchases;
+        self.reports += other.reports;
+        for (name, (sum, n)) in &other.custom {
+            let entry = self.custom.entry(name.clone()).or_default();
+            entry.0 += sum;
+            entry.1 += n;
+        }
+    }
+
+    /// Adds `other` whole: counters and histograms.
+    pub fn add(&mut self, other: &CohortWindow) {
+        self.add_counters(other);
+        self.latency_ms.add(&other.latency_ms);
+        self.session_secs.add(&other.session_secs);
+        self.fps.add(&other.fps);
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Metric {

@@ -95,24 +95,7 @@ impl Tally {
 
     /// Adds this tally into `total`, leaving the histograms as pairs in the buffers.
     fn add_into(&self, total: &mut CohortWindow, pairs: HistogramBuffers<'_>) {
-        let c = &self.counts;
-        total.reports += c.reports;
-        total.players += c.players;
-        total.sessions_started += c.sessions_started;
-        total.sessions_ended += c.sessions_ended;
-        total.churned += c.churned;
-        total.crashes += c.crashes;
-        total.errors += c.errors;
-        total.requests += c.requests;
-        total.complaints += c.complaints;
-        total.purchases += c.purchases;
-        total.health_checks += c.health_checks;
-        total.health_failures += c.health_failures;
-        for (name, (sum, n)) in &c.custom {
-            let entry = total.custom.entry(name.clone()).or_default();
-            entry.0 += sum;
-            entry.1 += n;
-        }
+        total.add_counters(&self.counts);
         pairs.0.extend_from_slice(&self.latency.pairs);
         pairs.1.extend_from_slice(&self.sessions.pairs);
         pairs.2.extend_from_slice(&self.fps.pairs);

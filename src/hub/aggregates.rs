@@ -47,30 +47,6 @@ fn histogram(text: &str) -> SparseHistogram {
     SparseHistogram::from_pairs(serde_json::from_str::<Vec<(u64, u64)>>(text).unwrap_or_default())
 }
 
-/// Adds `other` into `total` (counters and histograms).
-pub fn merge(total: &mut CohortWindow, other: &CohortWindow) {
-    total.reports += other.reports;
-    total.players += other.players;
-    total.sessions_started += other.sessions_started;
-    total.sessions_ended += other.sessions_ended;
-    total.churned += other.churned;
-    total.crashes += other.crashes;
-    total.errors += other.errors;
-    total.requests += other.requests;
-    total.complaints += other.complaints;
-    total.purchases += other.purchases;
-    total.health_checks += other.health_checks;
-    total.health_failures += other.health_failures;
-    total.latency_ms.add(&other.latency_ms);
-    total.session_secs.add(&other.session_secs);
-    total.fps.add(&other.fps);
-    for (name, (sum, n)) in &other.custom {
-        let entry = total.custom.entry(name.clone()).or_default();
-        entry.0 += sum;
-        entry.1 += n;
-    }
-}
-
 pub fn from_row(row: &MetricMinuteRow) -> CohortWindow {
     let count = |v: i64| u64::try_from(v).unwrap_or(0);
     CohortWindow {

@@ -1631,23 +1631,13 @@ impl Hub {
             return;
         }
         let mailbox = self.deployment_settings.mailbox;
-        // The actor needs its own handle (for the published counters), so
-        // spawn with a channel pair first and hand it over.
         let assignment = run.assignment();
         let names = run.variant_names();
         let record = run.record.clone();
-        let (sender, receiver) = std::sync::mpsc::channel::<RunHandle>();
-        let handle = hotswap_actors::deployment::spawn(
-            HandleAware {
-                run: {
-                    run.handle = None;
-                    run
-                },
-                receiver: Some(receiver),
-            },
-            mailbox,
-        );
-        let _ = sender.send(handle.clone());
+        let handle = hotswap_actors::deployment::spawn(mailbox, |handle| {
+            run.set_handle(handle.clone());
+            run
+        });
         let mut serving = self.serving_write();
         if let Some(entry) = serving.get_mut(&config) {
             match &mut entry.live {
@@ -1978,51 +1968,5 @@ impl Hub {
                 }
             }
         });
-    }
-}
-
-/// Gives the run its own handle once spawned (for its published counters).
-struct HandleAware {
-    run: DeploymentRun,
-    receiver: Option<std::sync::mpsc::Receiver<RunHandle>>,
-}
-
-impl std::fmt::Debug for HandleAware {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.run.fmt(f)
-    }
-}
-
-impl HandleAware {
-    fn take_handle(&mut self) {
-        if let Some(receiver) = &self.receiver
-            && let Ok(handle) = receiver.try_recv()
-        {
-            self.run.set_handle(handle);
-            self.receiver = None;
-        }
-    }
-}
-
-impl DeploymentDriver for HandleAware {
-    type Command = Command;
-    type Event = Event;
-
-    fn every(&self) -> Duration {
-        self.run.every()
-    }
-
-    fn event(&mut self, event: Event) {
-        self.run.event(event);
-    }
-
-    fn command(&mut self, command: Command) -> LocalBoxFuture<'_, Flow> {
-        self.take_handle();
-        self.run.command(command)
-    }
-
-    fn tick(&mut self) -> LocalBoxFuture<'_, Flow> {
-        self.take_handle();
-        self.run.tick()
     }
 }

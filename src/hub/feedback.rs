@@ -2,7 +2,7 @@
 
 use super::{
     Hub, Ingest,
-    aggregates::{self, from_row, merge},
+    aggregates::{self, from_row},
     deployments::{CohortSummary, DeploymentError},
     documents::now_ms,
 };
@@ -115,8 +115,8 @@ impl Hub {
             .map(|r| (r.cohort.clone(), from_row(r)))
             .chain(pending);
         for (cohort, window) in all {
-            merge(&mut total, &window);
-            merge(cohorts.entry(cohort).or_default(), &window);
+            total.add(&window);
+            cohorts.entry(cohort).or_default().add(&window);
         }
         Ok(AggregatedView {
             from: rfc3339(since),

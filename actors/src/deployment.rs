@@ -96,6 +96,11 @@ impl<C, E> DeploymentHandle<C, E> {
     pub fn is_stopped(&self) -> bool {
         self.commands.is_closed()
     }
+
+    /// Resolves once the actor has stopped (its task has ended).
+    pub async fn stopped(&self) {
+        self.commands.closed().await
+    }
 }
 
 /// Starts the actor on the current thread's runtime (`spawn_local`: the

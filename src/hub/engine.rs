@@ -1923,14 +1923,24 @@ impl Hub {
 
     /// Stops every deployment actor (the hub is shutting down); their
     /// deployments resume from the store at the next start.
-    pub(super) async fn stop_runs(&self) {
+    /// Stops every deployment actor and waits (up to 5 s) until each has
+    /// finished the step it was in, so none is cut off mid-transaction.
+    /// Their state stays in the store; the next start resumes them.
+    pub async fn stop_runs(&self) {
         let handles: Vec<RunHandle> = self
             .serving_read()
             .values()
             .filter_map(|s| s.live.as_ref()?.handle.clone())
             .collect();
-        for handle in handles {
+        for handle in &handles {
             let _ = handle.command(Command::Shutdown).await;
+        }
+        let all = futures_util::future::join_all(handles.iter().map(|h| h.stopped()));
+        if actix_web::rt::time::timeout(Duration::from_secs(5), all)
+            .await
+            .is_err()
+        {
+            tracing::warn!("a deployment actor did not stop within 5 s");
         }
     }
 

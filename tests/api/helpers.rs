@@ -29,14 +29,20 @@ macro_rules! on_both_databases {
             #[actix_web::test]
             async fn on_sqlite() {
                 if let Some(app) = $crate::helpers::spawn_app($crate::helpers::Db::Sqlite).await {
-                    super::$name(app).await
+                    let hub = app.hub.clone();
+                    super::$name(app).await;
+                    // Deployment actors finish their step before the runtime goes.
+                    hub.stop_runs().await;
                 }
             }
 
             #[actix_web::test]
             async fn on_postgres() {
                 if let Some(app) = $crate::helpers::spawn_app($crate::helpers::Db::Postgres).await {
-                    super::$name(app).await
+                    let hub = app.hub.clone();
+                    super::$name(app).await;
+                    // Deployment actors finish their step before the runtime goes.
+                    hub.stop_runs().await;
                 }
             }
         }

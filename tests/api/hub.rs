@@ -568,6 +568,20 @@ async fn deployments_check_roles_approval_and_overlap(app: TestApp) {
         "production deployments wait for a second admin"
     );
     let id = approved.body["id"].as_str().unwrap();
+    // A production server connected meanwhile gets nothing until approval.
+    let (key, _) = app.server_key(&[], &[]).await;
+    let server = start(
+        ClientConfig::new(app.ws_url(), &key, "prod-1")
+            .region("EU-WEST")
+            .environment("production")
+            .subscribe("prod-balance"),
+    )
+    .await;
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        server.config("prod-balance").is_none(),
+        "nothing is pushed while the deployment awaits approval"
+    );
     let approve = format!("/api/v1/deployments/{id}/approve");
     let own = app.post_empty(&approve).await;
     assert_eq!(
@@ -588,8 +602,14 @@ async fn deployments_check_roles_approval_and_overlap(app: TestApp) {
         .request("POST", &approve, Some(&other_admin), None)
         .await;
     assert_eq!(done.status, 200, "{:?}", done.body);
-    assert_eq!(done.body["status"], "Completed", "no servers: done at once");
     assert_eq!(done.body["approvedBy"], "second-admin");
+    assert!(server.wait_for_revision("prod-balance", 2, WAIT).await);
+    let deadline = std::time::Instant::now() + WAIT;
+    while app.get(&format!("/api/v1/deployments/{id}")).await.body["status"] != "Completed" {
+        assert!(std::time::Instant::now() < deadline, "never completed");
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop().await;
     assert_eq!(
         app.request("POST", &approve, Some(&other_admin), None)
             .await

@@ -133,11 +133,14 @@ impl Fleet {
             .collect()
     }
 
+    /// Waits until every server runs exactly `revision` (rollbacks go down).
     async fn all_on(&self, revision: i64) -> bool {
-        for client in &self.clients {
-            if !client.wait_for_revision(CONFIG, revision, WAIT).await {
+        let deadline = Instant::now() + WAIT;
+        while self.on(revision).len() < self.clients.len() {
+            if Instant::now() > deadline {
                 return false;
             }
+            actix_web::rt::time::sleep(Duration::from_millis(5)).await;
         }
         true
     }
@@ -240,14 +243,26 @@ async fn start_deployment(app: &TestApp, version: &str, damage: u32, plan: Value
 
 /// A server connecting now gets `revision`.
 async fn newcomer_gets(app: &TestApp, key: &str, server_id: &str, revision: i64) -> bool {
+    newcomer_in(app, key, server_id, "EU-WEST", revision).await
+}
+
+/// A server of `region` connecting now gets `revision`.
+async fn newcomer_in(
+    app: &TestApp,
+    key: &str,
+    server_id: &str,
+    region: &str,
+    revision: i64,
+) -> bool {
     let client = Client::start(
         ClientConfig::new(app.ws_url(), key, server_id)
-            .region("EU-WEST")
+            .region(region)
             .environment("staging")
             .subscribe(CONFIG),
     )
     .expect("client starts");
-    let got = client.wait_for_revision(CONFIG, revision, WAIT).await
+    // The first frame is the whole document: exact, not "at least".
+    let got = client.wait_for_revision(CONFIG, 0, WAIT).await
         && client.revisions().get(CONFIG) == Some(&revision);
     client.stop().await;
     got
@@ -863,7 +878,95 @@ async fn metrics_are_aggregated_and_feedback_counts_in_cohorts(app: TestApp) {
     fleet.stop().await;
 }
 
+/// Geographic: one region rolled back on its own while the others go on.
+async fn a_geographic_region_rolls_back_alone(app: TestApp) {
+    let key = setup(&app).await;
+    let regions = ["EU-WEST", "NA-WEST", "APAC"];
+    let region_of = |i: usize| regions[i % 3];
+    let fleet = Fleet::start(&app, &key, 18, region_of).await;
+    assert!(fleet.all_on(1).await);
+    let id = start_deployment(
+        &app,
+        "1.1.0",
+        50,
+        json!({ "strategy": "Geographic", "regions": regions, "phaseInterval": 60 }),
+    )
+    .await;
+    let in_region =
+        |region: &str| -> BTreeSet<usize> { (0..18).filter(|i| region_of(*i) == region).collect() };
+    let deadline = Instant::now() + WAIT;
+    while fleet.on(2) != in_region("EU-WEST") {
+        assert!(
+            Instant::now() < deadline,
+            "EU-WEST first: {:?}",
+            fleet.on(2)
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let path = format!("/api/v1/deployments/{id}/rollback");
+    let unknown = app.post_json(&path, &json!({ "region": "MARS" })).await;
+    assert_eq!(unknown.status, 422, "{:?}", unknown.body);
+    assert_eq!(
+        unknown.headers.get("content-type").unwrap(),
+        "application/problem+json"
+    );
+    let rolled = app
+        .post_json(
+            &path,
+            &json!({ "region": "EU-WEST", "reason": "desync reports" }),
+        )
+        .await;
+    assert_eq!(rolled.status, 200, "{:?}", rolled.body);
+    assert_eq!(rolled.body["status"], "Paused", "{:?}", rolled.body);
+    assert!(fleet.all_on(1).await, "EU-WEST is back on 1.0.0");
+    assert!(fleet.on(2).is_empty());
+
+    // Resumed and promoted: the other regions go on, EU-WEST stays back.
+    assert_eq!(
+        control(&app, &id, "resume").await.body["status"],
+        "InProgress"
+    );
+    let promoted = control(&app, &id, "promote").await;
+    assert_eq!(promoted.body["phase"], 1, "{:?}", promoted.body);
+    let deadline = Instant::now() + WAIT;
+    while fleet.on(2) != in_region("NA-WEST") {
+        assert!(Instant::now() < deadline, "NA-WEST next: {:?}", fleet.on(2));
+        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    control(&app, &id, "promote").await;
+    control(&app, &id, "promote").await;
+    wait_status(&app, &id, "Completed").await;
+    let expected: BTreeSet<usize> = in_region("NA-WEST")
+        .union(&in_region("APAC"))
+        .copied()
+        .collect();
+    let deadline = Instant::now() + WAIT;
+    while fleet.on(2) != expected {
+        assert!(Instant::now() < deadline, "{:?}", fleet.on(2));
+        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(newcomer_in(&app, &key, "late-eu", "EU-WEST", 1).await);
+    assert!(newcomer_in(&app, &key, "late-apac", "APAC", 2).await);
+    let audit = app
+        .get(&format!("/api/v1/audit?resource=deployments/{id}"))
+        .await;
+    assert_eq!(audit.status, 200, "{:?}", audit.body);
+    let region_rollback = audit.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "deployment.rollback-region")
+        .cloned();
+    assert_eq!(
+        region_rollback.expect("audited")["summary"]["region"],
+        "EU-WEST"
+    );
+    fleet.stop().await;
+}
+
 on_both_databases!(
+    a_geographic_region_rolls_back_alone,
     a_canary_advances_through_every_phase_and_completes,
     each_critical_rule_rolls_back_by_itself,
     noise_and_small_samples_do_not_roll_back,

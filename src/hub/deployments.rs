@@ -413,11 +413,29 @@ impl RunRecord {
         );
     }
 
-    /// Whether a frame carrying `revision` is on its way to `server_id`.
-    pub fn in_flight(&self, server_id: &str, revision: i64) -> bool {
-        lock(&self.servers)
-            .get(server_id)
-            .is_some_and(|p| p.revision == revision && p.state == ServerState::Pushed)
+    /// Claims the push of `revision` to `server_id`: false when a frame
+    /// carrying it is already on its way or the server has acked it (a
+    /// registry read taken before that ack landed must not send it twice);
+    /// else registers the push (before the frame leaves, so an early ack
+    /// cannot be overwritten by its own registration) and returns true.
+    pub fn claim(&self, server_id: &str, revision: i64) -> bool {
+        let mut servers = lock(&self.servers);
+        if servers.get(server_id).is_some_and(|p| {
+            p.revision == revision && matches!(p.state, ServerState::Pushed | ServerState::Acked)
+        }) {
+            return false;
+        }
+        servers.insert(
+            server_id.to_owned(),
+            ServerProgress {
+                revision,
+                state: ServerState::Pushed,
+                error: None,
+                apply_micros: None,
+                updated_at_ms: now_ms(),
+            },
+        );
+        true
     }
 
     /// Records an ack of `revision`; false if the server was not waited on for it.

@@ -1418,9 +1418,10 @@ impl Hub {
                 }
                 continue;
             }
+            // Every target is claimed before the first frame leaves.
             if record
                 .as_ref()
-                .is_some_and(|r| r.in_flight(&server.server_id, target))
+                .is_some_and(|r| !r.claim(&server.server_id, target))
             {
                 continue;
             }
@@ -1428,15 +1429,6 @@ impl Hub {
                 .entry((server.applied, target))
                 .or_default()
                 .push(server);
-        }
-        // Every target is registered before the first frame leaves, so an
-        // early ack cannot be overwritten by its own registration.
-        if let Some(record) = &record {
-            for ((_, to), servers) in &groups {
-                for server in servers {
-                    record.pushed(&server.server_id, *to);
-                }
-            }
         }
         let mut pushed = 0;
         for ((from, to), servers) in groups {

@@ -22,7 +22,7 @@ pub mod deployments;
 mod documents;
 pub mod engine;
 pub mod feedback;
-mod metrics;
+pub mod metrics;
 
 pub use deployments::{DeploymentView, NewDeploymentRequest, ServerProgressView};
 pub use engine::Action;

@@ -1,0 +1,163 @@
+//! `hotswap-loadtest`: simulated game servers and players against a real
+//! hub. `hotswap-loadtest --servers 1000 --players 100000 --scenario fanout`.
+
+use clap::{Parser, Subcommand};
+use hotswap_loadtest::{
+    players::PlayerModel,
+    scenarios::{self, Options, Scenario},
+    worker::{self, WorkerSpec},
+};
+use std::{path::PathBuf, time::Duration};
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Load-test a HotSwap hub with simulated game servers and players"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Sub>,
+    #[arg(long, value_enum, default_value = "fanout")]
+    scenario: Scenario,
+    /// Simulated game servers.
+    #[arg(long, default_value_t = 1000)]
+    servers: usize,
+    /// Simulated players, spread evenly over the servers.
+    #[arg(long, default_value_t = 100_000)]
+    players: u64,
+    /// Pushes (fanout) or rounds (canary-rollback, kill-switch, reconnect-storm).
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Soak duration in seconds.
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    /// Soak: seconds between pushes.
+    #[arg(long, default_value_t = 10)]
+    push_every: u64,
+    /// Metrics interval told to a hub the harness starts, and used by the servers.
+    #[arg(long, default_value_t = 1000)]
+    metrics_ms: u64,
+    /// Servers send no metrics (they do by default).
+    #[arg(long)]
+    no_metrics: bool,
+    /// Simulated servers per worker process (each may hold two sockets).
+    #[arg(long, default_value_t = 5000)]
+    per_process: usize,
+    /// Sockets each worker opens at once.
+    #[arg(long, default_value_t = 64)]
+    connect_concurrency: usize,
+    /// Canary rollback: the canary's crash rate is multiplied by this.
+    #[arg(long, default_value_t = 3.0)]
+    regression_factor: f64,
+    /// Canary rollback: seconds of healthy metrics before the regression.
+    #[arg(long, default_value_t = 12)]
+    warmup: u64,
+    /// Target a running hub (http://127.0.0.x:port) instead of starting one.
+    #[arg(long)]
+    hub_url: Option<String>,
+    /// With --hub-url: an admin token.
+    #[arg(long, env = "HOTSWAP_TOKEN")]
+    token: Option<String>,
+    /// With --hub-url: the hub's process id, for CPU and memory figures.
+    #[arg(long)]
+    hub_pid: Option<u32>,
+    /// The hub binary to start (default: `hotswap` next to this binary).
+    #[arg(long)]
+    hub_bin: Option<PathBuf>,
+    /// Extra hub setting for a hub the harness starts, as HOTSWAP_KEY=VALUE (repeatable).
+    #[arg(long = "hub-env", value_parser = parse_env)]
+    hub_env: Vec<(String, String)>,
+    /// Where report.json, latency.svg and the hub's log go
+    /// (default loadtest-results/<timestamp>/).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Player model: mean session length in minutes.
+    #[arg(long, default_value_t = PlayerModel::default().session_minutes)]
+    session_minutes: f64,
+    /// Player model: crashes per player-hour.
+    #[arg(long, default_value_t = PlayerModel::default().crashes_per_player_hour)]
+    crashes_per_player_hour: f64,
+    /// Player model: median latency in ms.
+    #[arg(long, default_value_t = PlayerModel::default().latency_ms)]
+    latency_ms: f64,
+}
+
+#[derive(Debug, Subcommand)]
+enum Sub {
+    /// (internal) one worker process of simulated servers, driven over stdin.
+    #[command(hide = true)]
+    Worker { spec: String },
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))?;
+    if !key.starts_with("HOTSWAP_") {
+        return Err(format!("{key} is not a hub setting (HOTSWAP_...)"));
+    }
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Sub::Worker { spec }) = cli.command {
+        let spec: WorkerSpec = serde_json::from_str(&spec)?;
+        // One thread: a worker process is many cheap sockets, and the hub
+        // needs the cores more.
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(worker::run(spec));
+    }
+    if cli.servers == 0 {
+        anyhow::bail!("--servers must be at least 1");
+    }
+    let out = cli.out.unwrap_or_else(|| {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        PathBuf::from("loadtest-results").join(stamp.to_string())
+    });
+    let rounds = cli.rounds.unwrap_or(match cli.scenario {
+        Scenario::Fanout => 10,
+        Scenario::KillSwitch => 3,
+        _ => 1,
+    });
+    let options = Options {
+        scenario: cli.scenario,
+        servers: cli.servers,
+        players: cli.players,
+        rounds: rounds.max(1),
+        duration: Duration::from_secs(cli.duration),
+        push_every: Duration::from_secs(cli.push_every.max(1)),
+        metrics_ms: cli.metrics_ms.clamp(100, 3_600_000),
+        metrics: !cli.no_metrics,
+        per_process: cli.per_process.max(1),
+        connect_concurrency: cli.connect_concurrency.max(1),
+        regression_factor: cli.regression_factor,
+        warmup: Duration::from_secs(cli.warmup),
+        hub_url: cli.hub_url,
+        hub_pid: cli.hub_pid,
+        token: cli.token,
+        hub_bin: cli.hub_bin,
+        out: out.clone(),
+        model: PlayerModel {
+            session_minutes: cli.session_minutes,
+            crashes_per_player_hour: cli.crashes_per_player_hour,
+            latency_ms: cli.latency_ms,
+            ..PlayerModel::default()
+        },
+        hub_env: cli.hub_env,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(scenarios::run(options))?;
+    println!("{}", report.table());
+    println!("report: {}", out.join("report.json").display());
+    println!("chart:  {}", out.join("latency.svg").display());
+    Ok(())
+}

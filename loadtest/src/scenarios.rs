@@ -1,0 +1,823 @@
+//! The scenarios. Each starts from the same setup: a hub (started here or
+//! targeted by URL), a config with one version deployed, an API key, and
+//! every simulated server connected and on that version.
+
+use crate::{
+    fleet::{Fleet, Layout},
+    floor::{Floor, ws_binary_frame},
+    http::Api,
+    hubproc::{HubProcess, Usage},
+    now_us,
+    players::PlayerModel,
+    progress,
+    report::{Report, Summary},
+    worker::{Delivery, WorkerSpec},
+};
+use anyhow::{Context, bail};
+use hotswap_client::protocol::{self, HubMessage};
+use serde_json::{Value, json};
+use std::{collections::HashSet, path::PathBuf, time::Duration};
+
+/// Which scenario to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    Fanout,
+    CanaryRollback,
+    KillSwitch,
+    ReconnectStorm,
+    Soak,
+}
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Fanout => "fanout",
+            Scenario::CanaryRollback => "canary-rollback",
+            Scenario::KillSwitch => "kill-switch",
+            Scenario::ReconnectStorm => "reconnect-storm",
+            Scenario::Soak => "soak",
+        }
+    }
+}
+
+/// Everything a run needs (from the command line).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub scenario: Scenario,
+    pub servers: usize,
+    pub players: u64,
+    /// Fan-out pushes, or rounds of the other scenarios.
+    pub rounds: usize,
+    pub duration: Duration,
+    pub push_every: Duration,
+    pub metrics_ms: u64,
+    pub metrics: bool,
+    pub per_process: usize,
+    pub connect_concurrency: usize,
+    pub regression_factor: f64,
+    pub warmup: Duration,
+    pub hub_url: Option<String>,
+    pub hub_pid: Option<u32>,
+    pub token: Option<String>,
+    pub hub_bin: Option<PathBuf>,
+    pub out: PathBuf,
+    pub model: PlayerModel,
+    /// Extra `KEY=VALUE` environment for a hub the harness starts.
+    pub hub_env: Vec<(String, String)>,
+}
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// A run in progress.
+struct Run {
+    opts: Options,
+    api: Api,
+    hub: Option<HubProcess>,
+    fleet: Fleet,
+    report: Report,
+    config: String,
+    revision: i64,
+    versions: u32,
+    /// CPU seconds of hub processes that have exited (restarts).
+    cpu_before: f64,
+    peak_rss: u64,
+    lost: u64,
+}
+
+/// Runs the chosen scenario and writes the report; returns it.
+pub async fn run(opts: Options) -> anyhow::Result<Report> {
+    let mut hub = None;
+    let api = match &opts.hub_url {
+        Some(url) => Api::new(
+            url,
+            opts.token
+                .as_deref()
+                .context("--token (an admin token) is needed with --hub-url")?,
+        )?,
+        None => {
+            let binary = match &opts.hub_bin {
+                Some(binary) => binary.clone(),
+                None => HubProcess::default_binary()?,
+            };
+            let mut settings = vec![(
+                "HOTSWAP_HUB__METRICS_MS".to_owned(),
+                opts.metrics_ms.to_string(),
+            )];
+            settings.extend(opts.hub_env.iter().cloned());
+            eprintln!("starting the hub ({})", binary.display());
+            let process = HubProcess::start(&binary, &opts.out.join("hub"), &settings).await?;
+            let api = Api::new(&process.base_url(), &process.admin_token().await?)?;
+            hub = Some(process);
+            api
+        }
+    };
+    if opts.scenario == Scenario::ReconnectStorm && hub.is_none() {
+        bail!("reconnect-storm restarts the hub: let the harness start it (no --hub-url)");
+    }
+    let stamp = now_us() / 1000;
+    let config = format!("loadtest-{stamp}");
+    api.post(
+        "/api/v1/configs",
+        &json!({"name": config, "configType": "GameBalance", "environment": "staging"}),
+    )
+    .await?
+    .ok("creating the config")?;
+    let key = api
+        .post(
+            "/api/v1/api-keys",
+            &json!({"name": format!("loadtest {stamp}")}),
+        )
+        .await?
+        .ok("creating the API key")?["key"]
+        .as_str()
+        .context("the API key reply has no key")?
+        .to_owned();
+    let usage = |hub: &Option<HubProcess>, pid: Option<u32>| -> Option<Usage> {
+        match hub {
+            Some(hub) => hub.usage(),
+            None => crate::hubproc::usage(pid?),
+        }
+    };
+    let before = usage(&hub, opts.hub_pid);
+    let ws_url = format!("ws://{}/ws/v1/servers", api.host());
+    let per_server =
+        (opts.players / opts.servers.max(1) as u64).clamp(1, u64::from(u32::MAX)) as u32;
+    let template = WorkerSpec {
+        url: ws_url,
+        key,
+        config: config.clone(),
+        environment: "staging".into(),
+        first: 0,
+        count: 0,
+        source: None,
+        model: PlayerModel {
+            players_per_server: per_server,
+            ..opts.model.clone()
+        },
+        metrics_ms: opts.metrics_ms,
+        metrics: false,
+        connect_concurrency: opts.connect_concurrency,
+    };
+    let layout = Layout::plan(opts.servers, opts.per_process);
+    let started = now_us();
+    let fleet = Fleet::start(&template, opts.servers, &layout).await?;
+    let mut run = Run {
+        api,
+        hub,
+        fleet,
+        report: Report::default(),
+        config,
+        revision: 0,
+        versions: 0,
+        cpu_before: 0.0,
+        peak_rss: 0,
+        lost: 0,
+        opts,
+    };
+    let result = run.scenario(before, started).await;
+    let status = run.fleet.status().await.ok();
+    run.fleet.stop().await;
+    if let Some(hub) = &mut run.hub {
+        let _ = hub.stop().await;
+    }
+    result?;
+    let mut report = run.report;
+    if let Some(status) = status {
+        report.set("outOfOrderFrames", json!(status.out_of_order));
+        report.set("hubErrors", json!(status.hub_errors));
+        report.row("out-of-order frames", status.out_of_order);
+    }
+    report.set("lostFrames", json!(run.lost));
+    report.row("lost frames", run.lost);
+    report.write(&run.opts.out)?;
+    Ok(report)
+}
+
+impl Run {
+    fn usage(&self) -> Option<Usage> {
+        match &self.hub {
+            Some(hub) => hub.usage(),
+            None => crate::hubproc::usage(self.opts.hub_pid?),
+        }
+    }
+
+    fn note_usage(&mut self) -> Option<Usage> {
+        let usage = self.usage()?;
+        self.peak_rss = self.peak_rss.max(usage.peak_rss_bytes);
+        Some(usage)
+    }
+
+    async fn scenario(&mut self, before: Option<Usage>, started: u64) -> anyhow::Result<()> {
+        let opts = self.opts.clone();
+        self.report.set("scenario", json!(opts.scenario.name()));
+        self.report.set("servers", json!(opts.servers));
+        self.report.set("players", json!(opts.players));
+        self.report.set("processes", json!(self.fleet.processes()));
+        self.report.set("metricsMs", json!(opts.metrics_ms));
+        self.report.set(
+            "cores",
+            json!(
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            ),
+        );
+        self.report.row("scenario", opts.scenario.name());
+        self.report.row(
+            "servers / players / processes",
+            format!(
+                "{} / {} / {}",
+                opts.servers,
+                opts.players,
+                self.fleet.processes()
+            ),
+        );
+        // The first version, then everyone on it.
+        self.revision = self.push(json!({"strategy": "Direct"})).await?.1;
+        self.fleet
+            .wait_all_on(self.revision, "connecting", WAIT)
+            .await?;
+        let connect_ms = (now_us() - started) as f64 / 1000.0;
+        self.report.set("connectMs", json!(connect_ms));
+        self.report.row(
+            "all servers connected and synced in",
+            format!("{connect_ms:.0} ms"),
+        );
+        self.fleet.collect().await?;
+        // Idle memory: connected servers, no metrics yet.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if let (Some(before), Some(after)) = (before, self.note_usage()) {
+            let per_server =
+                after.rss_bytes.saturating_sub(before.rss_bytes) / opts.servers.max(1) as u64;
+            self.report.set("hubIdleRssBytes", json!(after.rss_bytes));
+            self.report.set("rssPerServerBytes", json!(per_server));
+            self.report.row(
+                "hub RSS per idle connected server",
+                format!(
+                    "{:.1} KiB (hub {:.1} MiB)",
+                    per_server as f64 / 1024.0,
+                    after.rss_bytes as f64 / 1048576.0
+                ),
+            );
+        }
+        if opts.metrics {
+            self.fleet
+                .call(json!({"op": "metrics", "enabled": true}))
+                .await?;
+            tokio::time::sleep(Duration::from_millis(opts.metrics_ms.min(5000) * 2)).await;
+        }
+        match opts.scenario {
+            Scenario::Fanout => self.fanout().await?,
+            Scenario::CanaryRollback => self.canary_rollback().await?,
+            Scenario::KillSwitch => self.kill_switch().await?,
+            Scenario::ReconnectStorm => self.reconnect_storm().await?,
+            Scenario::Soak => self.soak().await?,
+        }
+        if let Some(usage) = self.note_usage() {
+            let cpu = self.cpu_before + usage.cpu_seconds;
+            self.report
+                .set("hubCpuSeconds", json!((cpu * 100.0).round() / 100.0));
+            self.report
+                .row("hub CPU seconds (whole run)", format!("{cpu:.2}"));
+        }
+        if self.peak_rss > 0 {
+            self.report.set("hubPeakRssBytes", json!(self.peak_rss));
+            self.report.row(
+                "hub peak RSS",
+                format!("{:.1} MiB", self.peak_rss as f64 / 1048576.0),
+            );
+        }
+        Ok(())
+    }
+
+    /// Uploads the next version and deploys it; (deployment id, revision,
+    /// previous revision, request time in µs).
+    async fn push(&mut self, plan: Value) -> anyhow::Result<(String, i64, i64, u64)> {
+        self.versions += 1;
+        let version = format!("1.{}.0", self.versions);
+        let content = json!({
+            "weapons": {"rifle": {"damage": 30 + self.versions % 900, "fireRate": 600, "reloadTime": 2.5}},
+            "characters": {"tank": {"health": 200, "armor": 50, "abilities": {"shield": {"cooldown": 10.0}}}}
+        });
+        self.api
+            .post(
+                &format!("/api/v1/configs/{}/versions", self.config),
+                &json!({"version": version, "content": content, "message": "load test"}),
+            )
+            .await?
+            .ok("uploading a version")?;
+        let mut body = json!({"config": self.config, "version": version});
+        for (k, v) in plan.as_object().into_iter().flatten() {
+            body[k] = v.clone();
+        }
+        let at = now_us();
+        let created = self
+            .api
+            .post("/api/v1/deployments", &body)
+            .await?
+            .ok("deploying")?;
+        let id = created["id"].as_str().context("deployment id")?.to_owned();
+        let revision = created["revision"]
+            .as_i64()
+            .context("deployment revision")?;
+        let previous = created["previousRevision"].as_i64().unwrap_or(0);
+        Ok((id, revision, previous, at))
+    }
+
+    async fn deployment(&self, id: &str) -> anyhow::Result<Value> {
+        self.api
+            .get(&format!("/api/v1/deployments/{id}"))
+            .await?
+            .ok("reading the deployment")
+    }
+
+    /// Polls the deployment until its status is one of `statuses`.
+    async fn wait_status(
+        &self,
+        id: &str,
+        statuses: &[&str],
+        timeout: Duration,
+    ) -> anyhow::Result<Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let view = self.deployment(id).await?;
+            if statuses.iter().any(|s| view["status"] == *s) {
+                return Ok(view);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "deployment {id} is {} after {timeout:?}, not {statuses:?}",
+                    view["status"]
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The deliveries of `revision` received at or after `since_us`; counts
+    /// servers that never got it as lost.
+    async fn deliveries_of(
+        &mut self,
+        revision: i64,
+        since_us: u64,
+    ) -> anyhow::Result<Vec<Delivery>> {
+        let all = self.fleet.collect().await?;
+        let of: Vec<Delivery> = all
+            .into_iter()
+            .filter(|d| d.1 == revision && d.3 >= since_us)
+            .collect();
+        let servers: HashSet<u32> = of.iter().map(|d| d.0).collect();
+        self.lost += (self.opts.servers - servers.len().min(self.opts.servers)) as u64;
+        Ok(of)
+    }
+
+    async fn fanout(&mut self) -> anyhow::Result<()> {
+        let n = self.opts.servers;
+        let (mut delivery, mut last_delivery, mut last_ack) = (Vec::new(), Vec::new(), Vec::new());
+        for push in 0..self.opts.rounds {
+            let (id, revision, _, at) = self.push(json!({"strategy": "Direct"})).await?;
+            self.fleet
+                .wait_all_on(
+                    revision,
+                    &format!("push {}/{}", push + 1, self.opts.rounds),
+                    WAIT,
+                )
+                .await?;
+            self.wait_status(&id, &["Completed"], WAIT).await?;
+            let of = self.deliveries_of(revision, at).await?;
+            let sent_ms = of.iter().map(|d| d.2).min().unwrap_or(0) as f64;
+            delivery.extend(of.iter().map(|d| d.3 as f64 / 1000.0 - sent_ms));
+            last_delivery.push(of.iter().map(|d| d.3).max().unwrap_or(0) as f64 / 1000.0 - sent_ms);
+            last_ack.push(of.iter().map(|d| d.4).max().unwrap_or(0) as f64 / 1000.0 - sent_ms);
+            self.revision = revision;
+            self.note_usage();
+        }
+        self.report.sample("fanout", "deliveryMs", &delivery);
+        self.report
+            .sample("fanout", "lastDeliveryMs", &last_delivery);
+        self.report.sample("fanout", "lastAckMs", &last_ack);
+        // The floor: the same number of plain sockets, the same frame size.
+        let frame = ws_binary_frame(&protocol::encode(&HubMessage::Delta {
+            config: self.config.clone(),
+            base_revision: self.revision,
+            revision: self.revision + 1,
+            version: "1.999.0".into(),
+            patch: json!([{"op": "replace", "path": "/weapons/rifle/damage", "value": 50}]),
+            checksum: "0".repeat(64),
+            signature: Some("x".repeat(88)),
+            deployment_id: Some("0".repeat(36)),
+            sent_at_ms: 0,
+        }));
+        let mut floor = Floor::bind().await?;
+        let addr = floor.addr()?;
+        let (accepted, connected) = tokio::join!(
+            floor.accept(n),
+            self.fleet
+                .call(json!({"op": "floor", "addr": addr, "frameLen": frame.len()}))
+        );
+        accepted?;
+        connected?;
+        let (mut floor_delivery, mut floor_last) = (Vec::new(), Vec::new());
+        for _ in 0..self.opts.rounds {
+            let started = floor.write_all(&frame).await?;
+            let mut received = Vec::new();
+            let deadline = tokio::time::Instant::now() + WAIT;
+            while received.len() < n {
+                for reply in self.fleet.call(json!({"op": "floorCollect"})).await? {
+                    let got: Vec<u64> = serde_json::from_value(reply["receivedUs"].clone())?;
+                    received.extend(got);
+                }
+                if tokio::time::Instant::now() > deadline {
+                    bail!(
+                        "the floor frames did not all arrive: {}/{n}",
+                        received.len()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            floor_delivery.extend(
+                received
+                    .iter()
+                    .map(|r| (r.saturating_sub(started)) as f64 / 1000.0),
+            );
+            floor_last.push(
+                received
+                    .iter()
+                    .max()
+                    .copied()
+                    .unwrap_or(started)
+                    .saturating_sub(started) as f64
+                    / 1000.0,
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.report.sample("floor", "deliveryMs", &floor_delivery);
+        self.report.sample("floor", "lastDeliveryMs", &floor_last);
+        let floor_p50 = Summary::of(&floor_last)
+            .map_or(f64::NAN, |s| s.p50)
+            .max(0.001);
+        let ratios: Vec<f64> = last_delivery.iter().map(|h| h / floor_p50).collect();
+        self.report
+            .section("fanout", "ratioToFloor", Summary::json(&ratios));
+        if let Some(s) = Summary::of(&ratios) {
+            self.report.row(
+                "fanout.ratioToFloor (last delivery / floor p50)",
+                format!("p50 {:.2}  max {:.2}", s.p50, s.max),
+            );
+        }
+        self.report
+            .series
+            .push(("hub fan-out: delivery per server".into(), delivery));
+        self.report
+            .series
+            .push(("floor: plain sockets".into(), floor_delivery));
+        Ok(())
+    }
+
+    async fn canary_rollback(&mut self) -> anyhow::Result<()> {
+        let (mut detection, mut last_ack, mut rollback_delivery) =
+            (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..self.opts.rounds {
+            let (id, revision, previous, _) = self
+                .push(json!({"strategy": "Canary", "phases": [10, 30, 50, 100], "phaseInterval": 3600}))
+                .await?;
+            // The canary cohort on the new revision, then a healthy warm-up.
+            let deadline = tokio::time::Instant::now() + WAIT;
+            loop {
+                let status = self.fleet.status().await?;
+                let on = status.revisions.get(&revision).copied().unwrap_or(0);
+                let view = self.deployment(&id).await?;
+                let targets = view["live"]["cohorts"].as_array().map_or(0, |c| c.len());
+                if on > 0 && view["status"] == "InProgress" && targets > 0 {
+                    break;
+                }
+                if tokio::time::Instant::now() > deadline {
+                    bail!("the canary never started: {view}");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let warmup = self.opts.warmup;
+            let steps = warmup.as_secs().max(1) as usize;
+            for s in 0..=steps {
+                progress(&format!("canary {} warm-up", round + 1), s, steps);
+                tokio::time::sleep(warmup / steps as u32).await;
+            }
+            let view = self.deployment(&id).await?;
+            if view["status"] != "InProgress" {
+                bail!("the healthy canary did not stay in progress: {view}");
+            }
+            let injected = now_us();
+            self.fleet
+                .call(json!({"op": "regress", "revision": revision, "factor": self.opts.regression_factor}))
+                .await?;
+            let view = self
+                .wait_status(&id, &["RolledBack", "Failed"], WAIT)
+                .await?;
+            self.fleet
+                .wait_all_on(previous, "rolling back", WAIT)
+                .await?;
+            self.fleet
+                .call(json!({"op": "regress", "revision": -1, "factor": 1.0}))
+                .await?;
+            let detected = view["rollback"]["detectedAt"]
+                .as_str()
+                .and_then(parse_rfc3339_ms)
+                .context("the rollback has no detectedAt")?;
+            detection.push(detected as f64 - injected as f64 / 1000.0);
+            let canary = self.deliveries_of(previous, injected).await?;
+            // Only the canary cohort got the new revision; the rest had nothing to do.
+            self.lost = self
+                .lost
+                .saturating_sub((self.opts.servers - canary.len().min(self.opts.servers)) as u64);
+            last_ack.push(
+                (canary.iter().map(|d| d.4).max().unwrap_or(injected) - injected) as f64 / 1000.0,
+            );
+            let sent = canary.iter().map(|d| d.2).min().unwrap_or(0) as f64;
+            rollback_delivery.extend(canary.iter().map(|d| d.3 as f64 / 1000.0 - sent));
+            self.report.section(
+                "canaryRollback",
+                &format!("round{}", round + 1),
+                json!({"canaryServers": canary.len(), "rollback": view["rollback"]}),
+            );
+            eprintln!(
+                "round {}: {} canary servers, rule {}, detected after {:.0} ms, last ack after {:.0} ms",
+                round + 1,
+                canary.len(),
+                view["rollback"]["metric"],
+                detection.last().unwrap_or(&0.0),
+                last_ack.last().unwrap_or(&0.0)
+            );
+            self.revision = previous;
+            self.note_usage();
+        }
+        self.report
+            .sample("canaryRollback", "regressionToDetectionMs", &detection);
+        self.report
+            .sample("canaryRollback", "regressionToLastAckMs", &last_ack);
+        self.report
+            .sample("canaryRollback", "rollbackDeliveryMs", &rollback_delivery);
+        self.report.series.push((
+            "canary rollback: delivery per server".into(),
+            rollback_delivery,
+        ));
+        Ok(())
+    }
+
+    async fn kill_switch(&mut self) -> anyhow::Result<()> {
+        let (mut last_ack, mut last_delivery, mut delivery) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..self.opts.rounds {
+            let (id, revision, previous, _) = self.push(json!({"strategy": "Direct"})).await?;
+            self.fleet
+                .wait_all_on(revision, &format!("deploy {}", round + 1), WAIT)
+                .await?;
+            self.wait_status(&id, &["Completed"], WAIT).await?;
+            self.fleet.collect().await?;
+            let at = now_us();
+            self.api
+                .post(
+                    &format!("/api/v1/deployments/{id}/rollback"),
+                    &json!({"reason": "load test kill switch"}),
+                )
+                .await?
+                .ok("the kill switch")?;
+            self.fleet
+                .wait_all_on(previous, &format!("kill switch {}", round + 1), WAIT)
+                .await?;
+            self.wait_status(&id, &["RolledBack"], WAIT).await?;
+            let back = self.deliveries_of(previous, at).await?;
+            last_ack.push((back.iter().map(|d| d.4).max().unwrap_or(at) - at) as f64 / 1000.0);
+            last_delivery.push((back.iter().map(|d| d.3).max().unwrap_or(at) - at) as f64 / 1000.0);
+            delivery.extend(back.iter().map(|d| (d.3 - at) as f64 / 1000.0));
+            self.revision = previous;
+            self.note_usage();
+        }
+        self.report.sample("killSwitch", "lastAckMs", &last_ack);
+        self.report
+            .sample("killSwitch", "lastDeliveryMs", &last_delivery);
+        self.report.sample("killSwitch", "deliveryMs", &delivery);
+        self.report
+            .series
+            .push(("kill switch: request to delivery".into(), delivery));
+        Ok(())
+    }
+
+    async fn reconnect_storm(&mut self) -> anyhow::Result<()> {
+        let n = self.opts.servers as u64;
+        let (mut resynced, mut restart, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..self.opts.rounds {
+            let hub = self.hub.as_mut().context("the harness's own hub")?;
+            let before = hub.usage().unwrap_or_default();
+            let at = now_us();
+            hub.restart().await?;
+            self.cpu_before += before.cpu_seconds;
+            self.peak_rss = self.peak_rss.max(before.peak_rss_bytes);
+            restart.push((now_us() - at) as f64 / 1000.0);
+            let deadline = tokio::time::Instant::now() + WAIT;
+            let last = loop {
+                let (mut synced, mut last) = (0u64, 0u64);
+                for reply in self
+                    .fleet
+                    .call(json!({"op": "synced", "sinceUs": at, "revision": self.revision}))
+                    .await?
+                {
+                    synced += reply["synced"].as_u64().unwrap_or(0);
+                    last = last.max(reply["lastUs"].as_u64().unwrap_or(0));
+                }
+                progress(
+                    &format!("resync {}", round + 1),
+                    synced as usize,
+                    n as usize,
+                );
+                if synced >= n {
+                    break last;
+                }
+                if tokio::time::Instant::now() > deadline {
+                    bail!("only {synced} of {n} servers resynced after {WAIT:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            resynced.push((last - at) as f64 / 1000.0);
+            if let Some(usage) = self.note_usage() {
+                cpu.push(usage.cpu_seconds);
+            }
+            eprintln!(
+                "round {}: hub back in {:.0} ms, all {n} servers resynced after {:.0} ms",
+                round + 1,
+                restart.last().unwrap_or(&0.0),
+                resynced.last().unwrap_or(&0.0)
+            );
+        }
+        self.report
+            .sample("reconnectStorm", "allResyncedMs", &resynced);
+        self.report
+            .sample("reconnectStorm", "hubRestartMs", &restart);
+        self.report.section(
+            "reconnectStorm",
+            "newHubCpuSecondsUntilResynced",
+            json!(cpu),
+        );
+        self.report.row(
+            "reconnectStorm: new hub CPU s until all resynced",
+            format!("{cpu:.2?}"),
+        );
+        Ok(())
+    }
+
+    async fn soak(&mut self) -> anyhow::Result<()> {
+        // Metric ingest: hub CPU with metrics off, then on, at the same load.
+        let window = Duration::from_secs(10);
+        let rate = |a: Option<Usage>, b: Option<Usage>| match (a, b) {
+            (Some(a), Some(b)) => Some((b.cpu_seconds - a.cpu_seconds) / window.as_secs_f64()),
+            _ => None,
+        };
+        self.fleet
+            .call(json!({"op": "metrics", "enabled": false}))
+            .await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let a = self.usage();
+        tokio::time::sleep(window).await;
+        let off = rate(a, self.usage());
+        self.fleet
+            .call(json!({"op": "metrics", "enabled": true}))
+            .await?;
+        tokio::time::sleep(Duration::from_millis(self.opts.metrics_ms + 500)).await;
+        let sent_before = self.fleet.status().await?.metrics_sent;
+        let b = self.usage();
+        tokio::time::sleep(window).await;
+        let on = rate(b, self.usage());
+        let frames =
+            (self.fleet.status().await?.metrics_sent - sent_before) as f64 / window.as_secs_f64();
+        self.report
+            .section("ingest", "framesPerSecond", json!(frames.round()));
+        self.report
+            .row("ingest: metric frames per second", format!("{frames:.0}"));
+        if let (Some(off), Some(on)) = (off, on) {
+            self.report.section("ingest", "hubCpuCoresIdle", json!(off));
+            self.report
+                .section("ingest", "hubCpuCoresWithMetrics", json!(on));
+            self.report.section("ingest", "cpuCores", json!(on - off));
+            self.report.row(
+                "ingest: hub CPU cores for metrics",
+                format!("{:.3} (idle {off:.3}, with metrics {on:.3})", on - off),
+            );
+        }
+        if !self.opts.metrics {
+            self.fleet
+                .call(json!({"op": "metrics", "enabled": false}))
+                .await?;
+        }
+        // Then everything at once: metrics, pushes, samples every second.
+        let end = tokio::time::Instant::now() + self.opts.duration;
+        let mut next_push = tokio::time::Instant::now();
+        let (mut rss, mut delivery, mut cpu_rate) = (Vec::new(), Vec::new(), Vec::new());
+        let mut last = self.usage();
+        let mut pushes = 0;
+        let total = self.opts.duration.as_secs().max(1) as usize;
+        while tokio::time::Instant::now() < end {
+            if tokio::time::Instant::now() >= next_push {
+                let (_, revision, _, at) = self.push(json!({"strategy": "Direct"})).await?;
+                self.fleet.wait_all_on(revision, "soak push", WAIT).await?;
+                let of = self.deliveries_of(revision, at).await?;
+                let sent = of.iter().map(|d| d.2).min().unwrap_or(0) as f64;
+                delivery.extend(of.iter().map(|d| d.3 as f64 / 1000.0 - sent));
+                self.revision = revision;
+                pushes += 1;
+                next_push += self.opts.push_every;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = self.note_usage();
+            if let (Some(a), Some(b)) = (last, now) {
+                cpu_rate.push(b.cpu_seconds - a.cpu_seconds);
+                rss.push(b.rss_bytes as f64 / 1048576.0);
+            }
+            last = now;
+            let left = end
+                .saturating_duration_since(tokio::time::Instant::now())
+                .as_secs() as usize;
+            progress("soak", total - left.min(total), total);
+        }
+        let status = self.fleet.status().await?;
+        self.report
+            .section("soak", "seconds", json!(self.opts.duration.as_secs()));
+        self.report.section("soak", "pushes", json!(pushes));
+        self.report
+            .section("soak", "metricFramesSent", json!(status.metrics_sent));
+        self.report
+            .section("soak", "hubRssMiB", Summary::json(&rss));
+        self.report
+            .section("soak", "hubCpuCores", Summary::json(&cpu_rate));
+        self.report.sample("soak", "deliveryMs", &delivery);
+        if let (Some(r), Some(c)) = (Summary::of(&rss), Summary::of(&cpu_rate)) {
+            self.report.row(
+                "soak: hub RSS MiB (p50 / max)",
+                format!("{:.1} / {:.1}", r.p50, r.max),
+            );
+            self.report.row(
+                "soak: hub CPU cores (p50 / max)",
+                format!("{:.2} / {:.2}", c.p50, c.max),
+            );
+        }
+        self.report.row(
+            "soak: pushes / metric frames",
+            format!("{pushes} / {}", status.metrics_sent),
+        );
+        self.report
+            .series
+            .push(("soak: push delivery per server".into(), delivery));
+        Ok(())
+    }
+}
+
+/// `2026-11-21T10:00:00.123Z` (or `+00:00`) to Unix milliseconds.
+pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
+    let (date, time) = text.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (clock, offset_min) = if let Some(clock) = time.strip_suffix('Z') {
+        (clock, 0)
+    } else {
+        let at = time.rfind(['+', '-'])?;
+        let (clock, offset) = time.split_at(at);
+        let sign = if offset.starts_with('-') { -1 } else { 1 };
+        let (h, mm) = offset[1..].split_once(':')?;
+        (
+            clock,
+            sign * (h.parse::<i64>().ok()? * 60 + mm.parse::<i64>().ok()?),
+        )
+    };
+    let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
+    let mut t = hms.split(':').map(|p| p.parse::<i64>().ok());
+    let (h, mi, s) = (t.next()??, t.next()??, t.next()??);
+    let ms = format!("{fraction:0<3}").get(..3)?.parse::<i64>().ok()?;
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + h) * 60 + mi - offset_min) * 60_000 + s * 1000 + ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_times_parse_to_unix_milliseconds() {
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00.000Z"), Some(0));
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-21T10:00:00.123Z"),
+            Some(1_795_255_200_123)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-21T11:00:00.123+01:00"),
+            Some(1_795_255_200_123)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2000-03-01T00:00:01Z"),
+            Some(951_868_801_000)
+        );
+        assert_eq!(parse_rfc3339_ms("yesterday"), None);
+    }
+}

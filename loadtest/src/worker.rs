@@ -1,0 +1,511 @@
+//! One worker process: `count` simulated game servers, each a real
+//! WebSocket speaking `docs/PROTOCOL.md` (hello, heartbeats, acks, resyncs,
+//! metrics from its players), plus plain sockets for the floor measurement.
+//!
+//! The coordinator drives it over stdin/stdout, one JSON object per line
+//! each way ([`Command`] in, a reply per command out). Servers keep only
+//! the revision they hold, not the document: the harness measures the hub,
+//! so the simulated side stays as cheap as it can.
+
+use crate::{
+    now_us,
+    players::{PlayerModel, Rng},
+};
+use futures_util::{SinkExt, StreamExt};
+use hotswap_client::protocol::{self, Ack, Health, Hello, ServerMessage};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed},
+    },
+    time::Duration,
+};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::TcpSocket,
+    sync::watch,
+};
+use tokio_tungstenite::tungstenite::{
+    Message, client::IntoClientRequest, http::HeaderValue, protocol::WebSocketConfig,
+};
+
+/// Regions servers are spread over (round robin by index).
+pub const REGIONS: [&str; 5] = ["NA-WEST", "NA-EAST", "EU-WEST", "EU-EAST", "APAC"];
+
+/// What a worker runs, handed over as JSON on its command line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerSpec {
+    /// `ws://host:port/ws/v1/servers`.
+    pub url: String,
+    pub key: String,
+    pub config: String,
+    pub environment: String,
+    /// Index of this worker's first server (server ids are global).
+    pub first: usize,
+    pub count: usize,
+    /// Source address for every socket of this worker.
+    pub source: Option<IpAddr>,
+    pub model: PlayerModel,
+    /// Metrics interval; 0 takes the hub's `metricsMs` from `welcome`.
+    pub metrics_ms: u64,
+    pub metrics: bool,
+    /// Opening sockets this many at a time.
+    pub connect_concurrency: usize,
+}
+
+/// A command from the coordinator.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum Command {
+    Status,
+    /// Frames received since the last `collect`, drained.
+    Collect,
+    Regress {
+        revision: i64,
+        factor: f64,
+    },
+    Metrics {
+        enabled: bool,
+    },
+    /// Servers welcomed at or after `since_us` that hold `revision`.
+    Synced {
+        since_us: u64,
+        revision: i64,
+    },
+    /// Open one plain socket per server to the floor server; each expects
+    /// frames of `frame_len` bytes.
+    Floor {
+        addr: SocketAddr,
+        frame_len: usize,
+    },
+    FloorCollect,
+    Stop,
+}
+
+/// One snapshot or delta as a server saw it: `[server, revision,
+/// sentAtMs, receivedUs, ackedUs]`.
+pub type Delivery = (u32, i64, i64, u64, u64);
+
+struct Shared {
+    spec: WorkerSpec,
+    hub: SocketAddr,
+    connected: AtomicUsize,
+    welcomes: AtomicU64,
+    revisions: Vec<AtomicI64>,
+    welcomed_us: Vec<AtomicU64>,
+    received_us: Vec<AtomicU64>,
+    deliveries: Mutex<Vec<Delivery>>,
+    out_of_order: AtomicU64,
+    resyncs: AtomicU64,
+    metrics_sent: AtomicU64,
+    metrics_on: AtomicBool,
+    regress_revision: AtomicI64,
+    regress_factor_bits: AtomicU64,
+    connect_failures: AtomicU64,
+    disconnects: AtomicU64,
+    hub_errors: Mutex<BTreeMap<String, u64>>,
+    last_failure: Mutex<Option<String>>,
+    floor_received: Mutex<Vec<u64>>,
+    stop: watch::Sender<bool>,
+}
+
+/// Runs a worker until `stop` (or stdin closes).
+pub async fn run(spec: WorkerSpec) -> anyhow::Result<()> {
+    let hub = resolve(&spec.url).await?;
+    let (stop, _) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        hub,
+        connected: AtomicUsize::new(0),
+        welcomes: AtomicU64::new(0),
+        revisions: (0..spec.count).map(|_| AtomicI64::new(0)).collect(),
+        welcomed_us: (0..spec.count).map(|_| AtomicU64::new(0)).collect(),
+        received_us: (0..spec.count).map(|_| AtomicU64::new(0)).collect(),
+        deliveries: Mutex::new(Vec::new()),
+        out_of_order: AtomicU64::new(0),
+        resyncs: AtomicU64::new(0),
+        metrics_sent: AtomicU64::new(0),
+        metrics_on: AtomicBool::new(spec.metrics),
+        regress_revision: AtomicI64::new(-1),
+        regress_factor_bits: AtomicU64::new(1f64.to_bits()),
+        connect_failures: AtomicU64::new(0),
+        disconnects: AtomicU64::new(0),
+        hub_errors: Mutex::new(BTreeMap::new()),
+        last_failure: Mutex::new(None),
+        floor_received: Mutex::new(Vec::new()),
+        stop,
+        spec,
+    });
+    // Open sockets a few at a time so the hub sees a ramp, not a SYN flood.
+    let gate = Arc::new(tokio::sync::Semaphore::new(
+        shared.spec.connect_concurrency.max(1),
+    ));
+    for index in 0..shared.spec.count {
+        let (shared, gate) = (shared.clone(), gate.clone());
+        tokio::spawn(async move { server(shared, index, gate).await });
+    }
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut stdout = tokio::io::stdout();
+    while let Some(line) = lines.next_line().await? {
+        let command: Command = match serde_json::from_str(&line) {
+            Ok(command) => command,
+            Err(error) => {
+                reply(&mut stdout, &json!({ "error": error.to_string() })).await?;
+                continue;
+            }
+        };
+        let stopping = matches!(command, Command::Stop);
+        let answer = handle(&shared, command).await;
+        reply(&mut stdout, &answer).await?;
+        if stopping {
+            break;
+        }
+    }
+    let _ = shared.stop.send(true);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(())
+}
+
+async fn reply(stdout: &mut tokio::io::Stdout, value: &Value) -> anyhow::Result<()> {
+    let mut line = value.to_string();
+    line.push('\n');
+    stdout.write_all(line.as_bytes()).await?;
+    stdout.flush().await?;
+    Ok(())
+}
+
+async fn resolve(url: &str) -> anyhow::Result<SocketAddr> {
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| anyhow::anyhow!("the socket URL must start with ws://"))?;
+    let host = rest.split('/').next().unwrap_or(rest);
+    tokio::net::lookup_host(host)
+        .await?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{host} resolves to nothing"))
+}
+
+async fn handle(shared: &Arc<Shared>, command: Command) -> Value {
+    match command {
+        Command::Status => {
+            let mut revisions: BTreeMap<i64, u64> = BTreeMap::new();
+            for r in &shared.revisions {
+                *revisions.entry(r.load(Relaxed)).or_default() += 1;
+            }
+            json!({
+                "connected": shared.connected.load(Relaxed),
+                "welcomes": shared.welcomes.load(Relaxed),
+                "revisions": revisions,
+                "outOfOrder": shared.out_of_order.load(Relaxed),
+                "resyncs": shared.resyncs.load(Relaxed),
+                "metricsSent": shared.metrics_sent.load(Relaxed),
+                "connectFailures": shared.connect_failures.load(Relaxed),
+                "disconnects": shared.disconnects.load(Relaxed),
+                "hubErrors": *shared.hub_errors.lock().unwrap(),
+                "lastFailure": *shared.last_failure.lock().unwrap(),
+            })
+        }
+        Command::Collect => {
+            let deliveries = std::mem::take(&mut *shared.deliveries.lock().unwrap());
+            json!({ "deliveries": deliveries })
+        }
+        Command::Regress { revision, factor } => {
+            shared.regress_factor_bits.store(factor.to_bits(), Relaxed);
+            shared.regress_revision.store(revision, Relaxed);
+            json!({ "ok": true })
+        }
+        Command::Metrics { enabled } => {
+            shared.metrics_on.store(enabled, Relaxed);
+            json!({ "ok": true })
+        }
+        Command::Synced { since_us, revision } => {
+            let mut synced = 0u64;
+            let mut last_us = 0u64;
+            for i in 0..shared.spec.count {
+                let welcomed = shared.welcomed_us[i].load(Relaxed);
+                if welcomed >= since_us && shared.revisions[i].load(Relaxed) == revision {
+                    synced += 1;
+                    let received = shared.received_us[i].load(Relaxed);
+                    last_us =
+                        last_us.max(welcomed.max(if received >= welcomed { received } else { 0 }));
+                }
+            }
+            json!({ "synced": synced, "lastUs": last_us })
+        }
+        Command::Floor { addr, frame_len } => match floor_connect(shared, addr, frame_len).await {
+            Ok(()) => json!({ "ok": true }),
+            Err(error) => json!({ "error": error.to_string() }),
+        },
+        Command::FloorCollect => {
+            let received = std::mem::take(&mut *shared.floor_received.lock().unwrap());
+            json!({ "receivedUs": received })
+        }
+        Command::Stop => {
+            let _ = shared.stop.send(true);
+            json!({ "ok": true })
+        }
+    }
+}
+
+/// One plain socket per server to the floor server; each records when a
+/// whole frame arrived.
+async fn floor_connect(
+    shared: &Arc<Shared>,
+    addr: SocketAddr,
+    frame_len: usize,
+) -> anyhow::Result<()> {
+    for _ in 0..shared.spec.count {
+        let socket = TcpSocket::new_v4()?;
+        if let Some(source) = shared.spec.source {
+            socket.bind(SocketAddr::new(source, 0))?;
+        }
+        let mut stream = socket.connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (shared, mut stop) = (shared.clone(), shared.stop.subscribe());
+        tokio::spawn(async move {
+            let mut frame = vec![0u8; frame_len];
+            loop {
+                tokio::select! {
+                    read = stream.read_exact(&mut frame) => {
+                        if read.is_err() {
+                            return;
+                        }
+                        shared.floor_received.lock().unwrap().push(now_us());
+                    }
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+/// A light view of a hub frame: only the fields the harness reads
+/// (documents and patches are skipped, not decoded).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Frame {
+    #[serde(rename = "type")]
+    kind: String,
+    config: Option<String>,
+    revision: Option<i64>,
+    base_revision: Option<i64>,
+    sent_at_ms: Option<i64>,
+    retry_after_ms: Option<u64>,
+    heartbeat_ms: Option<u64>,
+    metrics_ms: Option<u64>,
+    code: Option<String>,
+}
+
+/// One simulated server: connects, and reconnects after every loss (after
+/// the hub's `retryAfterMs`, or a jittered backoff) until told to stop.
+async fn server(shared: Arc<Shared>, index: usize, gate: Arc<tokio::sync::Semaphore>) {
+    let global = shared.spec.first + index;
+    let mut rng = Rng::new(global as u64 + 1);
+    let mut stop = shared.stop.subscribe();
+    let mut backoff = Duration::from_millis(100);
+    let mut first = true;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let permit = if first {
+            gate.clone().acquire_owned().await.ok()
+        } else {
+            None
+        };
+        first = false;
+        let outcome = session(&shared, index, global, &mut rng, &mut stop, permit).await;
+        if *stop.borrow() {
+            return;
+        }
+        let wait = match outcome {
+            Ok(Some(retry_after)) => {
+                backoff = Duration::from_millis(100);
+                retry_after
+            }
+            Ok(None) => backoff,
+            Err(error) => {
+                shared.connect_failures.fetch_add(1, Relaxed);
+                *shared.last_failure.lock().unwrap() = Some(error.to_string());
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff
+            }
+        };
+        let jitter = Duration::from_millis(rng.next_u64() % (wait.as_millis() as u64 / 2 + 1));
+        tokio::select! {
+            _ = tokio::time::sleep(wait + jitter) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// One session. `Ok(Some(d))`: the hub asked to come back after `d`.
+async fn session(
+    shared: &Arc<Shared>,
+    index: usize,
+    global: usize,
+    rng: &mut Rng,
+    stop: &mut watch::Receiver<bool>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+) -> anyhow::Result<Option<Duration>> {
+    let spec = &shared.spec;
+    let socket = TcpSocket::new_v4()?;
+    if let Some(source) = spec.source {
+        socket.bind(SocketAddr::new(source, 0))?;
+    }
+    let stream = socket.connect(shared.hub).await?;
+    stream.set_nodelay(true)?;
+    let mut request = spec.url.as_str().into_client_request()?;
+    request.headers_mut().insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {}", spec.key))?,
+    );
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_message_size(Some(4 << 20));
+    let (mut ws, _) =
+        tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
+    let held = shared.revisions[index].load(Relaxed);
+    let hello = ServerMessage::Hello(Hello {
+        server_id: format!("lt-{global:05}"),
+        region: REGIONS[global % REGIONS.len()].to_owned(),
+        environment: spec.environment.clone(),
+        tags: vec!["loadtest".to_owned()],
+        capacity: spec.model.players_per_server * 2,
+        players: spec.model.players_per_server,
+        subscriptions: vec![spec.config.clone()],
+        known: if held > 0 {
+            [(spec.config.clone(), held)].into()
+        } else {
+            BTreeMap::new()
+        },
+        hostname: None,
+        address: None,
+        build: Some("loadtest".to_owned()),
+        sdk: Some(concat!("hotswap-loadtest/", env!("CARGO_PKG_VERSION")).to_owned()),
+    });
+    ws.send(Message::Binary(protocol::encode(&hello).into()))
+        .await?;
+    drop(permit);
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(3600));
+    let mut metrics = tokio::time::interval(Duration::from_secs(3600));
+    heartbeat.reset();
+    metrics.reset();
+    let mut welcomed = false;
+    let mut seq = 0u64;
+    let mut last_report_us = now_us();
+    let result = loop {
+        tokio::select! {
+            frame = ws.next() => {
+                let bytes = match frame {
+                    Some(Ok(Message::Binary(bytes))) => bytes,
+                    Some(Ok(Message::Close(_))) | None => break Ok(None),
+                    Some(Ok(_)) => continue,
+                    Some(Err(error)) => break Err(error.into()),
+                };
+                let received = now_us();
+                let Ok(frame) = rmp_serde::from_slice::<Frame>(&bytes) else {
+                    *shared.hub_errors.lock().unwrap().entry("undecodable".into()).or_default() += 1;
+                    continue;
+                };
+                match frame.kind.as_str() {
+                    "welcome" => {
+                        welcomed = true;
+                        shared.connected.fetch_add(1, Relaxed);
+                        shared.welcomes.fetch_add(1, Relaxed);
+                        shared.welcomed_us[index].store(received, Relaxed);
+                        let beat = Duration::from_millis(frame.heartbeat_ms.unwrap_or(10_000).max(100));
+                        let every = if spec.metrics_ms > 0 { spec.metrics_ms } else { frame.metrics_ms.unwrap_or(10_000) };
+                        heartbeat = tokio::time::interval(beat);
+                        heartbeat.reset();
+                        // Spread reports over the interval.
+                        let every = Duration::from_millis(every.max(100));
+                        let offset = Duration::from_micros(rng.next_u64() % every.as_micros() as u64);
+                        metrics = tokio::time::interval_at(tokio::time::Instant::now() + offset, every);
+                        last_report_us = received;
+                    }
+                    "snapshot" | "delta" => {
+                        let (Some(config), Some(revision)) = (frame.config, frame.revision) else { continue };
+                        let held = shared.revisions[index].load(Relaxed);
+                        if frame.kind == "delta" && frame.base_revision != Some(held) {
+                            shared.out_of_order.fetch_add(1, Relaxed);
+                            shared.resyncs.fetch_add(1, Relaxed);
+                            ws.send(Message::Binary(protocol::encode(&ServerMessage::Resync { config }).into())).await?;
+                            continue;
+                        }
+                        shared.revisions[index].store(revision, Relaxed);
+                        shared.received_us[index].store(received, Relaxed);
+                        let ack = ServerMessage::Ack(Ack {
+                            config,
+                            revision,
+                            ok: true,
+                            error: None,
+                            apply_micros: now_us().saturating_sub(received),
+                        });
+                        ws.send(Message::Binary(protocol::encode(&ack).into())).await?;
+                        let acked = now_us();
+                        shared.deliveries.lock().unwrap().push((
+                            global as u32,
+                            revision,
+                            frame.sent_at_ms.unwrap_or(0),
+                            received,
+                            acked,
+                        ));
+                    }
+                    "error" => {
+                        let code = frame.code.unwrap_or_else(|| "unknown".into());
+                        *shared.hub_errors.lock().unwrap().entry(code).or_default() += 1;
+                    }
+                    "reconnect" => {
+                        let after = Duration::from_millis(frame.retry_after_ms.unwrap_or(1000));
+                        let _ = ws.close(None).await;
+                        break Ok(Some(after));
+                    }
+                    _ => {}
+                }
+            }
+            _ = heartbeat.tick(), if welcomed => {
+                let beat = ServerMessage::Heartbeat {
+                    players: spec.model.players_per_server,
+                    status: Health::Healthy,
+                    load: Some(0.5),
+                };
+                ws.send(Message::Binary(protocol::encode(&beat).into())).await?;
+            }
+            _ = metrics.tick(), if welcomed => {
+                let now = now_us();
+                let window_ms = (now.saturating_sub(last_report_us) / 1000).clamp(1, 3_600_000);
+                last_report_us = now;
+                if !shared.metrics_on.load(Relaxed) {
+                    // Players not reported are not carried into the next window.
+                    continue;
+                }
+                let held = shared.revisions[index].load(Relaxed);
+                let factor = if held == shared.regress_revision.load(Relaxed) {
+                    f64::from_bits(shared.regress_factor_bits.load(Relaxed))
+                } else {
+                    1.0
+                };
+                seq += 1;
+                let report = spec.model.report(rng, seq, window_ms, factor);
+                ws.send(Message::Binary(protocol::encode(&ServerMessage::Metrics(Box::new(report))).into())).await?;
+                shared.metrics_sent.fetch_add(1, Relaxed);
+            }
+            _ = stop.changed() => {
+                let _ = ws.close(None).await;
+                break Ok(None);
+            }
+        }
+    };
+    if welcomed {
+        shared.connected.fetch_sub(1, Relaxed);
+        shared.disconnects.fetch_add(1, Relaxed);
+    }
+    result
+}

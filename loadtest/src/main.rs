@@ -52,6 +52,9 @@ struct Cli {
     /// Canary rollback: seconds of healthy metrics before the regression.
     #[arg(long, default_value_t = 12)]
     warmup: u64,
+    /// Soak: seconds of hub CPU measured with metrics off, then on.
+    #[arg(long, default_value_t = 10)]
+    ingest_window: u64,
     /// Target a running hub (http://127.0.0.x:port) instead of starting one.
     #[arg(long)]
     hub_url: Option<String>,
@@ -138,6 +141,7 @@ fn main() -> anyhow::Result<()> {
         connect_concurrency: cli.connect_concurrency.max(1),
         regression_factor: cli.regression_factor,
         warmup: Duration::from_secs(cli.warmup),
+        ingest_window: Duration::from_secs(cli.ingest_window),
         hub_url: cli.hub_url,
         hub_pid: cli.hub_pid,
         token: cli.token,

@@ -56,6 +56,8 @@ pub struct Options {
     pub connect_concurrency: usize,
     pub regression_factor: f64,
     pub warmup: Duration,
+    /// Soak: how long hub CPU is measured with metrics off, then on.
+    pub ingest_window: Duration,
     pub hub_url: Option<String>,
     pub hub_pid: Option<u32>,
     pub token: Option<String>,
@@ -665,7 +667,7 @@ impl Run {
 
     async fn soak(&mut self) -> anyhow::Result<()> {
         // Metric ingest: hub CPU with metrics off, then on, at the same load.
-        let window = Duration::from_secs(10);
+        let window = self.opts.ingest_window.max(Duration::from_secs(1));
         let rate = |a: Option<Usage>, b: Option<Usage>| match (a, b) {
             (Some(a), Some(b)) => Some((b.cpu_seconds - a.cpu_seconds) / window.as_secs_f64()),
             _ => None,

@@ -1,0 +1,192 @@
+//! The harness end to end: the real `hotswap-loadtest` binary starts a
+//! real hub (the workspace's `hotswap` binary, built next to it by `cargo
+//! test --workspace`), runs each scenario at a small scale in separate
+//! worker processes over real sockets, and writes its report.
+
+use serde_json::Value;
+use std::{path::PathBuf, process::Command};
+
+fn run(name: &str, args: &[&str]) -> Value {
+    let harness = PathBuf::from(env!("CARGO_BIN_EXE_hotswap-loadtest"));
+    let hub = harness.with_file_name("hotswap");
+    assert!(
+        hub.exists(),
+        "no hub binary at {} — run the workspace's tests (`cargo test --workspace`), which build it",
+        hub.display()
+    );
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("harness")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let output = Command::new(&harness)
+        .args(args)
+        .args(["--metrics-ms", "200", "--out"])
+        .arg(&out)
+        .output()
+        .expect("the harness runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{name} failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("lost frames"),
+        "the table is printed: {stdout}"
+    );
+    let svg = std::fs::read_to_string(out.join("latency.svg")).expect("a chart");
+    assert!(svg.starts_with("<svg"));
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["lostFrames"], 0, "{report}");
+    assert_eq!(report["outOfOrderFrames"], 0, "{report}");
+    for field in [
+        "servers",
+        "players",
+        "hubPeakRssBytes",
+        "rssPerServerBytes",
+        "hubCpuSeconds",
+    ] {
+        assert!(report[field].is_number(), "{field}: {report}");
+    }
+    report
+}
+
+fn summary(report: &Value, section: &str, key: &str) -> Value {
+    let figure = report[section][key].clone();
+    for q in ["p50", "p90", "p99", "max"] {
+        assert!(
+            figure[q].as_f64().is_some_and(|v| v >= 0.0),
+            "{section}.{key}.{q}: {report}"
+        );
+    }
+    assert!(figure["p50"].as_f64() <= figure["max"].as_f64());
+    figure
+}
+
+#[test]
+fn fanout_reports_delivery_against_the_floor() {
+    let report = run(
+        "fanout",
+        &[
+            "--scenario",
+            "fanout",
+            "--servers",
+            "30",
+            "--players",
+            "3000",
+            "--rounds",
+            "3",
+        ],
+    );
+    assert_eq!(report["scenario"], "fanout");
+    assert_eq!(
+        summary(&report, "fanout", "deliveryMs")["count"],
+        90,
+        "every server, every push"
+    );
+    summary(&report, "fanout", "lastDeliveryMs");
+    summary(&report, "fanout", "lastAckMs");
+    summary(&report, "floor", "lastDeliveryMs");
+    summary(&report, "fanout", "ratioToFloor");
+}
+
+#[test]
+fn a_regressing_canary_is_rolled_back_and_timed() {
+    let report = run(
+        "canary",
+        &[
+            "--scenario",
+            "canary-rollback",
+            "--servers",
+            "40",
+            "--players",
+            "40000",
+            "--crashes-per-player-hour",
+            "100",
+            "--warmup",
+            "3",
+            "--hub-env",
+            "HOTSWAP_DEPLOYMENTS__FAST_WINDOW_MS=2000",
+            "--hub-env",
+            "HOTSWAP_DEPLOYMENTS__EVALUATE_EVERY_MS=100",
+        ],
+    );
+    let round = &report["canaryRollback"]["round1"];
+    assert_eq!(round["rollback"]["trigger"], "automatic", "{report}");
+    assert_eq!(round["rollback"]["metric"], "crashRate", "{report}");
+    assert!(round["canaryServers"].as_u64() > Some(0));
+    let detection = summary(&report, "canaryRollback", "regressionToDetectionMs");
+    let last_ack = summary(&report, "canaryRollback", "regressionToLastAckMs");
+    assert!(
+        detection["max"].as_f64() <= last_ack["max"].as_f64(),
+        "{report}"
+    );
+}
+
+#[test]
+fn the_kill_switch_is_timed_to_the_last_ack() {
+    let report = run(
+        "kill",
+        &[
+            "--scenario",
+            "kill-switch",
+            "--servers",
+            "30",
+            "--players",
+            "3000",
+            "--rounds",
+            "2",
+        ],
+    );
+    assert_eq!(summary(&report, "killSwitch", "lastAckMs")["count"], 2);
+    assert_eq!(summary(&report, "killSwitch", "deliveryMs")["count"], 60);
+}
+
+#[test]
+fn a_restarted_hub_gets_every_server_back() {
+    let report = run(
+        "storm",
+        &[
+            "--scenario",
+            "reconnect-storm",
+            "--servers",
+            "30",
+            "--players",
+            "3000",
+            "--hub-env",
+            "HOTSWAP_HUB__RECONNECT_WINDOW_MS=300",
+        ],
+    );
+    summary(&report, "reconnectStorm", "allResyncedMs");
+    summary(&report, "reconnectStorm", "hubRestartMs");
+}
+
+#[test]
+fn a_soak_samples_the_hub_and_measures_metric_ingest() {
+    let report = run(
+        "soak",
+        &[
+            "--scenario",
+            "soak",
+            "--servers",
+            "20",
+            "--players",
+            "2000",
+            "--duration",
+            "3",
+            "--push-every",
+            "1",
+            "--ingest-window",
+            "1",
+        ],
+    );
+    assert!(
+        report["ingest"]["framesPerSecond"].as_f64() > Some(50.0),
+        "{report}"
+    );
+    assert!(report["ingest"]["cpuCores"].is_number(), "{report}");
+    assert!(report["soak"]["pushes"].as_u64() >= Some(2), "{report}");
+    assert!(report["soak"]["metricFramesSent"].as_u64() > Some(0));
+    summary(&report, "soak", "deliveryMs");
+}

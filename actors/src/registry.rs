@@ -232,6 +232,19 @@ impl Registry {
         }
     }
 
+    /// Changes a record and returns what `read` takes from it, under one
+    /// lock (the metric path counts a frame and reads what it needs at once).
+    pub fn update_then<R>(
+        &self,
+        server_id: &str,
+        change: impl FnOnce(&mut ServerRecord) -> R,
+    ) -> Option<R> {
+        self.write()
+            .servers
+            .get_mut(server_id)
+            .map(|entry| change(&mut entry.record))
+    }
+
     pub fn get(&self, server_id: &str) -> Option<ServerRecord> {
         self.read().servers.get(server_id).map(|e| e.record.clone())
     }

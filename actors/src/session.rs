@@ -167,13 +167,12 @@ impl ServerSession {
     }
 
     fn on_frame(&mut self, ctx: &mut Context<Self>, frame: Bytes) {
-        let message =
-            match protocol::decode::<ServerMessage>(&frame, protocol::SERVER_MESSAGE_TYPES) {
-                Ok(message) => message,
-                Err(error) => {
-                    return self.close(ctx, close_code::PROTOCOL_ERROR, error.to_string());
-                }
-            };
+        let message = match protocol::decode_server_message(&frame) {
+            Ok(message) => message,
+            Err(error) => {
+                return self.close(ctx, close_code::PROTOCOL_ERROR, error.to_string());
+            }
+        };
         let Some(server_id) = self.server_id.clone() else {
             return match message {
                 ServerMessage::Hello(hello) if !self.hello_received => self.start_hello(ctx, hello),

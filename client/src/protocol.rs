@@ -141,37 +141,52 @@ pub struct MetricsReport {
 
 /// A histogram on the wire: sparse `[value, count]` pairs, or HdrHistogram
 /// V2 serialized bytes (optionally deflated).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum EncodedHistogram {
     Sparse(Vec<(u64, u64)>),
-    #[serde(with = "serde_bytes_compat")]
+    #[serde(serialize_with = "serde_bytes_compat::serialize")]
     HdrV2(Vec<u8>),
+}
+
+/// By hand rather than `untagged`: an array is pairs, bytes are HdrHistogram,
+/// read straight from the frame (the derived form buffers every value first,
+/// which was most of the hub's metric ingest cost).
+impl<'de> Deserialize<'de> for EncodedHistogram {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = EncodedHistogram;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of [value, count] pairs, or HdrHistogram bytes")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut pairs = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+                while let Some(pair) = seq.next_element::<(u64, u64)>()? {
+                    pairs.push(pair);
+                }
+                Ok(EncodedHistogram::Sparse(pairs))
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Self::Value, E> {
+                Ok(EncodedHistogram::HdrV2(v.to_vec()))
+            }
+            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Self::Value, E> {
+                Ok(EncodedHistogram::HdrV2(v))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// MessagePack `bin` for byte vectors (serde's default would be an array of numbers).
 mod serde_bytes_compat {
-    use serde::{Deserializer, Serializer};
+    use serde::Serializer;
 
     pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_bytes(bytes)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = Vec<u8>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("bytes")
-            }
-            fn visit_bytes<E>(self, v: &[u8]) -> Result<Vec<u8>, E> {
-                Ok(v.to_vec())
-            }
-            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
-                Ok(v)
-            }
-        }
-        deserializer.deserialize_bytes(Visitor)
     }
 }
 
@@ -274,6 +289,47 @@ pub fn decode<T: serde::de::DeserializeOwned>(
 }
 
 /// The `type`s a server may send.
+/// Decodes a server's frame. Same result as `decode::<ServerMessage>`,
+/// but the `type` is read first and the body decoded straight into its
+/// struct: the derived internally tagged form buffers the whole map
+/// (every histogram pair an allocation) before it looks at `type`, and
+/// metrics frames arrive 10,000 a second.
+pub fn decode_server_message(frame: &[u8]) -> Result<ServerMessage, DecodeError> {
+    #[derive(Deserialize)]
+    struct Tagged {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Heartbeat {
+        players: u32,
+        status: Health,
+        #[serde(default)]
+        load: Option<f64>,
+    }
+    #[derive(Deserialize)]
+    struct Resync {
+        config: String,
+    }
+    fn body<T: serde::de::DeserializeOwned>(frame: &[u8]) -> Result<T, DecodeError> {
+        rmp_serde::from_slice(frame).map_err(|e| DecodeError::Malformed(e.to_string()))
+    }
+    let Tagged { kind } = body(frame)?;
+    match kind.as_str() {
+        "hello" => body(frame).map(ServerMessage::Hello),
+        "heartbeat" => body(frame).map(|h: Heartbeat| ServerMessage::Heartbeat {
+            players: h.players,
+            status: h.status,
+            load: h.load,
+        }),
+        "ack" => body(frame).map(ServerMessage::Ack),
+        "resync" => body(frame).map(|r: Resync| ServerMessage::Resync { config: r.config }),
+        "metrics" => body(frame).map(|m| ServerMessage::Metrics(Box::new(m))),
+        _ => Err(DecodeError::UnknownType(kind)),
+    }
+}
+
 pub const SERVER_MESSAGE_TYPES: &[&str] = &["hello", "heartbeat", "ack", "resync", "metrics"];
 /// The `type`s the hub may send (a client ignores others).
 pub const HUB_MESSAGE_TYPES: &[&str] = &["welcome", "snapshot", "delta", "error", "reconnect"];
@@ -342,7 +398,16 @@ mod tests {
         for message in messages {
             let back: ServerMessage = decode(&encode(&message), SERVER_MESSAGE_TYPES).unwrap();
             assert_eq!(back, message);
+            assert_eq!(decode_server_message(&encode(&message)).unwrap(), message);
         }
+        let ack = ServerMessage::Ack(Ack {
+            config: "weapons".into(),
+            revision: 4,
+            ok: false,
+            error: Some("bad".into()),
+            apply_micros: 12,
+        });
+        assert_eq!(decode_server_message(&encode(&ack)).unwrap(), ack);
         let delta = HubMessage::Delta {
             config: "w".into(),
             base_revision: 1,
@@ -376,5 +441,18 @@ mod tests {
             decode::<ServerMessage>(&missing, SERVER_MESSAGE_TYPES),
             Err(DecodeError::Malformed(_))
         ));
+        // The hub's direct decoder tells them apart the same way.
+        assert_eq!(
+            decode_server_message(&unknown),
+            Err(DecodeError::UnknownType("teleport".into()))
+        );
+        for bad in [
+            b"\xc1\xc1".to_vec(),
+            missing,
+            rmp_serde::to_vec_named(&json!({"kind": "ack"})).unwrap(),
+            rmp_serde::to_vec_named(&json!({"type": "metrics", "seq": 1, "windowMs": 1, "players": 1, "histograms": {"x": "text"}})).unwrap(),
+        ] {
+            assert!(matches!(decode_server_message(&bad), Err(DecodeError::Malformed(_))), "{bad:?}");
+        }
     }
 }

@@ -324,24 +324,29 @@ async fn server(shared: Arc<Shared>, index: usize, gate: Arc<tokio::sync::Semaph
             return;
         }
         let wait = match outcome {
+            // The hub has already spread these over its reconnect window.
             Ok(Some(retry_after)) => {
                 backoff = Duration::from_millis(100);
                 retry_after
             }
-            Ok(None) => backoff,
+            Ok(None) => jittered(&mut rng, backoff),
             Err(error) => {
                 shared.connect_failures.fetch_add(1, Relaxed);
                 *shared.last_failure.lock().unwrap() = Some(error.to_string());
                 backoff = (backoff * 2).min(Duration::from_secs(2));
-                backoff
+                jittered(&mut rng, backoff)
             }
         };
-        let jitter = Duration::from_millis(rng.next_u64() % (wait.as_millis() as u64 / 2 + 1));
         tokio::select! {
-            _ = tokio::time::sleep(wait + jitter) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,
         }
     }
+}
+
+/// `wait` plus up to half of it again, at random.
+fn jittered(rng: &mut Rng, wait: Duration) -> Duration {
+    wait + Duration::from_millis(rng.next_u64() % (wait.as_millis() as u64 / 2 + 1))
 }
 
 /// One session. `Ok(Some(d))`: the hub asked to come back after `d`.

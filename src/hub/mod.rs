@@ -846,11 +846,12 @@ impl SessionHost for HubHost {
     fn metrics(&self, server_id: &str, report: MetricsReport) -> Result<(), String> {
         metrics::validate(&report)?;
         self.0.stats.metrics_frames.fetch_add(1, Ordering::Relaxed);
-        self.0.registry.update(server_id, |record| {
+        let record = self.0.registry.update_then(server_id, |record| {
             record.metrics_frames += 1;
             record.players = report.players;
+            record.clone()
         });
-        if let Some(record) = self.0.registry.get(server_id) {
+        if let Some(record) = record {
             let decoded = Arc::new(metrics::decode(
                 &report,
                 record.status == Health::Healthy,

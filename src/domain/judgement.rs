@@ -183,6 +183,20 @@ fn rate_p_value(
     if base_n <= 0.0 || canary_n <= 0.0 {
         return None;
     }
+    // Few events: the normal approximation invents significance (one churn
+    // among 400 players against 0.02 expected came out at p = 3e-9). Exact
+    // instead: given all events, the canary's share is binomial under "no
+    // difference" (the conditional test comparing two Poisson rates).
+    let total = base_events + canary_events;
+    if total <= EXACT_EVENTS {
+        let share = canary_n / (base_n + canary_n);
+        let (k, x) = (total as u64, canary_events as u64);
+        return Some(if canary_higher_is_worse {
+            binomial_tail_at_least(k, x, share)
+        } else {
+            1.0 - binomial_tail_at_least(k, x + 1, share)
+        });
+    }
     let pooled = (base_events + canary_events) / (base_n + canary_n);
     let spread = if proportion {
         pooled * (1.0 - pooled)
@@ -195,6 +209,38 @@ fn rate_p_value(
     }
     let z = (canary_events / canary_n - base_events / base_n) / sigma;
     Some(normal_sf(if canary_higher_is_worse { z } else { -z }))
+}
+
+/// Up to this many events in both cohorts together, rates are compared exactly.
+const EXACT_EVENTS: f64 = 2000.0;
+
+/// P(X ≥ x) for X ~ Binomial(k, q), summed in log space.
+fn binomial_tail_at_least(k: u64, x: u64, q: f64) -> f64 {
+    if x == 0 {
+        return 1.0;
+    }
+    if x > k {
+        return 0.0;
+    }
+    if q <= 0.0 {
+        return 0.0;
+    }
+    if q >= 1.0 {
+        return 1.0;
+    }
+    let (ln_q, ln_r) = (q.ln(), (1.0 - q).ln());
+    // ln C(k, i) built up from i = 0.
+    let mut ln_choose = 0.0;
+    let mut tail = 0.0;
+    for i in 0..=k {
+        if i > 0 {
+            ln_choose += ((k - i + 1) as f64).ln() - (i as f64).ln();
+        }
+        if i >= x {
+            tail += (ln_choose + i as f64 * ln_q + (k - i) as f64 * ln_r).exp();
+        }
+    }
+    tail.clamp(0.0, 1.0)
 }
 
 fn smoothed(events: u64, n: u64) -> f64 {
@@ -488,7 +534,15 @@ pub fn judge(
     baseline: &CohortWindow,
     canary: &CohortWindow,
 ) -> Judgement {
-    let alpha = 1.0 - rank.confidence;
+    // `confidence` holds for the whole evaluation, not for each test: with
+    // ten tests every second, a per-test 1 % would roll healthy canaries
+    // back on noise (the load harness saw it). Bonferroni splits alpha.
+    const RANK_TESTS: usize = 2;
+    let alpha = (1.0 - rank.confidence) / (rules.len() + RANK_TESTS) as f64;
+    let per_test = RankSettings {
+        confidence: 1.0 - alpha,
+        ..*rank
+    };
     let rules: Vec<RuleOutcome> = rules
         .iter()
         .map(|rule| evaluate_rule(rule, baseline, canary, alpha))
@@ -499,14 +553,14 @@ pub fn judge(
             &baseline.latency_ms,
             &canary.latency_ms,
             true,
-            rank,
+            &per_test,
         ),
         rank_outcome(
             Metric::SessionDuration,
             &baseline.session_secs,
             &canary.session_secs,
             false,
-            rank,
+            &per_test,
         ),
     ];
     let mut judgement = Judgement {
@@ -566,6 +620,65 @@ mod tests {
     }
 
     #[test]
+    fn exact_binomial_tails_match_exact_sums() {
+        // Exact sums in Python: sum(comb(k, i) * q**i * (1 - q)**(k - i) for i in range(x, k + 1))
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9 * b.max(1e-12) + 1e-15;
+        assert!(close(
+            binomial_tail_at_least(10, 3, 0.1),
+            0.07019082639999999
+        ));
+        assert!(close(binomial_tail_at_least(1, 1, 0.0094), 0.0094));
+        assert!(close(
+            binomial_tail_at_least(500, 10, 0.01),
+            0.031102106648487796
+        ));
+        assert_eq!(binomial_tail_at_least(5, 0, 0.3), 1.0);
+        assert_eq!(binomial_tail_at_least(5, 6, 0.3), 0.0);
+    }
+
+    /// Seen in the load harness at 10,000 servers: one churn among a fresh
+    /// canary's 400 players, 0.02 expected; the normal approximation said
+    /// p = 3e-9 and rolled back. Exactly (3 churns in all, the canary 0.94 % of the exposure) it is p ≈ 0.028.
+    #[test]
+    fn a_single_rare_event_is_not_significant() {
+        let mut base = cohort(42_280, 20, 2, 1, LATENCY, SESSIONS);
+        base.churned = 2;
+        let mut canary = cohort(400, 0, 1, 0, LATENCY, SESSIONS);
+        canary.churned = 1;
+        let judgement = judge(&default_rules(), &RankSettings::default(), &base, &canary);
+        let churn = judgement
+            .rules
+            .iter()
+            .find(|r| r.metric == Metric::ChurnRate)
+            .unwrap();
+        assert!(churn.p_value.unwrap() > 0.001, "{churn:?}");
+        assert_ne!(churn.level, Level::Critical, "{churn:?}");
+    }
+
+    /// A fresh canary whose first second holds 6 crashes where 1.3 were
+    /// expected (exact one-sided p ≈ 0.0026; the load harness saw such
+    /// cases roll healthy canaries back). At 1 % per test that rolled back;
+    /// the 1 % is now for the whole evaluation, and a real ×3 still rolls back.
+    #[test]
+    fn confidence_holds_for_the_whole_evaluation() {
+        let base = cohort(72_908, 38, 10, 6, LATENCY, SESSIONS);
+        let lucky = cohort(2_400, 6, 0, 0, LATENCY, SESSIONS);
+        let judgement = judge(&default_rules(), &RankSettings::default(), &base, &lucky);
+        let crash = judgement
+            .rules
+            .iter()
+            .find(|r| r.metric == Metric::CrashRate)
+            .unwrap();
+        assert!(crash.p_value.unwrap() < 0.01, "{crash:?}");
+        assert_ne!(crash.level, Level::Critical, "{crash:?}");
+        assert_ne!(judgement.verdict, Verdict::Rollback);
+        let bad = cohort(24_000, 38, 3, 2, LATENCY, SESSIONS);
+        let judgement = judge(&default_rules(), &RankSettings::default(), &base, &bad);
+        assert_eq!(level(&judgement, Metric::CrashRate), Level::Critical);
+        assert_eq!(judgement.verdict, Verdict::Rollback);
+    }
+
+    #[test]
     fn identical_cohorts_are_healthy() {
         let base = cohort(10_000, 100, 200, 10, LATENCY, SESSIONS);
         let judgement = judge(
@@ -591,7 +704,11 @@ mod tests {
             .find(|r| r.metric == Metric::CrashRate)
             .unwrap();
         assert!(crash.change.unwrap() > 1.5, "{crash:?}");
-        assert!(crash.p_value.unwrap() < 1e-6);
+        // Exact: P(X ≥ 30) for X ~ Binomial(130, 1/11) = 1.59e-6.
+        assert!(
+            (crash.p_value.unwrap() - 1.590_029e-6).abs() < 1e-11,
+            "{crash:?}"
+        );
     }
 
     #[test]

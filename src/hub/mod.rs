@@ -586,9 +586,7 @@ impl Hub {
         minutes: &[store_hub::MetricMinuteRow],
     ) -> anyhow::Result<usize> {
         let mut tx = self.store.begin().await?;
-        for row in rows {
-            store_hub::upsert_game_server(&mut tx, row).await?;
-        }
+        store_hub::upsert_game_servers(&mut tx, rows).await?;
         for (id, counts) in deployments {
             store_hub::update_counts(&mut tx, id, *counts).await?;
         }

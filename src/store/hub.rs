@@ -24,35 +24,53 @@ pub struct GameServerRow {
     pub last_seen: i64,
 }
 
-pub async fn upsert_game_server(tx: &mut Tx, row: &GameServerRow) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO game_servers (server_id, key_id, region, environment, tags, operator_tags, capacity, \
-         players, hostname, address, build, sdk, subscriptions, applied, first_seen, last_seen) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
-         ON CONFLICT (server_id) DO UPDATE SET key_id = excluded.key_id, region = excluded.region, \
-         environment = excluded.environment, tags = excluded.tags, operator_tags = excluded.operator_tags, \
-         capacity = excluded.capacity, players = excluded.players, hostname = excluded.hostname, \
-         address = excluded.address, build = excluded.build, sdk = excluded.sdk, \
-         subscriptions = excluded.subscriptions, applied = excluded.applied, last_seen = excluded.last_seen",
-    )
-    .bind(&row.server_id)
-    .bind(&row.key_id)
-    .bind(&row.region)
-    .bind(&row.environment)
-    .bind(&row.tags)
-    .bind(&row.operator_tags)
-    .bind(row.capacity)
-    .bind(row.players)
-    .bind(&row.hostname)
-    .bind(&row.address)
-    .bind(&row.build)
-    .bind(&row.sdk)
-    .bind(&row.subscriptions)
-    .bind(&row.applied)
-    .bind(row.first_seen)
-    .bind(row.last_seen)
-    .execute(&mut **tx)
-    .await?;
+/// Rows per statement when persisting servers: one round trip to the
+/// database thread per 50 servers rather than per server (16 parameters a
+/// row stays far below both backends' parameter limits).
+const SERVERS_PER_STATEMENT: usize = 50;
+
+/// Inserts or updates game servers, many rows per statement.
+pub async fn upsert_game_servers(tx: &mut Tx, rows: &[GameServerRow]) -> StoreResult<()> {
+    for chunk in rows.chunks(SERVERS_PER_STATEMENT) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let params: Vec<String> = (1..=16).map(|p| format!("${}", i * 16 + p)).collect();
+                format!("({})", params.join(", "))
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO game_servers (server_id, key_id, region, environment, tags, operator_tags, capacity, \
+             players, hostname, address, build, sdk, subscriptions, applied, first_seen, last_seen) \
+             VALUES {} \
+             ON CONFLICT (server_id) DO UPDATE SET key_id = excluded.key_id, region = excluded.region, \
+             environment = excluded.environment, tags = excluded.tags, operator_tags = excluded.operator_tags, \
+             capacity = excluded.capacity, players = excluded.players, hostname = excluded.hostname, \
+             address = excluded.address, build = excluded.build, sdk = excluded.sdk, \
+             subscriptions = excluded.subscriptions, applied = excluded.applied, last_seen = excluded.last_seen",
+            values.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for row in chunk {
+            query = query
+                .bind(&row.server_id)
+                .bind(&row.key_id)
+                .bind(&row.region)
+                .bind(&row.environment)
+                .bind(&row.tags)
+                .bind(&row.operator_tags)
+                .bind(row.capacity)
+                .bind(row.players)
+                .bind(&row.hostname)
+                .bind(&row.address)
+                .bind(&row.build)
+                .bind(&row.sdk)
+                .bind(&row.subscriptions)
+                .bind(&row.applied)
+                .bind(row.first_seen)
+                .bind(row.last_seen);
+        }
+        query.execute(&mut **tx).await?;
+    }
     Ok(())
 }
 

@@ -98,6 +98,16 @@ impl Fleet {
         self.workers.len()
     }
 
+    /// CPU seconds the worker processes have used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        self.workers
+            .iter()
+            .filter_map(|w| w.child.id())
+            .filter_map(crate::hubproc::usage)
+            .map(|u| u.cpu_seconds)
+            .sum()
+    }
+
     /// Sends `command` to every worker, then reads every reply.
     pub async fn call(&mut self, command: Value) -> anyhow::Result<Vec<Value>> {
         let mut line = command.to_string();

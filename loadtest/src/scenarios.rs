@@ -282,6 +282,13 @@ impl Run {
             self.report
                 .row("hub CPU seconds (whole run)", format!("{cpu:.2}"));
         }
+        let clients = self.fleet.cpu_seconds();
+        self.report
+            .set("clientCpuSeconds", json!((clients * 100.0).round() / 100.0));
+        self.report.row(
+            "simulated servers' CPU seconds (whole run)",
+            format!("{clients:.2}"),
+        );
         if self.peak_rss > 0 {
             self.report.set("hubPeakRssBytes", json!(self.peak_rss));
             self.report.row(
@@ -376,7 +383,12 @@ impl Run {
     async fn fanout(&mut self) -> anyhow::Result<()> {
         let n = self.opts.servers;
         let (mut delivery, mut last_delivery, mut last_ack) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut hub_cpu, mut client_cpu) = (Vec::new(), Vec::new());
         for push in 0..self.opts.rounds {
+            let cpu_at = (
+                self.usage().map(|u| u.cpu_seconds),
+                self.fleet.cpu_seconds(),
+            );
             let (id, revision, _, at) = self.push(json!({"strategy": "Direct"})).await?;
             self.fleet
                 .wait_all_on(
@@ -386,6 +398,10 @@ impl Run {
                 )
                 .await?;
             self.wait_status(&id, &["Completed"], WAIT).await?;
+            if let (Some(before), Some(after)) = (cpu_at.0, self.usage()) {
+                hub_cpu.push((after.cpu_seconds - before) * 1000.0);
+            }
+            client_cpu.push((self.fleet.cpu_seconds() - cpu_at.1) * 1000.0);
             let of = self.deliveries_of(revision, at).await?;
             let sent_ms = of.iter().map(|d| d.2).min().unwrap_or(0) as f64;
             delivery.extend(of.iter().map(|d| d.3 as f64 / 1000.0 - sent_ms));
@@ -398,6 +414,10 @@ impl Run {
         self.report
             .sample("fanout", "lastDeliveryMs", &last_delivery);
         self.report.sample("fanout", "lastAckMs", &last_ack);
+        // CPU from upload to completion (REST, store, push, acks; 10 ms ticks).
+        self.report.sample("fanout", "hubCpuMsPerPush", &hub_cpu);
+        self.report
+            .sample("fanout", "clientCpuMsPerPush", &client_cpu);
         // The floor: the same number of plain sockets, the same frame size.
         let frame = ws_binary_frame(&protocol::encode(&HubMessage::Delta {
             config: self.config.clone(),

@@ -223,13 +223,7 @@ impl Registry {
 
     /// Applies `change` to a server's record (heartbeats, acks, metrics counts).
     pub fn update(&self, server_id: &str, change: impl FnOnce(&mut ServerRecord)) -> bool {
-        match self.write().servers.get_mut(server_id) {
-            Some(entry) => {
-                change(&mut entry.record);
-                true
-            }
-            None => false,
-        }
+        self.update_then(server_id, change).is_some()
     }
 
     /// Changes a record and returns what `read` takes from it, under one

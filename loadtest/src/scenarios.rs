@@ -404,9 +404,9 @@ impl Run {
             client_cpu.push((self.fleet.cpu_seconds() - cpu_at.1) * 1000.0);
             let of = self.deliveries_of(revision, at).await?;
             let sent_ms = of.iter().map(|d| d.2).min().unwrap_or(0) as f64;
-            delivery.extend(of.iter().map(|d| d.3 as f64 / 1000.0 - sent_ms));
-            last_delivery.push(of.iter().map(|d| d.3).max().unwrap_or(0) as f64 / 1000.0 - sent_ms);
-            last_ack.push(of.iter().map(|d| d.4).max().unwrap_or(0) as f64 / 1000.0 - sent_ms);
+            delivery.extend(since_sent(&of));
+            last_delivery.push(latest_after(&of, sent_ms, |d| d.3));
+            last_ack.push(latest_after(&of, sent_ms, |d| d.4));
             self.revision = revision;
             self.note_usage();
         }
@@ -551,11 +551,8 @@ impl Run {
             self.lost = self
                 .lost
                 .saturating_sub((self.opts.servers - canary.len().min(self.opts.servers)) as u64);
-            last_ack.push(
-                (canary.iter().map(|d| d.4).max().unwrap_or(injected) - injected) as f64 / 1000.0,
-            );
-            let sent = canary.iter().map(|d| d.2).min().unwrap_or(0) as f64;
-            rollback_delivery.extend(canary.iter().map(|d| d.3 as f64 / 1000.0 - sent));
+            last_ack.push(latest_after(&canary, injected as f64 / 1000.0, |d| d.4));
+            rollback_delivery.extend(since_sent(&canary));
             self.report.section(
                 "canaryRollback",
                 &format!("round{}", round + 1),
@@ -607,9 +604,10 @@ impl Run {
                 .await?;
             self.wait_status(&id, &["RolledBack"], WAIT).await?;
             let back = self.deliveries_of(previous, at).await?;
-            last_ack.push((back.iter().map(|d| d.4).max().unwrap_or(at) - at) as f64 / 1000.0);
-            last_delivery.push((back.iter().map(|d| d.3).max().unwrap_or(at) - at) as f64 / 1000.0);
-            delivery.extend(back.iter().map(|d| (d.3 - at) as f64 / 1000.0));
+            let at_ms = at as f64 / 1000.0;
+            last_ack.push(latest_after(&back, at_ms, |d| d.4));
+            last_delivery.push(latest_after(&back, at_ms, |d| d.3));
+            delivery.extend(back.iter().map(|d| d.3 as f64 / 1000.0 - at_ms));
             self.revision = previous;
             self.note_usage();
         }
@@ -740,8 +738,7 @@ impl Run {
                 let (_, revision, _, at) = self.push(json!({"strategy": "Direct"})).await?;
                 self.fleet.wait_all_on(revision, "soak push", WAIT).await?;
                 let of = self.deliveries_of(revision, at).await?;
-                let sent = of.iter().map(|d| d.2).min().unwrap_or(0) as f64;
-                delivery.extend(of.iter().map(|d| d.3 as f64 / 1000.0 - sent));
+                delivery.extend(since_sent(&of));
                 self.revision = revision;
                 pushes += 1;
                 next_push += self.opts.push_every;
@@ -788,6 +785,21 @@ impl Run {
             .push(("soak: push delivery per server".into(), delivery));
         Ok(())
     }
+}
+
+/// Per frame: when it arrived, in ms after the hub's `sentAtMs`.
+fn since_sent(of: &[Delivery]) -> Vec<f64> {
+    of.iter()
+        .map(|d| d.3 as f64 / 1000.0 - d.2 as f64)
+        .collect()
+}
+
+/// The latest `at` (µs) of the frames, in ms after `from_ms` (0 if none).
+fn latest_after(of: &[Delivery], from_ms: f64, at: impl Fn(&Delivery) -> u64) -> f64 {
+    of.iter()
+        .map(at)
+        .max()
+        .map_or(0.0, |t| t as f64 / 1000.0 - from_ms)
 }
 
 /// `2026-11-21T10:00:00.123Z` (or `+00:00`) to Unix milliseconds.

@@ -229,9 +229,9 @@ async fn handle(shared: &Arc<Shared>, command: Command) -> Value {
                 let welcomed = shared.welcomed_us[i].load(Relaxed);
                 if welcomed >= since_us && shared.revisions[i].load(Relaxed) == revision {
                     synced += 1;
+                    // Synced at the welcome, or at the frame that followed it.
                     let received = shared.received_us[i].load(Relaxed);
-                    last_us =
-                        last_us.max(welcomed.max(if received >= welcomed { received } else { 0 }));
+                    last_us = last_us.max(welcomed.max(received));
                 }
             }
             json!({ "synced": synced, "lastUs": last_us })

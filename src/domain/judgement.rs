@@ -284,22 +284,22 @@ pub fn evaluate_rule(
         samples,
     };
     let worse_when_higher = rule.comparison != Comparison::RelativeDecrease;
+    let rates = rate(baseline).zip(rate(canary));
     // Rate metrics: the p-value against a given canary/baseline ratio.
-    let mut ratio_test: Option<Box<dyn Fn(f64) -> Option<f64>>> = None;
-    let (canary_value, baseline_value, samples, p_value) = match (rate(baseline), rate(canary)) {
-        (Some((base_events, base_n, _)), Some((canary_events, canary_n, _))) => {
-            let test = move |ratio: f64| {
-                rate_p_value(
-                    base_events as f64,
-                    base_n as f64,
-                    canary_events as f64,
-                    canary_n as f64,
-                    ratio,
-                    worse_when_higher,
-                )
-            };
-            let p = test(1.0);
-            ratio_test = Some(Box::new(test));
+    let ratio_test = |ratio: f64| {
+        let ((base_events, base_n, _), (canary_events, canary_n, _)) = rates?;
+        rate_p_value(
+            base_events as f64,
+            base_n as f64,
+            canary_events as f64,
+            canary_n as f64,
+            ratio,
+            worse_when_higher,
+        )
+    };
+    let (canary_value, baseline_value, samples, p_value) = match rates {
+        Some(((base_events, base_n, _), (canary_events, canary_n, _))) => {
+            let p = ratio_test(1.0);
             (
                 smoothed(canary_events, canary_n),
                 smoothed(base_events, base_n),
@@ -394,15 +394,15 @@ pub fn evaluate_rule(
     };
     // Relative rules on rates: significant beyond the threshold itself.
     // Histogram metrics: the rank test's shift. Absolute rules: the value.
-    let significant = |threshold: f64| match (&ratio_test, rule.comparison) {
+    let significant = |threshold: f64| match (rates.is_some(), rule.comparison) {
         (_, Comparison::Absolute) => true,
-        (Some(test), Comparison::RelativeIncrease) => {
-            test(1.0 + threshold).is_some_and(|p| p < alpha)
+        (true, Comparison::RelativeIncrease) => {
+            ratio_test(1.0 + threshold).is_some_and(|p| p < alpha)
         }
-        (Some(test), Comparison::RelativeDecrease) => {
-            test((1.0 - threshold).max(f64::MIN_POSITIVE)).is_some_and(|p| p < alpha)
+        (true, Comparison::RelativeDecrease) => {
+            ratio_test((1.0 - threshold).max(f64::MIN_POSITIVE)).is_some_and(|p| p < alpha)
         }
-        (None, _) => p_value.is_none_or(|p| p < alpha),
+        (false, _) => p_value.is_none_or(|p| p < alpha),
     };
     let level = classify(rule, change, significant);
     outcome(

@@ -220,6 +220,19 @@ pub(super) struct ServerProgress {
     pub updated_at_ms: i64,
 }
 
+impl ServerProgress {
+    /// A frame carrying `revision` is on its way, as of now.
+    fn pushed(revision: i64) -> Self {
+        Self {
+            revision,
+            state: ServerState::Pushed,
+            error: None,
+            apply_micros: None,
+            updated_at_ms: now_ms(),
+        }
+    }
+}
+
 /// Why and when a deployment rolled back.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -401,16 +414,7 @@ impl RunRecord {
 
     /// A frame carrying `revision` went to `server_id`.
     pub fn pushed(&self, server_id: &str, revision: i64) {
-        lock(&self.servers).insert(
-            server_id.to_owned(),
-            ServerProgress {
-                revision,
-                state: ServerState::Pushed,
-                error: None,
-                apply_micros: None,
-                updated_at_ms: now_ms(),
-            },
-        );
+        lock(&self.servers).insert(server_id.to_owned(), ServerProgress::pushed(revision));
     }
 
     /// Claims the push of `revision` to `server_id`: false when a frame
@@ -425,16 +429,7 @@ impl RunRecord {
         }) {
             return false;
         }
-        servers.insert(
-            server_id.to_owned(),
-            ServerProgress {
-                revision,
-                state: ServerState::Pushed,
-                error: None,
-                apply_micros: None,
-                updated_at_ms: now_ms(),
-            },
-        );
+        servers.insert(server_id.to_owned(), ServerProgress::pushed(revision));
         true
     }
 

@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use hotswap_actors::{Outbox, OutboxReceiver, Registry, ServerRecord};
+use hotswap_actors::{Fanout, Outbox, OutboxReceiver, Registry, ServerRecord};
 use hotswap_client::protocol::Health;
 use hotswap_client::protocol::{self, HubMessage};
 use serde_json::{Value, json};
@@ -113,10 +113,12 @@ fn fan_out(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("targets_and_push", sessions), |b| {
             b.iter(|| {
                 let targets = registry.targets("weapon-balance", |r| r.environment == "production");
+                let mut fanout = Fanout::new();
                 for target in &targets {
                     // The same bytes for everyone: a reference count, no copy.
-                    let _ = target.outbox.push(frame.clone());
+                    let _ = fanout.push(&target.outbox, frame.clone());
                 }
+                fanout.wake();
                 // Drain, as the sessions' writer tasks do, so queues never fill.
                 for receiver in &mut receivers {
                     let _ = receiver.try_next_frame();

@@ -119,7 +119,10 @@ pub fn spawn<D: DeploymentDriver>(
     };
     let mut driver = make(&handle);
     actix_web::rt::spawn(async move {
-        let mut every = tokio::time::interval(driver.every());
+        // The first tick is one period away: a new deployment has just run
+        // its first step (while its frames go out), a resumed one can wait.
+        let period = driver.every();
+        let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let flow = tokio::select! {

@@ -9,7 +9,8 @@
 //! - `deployment.rs`: the deployment actor: a task with bounded command and
 //!   event mailboxes and a tick, driving the hub's [`DeploymentDriver`].
 //! - `outbox.rs`: [`Outbox`], a session's bounded queue of encoded frames,
-//!   and the task that writes it to the socket.
+//!   which is the body of the socket's upgrade response, and [`Fanout`],
+//!   one frame queued to many sessions and woken per worker thread.
 //! - `registry.rs`: [`Registry`], every known game server, indexed by
 //!   subscription for fan-out, with the outboxes of the connected ones.
 //! - `session.rs`: [`ServerSession`], one actix actor per connected socket.
@@ -20,7 +21,7 @@ pub mod registry;
 pub mod session;
 
 pub use deployment::{DeploymentDriver, DeploymentHandle, Flow, Stopped};
-pub use outbox::{CloseReason, Outbox, OutboxReceiver, PushError};
+pub use outbox::{CloseReason, Fanout, Outbox, OutboxReceiver, PushError};
 pub use registry::{ConnectedTarget, Registry, ServerFilter, ServerRecord};
 pub use session::{
     Hello, HelloOutcome, KeyScope, Refusal, ServerSession, SessionHost, SessionSettings,

@@ -1,15 +1,38 @@
 //! A session's outgoing side: a bounded queue of already-encoded frames
-//! (`Bytes`, shared between every session a frame goes to), and one task
-//! that writes the queue to the socket. A full queue means the server is not
-//! reading: the push fails and the caller closes the session, so a slow
-//! server never delays the others or grows the hub's memory.
+//! (`Bytes`, shared between every session a frame goes to) that is itself
+//! the body of the socket's upgrade response, so the HTTP dispatcher
+//! writes queued frames straight to the socket: no task or channel sits in
+//! between, and every frame queued when the dispatcher wakes goes out in
+//! one write. A full queue means the server is not reading: the push fails
+//! and the caller closes the session, so a slow server never delays the
+//! others or grows the hub's memory.
+//!
+//! A fan-out to many sessions goes through a [`Fanout`]: frames are queued
+//! at once, in order, but each session's writer is woken from the worker
+//! thread the session lives on. A wake from another thread lands in that
+//! worker's remote queue, which tokio serves once every 31 tasks while the
+//! worker has local work (the acks and metrics of its own sockets): a
+//! fan-out woken from one thread left the other worker's half of the fleet
+//! waiting behind its acks. Woken at home, writes queue in order, ahead of
+//! the acks they cause.
 
-use bytes::Bytes;
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
+use actix::{Arbiter, ArbiterHandle};
+use actix_web::{
+    HttpResponse,
+    body::{BodyStream, BoxBody},
 };
-use tokio::sync::{mpsc, watch};
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::{Stream, task::AtomicWaker};
+use std::{
+    collections::VecDeque,
+    pin::Pin,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll},
+    thread::ThreadId,
+};
 
 /// Why the hub closes a socket: a WebSocket close code and a reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,72 +59,53 @@ pub enum PushError {
     Closed,
 }
 
-/// The receiving side of an [`Outbox`].
-#[derive(Debug)]
-pub struct OutboxReceiver {
-    queue: mpsc::Receiver<Outgoing>,
-    closed: watch::Receiver<Option<CloseReason>>,
-}
+/// Bytes handed to the dispatcher per poll, at most (it writes them and
+/// polls again).
+const MAX_CHUNK: usize = 64 * 1024;
 
-impl OutboxReceiver {
-    /// Takes the next queued frame, if any (benchmarks and tests).
-    pub fn try_next_frame(&mut self) -> Option<Bytes> {
-        match self.queue.try_recv().ok()? {
-            Outgoing::Frame(bytes) => Some(bytes),
-            _ => None,
+/// WebSocket opcodes the hub sends.
+const BINARY: u8 = 0x2;
+const CLOSE: u8 = 0x8;
+const PING: u8 = 0x9;
+const PONG: u8 = 0xA;
+
+/// Appends one unmasked, unfragmented WebSocket frame (RFC 6455 §5.2: a
+/// server never masks).
+fn put_frame(buf: &mut BytesMut, opcode: u8, payload: &[u8]) {
+    buf.reserve(payload.len() + 10);
+    buf.put_u8(0x80 | opcode);
+    match payload.len() {
+        n if n < 126 => buf.put_u8(n as u8),
+        n if n <= usize::from(u16::MAX) => {
+            buf.put_u8(126);
+            buf.put_u16(n as u16);
+        }
+        n => {
+            buf.put_u8(127);
+            buf.put_u64(n as u64);
         }
     }
+    buf.extend_from_slice(payload);
+}
 
-    /// Writes the queue to the socket until the outbox is closed or dropped.
-    /// Every send races the close signal: a peer that stopped reading fills
-    /// the socket's own buffer, and the close must still win.
-    async fn write_to(self, mut session: actix_ws::Session) {
-        let OutboxReceiver {
-            mut queue,
-            mut closed,
-        } = self;
-        let reason = loop {
-            let next = tokio::select! {
-                biased;
-                changed = closed.changed() => {
-                    break if changed.is_ok() { closed.borrow().clone() } else { None };
-                }
-                next = queue.recv() => next,
-            };
-            let sent = match next {
-                Some(Outgoing::Close(reason)) => break Some(reason),
-                None => break None,
-                Some(outgoing) => {
-                    let send = async {
-                        match outgoing {
-                            Outgoing::Frame(bytes) => session.binary(bytes).await,
-                            Outgoing::Ping => session.ping(b"").await,
-                            Outgoing::Pong(bytes) => session.pong(&bytes).await,
-                            Outgoing::Close(_) => unreachable!("handled above"),
-                        }
-                    };
-                    tokio::select! {
-                        biased;
-                        changed = closed.changed() => {
-                            break if changed.is_ok() { closed.borrow().clone() } else { None };
-                        }
-                        sent = send => sent,
-                    }
-                }
-            };
-            if sent.is_err() {
-                return;
-            }
-        };
-        let reason = reason.map(|r| actix_ws::CloseReason {
-            code: actix_ws::CloseCode::from(r.code),
-            description: Some(r.description),
-        });
-        // A peer that stopped reading cannot take the close frame either:
-        // give up after a moment; dropping the session ends the connection.
-        let _ =
-            tokio::time::timeout(std::time::Duration::from_secs(1), session.close(reason)).await;
+/// A close frame: the code, then the reason cut to fit a control frame's
+/// 125 bytes on a character boundary.
+fn put_close(buf: &mut BytesMut, reason: Option<&CloseReason>) {
+    let Some(reason) = reason else {
+        return put_frame(buf, CLOSE, &[]);
+    };
+    let mut end = reason.description.len().min(123);
+    while !reason.description.is_char_boundary(end) {
+        end -= 1;
     }
+    let mut payload = Vec::with_capacity(end + 2);
+    payload.extend_from_slice(&reason.code.to_be_bytes());
+    payload.extend_from_slice(&reason.description.as_bytes()[..end]);
+    put_frame(buf, CLOSE, &payload);
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[derive(Debug)]
@@ -112,86 +116,544 @@ enum Outgoing {
     Close(CloseReason),
 }
 
-/// The sending half; cloning it is one reference count (fan-out clones it
-/// for every target).
+/// The worker thread a session lives on, and a way to run code there.
 #[derive(Debug, Clone)]
-pub struct Outbox(Arc<OutboxInner>);
+struct Home {
+    thread: ThreadId,
+    arbiter: ArbiterHandle,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<Outgoing>,
+    /// Set once, by [`Outbox::close`]: the body sends it and ends, dropping
+    /// what is queued.
+    reason: Option<CloseReason>,
+    /// Every [`Outbox`] is gone: the body sends what is queued and a close.
+    senders_gone: bool,
+}
 
 #[derive(Debug)]
-struct OutboxInner {
-    frames: mpsc::Sender<Outgoing>,
-    close: watch::Sender<Option<CloseReason>>,
+struct Shared {
+    queue: Mutex<Queue>,
+    capacity: usize,
     closing: AtomicBool,
+    /// The body's task (the connection's dispatcher).
+    wake: AtomicWaker,
+    home: Option<Home>,
+}
+
+impl Shared {
+    /// Queues `item`, within capacity unless `always`.
+    fn enqueue(&self, item: Outgoing, always: bool) -> Result<(), PushError> {
+        let mut queue = lock(&self.queue);
+        if queue.reason.is_some() {
+            return Err(PushError::Closed);
+        }
+        if !always && queue.items.len() >= self.capacity {
+            return Err(PushError::Full);
+        }
+        queue.items.push_back(item);
+        Ok(())
+    }
+}
+
+/// The sending half; cloning it is one reference count (fan-out clones it
+/// for every target). When the last clone is dropped, the socket closes
+/// after what is queued.
+#[derive(Debug, Clone)]
+pub struct Outbox(Arc<Sender>);
+
+#[derive(Debug)]
+struct Sender(Arc<Shared>);
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        lock(&self.0.queue).senders_gone = true;
+        self.0.wake.wake();
+    }
+}
+
+/// The receiving end of an [`Outbox`]: drained by the socket's response
+/// body ([`Outbox::attach`]), or by hand in benchmarks.
+#[derive(Debug)]
+pub struct OutboxReceiver {
+    shared: Arc<Shared>,
+}
+
+impl OutboxReceiver {
+    /// Takes the next queued frame, if any (benchmarks and tests).
+    pub fn try_next_frame(&mut self) -> Option<Bytes> {
+        match lock(&self.shared.queue).items.pop_front()? {
+            Outgoing::Frame(bytes) => Some(bytes),
+            _ => None,
+        }
+    }
+}
+
+/// The body of a server socket's upgrade response: WebSocket frames from
+/// the queue, a close frame last.
+struct SocketBody {
+    shared: Arc<Shared>,
+    buf: BytesMut,
+    done: bool,
+    /// actix-ws's own (unused) body: dropping it tells its reader that the
+    /// connection is gone, so it lives exactly as long as this one.
+    _handshake: BoxBody,
+}
+
+impl Stream for SocketBody {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        // Registered before the queue is read: a push after the read wakes us.
+        this.shared.wake.register(cx.waker());
+        let mut queue = lock(&this.shared.queue);
+        // A close wins over what is queued: a server that stopped reading
+        // must still be let go.
+        if let Some(reason) = &queue.reason {
+            this.buf.clear();
+            put_close(&mut this.buf, Some(reason));
+            queue.items.clear();
+            this.done = true;
+            return Poll::Ready(Some(Ok(this.buf.split().freeze())));
+        }
+        while this.buf.len() < MAX_CHUNK {
+            match queue.items.pop_front() {
+                Some(Outgoing::Frame(frame)) => put_frame(&mut this.buf, BINARY, &frame),
+                Some(Outgoing::Ping) => put_frame(&mut this.buf, PING, &[]),
+                Some(Outgoing::Pong(payload)) => {
+                    put_frame(&mut this.buf, PONG, &payload[..payload.len().min(125)]);
+                }
+                Some(Outgoing::Close(reason)) => {
+                    put_close(&mut this.buf, Some(&reason));
+                    queue.items.clear();
+                    this.done = true;
+                    break;
+                }
+                // Every sender is gone: the session is over.
+                None if queue.senders_gone => {
+                    put_close(&mut this.buf, None);
+                    this.done = true;
+                    break;
+                }
+                None => break,
+            }
+        }
+        drop(queue);
+        if this.buf.is_empty() {
+            return Poll::Pending;
+        }
+        Poll::Ready(Some(Ok(this.buf.split().freeze())))
+    }
 }
 
 impl Outbox {
-    /// An outbox and the receiving end of its queue, unattached to a
-    /// socket (the writer task, and benchmarks, drain the receiver).
-    pub fn channel(capacity: usize) -> (Self, OutboxReceiver) {
-        let (frames, queue) = mpsc::channel::<Outgoing>(capacity.max(1));
-        let (close, closed) = watch::channel::<Option<CloseReason>>(None);
-        let outbox = Self(Arc::new(OutboxInner {
-            frames,
-            close,
+    fn new(capacity: usize, home: Option<Home>) -> (Self, OutboxReceiver) {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            capacity: capacity.max(1),
             closing: AtomicBool::new(false),
-        }));
-        (outbox, OutboxReceiver { queue, closed })
+            wake: AtomicWaker::new(),
+            home,
+        });
+        let receiver = OutboxReceiver {
+            shared: shared.clone(),
+        };
+        (Self(Arc::new(Sender(shared))), receiver)
     }
 
-    /// Creates the outbox and starts the writer task on the current runtime.
-    pub fn start(session: actix_ws::Session, capacity: usize) -> Self {
-        let (outbox, receiver) = Self::channel(capacity);
-        actix_web::rt::spawn(receiver.write_to(session));
-        outbox
+    /// An outbox and the receiving end of its queue, unattached to a
+    /// socket and to a worker (benchmarks drain the receiver by hand).
+    pub fn channel(capacity: usize) -> (Self, OutboxReceiver) {
+        Self::new(capacity, None)
     }
 
-    /// Queues a frame without waiting.
+    /// Creates the outbox of a socket from actix-ws's upgrade `response`:
+    /// the returned response's body is the outbox's queue, written by the
+    /// HTTP dispatcher as it is filled. Called on the worker that serves
+    /// the connection, which becomes the outbox's home.
+    pub fn attach(response: HttpResponse, capacity: usize) -> (Self, HttpResponse) {
+        let home = Arbiter::try_current().map(|arbiter| Home {
+            thread: std::thread::current().id(),
+            arbiter,
+        });
+        let (outbox, receiver) = Self::new(capacity, home);
+        let (response, handshake) = response.into_parts();
+        let body = SocketBody {
+            shared: receiver.shared,
+            buf: BytesMut::new(),
+            done: false,
+            _handshake: handshake,
+        };
+        let response = response
+            .set_body(BodyStream::new(body))
+            .map_into_boxed_body();
+        (outbox, response)
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.0.0
+    }
+
+    /// Queues a frame without waiting, and wakes the writer.
     pub fn push(&self, frame: Bytes) -> Result<(), PushError> {
-        if self.0.closing.load(Ordering::Relaxed) {
+        self.queue_frame(frame)?;
+        self.shared().wake.wake();
+        Ok(())
+    }
+
+    /// Queues a frame; the caller wakes the writer.
+    fn queue_frame(&self, frame: Bytes) -> Result<(), PushError> {
+        if self.shared().closing.load(Ordering::Relaxed) {
             return Err(PushError::Closed);
         }
-        self.0
-            .frames
-            .try_send(Outgoing::Frame(frame))
-            .map_err(|error| match error {
-                mpsc::error::TrySendError::Full(_) => PushError::Full,
-                mpsc::error::TrySendError::Closed(_) => PushError::Closed,
-            })
+        self.shared().enqueue(Outgoing::Frame(frame), false)
     }
 
     pub(crate) fn ping(&self) -> Result<(), PushError> {
-        self.0
-            .frames
-            .try_send(Outgoing::Ping)
-            .map_err(|_| PushError::Full)
+        self.shared().enqueue(Outgoing::Ping, false)?;
+        self.shared().wake.wake();
+        Ok(())
     }
 
     pub(crate) fn pong(&self, payload: Bytes) {
-        let _ = self.0.frames.try_send(Outgoing::Pong(payload));
+        if self
+            .shared()
+            .enqueue(Outgoing::Pong(payload), false)
+            .is_ok()
+        {
+            self.shared().wake.wake();
+        }
     }
 
     /// Closes the socket with a code and reason (frames still queued are dropped).
     pub fn close(&self, reason: CloseReason) {
-        if !self.0.closing.swap(true, Ordering::Relaxed) {
-            let _ = self.0.close.send(Some(reason));
+        if !self.shared().closing.swap(true, Ordering::Relaxed) {
+            lock(&self.shared().queue).reason = Some(reason);
+            self.shared().wake.wake();
         }
     }
 
     /// Closes the socket after the frames already queued are written (the
     /// `reconnect` of a shutdown must arrive before the close).
     pub fn close_after_queued(&self, reason: CloseReason) {
-        if self.0.closing.swap(true, Ordering::Relaxed) {
+        if self.shared().closing.swap(true, Ordering::Relaxed) {
             return;
         }
-        if let Err(mpsc::error::TrySendError::Full(Outgoing::Close(reason))) =
-            self.0.frames.try_send(Outgoing::Close(reason))
-        {
-            let _ = self.0.close.send(Some(reason));
+        let shared = self.shared();
+        let mut queue = lock(&shared.queue);
+        if queue.items.len() < shared.capacity {
+            queue.items.push_back(Outgoing::Close(reason));
+        } else {
+            // A server this far behind would not read the close either.
+            queue.reason = Some(reason);
         }
+        drop(queue);
+        shared.wake.wake();
     }
 
     /// Why the socket was closed, if the hub closed it.
     pub fn close_reason(&self) -> Option<CloseReason> {
-        self.0.close.borrow().clone()
+        let queue = lock(&self.shared().queue);
+        queue.reason.clone().or_else(|| {
+            queue.items.iter().find_map(|item| match item {
+                Outgoing::Close(reason) => Some(reason.clone()),
+                _ => None,
+            })
+        })
+    }
+}
+
+/// One frame queued to many sessions, their writers woken per worker
+/// thread from that thread (see the module docs). Writers still waiting
+/// are woken when it is dropped.
+#[derive(Debug, Default)]
+pub struct Fanout {
+    /// Outboxes to wake from here: no home, or this thread's.
+    here: Vec<Outbox>,
+    /// Per home thread: its arbiter and its outboxes.
+    away: Vec<(Home, Vec<Outbox>)>,
+}
+
+impl Fanout {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Queues `frame` to `outbox`; its writer is woken by [`Fanout::wake`].
+    pub fn push(&mut self, outbox: &Outbox, frame: Bytes) -> Result<(), PushError> {
+        outbox.queue_frame(frame)?;
+        match &outbox.shared().home {
+            Some(home) if home.thread != std::thread::current().id() => {
+                match self.away.iter_mut().find(|(h, _)| h.thread == home.thread) {
+                    Some((_, outboxes)) => outboxes.push(outbox.clone()),
+                    None => self.away.push((home.clone(), vec![outbox.clone()])),
+                }
+            }
+            _ => self.here.push(outbox.clone()),
+        }
+        Ok(())
+    }
+
+    /// Wakes every writer: this thread's at once, the others' from their
+    /// own thread (one message to each worker, not one wake per session).
+    pub fn wake(mut self) {
+        self.wake_all();
+    }
+
+    fn wake_all(&mut self) {
+        for outbox in self.here.drain(..) {
+            outbox.shared().wake.wake();
+        }
+        for (home, outboxes) in self.away.drain(..) {
+            let fallback = outboxes.clone();
+            let sent = home.arbiter.spawn_fn(move || {
+                for outbox in outboxes {
+                    outbox.shared().wake.wake();
+                }
+            });
+            if !sent {
+                // The worker is stopping: wake from here rather than never.
+                for outbox in fallback {
+                    outbox.shared().wake.wake();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Fanout {
+    fn drop(&mut self) {
+        self.wake_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    fn socket_body(capacity: usize) -> (Outbox, SocketBody) {
+        let (outbox, receiver) = Outbox::channel(capacity);
+        let body = SocketBody {
+            shared: receiver.shared,
+            buf: BytesMut::new(),
+            done: false,
+            _handshake: BoxBody::new(()),
+        };
+        (outbox, body)
+    }
+
+    /// A waker that counts its wakes and the threads they came from.
+    #[derive(Default)]
+    struct Wakes {
+        count: std::sync::atomic::AtomicUsize,
+        threads: Mutex<Vec<ThreadId>>,
+    }
+
+    impl futures_util::task::ArcWake for Wakes {
+        fn wake_by_ref(wakes: &Arc<Self>) {
+            wakes.count.fetch_add(1, Ordering::SeqCst);
+            lock(&wakes.threads).push(std::thread::current().id());
+        }
+    }
+
+    fn poll_with(
+        body: &mut SocketBody,
+        wakes: &Arc<Wakes>,
+    ) -> Poll<Option<Result<Bytes, std::io::Error>>> {
+        let waker = futures_util::task::waker(wakes.clone());
+        Pin::new(body).poll_next(&mut Context::from_waker(&waker))
+    }
+
+    #[test]
+    fn frames_carry_their_length_unmasked() {
+        let mut buf = BytesMut::new();
+        put_frame(&mut buf, BINARY, &[7; 3]);
+        assert_eq!(&buf[..], &[0x82, 3, 7, 7, 7]);
+        buf.clear();
+        put_frame(&mut buf, BINARY, &[0; 300]);
+        assert_eq!(&buf[..4], &[0x82, 126, 1, 44]);
+        assert_eq!(buf.len(), 304);
+        buf.clear();
+        put_frame(&mut buf, BINARY, &vec![0; 70_000]);
+        assert_eq!(&buf[..2], &[0x82, 127]);
+        assert_eq!(u64::from_be_bytes(buf[2..10].try_into().unwrap()), 70_000);
+    }
+
+    #[test]
+    fn close_reasons_fit_a_control_frame_on_a_char_boundary() {
+        let mut buf = BytesMut::new();
+        put_close(&mut buf, Some(&CloseReason::new(4001, "é".repeat(100))));
+        assert_eq!(buf[0], 0x88);
+        let len = usize::from(buf[1]);
+        assert!(len <= 125, "{len}");
+        assert_eq!(&buf[2..4], &4001u16.to_be_bytes());
+        assert!(std::str::from_utf8(&buf[4..]).is_ok());
+        assert_eq!(buf.len(), 2 + len);
+    }
+
+    #[tokio::test]
+    async fn queued_frames_go_out_together_and_a_close_ends_the_body() {
+        let (outbox, mut body) = socket_body(8);
+        outbox.push(Bytes::from_static(b"ab")).unwrap();
+        outbox.push(Bytes::from_static(b"c")).unwrap();
+        let chunk = body.next().await.unwrap().unwrap();
+        assert_eq!(&chunk[..], &[0x82, 2, b'a', b'b', 0x82, 1, b'c']);
+        outbox.close(CloseReason::new(4003, "bye"));
+        assert_eq!(
+            outbox.push(Bytes::from_static(b"late")),
+            Err(PushError::Closed)
+        );
+        let chunk = body.next().await.unwrap().unwrap();
+        assert_eq!(&chunk[..], &[0x88, 5, 0x0f, 0xa3, b'b', b'y', b'e']);
+        assert!(body.next().await.is_none());
+        assert_eq!(outbox.close_reason().unwrap().code, 4003);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_and_a_close_still_wins() {
+        let (outbox, mut body) = socket_body(2);
+        outbox.push(Bytes::from_static(b"1")).unwrap();
+        outbox.push(Bytes::from_static(b"2")).unwrap();
+        assert_eq!(outbox.push(Bytes::from_static(b"3")), Err(PushError::Full));
+        assert_eq!(outbox.ping(), Err(PushError::Full));
+        outbox.close(CloseReason::new(4008, "slow"));
+        let chunk = body.next().await.unwrap().unwrap();
+        assert_eq!(
+            chunk[0], 0x88,
+            "the close goes first, queued frames are dropped"
+        );
+        assert!(body.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn close_after_queued_keeps_order_and_a_dropped_outbox_closes() {
+        let (outbox, mut body) = socket_body(8);
+        outbox.push(Bytes::from_static(b"x")).unwrap();
+        outbox.close_after_queued(CloseReason::new(1001, "going away"));
+        assert_eq!(outbox.close_reason().unwrap().code, 1001);
+        let chunk = body.next().await.unwrap().unwrap();
+        assert_eq!(&chunk[..3], &[0x82, 1, b'x']);
+        assert_eq!(&chunk[3..5], &[0x88, 12]);
+        assert!(body.next().await.is_none());
+
+        let (outbox, mut body) = socket_body(8);
+        outbox.push(Bytes::from_static(b"y")).unwrap();
+        let clone = outbox.clone();
+        drop(outbox);
+        assert!(
+            poll_with(&mut body, &Arc::default()).is_ready(),
+            "the frame goes"
+        );
+        let wakes = Arc::new(Wakes::default());
+        assert!(
+            poll_with(&mut body, &wakes).is_pending(),
+            "one sender is left"
+        );
+        drop(clone);
+        assert_eq!(
+            wakes.count.load(Ordering::SeqCst),
+            1,
+            "the last drop woke the body"
+        );
+        assert_eq!(&body.next().await.unwrap().unwrap()[..], &[0x88, 0]);
+        assert!(body.next().await.is_none());
+    }
+
+    #[test]
+    fn a_close_wakes_a_waiting_body() {
+        let (outbox, mut body) = socket_body(8);
+        let wakes = Arc::new(Wakes::default());
+        assert!(poll_with(&mut body, &wakes).is_pending());
+        outbox.close(CloseReason::new(4004, "revoked"));
+        assert_eq!(
+            wakes.count.load(Ordering::SeqCst),
+            1,
+            "the close woke the body"
+        );
+        match poll_with(&mut body, &wakes) {
+            Poll::Ready(Some(Ok(chunk))) => assert_eq!(chunk[0], 0x88),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_fanout_queues_at_once_and_wakes_when_done() {
+        let (first, mut first_body) = socket_body(8);
+        let (second, mut second_body) = socket_body(8);
+        let wakes = Arc::new(Wakes::default());
+        assert!(poll_with(&mut first_body, &wakes).is_pending());
+        assert!(poll_with(&mut second_body, &wakes).is_pending());
+        let mut fanout = Fanout::new();
+        fanout.push(&first, Bytes::from_static(b"f")).unwrap();
+        fanout.push(&second, Bytes::from_static(b"f")).unwrap();
+        assert_eq!(
+            wakes.count.load(Ordering::SeqCst),
+            0,
+            "no wake before the fan-out is done"
+        );
+        fanout.wake();
+        assert_eq!(wakes.count.load(Ordering::SeqCst), 2);
+        for body in [&mut first_body, &mut second_body] {
+            match poll_with(body, &wakes) {
+                Poll::Ready(Some(Ok(chunk))) => assert_eq!(&chunk[..], &[0x82, 1, b'f']),
+                other => panic!("{other:?}"),
+            }
+        }
+        // A fan-out dropped half-way still wakes what it queued.
+        let mut fanout = Fanout::new();
+        fanout.push(&first, Bytes::from_static(b"g")).unwrap();
+        assert!(poll_with(&mut first_body, &wakes).is_ready());
+        assert!(poll_with(&mut first_body, &wakes).is_pending());
+        fanout.push(&first, Bytes::from_static(b"h")).unwrap();
+        drop(fanout);
+        // One wake per registered waker, however often the outbox was queued to.
+        assert_eq!(wakes.count.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn a_fanout_wakes_each_session_from_its_home_worker() {
+        let system = actix::System::new();
+        system.block_on(async {
+            let worker = Arbiter::new();
+            let (made, made_rx) = std::sync::mpsc::channel();
+            assert!(worker.spawn_fn(move || {
+                // As `attach` does, on the worker that serves the socket.
+                let home = Home {
+                    thread: std::thread::current().id(),
+                    arbiter: Arbiter::current(),
+                };
+                let (outbox, receiver) = Outbox::new(8, Some(home));
+                made.send((outbox, receiver, std::thread::current().id()))
+                    .unwrap();
+            }));
+            let (outbox, receiver, worker_thread) = made_rx.recv().unwrap();
+            let mut body = SocketBody {
+                shared: receiver.shared,
+                buf: BytesMut::new(),
+                done: false,
+                _handshake: BoxBody::new(()),
+            };
+            let wakes = Arc::new(Wakes::default());
+            assert!(poll_with(&mut body, &wakes).is_pending());
+            let mut fanout = Fanout::new();
+            fanout.push(&outbox, Bytes::from_static(b"d")).unwrap();
+            fanout.wake();
+            for _ in 0..200 {
+                if wakes.count.load(Ordering::SeqCst) > 0 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            assert_eq!(*lock(&wakes.threads), vec![worker_thread]);
+            assert_ne!(worker_thread, std::thread::current().id());
+            worker.stop();
+        });
     }
 }

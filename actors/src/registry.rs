@@ -239,6 +239,31 @@ impl Registry {
             .map(|entry| change(&mut entry.record))
     }
 
+    /// What `read` takes from a server's record, without copying the rest.
+    pub fn read_then<R>(
+        &self,
+        server_id: &str,
+        read: impl FnOnce(&ServerRecord) -> R,
+    ) -> Option<R> {
+        self.read().servers.get(server_id).map(|e| read(&e.record))
+    }
+
+    /// Visits every connected server subscribed to `config` under one read
+    /// lock, copying nothing (cohort counts over the whole fleet).
+    pub fn for_each_connected(&self, config: &str, mut visit: impl FnMut(&ServerRecord)) {
+        let inner = self.read();
+        for entry in inner
+            .by_config
+            .get(config)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| inner.servers.get(id))
+            .filter(|e| e.outbox.is_some())
+        {
+            visit(&entry.record);
+        }
+    }
+
     pub fn get(&self, server_id: &str) -> Option<ServerRecord> {
         self.read().servers.get(server_id).map(|e| e.record.clone())
     }

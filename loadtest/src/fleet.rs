@@ -139,6 +139,7 @@ impl Fleet {
             status.connected += n("connected");
             status.welcomes += n("welcomes");
             status.out_of_order += n("outOfOrder");
+            status.unstamped_reads += n("unstampedReads");
             status.resyncs += n("resyncs");
             status.metrics_sent += n("metricsSent");
             status.connect_failures += n("connectFailures");
@@ -218,6 +219,8 @@ pub struct Status {
     pub connected: u64,
     pub welcomes: u64,
     pub out_of_order: u64,
+    /// Socket reads without a kernel receive time (timed when read).
+    pub unstamped_reads: u64,
     pub resyncs: u64,
     pub metrics_sent: u64,
     pub connect_failures: u64,

@@ -9,6 +9,7 @@
 //! - [`hubproc`]: the hub as a child process, its CPU and memory.
 //! - [`http`]: a minimal HTTP/1.1 client for the REST API.
 //! - [`floor`]: the raw-socket floor (one pre-encoded frame to N sockets).
+//! - [`stamped`]: client sockets stamped with the kernel's receive time.
 //! - [`scenarios`]: fanout, canary-rollback, kill-switch, reconnect-storm, soak.
 //! - [`report`]: percentiles, the terminal table, `report.json`, the chart.
 
@@ -19,6 +20,7 @@ pub mod hubproc;
 pub mod players;
 pub mod report;
 pub mod scenarios;
+pub mod stamped;
 pub mod worker;
 
 use std::time::{SystemTime, UNIX_EPOCH};

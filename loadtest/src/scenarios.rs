@@ -186,6 +186,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     let mut report = run.report;
     if let Some(status) = status {
         report.set("outOfOrderFrames", json!(status.out_of_order));
+        report.set("unstampedReads", json!(status.unstamped_reads));
         report.set("hubErrors", json!(status.hub_errors));
         report.row("out-of-order frames", status.out_of_order);
     }
@@ -373,9 +374,9 @@ impl Run {
         let all = self.fleet.collect().await?;
         let of: Vec<Delivery> = all
             .into_iter()
-            .filter(|d| d.1 == revision && d.3 >= since_us)
+            .filter(|d| d.revision == revision && d.received_us >= since_us)
             .collect();
-        let servers: HashSet<u32> = of.iter().map(|d| d.0).collect();
+        let servers: HashSet<u32> = of.iter().map(|d| d.server).collect();
         self.lost += (self.opts.servers - servers.len().min(self.opts.servers)) as u64;
         Ok(of)
     }
@@ -383,6 +384,7 @@ impl Run {
     async fn fanout(&mut self) -> anyhow::Result<()> {
         let n = self.opts.servers;
         let (mut delivery, mut last_delivery, mut last_ack) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut handled, mut last_handled) = (Vec::new(), Vec::new());
         let (mut hub_cpu, mut client_cpu) = (Vec::new(), Vec::new());
         for push in 0..self.opts.rounds {
             let cpu_at = (
@@ -403,10 +405,15 @@ impl Run {
             }
             client_cpu.push((self.fleet.cpu_seconds() - cpu_at.1) * 1000.0);
             let of = self.deliveries_of(revision, at).await?;
-            let sent_ms = of.iter().map(|d| d.2).min().unwrap_or(0) as f64;
+            let sent_ms = of.iter().map(|d| d.sent_at_ms).min().unwrap_or(0) as f64;
             delivery.extend(since_sent(&of));
-            last_delivery.push(latest_after(&of, sent_ms, |d| d.3));
-            last_ack.push(latest_after(&of, sent_ms, |d| d.4));
+            last_delivery.push(latest_after(&of, sent_ms, |d| d.received_us));
+            last_handled.push(latest_after(&of, sent_ms, |d| d.handled_us));
+            last_ack.push(latest_after(&of, sent_ms, |d| d.acked_us));
+            handled.extend(
+                of.iter()
+                    .map(|d| d.handled_us as f64 / 1000.0 - d.sent_at_ms as f64),
+            );
             self.revision = revision;
             self.note_usage();
         }
@@ -414,6 +421,10 @@ impl Run {
         self.report
             .sample("fanout", "lastDeliveryMs", &last_delivery);
         self.report.sample("fanout", "lastAckMs", &last_ack);
+        // The same frames, timed when each simulated server's task had
+        // decoded them (includes waiting for the others on its thread).
+        self.report.sample("fanout", "handledMs", &handled);
+        self.report.sample("fanout", "lastHandledMs", &last_handled);
         // CPU from upload to completion (REST, store, push, acks; 10 ms ticks).
         self.report.sample("fanout", "hubCpuMsPerPush", &hub_cpu);
         self.report
@@ -440,13 +451,16 @@ impl Run {
         accepted?;
         connected?;
         let (mut floor_delivery, mut floor_last) = (Vec::new(), Vec::new());
+        let (mut floor_handled, mut floor_last_handled) = (Vec::new(), Vec::new());
+        let since = |started: u64, at: u64| at.saturating_sub(started) as f64 / 1000.0;
         for _ in 0..self.opts.rounds {
             let started = floor.write_all(&frame).await?;
-            let mut received = Vec::new();
+            // (kernel receive time, read time) per socket.
+            let mut received: Vec<(u64, u64)> = Vec::new();
             let deadline = tokio::time::Instant::now() + WAIT;
             while received.len() < n {
                 for reply in self.fleet.call(json!({"op": "floorCollect"})).await? {
-                    let got: Vec<u64> = serde_json::from_value(reply["receivedUs"].clone())?;
+                    let got: Vec<(u64, u64)> = serde_json::from_value(reply["receivedUs"].clone())?;
                     received.extend(got);
                 }
                 if tokio::time::Instant::now() > deadline {
@@ -457,36 +471,27 @@ impl Run {
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            floor_delivery.extend(
-                received
-                    .iter()
-                    .map(|r| (r.saturating_sub(started)) as f64 / 1000.0),
-            );
-            floor_last.push(
-                received
-                    .iter()
-                    .max()
-                    .copied()
-                    .unwrap_or(started)
-                    .saturating_sub(started) as f64
-                    / 1000.0,
-            );
+            floor_delivery.extend(received.iter().map(|r| since(started, r.0)));
+            floor_handled.extend(received.iter().map(|r| since(started, r.1)));
+            let last = |at: fn(&(u64, u64)) -> u64| {
+                since(started, received.iter().map(at).max().unwrap_or(started))
+            };
+            floor_last.push(last(|r| r.0));
+            floor_last_handled.push(last(|r| r.1));
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         self.report.sample("floor", "deliveryMs", &floor_delivery);
         self.report.sample("floor", "lastDeliveryMs", &floor_last);
-        let floor_p50 = Summary::of(&floor_last)
-            .map_or(f64::NAN, |s| s.p50)
-            .max(0.001);
-        let ratios: Vec<f64> = last_delivery.iter().map(|h| h / floor_p50).collect();
+        self.report.sample("floor", "handledMs", &floor_handled);
         self.report
-            .section("fanout", "ratioToFloor", Summary::json(&ratios));
-        if let Some(s) = Summary::of(&ratios) {
-            self.report.row(
-                "fanout.ratioToFloor (last delivery / floor p50)",
-                format!("p50 {:.2}  max {:.2}", s.p50, s.max),
-            );
-        }
+            .sample("floor", "lastHandledMs", &floor_last_handled);
+        self.ratio_to_floor("ratioToFloor", "last delivery", &last_delivery, &floor_last);
+        self.ratio_to_floor(
+            "handledRatioToFloor",
+            "last handled",
+            &last_handled,
+            &floor_last_handled,
+        );
         self.report
             .series
             .push(("hub fan-out: delivery per server".into(), delivery));
@@ -494,6 +499,19 @@ impl Run {
             .series
             .push(("floor: plain sockets".into(), floor_delivery));
         Ok(())
+    }
+
+    /// Each push's figure over the floor's median, as `fanout.<key>`.
+    fn ratio_to_floor(&mut self, key: &str, what: &str, hub: &[f64], floor: &[f64]) {
+        let floor_p50 = Summary::of(floor).map_or(f64::NAN, |s| s.p50).max(0.001);
+        let ratios: Vec<f64> = hub.iter().map(|h| h / floor_p50).collect();
+        self.report.section("fanout", key, Summary::json(&ratios));
+        if let Some(s) = Summary::of(&ratios) {
+            self.report.row(
+                &format!("fanout.{key} ({what} / floor p50)"),
+                format!("p50 {:.2}  max {:.2}", s.p50, s.max),
+            );
+        }
     }
 
     async fn canary_rollback(&mut self) -> anyhow::Result<()> {
@@ -551,7 +569,9 @@ impl Run {
             self.lost = self
                 .lost
                 .saturating_sub((self.opts.servers - canary.len().min(self.opts.servers)) as u64);
-            last_ack.push(latest_after(&canary, injected as f64 / 1000.0, |d| d.4));
+            last_ack.push(latest_after(&canary, injected as f64 / 1000.0, |d| {
+                d.acked_us
+            }));
             rollback_delivery.extend(since_sent(&canary));
             self.report.section(
                 "canaryRollback",
@@ -605,9 +625,9 @@ impl Run {
             self.wait_status(&id, &["RolledBack"], WAIT).await?;
             let back = self.deliveries_of(previous, at).await?;
             let at_ms = at as f64 / 1000.0;
-            last_ack.push(latest_after(&back, at_ms, |d| d.4));
-            last_delivery.push(latest_after(&back, at_ms, |d| d.3));
-            delivery.extend(back.iter().map(|d| d.3 as f64 / 1000.0 - at_ms));
+            last_ack.push(latest_after(&back, at_ms, |d| d.acked_us));
+            last_delivery.push(latest_after(&back, at_ms, |d| d.received_us));
+            delivery.extend(back.iter().map(|d| d.received_us as f64 / 1000.0 - at_ms));
             self.revision = previous;
             self.note_usage();
         }
@@ -790,7 +810,7 @@ impl Run {
 /// Per frame: when it arrived, in ms after the hub's `sentAtMs`.
 fn since_sent(of: &[Delivery]) -> Vec<f64> {
     of.iter()
-        .map(|d| d.3 as f64 / 1000.0 - d.2 as f64)
+        .map(|d| d.received_us as f64 / 1000.0 - d.sent_at_ms as f64)
         .collect()
 }
 

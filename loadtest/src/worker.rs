@@ -10,6 +10,7 @@
 use crate::{
     now_us,
     players::{PlayerModel, Rng},
+    stamped::StampedStream,
 };
 use futures_util::{SinkExt, StreamExt};
 use hotswap_client::protocol::{self, Ack, Health, Hello, ServerMessage};
@@ -87,9 +88,24 @@ pub enum Command {
     Stop,
 }
 
-/// One snapshot or delta as a server saw it: `[server, revision,
-/// sentAtMs, receivedUs, ackedUs]`.
-pub type Delivery = (u32, i64, i64, u64, u64);
+/// One snapshot or delta as a server saw it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    pub server: u32,
+    pub revision: i64,
+    /// The hub's `sentAtMs`.
+    pub sent_at_ms: i64,
+    /// When the frame reached the server's socket: the kernel's receive
+    /// time (Unix µs, see [`crate::stamped`]).
+    pub received_us: u64,
+    /// When the server's task had read and decoded it: later than
+    /// `received_us` by the wait for the other simulated servers sharing
+    /// its thread.
+    pub handled_us: u64,
+    /// When its ack had been written to the socket.
+    pub acked_us: u64,
+}
 
 struct Shared {
     spec: WorkerSpec,
@@ -101,6 +117,7 @@ struct Shared {
     received_us: Vec<AtomicU64>,
     deliveries: Mutex<Vec<Delivery>>,
     out_of_order: AtomicU64,
+    unstamped_reads: AtomicU64,
     resyncs: AtomicU64,
     metrics_sent: AtomicU64,
     metrics_on: AtomicBool,
@@ -110,7 +127,8 @@ struct Shared {
     disconnects: AtomicU64,
     hub_errors: Mutex<BTreeMap<String, u64>>,
     last_failure: Mutex<Option<String>>,
-    floor_received: Mutex<Vec<u64>>,
+    /// Floor frames: (kernel receive time, read time), Unix µs.
+    floor_received: Mutex<Vec<(u64, u64)>>,
     stop: watch::Sender<bool>,
 }
 
@@ -127,6 +145,7 @@ pub async fn run(spec: WorkerSpec) -> anyhow::Result<()> {
         received_us: (0..spec.count).map(|_| AtomicU64::new(0)).collect(),
         deliveries: Mutex::new(Vec::new()),
         out_of_order: AtomicU64::new(0),
+        unstamped_reads: AtomicU64::new(0),
         resyncs: AtomicU64::new(0),
         metrics_sent: AtomicU64::new(0),
         metrics_on: AtomicBool::new(spec.metrics),
@@ -201,6 +220,7 @@ async fn handle(shared: &Arc<Shared>, command: Command) -> Value {
                 "welcomes": shared.welcomes.load(Relaxed),
                 "revisions": revisions,
                 "outOfOrder": shared.out_of_order.load(Relaxed),
+                "unstampedReads": shared.unstamped_reads.load(Relaxed),
                 "resyncs": shared.resyncs.load(Relaxed),
                 "metricsSent": shared.metrics_sent.load(Relaxed),
                 "connectFailures": shared.connect_failures.load(Relaxed),
@@ -263,18 +283,23 @@ async fn floor_connect(
         if let Some(source) = shared.spec.source {
             socket.bind(SocketAddr::new(source, 0))?;
         }
-        let mut stream = socket.connect(addr).await?;
+        let stream = socket.connect(addr).await?;
         stream.set_nodelay(true)?;
+        let mut stream = StampedStream::new(stream)?;
         let (shared, mut stop) = (shared.clone(), shared.stop.subscribe());
         tokio::spawn(async move {
             let mut frame = vec![0u8; frame_len];
+            let mut counted = 0;
             loop {
                 tokio::select! {
                     read = stream.read_exact(&mut frame) => {
                         if read.is_err() {
                             return;
                         }
-                        shared.floor_received.lock().unwrap().push(now_us());
+                        let stamps = (stream.received_us(), now_us());
+                        shared.floor_received.lock().unwrap().push(stamps);
+                        shared.unstamped_reads.fetch_add(stream.unstamped_reads() - counted, Relaxed);
+                        counted = stream.unstamped_reads();
                     }
                     _ = stop.changed() => return,
                 }
@@ -365,6 +390,7 @@ async fn session(
     }
     let stream = socket.connect(shared.hub).await?;
     stream.set_nodelay(true)?;
+    let stream = StampedStream::new(stream)?;
     let mut request = spec.url.as_str().into_client_request()?;
     request.headers_mut().insert(
         "authorization",
@@ -403,6 +429,7 @@ async fn session(
     heartbeat.reset();
     metrics.reset();
     let mut welcomed = false;
+    let mut counted = 0;
     let mut seq = 0u64;
     let mut last_report_us = now_us();
     let result = loop {
@@ -414,7 +441,11 @@ async fn session(
                     Some(Ok(_)) => continue,
                     Some(Err(error)) => break Err(error.into()),
                 };
-                let received = now_us();
+                let handled = now_us();
+                let received = ws.get_ref().received_us().min(handled);
+                let unstamped = ws.get_ref().unstamped_reads();
+                shared.unstamped_reads.fetch_add(unstamped - counted, Relaxed);
+                counted = unstamped;
                 let Ok(frame) = rmp_serde::from_slice::<Frame>(&bytes) else {
                     *shared.hub_errors.lock().unwrap().entry("undecodable".into()).or_default() += 1;
                     continue;
@@ -433,7 +464,7 @@ async fn session(
                         let every = Duration::from_millis(every.max(100));
                         let offset = Duration::from_micros(rng.next_u64() % every.as_micros() as u64);
                         metrics = tokio::time::interval_at(tokio::time::Instant::now() + offset, every);
-                        last_report_us = received;
+                        last_report_us = handled;
                     }
                     "snapshot" | "delta" => {
                         let (Some(config), Some(revision)) = (frame.config, frame.revision) else { continue };
@@ -451,17 +482,18 @@ async fn session(
                             revision,
                             ok: true,
                             error: None,
-                            apply_micros: now_us().saturating_sub(received),
+                            apply_micros: now_us().saturating_sub(handled),
                         });
                         ws.send(Message::Binary(protocol::encode(&ack).into())).await?;
                         let acked = now_us();
-                        shared.deliveries.lock().unwrap().push((
-                            global as u32,
+                        shared.deliveries.lock().unwrap().push(Delivery {
+                            server: global as u32,
                             revision,
-                            frame.sent_at_ms.unwrap_or(0),
-                            received,
-                            acked,
-                        ));
+                            sent_at_ms: frame.sent_at_ms.unwrap_or(0),
+                            received_us: received,
+                            handled_us: handled,
+                            acked_us: acked,
+                        });
                     }
                     "error" => {
                         let code = frame.code.unwrap_or_else(|| "unknown".into());

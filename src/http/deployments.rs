@@ -10,8 +10,10 @@ use crate::{
     auth::{AuthError, Role},
     catalog::views::Page,
     hub::{
-        Action, DeploymentView, Hub, NewDeploymentRequest,
-        deployments::{LiveStatus, RollbackRequest, RollbackStatusView, ThresholdsRequest},
+        Action, DeploymentView, Hub, NewDeploymentRequest, ServerProgressView,
+        deployments::{
+            LiveStatus, RollbackRequest, RollbackStatusView, ServerState, ThresholdsRequest,
+        },
         feedback::{AggregatedQuery, AggregatedView, FeedbackReceipt, FeedbackRequest},
     },
 };
@@ -38,6 +40,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         resource("/deployments/{id}/rollback-thresholds")
             .route(web::post().to(rollback_thresholds)),
     )
+    .service(resource("/deployments/{id}/servers").route(web::get().to(deployment_servers)))
     .service(resource("/deployments/{id}/metrics").route(web::get().to(deployment_metrics)))
     .service(resource("/metrics/aggregated").route(web::get().to(aggregated_metrics)))
     .service(resource("/metrics/player-feedback").route(web::post().to(player_feedback)));
@@ -79,24 +82,72 @@ pub async fn list_deployments(
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let page = query.to_request()?;
-    let before = page
-        .cursor
-        .as_deref()
-        .map(|c| {
-            URL_SAFE_NO_PAD
-                .decode(c)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or(crate::catalog::CatalogError::InvalidCursor)
-        })
-        .transpose()?;
+    let before = decode_cursor(page.cursor.as_deref())?;
     let mut items = hub
         .deployments(before.as_deref(), page.limit as i64 + 1)
         .await?;
     let next_cursor = (items.len() > page.limit).then(|| {
         items.truncate(page.limit);
-        URL_SAFE_NO_PAD.encode(&items.last().expect("a full page has a last item").id)
+        encode_cursor(&items.last().expect("a full page has a last item").id)
     });
+    Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
+}
+
+/// A cursor is the id it continues after, base64url.
+fn decode_cursor(cursor: Option<&str>) -> Result<Option<String>, ApiError> {
+    cursor
+        .map(|c| {
+            URL_SAFE_NO_PAD
+                .decode(c)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or(crate::catalog::CatalogError::InvalidCursor.into())
+        })
+        .transpose()
+}
+
+fn encode_cursor(id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(id)
+}
+
+/// `?state=&limit=&cursor=` of a deployment's servers.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ServersQuery {
+    /// Only servers in this state: `pushed`, `acked` or `failed`.
+    pub state: Option<ServerState>,
+    /// 1 to 1000, default 100.
+    pub limit: Option<usize>,
+    /// `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A deployment's servers by id, with what each was sent and how it went
+/// (while this hub holds the deployment's per-server detail).
+#[utoipa::path(get, path = "/api/v1/deployments/{id}/servers", tag = "deployments", params(ServersQuery), responses(
+    (status = 200, body = Page<ServerProgressView>),
+    (status = 400, body = Problem),
+    (status = 404, body = Problem),
+))]
+pub async fn deployment_servers(
+    _caller: Authorized<Viewer>,
+    hub: web::Data<Arc<Hub>>,
+    id: web::Path<String>,
+    query: web::Query<ServersQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let ServersQuery {
+        state,
+        limit,
+        cursor,
+    } = query.into_inner();
+    let page = PageQuery { limit, cursor }.to_request()?;
+    let after = decode_cursor(page.cursor.as_deref())?;
+    let (items, more) = hub
+        .deployment_servers(&id, state, after.as_deref(), page.limit)
+        .await?;
+    let next_cursor = more
+        .then(|| items.last().map(|s| encode_cursor(&s.server_id)))
+        .flatten();
     Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
 }
 

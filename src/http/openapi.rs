@@ -54,6 +54,7 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
         super::deployments::rollback,
         super::deployments::rollback_status,
         super::deployments::rollback_thresholds,
+        super::deployments::deployment_servers,
         super::deployments::deployment_metrics,
         super::deployments::aggregated_metrics,
         super::deployments::player_feedback,

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::{
     collections::{BTreeMap, HashMap},
+    ops::Bound,
     sync::{Arc, Mutex},
 };
 
@@ -202,7 +203,7 @@ impl From<StoreError> for DeploymentError {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ServerState {
     Pushed,
@@ -229,6 +230,17 @@ impl ServerProgress {
             error: None,
             apply_micros: None,
             updated_at_ms: now_ms(),
+        }
+    }
+
+    fn view(&self, server_id: &str) -> ServerProgressView {
+        ServerProgressView {
+            server_id: server_id.to_owned(),
+            revision: self.revision,
+            state: self.state,
+            error: self.error.clone(),
+            apply_micros: self.apply_micros,
+            updated_at: rfc3339(self.updated_at_ms),
         }
     }
 }
@@ -486,20 +498,11 @@ impl RunRecord {
 
     /// `(targets, pushed, acked, failed)`, optionally only for `revision`.
     pub fn counts(&self, revision: Option<i64>) -> (i64, i64, i64, i64) {
-        let servers = lock(&self.servers);
-        let mut counts = (0, 0, 0, 0);
-        for p in servers
-            .values()
-            .filter(|p| revision.is_none_or(|r| p.revision == r))
-        {
-            counts.0 += 1;
-            match p.state {
-                ServerState::Pushed => counts.1 += 1,
-                ServerState::Acked => counts.2 += 1,
-                ServerState::Failed => counts.3 += 1,
-            }
-        }
-        counts
+        tally(
+            lock(&self.servers)
+                .values()
+                .filter(|p| revision.is_none_or(|r| p.revision == r)),
+        )
     }
 
     /// Whether the server acked a revision of this deployment after `since_ms`.
@@ -530,31 +533,67 @@ impl RunRecord {
             .collect()
     }
 
+    /// The deployment with its counts and its first [`VIEW_SERVERS`]
+    /// servers (a fleet's worth goes through [`RunRecord::servers_page`]).
     pub fn view(&self) -> DeploymentView {
-        let row = self.row();
-        let servers: Vec<ServerProgressView> = lock(&self.servers)
-            .iter()
-            .map(|(id, p)| ServerProgressView {
-                server_id: id.clone(),
-                revision: p.revision,
-                state: p.state,
-                error: p.error.clone(),
-                apply_micros: p.apply_micros,
-                updated_at: rfc3339(p.updated_at_ms),
-            })
-            .collect();
-        let mut view = view(&row);
-        let count = |state| servers.iter().filter(|s| s.state == state).count() as i64;
+        let mut view = view(&self.row());
+        let servers = lock(&self.servers);
         if !servers.is_empty() {
+            let (_, pushed, acked, failed) = tally(servers.values());
             view.targets = servers.len() as i64;
-            view.pushed = count(ServerState::Pushed);
-            view.acked = count(ServerState::Acked);
-            view.failed = count(ServerState::Failed);
+            (view.pushed, view.acked, view.failed) = (pushed, acked, failed);
         }
-        view.servers = servers;
+        view.servers = servers
+            .iter()
+            .take(VIEW_SERVERS)
+            .map(|(id, p)| p.view(id))
+            .collect();
+        drop(servers);
         view.live = Some(self.live());
         view
     }
+
+    /// Up to `limit` servers after `after` (by id), in `state` if given, and
+    /// whether more follow.
+    pub fn servers_page(
+        &self,
+        state: Option<ServerState>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<ServerProgressView>, bool) {
+        let servers = lock(&self.servers);
+        let from = match after {
+            Some(after) => Bound::Excluded(after),
+            None => Bound::Unbounded,
+        };
+        let mut matching = servers
+            .range::<str, _>((from, Bound::Unbounded))
+            .filter(|(_, p)| state.is_none_or(|s| p.state == s));
+        let page = matching
+            .by_ref()
+            .take(limit)
+            .map(|(id, p)| p.view(id))
+            .collect();
+        (page, matching.next().is_some())
+    }
+}
+
+/// Servers a deployment's view carries; the rest page through
+/// `GET /deployments/{id}/servers`.
+pub const VIEW_SERVERS: usize = 100;
+
+/// `(targets, pushed, acked, failed)` of some servers.
+fn tally<'a>(servers: impl Iterator<Item = &'a ServerProgress>) -> (i64, i64, i64, i64) {
+    let mut counts = (0, 0, 0, 0);
+    for p in servers {
+        counts.0 += 1;
+        match p.state {
+            ServerState::Pushed => counts.1 += 1,
+            ServerState::Acked => counts.2 += 1,
+            ServerState::Failed => counts.3 += 1,
+        }
+    }
+    counts
 }
 
 /// Deployments this hub drives (running, and the newest finished ones).
@@ -668,7 +707,8 @@ pub struct DeploymentView {
     pub pushed: i64,
     pub acked: i64,
     pub failed: i64,
-    /// Per server, while this hub tracks the deployment.
+    /// The first 100 servers by id, while this hub tracks the deployment;
+    /// `GET /deployments/{id}/servers` pages through all of them.
     pub servers: Vec<ServerProgressView>,
     /// Cohorts, their metrics and the last judgement, while this hub drives it.
     pub live: Option<LiveStatus>,

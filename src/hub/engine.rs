@@ -18,7 +18,8 @@ use super::{
     deployments::{
         CohortSummary, CohortView, DeploymentError, DeploymentView, LiveStatus,
         NewDeploymentRequest, ParseState, RollbackRecord, RollbackRequest, RollbackStatusView,
-        RunRecord, ThresholdsRequest, merge_rules, status_name, view,
+        RunRecord, ServerProgressView, ServerState, ThresholdsRequest, merge_rules, status_name,
+        view,
     },
     documents::now_ms,
 };
@@ -38,7 +39,7 @@ use crate::{
 };
 use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
-use hotswap_actors::{DeploymentDriver, DeploymentHandle, Flow, ServerRecord};
+use hotswap_actors::{DeploymentDriver, DeploymentHandle, Fanout, Flow, ServerRecord};
 use hotswap_client::protocol::Health;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -179,6 +180,13 @@ impl<'a> Who<'a> {
 
 pub(super) const BASELINE: &str = "baseline";
 pub(super) const CANARY: &str = "canary";
+// Shared, so counting a fleet's cohorts is a reference count per server.
+static BASELINE_NAME: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+static CANARY_NAME: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+
+fn cohort_name(cell: &std::sync::OnceLock<Arc<str>>, name: &str) -> Arc<str> {
+    cell.get_or_init(|| Arc::from(name)).clone()
+}
 
 impl Serving {
     pub fn new(environment: &str) -> Self {
@@ -221,13 +229,23 @@ impl Serving {
                     )?;
                     live.variant_names.get(index)?.clone()
                 }
-                _ => Arc::from(CANARY),
+                _ => cohort_name(&CANARY_NAME, CANARY),
             }),
             Some(_) => None,
-            None if applied.is_some() && applied == self.settled(who) => Some(Arc::from(BASELINE)),
+            None if applied.is_some() && applied == self.settled(who) => {
+                Some(cohort_name(&BASELINE_NAME, BASELINE))
+            }
             None => None,
         }
     }
+}
+
+/// Whether a step pushes what servers miss, or the frames of the state it
+/// steps from were pushed just now (a second pass would find nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Frames {
+    Reconcile,
+    JustPushed,
 }
 
 /// What operators can ask of a deployment.
@@ -596,8 +614,15 @@ impl DeploymentRun {
         Ok(())
     }
 
-    /// Makes the hub serve the current state, and pushes what changed.
+    /// Makes the hub serve the current state, pushes what changed, and
+    /// publishes the new state.
     async fn apply(&mut self) {
+        self.serve().await;
+        self.publish();
+    }
+
+    /// Makes the hub serve the current state, and pushes what changed.
+    async fn serve(&mut self) {
         let assignment = self.assignment();
         let config = self.row.config_name.clone();
         {
@@ -637,7 +662,6 @@ impl DeploymentRun {
             }
         }
         self.hub.reconcile(&config).await;
-        self.publish();
     }
 
     fn fold(
@@ -1013,9 +1037,9 @@ impl DeploymentRun {
                 if self.strategy == Strategy::Rolling {
                     return self.first_batch(actor).await;
                 }
-                self.apply().await;
+                self.serve().await;
                 // A Direct deployment with nothing to wait for completes now.
-                self.step().await?;
+                self.step(Frames::JustPushed).await?;
             }
             Action::Pause => {
                 let next = simple(self.state, Transition::Pause)?;
@@ -1122,8 +1146,10 @@ impl DeploymentRun {
         Ok(())
     }
 
-    /// One evaluation: judge, roll back on a critical breach, advance when due.
-    async fn step(&mut self) -> Result<(), DeploymentError> {
+    /// One evaluation: judge, roll back on a critical breach, advance when
+    /// due. `frames` says whether this state's frames went out just now
+    /// (a fresh deployment's first step) or servers may need them.
+    async fn step(&mut self, frames: Frames) -> Result<(), DeploymentError> {
         let now = now_ms();
         let system = Actor::system();
         match self.state {
@@ -1158,7 +1184,9 @@ impl DeploymentRun {
                 };
                 // Servers skipped while unhealthy, or whose frame was lost,
                 // get what their cohort runs.
-                self.hub.reconcile(&self.row.config_name).await;
+                if frames == Frames::Reconcile {
+                    self.hub.reconcile(&self.row.config_name).await;
+                }
                 let revision_acks = self.record.counts(None);
                 let failures = self.record.failures();
                 if self.strategy == Strategy::Rolling
@@ -1307,7 +1335,7 @@ impl DeploymentDriver for DeploymentRun {
 
     fn tick(&mut self) -> LocalBoxFuture<'_, Flow> {
         Box::pin(async move {
-            if let Err(error) = self.step().await {
+            if let Err(error) = self.step(Frames::Reconcile).await {
                 tracing::warn!(deployment = %self.row.id, error = %error, "deployment step failed; will retry");
             }
             self.flow()
@@ -1342,14 +1370,16 @@ impl Hub {
             return HashMap::new();
         };
         let mut sizes = HashMap::new();
-        for (_, cohort) in self.registry.targets_with(config, |record| {
+        self.registry.for_each_connected(config, |record| {
             if record.environment != environment {
-                return None;
+                return;
             }
-            serving.cohort_of(&Who::of(record), record.applied.get(config).copied())
-        }) {
-            *sizes.entry(cohort).or_insert(0) += 1;
-        }
+            if let Some(cohort) =
+                serving.cohort_of(&Who::of(record), record.applied.get(config).copied())
+            {
+                *sizes.entry(cohort).or_insert(0) += 1;
+            }
+        });
         sizes
     }
 
@@ -1435,9 +1465,12 @@ impl Hub {
             let frame: Option<Bytes> = self
                 .frame_towards(config, from, to, deployment.as_deref())
                 .await;
+            // Every frame is queued before any writer wakes; each worker
+            // then wakes its own sessions (`hotswap_actors::Fanout`).
+            let mut fanout = Fanout::new();
             for server in servers {
                 let delivered = match &frame {
-                    Some(frame) => self.push(&server.outbox, frame.clone()),
+                    Some(frame) => self.push_to(&mut fanout, &server.outbox, frame.clone()),
                     None => false,
                 };
                 if !delivered && let Some(record) = &record {
@@ -1445,6 +1478,12 @@ impl Hub {
                 }
                 pushed += usize::from(delivered);
             }
+            fanout.wake();
+        }
+        if pushed > 0 {
+            // Behind the writers just woken on this worker: what callers do
+            // next (counts, cohorts, the answer) waits until the frames are out.
+            tokio::task::yield_now().await;
         }
         pushed
     }
@@ -1590,11 +1629,12 @@ impl Hub {
                 tracing::warn!(deployment = %id, error = %error, "could not start the first batch; the actor retries");
             }
         } else {
-            run.apply().await;
+            // Published by the step below.
+            run.serve().await;
         }
         // A first evaluation now: a Direct deployment with nothing to wait
         // for completes before the answer goes out.
-        if let Err(error) = run.step().await {
+        if let Err(error) = run.step(Frames::JustPushed).await {
             tracing::warn!(deployment = %id, error = %error, "first step failed; the actor retries");
         }
         self.spawn_run(run);
@@ -1757,6 +1797,22 @@ impl Hub {
             return Ok(record.view());
         }
         Ok(view(&self.deployment_row(id).await?))
+    }
+
+    /// A page of a deployment's servers (by id, after `after`), and whether
+    /// more follow. Empty once the hub no longer holds its per-server detail.
+    pub async fn deployment_servers(
+        &self,
+        id: &str,
+        state: Option<ServerState>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<ServerProgressView>, bool), DeploymentError> {
+        if let Some(record) = self.runs.get(id) {
+            return Ok(record.servers_page(state, after, limit));
+        }
+        self.deployment_row(id).await?;
+        Ok((Vec::new(), false))
     }
 
     /// Deployments, newest first.

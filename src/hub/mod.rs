@@ -39,11 +39,11 @@ use documents::{DocumentCache, now_ms};
 use engine::{Event, Serving, Who};
 use futures_util::future::BoxFuture;
 use hotswap_actors::{
-    CloseReason, Hello, HelloOutcome, Outbox, Refusal, Registry, ServerRecord, SessionHost,
+    CloseReason, Fanout, Hello, HelloOutcome, Outbox, Refusal, Registry, ServerRecord, SessionHost,
 };
 use hotswap_client::protocol::{self, Health, HubMessage, MetricsReport, close_code};
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::{
         Arc, Mutex, RwLock,
         atomic::{AtomicU64, Ordering},
@@ -77,8 +77,8 @@ pub struct Hub {
     documents: DocumentCache,
     runs: Runs,
     aggregates: aggregates::Aggregates,
-    /// Servers whose record changed since the last flush.
-    dirty: Mutex<HashSet<String>>,
+    /// Servers whose record changed since the last flush, and how much.
+    dirty: Mutex<HashMap<String, Dirty>>,
     first_seen: Mutex<HashMap<String, i64>>,
     pub stats: HubStats,
 }
@@ -93,6 +93,14 @@ impl std::fmt::Debug for Hub {
 
 fn sane(text: &str, max: usize) -> bool {
     !text.is_empty() && text.len() <= max && !text.chars().any(char::is_control)
+}
+
+/// What of a known server changed since the last flush: its running
+/// state only (acks, heartbeats: a narrow update), or its row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Dirty {
+    Progress,
+    Row,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -185,7 +193,7 @@ impl Hub {
             documents: DocumentCache::default(),
             runs: Runs::default(),
             aggregates: aggregates::Aggregates::default(),
-            dirty: Mutex::new(HashSet::new()),
+            dirty: Mutex::new(HashMap::new()),
             first_seen: Mutex::new(first_seen),
             stats: HubStats::default(),
         });
@@ -226,8 +234,14 @@ impl Hub {
         ))
     }
 
-    fn mark_dirty(&self, server_id: &str) {
-        lock(&self.dirty).insert(server_id.to_owned());
+    fn mark_dirty(&self, server_id: &str, what: Dirty) {
+        let mut dirty = lock(&self.dirty);
+        match dirty.get_mut(server_id) {
+            Some(was) => *was = (*was).max(what),
+            None => {
+                dirty.insert(server_id.to_owned(), what);
+            }
+        }
     }
 
     /// The frame that brings a server holding `known` to `target` of
@@ -268,9 +282,10 @@ impl Hub {
         })
     }
 
-    /// Queues a frame to one server; a full queue closes the session.
-    fn push(&self, outbox: &Outbox, frame: Bytes) -> bool {
-        match outbox.push(frame) {
+    /// Queues a frame to one server of a fan-out; a full queue closes the
+    /// session.
+    fn push_to(&self, fanout: &mut Fanout, outbox: &Outbox, frame: Bytes) -> bool {
+        match fanout.push(outbox, frame) {
             Ok(()) => {
                 self.stats.frames_pushed.fetch_add(1, Ordering::Relaxed);
                 true
@@ -377,7 +392,7 @@ impl Hub {
         lock(&self.first_seen)
             .entry(hello.server_id.clone())
             .or_insert(now);
-        self.mark_dirty(&hello.server_id);
+        self.mark_dirty(&hello.server_id, Dirty::Row);
 
         let mut frames = vec![Bytes::from(protocol::encode(&HubMessage::Welcome {
             session_id: session_id.clone(),
@@ -425,9 +440,15 @@ impl Hub {
         self.stats.acks.fetch_add(1, Ordering::Relaxed);
         if ok {
             self.registry.update(server_id, |record| {
-                record.applied.insert(config.clone(), revision);
+                // In place when known: no key copy per ack.
+                match record.applied.get_mut(&config) {
+                    Some(applied) => *applied = revision,
+                    None => {
+                        record.applied.insert(config.clone(), revision);
+                    }
+                }
             });
-            self.mark_dirty(server_id);
+            self.mark_dirty(server_id, Dirty::Progress);
         }
         let live = self
             .serving_read()
@@ -516,7 +537,7 @@ impl Hub {
             .registry
             .disconnect(server_id, session_id, stale, reason, now_ms())
         {
-            self.mark_dirty(server_id);
+            self.mark_dirty(server_id, Dirty::Row);
             let runs: Vec<_> = self
                 .serving_read()
                 .values()
@@ -531,7 +552,7 @@ impl Hub {
     /// Writes changed server records, deployment counts and finished metric
     /// minutes in one transaction.
     pub async fn flush(&self) -> anyhow::Result<usize> {
-        let ids: Vec<String> = lock(&self.dirty).drain().collect();
+        let dirty: Vec<(String, Dirty)> = lock(&self.dirty).drain().collect();
         let deployments: Vec<(String, (i64, i64, i64))> = self
             .serving_read()
             .values()
@@ -542,12 +563,26 @@ impl Hub {
             })
             .collect();
         let minutes = self.aggregates.take_finished(now_ms());
-        if ids.is_empty() && deployments.is_empty() && minutes.is_empty() {
+        if dirty.is_empty() && deployments.is_empty() && minutes.is_empty() {
             return Ok(0);
         }
-        let rows: Vec<store_hub::GameServerRow> = ids
+        let progress: Vec<store_hub::GameServerProgress> = dirty
             .iter()
-            .filter_map(|id| self.registry.get(id))
+            .filter(|(_, what)| *what == Dirty::Progress)
+            .filter_map(|(id, _)| {
+                self.registry
+                    .read_then(id, |r| store_hub::GameServerProgress {
+                        server_id: r.server_id.clone(),
+                        players: i64::from(r.players),
+                        applied: json_text(&r.applied),
+                        last_seen: r.last_seen_ms,
+                    })
+            })
+            .collect();
+        let rows: Vec<store_hub::GameServerRow> = dirty
+            .iter()
+            .filter(|(_, what)| *what == Dirty::Row)
+            .filter_map(|(id, _)| self.registry.get(id))
             .map(|r| store_hub::GameServerRow {
                 first_seen: lock(&self.first_seen)
                     .get(&r.server_id)
@@ -570,10 +605,14 @@ impl Hub {
                 last_seen: r.last_seen_ms,
             })
             .collect();
-        let result = self.write_batch(&rows, &deployments, &minutes).await;
+        let result = self
+            .write_batch(&rows, &progress, &deployments, &minutes)
+            .await;
         if result.is_err() {
             // Keep them for the next flush.
-            lock(&self.dirty).extend(ids);
+            for (id, what) in dirty {
+                self.mark_dirty(&id, what);
+            }
             self.aggregates.retry(minutes);
         }
         result
@@ -582,11 +621,13 @@ impl Hub {
     async fn write_batch(
         &self,
         rows: &[store_hub::GameServerRow],
+        progress: &[store_hub::GameServerProgress],
         deployments: &[(String, (i64, i64, i64))],
         minutes: &[store_hub::MetricMinuteRow],
     ) -> anyhow::Result<usize> {
         let mut tx = self.store.begin().await?;
         store_hub::upsert_game_servers(&mut tx, rows).await?;
+        store_hub::update_game_server_progress(&mut tx, progress).await?;
         for (id, counts) in deployments {
             store_hub::update_counts(&mut tx, id, *counts).await?;
         }
@@ -594,7 +635,7 @@ impl Hub {
             store_hub::insert_metric_minute(&mut tx, minute).await?;
         }
         tx.commit().await?;
-        Ok(rows.len() + deployments.len() + minutes.len())
+        Ok(rows.len() + progress.len() + deployments.len() + minutes.len())
     }
 
     /// Drops metric minutes and feedback past the retention period.
@@ -709,7 +750,7 @@ impl Hub {
     pub fn set_operator_tags(&self, server_id: &str, tags: Vec<String>) -> bool {
         let done = self.registry.set_operator_tags(server_id, tags);
         if done {
-            self.mark_dirty(server_id);
+            self.mark_dirty(server_id, Dirty::Row);
         }
         done
     }
@@ -826,7 +867,7 @@ impl SessionHost for HubHost {
             record.load = load.filter(|l| l.is_finite());
             record.last_seen_ms = now;
         });
-        self.0.mark_dirty(server_id);
+        self.0.mark_dirty(server_id, Dirty::Progress);
     }
 
     fn ack(&self, server_id: &str, ack: protocol::Ack) {

@@ -29,14 +29,25 @@ pub struct GameServerRow {
 /// row stays far below both backends' parameter limits).
 const SERVERS_PER_STATEMENT: usize = 50;
 
+/// `(p, p, ...)` for the `row`th row of `width` parameters. SQLite gets
+/// anonymous `?`: its named parameters (`$n`) are found by a linear search
+/// on every bind, which made an 800-parameter statement quadratic.
+fn row_placeholders(conn: &sqlx::AnyConnection, row: usize, width: usize) -> String {
+    let params: Vec<String> = if conn.backend_name() == "SQLite" {
+        vec!["?".to_owned(); width]
+    } else {
+        (1..=width)
+            .map(|p| format!("${}", row * width + p))
+            .collect()
+    };
+    format!("({})", params.join(", "))
+}
+
 /// Inserts or updates game servers, many rows per statement.
 pub async fn upsert_game_servers(tx: &mut Tx, rows: &[GameServerRow]) -> StoreResult<()> {
     for chunk in rows.chunks(SERVERS_PER_STATEMENT) {
         let values: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let params: Vec<String> = (1..=16).map(|p| format!("${}", i * 16 + p)).collect();
-                format!("({})", params.join(", "))
-            })
+            .map(|i| row_placeholders(tx, i, 16))
             .collect();
         let sql = format!(
             "INSERT INTO game_servers (server_id, key_id, region, environment, tags, operator_tags, capacity, \
@@ -67,6 +78,48 @@ pub async fn upsert_game_servers(tx: &mut Tx, rows: &[GameServerRow]) -> StoreRe
                 .bind(&row.subscriptions)
                 .bind(&row.applied)
                 .bind(row.first_seen)
+                .bind(row.last_seen);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// What changes of a known server while it runs (heartbeats, acks): written
+/// without rewriting the rest of its row.
+#[derive(Debug, Clone)]
+pub struct GameServerProgress {
+    pub server_id: String,
+    pub players: i64,
+    /// JSON map config -> revision, as text.
+    pub applied: String,
+    pub last_seen: i64,
+}
+
+/// Updates the running state of known servers, many rows per statement
+/// (a server without a row yet is left to its next full upsert).
+pub async fn update_game_server_progress(
+    tx: &mut Tx,
+    rows: &[GameServerProgress],
+) -> StoreResult<()> {
+    for chunk in rows.chunks(SERVERS_PER_STATEMENT * 4) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| row_placeholders(tx, i, 4))
+            .collect();
+        // VALUES columns are column1.. on both backends; the casts type
+        // PostgreSQL's otherwise untyped parameters.
+        let sql = format!(
+            "UPDATE game_servers SET players = CAST(v.column2 AS BIGINT), applied = v.column3, \
+             last_seen = CAST(v.column4 AS BIGINT) \
+             FROM (VALUES {}) AS v WHERE game_servers.server_id = v.column1",
+            values.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for row in chunk {
+            query = query
+                .bind(&row.server_id)
+                .bind(row.players)
+                .bind(&row.applied)
                 .bind(row.last_seen);
         }
         query.execute(&mut **tx).await?;

@@ -28,7 +28,9 @@ pub async fn server_socket(
     ServerKey(identity): ServerKey,
     hub: web::Data<Arc<Hub>>,
 ) -> Result<HttpResponse, ApiError> {
-    let (response, session, stream) =
+    // actix-ws reads the socket; its `Session` is not used: the outbox
+    // becomes the response body and writes the socket itself.
+    let (response, _, stream) =
         actix_ws::handle(&request, body).map_err(|e| ApiError::BadUpgrade(e.to_string()))?;
     let settings = hub.settings();
     let limit = settings.max_frame_bytes;
@@ -36,7 +38,7 @@ pub async fn server_socket(
         .max_frame_size(limit)
         .aggregate_continuations()
         .max_continuation_size(limit);
-    let outbox = Outbox::start(session, settings.session_queue);
+    let (outbox, response) = Outbox::attach(response, settings.session_queue);
     ServerSession::start(
         uuid::Uuid::now_v7().to_string(),
         KeyScope {

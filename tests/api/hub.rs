@@ -506,9 +506,101 @@ async fn a_direct_deployment_reaches_every_client_and_records_every_ack(app: Tes
     assert_eq!(on_two.body["items"].as_array().unwrap().len(), 20);
     let listed = app.get("/api/v1/deployments").await;
     assert_eq!(listed.body["items"][0]["id"], id);
+
+    // Every server, a page at a time, in id order.
+    let mut paged = Vec::new();
+    let mut path = format!("/api/v1/deployments/{id}/servers?limit=7");
+    loop {
+        let page = app.get(&path).await;
+        assert_eq!(page.status, 200, "{:?}", page.body);
+        let items = page.body["items"].as_array().unwrap();
+        assert!(items.len() <= 7);
+        for item in items {
+            assert_eq!(item["state"], "acked");
+            assert_eq!(item["revision"], 2);
+            paged.push(item["serverId"].as_str().unwrap().to_owned());
+        }
+        match page.body["nextCursor"].as_str() {
+            Some(cursor) => {
+                path = format!("/api/v1/deployments/{id}/servers?limit=7&cursor={cursor}")
+            }
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..20).map(|i| format!("fleet-{i:02}")).collect();
+    assert_eq!(paged, expected);
+    let acked = app
+        .get(&format!(
+            "/api/v1/deployments/{id}/servers?state=acked&limit=1000"
+        ))
+        .await;
+    assert_eq!(acked.body["items"].as_array().unwrap().len(), 20);
+    assert!(acked.body["nextCursor"].is_null());
+    let failed = app
+        .get(&format!("/api/v1/deployments/{id}/servers?state=failed"))
+        .await;
+    assert_eq!(failed.body["items"], json!([]));
+    for bad in ["state=lost", "limit=0", "limit=1001", "cursor=%%%"] {
+        let refused = app
+            .get(&format!("/api/v1/deployments/{id}/servers?{bad}"))
+            .await;
+        assert_eq!(refused.status, 400, "{bad}: {:?}", refused.body);
+        assert!(
+            refused.body["code"].is_string(),
+            "{bad}: {:?}",
+            refused.body
+        );
+    }
+    let unknown = app
+        .get("/api/v1/deployments/0190d9b4-0000-7000-8000-000000000000/servers")
+        .await;
+    assert_eq!(unknown.status, 404);
     for client in clients {
         client.stop().await;
     }
+}
+
+/// Acks are persisted as the server's running state only: what else its
+/// row holds (operator tags) survives, on both stores.
+async fn acked_revisions_reach_the_store_and_leave_the_rest_of_the_row(app: TestApp) {
+    let (key, _) = setup(&app).await;
+    let client = start(client_config(&app, &key, "keeper")).await;
+    assert!(client.wait_for_revision("weapon-balance", 1, WAIT).await);
+    let tagged = app
+        .put_json(
+            "/api/v1/game-servers/keeper",
+            &json!({"operatorTags": ["canary-pool"]}),
+        )
+        .await;
+    assert_eq!(tagged.status, 200, "{:?}", tagged.body);
+    app.hub.flush().await.unwrap();
+    app.deploy("weapon-balance", "1.1.0", balance(61)).await;
+    assert!(client.wait_for_revision("weapon-balance", 2, WAIT).await);
+    for _ in 0..100 {
+        let record = app.get("/api/v1/game-servers/keeper").await;
+        if record.body["applied"]["weapon-balance"] == 2 {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.hub.flush().await.unwrap();
+    let (db, url, dir) = app.into_parts();
+    let again = spawn_app_on(db, url, dir, |_| {}).await;
+    let record = again.get("/api/v1/game-servers/keeper").await;
+    assert_eq!(record.status, 200, "{:?}", record.body);
+    assert_eq!(
+        record.body["applied"]["weapon-balance"], 2,
+        "{:?}",
+        record.body
+    );
+    assert_eq!(
+        record.body["operatorTags"],
+        json!(["canary-pool"]),
+        "{:?}",
+        record.body
+    );
+    assert_eq!(record.body["status"], "disconnected");
+    client.stop().await;
 }
 
 async fn deployments_check_roles_approval_and_overlap(app: TestApp) {
@@ -1044,6 +1136,7 @@ on_both_databases!(
     metrics_frames_are_validated_and_counted,
     secret_fields_reach_game_servers_in_clear_and_nowhere_else,
     shutdown_tells_every_server_when_to_come_back,
+    acked_revisions_reach_the_store_and_leave_the_rest_of_the_row,
 );
 
 #[actix_web::test]

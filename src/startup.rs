@@ -186,6 +186,9 @@ impl Application {
                 .default_service(web::to(http::route_not_found))
         })
         .shutdown_timeout(SHUTDOWN_GRACE_SECS)
+        // Every frame to a game server is a whole message wanted now: no
+        // Nagle wait behind an unacknowledged pong.
+        .tcp_nodelay(true)
         // Signals are ours (run_until_stopped): servers hear `reconnect` first.
         .disable_signals();
         let server = match tls {

@@ -46,18 +46,25 @@ impl Default for PlayerModel {
 
 /// xorshift64*: cheap, seeded per server, good enough for load.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng {
+    state: u64,
+    /// The second normal of the last Box-Muller pair, not yet handed out.
+    spare_normal: Option<f64>,
+}
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        Self {
+            state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            spare_normal: None,
+        }
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        self.state.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
     /// Uniform in [0, 1).
@@ -65,11 +72,18 @@ impl Rng {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    /// Standard normal (Box-Muller).
+    /// Standard normal (Box-Muller; both of a pair are used, which halves
+    /// what a metrics report costs the simulated servers).
     pub fn normal(&mut self) -> f64 {
+        if let Some(spare) = self.spare_normal.take() {
+            return spare;
+        }
         let u = self.unit().max(f64::MIN_POSITIVE);
         let v = self.unit();
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+        let radius = (-2.0 * u.ln()).sqrt();
+        let (sin, cos) = (std::f64::consts::TAU * v).sin_cos();
+        self.spare_normal = Some(radius * sin);
+        radius * cos
     }
 
     /// Poisson with mean `lambda` (Knuth below 30, normal above).
@@ -166,6 +180,20 @@ impl PlayerModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn normals_have_mean_zero_and_unit_variance() {
+        let mut rng = Rng::new(3);
+        let n = 200_000;
+        let draws: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
+        let mean = draws.iter().sum::<f64>() / n as f64;
+        let variance = draws.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
+        assert!(mean.abs() < 0.01, "{mean}");
+        assert!((variance - 1.0).abs() < 0.01, "{variance}");
+        // Consecutive draws (the two of a pair) are uncorrelated.
+        let lag: f64 = draws.windows(2).map(|w| w[0] * w[1]).sum::<f64>() / (n - 1) as f64;
+        assert!(lag.abs() < 0.01, "{lag}");
+    }
 
     #[test]
     fn poisson_means_come_out_right() {

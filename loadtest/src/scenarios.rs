@@ -452,15 +452,17 @@ impl Run {
         connected?;
         let (mut floor_delivery, mut floor_last) = (Vec::new(), Vec::new());
         let (mut floor_handled, mut floor_last_handled) = (Vec::new(), Vec::new());
+        let mut floor_last_ack = Vec::new();
         let since = |started: u64, at: u64| at.saturating_sub(started) as f64 / 1000.0;
         for _ in 0..self.opts.rounds {
             let started = floor.write_all(&frame).await?;
-            // (kernel receive time, read time) per socket.
-            let mut received: Vec<(u64, u64)> = Vec::new();
+            // (kernel receive time, read time, ack written) per socket.
+            let mut received: Vec<(u64, u64, u64)> = Vec::new();
             let deadline = tokio::time::Instant::now() + WAIT;
             while received.len() < n {
                 for reply in self.fleet.call(json!({"op": "floorCollect"})).await? {
-                    let got: Vec<(u64, u64)> = serde_json::from_value(reply["receivedUs"].clone())?;
+                    let got: Vec<(u64, u64, u64)> =
+                        serde_json::from_value(reply["receivedUs"].clone())?;
                     received.extend(got);
                 }
                 if tokio::time::Instant::now() > deadline {
@@ -473,11 +475,12 @@ impl Run {
             }
             floor_delivery.extend(received.iter().map(|r| since(started, r.0)));
             floor_handled.extend(received.iter().map(|r| since(started, r.1)));
-            let last = |at: fn(&(u64, u64)) -> u64| {
+            let last = |at: fn(&(u64, u64, u64)) -> u64| {
                 since(started, received.iter().map(at).max().unwrap_or(started))
             };
             floor_last.push(last(|r| r.0));
             floor_last_handled.push(last(|r| r.1));
+            floor_last_ack.push(last(|r| r.2));
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         self.report.sample("floor", "deliveryMs", &floor_delivery);
@@ -485,6 +488,7 @@ impl Run {
         self.report.sample("floor", "handledMs", &floor_handled);
         self.report
             .sample("floor", "lastHandledMs", &floor_last_handled);
+        self.report.sample("floor", "lastAckMs", &floor_last_ack);
         self.ratio_to_floor("ratioToFloor", "last delivery", &last_delivery, &floor_last);
         self.ratio_to_floor(
             "handledRatioToFloor",

@@ -127,8 +127,8 @@ struct Shared {
     disconnects: AtomicU64,
     hub_errors: Mutex<BTreeMap<String, u64>>,
     last_failure: Mutex<Option<String>>,
-    /// Floor frames: (kernel receive time, read time), Unix µs.
-    floor_received: Mutex<Vec<(u64, u64)>>,
+    /// Floor frames: (kernel receive time, read time, ack written), Unix µs.
+    floor_received: Mutex<Vec<(u64, u64, u64)>>,
     stop: watch::Sender<bool>,
 }
 
@@ -271,14 +271,33 @@ async fn handle(shared: &Arc<Shared>, command: Command) -> Value {
     }
 }
 
+/// A WebSocket binary frame from a client (masked, RFC 6455 §5.3).
+fn masked_frame(rng: &mut Rng, payload: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(payload.len() + 8);
+    frame.push(0x82);
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n.min(usize::from(u16::MAX)) as u16).to_be_bytes());
+        }
+    }
+    let mask = (rng.next_u64() as u32).to_be_bytes();
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
 /// One plain socket per server to the floor server; each records when a
-/// whole frame arrived.
+/// whole frame arrived and answers it with an ack, as a server answers the
+/// hub (the floor server does not read them: they only give the machine
+/// the same client load as the hub's fan-out has).
 async fn floor_connect(
     shared: &Arc<Shared>,
     addr: SocketAddr,
     frame_len: usize,
 ) -> anyhow::Result<()> {
-    for _ in 0..shared.spec.count {
+    for index in 0..shared.spec.count {
         let socket = TcpSocket::new_v4()?;
         if let Some(source) = shared.spec.source {
             socket.bind(SocketAddr::new(source, 0))?;
@@ -287,16 +306,32 @@ async fn floor_connect(
         stream.set_nodelay(true)?;
         let mut stream = StampedStream::new(stream)?;
         let (shared, mut stop) = (shared.clone(), shared.stop.subscribe());
+        let mut rng = Rng::new(shared.spec.first as u64 + index as u64 + 7);
+        let config = shared.spec.config.clone();
         tokio::spawn(async move {
             let mut frame = vec![0u8; frame_len];
             let mut counted = 0;
+            let mut revision = 0;
             loop {
                 tokio::select! {
                     read = stream.read_exact(&mut frame) => {
                         if read.is_err() {
                             return;
                         }
-                        let stamps = (stream.received_us(), now_us());
+                        let (received, handled) = (stream.received_us(), now_us());
+                        revision += 1;
+                        let ack = ServerMessage::Ack(Ack {
+                            config: config.clone(),
+                            revision,
+                            ok: true,
+                            error: None,
+                            apply_micros: now_us().saturating_sub(handled),
+                        });
+                        let ack = masked_frame(&mut rng, &protocol::encode(&ack));
+                        if stream.write_all(&ack).await.is_err() {
+                            return;
+                        }
+                        let stamps = (received, handled, now_us());
                         shared.floor_received.lock().unwrap().push(stamps);
                         shared.unstamped_reads.fetch_add(stream.unstamped_reads() - counted, Relaxed);
                         counted = stream.unstamped_reads();

@@ -11,8 +11,8 @@
 use crate::outbox::{CloseReason, Outbox};
 use hotswap_client::protocol::Health;
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
-    sync::RwLock,
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::{Arc, RwLock},
 };
 
 /// What the hub knows of one game server.
@@ -100,22 +100,90 @@ impl ServerFilter {
 /// the `keep` filter of [`Registry::targets`] sees the whole record).
 #[derive(Debug, Clone)]
 pub struct ConnectedTarget {
-    pub server_id: String,
+    /// Shared with the registry: a fan-out to 10,000 servers copies no id.
+    pub server_id: Arc<str>,
     /// The revision of the config in question the server acked, if any.
     pub applied: Option<i64>,
     pub outbox: Outbox,
 }
 
 struct Entry {
+    id: Arc<str>,
     record: ServerRecord,
     outbox: Option<Outbox>,
 }
 
+/// Entries live in slots; the subscription index holds slot numbers, so a
+/// fan-out walks a config's servers without hashing (and comparing) an id
+/// per server.
 #[derive(Default)]
 struct Inner {
-    servers: HashMap<String, Entry>,
-    /// Config name → servers subscribed to it (connected or not).
-    by_config: HashMap<String, HashSet<String>>,
+    /// Server id → its slot in `slots`.
+    index: HashMap<String, usize>,
+    slots: Vec<Option<Entry>>,
+    free: Vec<usize>,
+    /// Config name → slots of the servers subscribed to it (connected or not).
+    by_config: HashMap<String, BTreeSet<usize>>,
+}
+
+impl Inner {
+    fn get(&self, server_id: &str) -> Option<&Entry> {
+        self.slots[*self.index.get(server_id)?].as_ref()
+    }
+
+    fn get_mut(&mut self, server_id: &str) -> Option<&mut Entry> {
+        let slot = *self.index.get(server_id)?;
+        self.slots[slot].as_mut()
+    }
+
+    fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.slots.iter().flatten()
+    }
+
+    /// The servers subscribed to `config`.
+    fn subscribed(&self, config: &str) -> impl Iterator<Item = &Entry> {
+        self.by_config
+            .get(config)
+            .into_iter()
+            .flatten()
+            .filter_map(|slot| self.slots[*slot].as_ref())
+    }
+
+    /// Stores a server not in the registry, indexed by its subscriptions.
+    fn insert(&mut self, record: ServerRecord, outbox: Option<Outbox>) {
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            self.slots.len() - 1
+        });
+        for config in &record.subscriptions {
+            self.by_config
+                .entry(config.clone())
+                .or_default()
+                .insert(slot);
+        }
+        self.index.insert(record.server_id.clone(), slot);
+        self.slots[slot] = Some(Entry {
+            id: Arc::from(record.server_id.as_str()),
+            record,
+            outbox,
+        });
+    }
+
+    /// Takes a server out, with its index entries (and empty index entries).
+    fn take(&mut self, server_id: &str) -> Option<Entry> {
+        let slot = self.index.remove(server_id)?;
+        let entry = self.slots[slot].take()?;
+        for config in &entry.record.subscriptions {
+            if let Some(set) = self.by_config.get_mut(config) {
+                set.remove(&slot);
+                if set.is_empty() {
+                    self.by_config.remove(config);
+                }
+            }
+        }
+        self.free.push(slot);
+        Some(entry)
+    }
 }
 
 #[derive(Default)]
@@ -126,7 +194,7 @@ pub struct Registry {
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registry")
-            .field("servers", &self.read().servers.len())
+            .field("servers", &self.read().index.len())
             .finish()
     }
 }
@@ -145,22 +213,12 @@ impl Registry {
     pub fn restore(&self, records: Vec<ServerRecord>) {
         let mut inner = self.write();
         for mut record in records {
+            if inner.index.contains_key(&record.server_id) {
+                continue;
+            }
             record.connected = false;
             record.session_id = None;
-            for config in &record.subscriptions {
-                inner
-                    .by_config
-                    .entry(config.clone())
-                    .or_default()
-                    .insert(record.server_id.clone());
-            }
-            inner
-                .servers
-                .entry(record.server_id.clone())
-                .or_insert(Entry {
-                    record,
-                    outbox: None,
-                });
+            inner.insert(record, None);
         }
     }
 
@@ -169,32 +227,14 @@ impl Registry {
     /// and the per-config revisions of a known server are kept.
     pub fn connect(&self, mut record: ServerRecord, outbox: Outbox) -> Option<Outbox> {
         let mut inner = self.write();
-        let previous = inner.servers.remove(&record.server_id);
+        let previous = inner.take(&record.server_id);
         if let Some(previous) = &previous {
             record.operator_tags = previous.record.operator_tags.clone();
-            for config in &previous.record.subscriptions {
-                if let Some(set) = inner.by_config.get_mut(config) {
-                    set.remove(&record.server_id);
-                }
-            }
-        }
-        for config in &record.subscriptions {
-            inner
-                .by_config
-                .entry(config.clone())
-                .or_default()
-                .insert(record.server_id.clone());
         }
         record.connected = true;
         record.stale = false;
         record.disconnect_reason = None;
-        inner.servers.insert(
-            record.server_id.clone(),
-            Entry {
-                record,
-                outbox: Some(outbox),
-            },
-        );
+        inner.insert(record, Some(outbox));
         previous.and_then(|p| p.outbox)
     }
 
@@ -208,7 +248,7 @@ impl Registry {
         now_ms: i64,
     ) -> bool {
         let mut inner = self.write();
-        match inner.servers.get_mut(server_id) {
+        match inner.get_mut(server_id) {
             Some(entry) if entry.record.session_id.as_deref() == Some(session_id) => {
                 entry.record.connected = false;
                 entry.record.stale = stale;
@@ -234,7 +274,6 @@ impl Registry {
         change: impl FnOnce(&mut ServerRecord) -> R,
     ) -> Option<R> {
         self.write()
-            .servers
             .get_mut(server_id)
             .map(|entry| change(&mut entry.record))
     }
@@ -245,50 +284,37 @@ impl Registry {
         server_id: &str,
         read: impl FnOnce(&ServerRecord) -> R,
     ) -> Option<R> {
-        self.read().servers.get(server_id).map(|e| read(&e.record))
+        self.read().get(server_id).map(|e| read(&e.record))
     }
 
     /// Visits every connected server subscribed to `config` under one read
     /// lock, copying nothing (cohort counts over the whole fleet).
     pub fn for_each_connected(&self, config: &str, mut visit: impl FnMut(&ServerRecord)) {
         let inner = self.read();
-        for entry in inner
-            .by_config
-            .get(config)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| inner.servers.get(id))
-            .filter(|e| e.outbox.is_some())
-        {
+        for entry in inner.subscribed(config).filter(|e| e.outbox.is_some()) {
             visit(&entry.record);
         }
     }
 
     pub fn get(&self, server_id: &str) -> Option<ServerRecord> {
-        self.read().servers.get(server_id).map(|e| e.record.clone())
+        self.read().get(server_id).map(|e| e.record.clone())
     }
 
     /// Records matching `filter`, by server id.
     pub fn list(&self, filter: &ServerFilter) -> Vec<ServerRecord> {
         let inner = self.read();
+        let matching = |e: &&Entry| filter.matches(&e.record);
         let mut out: Vec<ServerRecord> = match &filter.config {
             // Use the subscription index rather than every server.
             Some(config) => inner
-                .by_config
-                .get(config)
-                .into_iter()
-                .flatten()
-                .filter_map(|id| inner.servers.get(id))
-                .map(|e| &e.record)
-                .filter(|r| filter.matches(r))
-                .cloned()
+                .subscribed(config)
+                .filter(matching)
+                .map(|e| e.record.clone())
                 .collect(),
             None => inner
-                .servers
-                .values()
-                .map(|e| &e.record)
-                .filter(|r| filter.matches(r))
-                .cloned()
+                .entries()
+                .filter(matching)
+                .map(|e| e.record.clone())
                 .collect(),
         };
         out.sort_by(|a, b| a.server_id.cmp(&b.server_id));
@@ -316,17 +342,13 @@ impl Registry {
     ) -> Vec<(ConnectedTarget, T)> {
         let inner = self.read();
         inner
-            .by_config
-            .get(config)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| inner.servers.get(id))
+            .subscribed(config)
             .filter_map(|e| {
                 let outbox = e.outbox.as_ref()?;
                 let picked = pick(&e.record)?;
                 Some((
                     ConnectedTarget {
-                        server_id: e.record.server_id.clone(),
+                        server_id: e.id.clone(),
                         applied: e.record.applied.get(config).copied(),
                         outbox: outbox.clone(),
                     },
@@ -341,23 +363,9 @@ impl Registry {
         self.update(server_id, |record| record.operator_tags = tags)
     }
 
-    /// Drops `server_id` from the subscription index (and empty index entries).
-    fn unindex(inner: &mut Inner, server_id: &str, subscriptions: &[String]) {
-        for config in subscriptions {
-            if let Some(set) = inner.by_config.get_mut(config) {
-                set.remove(server_id);
-                if set.is_empty() {
-                    inner.by_config.remove(config);
-                }
-            }
-        }
-    }
-
     /// Forgets a server, closing its session; its record is returned.
     pub fn remove(&self, server_id: &str, reason: CloseReason) -> Option<ServerRecord> {
-        let mut inner = self.write();
-        let entry = inner.servers.remove(server_id)?;
-        Self::unindex(&mut inner, server_id, &entry.record.subscriptions);
+        let entry = self.write().take(server_id)?;
         if let Some(outbox) = entry.outbox {
             outbox.close(reason);
         }
@@ -368,8 +376,7 @@ impl Registry {
     pub fn close_by_key(&self, key_id: &str, reason: &CloseReason) -> usize {
         let inner = self.read();
         inner
-            .servers
-            .values()
+            .entries()
             .filter(|e| e.record.key_id == key_id)
             .filter_map(|e| e.outbox.as_ref())
             .map(|outbox| outbox.close(reason.clone()))
@@ -379,45 +386,140 @@ impl Registry {
     /// Every connected server's outbox (shutdown).
     pub fn all_outboxes(&self) -> Vec<Outbox> {
         self.read()
-            .servers
-            .values()
+            .entries()
             .filter_map(|e| e.outbox.clone())
             .collect()
     }
 
     /// Removes disconnected servers not seen since `before_ms`; returns their ids.
     pub fn prune_disconnected(&self, before_ms: i64) -> Vec<String> {
-        let gone: Vec<String> = self
+        let gone = |e: &Entry| !e.record.connected && e.record.last_seen_ms < before_ms;
+        let candidates: Vec<String> = self
             .read()
-            .servers
-            .values()
-            .filter(|e| !e.record.connected && e.record.last_seen_ms < before_ms)
+            .entries()
+            .filter(|e| gone(e))
             .map(|e| e.record.server_id.clone())
             .collect();
         let mut inner = self.write();
         // Checked again under the write lock: a server that reconnected meanwhile stays.
-        let gone: Vec<String> = gone
-            .into_iter()
-            .filter(|id| {
-                inner
-                    .servers
-                    .get(id)
-                    .is_some_and(|e| !e.record.connected && e.record.last_seen_ms < before_ms)
-            })
-            .collect();
-        for id in &gone {
-            if let Some(entry) = inner.servers.remove(id) {
-                Self::unindex(&mut inner, id, &entry.record.subscriptions);
+        let mut pruned = Vec::new();
+        for id in candidates {
+            if inner.get(&id).is_some_and(gone) {
+                inner.take(&id);
+                pruned.push(id);
             }
         }
-        gone
+        pruned
     }
 
     pub fn connected_count(&self) -> usize {
-        self.read()
-            .servers
-            .values()
-            .filter(|e| e.outbox.is_some())
-            .count()
+        self.read().entries().filter(|e| e.outbox.is_some()).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, configs: &[&str]) -> ServerRecord {
+        ServerRecord {
+            server_id: id.to_owned(),
+            key_id: "key".into(),
+            region: "EU-WEST".into(),
+            environment: "staging".into(),
+            tags: Vec::new(),
+            operator_tags: Vec::new(),
+            capacity: 100,
+            players: 0,
+            status: Health::Healthy,
+            load: None,
+            hostname: None,
+            address: None,
+            build: None,
+            sdk: None,
+            subscriptions: configs.iter().map(|c| (*c).to_owned()).collect(),
+            applied: BTreeMap::new(),
+            connected: false,
+            session_id: Some(format!("{id}-session")),
+            connected_since_ms: None,
+            last_seen_ms: 0,
+            stale: false,
+            disconnect_reason: None,
+            metrics_frames: 0,
+        }
+    }
+
+    fn ids(targets: &[ConnectedTarget]) -> Vec<&str> {
+        let mut ids: Vec<&str> = targets.iter().map(|t| &*t.server_id).collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn targets_follow_subscriptions_through_reconnects_and_removals() {
+        let registry = Registry::default();
+        for id in ["a", "b", "c"] {
+            let (outbox, _) = Outbox::channel(4);
+            registry.connect(record(id, &["loot"]), outbox);
+        }
+        let (outbox, _) = Outbox::channel(4);
+        registry.connect(record("d", &["maps"]), outbox);
+        assert_eq!(ids(&registry.targets("loot", |_| true)), ["a", "b", "c"]);
+        assert_eq!(ids(&registry.targets("maps", |_| true)), ["d"]);
+
+        // A reconnect with other subscriptions moves the server in the index.
+        let (outbox, _) = Outbox::channel(4);
+        registry.set_operator_tags("b", vec!["pool".into()]);
+        let replaced = registry.connect(record("b", &["maps"]), outbox);
+        assert!(replaced.is_some(), "the old session's outbox comes back");
+        assert_eq!(ids(&registry.targets("loot", |_| true)), ["a", "c"]);
+        assert_eq!(ids(&registry.targets("maps", |_| true)), ["b", "d"]);
+        assert_eq!(registry.get("b").unwrap().operator_tags, ["pool"], "kept");
+
+        // A removed server's slot is reused without leaking into other configs.
+        registry
+            .remove("a", CloseReason::new(4000, "gone"))
+            .unwrap();
+        assert_eq!(ids(&registry.targets("loot", |_| true)), ["c"]);
+        let (outbox, _) = Outbox::channel(4);
+        registry.connect(record("e", &["maps"]), outbox);
+        assert_eq!(ids(&registry.targets("loot", |_| true)), ["c"]);
+        assert_eq!(ids(&registry.targets("maps", |_| true)), ["b", "d", "e"]);
+        assert!(registry.get("a").is_none());
+        assert_eq!(registry.connected_count(), 4);
+    }
+
+    #[test]
+    fn disconnected_servers_are_no_targets_and_are_pruned_once_stale() {
+        let registry = Registry::default();
+        for id in ["a", "b"] {
+            let (outbox, _) = Outbox::channel(4);
+            registry.connect(record(id, &["loot"]), outbox);
+        }
+        assert!(registry.disconnect("a", "a-session", false, None, 1_000));
+        assert!(!registry.disconnect("b", "another-session", false, None, 1_000));
+        assert_eq!(ids(&registry.targets("loot", |_| true)), ["b"]);
+        let listed = registry.list(&ServerFilter {
+            config: Some("loot".into()),
+            ..ServerFilter::default()
+        });
+        assert_eq!(listed.len(), 2, "a disconnected server is still known");
+        assert!(registry.prune_disconnected(500).is_empty(), "seen at 1000");
+        assert_eq!(registry.prune_disconnected(2_000), ["a"]);
+        assert!(registry.get("a").is_none());
+        assert_eq!(
+            registry
+                .list(&ServerFilter {
+                    config: Some("loot".into()),
+                    ..ServerFilter::default()
+                })
+                .len(),
+            1
+        );
+        // Restored records never replace a live one.
+        registry.restore(vec![record("b", &["loot"]), record("z", &["loot"])]);
+        assert!(registry.get("b").unwrap().connected);
+        assert!(!registry.get("z").unwrap().connected);
+        assert_eq!(ids(&registry.targets("loot", |_| true)), ["b"]);
     }
 }

@@ -608,6 +608,7 @@ impl Run {
 
     async fn kill_switch(&mut self) -> anyhow::Result<()> {
         let (mut last_ack, mut last_delivery, mut delivery) = (Vec::new(), Vec::new(), Vec::new());
+        let mut frame_built = Vec::new();
         for round in 0..self.opts.rounds {
             let (id, revision, previous, _) = self.push(json!({"strategy": "Direct"})).await?;
             self.fleet
@@ -630,12 +631,18 @@ impl Run {
             let back = self.deliveries_of(previous, at).await?;
             let at_ms = at as f64 / 1000.0;
             last_ack.push(latest_after(&back, at_ms, |d| d.acked_us));
+            // The request until the hub had its frame (committed, targeted, encoded).
+            if let Some(sent) = back.iter().map(|d| d.sent_at_ms).min() {
+                frame_built.push(sent as f64 - at_ms);
+            }
             last_delivery.push(latest_after(&back, at_ms, |d| d.received_us));
             delivery.extend(back.iter().map(|d| d.received_us as f64 / 1000.0 - at_ms));
             self.revision = previous;
             self.note_usage();
         }
         self.report.sample("killSwitch", "lastAckMs", &last_ack);
+        self.report
+            .sample("killSwitch", "frameBuiltMs", &frame_built);
         self.report
             .sample("killSwitch", "lastDeliveryMs", &last_delivery);
         self.report.sample("killSwitch", "deliveryMs", &delivery);

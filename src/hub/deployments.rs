@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::{
     collections::{BTreeMap, HashMap},
-    ops::Bound,
     sync::{Arc, Mutex},
 };
 
@@ -222,14 +221,14 @@ pub(super) struct ServerProgress {
 }
 
 impl ServerProgress {
-    /// A frame carrying `revision` is on its way, as of now.
-    fn pushed(revision: i64) -> Self {
+    /// A frame carrying `revision` is on its way, as of `at_ms`.
+    fn pushed(revision: i64, at_ms: i64) -> Self {
         Self {
             revision,
             state: ServerState::Pushed,
             error: None,
             apply_micros: None,
-            updated_at_ms: now_ms(),
+            updated_at_ms: at_ms,
         }
     }
 
@@ -387,12 +386,123 @@ pub struct LiveStatus {
     pub fast_window_ms: u64,
 }
 
+/// Per server id, its part in a deployment. Keys are the registry's own
+/// ids (`Arc<str>`): a pass over 10,000 servers copies none. Hashed, not
+/// ordered: a fan-out claims every server, the API's id order is sorted
+/// out when asked for.
+pub(super) type ServerMap = HashMap<Arc<str>, ServerProgress>;
+
+/// A deployment's per-server progress, locked for one reconcile pass
+/// (whose pushes all leave at one time).
+pub(super) struct Claims<'a> {
+    servers: std::sync::MutexGuard<'a, ServerMap>,
+    at_ms: i64,
+}
+
+impl Claims<'_> {
+    /// Room for `servers` in all (a first pass over a fleet grows the map
+    /// once, not a dozen times).
+    pub fn reserve_for(&mut self, servers: usize) {
+        let more = servers.saturating_sub(self.servers.len());
+        self.servers.reserve(more);
+    }
+
+    /// Claims the push of `revision` to `server_id`: false when a frame
+    /// carrying it is already on its way or the server has acked it (a
+    /// registry read taken before that ack landed must not send it twice);
+    /// else registers the push (before the frame leaves, so an early ack
+    /// cannot be overwritten by its own registration) and returns true.
+    pub fn claim(&mut self, server_id: &Arc<str>, revision: i64) -> bool {
+        claim(
+            &mut self.servers,
+            server_id,
+            || server_id.clone(),
+            revision,
+            self.at_ms,
+        )
+    }
+
+    /// The server already runs `revision`: it counts as acked.
+    pub fn already_on(&mut self, server_id: &Arc<str>, revision: i64) {
+        ack(
+            &mut self.servers,
+            server_id,
+            || server_id.clone(),
+            revision,
+            true,
+            None,
+            0,
+        );
+    }
+}
+
+fn claim(
+    servers: &mut ServerMap,
+    server_id: &str,
+    key: impl FnOnce() -> Arc<str>,
+    revision: i64,
+    at_ms: i64,
+) -> bool {
+    match servers.get_mut(server_id) {
+        Some(p)
+            if p.revision == revision
+                && matches!(p.state, ServerState::Pushed | ServerState::Acked) =>
+        {
+            false
+        }
+        Some(p) => {
+            *p = ServerProgress::pushed(revision, at_ms);
+            true
+        }
+        None => {
+            servers.insert(key(), ServerProgress::pushed(revision, at_ms));
+            true
+        }
+    }
+}
+
+fn ack(
+    servers: &mut ServerMap,
+    server_id: &str,
+    key: impl FnOnce() -> Arc<str>,
+    revision: i64,
+    ok: bool,
+    error: Option<String>,
+    apply_micros: u64,
+) -> bool {
+    let progress = match servers.get_mut(server_id) {
+        // Already known: the time of the first ack stays.
+        Some(p) if p.revision == revision && p.state == ServerState::Acked && ok => {
+            return true;
+        }
+        Some(p) if p.revision == revision => p,
+        Some(_) => return false,
+        None if ok => servers.entry(key()).or_insert(ServerProgress {
+            revision,
+            state: ServerState::Acked,
+            error: None,
+            apply_micros: None,
+            updated_at_ms: 0,
+        }),
+        None => return false,
+    };
+    progress.state = if ok {
+        ServerState::Acked
+    } else {
+        ServerState::Failed
+    };
+    progress.error = error.filter(|_| !ok).map(|e| e.chars().take(500).collect());
+    progress.apply_micros = Some(apply_micros);
+    progress.updated_at_ms = now_ms();
+    true
+}
+
 /// The shared record of one deployment this hub drives.
 #[derive(Debug)]
 pub(super) struct RunRecord {
     pub row: Mutex<store_hub::DeploymentRow>,
     pub live: Mutex<LiveStatus>,
-    pub servers: Mutex<BTreeMap<String, ServerProgress>>,
+    pub servers: Mutex<ServerMap>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -404,7 +514,7 @@ impl RunRecord {
         Arc::new(Self {
             row: Mutex::new(row),
             live: Mutex::new(LiveStatus::default()),
-            servers: Mutex::new(BTreeMap::new()),
+            servers: Mutex::new(ServerMap::new()),
         })
     }
 
@@ -426,23 +536,25 @@ impl RunRecord {
 
     /// A frame carrying `revision` went to `server_id`.
     pub fn pushed(&self, server_id: &str, revision: i64) {
-        lock(&self.servers).insert(server_id.to_owned(), ServerProgress::pushed(revision));
+        let mut servers = lock(&self.servers);
+        match servers.get_mut(server_id) {
+            Some(p) => *p = ServerProgress::pushed(revision, now_ms()),
+            None => {
+                servers.insert(
+                    Arc::from(server_id),
+                    ServerProgress::pushed(revision, now_ms()),
+                );
+            }
+        }
     }
 
-    /// Claims the push of `revision` to `server_id`: false when a frame
-    /// carrying it is already on its way or the server has acked it (a
-    /// registry read taken before that ack landed must not send it twice);
-    /// else registers the push (before the frame leaves, so an early ack
-    /// cannot be overwritten by its own registration) and returns true.
-    pub fn claim(&self, server_id: &str, revision: i64) -> bool {
-        let mut servers = lock(&self.servers);
-        if servers.get(server_id).is_some_and(|p| {
-            p.revision == revision && matches!(p.state, ServerState::Pushed | ServerState::Acked)
-        }) {
-            return false;
+    /// The per-server progress, locked for a pass over many servers (one
+    /// lock rather than one per server).
+    pub fn claims(&self) -> Claims<'_> {
+        Claims {
+            servers: lock(&self.servers),
+            at_ms: now_ms(),
         }
-        servers.insert(server_id.to_owned(), ServerProgress::pushed(revision));
-        true
     }
 
     /// Records an ack of `revision`; false if the server was not waited on for it.
@@ -454,34 +566,15 @@ impl RunRecord {
         error: Option<String>,
         apply_micros: u64,
     ) -> bool {
-        let mut servers = lock(&self.servers);
-        let progress = match servers.get_mut(server_id) {
-            // Already known: the time of the first ack stays.
-            Some(p) if p.revision == revision && p.state == ServerState::Acked && ok => {
-                return true;
-            }
-            Some(p) if p.revision == revision => p,
-            Some(_) => return false,
-            None if ok => servers
-                .entry(server_id.to_owned())
-                .or_insert(ServerProgress {
-                    revision,
-                    state: ServerState::Acked,
-                    error: None,
-                    apply_micros: None,
-                    updated_at_ms: 0,
-                }),
-            None => return false,
-        };
-        progress.state = if ok {
-            ServerState::Acked
-        } else {
-            ServerState::Failed
-        };
-        progress.error = error.filter(|_| !ok).map(|e| e.chars().take(500).collect());
-        progress.apply_micros = Some(apply_micros);
-        progress.updated_at_ms = now_ms();
-        true
+        ack(
+            &mut lock(&self.servers),
+            server_id,
+            || Arc::from(server_id),
+            revision,
+            ok,
+            error,
+            apply_micros,
+        )
     }
 
     /// A server went away: what it had not acked failed.
@@ -512,24 +605,30 @@ impl RunRecord {
             .is_some_and(|p| p.updated_at_ms > since_ms)
     }
 
-    /// Servers still to ack.
+    /// Servers still to ack, by id.
     pub fn waiting(&self) -> Vec<String> {
-        lock(&self.servers)
-            .iter()
-            .filter(|(_, p)| p.state == ServerState::Pushed)
-            .map(|(id, _)| id.clone())
-            .collect()
+        let servers = lock(&self.servers);
+        by_id(
+            &servers,
+            |p| p.state == ServerState::Pushed,
+            None,
+            usize::MAX,
+        )
+        .into_iter()
+        .map(|(id, _)| id.to_owned())
+        .collect()
     }
 
-    /// Servers that failed to apply, with their error.
+    /// Servers that failed to apply, with their error, by id.
     pub fn failures(&self) -> Vec<(String, Option<String>)> {
-        lock(&self.servers)
-            .iter()
-            .filter(|(_, p)| {
-                p.state == ServerState::Failed
-                    && p.error.as_deref() != Some("disconnected before acking")
-            })
-            .map(|(id, p)| (id.clone(), p.error.clone()))
+        let servers = lock(&self.servers);
+        let failed = |p: &ServerProgress| {
+            p.state == ServerState::Failed
+                && p.error.as_deref() != Some("disconnected before acking")
+        };
+        by_id(&servers, failed, None, usize::MAX)
+            .into_iter()
+            .map(|(id, p)| (id.to_owned(), p.error.clone()))
             .collect()
     }
 
@@ -543,9 +642,8 @@ impl RunRecord {
             view.targets = servers.len() as i64;
             (view.pushed, view.acked, view.failed) = (pushed, acked, failed);
         }
-        view.servers = servers
-            .iter()
-            .take(VIEW_SERVERS)
+        view.servers = by_id(&servers, |_| true, None, VIEW_SERVERS)
+            .into_iter()
             .map(|(id, p)| p.view(id))
             .collect();
         drop(servers);
@@ -562,20 +660,33 @@ impl RunRecord {
         limit: usize,
     ) -> (Vec<ServerProgressView>, bool) {
         let servers = lock(&self.servers);
-        let from = match after {
-            Some(after) => Bound::Excluded(after),
-            None => Bound::Unbounded,
-        };
-        let mut matching = servers
-            .range::<str, _>((from, Bound::Unbounded))
-            .filter(|(_, p)| state.is_none_or(|s| p.state == s));
-        let page = matching
-            .by_ref()
-            .take(limit)
-            .map(|(id, p)| p.view(id))
-            .collect();
-        (page, matching.next().is_some())
+        let keep = |p: &ServerProgress| state.is_none_or(|s| p.state == s);
+        let mut page = by_id(&servers, keep, after, limit.saturating_add(1));
+        let more = page.len() > limit;
+        page.truncate(limit);
+        (page.into_iter().map(|(id, p)| p.view(id)).collect(), more)
     }
+}
+
+/// The first `limit` servers by id after `after` that `keep` keeps (a
+/// partial sort: linear in the servers, `limit log limit` for the page).
+fn by_id<'a>(
+    servers: &'a ServerMap,
+    keep: impl Fn(&ServerProgress) -> bool,
+    after: Option<&str>,
+    limit: usize,
+) -> Vec<(&'a str, &'a ServerProgress)> {
+    let mut matching: Vec<(&str, &ServerProgress)> = servers
+        .iter()
+        .map(|(id, p)| (&**id, p))
+        .filter(|(id, p)| after.is_none_or(|after| *id > after) && keep(p))
+        .collect();
+    if matching.len() > limit && limit > 0 {
+        matching.select_nth_unstable_by(limit - 1, |a, b| a.0.cmp(b.0));
+    }
+    matching.truncate(limit);
+    matching.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    matching
 }
 
 /// Servers a deployment's view carries; the rest page through
@@ -770,4 +881,102 @@ pub struct RollbackStatusView {
     pub waiting_for: Vec<String>,
     pub rules: Vec<Rule>,
     pub judgement: Option<Judgement>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_push_is_claimed_once_and_an_ack_settles_it() {
+        let mut servers = ServerMap::new();
+        let id: Arc<str> = Arc::from("eu-1");
+        let key = || id.clone();
+        assert!(claim(&mut servers, "eu-1", key, 2, 0), "first claim");
+        assert!(
+            !claim(&mut servers, "eu-1", key, 2, 0),
+            "already on its way"
+        );
+        assert!(
+            Arc::ptr_eq(servers.keys().next().unwrap(), &id),
+            "the id is shared, not copied"
+        );
+        assert!(
+            !ack(&mut servers, "eu-1", key, 1, true, None, 5),
+            "not waited on for 1"
+        );
+        assert!(ack(&mut servers, "eu-1", key, 2, true, None, 5));
+        assert!(
+            !claim(&mut servers, "eu-1", key, 2, 0),
+            "acked: nothing to send again"
+        );
+        assert_eq!(tally(servers.values()), (1, 0, 1, 0));
+        // A rollback sends the previous revision: a new claim.
+        assert!(claim(&mut servers, "eu-1", key, 1, 0));
+        assert!(ack(
+            &mut servers,
+            "eu-1",
+            key,
+            1,
+            false,
+            Some("bad".into()),
+            9
+        ));
+        assert_eq!(tally(servers.values()), (1, 0, 0, 1));
+        assert_eq!(servers["eu-1"].error.as_deref(), Some("bad"));
+        // An ack from a server never pushed to (it came back on the target).
+        assert!(ack(
+            &mut servers,
+            "na-2",
+            || Arc::from("na-2"),
+            1,
+            true,
+            None,
+            0
+        ));
+        assert!(!ack(
+            &mut servers,
+            "ap-3",
+            || Arc::from("ap-3"),
+            1,
+            false,
+            None,
+            0
+        ));
+        assert_eq!(tally(servers.values()), (2, 0, 1, 1));
+    }
+
+    #[test]
+    fn pages_of_servers_come_in_id_order() {
+        let mut servers = ServerMap::new();
+        for i in (0..250).rev() {
+            let id = format!("s-{i:03}");
+            claim(&mut servers, &id, || Arc::from(id.as_str()), 1, 0);
+            if i % 3 == 0 {
+                ack(&mut servers, &id, || unreachable!(), 1, true, None, 1);
+            }
+        }
+        let ids = |page: Vec<(&str, &ServerProgress)>| -> Vec<String> {
+            page.into_iter().map(|(id, _)| id.to_owned()).collect()
+        };
+        let expected: Vec<String> = (0..250).map(|i| format!("s-{i:03}")).collect();
+        assert_eq!(ids(by_id(&servers, |_| true, None, 100)), expected[..100]);
+        assert_eq!(
+            ids(by_id(&servers, |_| true, Some("s-099"), 100)),
+            expected[100..200]
+        );
+        assert_eq!(
+            ids(by_id(&servers, |_| true, Some("s-199"), 100)),
+            expected[200..]
+        );
+        assert!(by_id(&servers, |_| true, Some("s-249"), 100).is_empty());
+        let acked: Vec<String> = (0..250).step_by(3).map(|i| format!("s-{i:03}")).collect();
+        let only_acked = |p: &ServerProgress| p.state == ServerState::Acked;
+        assert_eq!(ids(by_id(&servers, only_acked, None, 1000)), acked);
+        assert_eq!(
+            ids(by_id(&servers, only_acked, Some("s-100"), 2)),
+            ["s-102", "s-105"]
+        );
+        assert!(by_id(&servers, |_| true, None, 0).is_empty());
+    }
 }

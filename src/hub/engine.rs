@@ -1441,17 +1441,21 @@ impl Hub {
         });
         let mut groups: BTreeMap<(Option<i64>, i64), Vec<hotswap_actors::ConnectedTarget>> =
             BTreeMap::new();
+        // Every target is claimed before the first frame leaves.
+        let mut claims = record.as_ref().map(|r| r.claims());
+        if let Some(claims) = &mut claims {
+            claims.reserve_for(picks.len());
+        }
         for (server, (target, _)) in picks {
             if server.applied == Some(target) {
-                if let Some(record) = &record {
-                    record.ack(&server.server_id, target, true, None, 0);
+                if let Some(claims) = &mut claims {
+                    claims.already_on(&server.server_id, target);
                 }
                 continue;
             }
-            // Every target is claimed before the first frame leaves.
-            if record
-                .as_ref()
-                .is_some_and(|r| !r.claim(&server.server_id, target))
+            if claims
+                .as_mut()
+                .is_some_and(|c| !c.claim(&server.server_id, target))
             {
                 continue;
             }
@@ -1460,6 +1464,7 @@ impl Hub {
                 .or_default()
                 .push(server);
         }
+        drop(claims);
         let mut pushed = 0;
         for ((from, to), servers) in groups {
             let frame: Option<Bytes> = self

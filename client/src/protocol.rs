@@ -315,8 +315,14 @@ pub fn decode_server_message(frame: &[u8]) -> Result<ServerMessage, DecodeError>
     fn body<T: serde::de::DeserializeOwned>(frame: &[u8]) -> Result<T, DecodeError> {
         rmp_serde::from_slice(frame).map_err(|e| DecodeError::Malformed(e.to_string()))
     }
-    let Tagged { kind } = body(frame)?;
-    match kind.as_str() {
+    // Every encoder writes `type` first (serde's internally tagged form):
+    // read it there, without walking the frame twice; any other order still
+    // decodes, with a pass for the tag.
+    let kind = match leading_type(frame) {
+        Some(kind) => std::borrow::Cow::Borrowed(kind),
+        None => std::borrow::Cow::Owned(body::<Tagged>(frame)?.kind),
+    };
+    match &*kind {
         "hello" => body(frame).map(ServerMessage::Hello),
         "heartbeat" => body(frame).map(|h: Heartbeat| ServerMessage::Heartbeat {
             players: h.players,
@@ -326,8 +332,23 @@ pub fn decode_server_message(frame: &[u8]) -> Result<ServerMessage, DecodeError>
         "ack" => body(frame).map(ServerMessage::Ack),
         "resync" => body(frame).map(|r: Resync| ServerMessage::Resync { config: r.config }),
         "metrics" => body(frame).map(|m| ServerMessage::Metrics(Box::new(m))),
-        _ => Err(DecodeError::UnknownType(kind)),
+        _ => Err(DecodeError::UnknownType(kind.into_owned())),
     }
+}
+
+/// The value of a MessagePack map's first key when that key is `type` and
+/// the value a string.
+fn leading_type(frame: &[u8]) -> Option<&str> {
+    let mut reader = frame;
+    if rmp::decode::read_map_len(&mut reader).ok()? == 0 {
+        return None;
+    }
+    let (key, rest) = rmp::decode::read_str_from_slice(reader).ok()?;
+    if key != "type" {
+        return None;
+    }
+    let (kind, _) = rmp::decode::read_str_from_slice(rest).ok()?;
+    Some(kind)
 }
 
 pub const SERVER_MESSAGE_TYPES: &[&str] = &["hello", "heartbeat", "ack", "resync", "metrics"];
@@ -338,6 +359,37 @@ pub const HUB_MESSAGE_TYPES: &[&str] = &["welcome", "snapshot", "delta", "error"
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_type_is_found_wherever_it_sits_in_the_map() {
+        let heartbeat = |value: Value| rmp_serde::to_vec_named(&value).unwrap();
+        // serde_json's maps are sorted: `type` comes last here.
+        let late = heartbeat(json!({"players": 3, "status": "healthy", "type": "heartbeat"}));
+        assert_eq!(leading_type(&late), None);
+        let early = encode(&ServerMessage::Heartbeat {
+            players: 3,
+            status: Health::Healthy,
+            load: None,
+        });
+        assert_eq!(leading_type(&early), Some("heartbeat"));
+        for frame in [late, early] {
+            match decode_server_message(&frame).unwrap() {
+                ServerMessage::Heartbeat { players, .. } => assert_eq!(players, 3),
+                other => panic!("{other:?}"),
+            }
+        }
+        let unknown = heartbeat(json!({"type": "dance"}));
+        assert!(
+            matches!(decode_server_message(&unknown), Err(DecodeError::UnknownType(t)) if t == "dance")
+        );
+        let not_a_string = heartbeat(json!({"type": 7}));
+        assert!(matches!(
+            decode_server_message(&not_a_string),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(decode_server_message(&[0x80]).is_err(), "an empty map");
+        assert!(decode_server_message(&[0xc1]).is_err(), "not a map");
+    }
 
     #[test]
     fn messages_are_maps_with_camel_case_keys_and_a_type() {

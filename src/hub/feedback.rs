@@ -208,7 +208,7 @@ impl Hub {
         if request.kind == "complaint"
             && let Some(record) = &server
         {
-            self.ingest(record, Ingest::Complaints(1));
+            self.ingest(self.destinations(record, false, now), Ingest::Complaints(1));
         }
         Ok(FeedbackReceipt {
             id: row.id,

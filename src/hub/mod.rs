@@ -762,54 +762,90 @@ pub(crate) enum Ingest {
     Complaints(u64),
 }
 
+/// Where one server's report goes: its region, and its cohort in every
+/// deployment it takes part in, as of `at_ms`.
+pub(crate) struct Destinations {
+    at_ms: i64,
+    region: Arc<str>,
+    healthy: bool,
+    cohorts: Vec<(Option<engine::RunHandle>, Arc<str>, Arc<str>)>,
+}
+
+/// The minute aggregates' key for every server of every deployment.
+fn everyone() -> (Arc<str>, Arc<str>) {
+    static EVERYONE: std::sync::OnceLock<(Arc<str>, Arc<str>)> = std::sync::OnceLock::new();
+    EVERYONE
+        .get_or_init(|| (Arc::from(aggregates::ALL), Arc::from("all")))
+        .clone()
+}
+
 impl Hub {
+    /// Where what `record`'s players report goes. Cheap enough to run under
+    /// the registry's lock, which the metric path does to copy nothing of
+    /// the record (lock order: registry, then serving, then a run's record;
+    /// nothing takes them the other way round). `report`: a metrics report,
+    /// which counts for no cohort if it began before the server switched.
+    pub(crate) fn destinations(
+        &self,
+        record: &ServerRecord,
+        report: bool,
+        at_ms: i64,
+    ) -> Destinations {
+        let who = Who::of(record);
+        let mut cohorts = Vec::new();
+        let serving = self.serving_read();
+        for config in &record.subscriptions {
+            let Some(entry) = serving.get(config) else {
+                continue;
+            };
+            let Some(live) = entry
+                .live
+                .as_ref()
+                .filter(|_| entry.environment == record.environment)
+            else {
+                continue;
+            };
+            let Some(cohort) = entry.cohort_of(&who, record.applied.get(config).copied()) else {
+                continue;
+            };
+            // A report that began before the server switched revision
+            // mixes both: it counts for neither cohort.
+            if report
+                && live
+                    .record
+                    .switched_since(&record.server_id, at_ms - self.settings.metrics_ms as i64)
+            {
+                continue;
+            }
+            cohorts.push((
+                live.handle.clone(),
+                Arc::<str>::from(live.assignment.deployment_id.as_str()),
+                cohort,
+            ));
+        }
+        Destinations {
+            at_ms,
+            region: Arc::from(record.region.as_str()),
+            healthy: record.status == Health::Healthy,
+            cohorts,
+        }
+    }
+
     /// Folds what a server's players reported into the minute aggregates
     /// and into the cohort windows of every deployment the server is part of.
-    fn ingest(&self, record: &ServerRecord, ingest: Ingest) {
-        let at = now_ms();
-        let region: Arc<str> = Arc::from(record.region.as_str());
-        let who = Who::of(record);
-        let mut targets = Vec::new();
-        {
-            let serving = self.serving_read();
-            for config in &record.subscriptions {
-                let Some(entry) = serving.get(config) else {
-                    continue;
-                };
-                let Some(live) = entry
-                    .live
-                    .as_ref()
-                    .filter(|_| entry.environment == record.environment)
-                else {
-                    continue;
-                };
-                let Some(cohort) = entry.cohort_of(&who, record.applied.get(config).copied())
-                else {
-                    continue;
-                };
-                // A report that began before the server switched revision
-                // mixes both: it counts for neither cohort.
-                if matches!(ingest, Ingest::Report(_))
-                    && live
-                        .record
-                        .switched_since(&record.server_id, at - self.settings.metrics_ms as i64)
-                {
-                    continue;
-                }
-                targets.push((
-                    live.handle.clone(),
-                    Arc::<str>::from(live.assignment.deployment_id.as_str()),
-                    cohort,
-                ));
-            }
-        }
-        let all: Arc<str> = Arc::from(aggregates::ALL);
-        let everyone: Arc<str> = Arc::from("all");
+    fn ingest(&self, to: Destinations, ingest: Ingest) {
+        let Destinations {
+            at_ms: at,
+            region,
+            cohorts,
+            ..
+        } = to;
+        let (all, everyone) = everyone();
         match &ingest {
             Ingest::Report(report) => self.aggregates.fold(at, &region, &all, &everyone, report),
             Ingest::Complaints(n) => self.aggregates.complaints(at, &region, &all, &everyone, *n),
         }
-        for (handle, deployment, cohort) in targets {
+        for (handle, deployment, cohort) in cohorts {
             match &ingest {
                 Ingest::Report(report) => {
                     self.aggregates
@@ -885,18 +921,19 @@ impl SessionHost for HubHost {
     fn metrics(&self, server_id: &str, report: MetricsReport) -> Result<(), String> {
         metrics::validate(&report)?;
         self.0.stats.metrics_frames.fetch_add(1, Ordering::Relaxed);
-        let record = self.0.registry.update_then(server_id, |record| {
+        let at = now_ms();
+        let destinations = self.0.registry.update_then(server_id, |record| {
             record.metrics_frames += 1;
             record.players = report.players;
-            record.clone()
+            self.0.destinations(record, true, at)
         });
-        if let Some(record) = record {
+        if let Some(to) = destinations {
             let decoded = Arc::new(metrics::decode(
                 &report,
-                record.status == Health::Healthy,
+                to.healthy,
                 self.0.settings.metrics_ms,
             ));
-            self.0.ingest(&record, Ingest::Report(decoded));
+            self.0.ingest(to, Ingest::Report(decoded));
         }
         Ok(())
     }

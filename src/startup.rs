@@ -23,6 +23,8 @@ use std::{net::TcpListener, sync::Arc, time::Duration};
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const SHUTDOWN_GRACE_SECS: u64 = 30;
+/// How long closing the store may take at exit (in-flight writes finish).
+const STORE_CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// How long the first-run admin token lives.
 const FIRST_RUN_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -50,10 +52,21 @@ impl std::fmt::Debug for ShutdownHandle {
 
 impl ShutdownHandle {
     pub async fn shutdown(&self) {
+        let started = std::time::Instant::now();
         self.hub.shutdown().await;
         // Let the reconnect frames and close frames leave before the workers stop.
         actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+        let draining = std::time::Instant::now();
         self.server.stop(true).await;
+        let drained = draining.elapsed();
+        if drained > Duration::from_secs(5) {
+            // Connections that outlived the servers' reconnect: worth knowing.
+            tracing::warn!(
+                drain_ms = drained.as_millis() as u64,
+                total_ms = started.elapsed().as_millis() as u64,
+                "connections were still open long after every server was told to reconnect"
+            );
+        }
     }
 }
 
@@ -230,7 +243,16 @@ impl Application {
             handle.shutdown().await;
         });
         let result = self.server.await;
-        self.store.close().await;
+        // A connection still checked out must not keep the process alive.
+        if actix_web::rt::time::timeout(STORE_CLOSE_GRACE, self.store.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_ms = STORE_CLOSE_GRACE.as_millis() as u64,
+                "the store did not close in time; stopping anyway"
+            );
+        }
         tracing::info!("hub stopped");
         result
     }

@@ -140,8 +140,8 @@ impl Application {
             );
         }
 
-        let listener = TcpListener::bind(&settings.bind)
-            .with_context(|| format!("binding {}", settings.bind))?;
+        let listener =
+            listen(&settings.bind).with_context(|| format!("binding {}", settings.bind))?;
         let port = listener.local_addr()?.port();
         let scheme = if tls.is_some() { "https" } else { "http" };
         if setup.generated_secret {
@@ -256,6 +256,42 @@ impl Application {
         tracing::info!("hub stopped");
         result
     }
+}
+
+/// Connections the kernel may hold for the hub before it accepts them
+/// (capped by `net.core.somaxconn`). A restarted hub meets every server
+/// whose reconnect moment passed while it was down at once, within a few
+/// hundred milliseconds: with std's 128, the SYNs beyond it are dropped
+/// and those servers wait out TCP's 1 s (then 3 s) SYN retry.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// Binds the first address `bind` resolves to that accepts, as
+/// `TcpListener::bind` does (with `SO_REUSEADDR`, so a restart does not wait
+/// for the last hub's TIME_WAIT sockets), with a [`LISTEN_BACKLOG`] queue.
+fn listen(bind: &str) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::net::ToSocketAddrs;
+    let mut last = None;
+    for addr in bind.to_socket_addrs()? {
+        let attempt = (|| {
+            let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+            #[cfg(unix)]
+            socket.set_reuse_address(true)?;
+            socket.bind(&addr.into())?;
+            socket.listen(LISTEN_BACKLOG)?;
+            Ok::<_, std::io::Error>(TcpListener::from(socket))
+        })();
+        match attempt {
+            Ok(listener) => return Ok(listener),
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the address resolves to nothing",
+        )
+    }))
 }
 
 /// SIGINT or SIGTERM.

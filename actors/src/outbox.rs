@@ -342,8 +342,16 @@ impl Outbox {
     /// Closes the socket after the frames already queued are written (the
     /// `reconnect` of a shutdown must arrive before the close).
     pub fn close_after_queued(&self, reason: CloseReason) {
+        if self.queue_close(reason) {
+            self.shared().wake.wake();
+        }
+    }
+
+    /// Queues a close after what is queued; the caller wakes the writer.
+    /// False if the socket was closing already.
+    fn queue_close(&self, reason: CloseReason) -> bool {
         if self.shared().closing.swap(true, Ordering::Relaxed) {
-            return;
+            return false;
         }
         let shared = self.shared();
         let mut queue = lock(&shared.queue);
@@ -353,8 +361,7 @@ impl Outbox {
             // A server this far behind would not read the close either.
             queue.reason = Some(reason);
         }
-        drop(queue);
-        shared.wake.wake();
+        true
     }
 
     /// Why the socket was closed, if the hub closed it.
@@ -388,6 +395,26 @@ impl Fanout {
     /// Queues `frame` to `outbox`; its writer is woken by [`Fanout::wake`].
     pub fn push(&mut self, outbox: &Outbox, frame: Bytes) -> Result<(), PushError> {
         outbox.queue_frame(frame)?;
+        self.add(outbox);
+        Ok(())
+    }
+
+    /// Queues `frame` then a close to `outbox` (a shutdown's `reconnect`:
+    /// thousands of sockets, each told then closed, woken like a push).
+    /// Nothing is queued if the socket is closing already.
+    pub fn push_then_close(
+        &mut self,
+        outbox: &Outbox,
+        frame: Bytes,
+        reason: CloseReason,
+    ) -> Result<(), PushError> {
+        outbox.queue_frame(frame)?;
+        outbox.queue_close(reason);
+        self.add(outbox);
+        Ok(())
+    }
+
+    fn add(&mut self, outbox: &Outbox) {
         match &outbox.shared().home {
             Some(home) if home.thread != std::thread::current().id() => {
                 match self.away.iter_mut().find(|(h, _)| h.thread == home.thread) {
@@ -397,7 +424,6 @@ impl Fanout {
             }
             _ => self.here.push(outbox.clone()),
         }
-        Ok(())
     }
 
     /// Wakes every writer: this thread's at once, the others' from their
@@ -581,6 +607,42 @@ mod tests {
             Poll::Ready(Some(Ok(chunk))) => assert_eq!(chunk[0], 0x88),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_fanout_can_tell_then_close_and_wakes_once_done() {
+        let (outbox, mut body) = socket_body(8);
+        let wakes = Arc::new(Wakes::default());
+        assert!(poll_with(&mut body, &wakes).is_pending());
+        let mut fanout = Fanout::new();
+        let going = CloseReason::new(1001, "going away");
+        fanout
+            .push_then_close(&outbox, Bytes::from_static(b"r"), going.clone())
+            .unwrap();
+        assert_eq!(wakes.count.load(Ordering::SeqCst), 0, "queued, not woken");
+        assert_eq!(
+            fanout.push_then_close(&outbox, Bytes::from_static(b"r"), going),
+            Err(PushError::Closed),
+            "told once"
+        );
+        fanout.wake();
+        assert_eq!(wakes.count.load(Ordering::SeqCst), 1);
+        match poll_with(&mut body, &wakes) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                assert_eq!(&chunk[..3], &[0x82, 1, b'r'], "the frame first");
+                assert_eq!(
+                    &chunk[3..7],
+                    &[0x88, 12, 0x03, 0xE9],
+                    "then the close, 1001"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(poll_with(&mut body, &wakes), Poll::Ready(None)));
+        assert_eq!(
+            outbox.push(Bytes::from_static(b"z")),
+            Err(PushError::Closed)
+        );
     }
 
     #[test]

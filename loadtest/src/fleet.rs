@@ -156,6 +156,12 @@ impl Fleet {
                         count.as_u64().unwrap_or(0);
                 }
             }
+            if let Some(closes) = reply["hubCloses"].as_object() {
+                for (why, count) in closes {
+                    *status.hub_closes.entry(why.clone()).or_default() +=
+                        count.as_u64().unwrap_or(0);
+                }
+            }
             if let Some(failure) = reply["lastFailure"].as_str() {
                 status.last_failure = Some(failure.to_owned());
             }
@@ -227,5 +233,7 @@ pub struct Status {
     pub disconnects: u64,
     pub revisions: std::collections::BTreeMap<i64, u64>,
     pub hub_errors: std::collections::BTreeMap<String, u64>,
+    /// Close frames the hub sent, by `code reason`.
+    pub hub_closes: std::collections::BTreeMap<String, u64>,
     pub last_failure: Option<String>,
 }

@@ -16,7 +16,11 @@ use crate::{
 use anyhow::{Context, bail};
 use hotswap_client::protocol::{self, HubMessage};
 use serde_json::{Value, json};
-use std::{collections::HashSet, path::PathBuf, time::Duration};
+use std::{
+    collections::{BTreeMap, HashSet},
+    path::PathBuf,
+    time::Duration,
+};
 
 /// Which scenario to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -188,6 +192,10 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         report.set("outOfOrderFrames", json!(status.out_of_order));
         report.set("unstampedReads", json!(status.unstamped_reads));
         report.set("hubErrors", json!(status.hub_errors));
+        report.set("hubCloses", json!(status.hub_closes));
+        report.set("connectFailures", json!(status.connect_failures));
+        report.set("lastConnectFailure", json!(status.last_failure));
+        report.set("disconnects", json!(status.disconnects));
         report.row("out-of-order frames", status.out_of_order);
     }
     report.set("lostFrames", json!(run.lost));
@@ -655,24 +663,30 @@ impl Run {
     async fn reconnect_storm(&mut self) -> anyhow::Result<()> {
         let n = self.opts.servers as u64;
         let (mut resynced, mut restart, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut told, mut asked) = (Vec::new(), Vec::new());
         for round in 0..self.opts.rounds {
             let hub = self.hub.as_mut().context("the harness's own hub")?;
             let before = hub.usage().unwrap_or_default();
+            let status_before = self.fleet.status().await?;
+            let hub = self.hub.as_mut().context("the harness's own hub")?;
             let at = now_us();
             hub.restart().await?;
             self.cpu_before += before.cpu_seconds;
             self.peak_rss = self.peak_rss.max(before.peak_rss_bytes);
             restart.push((now_us() - at) as f64 / 1000.0);
             let deadline = tokio::time::Instant::now() + WAIT;
-            let last = loop {
-                let (mut synced, mut last) = (0u64, 0u64);
+            let (last, told_last, asked_last) = loop {
+                let (mut synced, mut last, mut told_last, mut asked_last) = (0u64, 0, 0, 0);
                 for reply in self
                     .fleet
                     .call(json!({"op": "synced", "sinceUs": at, "revision": self.revision}))
                     .await?
                 {
-                    synced += reply["synced"].as_u64().unwrap_or(0);
-                    last = last.max(reply["lastUs"].as_u64().unwrap_or(0));
+                    let n = |k: &str| reply[k].as_u64().unwrap_or(0);
+                    synced += n("synced");
+                    last = last.max(n("lastUs"));
+                    told_last = told_last.max(n("toldLastUs"));
+                    asked_last = asked_last.max(n("askedLastUs"));
                 }
                 progress(
                     &format!("resync {}", round + 1),
@@ -680,7 +694,7 @@ impl Run {
                     n as usize,
                 );
                 if synced >= n {
-                    break last;
+                    break (last, told_last, asked_last);
                 }
                 if tokio::time::Instant::now() > deadline {
                     bail!("only {synced} of {n} servers resynced after {WAIT:?}");
@@ -688,20 +702,41 @@ impl Run {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             };
             resynced.push((last - at) as f64 / 1000.0);
+            told.push(told_last.saturating_sub(at) as f64 / 1000.0);
+            asked.push(asked_last.saturating_sub(at) as f64 / 1000.0);
             if let Some(usage) = self.note_usage() {
                 cpu.push(usage.cpu_seconds);
             }
+            let status = self.fleet.status().await?;
+            let closes: BTreeMap<&String, u64> = status
+                .hub_closes
+                .iter()
+                .map(|(why, n)| (why, n - status_before.hub_closes.get(why).unwrap_or(&0)))
+                .filter(|(_, n)| *n > 0)
+                .collect();
             eprintln!(
-                "round {}: hub back in {:.0} ms, all {n} servers resynced after {:.0} ms",
+                "round {}: hub back in {:.0} ms, last reconnect frame at {:.0} ms, last moment asked \
+                 for {:.0} ms, all {n} servers resynced after {:.0} ms \
+                 ({} welcomes, {} failed connects, closes {closes:?}, last failure {:?})",
                 round + 1,
                 restart.last().unwrap_or(&0.0),
-                resynced.last().unwrap_or(&0.0)
+                told.last().unwrap_or(&0.0),
+                asked.last().unwrap_or(&0.0),
+                resynced.last().unwrap_or(&0.0),
+                status.welcomes - status_before.welcomes,
+                status.connect_failures - status_before.connect_failures,
+                status.last_failure,
             );
         }
         self.report
             .sample("reconnectStorm", "allResyncedMs", &resynced);
         self.report
             .sample("reconnectStorm", "hubRestartMs", &restart);
+        // Stop -> the last `reconnect` frame received, and -> the latest
+        // moment a server was asked to come back: the storm's own bound.
+        self.report.sample("reconnectStorm", "lastToldMs", &told);
+        self.report
+            .sample("reconnectStorm", "lastAskedForMs", &asked);
         self.report.section(
             "reconnectStorm",
             "newHubCpuSecondsUntilResynced",

@@ -14,6 +14,7 @@ use crate::{
 };
 use futures_util::{SinkExt, StreamExt};
 use hotswap_client::protocol::{self, Ack, Health, Hello, ServerMessage};
+use nix::sys::socket::{setsockopt, sockopt::IpBindAddressNoPort};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::{
@@ -114,6 +115,10 @@ struct Shared {
     welcomes: AtomicU64,
     revisions: Vec<AtomicI64>,
     welcomed_us: Vec<AtomicU64>,
+    /// When the latest `reconnect` arrived, and the moment it asked for
+    /// (arrival + `retryAfterMs`), Unix µs.
+    told_us: Vec<AtomicU64>,
+    asked_for_us: Vec<AtomicU64>,
     received_us: Vec<AtomicU64>,
     deliveries: Mutex<Vec<Delivery>>,
     out_of_order: AtomicU64,
@@ -126,6 +131,8 @@ struct Shared {
     connect_failures: AtomicU64,
     disconnects: AtomicU64,
     hub_errors: Mutex<BTreeMap<String, u64>>,
+    /// Close frames from the hub, by code (and reason for the hub's own).
+    hub_closes: Mutex<BTreeMap<String, u64>>,
     last_failure: Mutex<Option<String>>,
     /// Floor frames: (kernel receive time, read time, ack written), Unix µs.
     floor_received: Mutex<Vec<(u64, u64, u64)>>,
@@ -142,6 +149,8 @@ pub async fn run(spec: WorkerSpec) -> anyhow::Result<()> {
         welcomes: AtomicU64::new(0),
         revisions: (0..spec.count).map(|_| AtomicI64::new(0)).collect(),
         welcomed_us: (0..spec.count).map(|_| AtomicU64::new(0)).collect(),
+        told_us: (0..spec.count).map(|_| AtomicU64::new(0)).collect(),
+        asked_for_us: (0..spec.count).map(|_| AtomicU64::new(0)).collect(),
         received_us: (0..spec.count).map(|_| AtomicU64::new(0)).collect(),
         deliveries: Mutex::new(Vec::new()),
         out_of_order: AtomicU64::new(0),
@@ -154,6 +163,7 @@ pub async fn run(spec: WorkerSpec) -> anyhow::Result<()> {
         connect_failures: AtomicU64::new(0),
         disconnects: AtomicU64::new(0),
         hub_errors: Mutex::new(BTreeMap::new()),
+        hub_closes: Mutex::new(BTreeMap::new()),
         last_failure: Mutex::new(None),
         floor_received: Mutex::new(Vec::new()),
         stop,
@@ -226,6 +236,7 @@ async fn handle(shared: &Arc<Shared>, command: Command) -> Value {
                 "connectFailures": shared.connect_failures.load(Relaxed),
                 "disconnects": shared.disconnects.load(Relaxed),
                 "hubErrors": *shared.hub_errors.lock().unwrap(),
+                "hubCloses": *shared.hub_closes.lock().unwrap(),
                 "lastFailure": *shared.last_failure.lock().unwrap(),
             })
         }
@@ -244,8 +255,13 @@ async fn handle(shared: &Arc<Shared>, command: Command) -> Value {
         }
         Command::Synced { since_us, revision } => {
             let mut synced = 0u64;
-            let mut last_us = 0u64;
+            let (mut last_us, mut told_last_us, mut asked_last_us) = (0u64, 0u64, 0u64);
             for i in 0..shared.spec.count {
+                let told = shared.told_us[i].load(Relaxed);
+                if told >= since_us {
+                    told_last_us = told_last_us.max(told);
+                    asked_last_us = asked_last_us.max(shared.asked_for_us[i].load(Relaxed));
+                }
                 let welcomed = shared.welcomed_us[i].load(Relaxed);
                 if welcomed >= since_us && shared.revisions[i].load(Relaxed) == revision {
                     synced += 1;
@@ -254,7 +270,12 @@ async fn handle(shared: &Arc<Shared>, command: Command) -> Value {
                     last_us = last_us.max(welcomed.max(received));
                 }
             }
-            json!({ "synced": synced, "lastUs": last_us })
+            json!({
+                "synced": synced,
+                "lastUs": last_us,
+                "toldLastUs": told_last_us,
+                "askedLastUs": asked_last_us,
+            })
         }
         Command::Floor { addr, frame_len } => match floor_connect(shared, addr, frame_len).await {
             Ok(()) => json!({ "ok": true }),
@@ -298,11 +319,7 @@ async fn floor_connect(
     frame_len: usize,
 ) -> anyhow::Result<()> {
     for index in 0..shared.spec.count {
-        let socket = TcpSocket::new_v4()?;
-        if let Some(source) = shared.spec.source {
-            socket.bind(SocketAddr::new(source, 0))?;
-        }
-        let stream = socket.connect(addr).await?;
+        let stream = client_socket(shared.spec.source)?.connect(addr).await?;
         stream.set_nodelay(true)?;
         let mut stream = StampedStream::new(stream)?;
         let (shared, mut stop) = (shared.clone(), shared.stop.subscribe());
@@ -409,6 +426,24 @@ fn jittered(rng: &mut Rng, wait: Duration) -> Duration {
     wait + Duration::from_millis(rng.next_u64() % (wait.as_millis() as u64 / 2 + 1))
 }
 
+/// A client socket, bound to `source` when given. Its port is chosen at
+/// `connect` (`IP_BIND_ADDRESS_NO_PORT`), as for an unbound socket: a
+/// port is then taken only if its 4-tuple is free, and loopback ports in
+/// TIME_WAIT are reused. A plain bind to port 0 reserves a port that no
+/// other socket on the address holds, TIME_WAIT ones included: after a few
+/// thousand reconnects (a reconnect storm, or the run before) the kernel's
+/// search for one grows to milliseconds per bind, and 5,000 binds stall
+/// the worker's thread for seconds (its servers then miss the hub's
+/// request and hello timeouts: 408s and 4001s).
+fn client_socket(source: Option<IpAddr>) -> std::io::Result<TcpSocket> {
+    let socket = TcpSocket::new_v4()?;
+    if let Some(source) = source {
+        setsockopt(&socket, IpBindAddressNoPort, &true).map_err(std::io::Error::from)?;
+        socket.bind(SocketAddr::new(source, 0))?;
+    }
+    Ok(socket)
+}
+
 /// One session. `Ok(Some(d))`: the hub asked to come back after `d`.
 async fn session(
     shared: &Arc<Shared>,
@@ -419,11 +454,7 @@ async fn session(
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> anyhow::Result<Option<Duration>> {
     let spec = &shared.spec;
-    let socket = TcpSocket::new_v4()?;
-    if let Some(source) = spec.source {
-        socket.bind(SocketAddr::new(source, 0))?;
-    }
-    let stream = socket.connect(shared.hub).await?;
+    let stream = client_socket(spec.source)?.connect(shared.hub).await?;
     stream.set_nodelay(true)?;
     let stream = StampedStream::new(stream)?;
     let mut request = spec.url.as_str().into_client_request()?;
@@ -472,7 +503,15 @@ async fn session(
             frame = ws.next() => {
                 let bytes = match frame {
                     Some(Ok(Message::Binary(bytes))) => bytes,
-                    Some(Ok(Message::Close(_))) | None => break Ok(None),
+                    Some(Ok(Message::Close(close))) => {
+                        let key = match close {
+                            Some(frame) => format!("{} {}", u16::from(frame.code), frame.reason),
+                            None => "none".to_owned(),
+                        };
+                        *shared.hub_closes.lock().unwrap().entry(key).or_default() += 1;
+                        break Ok(None);
+                    }
+                    None => break Ok(None),
                     Some(Ok(_)) => continue,
                     Some(Err(error)) => break Err(error.into()),
                 };
@@ -536,6 +575,8 @@ async fn session(
                     }
                     "reconnect" => {
                         let after = Duration::from_millis(frame.retry_after_ms.unwrap_or(1000));
+                        shared.told_us[index].store(received, Relaxed);
+                        shared.asked_for_us[index].store(received + after.as_micros() as u64, Relaxed);
                         let _ = ws.close(None).await;
                         break Ok(Some(after));
                     }

@@ -1974,11 +1974,10 @@ impl Hub {
         Ok(())
     }
 
-    /// Stops every deployment actor (the hub is shutting down); their
-    /// deployments resume from the store at the next start.
-    /// Stops every deployment actor and waits (up to 5 s) until each has
-    /// finished the step it was in, so none is cut off mid-transaction.
-    /// Their state stays in the store; the next start resumes them.
+    /// Stops every deployment actor (the hub is shutting down) and waits
+    /// (up to 5 s) until each has finished the step it was in, so none is
+    /// cut off mid-transaction. Their state stays in the store; the next
+    /// start resumes them.
     pub async fn stop_runs(&self) {
         let handles: Vec<RunHandle> = self
             .serving_read()

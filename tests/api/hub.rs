@@ -1063,6 +1063,51 @@ async fn shutdown_tells_every_server_when_to_come_back(app: TestApp) {
     assert!(delays.len() > 1, "jittered, not all the same: {delays:?}");
 }
 
+/// A hello that arrives once shutdown has begun (the listener still
+/// accepts until the sockets are closed) is answered like the others, with
+/// `reconnect` and a close, not welcomed: a welcomed server would hold the
+/// stopping hub open until its grace runs out.
+async fn a_hello_during_shutdown_is_sent_away_not_welcomed(app: TestApp) {
+    let (key, _) = setup(&app).await;
+    let mut first = raw(&app, Some(&key)).await.unwrap();
+    send(&mut first, hello("early", "staging", BTreeMap::new())).await;
+    assert!(matches!(
+        next_message(&mut first).await,
+        Ok(HubMessage::Welcome { .. })
+    ));
+    // Upgraded before the shutdown, hello after its broadcast.
+    let mut late = raw(&app, Some(&key)).await.unwrap();
+    let shutdown = app.shutdown.clone();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    actix_web::rt::spawn(async move {
+        shutdown.shutdown().await;
+        let _ = done_tx.send(());
+    });
+    loop {
+        match next_message(&mut first).await {
+            Ok(HubMessage::Reconnect { .. }) => break,
+            Ok(_) => continue,
+            Err(code) => panic!("closed ({code:?}) before reconnect"),
+        }
+    }
+    send(&mut late, hello("late", "staging", BTreeMap::new())).await;
+    match next_message(&mut late).await {
+        Ok(HubMessage::Reconnect { retry_after_ms }) => assert!(retry_after_ms < 2000),
+        other => panic!("a stopping hub answered a hello with {other:?}"),
+    }
+    assert_eq!(close_code_of(&mut late).await, Some(close_code::GOING_AWAY));
+    assert_eq!(
+        close_code_of(&mut first).await,
+        Some(close_code::GOING_AWAY)
+    );
+    drop((first, late));
+    // Nothing is left holding the hub: it stops well inside its 30 s grace.
+    tokio::time::timeout(Duration::from_secs(20), done_rx)
+        .await
+        .expect("the hub stopped once every socket was closed")
+        .unwrap();
+}
+
 /// The ack was lost with the connection, and the server comes back already
 /// on the target revision: it counts as acked and the deployment completes.
 async fn a_server_returning_on_the_target_revision_completes_the_deployment(app: TestApp) {
@@ -1136,6 +1181,7 @@ on_both_databases!(
     metrics_frames_are_validated_and_counted,
     secret_fields_reach_game_servers_in_clear_and_nowhere_else,
     shutdown_tells_every_server_when_to_come_back,
+    a_hello_during_shutdown_is_sent_away_not_welcomed,
     acked_revisions_reach_the_store_and_leave_the_rest_of_the_row,
 );
 

@@ -19,7 +19,7 @@ use crate::{
 };
 use actix_web::{App, HttpServer, dev::Server, middleware, web};
 use anyhow::Context;
-use std::{net::TcpListener, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const SHUTDOWN_GRACE_SECS: u64 = 30;
@@ -140,24 +140,16 @@ impl Application {
             );
         }
 
-        let listener =
-            listen(&settings.bind).with_context(|| format!("binding {}", settings.bind))?;
-        let port = listener.local_addr()?.port();
         let scheme = if tls.is_some() { "https" } else { "http" };
-        if setup.generated_secret {
-            let token = setup
-                .authenticator
-                .mint("admin", Role::Admin, FIRST_RUN_TOKEN_TTL)?;
-            // Printed once, on the run that generated the secret: the operator's way in.
-            println!(
-                "\nHotSwap generated a development JWT secret in {dir}.\n\
-                 Admin token (30 days):\n\n  {token}\n\n\
-                 API explorer: {scheme}://{bind}/docs/?token={token}\n\
-                 Mint more with: hotswap token --role operator --sub alice --ttl 8h\n",
-                dir = settings.data_dir.display(),
-                bind = settings.bind,
-            );
-        }
+        let first_run_token = if setup.generated_secret {
+            Some(
+                setup
+                    .authenticator
+                    .mint("admin", Role::Admin, FIRST_RUN_TOKEN_TTL)?,
+            )
+        } else {
+            None
+        };
         let access = web::Data::new(AccessControl {
             authenticator: setup.authenticator,
             rate_limits: RateLimits::new(&settings.rate_limit),
@@ -203,12 +195,30 @@ impl Application {
         // Nagle wait behind an unacknowledged pong.
         .tcp_nodelay(true)
         // Signals are ours (run_until_stopped): servers hear `reconnect` first.
-        .disable_signals();
+        .disable_signals()
+        .backlog(LISTEN_BACKLOG);
         let server = match tls {
-            Some(config) => server.listen_rustls_0_23(listener, config)?,
-            None => server.listen(listener)?,
+            Some(config) => server.bind_rustls_0_23(&settings.bind, config),
+            None => server.bind(&settings.bind),
         }
-        .run();
+        .with_context(|| format!("binding {}", settings.bind))?;
+        let port = server
+            .addrs()
+            .first()
+            .map(|addr| addr.port())
+            .context("the bind address resolved to nothing")?;
+        if let Some(token) = first_run_token {
+            // Printed once, on the run that generated the secret: the operator's way in.
+            println!(
+                "\nHotSwap generated a development JWT secret in {dir}.\n\
+                 Admin token (30 days):\n\n  {token}\n\n\
+                 API explorer: {scheme}://{bind}/docs/?token={token}\n\
+                 Mint more with: hotswap token --role operator --sub alice --ttl 8h\n",
+                dir = settings.data_dir.display(),
+                bind = settings.bind,
+            );
+        }
+        let server = server.run();
         tracing::info!(port, scheme, backend = ?store.backend(), "hub listening");
         Ok(Self {
             port,
@@ -259,40 +269,11 @@ impl Application {
 }
 
 /// Connections the kernel may hold for the hub before it accepts them
-/// (capped by `net.core.somaxconn`). A restarted hub meets every server
-/// whose reconnect moment passed while it was down at once, within a few
-/// hundred milliseconds: with std's 128, the SYNs beyond it are dropped
-/// and those servers wait out TCP's 1 s (then 3 s) SYN retry.
-const LISTEN_BACKLOG: i32 = 4096;
-
-/// Binds the first address `bind` resolves to that accepts, as
-/// `TcpListener::bind` does (with `SO_REUSEADDR`, so a restart does not wait
-/// for the last hub's TIME_WAIT sockets), with a [`LISTEN_BACKLOG`] queue.
-fn listen(bind: &str) -> std::io::Result<TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    use std::net::ToSocketAddrs;
-    let mut last = None;
-    for addr in bind.to_socket_addrs()? {
-        let attempt = (|| {
-            let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-            #[cfg(unix)]
-            socket.set_reuse_address(true)?;
-            socket.bind(&addr.into())?;
-            socket.listen(LISTEN_BACKLOG)?;
-            Ok::<_, std::io::Error>(TcpListener::from(socket))
-        })();
-        match attempt {
-            Ok(listener) => return Ok(listener),
-            Err(error) => last = Some(error),
-        }
-    }
-    Err(last.unwrap_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "the address resolves to nothing",
-        )
-    }))
-}
+/// (capped by `net.core.somaxconn`; actix's own default is 2,048). A
+/// restarted hub meets every server whose reconnect moment passed while it
+/// was down at once, within a few hundred milliseconds: the SYNs beyond the
+/// queue are dropped and those servers wait out TCP's 1 s (then 3 s) retry.
+const LISTEN_BACKLOG: u32 = 4096;
 
 /// SIGINT or SIGTERM.
 async fn wait_for_signal() {

@@ -118,8 +118,8 @@ struct Entry {
 /// per server.
 #[derive(Default)]
 struct Inner {
-    /// Server id → its slot in `slots`.
-    index: HashMap<String, usize>,
+    /// Server id (the entry's own, shared) → its slot in `slots`.
+    index: HashMap<Arc<str>, usize>,
     slots: Vec<Option<Entry>>,
     free: Vec<usize>,
     /// Config name → slots of the servers subscribed to it (connected or not).
@@ -161,12 +161,9 @@ impl Inner {
                 .or_default()
                 .insert(slot);
         }
-        self.index.insert(record.server_id.clone(), slot);
-        self.slots[slot] = Some(Entry {
-            id: Arc::from(record.server_id.as_str()),
-            record,
-            outbox,
-        });
+        let id: Arc<str> = Arc::from(record.server_id.as_str());
+        self.index.insert(id.clone(), slot);
+        self.slots[slot] = Some(Entry { id, record, outbox });
     }
 
     /// Takes a server out, with its index entries (and empty index entries).
@@ -213,7 +210,7 @@ impl Registry {
     pub fn restore(&self, records: Vec<ServerRecord>) {
         let mut inner = self.write();
         for mut record in records {
-            if inner.index.contains_key(&record.server_id) {
+            if inner.index.contains_key(record.server_id.as_str()) {
                 continue;
             }
             record.connected = false;

@@ -665,10 +665,9 @@ impl Run {
         let (mut resynced, mut restart, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
         let (mut told, mut asked) = (Vec::new(), Vec::new());
         for round in 0..self.opts.rounds {
-            let hub = self.hub.as_mut().context("the harness's own hub")?;
-            let before = hub.usage().unwrap_or_default();
             let status_before = self.fleet.status().await?;
             let hub = self.hub.as_mut().context("the harness's own hub")?;
+            let before = hub.usage().unwrap_or_default();
             let at = now_us();
             hub.restart().await?;
             self.cpu_before += before.cpu_seconds;

@@ -443,20 +443,28 @@ fn claim(
     revision: i64,
     at_ms: i64,
 ) -> bool {
+    if servers.get(server_id).is_some_and(|p| {
+        p.revision == revision && matches!(p.state, ServerState::Pushed | ServerState::Acked)
+    }) {
+        return false;
+    }
+    set_pushed(servers, server_id, key, revision, at_ms);
+    true
+}
+
+/// A frame carrying `revision` is on its way to `server_id` (the key is
+/// made only for a server not in the map yet).
+fn set_pushed(
+    servers: &mut ServerMap,
+    server_id: &str,
+    key: impl FnOnce() -> Arc<str>,
+    revision: i64,
+    at_ms: i64,
+) {
     match servers.get_mut(server_id) {
-        Some(p)
-            if p.revision == revision
-                && matches!(p.state, ServerState::Pushed | ServerState::Acked) =>
-        {
-            false
-        }
-        Some(p) => {
-            *p = ServerProgress::pushed(revision, at_ms);
-            true
-        }
+        Some(p) => *p = ServerProgress::pushed(revision, at_ms),
         None => {
             servers.insert(key(), ServerProgress::pushed(revision, at_ms));
-            true
         }
     }
 }
@@ -536,16 +544,13 @@ impl RunRecord {
 
     /// A frame carrying `revision` went to `server_id`.
     pub fn pushed(&self, server_id: &str, revision: i64) {
-        let mut servers = lock(&self.servers);
-        match servers.get_mut(server_id) {
-            Some(p) => *p = ServerProgress::pushed(revision, now_ms()),
-            None => {
-                servers.insert(
-                    Arc::from(server_id),
-                    ServerProgress::pushed(revision, now_ms()),
-                );
-            }
-        }
+        set_pushed(
+            &mut lock(&self.servers),
+            server_id,
+            || Arc::from(server_id),
+            revision,
+            now_ms(),
+        );
     }
 
     /// The per-server progress, locked for a pass over many servers (one

@@ -46,7 +46,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex, RwLock,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -80,9 +80,9 @@ pub struct Hub {
     /// Servers whose record changed since the last flush, and how much.
     dirty: Mutex<HashMap<String, Dirty>>,
     first_seen: Mutex<HashMap<String, i64>>,
-    /// When shutdown began: a server saying hello from then on is told to
-    /// reconnect, not welcomed (it would hold the stopping hub open).
-    stopping: std::sync::OnceLock<std::time::Instant>,
+    /// Set when shutdown begins: a server saying hello from then on is told
+    /// to reconnect, not welcomed (it would hold the stopping hub open).
+    stopping: AtomicBool,
     /// When the servers were told to reconnect: their window's start.
     sent_away_from: std::sync::OnceLock<std::time::Instant>,
     pub stats: HubStats,
@@ -200,7 +200,7 @@ impl Hub {
             aggregates: aggregates::Aggregates::default(),
             dirty: Mutex::new(HashMap::new()),
             first_seen: Mutex::new(first_seen),
-            stopping: std::sync::OnceLock::new(),
+            stopping: AtomicBool::new(false),
             sent_away_from: std::sync::OnceLock::new(),
             stats: HubStats::default(),
         });
@@ -361,7 +361,7 @@ impl Hub {
         if hello.tags.len() > MAX_TAGS || hello.tags.iter().any(|t| !sane(t, 64)) {
             return refuse(format!("tags must be at most {MAX_TAGS} short strings"));
         }
-        if self.stopping.get().is_some() {
+        if self.stopping.load(Ordering::Acquire) {
             self.send_away(&outbox);
             return Ok(HelloOutcome { frames: Vec::new() });
         }
@@ -400,7 +400,7 @@ impl Hub {
                 "another connection with the same serverId replaced this one",
             ));
         }
-        if self.stopping.get().is_some() {
+        if self.stopping.load(Ordering::Acquire) {
             // Shutdown began during this hello and its `reconnect` went to
             // the servers registered before this one: this one goes too.
             self.send_away(&outbox);
@@ -716,7 +716,7 @@ impl Hub {
     pub async fn shutdown(&self) {
         // Before the registry is read: a hello that registers after the
         // read (under the registry's lock) sees it (see `on_hello`).
-        let _ = self.stopping.set(std::time::Instant::now());
+        self.stopping.store(true, Ordering::Release);
         self.stop_runs().await;
         let outboxes = self.registry.all_outboxes();
         let _ = self.sent_away_from.set(std::time::Instant::now());

@@ -1219,13 +1219,13 @@ async fn the_sdk_rides_out_a_hub_restart_and_keeps_serving_meanwhile() {
             .await,
         "the client noticed the hub leaving"
     );
-    assert_eq!(
-        client
-            .stats()
-            .reconnect_requests
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+    // At least once: a client told a moment early in the window comes back
+    // while the hub is still stopping, and is sent away again.
+    let told = client
+        .stats()
+        .reconnect_requests
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(told >= 1, "the client was never told to reconnect");
     let during: Value = client
         .get("weapon-balance")
         .expect("the last good config is still served");

@@ -74,6 +74,16 @@ pub struct Options {
 
 const WAIT: Duration = Duration::from_secs(120);
 
+/// The floor's figures, per socket and per round, in ms.
+#[derive(Debug, Default)]
+struct FloorRun {
+    delivery: Vec<f64>,
+    last: Vec<f64>,
+    handled: Vec<f64>,
+    last_handled: Vec<f64>,
+    last_ack: Vec<f64>,
+}
+
 /// A run in progress.
 struct Run {
     opts: Options,
@@ -390,7 +400,6 @@ impl Run {
     }
 
     async fn fanout(&mut self) -> anyhow::Result<()> {
-        let n = self.opts.servers;
         let (mut delivery, mut last_delivery, mut last_ack) = (Vec::new(), Vec::new(), Vec::new());
         let (mut handled, mut last_handled) = (Vec::new(), Vec::new());
         let (mut hub_cpu, mut client_cpu) = (Vec::new(), Vec::new());
@@ -437,7 +446,34 @@ impl Run {
         self.report.sample("fanout", "hubCpuMsPerPush", &hub_cpu);
         self.report
             .sample("fanout", "clientCpuMsPerPush", &client_cpu);
-        // The floor: the same number of plain sockets, the same frame size.
+        let floor = self.floor().await?;
+        self.ratio_to_floor(
+            "ratioToFloor",
+            "last delivery / floor p50",
+            &last_delivery,
+            &floor.last,
+        );
+        self.ratio_to_floor(
+            "handledRatioToFloor",
+            "last handled / floor p50",
+            &last_handled,
+            &floor.last_handled,
+        );
+        self.report
+            .series
+            .push(("hub fan-out: delivery per server".into(), delivery));
+        self.report
+            .series
+            .push(("floor: plain sockets".into(), floor.delivery));
+        Ok(())
+    }
+
+    /// The floor, reported as `floor.*`: `rounds` writes of one
+    /// pre-encoded frame (a small delta's size) to as many plain sockets
+    /// as there are servers, from a minimal loop, read and acked by the
+    /// same worker processes as the hub's frames.
+    async fn floor(&mut self) -> anyhow::Result<FloorRun> {
+        let n = self.opts.servers;
         let frame = ws_binary_frame(&protocol::encode(&HubMessage::Delta {
             config: self.config.clone(),
             base_revision: self.revision,
@@ -458,9 +494,7 @@ impl Run {
         );
         accepted?;
         connected?;
-        let (mut floor_delivery, mut floor_last) = (Vec::new(), Vec::new());
-        let (mut floor_handled, mut floor_last_handled) = (Vec::new(), Vec::new());
-        let mut floor_last_ack = Vec::new();
+        let mut run = FloorRun::default();
         let since = |started: u64, at: u64| at.saturating_sub(started) as f64 / 1000.0;
         for _ in 0..self.opts.rounds {
             let started = floor.write_all(&frame).await?;
@@ -481,46 +515,47 @@ impl Run {
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            floor_delivery.extend(received.iter().map(|r| since(started, r.0)));
-            floor_handled.extend(received.iter().map(|r| since(started, r.1)));
+            run.delivery
+                .extend(received.iter().map(|r| since(started, r.0)));
+            run.handled
+                .extend(received.iter().map(|r| since(started, r.1)));
             let last = |at: fn(&(u64, u64, u64)) -> u64| {
                 since(started, received.iter().map(at).max().unwrap_or(started))
             };
-            floor_last.push(last(|r| r.0));
-            floor_last_handled.push(last(|r| r.1));
-            floor_last_ack.push(last(|r| r.2));
+            run.last.push(last(|r| r.0));
+            run.last_handled.push(last(|r| r.1));
+            run.last_ack.push(last(|r| r.2));
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        self.report.sample("floor", "deliveryMs", &floor_delivery);
-        self.report.sample("floor", "lastDeliveryMs", &floor_last);
-        self.report.sample("floor", "handledMs", &floor_handled);
+        self.report.sample("floor", "deliveryMs", &run.delivery);
+        self.report.sample("floor", "lastDeliveryMs", &run.last);
+        self.report.sample("floor", "handledMs", &run.handled);
         self.report
-            .sample("floor", "lastHandledMs", &floor_last_handled);
-        self.report.sample("floor", "lastAckMs", &floor_last_ack);
-        self.ratio_to_floor("ratioToFloor", "last delivery", &last_delivery, &floor_last);
-        self.ratio_to_floor(
-            "handledRatioToFloor",
-            "last handled",
-            &last_handled,
-            &floor_last_handled,
-        );
-        self.report
-            .series
-            .push(("hub fan-out: delivery per server".into(), delivery));
-        self.report
-            .series
-            .push(("floor: plain sockets".into(), floor_delivery));
-        Ok(())
+            .sample("floor", "lastHandledMs", &run.last_handled);
+        self.report.sample("floor", "lastAckMs", &run.last_ack);
+        Ok(run)
     }
 
     /// Each push's figure over the floor's median, as `fanout.<key>`.
     fn ratio_to_floor(&mut self, key: &str, what: &str, hub: &[f64], floor: &[f64]) {
+        self.ratio_to_floor_in("fanout", key, what, hub, floor);
+    }
+
+    /// Each round's figure over the floor's median, as `<section>.<key>`.
+    fn ratio_to_floor_in(
+        &mut self,
+        section: &str,
+        key: &str,
+        what: &str,
+        hub: &[f64],
+        floor: &[f64],
+    ) {
         let floor_p50 = Summary::of(floor).map_or(f64::NAN, |s| s.p50).max(0.001);
         let ratios: Vec<f64> = hub.iter().map(|h| h / floor_p50).collect();
-        self.report.section("fanout", key, Summary::json(&ratios));
+        self.report.section(section, key, Summary::json(&ratios));
         if let Some(s) = Summary::of(&ratios) {
             self.report.row(
-                &format!("fanout.{key} ({what} / floor p50)"),
+                &format!("{section}.{key} ({what})"),
                 format!("p50 {:.2}  max {:.2}", s.p50, s.max),
             );
         }
@@ -654,9 +689,22 @@ impl Run {
         self.report
             .sample("killSwitch", "lastDeliveryMs", &last_delivery);
         self.report.sample("killSwitch", "deliveryMs", &delivery);
+        // What the machine allows the same sockets and clients: the floor's
+        // last ack (no request, no store, no hub).
+        let floor = self.floor().await?;
+        self.ratio_to_floor_in(
+            "killSwitch",
+            "ratioToFloor",
+            "last ack / floor's last ack p50",
+            &last_ack,
+            &floor.last_ack,
+        );
         self.report
             .series
             .push(("kill switch: request to delivery".into(), delivery));
+        self.report
+            .series
+            .push(("floor: plain sockets".into(), floor.delivery));
         Ok(())
     }
 

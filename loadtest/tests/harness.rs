@@ -159,6 +159,12 @@ fn the_kill_switch_is_timed_to_the_last_ack() {
     );
     assert_eq!(summary(&report, "killSwitch", "lastAckMs")["count"], 2);
     assert_eq!(summary(&report, "killSwitch", "deliveryMs")["count"], 60);
+    // Against the floor of the same run: the same sockets' clients acking
+    // a frame from a bare loop.
+    assert_eq!(summary(&report, "floor", "lastAckMs")["count"], 2);
+    let ratio = summary(&report, "killSwitch", "ratioToFloor");
+    assert_eq!(ratio["count"], 2);
+    assert!(ratio["p50"].as_f64().unwrap() > 0.0, "{report}");
 }
 
 #[test]

@@ -65,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
     hotswap::observability::init_logging(&settings.log);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
+            hotswap::startup::raise_open_files_limit();
             let application = Application::build(settings).await?;
             application.run_until_stopped().await?;
         }

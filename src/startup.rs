@@ -275,6 +275,45 @@ impl Application {
 /// queue are dropped and those servers wait out TCP's 1 s (then 3 s) retry.
 const LISTEN_BACKLOG: u32 = 4096;
 
+/// Game servers one hub node is sized for (`ARCHITECTURE.md`).
+const SIZED_FOR_SERVERS: u64 = 10_000;
+/// Open files the hub keeps beyond its game servers' sockets (store,
+/// listeners, REST clients, dashboards).
+const FILES_BESIDES_SERVERS: u64 = 256;
+
+/// Raises the process's open-files limit to its hard limit (every game
+/// server holds a socket, and the usual soft limit of 1,024 would turn
+/// servers away at about a thousand), and says so in the log, with a warning when what is left
+/// cannot hold the fleet a node is sized for. Returns the limit in force.
+pub fn raise_open_files_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit, setrlimit};
+        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+        // Linux refuses an unlimited RLIMIT_NOFILE; its usual ceiling is 2^20.
+        let target = if hard == RLIM_INFINITY { 1 << 20 } else { hard };
+        let limit = if soft < target && setrlimit(Resource::RLIMIT_NOFILE, target, hard).is_ok() {
+            target
+        } else {
+            soft
+        };
+        let servers = limit.saturating_sub(FILES_BESIDES_SERVERS);
+        if servers < SIZED_FOR_SERVERS {
+            tracing::warn!(
+                limit,
+                servers,
+                "the open-files limit holds fewer game servers than a node is sized for: \
+                 raise it (`ulimit -n`, or LimitNOFILE= under systemd)"
+            );
+        } else {
+            tracing::info!(limit, "open-files limit");
+        }
+        Some(limit)
+    }
+    #[cfg(not(unix))]
+    None
+}
+
 /// SIGINT or SIGTERM.
 async fn wait_for_signal() {
     #[cfg(unix)]
@@ -298,5 +337,24 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit, setrlimit};
+
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_limit() {
+        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        let ceiling = if hard == RLIM_INFINITY { 1 << 20 } else { hard };
+        // Lowered first (an unprivileged process may raise it back), to
+        // half the ceiling: the other tests of this process keep plenty.
+        let lowered = (ceiling / 2).max(1024).min(ceiling);
+        setrlimit(Resource::RLIMIT_NOFILE, lowered, hard).unwrap();
+        let limit = super::raise_open_files_limit().expect("a limit on unix");
+        let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        assert_eq!(soft, limit, "the limit returned is the one in force");
+        assert_eq!(soft, ceiling, "raised from {lowered}");
     }
 }

@@ -24,6 +24,29 @@ pub struct Fleet {
     pub servers: usize,
 }
 
+/// Open files a process keeps beyond its sockets (stdio, pipes, the runtime).
+pub const FILES_RESERVED: u64 = 256;
+/// Servers per process when the open-files limit allows more: with two
+/// sockets each, one process's address stays far from its ~28,000
+/// ephemeral ports.
+pub const MAX_PER_PROCESS: usize = 5_000;
+
+/// The open-files limit, its soft value raised to the hard one first
+/// (worker processes and a hub the harness starts inherit it). A limit
+/// that cannot be raised is read as it is.
+pub fn raise_open_files() -> u64 {
+    use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 1024;
+    };
+    // Linux refuses an unlimited RLIMIT_NOFILE; its usual ceiling is 2^20.
+    let target = if hard == RLIM_INFINITY { 1 << 20 } else { hard };
+    if soft < target && setrlimit(Resource::RLIMIT_NOFILE, target, hard).is_ok() {
+        return target;
+    }
+    soft
+}
+
 /// How to spread `servers` over processes and source addresses.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -33,6 +56,37 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// Servers one worker process can hold under `open_files` (each may
+    /// hold a hub socket and a floor socket), at most [`MAX_PER_PROCESS`].
+    pub fn per_process_for(open_files: u64) -> anyhow::Result<usize> {
+        let servers = open_files.saturating_sub(FILES_RESERVED) / 2;
+        if servers == 0 {
+            bail!(
+                "the open-files limit is {open_files}: a worker process needs {FILES_RESERVED} \
+                 and 2 per simulated server (raise it with `ulimit -n`)"
+            );
+        }
+        Ok(servers.min(MAX_PER_PROCESS as u64) as usize)
+    }
+
+    /// `per_process` as asked for (`--per-process`), or as many as the
+    /// limit allows; more than the limit allows is an error, not a run
+    /// that fails with `EMFILE` half way.
+    pub fn choose_per_process(asked: Option<usize>, open_files: u64) -> anyhow::Result<usize> {
+        let most = Self::per_process_for(open_files)?;
+        match asked {
+            None => Ok(most),
+            Some(0) => bail!("--per-process must be at least 1"),
+            Some(n) if n as u64 * 2 + FILES_RESERVED > open_files => bail!(
+                "--per-process {n} needs {} open files per worker process (2 per server + \
+                 {FILES_RESERVED}); the limit is {open_files}: use at most {most}, or raise it \
+                 with `ulimit -n`",
+                n as u64 * 2 + FILES_RESERVED
+            ),
+            Some(n) => Ok(n),
+        }
+    }
+
     /// `servers` per process; sockets per process stay under `per_process`
     /// (each server may hold a hub socket and a floor socket). One
     /// 127.0.0.x address per process keeps every address far from the
@@ -236,4 +290,30 @@ pub struct Status {
     /// Close frames the hub sent, by `code reason`.
     pub hub_closes: std::collections::BTreeMap<String, u64>,
     pub last_failure: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_per_process_follow_the_open_files_limit() {
+        // This machine's 20,000: the 5,000 cap.
+        assert_eq!(Layout::per_process_for(20_000).unwrap(), 5_000);
+        // A common default of 1,024: two sockets per server after the reserve.
+        assert_eq!(Layout::per_process_for(1_024).unwrap(), 384);
+        assert_eq!(Layout::plan(10_000, 384).sources.len(), 27);
+        assert!(Layout::per_process_for(257).is_err());
+    }
+
+    #[test]
+    fn a_per_process_count_over_the_limit_is_refused_before_the_run() {
+        assert_eq!(Layout::choose_per_process(None, 1_024).unwrap(), 384);
+        assert_eq!(Layout::choose_per_process(Some(384), 1_024).unwrap(), 384);
+        let error = Layout::choose_per_process(Some(5_000), 1_024)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("use at most 384"), "{error}");
+        assert!(Layout::choose_per_process(Some(0), 1_024).is_err());
+    }
 }

@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use hotswap_loadtest::{
+    fleet::{FILES_RESERVED, Layout},
     players::PlayerModel,
     scenarios::{self, Options, Scenario},
     worker::{self, WorkerSpec},
@@ -40,9 +41,10 @@ struct Cli {
     /// Servers send no metrics (they do by default).
     #[arg(long)]
     no_metrics: bool,
-    /// Simulated servers per worker process (each may hold two sockets).
-    #[arg(long, default_value_t = 5000)]
-    per_process: usize,
+    /// Simulated servers per worker process (each may hold two sockets);
+    /// default: as many as the open-files limit allows, at most 5,000.
+    #[arg(long)]
+    per_process: Option<usize>,
     /// Sockets each worker opens at once.
     #[arg(long, default_value_t = 64)]
     connect_concurrency: usize,
@@ -116,6 +118,17 @@ fn main() -> anyhow::Result<()> {
     if cli.servers == 0 {
         anyhow::bail!("--servers must be at least 1");
     }
+    // Raised for this process, its workers and the hub it may start.
+    let open_files = hotswap_loadtest::fleet::raise_open_files();
+    let per_process = Layout::choose_per_process(cli.per_process, open_files)?;
+    if cli.hub_url.is_none() && (cli.servers as u64) + FILES_RESERVED > open_files {
+        anyhow::bail!(
+            "the hub the harness starts needs a socket per server: {} servers need about {} \
+             open files, and the limit is {open_files} (raise it with `ulimit -n`)",
+            cli.servers,
+            cli.servers as u64 + FILES_RESERVED
+        );
+    }
     let out = cli.out.unwrap_or_else(|| {
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -137,7 +150,7 @@ fn main() -> anyhow::Result<()> {
         push_every: Duration::from_secs(cli.push_every.max(1)),
         metrics_ms: cli.metrics_ms.clamp(100, 3_600_000),
         metrics: !cli.no_metrics,
-        per_process: cli.per_process.max(1),
+        per_process,
         connect_concurrency: cli.connect_concurrency.max(1),
         regression_factor: cli.regression_factor,
         warmup: Duration::from_secs(cli.warmup),

@@ -283,7 +283,7 @@ const FILES_BESIDES_SERVERS: u64 = 256;
 
 /// Raises the process's open-files limit to its hard limit (every game
 /// server holds a socket, and the usual soft limit of 1,024 would turn
-/// servers away at about a thousand), and says so in the log, with a warning when what is left
+/// servers away at about a thousand) and logs it, with a warning when it
 /// cannot hold the fleet a node is sized for. Returns the limit in force.
 pub fn raise_open_files_limit() -> Option<u64> {
     #[cfg(unix)]

@@ -74,12 +74,10 @@ pub struct Options {
 
 const WAIT: Duration = Duration::from_secs(120);
 
-/// The floor's figures, per socket and per round, in ms.
+/// The floor's figures per round, in ms, for the ratios to it.
 #[derive(Debug, Default)]
 struct FloorRun {
-    delivery: Vec<f64>,
     last: Vec<f64>,
-    handled: Vec<f64>,
     last_handled: Vec<f64>,
     last_ack: Vec<f64>,
 }
@@ -446,29 +444,28 @@ impl Run {
         self.report.sample("fanout", "hubCpuMsPerPush", &hub_cpu);
         self.report
             .sample("fanout", "clientCpuMsPerPush", &client_cpu);
+        self.report
+            .series
+            .push(("hub fan-out: delivery per server".into(), delivery));
         let floor = self.floor().await?;
         self.ratio_to_floor(
+            "fanout",
             "ratioToFloor",
             "last delivery / floor p50",
             &last_delivery,
             &floor.last,
         );
         self.ratio_to_floor(
+            "fanout",
             "handledRatioToFloor",
             "last handled / floor p50",
             &last_handled,
             &floor.last_handled,
         );
-        self.report
-            .series
-            .push(("hub fan-out: delivery per server".into(), delivery));
-        self.report
-            .series
-            .push(("floor: plain sockets".into(), floor.delivery));
         Ok(())
     }
 
-    /// The floor, reported as `floor.*`: `rounds` writes of one
+    /// The floor, reported as `floor.*` and charted: `rounds` writes of one
     /// pre-encoded frame (a small delta's size) to as many plain sockets
     /// as there are servers, from a minimal loop, read and acked by the
     /// same worker processes as the hub's frames.
@@ -495,6 +492,7 @@ impl Run {
         accepted?;
         connected?;
         let mut run = FloorRun::default();
+        let (mut delivery, mut handled) = (Vec::new(), Vec::new());
         let since = |started: u64, at: u64| at.saturating_sub(started) as f64 / 1000.0;
         for _ in 0..self.opts.rounds {
             let started = floor.write_all(&frame).await?;
@@ -515,10 +513,8 @@ impl Run {
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            run.delivery
-                .extend(received.iter().map(|r| since(started, r.0)));
-            run.handled
-                .extend(received.iter().map(|r| since(started, r.1)));
+            delivery.extend(received.iter().map(|r| since(started, r.0)));
+            handled.extend(received.iter().map(|r| since(started, r.1)));
             let last = |at: fn(&(u64, u64, u64)) -> u64| {
                 since(started, received.iter().map(at).max().unwrap_or(started))
             };
@@ -527,29 +523,20 @@ impl Run {
             run.last_ack.push(last(|r| r.2));
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        self.report.sample("floor", "deliveryMs", &run.delivery);
+        self.report.sample("floor", "deliveryMs", &delivery);
         self.report.sample("floor", "lastDeliveryMs", &run.last);
-        self.report.sample("floor", "handledMs", &run.handled);
+        self.report.sample("floor", "handledMs", &handled);
         self.report
             .sample("floor", "lastHandledMs", &run.last_handled);
         self.report.sample("floor", "lastAckMs", &run.last_ack);
+        self.report
+            .series
+            .push(("floor: plain sockets".into(), delivery));
         Ok(run)
     }
 
-    /// Each push's figure over the floor's median, as `fanout.<key>`.
-    fn ratio_to_floor(&mut self, key: &str, what: &str, hub: &[f64], floor: &[f64]) {
-        self.ratio_to_floor_in("fanout", key, what, hub, floor);
-    }
-
     /// Each round's figure over the floor's median, as `<section>.<key>`.
-    fn ratio_to_floor_in(
-        &mut self,
-        section: &str,
-        key: &str,
-        what: &str,
-        hub: &[f64],
-        floor: &[f64],
-    ) {
+    fn ratio_to_floor(&mut self, section: &str, key: &str, what: &str, hub: &[f64], floor: &[f64]) {
         let floor_p50 = Summary::of(floor).map_or(f64::NAN, |s| s.p50).max(0.001);
         let ratios: Vec<f64> = hub.iter().map(|h| h / floor_p50).collect();
         self.report.section(section, key, Summary::json(&ratios));
@@ -691,20 +678,17 @@ impl Run {
         self.report.sample("killSwitch", "deliveryMs", &delivery);
         // What the machine allows the same sockets and clients: the floor's
         // last ack (no request, no store, no hub).
+        self.report
+            .series
+            .push(("kill switch: request to delivery".into(), delivery));
         let floor = self.floor().await?;
-        self.ratio_to_floor_in(
+        self.ratio_to_floor(
             "killSwitch",
             "ratioToFloor",
             "last ack / floor's last ack p50",
             &last_ack,
             &floor.last_ack,
         );
-        self.report
-            .series
-            .push(("kill switch: request to delivery".into(), delivery));
-        self.report
-            .series
-            .push(("floor: plain sockets".into(), floor.delivery));
         Ok(())
     }
 

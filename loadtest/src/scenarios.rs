@@ -832,8 +832,11 @@ impl Run {
         let total = self.opts.duration.as_secs().max(1) as usize;
         while tokio::time::Instant::now() < end {
             if tokio::time::Instant::now() >= next_push {
-                let (_, revision, _, at) = self.push(json!({"strategy": "Direct"})).await?;
+                let (id, revision, _, at) = self.push(json!({"strategy": "Direct"})).await?;
                 self.fleet.wait_all_on(revision, "soak push", WAIT).await?;
+                // Every server holds it before the hub has read every ack:
+                // the next push would find this one still in progress (409).
+                self.wait_status(&id, &["Completed"], WAIT).await?;
                 let of = self.deliveries_of(revision, at).await?;
                 delivery.extend(since_sent(&of));
                 self.revision = revision;

@@ -56,13 +56,18 @@ fn ingest(c: &mut Criterion) {
             let ServerMessage::Metrics(report) = message else {
                 unreachable!("a metrics frame")
             };
-            metrics::validate(&report).expect("valid");
-            let decoded = metrics::decode(&report, true, 1000);
+            let histograms = metrics::validate(&report).expect("valid");
+            let decoded = metrics::decode(&report, histograms, true, 1000);
             now += 1;
             window.fold(now, &decoded);
         })
     });
     group.finish();
+}
+
+fn decoded(report: &MetricsReport) -> hotswap::domain::window::Report {
+    let histograms = metrics::validate(report).expect("valid");
+    metrics::decode(report, histograms, true, 1000)
 }
 
 fn judge(c: &mut Criterion) {
@@ -75,9 +80,9 @@ fn judge(c: &mut Criterion) {
         for server in 0..1000u64 {
             let at = second * 1000 + (server % 1000) as i64;
             if server % 10 == 0 {
-                canary.fold(at, &metrics::decode(&report(server, 5), true, 1000));
+                canary.fold(at, &decoded(&report(server, 5)));
             } else {
-                baseline.fold(at, &metrics::decode(&report(server, 0), true, 1000));
+                baseline.fold(at, &decoded(&report(server, 0)));
             }
         }
     }

@@ -86,6 +86,14 @@ pub struct HubSettings {
     pub stale_after_secs: u64,
     /// On shutdown, servers are told to come back spread over this window.
     pub reconnect_window_ms: u64,
+    /// Game-server sockets open on this node (hello or not); more are
+    /// answered 503 before the upgrade.
+    pub max_sessions: usize,
+    /// Sockets of one API key; more are answered 429 before the upgrade.
+    pub max_sessions_per_key: usize,
+    /// A server id stays bound to its API key this long after its server
+    /// was last seen (then another key may register it).
+    pub server_id_binding_days: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -119,6 +127,9 @@ pub struct RateLimitSettings {
     pub principal_burst: u32,
     pub address_per_minute: u32,
     pub address_burst: u32,
+    /// Game-server socket upgrades per source address (a bad key costs two).
+    pub upgrade_per_minute: u32,
+    pub upgrade_burst: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

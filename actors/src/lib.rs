@@ -6,6 +6,9 @@
 //! tokio tasks without touching the hub.
 //!
 //! # Layout
+//! - `gate.rs`: [`SessionGate`], admission of sockets (caps in all and per
+//!   API key, from the upgrade on) and every open socket of a key, so a
+//!   revocation closes them whether they said `hello` or not.
 //! - `deployment.rs`: the deployment actor: a task with bounded command and
 //!   event mailboxes and a tick, driving the hub's [`DeploymentDriver`].
 //! - `outbox.rs`: [`Outbox`], a session's bounded queue of encoded frames,
@@ -16,13 +19,15 @@
 //! - `session.rs`: [`ServerSession`], one actix actor per connected socket.
 
 pub mod deployment;
+pub mod gate;
 pub mod outbox;
 pub mod registry;
 pub mod session;
 
 pub use deployment::{DeploymentDriver, DeploymentHandle, Flow, Stopped};
+pub use gate::{GateLimits, Refused, SessionGate, SessionPermit};
 pub use outbox::{CloseReason, Fanout, Outbox, OutboxReceiver, PushError};
 pub use registry::{ConnectedTarget, Registry, ServerFilter, ServerRecord};
 pub use session::{
-    Hello, HelloOutcome, KeyScope, Refusal, ServerSession, SessionHost, SessionSettings,
+    FrameError, Hello, HelloOutcome, KeyScope, Refusal, ServerSession, SessionHost, SessionSettings,
 };

@@ -113,6 +113,10 @@ struct Entry {
     outbox: Option<Outbox>,
 }
 
+fn gone(entry: &Entry, before_ms: i64) -> bool {
+    !entry.record.connected && entry.record.last_seen_ms < before_ms
+}
+
 /// Entries live in slots; the subscription index holds slot numbers, so a
 /// fan-out walks a config's servers without hashing (and comparing) an id
 /// per server.
@@ -369,17 +373,6 @@ impl Registry {
         Some(entry.record)
     }
 
-    /// Closes every session authenticated by `key_id`; returns how many.
-    pub fn close_by_key(&self, key_id: &str, reason: &CloseReason) -> usize {
-        let inner = self.read();
-        inner
-            .entries()
-            .filter(|e| e.record.key_id == key_id)
-            .filter_map(|e| e.outbox.as_ref())
-            .map(|outbox| outbox.close(reason.clone()))
-            .count()
-    }
-
     /// Every connected server's outbox (shutdown).
     pub fn all_outboxes(&self) -> Vec<Outbox> {
         self.read()
@@ -388,25 +381,36 @@ impl Registry {
             .collect()
     }
 
-    /// Removes disconnected servers not seen since `before_ms`; returns their ids.
-    pub fn prune_disconnected(&self, before_ms: i64) -> Vec<String> {
-        let gone = |e: &Entry| !e.record.connected && e.record.last_seen_ms < before_ms;
-        let candidates: Vec<String> = self
-            .read()
+    /// Ids of disconnected servers not seen since `before_ms`.
+    pub fn stale_candidates(&self, before_ms: i64) -> Vec<String> {
+        self.read()
             .entries()
-            .filter(|e| gone(e))
+            .filter(|e| gone(e, before_ms))
             .map(|e| e.record.server_id.clone())
-            .collect();
+            .collect()
+    }
+
+    /// Removes those of `candidates` still disconnected and not seen since
+    /// `before_ms` (a server that reconnected meanwhile stays); returns
+    /// their ids.
+    pub fn prune_disconnected(&self, before_ms: i64, candidates: &[String]) -> Vec<String> {
         let mut inner = self.write();
-        // Checked again under the write lock: a server that reconnected meanwhile stays.
         let mut pruned = Vec::new();
         for id in candidates {
-            if inner.get(&id).is_some_and(gone) {
-                inner.take(&id);
-                pruned.push(id);
+            if inner.get(id).is_some_and(|e| gone(e, before_ms)) {
+                inner.take(id);
+                pruned.push(id.clone());
             }
         }
         pruned
+    }
+
+    /// The distinct regions of known servers.
+    pub fn regions(&self) -> std::collections::HashSet<String> {
+        self.read()
+            .entries()
+            .map(|e| e.record.region.clone())
+            .collect()
     }
 
     pub fn connected_count(&self) -> usize {
@@ -501,8 +505,10 @@ mod tests {
             ..ServerFilter::default()
         });
         assert_eq!(listed.len(), 2, "a disconnected server is still known");
-        assert!(registry.prune_disconnected(500).is_empty(), "seen at 1000");
-        assert_eq!(registry.prune_disconnected(2_000), ["a"]);
+        assert!(registry.stale_candidates(500).is_empty(), "seen at 1000");
+        let candidates = registry.stale_candidates(2_000);
+        assert_eq!(candidates, ["a"]);
+        assert_eq!(registry.prune_disconnected(2_000, &candidates), ["a"]);
         assert!(registry.get("a").is_none());
         assert_eq!(
             registry

@@ -4,7 +4,10 @@
 //! every decision to the hub through [`SessionHost`]. Frames go out through
 //! its [`Outbox`].
 
-use crate::outbox::{CloseReason, Outbox, PushError};
+use crate::{
+    gate::SessionPermit,
+    outbox::{CloseReason, Outbox, PushError},
+};
 use actix::{
     Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Running, StreamHandler, WrapFuture,
 };
@@ -25,6 +28,38 @@ pub struct SessionSettings {
     /// Frames a session may have queued before it counts as not reading.
     pub queue_capacity: usize,
     pub max_frame_bytes: usize,
+    /// The metrics interval told to servers: a session may send
+    /// [`METRICS_BURST`] frames at once and [`METRICS_PER_INTERVAL`] per
+    /// interval over time; the rest are answered `rate_limited` and dropped.
+    pub metrics_interval: Duration,
+}
+
+/// Metrics frames a session may send at once.
+pub const METRICS_BURST: f64 = 4.0;
+/// Metrics frames a session may send per metrics interval, over time.
+pub const METRICS_PER_INTERVAL: f64 = 2.0;
+
+/// An `error` frame's content: a problem the session survives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl FrameError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn encode(&self) -> Bytes {
+        Bytes::from(protocol::encode(&protocol::HubMessage::Error {
+            code: self.code.into(),
+            message: self.message.clone(),
+        }))
+    }
 }
 
 /// The `hello` of a session, with the session's id and its API key's scope.
@@ -62,11 +97,17 @@ pub trait SessionHost: Send + Sync + 'static {
         outbox: Outbox,
     ) -> BoxFuture<'static, Result<HelloOutcome, Refusal>>;
     fn heartbeat(&self, server_id: &str, players: u32, status: Health, load: Option<f64>);
-    fn ack(&self, server_id: &str, ack: protocol::Ack);
+    /// Records an ack; `Err` (a config the session did not subscribe to,
+    /// say) is sent back as an `error` frame and changes nothing.
+    fn ack(&self, server_id: &str, ack: protocol::Ack) -> Result<(), FrameError>;
     /// A full snapshot of `config` for this server, if it should have one.
-    fn resync(&self, server_id: &str, config: &str) -> BoxFuture<'static, Option<Bytes>>;
+    fn resync(
+        &self,
+        server_id: &str,
+        config: &str,
+    ) -> BoxFuture<'static, Result<Option<Bytes>, FrameError>>;
     /// Validates and counts a metrics report; `Err` is sent back as an `error` frame.
-    fn metrics(&self, server_id: &str, report: MetricsReport) -> Result<(), String>;
+    fn metrics(&self, server_id: &str, report: MetricsReport) -> Result<(), FrameError>;
     /// The session is over: `reason` is why the hub closed it (`None` when
     /// the server went away); `stale` when it was closed for silence.
     fn closed(&self, server_id: &str, session_id: &str, stale: bool, reason: Option<CloseReason>);
@@ -75,6 +116,11 @@ pub trait SessionHost: Send + Sync + 'static {
 pub struct ServerSession {
     session_id: String,
     key: KeyScope,
+    /// This socket's place at the gate, freed when the actor is dropped.
+    _permit: SessionPermit,
+    /// Metrics frames the session may still send now (a token bucket).
+    metrics_tokens: f64,
+    metrics_refilled: Instant,
     outbox: Outbox,
     host: Arc<dyn SessionHost>,
     settings: SessionSettings,
@@ -100,6 +146,7 @@ impl ServerSession {
     pub fn start(
         session_id: String,
         key: KeyScope,
+        permit: SessionPermit,
         outbox: Outbox,
         stream: actix_ws::AggregatedMessageStream,
         host: Arc<dyn SessionHost>,
@@ -110,6 +157,9 @@ impl ServerSession {
             ServerSession {
                 session_id,
                 key,
+                _permit: permit,
+                metrics_tokens: METRICS_BURST,
+                metrics_refilled: Instant::now(),
                 outbox,
                 host,
                 settings,
@@ -199,24 +249,56 @@ impl ServerSession {
                 status,
                 load,
             } => self.host.heartbeat(&server_id, players, status, load),
-            ServerMessage::Ack(ack) => self.host.ack(&server_id, ack),
-            ServerMessage::Resync { config } => {
-                let future = self.host.resync(&server_id, &config);
-                ctx.spawn(future.into_actor(self).map(|frame, actor, ctx| {
-                    if let Some(frame) = frame {
-                        actor.push(ctx, frame);
-                    }
-                }));
-            }
-            ServerMessage::Metrics(report) => {
-                if let Err(why) = self.host.metrics(&server_id, *report) {
-                    let error = protocol::encode(&protocol::HubMessage::Error {
-                        code: "invalid_metrics".into(),
-                        message: why,
-                    });
-                    self.push(ctx, Bytes::from(error));
+            ServerMessage::Ack(ack) => {
+                if let Err(error) = self.host.ack(&server_id, ack) {
+                    self.push(ctx, error.encode());
                 }
             }
+            ServerMessage::Resync { config } => {
+                let future = self.host.resync(&server_id, &config);
+                ctx.spawn(
+                    future
+                        .into_actor(self)
+                        .map(|answer, actor, ctx| match answer {
+                            Ok(Some(frame)) => actor.push(ctx, frame),
+                            Ok(None) => {}
+                            Err(error) => actor.push(ctx, error.encode()),
+                        }),
+                );
+            }
+            ServerMessage::Metrics(report) => {
+                let answer = if self.take_metrics_token() {
+                    self.host.metrics(&server_id, *report)
+                } else {
+                    Err(FrameError::new(
+                        "rate_limited",
+                        format!(
+                            "at most {METRICS_PER_INTERVAL} metrics frames per metricsMs \
+                             ({} ms); this one was dropped",
+                            self.settings.metrics_interval.as_millis()
+                        ),
+                    ))
+                };
+                if let Err(error) = answer {
+                    self.push(ctx, error.encode());
+                }
+            }
+        }
+    }
+
+    /// Spends one metrics frame of the session's budget; false when none is left.
+    fn take_metrics_token(&mut self) -> bool {
+        let now = Instant::now();
+        let interval = self.settings.metrics_interval.as_secs_f64().max(0.001);
+        let earned = now.duration_since(self.metrics_refilled).as_secs_f64() / interval
+            * METRICS_PER_INTERVAL;
+        self.metrics_tokens = (self.metrics_tokens + earned).min(METRICS_BURST);
+        self.metrics_refilled = now;
+        if self.metrics_tokens >= 1.0 {
+            self.metrics_tokens -= 1.0;
+            true
+        } else {
+            false
         }
     }
 }

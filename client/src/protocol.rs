@@ -24,6 +24,8 @@ pub mod close_code {
     pub const POLICY_VIOLATION: u16 = 1008;
     /// A frame over the size limit.
     pub const TOO_BIG: u16 = 1009;
+    /// The hub cannot take this session now (its store is unreachable); come back later.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
     /// Another connection with the same `serverId` replaced this one.
     pub const REPLACED: u16 = 4000;
     /// No `hello` within 5 s.

@@ -112,6 +112,16 @@ impl HubProcess {
                 "HOTSWAP_RATE_LIMIT__ADDRESS_BURST".to_owned(),
                 "100000".to_owned(),
             ),
+            // The simulated fleet shares a few source addresses: its
+            // reconnect storms are not an upgrade flood.
+            (
+                "HOTSWAP_RATE_LIMIT__UPGRADE_PER_MINUTE".to_owned(),
+                "1000000".to_owned(),
+            ),
+            (
+                "HOTSWAP_RATE_LIMIT__UPGRADE_BURST".to_owned(),
+                "100000".to_owned(),
+            ),
             ("HOTSWAP_LOG__LEVEL".to_owned(), "warn".to_owned()),
         ];
         env.extend(settings.iter().cloned());

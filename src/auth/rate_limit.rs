@@ -1,5 +1,6 @@
-//! Token buckets per authenticated principal and per source address
-//! (`governor`, GCRA). Exceeding one answers 429 with `Retry-After`.
+//! Token buckets per authenticated principal, per source address, and per
+//! source address for game-server socket upgrades (`governor`, GCRA).
+//! Exceeding one answers 429 with `Retry-After`.
 
 use crate::settings::RateLimitSettings;
 use governor::{
@@ -15,6 +16,7 @@ type Keyed = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>;
 pub struct RateLimits {
     principals: Keyed,
     addresses: Keyed,
+    upgrades: Keyed,
     clock: DefaultClock,
 }
 
@@ -41,6 +43,10 @@ impl RateLimits {
                 settings.address_per_minute,
                 settings.address_burst,
             )),
+            upgrades: RateLimiter::keyed(quota(
+                settings.upgrade_per_minute,
+                settings.upgrade_burst,
+            )),
             clock: DefaultClock::default(),
         }
     }
@@ -61,12 +67,23 @@ impl RateLimits {
         self.check(&self.addresses, address)
     }
 
+    /// `Err(wait)` when the address may open no game-server socket now.
+    pub fn check_upgrade(&self, address: &str) -> Result<(), Duration> {
+        self.check(&self.upgrades, address)
+    }
+
+    /// Charges an address one more upgrade (a bad key costs two); it may
+    /// go without one.
+    pub fn charge_upgrade(&self, address: &str) {
+        let _ = self.check(&self.upgrades, address);
+    }
+
     /// Forgets buckets that are full again, so memory follows active callers.
     pub fn forget_idle(&self) {
-        self.principals.retain_recent();
-        self.addresses.retain_recent();
-        self.principals.shrink_to_fit();
-        self.addresses.shrink_to_fit();
+        for limiter in [&self.principals, &self.addresses, &self.upgrades] {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
     }
 }
 
@@ -81,6 +98,8 @@ mod tests {
             principal_burst: 3,
             address_per_minute: 60,
             address_burst: 1,
+            upgrade_per_minute: 60,
+            upgrade_burst: 3,
         });
         for _ in 0..3 {
             assert!(limits.check_principal("alice").is_ok());
@@ -90,5 +109,11 @@ mod tests {
         assert!(limits.check_principal("bob").is_ok());
         assert!(limits.check_address("10.0.0.1").is_ok());
         assert!(limits.check_address("10.0.0.1").is_err());
+        // A bad key's upgrade costs two: the third attempt finds none left.
+        assert!(limits.check_upgrade("10.0.0.2").is_ok());
+        limits.charge_upgrade("10.0.0.2");
+        assert!(limits.check_upgrade("10.0.0.2").is_ok());
+        assert!(limits.check_upgrade("10.0.0.2").is_err());
+        assert!(limits.check_upgrade("10.0.0.3").is_ok(), "per address");
     }
 }

@@ -13,6 +13,7 @@ pub mod kinds;
 pub mod names;
 pub mod rollout;
 pub mod secrets;
+pub mod server_hello;
 pub mod stats;
 pub mod validation;
 pub mod window;

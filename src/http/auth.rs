@@ -230,6 +230,82 @@ pub fn check_address(request: &HttpRequest) -> Result<(), ApiError> {
     }
 }
 
+fn presented_key(request: &HttpRequest) -> Option<String> {
+    bearer(request).map(str::to_owned).or_else(|| {
+        web::Query::<std::collections::HashMap<String, String>>::from_query(request.query_string())
+            .ok()
+            .and_then(|q| q.get("token").cloned())
+    })
+}
+
+/// A game server's socket, admitted before its upgrade: the source
+/// address had an upgrade left (a bad key costs two), the API key is live,
+/// and the hub and the key had room for one more socket (503 or 429, with
+/// `Retry-After`, when they did not). Holds the socket's place until the
+/// session ends.
+#[derive(Debug)]
+pub struct AdmittedSocket {
+    pub identity: ServerIdentity,
+    pub permit: hotswap_actors::SessionPermit,
+}
+
+impl FromRequest for AdmittedSocket {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let presented = presented_key(request);
+        let catalog = request.app_data::<web::Data<Catalog>>().cloned();
+        let hub = request
+            .app_data::<web::Data<std::sync::Arc<crate::hub::Hub>>>()
+            .cloned();
+        let checked = access(request).map(|control| {
+            let source = control.source(request);
+            let allowed = source
+                .as_deref()
+                .map_or(Ok(()), |s| control.rate_limits.check_upgrade(s));
+            (source, allowed)
+        });
+        let control = request.app_data::<web::Data<AccessControl>>().cloned();
+        Box::pin(async move {
+            let (source, allowed) = checked?;
+            allowed.map_err(|wait| ApiError::RateLimited {
+                retry_after_secs: wait.as_secs() + 1,
+            })?;
+            let (Some(catalog), Some(hub), Some(control)) = (catalog, hub, control) else {
+                return Err(ApiError::Internal(
+                    "the socket endpoint is not configured".into(),
+                ));
+            };
+            // A missing or bad key costs its address a second upgrade.
+            let bad_key = |error: AuthError| {
+                if let Some(source) = &source {
+                    control.rate_limits.charge_upgrade(source);
+                }
+                ApiError::Unauthorized(error)
+            };
+            let presented = presented.ok_or_else(|| bad_key(AuthError::Missing))?;
+            let identity = catalog
+                .authenticate_server_key(&presented)
+                .await?
+                .ok_or_else(|| bad_key(AuthError::Invalid("unknown or revoked API key".into())))?;
+            let permit = hub
+                .gate()
+                .admit(&identity.key_id)
+                .map_err(|refused| match refused {
+                    hotswap_actors::Refused::Full { limit } => ApiError::SocketsFull { limit },
+                    hotswap_actors::Refused::KeyFull { limit } => {
+                        ApiError::KeySocketsFull { limit }
+                    }
+                    hotswap_actors::Refused::Revoked => ApiError::Unauthorized(AuthError::Invalid(
+                        "unknown or revoked API key".into(),
+                    )),
+                })?;
+            Ok(AdmittedSocket { identity, permit })
+        })
+    }
+}
+
 /// A game server authenticated by its API key (`Authorization: Bearer` or `?token=`).
 #[derive(Debug)]
 pub struct ServerKey(pub ServerIdentity);
@@ -239,13 +315,7 @@ impl FromRequest for ServerKey {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let presented = bearer(request).map(str::to_owned).or_else(|| {
-            web::Query::<std::collections::HashMap<String, String>>::from_query(
-                request.query_string(),
-            )
-            .ok()
-            .and_then(|q| q.get("token").cloned())
-        });
+        let presented = presented_key(request);
         let catalog = request.app_data::<web::Data<Catalog>>().cloned();
         Box::pin(async move {
             let presented = presented.ok_or(ApiError::Unauthorized(AuthError::Missing))?;

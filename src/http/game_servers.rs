@@ -1,7 +1,7 @@
 //! `/api/v1/game-servers`: the registry of game servers.
 
 use super::{
-    auth::{Authorized, Operator, Viewer},
+    auth::{Admin, Authorized, Operator, Viewer},
     extract::Body,
     method_not_allowed,
     problem::{ApiError, Problem},
@@ -211,18 +211,24 @@ pub async fn update_server(
     )))
 }
 
-/// Deregister a server (closes its session; it registers again when it says hello).
+/// Deregister a server and release its id (admin): its session is closed
+/// (4005) and the id no longer belongs to its API key, so any key may
+/// register it next. Audited.
 #[utoipa::path(delete, path = "/api/v1/game-servers/{id}", tag = "game servers", responses(
     (status = 204),
+    (status = 403, body = Problem),
     (status = 404, body = Problem),
 ))]
 pub async fn deregister_server(
-    _caller: Authorized<Operator>,
+    caller: Authorized<Admin>,
     hub: web::Data<Arc<Hub>>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    if id.len() > 256 {
+        return Err(not_found(&id));
+    }
     if !hub
-        .deregister(&id)
+        .deregister(&caller.actor, &id)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
     {

@@ -68,6 +68,10 @@ pub enum ApiError {
     Forbidden(AuthError),
     #[error("too many requests; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    #[error("this hub holds {limit} game-server sockets, the most it takes; retry later")]
+    SocketsFull { limit: usize },
+    #[error("this API key holds {limit} game-server sockets, the most one key may; retry later")]
+    KeySocketsFull { limit: usize },
     #[error("{0}")]
     Internal(String),
     #[error("not a WebSocket upgrade: {0}")]
@@ -142,6 +146,10 @@ impl ApiError {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::SocketsFull { .. } => (StatusCode::SERVICE_UNAVAILABLE, "too_many_sockets"),
+            ApiError::KeySocketsFull { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "too_many_sockets_for_key")
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
             ApiError::BadUpgrade(_) => (StatusCode::BAD_REQUEST, "bad_upgrade"),
             ApiError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
@@ -255,6 +263,9 @@ impl ResponseError for ApiError {
         match self {
             ApiError::RateLimited { retry_after_secs } => {
                 response.insert_header(("Retry-After", retry_after_secs.to_string()));
+            }
+            ApiError::KeySocketsFull { .. } => {
+                response.insert_header(("Retry-After", "5"));
             }
             ApiError::Unauthorized(_) => {
                 response.insert_header(("WWW-Authenticate", "Bearer realm=\"hotswap\""));

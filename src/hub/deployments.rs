@@ -562,7 +562,9 @@ impl RunRecord {
         }
     }
 
-    /// Records an ack of `revision`; false if the server was not waited on for it.
+    /// Records a server's ack of `revision`; false if the server was not
+    /// waited on for it. Only a target of this deployment (a server a frame
+    /// went to) counts: an ack from any other server changes nothing.
     pub fn ack(
         &self,
         server_id: &str,
@@ -571,15 +573,33 @@ impl RunRecord {
         error: Option<String>,
         apply_micros: u64,
     ) -> bool {
+        let mut servers = lock(&self.servers);
+        if !servers.contains_key(server_id) {
+            return false;
+        }
         ack(
-            &mut lock(&self.servers),
+            &mut servers,
             server_id,
-            || Arc::from(server_id),
+            || unreachable!("the server is in the map"),
             revision,
             ok,
             error,
             apply_micros,
         )
+    }
+
+    /// The hub found a server already on `revision` (it came back holding
+    /// it): it counts as acked.
+    pub fn already_on(&self, server_id: &str, revision: i64) {
+        ack(
+            &mut lock(&self.servers),
+            server_id,
+            || Arc::from(server_id),
+            revision,
+            true,
+            None,
+            0,
+        );
     }
 
     /// A server went away: what it had not acked failed.

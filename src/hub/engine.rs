@@ -1446,17 +1446,17 @@ impl Hub {
         if let Some(claims) = &mut claims {
             claims.reserve_for(picks.len());
         }
-        for (server, (target, _)) in picks {
+        for (server, (target, from_live)) in picks {
+            // The deployment tracks the servers it covers, and only those:
+            // a server outside it is no target, and nothing it acks counts.
+            let claims = claims.as_mut().filter(|_| from_live);
             if server.applied == Some(target) {
-                if let Some(claims) = &mut claims {
+                if let Some(claims) = claims {
                     claims.already_on(&server.server_id, target);
                 }
                 continue;
             }
-            if claims
-                .as_mut()
-                .is_some_and(|c| !c.claim(&server.server_id, target))
-            {
+            if claims.is_some_and(|c| !c.claim(&server.server_id, target)) {
                 continue;
             }
             groups

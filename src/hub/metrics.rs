@@ -1,8 +1,8 @@
 //! Checking `metrics` frames and decoding them once (HdrHistogram V2 bytes
 //! into sparse pairs) for the deployment windows and the minute aggregates.
 
+use super::hdr;
 use crate::domain::window::Report;
-use hdrhistogram::serialization::Deserializer;
 use hotswap_client::{
     metrics::names,
     protocol::{EncodedHistogram, MetricsReport},
@@ -13,9 +13,38 @@ const MAX_PAIRS: usize = 10_000;
 const MAX_ENCODED_BYTES: usize = 256 * 1024;
 const MAX_PLAYERS: u32 = 10_000_000;
 const MAX_CUSTOM: usize = 64;
+const MAX_NAME_LEN: usize = 64;
+/// Values above this (2^40: 35 years in ms) are no latency, session or fps.
+const MAX_VALUE: u64 = 1 << 40;
 
-/// Why a report is refused (sent back to the server as an `error` frame).
-pub fn validate(report: &MetricsReport) -> Result<(), String> {
+/// A metric name: 1-64 letters, digits, `.`, `_` or `-`.
+fn metric_name(kind: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        let shown: String = name.chars().take(24).filter(|c| !c.is_control()).collect();
+        Err(format!(
+            "{kind} names are 1-{MAX_NAME_LEN} letters, digits, '.', '_' or '-' (got {shown:?})"
+        ))
+    }
+}
+
+/// The histograms the hub folds, decoded (sparse pairs, by value).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Histograms {
+    pub latency_ms: Vec<(u64, u64)>,
+    pub session_secs: Vec<(u64, u64)>,
+    pub fps: Vec<(u64, u64)>,
+}
+
+/// Checks a report and decodes its histograms once; `Err` says why it is
+/// refused (sent back to the server as an `error` frame).
+pub fn validate(report: &MetricsReport) -> Result<Histograms, String> {
     if report.window_ms == 0 || report.window_ms > 3_600_000 {
         return Err("windowMs must be between 1 and 3600000".into());
     }
@@ -25,20 +54,17 @@ pub fn validate(report: &MetricsReport) -> Result<(), String> {
     if report.histograms.len() > MAX_HISTOGRAMS {
         return Err(format!("at most {MAX_HISTOGRAMS} histograms per report"));
     }
+    let mut decoded = Histograms::default();
     for (name, histogram) in &report.histograms {
-        if name.is_empty() || name.len() > 64 {
-            return Err("histogram names are 1-64 characters".into());
-        }
-        match histogram {
+        metric_name("histogram", name)?;
+        let pairs = match histogram {
             EncodedHistogram::Sparse(pairs) => {
                 if pairs.len() > MAX_PAIRS {
                     return Err(format!(
                         "histogram {name}: at most {MAX_PAIRS} [value, count] pairs"
                     ));
                 }
-                if pairs.iter().any(|(value, _)| *value > (1 << 40)) {
-                    return Err(format!("histogram {name}: a value is out of range"));
-                }
+                pairs.clone()
             }
             EncodedHistogram::HdrV2(bytes) => {
                 if bytes.len() > MAX_ENCODED_BYTES {
@@ -46,40 +72,46 @@ pub fn validate(report: &MetricsReport) -> Result<(), String> {
                         "histogram {name}: larger than {MAX_ENCODED_BYTES} bytes"
                     ));
                 }
-                Deserializer::new()
-                    .deserialize::<u64, _>(&mut bytes.as_slice())
-                    .map_err(|e| {
-                        format!("histogram {name}: not an HdrHistogram V2 encoding ({e:?})")
-                    })?;
+                hdr::decode_pairs(bytes, MAX_PAIRS).map_err(|e| {
+                    format!("histogram {name}: not an HdrHistogram V2 encoding the hub takes: {e}")
+                })?
             }
+        };
+        if pairs.iter().any(|(value, _)| *value > MAX_VALUE) {
+            return Err(format!("histogram {name}: a value is out of range"));
+        }
+        let slot = match name.as_str() {
+            names::LATENCY_MS => &mut decoded.latency_ms,
+            names::SESSION_SECS => &mut decoded.session_secs,
+            names::FPS => &mut decoded.fps,
+            // Other names are checked, not kept.
+            _ => continue,
+        };
+        *slot = pairs;
+    }
+    if report.custom.len() > MAX_CUSTOM {
+        return Err(format!("custom: at most {MAX_CUSTOM} metrics"));
+    }
+    for (name, value) in &report.custom {
+        metric_name("custom metric", name)?;
+        if !value.is_finite() {
+            return Err(format!("custom: {name} is not a finite number"));
         }
     }
-    if report.custom.len() > MAX_CUSTOM || report.custom.values().any(|v| !v.is_finite()) {
-        return Err(format!("custom: at most {MAX_CUSTOM} finite numbers"));
-    }
-    Ok(())
+    Ok(decoded)
 }
 
-/// Decodes a validated report once, for every window and aggregate it feeds.
-/// Players count as exposure weighted by the report's window against the
-/// nominal interval (`metrics_ms`, clamped to 0.1-10×), so a report covering
-/// a long or short stretch weighs what it covers.
-pub fn decode(report: &MetricsReport, healthy: bool, metrics_ms: u64) -> Report {
+/// A validated report, for every window and aggregate it feeds. Players
+/// count as exposure weighted by the report's window against the nominal
+/// interval (`metrics_ms`, clamped to 0.1-10×), so a report covering a long
+/// or short stretch weighs what it covers.
+pub fn decode(
+    report: &MetricsReport,
+    histograms: Histograms,
+    healthy: bool,
+    metrics_ms: u64,
+) -> Report {
     let weight = (report.window_ms as f64 / metrics_ms.max(1) as f64).clamp(0.1, 10.0);
-    let pairs = |name: &str| -> Vec<(u64, u64)> {
-        match report.histograms.get(name) {
-            Some(EncodedHistogram::Sparse(pairs)) => pairs.clone(),
-            Some(EncodedHistogram::HdrV2(bytes)) => Deserializer::new()
-                .deserialize::<u64, _>(&mut bytes.as_slice())
-                .map(|h| {
-                    h.iter_recorded()
-                        .map(|v| (v.value_iterated_to(), v.count_at_value()))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            None => Vec::new(),
-        }
-    };
     Report {
         players: (f64::from(report.players) * weight).round() as u64,
         sessions_started: report.sessions_started,
@@ -91,9 +123,9 @@ pub fn decode(report: &MetricsReport, healthy: bool, metrics_ms: u64) -> Report 
         complaints: report.complaints,
         purchases: report.purchases,
         healthy,
-        latency_ms: pairs(names::LATENCY_MS),
-        session_secs: pairs(names::SESSION_SECS),
-        fps: pairs(names::FPS),
+        latency_ms: histograms.latency_ms,
+        session_secs: histograms.session_secs,
+        fps: histograms.fps,
         custom: report
             .custom
             .iter()
@@ -140,7 +172,7 @@ mod tests {
             .insert("fps".into(), EncodedHistogram::HdrV2(plain));
         ok.histograms
             .insert("sessionSecs".into(), EncodedHistogram::HdrV2(deflated));
-        assert_eq!(validate(&ok), Ok(()));
+        assert!(validate(&ok).is_ok());
     }
 
     #[test]
@@ -160,7 +192,8 @@ mod tests {
             "sessionSecs".into(),
             EncodedHistogram::Sparse(vec![(300, 4)]),
         );
-        let decoded = decode(&r, false, 1000);
+        let histograms = validate(&r).unwrap();
+        let decoded = decode(&r, histograms, false, 1000);
         assert_eq!(decoded.latency_ms, vec![(25, 10), (40, 2)]);
         assert_eq!(decoded.session_secs, vec![(300, 4)]);
         assert_eq!(
@@ -182,5 +215,35 @@ mod tests {
         let mut nan = report();
         nan.custom.insert("x".into(), f64::NAN);
         assert!(validate(&nan).is_err());
+        for bad_name in ["", "with space", "nul\0", &"x".repeat(65)] {
+            let mut custom = report();
+            custom.custom.insert(bad_name.into(), 1.0);
+            assert!(
+                validate(&custom)
+                    .unwrap_err()
+                    .contains("custom metric names")
+            );
+            let mut histogram = report();
+            histogram
+                .histograms
+                .insert(bad_name.into(), EncodedHistogram::Sparse(vec![]));
+            assert!(
+                validate(&histogram)
+                    .unwrap_err()
+                    .contains("histogram names")
+            );
+        }
+        // The length bomb: a 40-byte header claiming a 4 GiB payload.
+        let mut bomb = report();
+        let mut header = 0x1c84_9313_u32.to_be_bytes().to_vec();
+        header.extend_from_slice(&u32::MAX.to_be_bytes());
+        header.extend_from_slice(&[0; 4]);
+        header.extend_from_slice(&3_u32.to_be_bytes());
+        header.extend_from_slice(&1_u64.to_be_bytes());
+        header.extend_from_slice(&3_600_000_u64.to_be_bytes());
+        header.extend_from_slice(&1.0_f64.to_bits().to_be_bytes());
+        bomb.histograms
+            .insert("latencyMs".into(), EncodedHistogram::HdrV2(header));
+        assert!(validate(&bomb).unwrap_err().contains("payload"));
     }
 }

@@ -14,7 +14,10 @@
 //! - `deployments.rs`: requests, errors and views of deployments, and the
 //!   per-server progress of the ones this hub drives.
 //! - `metrics.rs`: validating and decoding `metrics` frames.
+//! - `hdr.rs`: HdrHistogram V2 bytes (plain or deflated) into sparse pairs,
+//!   every length and parameter bounded before anything is allocated.
 //! - `aggregates.rs`: per-minute metric aggregates for the store.
+//! - `regions.rs`: the bounded set of region names metrics are kept under.
 //! - `feedback.rs`: aggregated metrics queries and player feedback.
 
 mod aggregates;
@@ -22,16 +25,21 @@ pub mod deployments;
 mod documents;
 pub mod engine;
 pub mod feedback;
+mod hdr;
 pub mod metrics;
+mod regions;
 
 pub use deployments::{DeploymentView, NewDeploymentRequest, ServerProgressView};
 pub use engine::Action;
 
 use crate::{
     catalog::Catalog,
-    domain::rollout::Assignment,
+    domain::{
+        rollout::Assignment,
+        server_hello::{self, IdClaim, ServerHello},
+    },
     settings::{DeploymentSettings, HubSettings},
-    store::{Store, hub as store_hub},
+    store::{Store, hub as store_hub, server_bindings as bindings},
 };
 use bytes::Bytes;
 use deployments::Runs;
@@ -39,7 +47,8 @@ use documents::{DocumentCache, now_ms};
 use engine::{Event, Serving, Who};
 use futures_util::future::BoxFuture;
 use hotswap_actors::{
-    CloseReason, Fanout, Hello, HelloOutcome, Outbox, Refusal, Registry, ServerRecord, SessionHost,
+    CloseReason, Fanout, FrameError, GateLimits, Hello, HelloOutcome, Outbox, Refusal, Registry,
+    ServerRecord, SessionGate, SessionHost,
 };
 use hotswap_client::protocol::{self, Health, HubMessage, MetricsReport, close_code};
 use std::{
@@ -50,10 +59,6 @@ use std::{
     },
     time::Duration,
 };
-
-/// Most subscriptions and tags one server may declare.
-const MAX_SUBSCRIPTIONS: usize = 100;
-const MAX_TAGS: usize = 32;
 
 /// Counters for observability and the load test.
 #[derive(Debug, Default)]
@@ -70,6 +75,8 @@ pub struct Hub {
     catalog: Catalog,
     store: Store,
     registry: Arc<Registry>,
+    /// Every open socket, hello or not, by API key; the caps; revoked keys.
+    gate: Arc<SessionGate>,
     settings: HubSettings,
     deployment_settings: DeploymentSettings,
     /// Per config: active revision, standing layers, the deployment in flight.
@@ -77,6 +84,8 @@ pub struct Hub {
     documents: DocumentCache,
     runs: Runs,
     aggregates: aggregates::Aggregates,
+    /// Region names metrics fold under (bounded; the rest is `(other)`).
+    regions: regions::RegionNames,
     /// Servers whose record changed since the last flush, and how much.
     dirty: Mutex<HashMap<String, Dirty>>,
     first_seen: Mutex<HashMap<String, i64>>,
@@ -96,10 +105,6 @@ impl std::fmt::Debug for Hub {
     }
 }
 
-fn sane(text: &str, max: usize) -> bool {
-    !text.is_empty() && text.len() <= max && !text.chars().any(char::is_control)
-}
-
 /// What of a known server changed since the last flush: its running
 /// state only (acks, heartbeats: a narrow update), or its row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -114,6 +119,32 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn json_text<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("plain maps and lists serialize")
+}
+
+fn key_revoked() -> CloseReason {
+    CloseReason::new(close_code::KEY_REVOKED, "the API key was revoked")
+}
+
+fn taken() -> CloseReason {
+    CloseReason::new(
+        close_code::POLICY_VIOLATION,
+        "this serverId is registered to another API key; an admin may release it \
+         (DELETE /api/v1/game-servers/{id})",
+    )
+}
+
+/// An `error` frame for an ack or resync naming a config the session may
+/// not speak of (the name is quoted shortened: it came from the client).
+fn not_subscribed(config: &str) -> FrameError {
+    let shown: String = config
+        .chars()
+        .take(64)
+        .filter(|c| !c.is_control())
+        .collect();
+    FrameError::new(
+        "not_subscribed",
+        format!("{shown:?} is not a config this server subscribed to in its environment"),
+    )
 }
 
 impl Hub {
@@ -153,7 +184,13 @@ impl Hub {
         }
         let rows = store_hub::game_servers(&mut conn).await?;
         let unfinished = store_hub::unfinished_deployments(&mut conn).await?;
+        let revoked = crate::store::api_keys::revoked_ids(&mut conn).await?;
         drop(conn);
+        let gate = SessionGate::new(GateLimits {
+            max_sessions: settings.max_sessions.max(1),
+            max_sessions_per_key: settings.max_sessions_per_key.max(1),
+        });
+        gate.restore_revoked(revoked);
         let registry = Arc::new(Registry::default());
         let mut first_seen = HashMap::new();
         registry.restore(
@@ -192,12 +229,14 @@ impl Hub {
             catalog,
             store,
             registry,
+            gate,
             settings,
             deployment_settings,
             serving: RwLock::new(serving),
             documents: DocumentCache::default(),
             runs: Runs::default(),
             aggregates: aggregates::Aggregates::default(),
+            regions: regions::RegionNames::default(),
             dirty: Mutex::new(HashMap::new()),
             first_seen: Mutex::new(first_seen),
             stopping: AtomicBool::new(false),
@@ -210,6 +249,11 @@ impl Hub {
 
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// Admission of game-server sockets.
+    pub fn gate(&self) -> &Arc<SessionGate> {
+        &self.gate
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -316,25 +360,22 @@ impl Hub {
         let Hello {
             session_id,
             key,
-            message: hello,
+            message,
         } = hello;
         let refuse = |why: String| Err(CloseReason::new(close_code::POLICY_VIOLATION, why));
-        if !sane(&hello.server_id, 128) {
-            return refuse("serverId must be 1-128 printable characters".into());
+        let hello = match ServerHello::parse(message) {
+            Ok(hello) => hello,
+            Err(error) => return refuse(error.to_string()),
+        };
+        // The key was live when the socket upgraded; it may have been
+        // revoked since.
+        if self.gate.is_revoked(&key.key_id) {
+            return Err(key_revoked());
         }
-        if !sane(&hello.region, 64) {
-            return refuse("region must be 1-64 printable characters".into());
-        }
-        if !["development", "staging", "production"].contains(&hello.environment.as_str()) {
+        let environment = hello.environment.as_str();
+        if !key.environments.is_empty() && !key.environments.iter().any(|e| e == environment) {
             return refuse(format!(
-                "environment {:?} is not development, staging or production",
-                hello.environment
-            ));
-        }
-        if !key.environments.is_empty() && !key.environments.contains(&hello.environment) {
-            return refuse(format!(
-                "this API key may not serve environment {}",
-                hello.environment
+                "this API key may not serve environment {environment}"
             ));
         }
         if !key.regions.is_empty()
@@ -348,32 +389,18 @@ impl Hub {
                 hello.region
             ));
         }
-        if hello.subscriptions.len() > MAX_SUBSCRIPTIONS
-            || hello
-                .subscriptions
-                .iter()
-                .any(|s| crate::domain::names::Slug::parse(s).is_err())
-        {
-            return refuse(format!(
-                "subscriptions must be at most {MAX_SUBSCRIPTIONS} config names"
-            ));
-        }
-        if hello.tags.len() > MAX_TAGS || hello.tags.iter().any(|t| !sane(t, 64)) {
-            return refuse(format!("tags must be at most {MAX_TAGS} short strings"));
-        }
         if self.stopping.load(Ordering::Acquire) {
             self.send_away(&outbox);
             return Ok(HelloOutcome { frames: Vec::new() });
         }
+        self.claim_server_id(&hello.server_id, &key.key_id).await?;
         let now = now_ms();
-        let mut subscriptions = hello.subscriptions.clone();
-        subscriptions.sort();
-        subscriptions.dedup();
+        let subscriptions = hello.subscription_names();
         let record = ServerRecord {
             server_id: hello.server_id.clone(),
             key_id: key.key_id.clone(),
             region: hello.region.clone(),
-            environment: hello.environment.clone(),
+            environment: environment.to_owned(),
             tags: hello.tags.clone(),
             operator_tags: Vec::new(),
             capacity: hello.capacity,
@@ -425,7 +452,7 @@ impl Hub {
             let Some((environment, desired)) = self.desired(config, &record) else {
                 continue;
             };
-            if environment != hello.environment {
+            if environment != hello.environment.as_str() {
                 frames.push(Bytes::from(protocol::encode(&HubMessage::Error {
                     code: "environment_mismatch".into(),
                     message: format!(
@@ -446,7 +473,61 @@ impl Hub {
         Ok(HelloOutcome { frames })
     }
 
-    fn on_ack(&self, server_id: &str, ack: protocol::Ack) {
+    /// Binds `server_id` to `key_id` or refuses the `hello`: an id belongs
+    /// to the API key that first registered it (a restarted server may
+    /// replace its own session; another key may not take it over, unless
+    /// its holder was revoked). A known server's holder is in the registry;
+    /// an unknown id (new, or forgotten as stale) is bound in the store.
+    async fn claim_server_id(&self, server_id: &str, key_id: &str) -> Result<(), Refusal> {
+        let unavailable = || {
+            CloseReason::new(
+                close_code::TRY_AGAIN_LATER,
+                "the hub cannot check this serverId now; reconnect later",
+            )
+        };
+        let holder = match self.registry.read_then(server_id, |r| r.key_id.clone()) {
+            Some(holder) => holder,
+            None => {
+                let bound = async {
+                    let mut tx = self.store.begin().await?;
+                    let holder = bindings::bind(&mut tx, server_id, key_id, now_ms()).await?;
+                    tx.commit().await?;
+                    anyhow::Ok(holder)
+                };
+                bound.await.map_err(|error| {
+                    tracing::warn!(error = %error, "cannot bind a server id");
+                    unavailable()
+                })?
+            }
+        };
+        match server_hello::claim_server_id(&holder, key_id, self.gate.is_revoked(&holder)) {
+            IdClaim::Held => Ok(()),
+            IdClaim::TakeOver => {
+                let moved = async {
+                    let mut tx = self.store.begin().await?;
+                    let moved = bindings::rebind(&mut tx, server_id, &holder, key_id, now_ms())
+                        .await?
+                        || bindings::bind(&mut tx, server_id, key_id, now_ms()).await? == key_id;
+                    tx.commit().await?;
+                    anyhow::Ok(moved)
+                };
+                match moved.await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(taken()),
+                    Err(error) => {
+                        tracing::warn!(error = %error, "cannot rebind a server id");
+                        Err(unavailable())
+                    }
+                }
+            }
+            IdClaim::HeldByAnother => Err(taken()),
+        }
+    }
+
+    /// Records an ack. Only a config the server subscribed to in its
+    /// `hello`, served in its own environment, is accepted; and only a
+    /// target of the deployment in flight counts for it.
+    fn on_ack(&self, server_id: &str, ack: protocol::Ack) -> Result<(), FrameError> {
         let protocol::Ack {
             config,
             revision,
@@ -455,8 +536,11 @@ impl Hub {
             apply_micros,
         } = ack;
         self.stats.acks.fetch_add(1, Ordering::Relaxed);
-        if ok {
-            self.registry.update(server_id, |record| {
+        let accepted = self.registry.update_then(server_id, |record| {
+            if !self.serves(record, &config) {
+                return false;
+            }
+            if ok {
                 // In place when known: no key copy per ack.
                 match record.applied.get_mut(&config) {
                     Some(applied) => *applied = revision,
@@ -464,7 +548,13 @@ impl Hub {
                         record.applied.insert(config.clone(), revision);
                     }
                 }
-            });
+            }
+            true
+        });
+        if accepted != Some(true) {
+            return Err(not_subscribed(&config));
+        }
+        if ok {
             self.mark_dirty(server_id, Dirty::Progress);
         }
         let live = self
@@ -474,16 +564,32 @@ impl Hub {
         if let Some(record) = live {
             record.ack(server_id, revision, ok, error, apply_micros);
         }
+        Ok(())
     }
 
-    async fn on_resync(self: Arc<Self>, server_id: String, config: String) -> Option<Bytes> {
-        let record = self.registry.get(&server_id)?;
-        let (environment, _) = self.desired(&config, &record)?;
-        if environment != record.environment {
-            return None;
+    /// Whether `record` subscribed to `config` and the config is served in
+    /// the server's environment (what acks and resyncs may name).
+    fn serves(&self, record: &ServerRecord, config: &str) -> bool {
+        record.subscriptions.iter().any(|s| s == config)
+            && self
+                .serving_read()
+                .get(config)
+                .is_some_and(|s| s.environment == record.environment)
+    }
+
+    async fn on_resync(
+        self: Arc<Self>,
+        server_id: String,
+        config: String,
+    ) -> Result<Option<Bytes>, FrameError> {
+        let Some(record) = self.registry.get(&server_id) else {
+            return Ok(None);
+        };
+        if !self.serves(&record, &config) {
+            return Err(not_subscribed(&config));
         }
         // `None` as the known revision: a resync always gets a snapshot.
-        self.frame_for_server(&config, None, &record).await
+        Ok(self.frame_for_server(&config, None, &record).await)
     }
 
     /// The frame bringing one server to what it should run, built so that a
@@ -513,7 +619,7 @@ impl Hub {
         for _ in 0..5 {
             if known == Some(target) {
                 if let Some((run, _)) = &live {
-                    run.ack(&record.server_id, target, true, None, 0);
+                    run.already_on(&record.server_id, target);
                 }
                 return None;
             }
@@ -664,20 +770,42 @@ impl Hub {
         Ok(removed)
     }
 
-    /// Forgets servers disconnected for longer than `stale_after_secs`.
+    /// Forgets servers disconnected for longer than `stale_after_secs`:
+    /// their rows go from the store first, then from memory (a server that
+    /// reconnected meanwhile stays in both: its next flush writes its row
+    /// again). Their ids stay bound to their keys for
+    /// `server_id_binding_days`.
     pub async fn prune(&self) -> anyhow::Result<usize> {
-        let before = now_ms() - (self.settings.stale_after_secs as i64) * 1000;
-        let gone = self.registry.prune_disconnected(before);
-        if !gone.is_empty() {
-            let mut tx = self.store.begin().await?;
-            store_hub::delete_game_servers(&mut tx, &gone).await?;
-            tx.commit().await?;
-            let mut first_seen = lock(&self.first_seen);
-            for id in &gone {
-                first_seen.remove(id);
-            }
+        let now = now_ms();
+        let before = now - (self.settings.stale_after_secs as i64) * 1000;
+        let candidates = self.registry.stale_candidates(before);
+        if candidates.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.store.begin().await?;
+        store_hub::delete_game_servers(&mut tx, &candidates).await?;
+        bindings::touch(&mut tx, &candidates, now).await?;
+        tx.commit().await?;
+        let gone = self.registry.prune_disconnected(before, &candidates);
+        let mut first_seen = lock(&self.first_seen);
+        for id in &gone {
+            first_seen.remove(id);
+        }
+        drop(first_seen);
+        // Deleted from the store but back meanwhile: written again.
+        for id in candidates.iter().filter(|id| !gone.contains(id)) {
+            self.mark_dirty(id, Dirty::Row);
         }
         Ok(gone.len())
+    }
+
+    /// Drops the bindings of server ids not seen for `server_id_binding_days`.
+    pub async fn expire_bindings(&self) -> anyhow::Result<u64> {
+        let days = self.settings.server_id_binding_days.max(1) as i64;
+        let mut tx = self.store.begin().await?;
+        let expired = bindings::expire(&mut tx, now_ms() - days * 86_400_000).await?;
+        tx.commit().await?;
+        Ok(expired)
     }
 
     /// The flusher and the janitor, until the runtime stops.
@@ -698,10 +826,14 @@ impl Hub {
                 if let Err(error) = hub.prune().await {
                     tracing::warn!(error = %error, "could not prune stale game servers");
                 }
-                if ticks.is_multiple_of(3_600)
-                    && let Err(error) = hub.expire_metrics().await
-                {
-                    tracing::warn!(error = %error, "could not expire old metric aggregates");
+                hub.regions.retain(&hub.registry.regions());
+                if ticks.is_multiple_of(3_600) {
+                    if let Err(error) = hub.expire_metrics().await {
+                        tracing::warn!(error = %error, "could not expire old metric aggregates");
+                    }
+                    if let Err(error) = hub.expire_bindings().await {
+                        tracing::warn!(error = %error, "could not expire old server id bindings");
+                    }
                 }
             }
         });
@@ -771,33 +903,48 @@ impl Hub {
         )
     }
 
-    /// Closes the sessions of a revoked API key.
+    /// Closes every socket of a revoked API key, whether it said hello or
+    /// not, and refuses the key's sockets from now on.
     pub fn close_sessions_of_key(&self, key_id: &str) -> usize {
-        self.registry.close_by_key(
-            key_id,
-            &CloseReason::new(close_code::KEY_REVOKED, "the API key was revoked"),
-        )
+        self.gate.revoke(key_id, &key_revoked())
     }
 
-    /// Deregisters a server, closing its session.
-    pub async fn deregister(&self, server_id: &str) -> anyhow::Result<bool> {
-        let removed = self
-            .registry
-            .remove(
-                server_id,
-                CloseReason::new(
-                    close_code::DEREGISTERED,
-                    "an operator deregistered this server",
-                ),
-            )
-            .is_some();
-        if removed {
-            lock(&self.first_seen).remove(server_id);
-            let mut tx = self.store.begin().await?;
-            store_hub::delete_game_servers(&mut tx, &[server_id.to_owned()]).await?;
-            tx.commit().await?;
+    /// Deregisters a server and releases its id (any API key may register
+    /// it next), audited: the store changes first, then its session is
+    /// closed (4005). False when the hub knows neither the server nor a
+    /// binding of its id.
+    pub async fn deregister(
+        &self,
+        actor: &crate::catalog::Actor,
+        server_id: &str,
+    ) -> anyhow::Result<bool> {
+        let known = self.registry.read_then(server_id, |_| ()).is_some();
+        let mut tx = self.store.begin().await?;
+        let released = bindings::release(&mut tx, server_id).await?;
+        if !known && !released {
+            return Ok(false);
         }
-        Ok(removed)
+        store_hub::delete_game_servers(&mut tx, &[server_id.to_owned()]).await?;
+        crate::store::audit::record(
+            &mut tx,
+            actor.audit_entry(
+                "game-server.deregister",
+                format!("game-servers/{server_id}"),
+                serde_json::json!({ "connected": self.registry.read_then(server_id, |r| r.connected), "idReleased": released }),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        self.registry.remove(
+            server_id,
+            CloseReason::new(
+                close_code::DEREGISTERED,
+                "an operator deregistered this server",
+            ),
+        );
+        lock(&self.first_seen).remove(server_id);
+        lock(&self.dirty).remove(server_id);
+        Ok(true)
     }
 
     /// Replaces a server's operator tags.
@@ -879,7 +1026,7 @@ impl Hub {
         }
         Destinations {
             at_ms,
-            region: Arc::from(record.region.as_str()),
+            region: self.regions.name(&record.region),
             healthy: record.status == Health::Healthy,
             cohorts,
         }
@@ -960,11 +1107,15 @@ impl SessionHost for HubHost {
         self.0.mark_dirty(server_id, Dirty::Progress);
     }
 
-    fn ack(&self, server_id: &str, ack: protocol::Ack) {
-        self.0.on_ack(server_id, ack);
+    fn ack(&self, server_id: &str, ack: protocol::Ack) -> Result<(), FrameError> {
+        self.0.on_ack(server_id, ack)
     }
 
-    fn resync(&self, server_id: &str, config: &str) -> BoxFuture<'static, Option<Bytes>> {
+    fn resync(
+        &self,
+        server_id: &str,
+        config: &str,
+    ) -> BoxFuture<'static, Result<Option<Bytes>, FrameError>> {
         Box::pin(
             self.0
                 .clone()
@@ -972,8 +1123,9 @@ impl SessionHost for HubHost {
         )
     }
 
-    fn metrics(&self, server_id: &str, report: MetricsReport) -> Result<(), String> {
-        metrics::validate(&report)?;
+    fn metrics(&self, server_id: &str, report: MetricsReport) -> Result<(), FrameError> {
+        let histograms =
+            metrics::validate(&report).map_err(|why| FrameError::new("invalid_metrics", why))?;
         self.0.stats.metrics_frames.fetch_add(1, Ordering::Relaxed);
         let at = now_ms();
         let destinations = self.0.registry.update_then(server_id, |record| {
@@ -984,6 +1136,7 @@ impl SessionHost for HubHost {
         if let Some(to) = destinations {
             let decoded = Arc::new(metrics::decode(
                 &report,
+                histograms,
                 to.healthy,
                 self.0.settings.metrics_ms,
             ));

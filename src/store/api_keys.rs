@@ -60,6 +60,15 @@ pub async fn live_by_hash(conn: &mut Conn, key_hash: &str) -> StoreResult<Option
     .await?)
 }
 
+/// Ids of revoked keys.
+pub async fn revoked_ids(conn: &mut Conn) -> StoreResult<Vec<String>> {
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT id FROM api_keys WHERE revoked_at IS NOT NULL")
+            .fetch_all(&mut **conn)
+            .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
 pub async fn by_id(conn: &mut Conn, id: &str) -> StoreResult<Option<ApiKeyRow>> {
     Ok(sqlx::query_as::<_, ApiKeyRow>(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM api_keys WHERE id = $1"

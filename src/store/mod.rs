@@ -6,13 +6,16 @@
 //!
 //! # Layout
 //! - `mod.rs`: connecting, migrating, transactions, errors.
-//! - `configs.rs`, `versions.rs`, `schemas.rs`, `audit.rs`: one repository per table group.
+//! - `configs.rs`, `versions.rs`, `schemas.rs`, `audit.rs`, `api_keys.rs`,
+//!   `hub.rs` (servers, deployments, metrics), `server_bindings.rs` (which
+//!   API key owns a server id): one repository per table group.
 
 pub mod api_keys;
 pub mod audit;
 pub mod configs;
 pub mod hub;
 pub mod schemas;
+pub mod server_bindings;
 pub mod versions;
 
 use crate::settings::DatabaseSettings;

@@ -1,13 +1,15 @@
 //! `GET /ws/v1/servers`: a game server's socket (`docs/PROTOCOL.md`). The
-//! API key is checked before the upgrade (401 without one); the session
-//! actor takes it from there.
+//! socket is admitted before the upgrade (per-address upgrade limit, a live
+//! API key, room on the hub and for the key: 429, 401 or 503 otherwise);
+//! the session actor takes it from there.
 
 use crate::{
-    http::{auth::ServerKey, problem::ApiError},
+    http::{auth::AdmittedSocket, problem::ApiError},
     hub::Hub,
 };
 use actix_web::{HttpRequest, HttpResponse, web};
-use hotswap_actors::{KeyScope, Outbox, ServerSession, SessionSettings};
+use hotswap_actors::{CloseReason, KeyScope, Outbox, ServerSession, SessionSettings};
+use hotswap_client::protocol::close_code;
 use std::{sync::Arc, time::Duration};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -21,11 +23,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[utoipa::path(get, path = "/ws/v1/servers", tag = "game servers", security(("apiKey" = [])), responses(
     (status = 101, description = "switching to the WebSocket protocol of docs/PROTOCOL.md"),
     (status = 401, description = "missing, unknown or revoked API key", body = crate::http::problem::Problem),
+    (status = 429, description = "too many upgrades from this address, or sockets for this key (Retry-After)", body = crate::http::problem::Problem),
+    (status = 503, description = "the hub holds as many sockets as it takes (Retry-After)", body = crate::http::problem::Problem),
 ))]
 pub async fn server_socket(
     request: HttpRequest,
     body: web::Payload,
-    ServerKey(identity): ServerKey,
+    AdmittedSocket { identity, permit }: AdmittedSocket,
     hub: web::Data<Arc<Hub>>,
 ) -> Result<HttpResponse, ApiError> {
     // actix-ws reads the socket; its `Session` is not used: the outbox
@@ -39,6 +43,11 @@ pub async fn server_socket(
         .aggregate_continuations()
         .max_continuation_size(limit);
     let (outbox, response) = Outbox::attach(response, settings.session_queue);
+    // A revocation between the admission and now closes it at once.
+    permit.attach(
+        &outbox,
+        &CloseReason::new(close_code::KEY_REVOKED, "the API key was revoked"),
+    );
     ServerSession::start(
         uuid::Uuid::now_v7().to_string(),
         KeyScope {
@@ -46,6 +55,7 @@ pub async fn server_socket(
             environments: identity.environments,
             regions: identity.regions,
         },
+        permit,
         outbox,
         stream,
         hub.host(),
@@ -54,6 +64,7 @@ pub async fn server_socket(
             hello_timeout: Duration::from_millis(settings.hello_timeout_ms.max(50)),
             queue_capacity: settings.session_queue,
             max_frame_bytes: limit,
+            metrics_interval: Duration::from_millis(settings.metrics_ms.max(10)),
         },
     );
     Ok(response)

@@ -21,14 +21,19 @@ pub enum Db {
 }
 
 /// Runs a test body once on SQLite and once on PostgreSQL:
-/// `on_both_databases!(name)` makes `name::on_sqlite` and `name::on_postgres`.
+/// `on_both_databases!(name)` makes `name::on_sqlite` and `name::on_postgres`;
+/// `on_both_databases!(name with adjust)` first applies `fn adjust(&mut Settings)`.
 #[macro_export]
 macro_rules! on_both_databases {
-    ($($name:ident),+ $(,)?) => {$(
+    ($($name:ident $(with $customize:ident)?),+ $(,)?) => {$(
         mod $name {
             #[actix_web::test]
             async fn on_sqlite() {
-                if let Some(app) = $crate::helpers::spawn_app($crate::helpers::Db::Sqlite).await {
+                let app = $crate::helpers::spawn_app_with(
+                    $crate::helpers::Db::Sqlite,
+                    |_settings| { $( super::$customize(_settings); )? },
+                );
+                if let Some(app) = app.await {
                     let hub = app.hub.clone();
                     super::$name(app).await;
                     // Deployment actors finish their step before the runtime goes.
@@ -38,7 +43,11 @@ macro_rules! on_both_databases {
 
             #[actix_web::test]
             async fn on_postgres() {
-                if let Some(app) = $crate::helpers::spawn_app($crate::helpers::Db::Postgres).await {
+                let app = $crate::helpers::spawn_app_with(
+                    $crate::helpers::Db::Postgres,
+                    |_settings| { $( super::$customize(_settings); )? },
+                );
+                if let Some(app) = app.await {
                     let hub = app.hub.clone();
                     super::$name(app).await;
                     // Deployment actors finish their step before the runtime goes.

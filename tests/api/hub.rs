@@ -2,19 +2,15 @@
 
 use crate::helpers::{Db, TestApp, balance, spawn_app_on};
 use crate::on_both_databases;
-use futures_util::{SinkExt, StreamExt};
+use crate::sockets::{WAIT, close_code_of, hello, next_message, raw, send};
+use futures_util::SinkExt;
 use hotswap_client::{
     Client, ClientConfig, ConnectionState,
     protocol::{self, HubMessage, ServerMessage, close_code},
 };
 use serde_json::{Value, json};
 use std::{collections::BTreeMap, time::Duration};
-use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest, http::HeaderValue};
-
-const WAIT: Duration = Duration::from_secs(10);
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+use tokio_tungstenite::tungstenite::Message;
 
 fn client_config(app: &TestApp, key: &str, server_id: &str) -> ClientConfig {
     ClientConfig::new(app.ws_url(), key, server_id)
@@ -34,75 +30,6 @@ async fn start(config: ClientConfig) -> Client {
         client.state()
     );
     client
-}
-
-/// A raw socket with the given key.
-async fn raw(
-    app: &TestApp,
-    key: Option<&str>,
-) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
-    let mut request = format!("{}/ws/v1/servers", app.ws_url())
-        .into_client_request()
-        .unwrap();
-    if let Some(key) = key {
-        request.headers_mut().insert(
-            "authorization",
-            HeaderValue::from_str(&format!("Bearer {key}")).unwrap(),
-        );
-    }
-    tokio_tungstenite::connect_async(request)
-        .await
-        .map(|(socket, _)| socket)
-}
-
-fn hello(server_id: &str, environment: &str, known: BTreeMap<String, i64>) -> Vec<u8> {
-    protocol::encode(&ServerMessage::Hello(protocol::Hello {
-        server_id: server_id.into(),
-        region: "EU-WEST".into(),
-        environment: environment.into(),
-        tags: vec![],
-        capacity: 10,
-        players: 0,
-        subscriptions: vec!["weapon-balance".into()],
-        known,
-        hostname: None,
-        address: None,
-        build: None,
-        sdk: Some("raw-test".into()),
-    }))
-}
-
-async fn send(socket: &mut Socket, frame: Vec<u8>) {
-    socket
-        .send(Message::Binary(frame.into()))
-        .await
-        .expect("send");
-}
-
-/// Reads until a hub message or a close; `Err(code)` on close.
-async fn next_message(socket: &mut Socket) -> Result<HubMessage, Option<u16>> {
-    loop {
-        match tokio::time::timeout(WAIT, socket.next()).await {
-            Ok(Some(Ok(Message::Binary(frame)))) => {
-                return Ok(protocol::decode(&frame, protocol::HUB_MESSAGE_TYPES)
-                    .expect("hub frames decode"));
-            }
-            Ok(Some(Ok(Message::Close(frame)))) => return Err(frame.map(|f| u16::from(f.code))),
-            Ok(Some(Ok(_))) => continue,
-            Ok(Some(Err(_))) | Ok(None) => return Err(None),
-            Err(_) => panic!("no frame within {WAIT:?}"),
-        }
-    }
-}
-
-/// Reads until the socket is closed; returns the close code.
-async fn close_code_of(socket: &mut Socket) -> Option<u16> {
-    loop {
-        match next_message(socket).await {
-            Ok(_) => continue,
-            Err(code) => return code,
-        }
-    }
 }
 
 async fn setup(app: &TestApp) -> (String, String) {

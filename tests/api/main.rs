@@ -3,8 +3,10 @@
 //! PostgreSQL tests are enabled, skipped or failed).
 
 mod helpers;
+mod sockets;
 
 mod access;
+mod attacks;
 mod audit;
 mod binary;
 mod configs;

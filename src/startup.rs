@@ -134,6 +134,13 @@ impl Application {
                 "signed versions written before signing existed"
             );
         }
+        if let Some(paths) = catalog
+            .backfill_sealed_paths()
+            .await
+            .context("recording the sealed paths of stored versions")?
+        {
+            tracing::info!(paths, "recorded the sealed paths of stored versions");
+        }
         if keys.keyring.current_key_id().is_none() {
             tracing::warn!(
                 "no secrets key configured: versions with x-secret fields will be refused"

@@ -15,3 +15,20 @@ CREATE TABLE game_server_bindings (
 CREATE INDEX game_server_bindings_by_last_seen ON game_server_bindings (last_seen);
 INSERT INTO game_server_bindings (server_id, key_id, bound_at, last_seen)
     SELECT server_id, key_id, first_seen, last_seen FROM game_servers;
+
+-- Every JSON Pointer ever sealed in a version of a config. A value once
+-- secret stays sealed in every later version of the config (uploads,
+-- rollbacks), whatever its schema says by then.
+CREATE TABLE config_sealed_paths (
+    config_id TEXT NOT NULL REFERENCES configs (id),
+    path      TEXT NOT NULL,
+    PRIMARY KEY (config_id, path)
+);
+
+-- One-off steps the hub runs at start-up, each once (backfills, the
+-- RFC 8785 checksum upgrade), with what they did.
+CREATE TABLE upkeep (
+    name    TEXT PRIMARY KEY,
+    done_at BIGINT NOT NULL,
+    summary TEXT NOT NULL
+);

@@ -324,6 +324,8 @@ impl Catalog {
 
     /// Validates `content` against the config's schema (if any) and compares
     /// it with `previous` for breaking changes.
+    /// Also says what to seal: what the schema marks secret, and every
+    /// pointer the config ever sealed (a value once secret stays sealed).
     async fn validate_for(
         &self,
         conn: &mut Conn,
@@ -331,14 +333,16 @@ impl Catalog {
         content: &Value,
         previous: Option<&Value>,
     ) -> CatalogResult<(ValidationReport, Vec<String>)> {
+        let ever_sealed = configs::sealed_paths(conn, &config.id).await?;
         let Some(schema_id) = config.schema_id.as_deref() else {
+            let to_seal = secrets::paths_to_seal(&[], &ever_sealed, content);
             return Ok((
-                validation::validate(None, content, previous, &[]),
-                Vec::new(),
+                validation::validate(None, content, previous, &to_seal),
+                to_seal,
             ));
         };
         let (row, compiled) = self.validator_for(conn, schema_id).await?;
-        Ok(compiled.validate(&row, content, previous))
+        Ok(compiled.validate(&row, content, previous, &ever_sealed))
     }
 
     pub async fn create_version(
@@ -451,6 +455,7 @@ impl Catalog {
             },
         )
         .await?;
+        configs::add_sealed_paths(&mut tx, &config.id, &secret_paths).await?;
         versions::replace_tags(&mut tx, &config.id, revision, &tags, &actor.subject, now).await?;
         versions::insert_report(
             &mut tx,

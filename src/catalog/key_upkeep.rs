@@ -4,7 +4,7 @@
 use super::{Actor, Catalog, CatalogError, CatalogResult};
 use crate::{
     crypto::keyring,
-    store::{StoreError, audit, versions},
+    store::{StoreError, audit, configs, now_ms, upkeep, versions},
 };
 use serde_json::json;
 
@@ -22,6 +22,45 @@ impl Catalog {
             tx.commit().await.map_err(StoreError::from)?;
         }
         Ok(unsigned.len())
+    }
+
+    /// Once per store: records, for every config, the pointers its stored
+    /// versions hold sealed (written before the hub remembered them), so
+    /// later versions keep them sealed. Returns how many were recorded.
+    pub async fn backfill_sealed_paths(&self) -> CatalogResult<Option<usize>> {
+        const STEP: &str = "sealed-paths-v1";
+        let mut conn = self.store.conn().await?;
+        if upkeep::is_done(&mut conn, STEP).await? {
+            return Ok(None);
+        }
+        let rows = versions::sealed_content_by_config(&mut conn, keyring::ENVELOPE_PREFIX).await?;
+        drop(conn);
+        let mut paths: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+            Default::default();
+        for (config_id, content) in rows {
+            let document: serde_json::Value =
+                serde_json::from_str(&content).map_err(|e| CatalogError::Unexpected(e.into()))?;
+            paths
+                .entry(config_id)
+                .or_default()
+                .extend(keyring::envelope_paths(&document));
+        }
+        let mut tx = self.store.begin().await?;
+        let mut recorded = 0;
+        for (config_id, sealed) in &paths {
+            let sealed: Vec<String> = sealed.iter().cloned().collect();
+            configs::add_sealed_paths(&mut tx, config_id, &sealed).await?;
+            recorded += sealed.len();
+        }
+        upkeep::mark_done(
+            &mut tx,
+            STEP,
+            now_ms(),
+            &json!({ "configs": paths.len(), "paths": recorded }).to_string(),
+        )
+        .await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(Some(recorded))
     }
 
     /// Re-encrypts every stored secret not sealed by the current key. Safe

@@ -69,14 +69,18 @@ impl CompiledSchema {
         }
     }
 
-    /// A validation against this schema.
+    /// A validation against this schema, and what to seal: the values the
+    /// schema marks secret and those at pointers `ever_sealed` (a config's
+    /// values once secret stay sealed).
     pub fn validate(
         &self,
         row: &SchemaRow,
         document: &Value,
         previous: Option<&Value>,
+        ever_sealed: &[String],
     ) -> (ValidationReport, Vec<String>) {
-        let secret_paths = self.secret_paths(document);
+        let secret_paths =
+            secrets::paths_to_seal(&self.secret_paths(document), ever_sealed, document);
         let report = validation::validate(
             Some(SchemaRef {
                 id: &row.schema_id,
@@ -188,16 +192,15 @@ impl Catalog {
                         latest: latest.version.clone(),
                     });
                 }
-                let mode = match request.compatibility {
-                    Some(mode) => mode,
-                    None => latest
-                        .compatibility
-                        .parse()
-                        .map_err(|e: String| CatalogError::Unexpected(anyhow::anyhow!(e)))?,
-                };
+                let old_mode: Compatibility = latest
+                    .compatibility
+                    .parse()
+                    .map_err(|e: String| CatalogError::Unexpected(anyhow::anyhow!(e)))?;
+                let mode = request.compatibility.unwrap_or(old_mode);
                 let old: Value = serde_json::from_str(&latest.document)
                     .map_err(|e| CatalogError::Unexpected(e.into()))?;
-                let breaking = compat::breaking_schema_changes(&old, &request.schema, mode);
+                let breaking =
+                    compat::breaking_schema_changes(&old, &request.schema, old_mode, mode);
                 let approved_by = match (breaking.is_empty(), request.approve_breaking) {
                     (true, _) => None,
                     (false, true) => Some(actor.subject.clone()),
@@ -293,7 +296,7 @@ impl Catalog {
         }
         .ok_or_else(|| CatalogError::SchemaNotFound(id.to_owned()))?;
         let compiled = self.validators.get_or_compile(&row)?;
-        Ok(compiled.validate(&row, document, None).0)
+        Ok(compiled.validate(&row, document, None, &[]).0)
     }
 
     /// Registers each built-in schema version the store does not have yet.

@@ -30,15 +30,22 @@ pub struct SchemaChange {
     pub path: String,
     /// `removed-property`, `added-property`, `new-required-field`,
     /// `dropped-required-field`, `narrowed-range`, `widened-range`,
-    /// `narrowed-enum`, `widened-enum`, `changed-type`, `changed-const`.
+    /// `narrowed-enum`, `widened-enum`, `changed-type`, `changed-const`,
+    /// `removed-secret`, `weakened-compatibility`.
     pub kind: &'static str,
     pub direction: Direction,
     pub message: String,
 }
 
 impl SchemaChange {
-    /// Whether `mode` forbids this change.
+    /// Whether `mode` forbids this change. A secret no longer marked
+    /// (`removed-secret`) and a weaker compatibility mode
+    /// (`weakened-compatibility`) break every mode, `none` included: only
+    /// an admin may approve them.
     pub fn breaks(&self, mode: Compatibility) -> bool {
+        if matches!(self.kind, REMOVED_SECRET | WEAKENED_COMPATIBILITY) {
+            return true;
+        }
         match mode {
             Compatibility::None => false,
             Compatibility::Full => true,
@@ -48,19 +55,62 @@ impl SchemaChange {
     }
 }
 
+pub const REMOVED_SECRET: &str = "removed-secret";
+pub const WEAKENED_COMPATIBILITY: &str = "weakened-compatibility";
+
 /// Every compatibility-relevant change from `old` to `new`.
 pub fn schema_changes(old: &Value, new: &Value) -> Vec<SchemaChange> {
     let mut out = Vec::new();
     compare(String::new(), old, new, &mut out);
+    let kept = super::secrets::secret_locations(new);
+    for location in super::secrets::secret_locations(old) {
+        if kept.binary_search(&location).is_err() {
+            push(
+                &mut out,
+                &location,
+                REMOVED_SECRET,
+                Direction::Both,
+                format!(
+                    "{} no longer marks its value x-secret: a value once secret stays sealed, \
+                     and only an admin may approve the change",
+                    if location.is_empty() { "/" } else { &location }
+                ),
+            );
+        }
+    }
     out
 }
 
-/// The changes `mode` forbids.
-pub fn breaking_schema_changes(old: &Value, new: &Value, mode: Compatibility) -> Vec<SchemaChange> {
-    schema_changes(old, new)
+/// Whether moving from mode `old` to `new` lets through changes `old`
+/// refused (anything but staying, or moving to `full`).
+pub fn weakens(old: Compatibility, new: Compatibility) -> bool {
+    old != new && new != Compatibility::Full
+}
+
+/// The changes `mode` forbids, going from a schema version checked with
+/// `old_mode` to one checked with `mode`.
+pub fn breaking_schema_changes(
+    old: &Value,
+    new: &Value,
+    old_mode: Compatibility,
+    mode: Compatibility,
+) -> Vec<SchemaChange> {
+    let mut breaking: Vec<SchemaChange> = schema_changes(old, new)
         .into_iter()
         .filter(|c| c.breaks(mode))
-        .collect()
+        .collect();
+    if weakens(old_mode, mode) {
+        push(
+            &mut breaking,
+            "",
+            WEAKENED_COMPATIBILITY,
+            Direction::Both,
+            format!(
+                "the compatibility mode goes from {old_mode} to {mode}: only an admin may approve that"
+            ),
+        );
+    }
+    breaking
 }
 
 fn push(
@@ -389,7 +439,7 @@ mod tests {
     use serde_json::json;
 
     fn kinds(old: Value, new: Value, mode: Compatibility) -> Vec<&'static str> {
-        breaking_schema_changes(&old, &new, mode)
+        breaking_schema_changes(&old, &new, mode, mode)
             .into_iter()
             .map(|c| c.kind)
             .collect()
@@ -474,8 +524,45 @@ mod tests {
     fn nested_definitions_are_compared() {
         let old = json!({"$defs": {"weapon": {"properties": {"damage": {"maximum": 1000}}}}});
         let new = json!({"$defs": {"weapon": {"properties": {"damage": {"maximum": 10}}}}});
-        let changes = breaking_schema_changes(&old, &new, Compatibility::Backward);
+        let changes =
+            breaking_schema_changes(&old, &new, Compatibility::Backward, Compatibility::Backward);
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].path, "/$defs/weapon/properties/damage/maximum");
+    }
+
+    #[test]
+    fn dropping_a_secret_or_weakening_the_mode_breaks_even_under_none() {
+        let old = json!({"properties": {"db": {"properties": {"password": {"type": "string", "x-secret": true}}}}});
+        let plain = json!({"properties": {"db": {"properties": {"password": {"type": "string"}}}}});
+        let unmarked = json!({"properties": {"db": {"properties": {"password": {"type": "string", "x-secret": false}}}}});
+        for new in [&plain, &unmarked] {
+            let changes =
+                breaking_schema_changes(&old, new, Compatibility::None, Compatibility::None);
+            assert_eq!(changes.len(), 1, "{changes:?}");
+            assert_eq!(changes[0].kind, REMOVED_SECRET);
+            assert_eq!(changes[0].path, "/properties/db/properties/password");
+        }
+        // Marking more secrets is no break.
+        assert!(
+            breaking_schema_changes(&plain, &old, Compatibility::None, Compatibility::None)
+                .is_empty()
+        );
+        assert_eq!(
+            kinds_between(Compatibility::Backward, Compatibility::None),
+            [WEAKENED_COMPATIBILITY]
+        );
+        assert_eq!(
+            kinds_between(Compatibility::Full, Compatibility::Forward),
+            [WEAKENED_COMPATIBILITY]
+        );
+        assert!(kinds_between(Compatibility::None, Compatibility::Full).is_empty());
+        assert!(kinds_between(Compatibility::Backward, Compatibility::Backward).is_empty());
+    }
+
+    fn kinds_between(old: Compatibility, new: Compatibility) -> Vec<&'static str> {
+        breaking_schema_changes(&base(), &base(), old, new)
+            .into_iter()
+            .map(|c| c.kind)
+            .collect()
     }
 }

@@ -29,6 +29,68 @@ pub fn masked(document: &Value, paths: &[String]) -> Value {
     copy
 }
 
+/// What to seal in a new version of a config: the values its schema marks
+/// secret now, and every value at a pointer that was ever sealed in a
+/// version of that config, whatever the schema says now (a value once
+/// secret stays sealed: dropping `x-secret` or rolling back cannot bring
+/// it out in clear). Only pointers present in `document`, outermost only,
+/// sorted.
+pub fn paths_to_seal(
+    schema_paths: &[String],
+    ever_sealed: &[String],
+    document: &Value,
+) -> Vec<String> {
+    let mut all: Vec<String> = schema_paths
+        .iter()
+        .chain(ever_sealed)
+        .filter(|path| document.pointer(path).is_some())
+        .cloned()
+        .collect();
+    all.sort();
+    all.dedup();
+    outermost(all)
+}
+
+fn outermost(sorted: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(sorted.len());
+    for path in sorted {
+        // "" (the whole document) covers everything.
+        if !out
+            .iter()
+            .any(|outer| outer.is_empty() || path.starts_with(&format!("{outer}/")))
+        {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Locations in a schema document (JSON Pointers into the schema) that
+/// carry `"x-secret": true`.
+pub fn secret_locations(schema: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![(String::new(), schema)];
+    while let Some((path, node)) = stack.pop() {
+        match node {
+            Value::Object(map) => {
+                if map.get("x-secret") == Some(&Value::Bool(true)) {
+                    out.push(path.clone());
+                }
+                stack.extend(map.iter().map(|(k, v)| (pointer_push(&path, k), v)));
+            }
+            Value::Array(items) => stack.extend(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (pointer_push(&path, &i.to_string()), v)),
+            ),
+            _ => {}
+        }
+    }
+    out.sort();
+    out
+}
+
 /// A `$ref` chain deeper than this is cut (cycles).
 const MAX_REF_DEPTH: usize = 32;
 
@@ -40,16 +102,7 @@ pub fn secret_paths(schema: &Value, instance: &Value) -> Vec<String> {
     out.sort();
     out.dedup();
     // A secret inside a secret is covered by the outer one.
-    let mut outermost: Vec<String> = Vec::with_capacity(out.len());
-    for path in out {
-        if !outermost
-            .iter()
-            .any(|outer| path.starts_with(&format!("{outer}/")))
-        {
-            outermost.push(path);
-        }
-    }
-    outermost
+    outermost(out)
 }
 
 /// Whether any subschema of `schema` marks a secret (cheap pre-check).
@@ -183,6 +236,41 @@ mod tests {
         assert!(!schema_has_secrets(
             &json!({"properties": {"a": {"x-secret": false}}})
         ));
+    }
+
+    #[test]
+    fn what_was_sealed_once_stays_sealed_whatever_the_schema_says_now() {
+        let doc = json!({"db": {"password": "p", "host": "h"}, "hooks": [{"token": "t"}], "x": 1});
+        // The schema no longer marks anything; the config sealed two pointers before.
+        let sealed = vec![
+            "/db/password".to_owned(),
+            "/hooks/0/token".to_owned(),
+            "/gone".to_owned(),
+        ];
+        assert_eq!(
+            paths_to_seal(&[], &sealed, &doc),
+            ["/db/password", "/hooks/0/token"],
+            "present ones only"
+        );
+        assert_eq!(
+            paths_to_seal(&["/db".to_owned()], &sealed, &doc),
+            ["/db", "/hooks/0/token"],
+            "an outer secret covers an inner one"
+        );
+        assert!(paths_to_seal(&[], &[], &doc).is_empty());
+    }
+
+    #[test]
+    fn secret_locations_are_found_anywhere_in_a_schema() {
+        let schema = json!({
+            "properties": {"db": {"properties": {"password": {"x-secret": true}}}},
+            "$defs": {"k": {"x-secret": true}, "n": {"x-secret": false}},
+            "anyOf": [{"x-secret": true}]
+        });
+        assert_eq!(
+            secret_locations(&schema),
+            ["/$defs/k", "/anyOf/0", "/properties/db/properties/password"]
+        );
     }
 
     #[test]

@@ -121,3 +121,28 @@ pub async fn mark_deleted(tx: &mut Tx, id: &str, by: &str, at: i64) -> StoreResu
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// Every pointer ever sealed in a version of the config.
+pub async fn sealed_paths(conn: &mut Conn, config_id: &str) -> StoreResult<Vec<String>> {
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT path FROM config_sealed_paths WHERE config_id = $1 ORDER BY path")
+            .bind(config_id)
+            .fetch_all(&mut **conn)
+            .await?;
+    Ok(rows.into_iter().map(|(path,)| path).collect())
+}
+
+/// Remembers pointers sealed in a version of the config (known ones stay).
+pub async fn add_sealed_paths(tx: &mut Tx, config_id: &str, paths: &[String]) -> StoreResult<()> {
+    for path in paths {
+        sqlx::query(
+            "INSERT INTO config_sealed_paths (config_id, path) VALUES ($1, $2) \
+             ON CONFLICT (config_id, path) DO NOTHING",
+        )
+        .bind(config_id)
+        .bind(path)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}

@@ -8,7 +8,8 @@
 //! - `mod.rs`: connecting, migrating, transactions, errors.
 //! - `configs.rs`, `versions.rs`, `schemas.rs`, `audit.rs`, `api_keys.rs`,
 //!   `hub.rs` (servers, deployments, metrics), `server_bindings.rs` (which
-//!   API key owns a server id): one repository per table group.
+//!   API key owns a server id), `upkeep.rs` (one-off start-up steps): one
+//!   repository per table group.
 
 pub mod api_keys;
 pub mod audit;
@@ -16,6 +17,7 @@ pub mod configs;
 pub mod hub;
 pub mod schemas;
 pub mod server_bindings;
+pub mod upkeep;
 pub mod versions;
 
 use crate::settings::DatabaseSettings;

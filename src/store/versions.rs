@@ -334,6 +334,19 @@ pub async fn with_sealed_content(
     )
 }
 
+/// `(config id, stored text)` of every version holding a sealed value.
+pub async fn sealed_content_by_config(
+    conn: &mut Conn,
+    envelope_prefix: &str,
+) -> StoreResult<Vec<(String, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT config_id, content FROM config_versions WHERE content LIKE $1 ORDER BY id",
+    )
+    .bind(format!("%{envelope_prefix}%"))
+    .fetch_all(&mut **conn)
+    .await?)
+}
+
 /// Replaces a version's stored text with the same document re-sealed under
 /// another key: the one in-place write versions allow, because the document
 /// (and so its checksum and signature) does not change. Only succeeds if

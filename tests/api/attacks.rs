@@ -501,6 +501,173 @@ async fn an_unbounded_hello_is_refused_and_persistence_goes_on(app: TestApp) {
     app.hub.flush().await.expect("the flusher writes");
 }
 
+// ---- 6. A developer cannot unmask a secret -----------------------------------
+
+const SECRET: &str = "db-pass-hunter2-0001";
+const NEXT_SECRET: &str = "db-pass-hunter3-0002";
+
+fn vault_schema(secret: bool) -> Value {
+    let mut password = json!({"type": "string"});
+    if secret {
+        password["x-secret"] = json!(true);
+    }
+    json!({"type": "object", "properties": {"db": {"type": "object", "properties": {
+        "password": password, "host": {"type": "string"}}}}})
+}
+
+/// Every stored version's text, read straight from the database.
+async fn stored_versions(app: &TestApp) -> String {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&app.database_url).await.unwrap();
+    let rows: Vec<(String,)> = sqlx::query_as("SELECT content FROM config_versions")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    rows.into_iter()
+        .map(|(c,)| c)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+async fn a_secret_stays_sealed_when_its_schema_stops_marking_it(app: TestApp) {
+    let registered = app
+        .post_json(
+            "/api/v1/schemas",
+            &json!({"id": "vault", "version": "1.0.0", "schema": vault_schema(true)}),
+        )
+        .await;
+    assert_eq!(registered.status, 201, "{:?}", registered.body);
+    let created = app
+        .post_json(
+            "/api/v1/configs",
+            &json!({"name": "svc", "configType": "Custom", "environment": "production", "schemaId": "vault"}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let first = app
+        .post_version(
+            "svc",
+            "1.0.0",
+            json!({"db": {"password": SECRET, "host": "h"}}),
+        )
+        .await;
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    assert_eq!(first.body["content"]["db"]["password"], "***");
+
+    // The unmasking schema: no x-secret, compatibility none.
+    let developer = app.token(Role::Developer, "dev");
+    let unmasking = |approve: bool| {
+        json!({"id": "vault", "version": "2.0.0", "compatibility": "none",
+               "schema": vault_schema(false), "approveBreaking": approve})
+    };
+    let body = |v: &Value| ("application/json", serde_json::to_vec(v).unwrap());
+    let refused = app
+        .request(
+            "POST",
+            "/api/v1/schemas",
+            Some(&developer),
+            Some(body(&unmasking(false))),
+        )
+        .await;
+    assert_eq!(refused.status, 409, "{:?}", refused.body);
+    assert_eq!(refused.body["code"], "breaking_schema_change");
+    let rules: Vec<(String, String)> = refused.error_paths();
+    assert!(
+        rules.contains(&(
+            "/schema/properties/db/properties/password".into(),
+            "removed-secret".into()
+        )),
+        "{rules:?}"
+    );
+    assert!(
+        rules
+            .iter()
+            .any(|(_, rule)| rule == "weakened-compatibility"),
+        "{rules:?}"
+    );
+    let self_approved = app
+        .request(
+            "POST",
+            "/api/v1/schemas",
+            Some(&developer),
+            Some(body(&unmasking(true))),
+        )
+        .await;
+    assert_eq!(self_approved.status, 403, "{:?}", self_approved.body);
+    // Without x-secret but keeping the mode: still the admin's call.
+    let mut keeping_mode = unmasking(false);
+    keeping_mode
+        .as_object_mut()
+        .unwrap()
+        .remove("compatibility");
+    let refused = app
+        .request(
+            "POST",
+            "/api/v1/schemas",
+            Some(&developer),
+            Some(body(&keeping_mode)),
+        )
+        .await;
+    assert_eq!(refused.status, 409, "{:?}", refused.body);
+
+    // Even once an admin approved it, what was sealed stays sealed: a new
+    // version, a rollback and a revalidation by the developer.
+    let approved = app.post_json("/api/v1/schemas", &unmasking(true)).await;
+    assert_eq!(approved.status, 201, "{:?}", approved.body);
+    let next = app
+        .request(
+            "POST",
+            "/api/v1/configs/svc/versions",
+            Some(&developer),
+            Some(body(&json!({"version": "1.1.0", "content": {"db": {"password": NEXT_SECRET, "host": "h2"}}}))),
+        )
+        .await;
+    assert_eq!(next.status, 201, "{:?}", next.body);
+    assert_eq!(next.body["content"]["db"]["password"], "***");
+    let rolled = app
+        .request(
+            "POST",
+            "/api/v1/configs/svc/rollback",
+            Some(&developer),
+            Some(body(&json!({"toVersion": "1.0.0"}))),
+        )
+        .await;
+    assert_eq!(rolled.status, 201, "{:?}", rolled.body);
+    assert_eq!(rolled.body["content"]["db"]["password"], "***");
+    assert_eq!(rolled.body["checksum"], first.body["checksum"]);
+    let revalidated = app
+        .request(
+            "POST",
+            "/api/v1/configs/svc/versions/1.0.0/validate",
+            Some(&developer),
+            None,
+        )
+        .await;
+    assert_eq!(revalidated.status, 200, "{:?}", revalidated.body);
+
+    let mut seen = stored_versions(&app).await;
+    assert!(seen.contains("$hsenc:v1:"));
+    for path in [
+        "/api/v1/configs/svc/versions/1.0.0",
+        "/api/v1/configs/svc/versions/1.1.0",
+        &format!(
+            "/api/v1/configs/svc/versions/{}",
+            rolled.body["version"].as_str().unwrap()
+        ),
+        "/api/v1/configs/svc/versions",
+        "/api/v1/configs/svc/versions/1.0.0/diff/1.1.0",
+        "/api/v1/configs/svc/versions/1.0.0/validation-report",
+        "/api/v1/audit?limit=1000",
+    ] {
+        let answer = app.request("GET", path, Some(&developer), None).await;
+        seen.push_str(&answer.body.to_string());
+    }
+    for secret in [SECRET, NEXT_SECRET] {
+        assert!(!seen.contains(secret), "{secret} came out in clear");
+    }
+}
+
 // ---- 7. Upgrade floods --------------------------------------------------------
 
 fn tight_sockets(settings: &mut Settings) {
@@ -622,6 +789,7 @@ on_both_databases!(
     a_histogram_length_bomb_is_refused_without_allocating_it with calm,
     a_key_revoked_before_hello_closes_its_sockets_and_welcomes_none with calm,
     an_unbounded_hello_is_refused_and_persistence_goes_on with production_frames,
+    a_secret_stays_sealed_when_its_schema_stops_marking_it,
     upgrade_floods_are_limited_and_sockets_capped with tight_sockets,
 );
 

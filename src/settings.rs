@@ -134,7 +134,13 @@ pub struct RateLimitSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct HttpSettings {
+    /// Believe `X-Forwarded-For` from whatever connects directly (a hub
+    /// reachable only through its proxy).
     pub trust_forwarded_for: bool,
+    /// Proxies (addresses or networks) whose `X-Forwarded-For` entries are
+    /// believed, read from the right.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

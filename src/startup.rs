@@ -11,6 +11,7 @@ use crate::{
     http::{
         self,
         auth::AccessControl,
+        client_address::{Network, TrustedProxies},
         extract::{BodyLimits, path_error, query_error},
     },
     hub::Hub,
@@ -157,10 +158,20 @@ impl Application {
         } else {
             None
         };
+        let networks = settings
+            .http
+            .trusted_proxies
+            .iter()
+            .map(|text| Network::parse(text))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|why| anyhow::anyhow!("http.trusted_proxies: {why}"))?;
         let access = web::Data::new(AccessControl {
             authenticator: setup.authenticator,
             rate_limits: RateLimits::new(&settings.rate_limit),
-            trust_forwarded_for: settings.http.trust_forwarded_for,
+            proxies: TrustedProxies {
+                any_peer: settings.http.trust_forwarded_for,
+                networks,
+            },
         });
         let forget_idle = access.clone();
         actix_web::rt::spawn(async move {
@@ -219,7 +230,7 @@ impl Application {
             println!(
                 "\nHotSwap generated a development JWT secret in {dir}.\n\
                  Admin token (30 days):\n\n  {token}\n\n\
-                 API explorer: {scheme}://{bind}/docs/?token={token}\n\
+                 API explorer: {scheme}://{bind}/docs/ (sign in there with this token)\n\
                  Mint more with: hotswap token --role operator --sub alice --ttl 8h\n",
                 dir = settings.data_dir.display(),
                 bind = settings.bind,

@@ -136,6 +136,10 @@ pub struct AppliedConfig {
     pub version: String,
     pub document: Value,
     pub checksum: String,
+    /// The hub's signature, kept so a persisted copy is verified again
+    /// when it is loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 /// What a change callback is told.
@@ -238,9 +242,11 @@ impl Client {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| ClientError::Persisted(e.to_string()))?;
                 match serde_json::from_str::<Vec<AppliedConfig>>(&text) {
+                    // What fails its checksum, or its signature when the
+                    // client verifies, is dropped: the hub sends it again.
                     Ok(list) => list
                         .into_iter()
-                        .filter(|c| document_checksum(&c.document) == c.checksum)
+                        .filter(|c| trusted_on_disk(&config, c))
                         .map(|c| (c.config.clone(), Arc::new(c)))
                         .collect(),
                     Err(error) => {
@@ -682,6 +688,7 @@ fn apply(
         version,
         document,
         checksum,
+        signature,
     });
     let previous_revision = current.map(|c| c.revision);
     shared.configs.rcu(|configs| {
@@ -709,7 +716,47 @@ fn apply(
     })
 }
 
-/// Writes the configs to the persist file: a temp file, fsync, rename.
+/// Whether a config read back from the persist file may be served: its
+/// checksum holds and, when the client verifies signatures, its signature
+/// does (a file edited on disk is not trusted more than the network).
+fn trusted_on_disk(config: &ClientConfig, applied: &AppliedConfig) -> bool {
+    if document_checksum(&applied.document) != applied.checksum {
+        tracing::warn!(config = %applied.config, "a persisted config fails its checksum; dropped");
+        return false;
+    }
+    let Some(key) = &config.signing_key else {
+        return true;
+    };
+    let verified = applied.signature.as_deref().is_some_and(|sig| {
+        signature::verify(
+            key,
+            &applied.config,
+            applied.revision,
+            &applied.checksum,
+            sig,
+        )
+        .is_ok()
+    });
+    if !verified {
+        tracing::warn!(config = %applied.config, "a persisted config fails its signature; dropped");
+    }
+    verified
+}
+
+/// Opens a new persist file readable by its owner only (it holds secret
+/// values in clear).
+fn create_private(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)
+}
+
+/// Writes the configs to the persist file: a temp file (mode 0600), fsync, rename.
 /// Writes are numbered and serialized, so an older snapshot never lands
 /// after a newer one.
 fn persist(shared: &Arc<Shared>) {
@@ -735,7 +782,9 @@ fn persist(shared: &Arc<Shared>) {
         let temp = path.with_extension(format!("tmp{sequence}"));
         let result = (|| {
             use std::io::Write;
-            let mut file = std::fs::File::create(&temp)?;
+            // A temp file left by a crash is replaced.
+            let _ = std::fs::remove_file(&temp);
+            let mut file = create_private(&temp)?;
             file.write_all(&text)?;
             file.sync_all()?;
             std::fs::rename(&temp, &path)

@@ -107,6 +107,18 @@ impl Authenticator {
         environment: Environment,
         data_dir: &Path,
     ) -> anyhow::Result<AuthSetup> {
+        // An identity provider signs tokens for many services: without an
+        // audience, a token it minted for any of them would open the hub.
+        if settings.public_key_file.is_some()
+            && environment == Environment::Production
+            && settings.audience.as_deref().is_none_or(str::is_empty)
+        {
+            anyhow::bail!(
+                "auth.audience is required in production with auth.public_key_file: \
+                 without it, a token your identity provider minted for any other service \
+                 would be accepted (set HOTSWAP_AUTH__AUDIENCE to the hub's audience)"
+            );
+        }
         let public = match &settings.public_key_file {
             Some(path) => {
                 let pem = std::fs::read(path)
@@ -366,6 +378,48 @@ mod tests {
             Authenticator::from_settings(&short, Environment::Development, Path::new("/x"))
                 .is_err()
         );
+    }
+
+    fn refusal(result: anyhow::Result<AuthSetup>) -> anyhow::Error {
+        match result {
+            Ok(_) => panic!("the settings were accepted"),
+            Err(error) => error,
+        }
+    }
+
+    #[test]
+    fn an_identity_provider_in_production_needs_an_audience() {
+        let dir = std::env::temp_dir().join(format!("hs-jwt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Any PEM will do: the audience is checked before the key is read.
+        let pem = dir.join("idp.pem");
+        std::fs::write(&pem, "not read").unwrap();
+        let mut idp = settings();
+        idp.jwt_secret = None;
+        idp.public_key_file = Some(pem);
+        let error = refusal(Authenticator::from_settings(
+            &idp,
+            Environment::Production,
+            &dir,
+        ));
+        assert!(error.to_string().contains("auth.audience"), "{error}");
+        // With an audience, the key itself is read (and this one is no PEM).
+        idp.audience = Some("hotswap".into());
+        let error = refusal(Authenticator::from_settings(
+            &idp,
+            Environment::Production,
+            &dir,
+        ));
+        assert!(!error.to_string().contains("auth.audience"), "{error}");
+        // Outside production an audience stays optional.
+        idp.audience = None;
+        let error = refusal(Authenticator::from_settings(
+            &idp,
+            Environment::Staging,
+            &dir,
+        ));
+        assert!(!error.to_string().contains("auth.audience"), "{error}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

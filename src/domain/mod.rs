@@ -8,6 +8,7 @@
 pub mod compat;
 pub mod diff;
 pub mod document;
+pub mod feedback;
 pub mod judgement;
 pub mod kinds;
 pub mod names;

@@ -3,7 +3,7 @@
 //! (`ServerKey`); the API explorer takes a viewer token once and keeps it in
 //! an HttpOnly cookie.
 
-use super::{extract::RequestId, problem::ApiError};
+use super::{client_address::TrustedProxies, extract::RequestId, problem::ApiError};
 use crate::{
     auth::{AuthError, Role, jwt::Authenticator, rate_limit::RateLimits},
     catalog::{Actor, Catalog, views::ServerIdentity},
@@ -26,26 +26,20 @@ pub const DOCS_COOKIE: &str = "hotswap_docs";
 pub struct AccessControl {
     pub authenticator: Authenticator,
     pub rate_limits: RateLimits,
-    pub trust_forwarded_for: bool,
+    pub proxies: TrustedProxies,
 }
 
 impl AccessControl {
-    /// The caller's address: the socket peer, or the first `X-Forwarded-For`
-    /// hop when the hub is configured to trust its proxy.
+    /// The caller's address: the socket peer, or, when that peer is a
+    /// proxy the hub trusts, the nearest untrusted hop of
+    /// `X-Forwarded-For` (read from the right).
     pub fn source(&self, request: &HttpRequest) -> Option<String> {
-        if self.trust_forwarded_for {
-            let forwarded = request
-                .headers()
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty() && v.len() <= 64);
-            if forwarded.is_some() {
-                return forwarded;
-            }
-        }
-        request.peer_addr().map(|addr| addr.ip().to_string())
+        let peer = request.peer_addr()?.ip();
+        let forwarded = request
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        Some(self.proxies.client(peer, forwarded).to_string())
     }
 }
 
@@ -169,30 +163,80 @@ impl FromRequest for DocsViewer {
     }
 }
 
-/// Guards `/docs`: `?token=` (a viewer token) is checked and moved into an
-/// HttpOnly cookie; after that the cookie (or a bearer header) lets the
-/// explorer and the OpenAPI document through.
+/// The explorer's sign-in page: a token is pasted into a form and POSTed,
+/// so it never sits in a URL (browser history, proxy logs, `Referer`).
+const SIGN_IN_PAGE: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>HotSwap API explorer: sign in</title>
+<style>body{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem}
+textarea{width:100%;height:8rem;font-family:monospace}</style></head>
+<body><h1>HotSwap API explorer</h1>
+<p>Paste a token (viewer or higher). It is kept in an HttpOnly cookie for 8 hours and opens
+this explorer and the OpenAPI document only.</p>
+<form method="post" action="/docs/login"><textarea name="token" required autofocus></textarea>
+<p><button type="submit">Sign in</button></p></form></body></html>"#;
+
+fn sign_in_page(status: actix_web::http::StatusCode) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("WWW-Authenticate", "Bearer realm=\"hotswap\""))
+        .insert_header(("Cache-Control", "no-store"))
+        .body(SIGN_IN_PAGE)
+}
+
+/// The explorer's cookie holding `token`: HttpOnly, SameSite=Strict, and
+/// `Secure` when the hub serves TLS.
+fn docs_cookie(request: &HttpRequest, token: String) -> actix_web::cookie::Cookie<'static> {
+    actix_web::cookie::Cookie::build(DOCS_COOKIE, token)
+        .path("/")
+        .http_only(true)
+        .secure(request.app_config().secure())
+        .same_site(actix_web::cookie::SameSite::Strict)
+        .max_age(actix_web::cookie::time::Duration::hours(8))
+        .finish()
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct SignIn {
+    token: String,
+}
+
+/// Guards `/docs`: without a token the explorer answers 401 with a sign-in
+/// page whose form POSTs the token to `/docs/login`, which checks it (a
+/// viewer token) and keeps it in an HttpOnly cookie; after that the cookie
+/// (or a bearer header) lets the explorer and the OpenAPI document through.
+/// `?token=` is still taken (and moved into the cookie) for scripts.
 pub async fn docs_guard(
-    request: ServiceRequest,
+    mut request: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let signed_in = |request: ServiceRequest, token: String| {
+        let cookie = docs_cookie(request.request(), token);
+        let response = HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, "/docs/"))
+            .cookie(cookie)
+            .finish();
+        request.into_response(response)
+    };
+    if request.path() == "/docs/login" {
+        if request.method() != actix_web::http::Method::POST {
+            let page = sign_in_page(actix_web::http::StatusCode::OK);
+            return Ok(request.into_response(page));
+        }
+        let form = request
+            .extract::<web::Form<SignIn>>()
+            .await
+            .map_err(|e| ApiError::InvalidQuery(format!("the sign-in form: {e}")))?;
+        let token = form.into_inner().token.trim().to_owned();
+        authorize(request.request(), Some(&token), Role::Viewer)?;
+        return Ok(signed_in(request, token));
+    }
     let query_token =
         web::Query::<std::collections::HashMap<String, String>>::from_query(request.query_string())
             .ok()
             .and_then(|q| q.get("token").cloned());
     if let Some(token) = query_token {
         authorize(request.request(), Some(&token), Role::Viewer)?;
-        let cookie = actix_web::cookie::Cookie::build(DOCS_COOKIE, token)
-            .path("/")
-            .http_only(true)
-            .same_site(actix_web::cookie::SameSite::Strict)
-            .max_age(actix_web::cookie::time::Duration::hours(8))
-            .finish();
-        let response = HttpResponse::SeeOther()
-            .insert_header((header::LOCATION, "/docs/"))
-            .cookie(cookie)
-            .finish();
-        return Ok(request.into_response(response));
+        return Ok(signed_in(request, token));
     }
     if request.path() == "/docs" {
         let response = HttpResponse::PermanentRedirect()
@@ -200,11 +244,12 @@ pub async fn docs_guard(
             .finish();
         return Ok(request.into_response(response));
     }
-    authorize(
-        request.request(),
-        docs_token(request.request()).as_deref(),
-        Role::Viewer,
-    )?;
+    let token = docs_token(request.request());
+    if token.is_none() && request.path() == "/docs/" {
+        let page = sign_in_page(actix_web::http::StatusCode::UNAUTHORIZED);
+        return Ok(request.into_response(page));
+    }
+    authorize(request.request(), token.as_deref(), Role::Viewer)?;
     Ok(next.call(request).await?.map_into_boxed_body())
 }
 
@@ -302,6 +347,67 @@ impl FromRequest for AdmittedSocket {
                     )),
                 })?;
             Ok(AdmittedSocket { identity, permit })
+        })
+    }
+}
+
+/// Who may send player feedback: a token of at least `developer`, or a
+/// game server's API key as a bearer token (its own players' complaints).
+#[derive(Debug)]
+pub enum FeedbackCaller {
+    User { actor: Actor, role: Role },
+    Server { actor: Actor, key_id: String },
+}
+
+impl FromRequest for FeedbackCaller {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let token = bearer(request).map(str::to_owned);
+        let Some(key) = token.filter(|t| t.starts_with(crate::auth::api_keys::PREFIX)) else {
+            let user = authorize(request, bearer(request), Role::Developer)
+                .map(|(actor, role)| FeedbackCaller::User { actor, role });
+            return Box::pin(std::future::ready(user));
+        };
+        let catalog = request.app_data::<web::Data<Catalog>>().cloned();
+        let control = access(request).map(|control| {
+            (
+                control.source(request),
+                request
+                    .extensions()
+                    .get::<RequestId>()
+                    .map(|id| id.0.clone()),
+            )
+        });
+        let limits = request.app_data::<web::Data<AccessControl>>().cloned();
+        Box::pin(async move {
+            let (source, request_id) = control?;
+            let (Some(catalog), Some(limits)) = (catalog, limits) else {
+                return Err(ApiError::Internal("no catalog".into()));
+            };
+            let identity = catalog
+                .authenticate_server_key(&key)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::Unauthorized(AuthError::Invalid("unknown or revoked API key".into()))
+                })?;
+            let subject = format!("api-key:{}", identity.key_id);
+            limits
+                .rate_limits
+                .check_principal(&subject)
+                .map_err(|wait| ApiError::RateLimited {
+                    retry_after_secs: wait.as_secs() + 1,
+                })?;
+            Ok(FeedbackCaller::Server {
+                actor: Actor {
+                    subject,
+                    role: None,
+                    source,
+                    request_id,
+                },
+                key_id: identity.key_id,
+            })
         })
     }
 }

@@ -1,7 +1,7 @@
 //! `/api/v1/deployments` and `/api/v1/metrics`.
 
 use super::{
-    auth::{Admin, Authorized, Developer, Operator, Viewer},
+    auth::{Admin, Authorized, Developer, FeedbackCaller, Operator, Viewer},
     extract::{Body, MaybeBody, PageQuery},
     method_not_allowed,
     problem::{ApiError, Problem},
@@ -9,6 +9,7 @@ use super::{
 use crate::{
     auth::{AuthError, Role},
     catalog::views::Page,
+    domain::feedback::Reporter,
     hub::{
         Action, DeploymentView, Hub, NewDeploymentRequest, ServerProgressView,
         deployments::{
@@ -313,17 +314,30 @@ pub async fn aggregated_metrics(
     Ok(HttpResponse::Ok().json(hub.aggregated(&query).await?))
 }
 
-/// Records a player's complaint or rating (support tools; game servers
-/// count complaints in their `metrics` frames). A complaint counts in the
-/// server's deployment cohorts at once.
-#[utoipa::path(post, path = "/api/v1/metrics/player-feedback", tag = "metrics", request_body = FeedbackRequest, responses(
+/// Records a player's complaint or rating, from support tools (a
+/// developer's token or higher) or from a game server's own API key.
+/// Game servers also count complaints in their `metrics` frames. A
+/// complaint counts at once in the cohorts of the server's deployments,
+/// in production only when an operator or the server's own key sent it,
+/// and at most 30 at once and 60 a minute per server (`counted` says).
+#[utoipa::path(post, path = "/api/v1/metrics/player-feedback", tag = "metrics", request_body = FeedbackRequest, security(("bearer" = []), ("apiKey" = [])), responses(
     (status = 201, body = FeedbackReceipt),
+    (status = 403, body = Problem),
     (status = 422, body = Problem),
 ))]
 pub async fn player_feedback(
-    caller: Authorized<Developer>,
+    caller: FeedbackCaller,
     hub: web::Data<Arc<Hub>>,
     Body(request): Body<FeedbackRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Created().json(hub.player_feedback(&caller.actor, request).await?))
+    let (actor, reporter) = match &caller {
+        FeedbackCaller::User { actor, role } => (
+            actor,
+            Reporter::User {
+                operator: *role >= Role::Operator,
+            },
+        ),
+        FeedbackCaller::Server { actor, key_id } => (actor, Reporter::ServerKey { key_id }),
+    };
+    Ok(HttpResponse::Created().json(hub.player_feedback(actor, reporter, request).await?))
 }

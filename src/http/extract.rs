@@ -55,7 +55,16 @@ fn parse(format: Format, bytes: &[u8]) -> Result<Value, ApiError> {
             format: "JSON",
             detail: e.to_string(),
         }),
-        Format::Yaml => serde_yaml_ng::from_slice(bytes).map_err(|e| ApiError::MalformedBody {
+        // Aliases may expand a YAML body past its size: bounded while it is
+        // built, at a value per 2 bytes of the body and 4 times its text.
+        Format::Yaml => super::yaml::from_slice(
+            bytes,
+            super::yaml::Budget {
+                values: bytes.len() / 2 + 1024,
+                text_bytes: bytes.len().saturating_mul(4) + 1024,
+            },
+        )
+        .map_err(|e| ApiError::MalformedBody {
             format: "YAML",
             detail: e.to_string(),
         }),

@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod client_address;
 pub mod configs;
 pub mod deployments;
 pub mod extract;
@@ -15,6 +16,7 @@ pub mod openapi;
 pub mod problem;
 pub mod schemas;
 pub mod security;
+pub mod yaml;
 
 use actix_web::{
     Error, HttpMessage, HttpRequest, HttpResponse,

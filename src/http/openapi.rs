@@ -77,7 +77,8 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 #[derive(Debug)]
 pub struct ApiDoc;
 
-/// Adds the bearer scheme every `/api/v1` operation requires.
+/// Adds the bearer scheme every `/api/v1` operation requires, and the API
+/// key game servers present (also as a bearer token).
 #[derive(Debug)]
 struct BearerScheme;
 
@@ -90,6 +91,15 @@ impl Modify for BearerScheme {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "apiKey",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("hsk_ API key")
                     .build(),
             ),
         );

@@ -8,7 +8,12 @@ use super::{
 };
 use crate::{
     catalog::{Actor, views::rfc3339},
-    domain::{judgement::CohortWindow, rollout::parse_duration},
+    domain::{
+        feedback::{self, Reporter},
+        judgement::CohortWindow,
+        kinds::Environment,
+        rollout::parse_duration,
+    },
     store::{StoreError, audit, hub as store_hub},
 };
 use serde::{Deserialize, Serialize};
@@ -60,6 +65,9 @@ pub struct FeedbackReceipt {
     pub id: String,
     pub received_at: String,
     pub region: Option<String>,
+    /// Whether this complaint counted in the cohorts of the server's
+    /// deployments (see `POST /metrics/player-feedback`).
+    pub counted: bool,
     /// Deployments whose cohorts counted this complaint.
     pub deployments: Vec<String>,
 }
@@ -72,6 +80,17 @@ fn text(value: &Option<String>, name: &str, max: usize) -> Result<(), Deployment
         _ => Ok(()),
     }
 }
+
+/// Complaints per server that may count in its cohorts: 30 at once, 60 a
+/// minute (more are stored, not counted).
+pub(super) fn feedback_rate() -> FeedbackRate {
+    governor::RateLimiter::keyed(
+        governor::Quota::per_minute(std::num::NonZeroU32::new(60).expect("non-zero"))
+            .allow_burst(std::num::NonZeroU32::new(30).expect("non-zero")),
+    )
+}
+
+pub(super) type FeedbackRate = governor::DefaultKeyedRateLimiter<String>;
 
 impl Hub {
     pub async fn aggregated(
@@ -135,6 +154,7 @@ impl Hub {
     pub async fn player_feedback(
         &self,
         actor: &Actor,
+        reporter: Reporter<'_>,
         request: FeedbackRequest,
     ) -> Result<FeedbackReceipt, DeploymentError> {
         if !["complaint", "rating", "comment"].contains(&request.kind.as_str()) {
@@ -167,6 +187,30 @@ impl Hub {
                 request.server_id.as_deref().unwrap_or_default()
             )));
         }
+        if let Reporter::ServerKey { key_id } = reporter {
+            match &server {
+                None => {
+                    return Err(DeploymentError::Invalid(
+                        "a game server's key sends feedback with its own serverId".into(),
+                    ));
+                }
+                Some(record) if record.key_id != key_id => {
+                    return Err(DeploymentError::Forbidden(
+                        "this API key may send feedback only about its own servers".into(),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        let counts = request.kind == "complaint"
+            && server.as_ref().is_some_and(|record| {
+                let environment = record
+                    .environment
+                    .parse()
+                    .unwrap_or(Environment::Production);
+                feedback::complaint_counts(environment, reporter, &record.key_id)
+                    && self.feedback_rate.check_key(&record.server_id).is_ok()
+            });
         let deployments: Vec<String> = server
             .as_ref()
             .map(|record| {
@@ -205,20 +249,15 @@ impl Hub {
         )
         .await?;
         tx.commit().await.map_err(StoreError::from)?;
-        if request.kind == "complaint"
-            && let Some(record) = &server
-        {
+        if counts && let Some(record) = &server {
             self.ingest(self.destinations(record, false, now), Ingest::Complaints(1));
         }
         Ok(FeedbackReceipt {
             id: row.id,
             received_at: rfc3339(now),
             region: row.region,
-            deployments: if request.kind == "complaint" {
-                deployments
-            } else {
-                Vec::new()
-            },
+            counted: counts,
+            deployments: if counts { deployments } else { Vec::new() },
         })
     }
 }

@@ -86,6 +86,8 @@ pub struct Hub {
     aggregates: aggregates::Aggregates,
     /// Region names metrics fold under (bounded; the rest is `(other)`).
     regions: regions::RegionNames,
+    /// Complaints over REST that may count in cohorts, per server.
+    feedback_rate: feedback::FeedbackRate,
     /// Servers whose record changed since the last flush, and how much.
     dirty: Mutex<HashMap<String, Dirty>>,
     first_seen: Mutex<HashMap<String, i64>>,
@@ -237,6 +239,7 @@ impl Hub {
             runs: Runs::default(),
             aggregates: aggregates::Aggregates::default(),
             regions: regions::RegionNames::default(),
+            feedback_rate: feedback::feedback_rate(),
             dirty: Mutex::new(HashMap::new()),
             first_seen: Mutex::new(first_seen),
             stopping: AtomicBool::new(false),
@@ -827,6 +830,7 @@ impl Hub {
                     tracing::warn!(error = %error, "could not prune stale game servers");
                 }
                 hub.regions.retain(&hub.registry.regions());
+                hub.feedback_rate.retain_recent();
                 if ticks.is_multiple_of(3_600) {
                     if let Err(error) = hub.expire_metrics().await {
                         tracing::warn!(error = %error, "could not expire old metric aggregates");

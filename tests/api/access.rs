@@ -342,15 +342,49 @@ on_both_databases!(
 async fn the_api_explorer_takes_a_token_once_and_keeps_it_in_a_cookie() {
     let app = crate::helpers::spawn_app(Db::Sqlite).await.unwrap();
     let client = awc::Client::builder().disable_redirects().finish();
-    let anonymous = client.get(app.url("/docs/")).send().await.unwrap();
+    let mut anonymous = client.get(app.url("/docs/")).send().await.unwrap();
     assert_eq!(anonymous.status().as_u16(), 401);
+    let page = String::from_utf8(anonymous.body().await.unwrap().to_vec()).unwrap();
+    assert!(
+        page.contains(r#"<form method="post" action="/docs/login">"#),
+        "a sign-in form, so the token never sits in a URL: {page}"
+    );
+    // The form's POST signs in; a bad token does not.
+    let viewer = app.token(Role::Viewer, "reader");
+    let form = |token: &str| format!("token={token}");
+    let refused = client
+        .post(app.url("/docs/login"))
+        .content_type("application/x-www-form-urlencoded")
+        .send_body(form("forged"))
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+    let signed_in = client
+        .post(app.url("/docs/login"))
+        .content_type("application/x-www-form-urlencoded")
+        .send_body(form(&viewer))
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status().as_u16(), 303);
+    let login_cookie = signed_in
+        .headers()
+        .get("set-cookie")
+        .expect("the explorer cookie")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(login_cookie.contains("HttpOnly"), "{login_cookie}");
+    assert!(login_cookie.contains("SameSite=Strict"), "{login_cookie}");
+    assert!(
+        !login_cookie.contains("Secure"),
+        "plain HTTP here (the TLS test checks Secure)"
+    );
     let bad = client
         .get(app.url("/docs/?token=forged"))
         .send()
         .await
         .unwrap();
     assert_eq!(bad.status().as_u16(), 401);
-    let viewer = app.token(Role::Viewer, "reader");
     let entry = client
         .get(app.url(&format!("/docs/?token={viewer}")))
         .send()

@@ -668,6 +668,72 @@ async fn a_secret_stays_sealed_when_its_schema_stops_marking_it(app: TestApp) {
     }
 }
 
+// ---- Player feedback moves production cohorts only from trusted callers ----
+
+async fn feedback_counts_in_production_only_from_operators_and_the_servers_own_key(app: TestApp) {
+    config_at_revision_one(&app, "weapon-balance", "production").await;
+    let (own_key, _) = key(&app, &["production"]).await;
+    let (other_key, _) = key(&app, &[]).await;
+    let mut server_socket = raw(&app, Some(&own_key)).await.unwrap();
+    welcomed(&mut server_socket, hello_as("prod-1", "production")).await;
+    receives_revision(&mut server_socket, 1).await;
+    // A deployment in flight, its frame left unacked: it stays in progress.
+    app.post_version("weapon-balance", "1.1.0", balance(52))
+        .await;
+    let deployed = app
+        .post_json(
+            "/api/v1/deployments",
+            &json!({"config": "weapon-balance", "version": "1.1.0", "strategy": "Direct"}),
+        )
+        .await;
+    assert_eq!(deployed.status, 201, "{:?}", deployed.body);
+    let id = deployed.body["id"].as_str().unwrap().to_owned();
+
+    let complaint = json!({"kind": "complaint", "serverId": "prod-1", "category": "lag"});
+    let body = || Some(("application/json", serde_json::to_vec(&complaint).unwrap()));
+    let path = "/api/v1/metrics/player-feedback";
+    let developer = app.token(Role::Developer, "dev");
+    let operator = app.token(Role::Operator, "ops");
+    let from_developer = app.request("POST", path, Some(&developer), body()).await;
+    assert_eq!(from_developer.status, 201, "{:?}", from_developer.body);
+    assert_eq!(from_developer.body["counted"], false, "stored, not counted");
+    assert_eq!(from_developer.body["deployments"], json!([]));
+    let from_operator = app.request("POST", path, Some(&operator), body()).await;
+    assert_eq!(from_operator.body["counted"], true);
+    assert_eq!(from_operator.body["deployments"], json!([id]));
+    let from_own_key = app.request("POST", path, Some(&own_key), body()).await;
+    assert_eq!(from_own_key.status, 201, "{:?}", from_own_key.body);
+    assert_eq!(from_own_key.body["counted"], true);
+    let from_other_key = app.request("POST", path, Some(&other_key), body()).await;
+    assert_eq!(from_other_key.status, 403, "{:?}", from_other_key.body);
+    let no_server = app
+        .request(
+            "POST",
+            path,
+            Some(&own_key),
+            Some(("application/json", br#"{"kind":"complaint"}"#.to_vec())),
+        )
+        .await;
+    assert_eq!(no_server.status, 422, "{:?}", no_server.body);
+    // 30 at once per server count (the operator's and the key's among them;
+    // one more may be earned meanwhile); the rest are stored only.
+    let mut counted = 2; // the operator's and the server key's
+    for _ in 0..40 {
+        let answer = app.request("POST", path, Some(&own_key), body()).await;
+        assert_eq!(answer.status, 201);
+        counted += usize::from(answer.body["counted"] == true);
+    }
+    assert!((30..=31).contains(&counted), "{counted} counted");
+    // What counted, and only that, is in the metrics.
+    let aggregated = app.get("/api/v1/metrics/aggregated").await;
+    assert_eq!(
+        aggregated.body["total"]["complaints"].as_u64(),
+        Some(counted as u64),
+        "{:?}",
+        aggregated.body
+    );
+}
+
 // ---- 7. Upgrade floods --------------------------------------------------------
 
 fn tight_sockets(settings: &mut Settings) {
@@ -790,6 +856,7 @@ on_both_databases!(
     a_key_revoked_before_hello_closes_its_sockets_and_welcomes_none with calm,
     an_unbounded_hello_is_refused_and_persistence_goes_on with production_frames,
     a_secret_stays_sealed_when_its_schema_stops_marking_it,
+    feedback_counts_in_production_only_from_operators_and_the_servers_own_key with no_approvals,
     upgrade_floods_are_limited_and_sockets_capped with tight_sockets,
 );
 

@@ -178,7 +178,11 @@ fn the_first_run_prints_an_admin_token_that_works_and_survives_a_restart() {
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     let output = first.stop();
     let token = banner_token(&output).unwrap_or_else(|| panic!("no admin token printed: {output}"));
-    assert!(output.contains("/docs/?token="), "{output}");
+    assert!(output.contains("/docs/ (sign in"), "{output}");
+    assert!(
+        !output.contains("?token="),
+        "the token is never printed inside a URL: {output}"
+    );
 
     let second = Hub::start(dir.path(), &[]);
     let answer = http(second.port, "GET", "/api/v1/configs", Some(&token), None).unwrap();
@@ -333,6 +337,37 @@ fn the_hub_serves_https_when_given_a_certificate() {
         sleep(Duration::from_millis(200));
     };
     assert!(body.contains("ok"), "{body}");
+    // The explorer's sign-in sets a Secure cookie under TLS.
+    let minted = Command::new(BINARY)
+        .args([
+            "token", "--role", "viewer", "--sub", "reader", "--ttl", "1h",
+        ])
+        .env("HOTSWAP_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(minted.status.success());
+    let token = String::from_utf8(minted.stdout).unwrap().trim().to_owned();
+    let signed_in = Command::new("curl")
+        .args([
+            "-sk",
+            "-i",
+            "--http1.1",
+            "--max-time",
+            "5",
+            "--data-urlencode",
+        ])
+        .arg(format!("token={token}"))
+        .arg(format!("https://127.0.0.1:{port}/docs/login"))
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&signed_in.stdout).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 303"), "{answer}");
+    let cookie = answer
+        .lines()
+        .find(|l| l.starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("no cookie: {answer}"));
+    assert!(cookie.contains("; secure"), "{cookie}");
+    assert!(cookie.contains("httponly"), "{cookie}");
     // Plain HTTP on the TLS port gets no answer.
     assert!(get(port, "/health").is_none_or(|r| !r.starts_with("HTTP/1.1 200")));
     let _ = child.kill();

@@ -135,6 +135,17 @@ impl Application {
                 "signed versions written before signing existed"
             );
         }
+        if let Some((versions, changed)) = catalog
+            .upgrade_checksums()
+            .await
+            .context("moving stored checksums to RFC 8785")?
+        {
+            tracing::info!(
+                versions,
+                changed,
+                "stored checksums are RFC 8785 (JCS) checksums now, signed again"
+            );
+        }
         if let Some(paths) = catalog
             .backfill_sealed_paths()
             .await

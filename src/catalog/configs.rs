@@ -599,7 +599,7 @@ impl Catalog {
     }
 
     /// A stored document with its secrets in clear, for re-validation and rollback.
-    fn opened_stored(&self, text: &str) -> CatalogResult<Value> {
+    pub(super) fn opened_stored(&self, text: &str) -> CatalogResult<Value> {
         let mut document = parse_stored(text)?;
         self.keys
             .keyring

@@ -24,6 +24,83 @@ impl Catalog {
         Ok(unsigned.len())
     }
 
+    /// Once per store: moves every stored version's checksum to RFC 8785
+    /// (JCS) and signs it again, in place (the document is unchanged), with
+    /// one audit row for the whole step. Returns `(versions, changed)`, or
+    /// `None` when it was done already. A version whose secrets cannot be
+    /// opened (no key for them) leaves the step to the next start.
+    pub async fn upgrade_checksums(&self) -> CatalogResult<Option<(usize, usize)>> {
+        const STEP: &str = "checksums-rfc8785-v1";
+        let mut conn = self.store.conn().await?;
+        if upkeep::is_done(&mut conn, STEP).await? {
+            return Ok(None);
+        }
+        drop(conn);
+        let (mut seen, mut changed, mut unopened) = (0, 0, 0);
+        let mut after = String::new();
+        loop {
+            let mut conn = self.store.conn().await?;
+            let page = versions::checksums_after(&mut conn, &after, 200).await?;
+            drop(conn);
+            let Some(last) = page.last() else {
+                break;
+            };
+            after = last.id.clone();
+            let mut tx = self.store.begin().await?;
+            for version in &page {
+                seen += 1;
+                let document = match self.opened_stored(&version.content) {
+                    Ok(document) => document,
+                    Err(error) => {
+                        tracing::warn!(version = %version.id, %error, "cannot open a version to upgrade its checksum");
+                        unopened += 1;
+                        continue;
+                    }
+                };
+                let checksum = hotswap_client::document_checksum(&document);
+                if checksum == version.checksum {
+                    continue;
+                }
+                let signature = self
+                    .keys
+                    .signer
+                    .sign(&version.config, version.revision, &checksum);
+                if versions::upgrade_checksum(
+                    &mut tx,
+                    &version.id,
+                    &version.checksum,
+                    &checksum,
+                    &signature,
+                    self.keys.signer.key_id(),
+                )
+                .await?
+                {
+                    changed += 1;
+                }
+            }
+            tx.commit().await.map_err(StoreError::from)?;
+        }
+        if unopened > 0 {
+            return Ok(Some((seen, changed)));
+        }
+        let summary = json!({ "scheme": "RFC 8785 (JCS)", "versions": seen, "changed": changed });
+        let mut tx = self.store.begin().await?;
+        // A store without versions (a first start) has nothing to audit.
+        if upkeep::mark_done(&mut tx, STEP, now_ms(), &summary.to_string()).await? && seen > 0 {
+            audit::record(
+                &mut tx,
+                Actor::system().audit_entry(
+                    "versions.checksum-upgrade",
+                    "versions".into(),
+                    summary,
+                ),
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(Some((seen, changed)))
+    }
+
     /// Once per store: records, for every config, the pointers its stored
     /// versions hold sealed (written before the hub remembered them), so
     /// later versions keep them sealed. Returns how many were recorded.

@@ -304,6 +304,57 @@ pub async fn unsigned(conn: &mut Conn) -> StoreResult<Vec<(String, String, i64, 
     .await?)
 }
 
+/// A version as the one-off checksum upgrade reads it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredChecksum {
+    pub id: String,
+    pub config: String,
+    pub revision: i64,
+    pub content: String,
+    pub checksum: String,
+}
+
+/// Up to `limit` versions after `after_id`, by id.
+pub async fn checksums_after(
+    conn: &mut Conn,
+    after_id: &str,
+    limit: i64,
+) -> StoreResult<Vec<StoredChecksum>> {
+    Ok(sqlx::query_as(
+        "SELECT v.id, c.name AS config, v.revision, v.content, v.checksum FROM config_versions v \
+         JOIN configs c ON c.id = v.config_id WHERE v.id > $1 ORDER BY v.id LIMIT $2",
+    )
+    .bind(after_id)
+    .bind(limit)
+    .fetch_all(&mut **conn)
+    .await?)
+}
+
+/// Replaces a version's checksum (and the signature over it) when it still
+/// holds `old`: the one-off move to RFC 8785 checksums. The document does
+/// not change. False when the row moved on meanwhile.
+pub async fn upgrade_checksum(
+    tx: &mut Tx,
+    id: &str,
+    old: &str,
+    checksum: &str,
+    signature: &str,
+    key_id: &str,
+) -> StoreResult<bool> {
+    let done = sqlx::query(
+        "UPDATE config_versions SET checksum = $1, signature = $2, signing_key_id = $3 \
+         WHERE id = $4 AND checksum = $5",
+    )
+    .bind(checksum)
+    .bind(signature)
+    .bind(key_id)
+    .bind(id)
+    .bind(old)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Fills the signature of a version that has none (it never replaces one).
 pub async fn set_signature(
     tx: &mut Tx,

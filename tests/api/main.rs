@@ -17,4 +17,5 @@ mod progressive;
 mod schemas;
 mod sdk;
 mod security;
+mod upkeep;
 mod versions;

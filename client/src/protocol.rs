@@ -77,13 +77,13 @@ pub struct Hello {
     pub server_id: String,
     pub region: String,
     pub environment: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped::strings")]
     pub tags: Vec<String>,
     #[serde(default)]
     pub capacity: u32,
     #[serde(default)]
     pub players: u32,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "capped::strings")]
     pub subscriptions: Vec<String>,
     /// Config name → revision the server already holds.
     #[serde(default)]
@@ -180,6 +180,31 @@ impl<'de> Deserialize<'de> for EncodedHistogram {
             }
         }
         deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// Sequences read without trusting the length a frame declares: room is
+/// made for a few elements, and the rest grows as elements really arrive
+/// (serde's own cap preallocates up to 1 MiB per sequence).
+mod capped {
+    use serde::{Deserializer, de::SeqAccess};
+
+    pub fn strings<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Vec<String>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of strings")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
+                while let Some(item) = seq.next_element()? {
+                    out.push(item);
+                }
+                Ok(out)
+            }
+        }
+        deserializer.deserialize_seq(Visitor)
     }
 }
 

@@ -14,19 +14,22 @@ type Prepared<'a> =
 /// Builds one request that succeeds when allowed, given a unique number.
 type Prepare = for<'a> fn(&'a TestApp, u32) -> Prepared<'a>;
 
-/// One route: its method, the least role allowed, the success status, and
-/// how to make a request that succeeds when allowed (fresh state per call).
+/// One route: its method and path template (as the OpenAPI document names
+/// it), the least role allowed, the success status, and how to make a
+/// request that succeeds when allowed (fresh state per call).
 struct Route {
     method: &'static str,
+    template: &'static str,
     min_role: Role,
     success: u16,
     prepare: Prepare,
 }
 
 macro_rules! route {
-    ($method:literal, $role:ident, $success:literal, |$app:ident, $n:ident| $body:expr) => {
+    ($method:literal $template:literal, $role:ident, $success:literal, |$app:ident, $n:ident| $body:expr) => {
         Route {
             method: $method,
+            template: $template,
             min_role: Role::$role,
             success: $success,
             prepare: |$app, $n| Box::pin(async move { $body }),
@@ -34,95 +37,184 @@ macro_rules! route {
     };
 }
 
+/// A Canary deployment of a fresh config's second version, in progress
+/// (no servers, no auto-promotion: it stays in its first phase); its id.
+async fn running_deployment(app: &TestApp, n: u32) -> String {
+    let config = format!("dep-{n}");
+    assert_eq!(
+        app.create_config(&config, "Custom", "staging").await.status,
+        201
+    );
+    let first = app.deploy(&config, "1.0.0", json!({"n": n})).await;
+    let first_id = first.body["id"].as_str().unwrap().to_owned();
+    // Without servers a direct deployment completes at once.
+    for _ in 0..200 {
+        let view = app.get(&format!("/api/v1/deployments/{first_id}")).await;
+        if view.body["status"] == "Completed" {
+            break;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        app.post_version(&config, "1.1.0", json!({"n": n + 1}))
+            .await
+            .status,
+        201
+    );
+    let created = app
+        .post_json(
+            "/api/v1/deployments",
+            &json!({"config": config, "version": "1.1.0", "strategy": "Canary",
+                    "phases": [50, 100], "autoPromote": false}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    created.body["id"].as_str().unwrap().to_owned()
+}
+
+async fn paused_deployment(app: &TestApp, n: u32) -> String {
+    let id = running_deployment(app, n).await;
+    let paused = app
+        .post_empty(&format!("/api/v1/deployments/{id}/pause"))
+        .await;
+    assert_eq!(paused.status, 200, "{:?}", paused.body);
+    id
+}
+
+/// A production deployment an operator created, waiting for an admin.
+async fn deployment_awaiting_approval(app: &TestApp, n: u32) -> String {
+    let config = format!("prod-{n}");
+    assert_eq!(
+        app.create_config(&config, "Custom", "production")
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        app.post_version(&config, "1.0.0", json!({"n": n}))
+            .await
+            .status,
+        201
+    );
+    let creator = app.token(Role::Operator, &format!("creator-{n}"));
+    let body = json!({"config": config, "version": "1.0.0", "strategy": "Direct"});
+    let created = app
+        .request(
+            "POST",
+            "/api/v1/deployments",
+            Some(&creator),
+            Some(("application/json", serde_json::to_vec(&body).unwrap())),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    assert_eq!(created.body["status"], "AwaitingApproval");
+    created.body["id"].as_str().unwrap().to_owned()
+}
+
+/// A game server said hello as `id` (its socket lives on in a task).
+async fn registered_server(app: &TestApp, id: &str) {
+    let (key, _) = app.server_key(&[], &[]).await;
+    let mut socket = crate::sockets::raw(app, Some(&key)).await.unwrap();
+    crate::sockets::send(
+        &mut socket,
+        crate::sockets::hello(id, "staging", Default::default()),
+    )
+    .await;
+    assert!(crate::sockets::next_message(&mut socket).await.is_ok());
+    actix_web::rt::spawn(async move {
+        while crate::sockets::next_message(&mut socket).await.is_ok() {}
+    });
+}
+
 fn routes() -> Vec<Route> {
     vec![
-        route!("GET", Viewer, 200, |_a, _n| (
+        route!("GET" "/api/v1/configs", Viewer, 200, |_a, _n| (
             "/api/v1/configs".into(),
             None
         )),
-        route!("POST", Developer, 201, |_a, n| (
+        route!("POST" "/api/v1/configs", Developer, 201, |_a, n| (
             "/api/v1/configs".into(),
             Some(
                 json!({"name": format!("cfg-{n}"), "configType": "Custom", "environment": "staging"})
             )
         )),
-        route!("GET", Viewer, 200, |_a, _n| (
+        route!("GET" "/api/v1/configs/{name}", Viewer, 200, |_a, _n| (
             "/api/v1/configs/weapon-balance".into(),
             None
         )),
-        route!("DELETE", Admin, 204, |a, n| {
+        route!("DELETE" "/api/v1/configs/{name}", Admin, 204, |a, n| {
             a.create_config(&format!("del-{n}"), "Custom", "staging")
                 .await;
             (format!("/api/v1/configs/del-{n}"), None)
         }),
-        route!("POST", Developer, 201, |_a, n| (
+        route!("POST" "/api/v1/configs/{name}/versions", Developer, 201, |_a, n| (
             "/api/v1/configs/weapon-balance/versions".into(),
             Some(json!({"version": format!("{n}.0.0"), "content": balance(50)}))
         )),
-        route!("GET", Viewer, 200, |_a, _n| (
+        route!("GET" "/api/v1/configs/{name}/versions", Viewer, 200, |_a, _n| (
             "/api/v1/configs/weapon-balance/versions".into(),
             None
         )),
-        route!("GET", Viewer, 200, |_a, _n| (
+        route!("GET" "/api/v1/configs/{name}/versions/{version}", Viewer, 200, |_a, _n| (
             "/api/v1/configs/weapon-balance/versions/1.0.0".into(),
             None
         )),
-        route!("GET", Viewer, 200, |_a, _n| (
+        route!("GET" "/api/v1/configs/{name}/versions/{from}/diff/{to}", Viewer, 200, |_a, _n| (
             "/api/v1/configs/weapon-balance/versions/1.0.0/diff/1.1.0".into(),
             None
         )),
-        route!("PUT", Developer, 200, |_a, _n| (
+        route!("PUT" "/api/v1/configs/{name}/versions/{version}/tags", Developer, 200, |_a, _n| (
             "/api/v1/configs/weapon-balance/versions/1.0.0/tags".into(),
             Some(json!({"tags": ["stable"]}))
         )),
-        route!("POST", Developer, 200, |_a, _n| (
+        route!("POST" "/api/v1/configs/{name}/versions/{version}/validate", Developer, 200, |_a, _n| (
             "/api/v1/configs/weapon-balance/versions/1.0.0/validate".into(),
             None
         )),
-        route!("GET", Viewer, 200, |_a, _n| (
+        route!("GET" "/api/v1/configs/{name}/versions/{version}/validation-report", Viewer, 200, |_a, _n| (
             "/api/v1/configs/weapon-balance/versions/1.0.0/validation-report".into(),
             None
         )),
-        route!("POST", Admin, 200, |_a, _n| (
+        route!("POST" "/api/v1/configs/{name}/versions/{version}/approve", Admin, 200, |_a, _n| (
             "/api/v1/configs/weapon-balance/versions/1.1.0/approve".into(),
             None
         )),
-        route!("POST", Developer, 201, |_a, n| (
+        route!("POST" "/api/v1/configs/{name}/rollback", Developer, 201, |_a, n| (
             "/api/v1/configs/weapon-balance/rollback".into(),
             Some(json!({"toVersion": "1.0.0", "version": format!("{n}.0.0")}))
         )),
-        route!("POST", Developer, 201, |_a, n| (
+        route!("POST" "/api/v1/schemas", Developer, 201, |_a, n| (
             "/api/v1/schemas".into(),
             Some(
                 json!({"id": format!("schema-{n}"), "version": "1.0.0", "schema": {"type": "object"}})
             )
         )),
-        route!("GET", Viewer, 200, |_a, _n| (
+        route!("GET" "/api/v1/schemas", Viewer, 200, |_a, _n| (
             "/api/v1/schemas".into(),
             None
         )),
-        route!("GET", Viewer, 200, |_a, _n| (
+        route!("GET" "/api/v1/schemas/{id}", Viewer, 200, |_a, _n| (
             "/api/v1/schemas/game-balance".into(),
             None
         )),
-        route!("POST", Developer, 200, |_a, _n| (
+        route!("POST" "/api/v1/schemas/{id}/validate", Developer, 200, |_a, _n| (
             "/api/v1/schemas/game-balance/validate".into(),
             Some(balance(5))
         )),
-        route!("GET", Admin, 200, |_a, _n| ("/api/v1/audit".into(), None)),
-        route!("GET", Admin, 200, |_a, _n| (
+        route!("GET" "/api/v1/audit", Admin, 200, |_a, _n| ("/api/v1/audit".into(), None)),
+        route!("GET" "/api/v1/audit/verify", Admin, 200, |_a, _n| (
             "/api/v1/audit/verify".into(),
             None
         )),
-        route!("POST", Admin, 201, |_a, n| (
+        route!("POST" "/api/v1/api-keys", Admin, 201, |_a, n| (
             "/api/v1/api-keys".into(),
             Some(json!({"name": format!("fleet-{n}")}))
         )),
-        route!("GET", Admin, 200, |_a, _n| (
+        route!("GET" "/api/v1/api-keys", Admin, 200, |_a, _n| (
             "/api/v1/api-keys".into(),
             None
         )),
-        route!("DELETE", Admin, 200, |a, n| {
+        route!("DELETE" "/api/v1/api-keys/{id}", Admin, 200, |a, n| {
             let created = a
                 .post_json("/api/v1/api-keys", &json!({"name": format!("doomed-{n}")}))
                 .await;
@@ -131,14 +223,98 @@ fn routes() -> Vec<Route> {
                 None,
             )
         }),
-        route!("GET", Viewer, 200, |_a, _n| (
+        route!("GET" "/api/v1/signing-key", Viewer, 200, |_a, _n| (
             "/api/v1/signing-key".into(),
             None
         )),
-        route!("GET", Viewer, 200, |_a, _n| (
+        route!("GET" "/api/v1/openapi.json", Viewer, 200, |_a, _n| (
             "/api/v1/openapi.json".into(),
             None
         )),
+        route!("POST" "/api/v1/deployments", Developer, 201, |a, n| {
+            let config = format!("new-dep-{n}");
+            a.create_config(&config, "Custom", "staging").await;
+            a.post_version(&config, "1.0.0", json!({"n": n})).await;
+            (
+                "/api/v1/deployments".into(),
+                Some(json!({"config": config, "version": "1.0.0", "strategy": "Direct"})),
+            )
+        }),
+        route!("GET" "/api/v1/deployments", Viewer, 200, |_a, _n| (
+            "/api/v1/deployments".into(),
+            None
+        )),
+        route!("GET" "/api/v1/deployments/{id}", Viewer, 200, |a, n| (
+            format!("/api/v1/deployments/{}", running_deployment(a, n).await),
+            None
+        )),
+        route!("GET" "/api/v1/deployments/{id}/servers", Viewer, 200, |a, n| (
+            format!("/api/v1/deployments/{}/servers", running_deployment(a, n).await),
+            None
+        )),
+        route!("GET" "/api/v1/deployments/{id}/metrics", Viewer, 200, |a, n| (
+            format!("/api/v1/deployments/{}/metrics", running_deployment(a, n).await),
+            None
+        )),
+        route!("GET" "/api/v1/deployments/{id}/rollback-status", Viewer, 200, |a, n| (
+            format!("/api/v1/deployments/{}/rollback-status", running_deployment(a, n).await),
+            None
+        )),
+        route!("POST" "/api/v1/deployments/{id}/pause", Operator, 200, |a, n| (
+            format!("/api/v1/deployments/{}/pause", running_deployment(a, n).await),
+            None
+        )),
+        route!("POST" "/api/v1/deployments/{id}/resume", Operator, 200, |a, n| (
+            format!("/api/v1/deployments/{}/resume", paused_deployment(a, n).await),
+            None
+        )),
+        route!("POST" "/api/v1/deployments/{id}/promote", Operator, 200, |a, n| (
+            format!("/api/v1/deployments/{}/promote", running_deployment(a, n).await),
+            None
+        )),
+        route!("POST" "/api/v1/deployments/{id}/cancel", Operator, 200, |a, n| (
+            format!("/api/v1/deployments/{}/cancel", running_deployment(a, n).await),
+            None
+        )),
+        route!("POST" "/api/v1/deployments/{id}/rollback", Operator, 200, |a, n| (
+            format!("/api/v1/deployments/{}/rollback", running_deployment(a, n).await),
+            None
+        )),
+        route!("POST" "/api/v1/deployments/{id}/rollback-thresholds", Operator, 200, |a, n| (
+            format!("/api/v1/deployments/{}/rollback-thresholds", running_deployment(a, n).await),
+            Some(json!({"thresholds": [{"metric": "crashRate", "critical": 0.2}]}))
+        )),
+        route!("POST" "/api/v1/deployments/{id}/approve", Admin, 200, |a, n| (
+            format!("/api/v1/deployments/{}/approve", deployment_awaiting_approval(a, n).await),
+            None
+        )),
+        route!("GET" "/api/v1/metrics/aggregated", Viewer, 200, |_a, _n| (
+            "/api/v1/metrics/aggregated".into(),
+            None
+        )),
+        route!("POST" "/api/v1/metrics/player-feedback", Developer, 201, |_a, _n| (
+            "/api/v1/metrics/player-feedback".into(),
+            Some(json!({"kind": "rating", "rating": 4}))
+        )),
+        route!("GET" "/api/v1/game-servers", Viewer, 200, |_a, _n| (
+            "/api/v1/game-servers".into(),
+            None
+        )),
+        route!("GET" "/api/v1/game-servers/{id}", Viewer, 200, |a, n| {
+            registered_server(a, &format!("gs-get-{n}")).await;
+            (format!("/api/v1/game-servers/gs-get-{n}"), None)
+        }),
+        route!("PUT" "/api/v1/game-servers/{id}", Operator, 200, |a, n| {
+            registered_server(a, &format!("gs-put-{n}")).await;
+            (
+                format!("/api/v1/game-servers/gs-put-{n}"),
+                Some(json!({"operatorTags": ["pool-a"]})),
+            )
+        }),
+        route!("DELETE" "/api/v1/game-servers/{id}", Admin, 204, |a, n| {
+            registered_server(a, &format!("gs-del-{n}")).await;
+            (format!("/api/v1/game-servers/gs-del-{n}"), None)
+        }),
     ]
 }
 
@@ -258,6 +434,42 @@ async fn every_route_checks_tokens_and_roles(app: TestApp) {
             );
         }
     }
+    // A game server's API key opens no user route (player feedback takes
+    // keys on purpose: see the attacks tests).
+    let (server_key, _) = app.server_key(&[], &[]).await;
+    for route in routes()
+        .iter()
+        .filter(|r| r.template != "/api/v1/metrics/player-feedback")
+    {
+        let (path, body) = (route.prepare)(&app, next()).await;
+        let body = body.map(|b| ("application/json", serde_json::to_vec(&b).unwrap()));
+        let response = app
+            .request(route.method, &path, Some(&server_key), body)
+            .await;
+        assert_eq!(
+            response.status, 401,
+            "{} {path} with a game server's key: {:?}",
+            route.method, response.body
+        );
+    }
+    // ...and a user's token opens no game-server route.
+    for role in Role::ALL {
+        let token = app.token(role, "someone");
+        let whoami = app
+            .request("GET", "/api/v1/server/whoami", Some(&token), None)
+            .await;
+        assert_eq!(whoami.status, 401, "whoami as {role}");
+        match crate::sockets::raw(&app, Some(&token)).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 401, "the socket as {role}")
+            }
+            other => panic!("the socket took a {role} token: {:?}", other.map(|_| ())),
+        }
+    }
+    let whoami = app
+        .request("GET", "/api/v1/server/whoami", Some(&server_key), None)
+        .await;
+    assert_eq!(whoami.status, 200);
     // A valid token with no known role may do nothing.
     let no_role = encode(
         &Header::new(Algorithm::HS256),
@@ -332,8 +544,57 @@ async fn schema_breaking_changes_need_an_admin_to_approve(app: TestApp) {
     assert_eq!(approved.body["breakingApprovedBy"], "test-admin");
 }
 
+/// Every route the hub serves, as its OpenAPI document lists them,
+/// against the table above (plus the routes checked on their own).
+#[actix_web::test]
+async fn the_table_covers_every_route_of_the_openapi_document() {
+    let app = crate::helpers::spawn_app(Db::Sqlite).await.unwrap();
+    let document = app.get("/api/v1/openapi.json").await.body;
+    let mut documented: Vec<(String, String)> = document["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .filter(|m| ["get", "put", "post", "delete", "patch"].contains(&m.as_str()))
+                .map(|m| (m.to_uppercase(), path.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    documented.sort();
+    let mut walked: Vec<(String, String)> = routes()
+        .iter()
+        .map(|r| (r.method.to_owned(), r.template.to_owned()))
+        // The document itself is served outside it.
+        .filter(|(_, path)| path != "/api/v1/openapi.json")
+        .chain(
+            [
+                // Open: checked in every_route_checks_tokens_and_roles.
+                "/health",
+                "/ready",
+                // Game servers: checked with keys and tokens above.
+                "/api/v1/server/whoami",
+                "/ws/v1/servers",
+            ]
+            .map(|path| ("GET".to_owned(), path.to_owned())),
+        )
+        .collect();
+    walked.sort();
+    assert_eq!(
+        walked, documented,
+        "the access table and the OpenAPI document list different routes"
+    );
+}
+
+fn many_deployments(settings: &mut hotswap::settings::Settings) {
+    // The table starts a deployment for every request it makes of one.
+    settings.deployments.max_concurrent = 10_000;
+}
+
 on_both_databases!(
-    every_route_checks_tokens_and_roles,
+    every_route_checks_tokens_and_roles with many_deployments,
     the_audit_trail_records_who_with_which_role_from_where,
     schema_breaking_changes_need_an_admin_to_approve,
 );

@@ -1,0 +1,265 @@
+//! What the architecture promises about the store: a deployment's state is
+//! committed before its effect, and the hot paths never wait on it. The
+//! store's write lock is held from a second connection (SQLite `BEGIN
+//! IMMEDIATE`; on PostgreSQL an open transaction holding the `audit_head`
+//! row, which every audited write updates) while the hub is asked to act.
+
+use crate::helpers::{Db, TestApp, balance};
+use crate::on_both_databases;
+use crate::sockets::{WAIT, hello, next_message, raw, send};
+use hotswap_client::{
+    Client, ClientConfig, ConnectionState,
+    protocol::{self, HubMessage, ServerMessage},
+};
+use serde_json::{Value, json};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+/// The store's write lock, held by another connection until released.
+struct WriteLock {
+    pool: sqlx::AnyPool,
+    connection: sqlx::pool::PoolConnection<sqlx::Any>,
+}
+
+impl WriteLock {
+    async fn take(app: &TestApp) -> WriteLock {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&app.database_url)
+            .await
+            .unwrap();
+        let mut connection = pool.acquire().await.unwrap();
+        let statements: &[&str] = match app.db {
+            Db::Sqlite => &["BEGIN IMMEDIATE"],
+            Db::Postgres => &["BEGIN", "SELECT * FROM audit_head FOR UPDATE"],
+        };
+        for statement in statements {
+            sqlx::query(sqlx::AssertSqlSafe(*statement))
+                .execute(&mut *connection)
+                .await
+                .unwrap();
+        }
+        WriteLock { pool, connection }
+    }
+
+    async fn release(mut self) {
+        sqlx::query("ROLLBACK")
+            .execute(&mut *self.connection)
+            .await
+            .unwrap();
+        drop(self.connection);
+        self.pool.close().await;
+    }
+}
+
+/// Game servers on the SDK, subscribed to `weapon-balance` (staging).
+async fn fleet(app: &TestApp, key: &str, n: usize) -> Vec<Client> {
+    let mut clients = Vec::new();
+    for i in 0..n {
+        let config = ClientConfig::new(app.ws_url(), key, format!("durable-{i}"))
+            .region("EU-WEST")
+            .environment("staging")
+            .subscribe("weapon-balance")
+            .backoff(Duration::from_millis(50), Duration::from_millis(300));
+        let client = Client::start(config).unwrap();
+        assert!(
+            client
+                .wait_for_state(WAIT, |s| matches!(s, ConnectionState::Connected { .. }))
+                .await
+        );
+        clients.push(client);
+    }
+    for client in &clients {
+        assert!(client.wait_for_revision("weapon-balance", 1, WAIT).await);
+    }
+    clients
+}
+
+fn on(clients: &[Client], revision: i64) -> Vec<usize> {
+    clients
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.revisions().get("weapon-balance") == Some(&revision))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done().await {
+        assert!(Instant::now() < deadline, "never: {what}");
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn view(app: &TestApp, id: &str) -> Value {
+    app.get(&format!("/api/v1/deployments/{id}")).await.body
+}
+
+/// A canary of 1.1.0 in its first phase (half the servers), acked.
+async fn canary(app: &TestApp, clients: &[Client]) -> String {
+    assert_eq!(
+        app.post_version("weapon-balance", "1.1.0", balance(60))
+            .await
+            .status,
+        201
+    );
+    let created = app
+        .post_json(
+            "/api/v1/deployments",
+            &json!({"config": "weapon-balance", "version": "1.1.0", "strategy": "Canary",
+                    "phases": [50, 100], "autoPromote": false}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    until("the canary's servers ack", async || {
+        let v = view(app, &id).await;
+        v["targets"].as_i64() > Some(0) && v["acked"] == v["targets"]
+    })
+    .await;
+    let canary = view(app, &id).await["targets"].as_u64().unwrap() as usize;
+    until("the canary's servers run 1.1.0", async || {
+        on(clients, 2).len() == canary
+    })
+    .await;
+    id
+}
+
+async fn a_decision_waits_for_its_commit_before_any_server_moves(app: TestApp) {
+    assert_eq!(
+        app.create_config("weapon-balance", "GameBalance", "staging")
+            .await
+            .status,
+        201
+    );
+    app.deploy("weapon-balance", "1.0.0", balance(45)).await;
+    let (key, _) = app.server_key(&[], &[]).await;
+    let clients = fleet(&app, &key, 8).await;
+    let id = canary(&app, &clients).await;
+    let canary_servers = on(&clients, 2);
+    assert!(!canary_servers.is_empty() && canary_servers.len() < 8);
+
+    for (action, moved_to) in [("promote", 2), ("rollback", 1)] {
+        let before = on(&clients, 2);
+        let phase_before = view(&app, &id).await["phase"].clone();
+        let lock = WriteLock::take(&app).await;
+        let path = format!("/api/v1/deployments/{id}/{action}");
+        let request = async {
+            let answer = app.post_empty(&path).await;
+            (answer, Instant::now())
+        };
+        let waited = async {
+            // While the decision cannot be committed, nothing moves.
+            actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
+            let during = (on(&clients, 2), view(&app, &id).await);
+            let released_at = Instant::now();
+            lock.release().await;
+            (during, released_at)
+        };
+        let ((answer, answered_at), ((during, view_during), released_at)) =
+            futures_util::join!(request, waited);
+        assert!(
+            answered_at >= released_at,
+            "{action} was answered while the store was locked: the lock held nothing"
+        );
+        assert_eq!(during, before, "{action}: servers moved before the commit");
+        assert_eq!(
+            view_during["phase"], phase_before,
+            "{action}: the phase moved before the commit"
+        );
+        assert_eq!(answer.status, 200, "{action}: {:?}", answer.body);
+        // Committed: now they move.
+        until(&format!("{action} reaches every server"), async || {
+            on(&clients, moved_to).len() == 8
+        })
+        .await;
+    }
+    until("the rollback completes", async || {
+        view(&app, &id).await["status"] == "RolledBack"
+    })
+    .await;
+    for client in clients {
+        client.stop().await;
+    }
+}
+
+async fn heartbeats_metrics_and_resyncs_never_wait_on_the_store(app: TestApp) {
+    assert_eq!(
+        app.create_config("weapon-balance", "GameBalance", "staging")
+            .await
+            .status,
+        201
+    );
+    app.deploy("weapon-balance", "1.0.0", balance(45)).await;
+    let (key, _) = app.server_key(&[], &[]).await;
+    let mut socket = raw(&app, Some(&key)).await.unwrap();
+    send(&mut socket, hello("hot-1", "staging", BTreeMap::new())).await;
+    loop {
+        if let Ok(HubMessage::Snapshot { revision: 1, .. }) = next_message(&mut socket).await {
+            break;
+        }
+    }
+    let lock = WriteLock::take(&app).await;
+    let within_a_second = Instant::now() + Duration::from_secs(1);
+    // A heartbeat: the registry shows it.
+    send(
+        &mut socket,
+        protocol::encode(&ServerMessage::Heartbeat {
+            players: 42,
+            status: protocol::Health::Degraded,
+            load: None,
+        }),
+    )
+    .await;
+    // A metrics report: counted.
+    send(
+        &mut socket,
+        protocol::encode(&ServerMessage::Metrics(Box::new(protocol::MetricsReport {
+            seq: 1,
+            window_ms: 300,
+            players: 42,
+            ..Default::default()
+        }))),
+    )
+    .await;
+    // A resync: answered with a snapshot.
+    send(
+        &mut socket,
+        protocol::encode(&ServerMessage::Resync {
+            config: "weapon-balance".into(),
+        }),
+    )
+    .await;
+    let answered = loop {
+        match next_message(&mut socket).await {
+            Ok(HubMessage::Snapshot { .. }) => break Instant::now(),
+            Ok(_) => continue,
+            Err(code) => panic!("closed {code:?}"),
+        }
+    };
+    let record = loop {
+        let record = app.get("/api/v1/game-servers/hot-1").await.body;
+        if record["status"] == "degraded" && record["metricsFrames"] == 1 {
+            break record;
+        }
+        assert!(
+            Instant::now() < within_a_second,
+            "waited on the store: {record:?}"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(answered < within_a_second, "the resync waited on the store");
+    assert_eq!(record["players"], 42);
+    lock.release().await;
+    // The flusher catches up once the store is free.
+    app.hub.flush().await.expect("the flush goes through");
+}
+
+on_both_databases!(
+    a_decision_waits_for_its_commit_before_any_server_moves,
+    heartbeats_metrics_and_resyncs_never_wait_on_the_store,
+);

@@ -405,6 +405,19 @@ impl Registry {
         pruned
     }
 
+    /// Known servers (connected or not) of `environment` that last acked
+    /// `revision` of `config`.
+    pub fn holding(&self, config: &str, environment: &str, revision: i64) -> Vec<Arc<str>> {
+        self.read()
+            .subscribed(config)
+            .filter(|e| {
+                e.record.environment == environment
+                    && e.record.applied.get(config) == Some(&revision)
+            })
+            .map(|e| e.id.clone())
+            .collect()
+    }
+
     /// The distinct regions of known servers.
     pub fn regions(&self) -> std::collections::HashSet<String> {
         self.read()

@@ -32,3 +32,11 @@ CREATE TABLE upkeep (
     done_at BIGINT NOT NULL,
     summary TEXT NOT NULL
 );
+
+-- The servers a rollback moves back, written with the move to RollingBack:
+-- a hub restarted mid-rollback waits for them (per-server progress lives
+-- in memory only, and acks reach game_servers a second late).
+CREATE TABLE rollback_targets (
+    deployment_id TEXT PRIMARY KEY REFERENCES deployments (id),
+    server_ids    TEXT NOT NULL
+);

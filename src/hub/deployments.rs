@@ -422,6 +422,11 @@ impl Claims<'_> {
         )
     }
 
+    /// Whether the deployment has sent this server anything.
+    pub fn tracks(&self, server_id: &str) -> bool {
+        self.servers.contains_key(server_id)
+    }
+
     /// The server already runs `revision`: it counts as acked.
     pub fn already_on(&mut self, server_id: &Arc<str>, revision: i64) {
         ack(
@@ -551,6 +556,20 @@ impl RunRecord {
             revision,
             now_ms(),
         );
+    }
+
+    /// Whether the deployment has sent this server anything.
+    pub fn tracks(&self, server_id: &str) -> bool {
+        lock(&self.servers).contains_key(server_id)
+    }
+
+    /// Servers sent (or found on) `revision`.
+    pub fn on_revision(&self, revision: i64) -> Vec<Arc<str>> {
+        lock(&self.servers)
+            .iter()
+            .filter(|(_, p)| p.revision == revision)
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// The per-server progress, locked for a pass over many servers (one

@@ -596,8 +596,24 @@ impl DeploymentRun {
         let (targets, _, acked, failed) = self.record.counts(None);
         (row.target_count, row.acked_count, row.failed_count) = (targets, acked, failed);
         change_row(&mut row);
+        // What a rollback moves back is part of its decision: a hub
+        // restarted before the servers acked waits for them.
+        let moved_back = (next == DeploymentState::RollingBack).then(|| {
+            let mut ids: Vec<Arc<str>> = self.record.on_revision(row.revision);
+            ids.extend(
+                self.hub
+                    .registry
+                    .holding(&row.config_name, &row.environment, row.revision),
+            );
+            ids.sort();
+            ids.dedup();
+            serde_json::to_string(&ids).expect("ids serialize")
+        });
         let mut tx = self.hub.store.begin().await?;
         store_hub::save_deployment(&mut tx, &row).await?;
+        if let Some(ids) = &moved_back {
+            store_hub::set_rollback_targets(&mut tx, &row.id, ids).await?;
+        }
         if let Some(revision) = active_revision {
             store_hub::set_active_revision(&mut tx, &row.config_id, revision).await?;
         }
@@ -1447,9 +1463,13 @@ impl Hub {
             claims.reserve_for(picks.len());
         }
         for (server, (target, from_live)) in picks {
-            // The deployment tracks the servers it covers, and only those:
-            // a server outside it is no target, and nothing it acks counts.
-            let claims = claims.as_mut().filter(|_| from_live);
+            // The deployment tracks the servers it covers, and those it
+            // moved and now moves back (a rollback, a cancel), and only
+            // those: a server outside it is no target, and nothing it acks
+            // counts.
+            let claims = claims
+                .as_mut()
+                .filter(|c| from_live || c.tracks(&server.server_id));
             if server.applied == Some(target) {
                 if let Some(claims) = claims {
                     claims.already_on(&server.server_id, target);
@@ -1954,6 +1974,21 @@ impl Hub {
                 }
             };
             let record = RunRecord::new(row.clone());
+            // A rollback interrupted by a restart waits for the servers it
+            // was moving back (recorded with its decision) until they ack
+            // the previous revision, or the ack timeout lists them as
+            // unacked: per-server progress lives in memory only.
+            if state_of(&row) == DeploymentState::RollingBack
+                && let Some(previous) = row.previous_revision
+            {
+                let mut conn = self.store.conn().await?;
+                let targets = store_hub::rollback_targets(&mut conn, &row.id).await?;
+                drop(conn);
+                let mut claims = record.claims();
+                for server in targets {
+                    claims.claim(&Arc::from(server.as_str()), previous);
+                }
+            }
             self.runs.insert(record.clone());
             let run = DeploymentRun::new(self.clone(), record.clone(), plan)?;
             {

@@ -611,10 +611,12 @@ impl Hub {
             let serving = self.serving_read();
             let entry = serving.get(config)?;
             let (target, from_live) = entry.desired(&who)?;
+            // The deployment in flight follows the servers it covers, and
+            // those it moves back (a rollback after a restart, say).
             let live = entry
                 .live
                 .as_ref()
-                .filter(|_| from_live)
+                .filter(|l| from_live || l.record.tracks(&record.server_id))
                 .map(|l| (l.record.clone(), l.assignment.deployment_id.clone()));
             Some((target, live))
         };

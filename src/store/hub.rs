@@ -443,3 +443,33 @@ pub async fn expire_metrics(tx: &mut Tx, before: i64) -> StoreResult<u64> {
         .rows_affected();
     Ok(minutes + feedback)
 }
+
+/// Records the servers a rollback moves back (a JSON array of ids), with
+/// the move to `RollingBack`.
+pub async fn set_rollback_targets(
+    tx: &mut Tx,
+    deployment_id: &str,
+    server_ids: &str,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO rollback_targets (deployment_id, server_ids) VALUES ($1, $2) \
+         ON CONFLICT (deployment_id) DO UPDATE SET server_ids = excluded.server_ids",
+    )
+    .bind(deployment_id)
+    .bind(server_ids)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The servers a rollback moves back, as recorded.
+pub async fn rollback_targets(conn: &mut Conn, deployment_id: &str) -> StoreResult<Vec<String>> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT server_ids FROM rollback_targets WHERE deployment_id = $1")
+            .bind(deployment_id)
+            .fetch_optional(&mut **conn)
+            .await?;
+    Ok(row
+        .and_then(|(text,)| serde_json::from_str(&text).ok())
+        .unwrap_or_default())
+}

@@ -159,7 +159,7 @@ fn announce_skip(reason: &str) {
 /// search_path points at it; `None` (with a printed reason) when PostgreSQL
 /// is unreachable outside CI. Under `CI=true` an unreachable PostgreSQL fails
 /// the test.
-async fn postgres_schema_url() -> Option<String> {
+pub async fn postgres_schema_url() -> Option<String> {
     sqlx::any::install_default_drivers();
     let base = postgres_base_url();
     let pool = match sqlx::any::AnyPoolOptions::new()

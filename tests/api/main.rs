@@ -10,6 +10,7 @@ mod attacks;
 mod audit;
 mod binary;
 mod configs;
+mod crash;
 mod durability;
 mod edges;
 mod health;

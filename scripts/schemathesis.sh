@@ -33,7 +33,7 @@ BASE=http://127.0.0.1:$PORT
 export HOTSWAP_BIND=127.0.0.1:$PORT HOTSWAP_DATA_DIR=$WORK HOTSWAP_DATABASE__URL=sqlite://$WORK/hub.db \
   HOTSWAP_RATE_LIMIT__PRINCIPAL_PER_MINUTE=1000000 HOTSWAP_RATE_LIMIT__PRINCIPAL_BURST=100000 \
   HOTSWAP_RATE_LIMIT__ADDRESS_PER_MINUTE=1000000 HOTSWAP_RATE_LIMIT__ADDRESS_BURST=100000 \
-  HOTSWAP_LOG__FORMAT=json
+  HOTSWAP_LOG__FORMAT=json HYPOTHESIS_STORAGE_DIRECTORY=$WORK/hypothesis
 
 rm -rf "$REPORT" && mkdir -p "$REPORT"
 "$HUB" >"$REPORT/hub.log" 2>&1 &
@@ -66,9 +66,11 @@ KEY_ID=$(post /api-keys '{"name":"fuzzed","environments":["staging"]}' | field i
 KEY=$(post /api-keys '{"name":"whoami","environments":["staging"]}' | field key)
 curl -sfS "$BASE/api/v1/openapi.json" -H "Authorization: Bearer $TOKEN" -o "$WORK/openapi.json"
 
-# Admin JWT everywhere but on whoami, the game servers' call, which takes an API key.
+# Admin JWT everywhere but on whoami, the game servers' call, which takes an API key;
+# the crash cache (for `st replay`) goes with the reports, not into the work tree.
 cat >"$WORK/schemathesis.toml" <<EOF
 headers = { Authorization = "Bearer $TOKEN" }
+cache = { directory = "$PWD/$REPORT/cache" }
 
 [dictionaries]
 names = { values = ["weapon-balance"] }

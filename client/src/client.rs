@@ -360,10 +360,15 @@ impl Client {
     }
 
     /// Closes the connection and stops reconnecting.
+    /// Stops the client; when it persists configs, it returns once the
+    /// last one it applied is on disk.
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);
         if let Some(task) = self.task.take() {
             let _ = task.await;
+        }
+        if let Some(write) = persist(&self.shared) {
+            let _ = write.await;
         }
     }
 }
@@ -706,7 +711,8 @@ fn apply(
     for callback in lock(&shared.callbacks).iter() {
         callback(&change);
     }
-    persist(shared);
+    // The write goes on in the background (`stop` waits for the last one).
+    let _ = persist(shared);
     ServerMessage::Ack(protocol::Ack {
         config,
         revision,
@@ -758,23 +764,19 @@ fn create_private(path: &std::path::Path) -> std::io::Result<std::fs::File> {
 
 /// Writes the configs to the persist file: a temp file (mode 0600), fsync, rename.
 /// Writes are numbered and serialized, so an older snapshot never lands
-/// after a newer one.
-fn persist(shared: &Arc<Shared>) {
-    let Some(path) = shared.config.persist_path.clone() else {
-        return;
-    };
+/// after a newer one. Returns the write's task (when there is a file).
+fn persist(shared: &Arc<Shared>) -> Option<tokio::task::JoinHandle<()>> {
+    let path = shared.config.persist_path.clone()?;
     let list: Vec<AppliedConfig> = shared
         .configs
         .load()
         .values()
         .map(|c| AppliedConfig::clone(c))
         .collect();
-    let Ok(text) = serde_json::to_vec(&list) else {
-        return;
-    };
+    let text = serde_json::to_vec(&list).ok()?;
     let sequence = shared.persist_sequence.fetch_add(1, Ordering::Relaxed) + 1;
     let shared = shared.clone();
-    tokio::task::spawn_blocking(move || {
+    Some(tokio::task::spawn_blocking(move || {
         let mut written = lock(&shared.persisted_sequence);
         if *written >= sequence {
             return;
@@ -796,5 +798,5 @@ fn persist(shared: &Arc<Shared>) {
                 tracing::warn!(%error, path = %path.display(), "could not persist configs");
             }
         }
-    });
+    }))
 }

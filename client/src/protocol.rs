@@ -36,7 +36,7 @@ pub mod close_code {
     pub const SLOW_CONSUMER: u16 = 4003;
     /// The API key was revoked.
     pub const KEY_REVOKED: u16 = 4004;
-    /// An operator deregistered the server.
+    /// An admin deregistered the server (and released its id).
     pub const DEREGISTERED: u16 = 4005;
 }
 

@@ -50,7 +50,7 @@ pub struct NewVersionRequest {
     /// Semver, greater than the config's latest version.
     pub version: String,
     /// The document.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub content: Value,
     pub message: Option<String>,
     #[serde(default)]

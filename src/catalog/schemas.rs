@@ -37,7 +37,7 @@ pub struct NewSchemaRequest {
     /// Default: the previous version's mode, or `backward` for a new schema.
     pub compatibility: Option<Compatibility>,
     /// A JSON Schema document (draft 2020-12 unless `$schema` says otherwise).
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub schema: Value,
     pub description: Option<String>,
     /// Accept changes the compatibility mode forbids; recorded with the approver.

@@ -120,7 +120,7 @@ impl VersionSummary {
 pub struct VersionView {
     #[serde(flatten)]
     pub summary: VersionSummary,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub content: Value,
 }
 
@@ -192,7 +192,7 @@ pub struct SchemaView {
     #[serde(flatten)]
     pub summary: SchemaSummary,
     /// The JSON Schema document.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub schema: Value,
     /// Every version of this schema id, newest first.
     pub versions: Vec<String>,

@@ -13,10 +13,10 @@ pub struct Change {
     pub path: String,
     pub kind: ChangeKind,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Value>)]
     pub from: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Value>)]
     pub to: Option<Value>,
 }
 

@@ -5,7 +5,10 @@ use serde::{Deserialize, Serialize};
 use std::{fmt, str::FromStr};
 
 macro_rules! string_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+    // `tt`, not `literal`: a `literal` fragment reaches the derives wrapped
+    // in an invisible group, which utoipa's derive does not unwrap (it
+    // published the variants' Rust names instead of their serde names).
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:tt),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
         pub enum $name {

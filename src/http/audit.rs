@@ -38,6 +38,7 @@ pub struct AuditQuery {
     pub resource: Option<String>,
     /// RFC 3339 time; only rows at or after it.
     pub since: Option<String>,
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     pub cursor: Option<String>,
 }

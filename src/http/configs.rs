@@ -81,6 +81,7 @@ pub async fn create_config(
 pub struct ConfigListQuery {
     pub environment: Option<Environment>,
     pub config_type: Option<ConfigType>,
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     pub cursor: Option<String>,
 }
@@ -135,7 +136,10 @@ pub async fn delete_config(
 }
 
 /// Upload a new immutable version (JSON, or YAML with `Content-Type: application/yaml`).
-#[utoipa::path(post, path = "/api/v1/configs/{name}/versions", tag = "versions", request_body = NewVersionRequest, responses(
+#[utoipa::path(post, path = "/api/v1/configs/{name}/versions", tag = "versions", request_body(content(
+    (NewVersionRequest = "application/json"),
+    (NewVersionRequest = "application/yaml"),
+)), responses(
     (status = 201, body = VersionView),
     (status = 404, body = Problem),
     (status = 409, description = "the version exists or is not greater than the latest", body = Problem),

@@ -118,6 +118,7 @@ pub struct ServersQuery {
     /// Only servers in this state: `pushed`, `acked` or `failed`.
     pub state: Option<ServerState>,
     /// 1 to 1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// `nextCursor` of the previous page.
     pub cursor: Option<String>,

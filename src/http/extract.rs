@@ -154,6 +154,7 @@ pub struct RequestId(pub String);
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// 1 to 1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// `nextCursor` of the previous page.
     pub cursor: Option<String>,
@@ -193,8 +194,9 @@ pub fn path_error(error: actix_web::error::PathError, request: &HttpRequest) -> 
     .into()
 }
 
-/// A body that may be absent: no `Content-Type` and no bytes means `None`;
-/// anything else is read like [`Body`], errors included.
+/// A body that may be absent: no `Content-Type` and no bytes, or a JSON
+/// `null`, means `None`; anything else is read like [`Body`], errors
+/// included.
 #[derive(Debug)]
 pub struct MaybeBody<T>(pub Option<T>);
 
@@ -212,7 +214,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for MaybeBody<T> {
         if empty {
             return Box::pin(async { Ok(MaybeBody(None)) });
         }
-        let body = Body::<T>::from_request(request, payload);
-        Box::pin(async move { Ok(MaybeBody(Some(body.await?.0))) })
+        let body = Body::<Option<T>>::from_request(request, payload);
+        Box::pin(async move { Ok(MaybeBody(body.await?.0)) })
     }
 }

@@ -5,7 +5,11 @@ use super::auth::DocsViewer;
 use actix_web::{HttpResponse, middleware, web};
 use utoipa::{
     Modify, OpenApi,
-    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    openapi::{
+        ContentBuilder, Ref, RefOr, Response, ResponseBuilder,
+        path::ParameterIn,
+        security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    },
 };
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
@@ -60,7 +64,7 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
         super::deployments::player_feedback,
         crate::ws::servers::server_socket,
     ),
-    modifiers(&BearerScheme),
+    modifiers(&BearerScheme, &ProblemResponses),
     security(("bearer" = [])),
     tags(
         (name = "configs", description = "Config profiles"),
@@ -103,6 +107,97 @@ impl Modify for BearerScheme {
                     .build(),
             ),
         );
+    }
+}
+
+/// Every operation's error answers as the hub gives them: problem+json
+/// bodies (RFC 9457), and the statuses any route of its kind answers: 401,
+/// 403 (user routes), 429 and 503 everywhere under `/api/v1`; 400, 413,
+/// 415 and 422 where a body is read; 400 where a query is read; 404 where
+/// a path names something.
+#[derive(Debug)]
+struct ProblemResponses;
+
+fn problem(description: &str) -> RefOr<Response> {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            PROBLEM_JSON,
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .build()
+        .into()
+}
+
+const PROBLEM_JSON: &str = "application/problem+json";
+
+impl Modify for ProblemResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+            ];
+            for operation in operations.into_iter().flatten() {
+                for (status, response) in operation.responses.responses.iter_mut() {
+                    if let (true, RefOr::T(response)) = (status.as_str() >= "400", response)
+                        && let Some(content) = response.content.shift_remove("application/json")
+                    {
+                        response.content.insert(PROBLEM_JSON.to_owned(), content);
+                    }
+                }
+                if !path.starts_with("/api/v1/") {
+                    continue;
+                }
+                let reads_query = operation
+                    .parameters
+                    .iter()
+                    .flatten()
+                    .any(|p| matches!(p, RefOr::T(p) if p.parameter_in == ParameterIn::Query));
+                let names_something = path.contains('{');
+                let body = operation.request_body.is_some();
+                let user_route = path != "/api/v1/server/whoami";
+                let mut expected = vec![
+                    (
+                        "401",
+                        "no credentials, or credentials that are not valid here",
+                    ),
+                    ("429", "rate limited (`Retry-After`)"),
+                    (
+                        "503",
+                        "a dependency (the store) is unavailable (`Retry-After`)",
+                    ),
+                ];
+                if user_route {
+                    expected.push(("403", "the caller's role may not do this"));
+                }
+                if body {
+                    expected.extend([
+                        ("400", "the body is not JSON (or YAML) at all"),
+                        ("413", "the body is too large"),
+                        ("415", "the content type is not JSON (or YAML)"),
+                        ("422", "the body does not fit the request's shape or rules"),
+                    ]);
+                }
+                if reads_query {
+                    expected.push(("400", "a query parameter cannot be read"));
+                }
+                if names_something {
+                    expected.push(("404", "nothing by that name or id"));
+                }
+                for (status, description) in expected {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| problem(description));
+                }
+            }
+        }
     }
 }
 

@@ -160,6 +160,7 @@ impl ApiError {
                 DeploymentError::Invalid(_) => {
                     (StatusCode::UNPROCESSABLE_ENTITY, "invalid_deployment")
                 }
+                DeploymentError::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
                 DeploymentError::TooMany(_) => (StatusCode::CONFLICT, "too_many_deployments"),
                 DeploymentError::Conflict(_) => (StatusCode::CONFLICT, "invalid_transition"),
                 DeploymentError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),

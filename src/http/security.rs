@@ -85,7 +85,7 @@ pub async fn signing_key(_caller: Authorized<Viewer>, catalog: web::Data<Catalog
 }
 
 /// Which key a game server presents (`Authorization: Bearer <API key>` or `?token=`).
-#[utoipa::path(get, path = "/api/v1/server/whoami", tag = "security", responses(
+#[utoipa::path(get, path = "/api/v1/server/whoami", tag = "security", security(("apiKey" = [])), responses(
     (status = 200, body = ServerIdentity),
     (status = 401, body = Problem),
 ))]

@@ -95,6 +95,7 @@ pub struct ThresholdsRequest {
 /// `POST /deployments/{id}/rollback` (body optional).
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = DeploymentRollbackRequest)]
 pub struct RollbackRequest {
     /// Geographic: roll back this region only (the deployment pauses).
     pub region: Option<String>,
@@ -176,6 +177,9 @@ pub enum DeploymentError {
     Catalog(#[from] CatalogError),
     #[error("{0}")]
     Invalid(String),
+    /// A query parameter that cannot be read.
+    #[error("invalid query parameter: {0}")]
+    InvalidQuery(String),
     #[error(
         "version {version} of {config} has breaking changes and needs an admin's approval before a production deployment"
     )]

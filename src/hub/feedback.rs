@@ -105,16 +105,16 @@ impl Hub {
                     .map(|n| json!(n))
                     .unwrap_or_else(|_| json!(w));
                 parse_duration(&value)
-                    .map_err(|e| DeploymentError::Invalid(format!("window: {e}")))?
+                    .map_err(|e| DeploymentError::InvalidQuery(format!("window: {e}")))?
             }
         }
         .max(60_000);
-        text(&query.region, "region", 64)?;
-        let deployment = query
-            .deployment
-            .clone()
-            .unwrap_or_else(|| aggregates::ALL.to_owned());
-        if query.deployment.is_some() && uuid::Uuid::parse_str(&deployment).is_err() {
+        text(&query.region, "region", 64)
+            .map_err(|e| DeploymentError::InvalidQuery(e.to_string()))?;
+        // An empty `deployment=` is no filter.
+        let filter = query.deployment.clone().filter(|d| !d.is_empty());
+        let deployment = filter.clone().unwrap_or_else(|| aggregates::ALL.to_owned());
+        if filter.is_some() && uuid::Uuid::parse_str(&deployment).is_err() {
             return Err(DeploymentError::NotFound(deployment));
         }
         let now = now_ms();
@@ -142,7 +142,7 @@ impl Hub {
             to: rfc3339(now),
             window_ms,
             region: query.region.clone(),
-            deployment: query.deployment.clone(),
+            deployment: filter,
             total: CohortSummary::of(&total),
             cohorts: cohorts
                 .iter()

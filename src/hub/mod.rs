@@ -945,7 +945,7 @@ impl Hub {
             server_id,
             CloseReason::new(
                 close_code::DEREGISTERED,
-                "an operator deregistered this server",
+                "an admin deregistered this server and released its id",
             ),
         );
         lock(&self.first_seen).remove(server_id);

@@ -301,8 +301,17 @@ async fn acks_and_resyncs_outside_a_sessions_subscriptions_change_nothing(app: T
         }
     }
     send(&mut forger, ack("weapon-balance", 2)).await;
+    // The session handles its frames in order: once this resync is
+    // answered, the forged ack was handled.
+    send(
+        &mut forger,
+        protocol::encode(&ServerMessage::Resync {
+            config: "other".into(),
+        }),
+    )
+    .await;
+    assert_eq!(next_error(&mut forger).await.0, "not_subscribed");
     let view = deployment_when(&app, &id, |v| v["targets"] == 1).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let view_after = app.get(&format!("/api/v1/deployments/{id}")).await.body;
     for view in [&view, &view_after] {
         assert_eq!(

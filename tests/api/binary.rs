@@ -64,10 +64,12 @@ fn wait_for_exit(child: &mut Child, limit: Duration) -> Option<std::process::Exi
     None
 }
 
-/// A hub process on a free port over a SQLite file in `dir`.
+/// A hub process on a free port over a SQLite file in `dir`. Its stdout is
+/// read as it comes (a full pipe would block the hub mid-log).
 struct Hub {
     child: Child,
     port: u16,
+    stdout: std::thread::JoinHandle<String>,
 }
 
 impl Hub {
@@ -91,10 +93,22 @@ impl Hub {
             command.env(key, value);
         }
         let mut child = command.spawn().expect("the binary starts");
+        let mut pipe = child.stdout.take().expect("piped stdout");
+        let stdout = std::thread::spawn(move || {
+            let mut out = String::new();
+            let _ = pipe.read_to_string(&mut out);
+            out
+        });
+        let mut stdout = Some(stdout);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if get(port, "/health").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
-                return Hub { child, port };
+                let stdout = stdout.take().expect("taken once");
+                return Hub {
+                    child,
+                    port,
+                    stdout,
+                };
             }
             assert!(Instant::now() < deadline, "the hub never answered /health");
             if let Some(status) = child.try_wait().unwrap() {
@@ -121,14 +135,9 @@ impl Hub {
         let status = wait_for_exit(&mut self.child, Duration::from_secs(45))
             .expect("the hub stops after SIGTERM");
         assert!(status.success(), "exit status {status}");
-        let mut out = String::new();
-        self.child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        out
+        self.stdout
+            .join()
+            .expect("the reader thread ends with the hub")
     }
 }
 

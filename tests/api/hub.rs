@@ -122,8 +122,8 @@ async fn reconnecting_with_known_revisions_gets_nothing_or_a_delta(app: TestApp)
     let config = client_config(&app, &key, "eu-2").persist_to(&persisted);
     let first = start(config.clone()).await;
     assert!(first.wait_for_revision("weapon-balance", 1, WAIT).await);
+    // `stop` returns once the last config applied is on disk.
     first.stop().await;
-    actix_web::rt::time::sleep(Duration::from_millis(100)).await;
     assert!(persisted.exists(), "the last good config is kept on disk");
 
     // Offline while 1.1.0 ships: on return it gets a delta, not a snapshot.
@@ -150,26 +150,23 @@ async fn reconnecting_with_known_revisions_gets_nothing_or_a_delta(app: TestApp)
         0
     );
     second.stop().await;
-    actix_web::rt::time::sleep(Duration::from_millis(100)).await;
 
-    // Up to date: nothing is sent.
+    // Up to date: nothing is sent at hello. The next version's delta comes
+    // after anything the hello sent (one ordered stream), so counting the
+    // frames once it arrived shows what the hello sent: nothing.
     let third = start(config).await;
-    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        third
-            .stats()
-            .deltas
-            .load(std::sync::atomic::Ordering::Relaxed),
-        0
-    );
-    assert_eq!(
-        third
-            .stats()
-            .snapshots
-            .load(std::sync::atomic::Ordering::Relaxed),
-        0
-    );
     assert_eq!(third.config("weapon-balance").unwrap().revision, 2);
+    app.deploy("weapon-balance", "1.2.0", balance(61)).await;
+    assert!(third.wait_for_revision("weapon-balance", 3, WAIT).await);
+    let stats = third.stats();
+    assert_eq!(
+        (
+            stats.deltas.load(std::sync::atomic::Ordering::Relaxed),
+            stats.snapshots.load(std::sync::atomic::Ordering::Relaxed)
+        ),
+        (1, 0),
+        "only the new version's delta"
+    );
     third.stop().await;
 }
 
@@ -596,7 +593,31 @@ async fn deployments_check_roles_approval_and_overlap(app: TestApp) {
             .subscribe("prod-balance"),
     )
     .await;
-    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    // Frames on a socket are ordered: the answer to a resync of a config
+    // the server did not subscribe to comes after anything pushed before.
+    let mut watcher = raw(&app, Some(&key)).await.unwrap();
+    let mut watcher_hello = crate::sockets::hello_message("prod-2", "production", BTreeMap::new());
+    watcher_hello.subscriptions = vec!["prod-balance".into()];
+    send(
+        &mut watcher,
+        protocol::encode(&ServerMessage::Hello(watcher_hello)),
+    )
+    .await;
+    assert!(matches!(
+        next_message(&mut watcher).await,
+        Ok(HubMessage::Welcome { .. })
+    ));
+    send(
+        &mut watcher,
+        protocol::encode(&ServerMessage::Resync {
+            config: "not-mine".into(),
+        }),
+    )
+    .await;
+    match next_message(&mut watcher).await {
+        Ok(HubMessage::Error { code, .. }) => assert_eq!(code, "not_subscribed"),
+        other => panic!("something was pushed while the deployment awaits approval: {other:?}"),
+    }
     assert!(
         server.config("prod-balance").is_none(),
         "nothing is pushed while the deployment awaits approval"
@@ -675,7 +696,8 @@ async fn deployments_check_roles_approval_and_overlap(app: TestApp) {
             &json!({"config": "prod-balance", "version": "2.0.0", "strategy": "Canary", "phaseIntervall": 5}),
         )
         .await;
-    assert!(typo.status == 400 || typo.status == 422, "{:?}", typo.body);
+    assert_eq!(typo.status, 422, "{:?}", typo.body);
+    assert_eq!(typo.body["code"], "invalid_body");
     assert_eq!(
         app.post_json(
             "/api/v1/deployments",
@@ -843,6 +865,21 @@ async fn the_registry_answers_filters_and_operator_changes(app: TestApp) {
     );
     assert_eq!(app.get("/api/v1/game-servers/nobody").await.status, 404);
     assert_eq!(app.delete("/api/v1/game-servers/na-1").await.status, 204);
+    // A deregistered server's session is closed with 4005.
+    let mut socket = raw(&app, Some(&key)).await.unwrap();
+    send(&mut socket, hello("doomed-1", "staging", BTreeMap::new())).await;
+    assert!(matches!(
+        next_message(&mut socket).await,
+        Ok(HubMessage::Welcome { .. })
+    ));
+    assert_eq!(
+        app.delete("/api/v1/game-servers/doomed-1").await.status,
+        204
+    );
+    assert_eq!(
+        close_code_of(&mut socket).await,
+        Some(close_code::DEREGISTERED)
+    );
     a.stop().await;
     b.stop().await;
 }
@@ -865,7 +902,10 @@ async fn a_silent_server_is_closed_and_marked_stale(app: TestApp) {
         "{:?}",
         app.get("/api/v1/game-servers/silent").await.body
     );
-    drop(socket);
+    assert_eq!(
+        close_code_of(&mut socket).await,
+        Some(close_code::HEARTBEAT_TIMEOUT)
+    );
 }
 
 async fn metrics_frames_are_validated_and_counted(app: TestApp) {
@@ -917,12 +957,14 @@ async fn metrics_frames_are_validated_and_counted(app: TestApp) {
         }),
     )
     .await;
-    actix_web::rt::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(
-        app.get("/api/v1/game-servers/metrics-2").await.body["status"],
-        "degraded",
-        "the session survived"
-    );
+    let deadline = std::time::Instant::now() + WAIT;
+    while app.get("/api/v1/game-servers/metrics-2").await.body["status"] != "degraded" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session survived and took the heartbeat"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn secret_fields_reach_game_servers_in_clear_and_nowhere_else(app: TestApp) {
@@ -1118,7 +1160,15 @@ async fn known_servers_survive_a_restart_as_disconnected() {
     let (key, _) = setup(&app).await;
     let client = start(client_config(&app, &key, "survivor")).await;
     assert!(client.wait_for_revision("weapon-balance", 1, WAIT).await);
-    actix_web::rt::time::sleep(Duration::from_millis(1500)).await; // one flush
+    // The hub has the ack (the client applied before it acked).
+    let deadline = std::time::Instant::now() + WAIT;
+    while app.get("/api/v1/game-servers/survivor").await.body["applied"]["weapon-balance"] != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ack never arrived"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
     client.stop().await;
     app.hub.flush().await.unwrap();
     let (db, url, dir) = app.into_parts();

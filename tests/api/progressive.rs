@@ -459,19 +459,34 @@ async fn noise_and_small_samples_do_not_roll_back(app: TestApp) {
         "Cancelled"
     );
     fleet.stop().await;
-    // Three servers with one player each, the canary's crashing three times
-    // as often: far too few players to judge, so nothing rolls back.
-    let fleet = Fleet::start(&app, &key, 3, |_| "EU-WEST").await;
+    // Eight servers with one player each, the canary's crashing three
+    // times as often: far too few players to judge, so nothing rolls back.
+    let fleet = Fleet::start(&app, &key, 8, |_| "EU-WEST").await;
     fleet.tiny.store(true, Ordering::Relaxed);
     assert!(fleet.all_on(1).await);
-    let id = start_deployment(
-        &app,
-        "1.2.0",
-        51,
-        json!({ "strategy": "Canary", "phases": [50, 100], "phaseInterval": "PT1H" }),
-    )
-    .await;
-    let revision = deployment(&app, &id).await["revision"].as_i64().unwrap();
+    // A canary with servers in it (a 50 % canary of 8 is empty once in 256:
+    // then another is started, so the regression really runs).
+    let mut attempt = 0;
+    let (id, revision) = loop {
+        let id = start_deployment(
+            &app,
+            &format!("1.2.{attempt}"),
+            51,
+            json!({ "strategy": "Canary", "phases": [50, 100], "phaseInterval": "PT1H" }),
+        )
+        .await;
+        let revision = deployment(&app, &id).await["revision"].as_i64().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while fleet.on(revision).is_empty() && Instant::now() < deadline {
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        if !fleet.on(revision).is_empty() {
+            break (id, revision);
+        }
+        assert_eq!(control(&app, &id, "cancel").await.status, 200);
+        attempt += 1;
+        assert!(attempt < 4, "four empty canaries in a row");
+    };
     fleet.regress(revision, Mode::TinyCrashes);
     actix_web::rt::time::sleep(Duration::from_secs(3)).await;
     let view = deployment(&app, &id).await;
@@ -779,10 +794,11 @@ async fn an_ab_test_splits_servers_by_variant_and_keeps_metrics_per_variant(app:
 
 async fn metrics_are_aggregated_and_feedback_counts_in_cohorts(app: TestApp) {
     let key = setup(&app).await;
+    // 12 servers: a 50 % canary of them is empty once in 4,096 runs.
     let fleet = Fleet::start(
         &app,
         &key,
-        6,
+        12,
         |i| if i % 2 == 0 { "EU-WEST" } else { "APAC" },
     )
     .await;
@@ -794,14 +810,23 @@ async fn metrics_are_aggregated_and_feedback_counts_in_cohorts(app: TestApp) {
         json!({ "strategy": "Canary", "phases": [50, 100], "autoPromote": false }),
     )
     .await;
-    actix_web::rt::time::sleep(Duration::from_millis(1200)).await;
-    let all = app.get("/api/v1/metrics/aggregated?window=PT5M").await;
-    assert_eq!(all.status, 200, "{:?}", all.body);
-    assert!(
-        all.body["total"]["reports"].as_u64().unwrap() >= 6,
-        "{:?}",
-        all.body
-    );
+    // Both cohorts report, into the minute aggregates.
+    let by_deployment = format!("/api/v1/metrics/aggregated?deployment={id}");
+    let deadline = Instant::now() + WAIT;
+    let (all, cohorts) = loop {
+        let all = app.get("/api/v1/metrics/aggregated?window=PT5M").await;
+        assert_eq!(all.status, 200, "{:?}", all.body);
+        let cohorts = app.get(&by_deployment).await.body["cohorts"].clone();
+        let reported = |name: &str| cohorts[name]["reports"].as_u64().unwrap_or(0) > 0;
+        if all.body["total"]["reports"].as_u64().unwrap() >= 12
+            && reported("baseline")
+            && reported("canary")
+        {
+            break (all, cohorts);
+        }
+        assert!(Instant::now() < deadline, "{:?} {cohorts:?}", all.body);
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(all.body["total"]["latencyMs"]["p99"].as_u64().unwrap() >= 20);
     let eu = app
         .get("/api/v1/metrics/aggregated?region=EU-WEST&window=300")
@@ -810,27 +835,33 @@ async fn metrics_are_aggregated_and_feedback_counts_in_cohorts(app: TestApp) {
         eu.body["total"]["reports"].as_u64().unwrap()
             < all.body["total"]["reports"].as_u64().unwrap()
     );
-    let by_deployment = app
-        .get(&format!("/api/v1/metrics/aggregated?deployment={id}"))
-        .await;
-    let cohorts = by_deployment.body["cohorts"].as_object().unwrap();
-    assert!(
-        cohorts.contains_key("baseline") || cohorts.contains_key("canary"),
+    assert_eq!(
+        cohorts.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["baseline", "canary"],
         "{cohorts:?}"
     );
+    let forever = app.get("/api/v1/metrics/aggregated?window=forever").await;
     assert_eq!(
-        app.get("/api/v1/metrics/aggregated?window=forever")
+        (forever.status, forever.body["code"].as_str()),
+        (400, Some("invalid_query"))
+    );
+    assert_eq!(
+        app.get("/api/v1/metrics/aggregated?deployment=")
             .await
             .status,
-        422
+        200,
+        "an empty filter is no filter"
     );
 
-    // A complaint about a canary server counts in the canary cohort.
-    let canary = *fleet
-        .on(2)
-        .iter()
-        .next()
-        .expect("someone is in a 50 % canary of 6... usually");
+    // A complaint about a canary server (one of the deployment's own)
+    // counts in the canary cohort.
+    let canary = app
+        .get(&format!("/api/v1/deployments/{id}/servers"))
+        .await
+        .body["items"][0]["serverId"]
+        .as_str()
+        .expect("the canary has servers")
+        .to_owned();
     let before = app
         .get(&format!("/api/v1/deployments/{id}/metrics"))
         .await
@@ -846,7 +877,7 @@ async fn metrics_are_aggregated_and_feedback_counts_in_cohorts(app: TestApp) {
     let receipt = app
         .post_json(
             "/api/v1/metrics/player-feedback",
-            &json!({ "kind": "complaint", "serverId": format!("gs-{canary:03}"), "playerId": "p-17", "category": "balance", "message": "the new shotgun is broken" }),
+            &json!({ "kind": "complaint", "serverId": canary, "playerId": "p-17", "category": "balance", "message": "the new shotgun is broken" }),
         )
         .await;
     assert_eq!(receipt.status, 201, "{:?}", receipt.body);

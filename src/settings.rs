@@ -94,6 +94,9 @@ pub struct HubSettings {
     /// A server id stays bound to its API key this long after its server
     /// was last seen (then another key may register it).
     pub server_id_binding_days: u64,
+    /// Server ids one API key keeps bound; past it, its least recently
+    /// seen ids of servers the hub no longer knows are released.
+    pub max_server_ids_per_key: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

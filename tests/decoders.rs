@@ -230,6 +230,7 @@ fn length_lie() -> impl Strategy<Value = Vec<u8>> {
 #[test]
 fn no_decoder_panics_or_allocates_past_its_input() {
     a_histogram_length_bomb_costs_nothing_like_its_claim();
+    deep_nesting_is_refused_not_recursed();
     let runner = |cases| {
         TestRunner::new(Config {
             cases,
@@ -286,4 +287,20 @@ fn a_histogram_length_bomb_costs_nothing_like_its_claim() {
     })));
     let (allocated, _) = decode_as_the_hub_does(&frame);
     assert!(allocated < 64 * 1024, "{allocated} bytes for a 4 GiB claim");
+}
+
+/// 100,000 nested arrays in a 100 KB frame: refused at a fixed depth (the
+/// decoder's default of 1,024 overflowed the hub's stack with 1 KB).
+fn deep_nesting_is_refused_not_recursed() {
+    let mut frame = vec![0x82, 0xa4];
+    frame.extend_from_slice(b"type");
+    frame.push(0xa5);
+    frame.extend_from_slice(b"hello");
+    frame.push(0xa3);
+    frame.extend_from_slice(b"zzz");
+    frame.extend(std::iter::repeat_n(0x91, 100_000));
+    frame.push(0xc0);
+    assert!(protocol::decode_server_message(&frame).is_err());
+    let (allocated, _) = decode_as_the_hub_does(&frame);
+    assert!(allocated < 64 * 1024, "{allocated}");
 }

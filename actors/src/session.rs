@@ -248,9 +248,15 @@ impl ServerSession {
                 players,
                 status,
                 load,
-            } => self.host.heartbeat(&server_id, players, status, load),
+            } => {
+                let host = self.host.clone();
+                self.guarded(ctx, "heartbeat", || {
+                    host.heartbeat(&server_id, players, status, load)
+                });
+            }
             ServerMessage::Ack(ack) => {
-                if let Err(error) = self.host.ack(&server_id, ack) {
+                let host = self.host.clone();
+                if let Some(Err(error)) = self.guarded(ctx, "ack", || host.ack(&server_id, ack)) {
                     self.push(ctx, error.encode());
                 }
             }
@@ -268,7 +274,11 @@ impl ServerSession {
             }
             ServerMessage::Metrics(report) => {
                 let answer = if self.take_metrics_token() {
-                    self.host.metrics(&server_id, *report)
+                    let host = self.host.clone();
+                    match self.guarded(ctx, "metrics", || host.metrics(&server_id, *report)) {
+                        Some(answer) => answer,
+                        None => return,
+                    }
                 } else {
                     Err(FrameError::new(
                         "rate_limited",
@@ -282,6 +292,29 @@ impl ServerSession {
                 if let Err(error) = answer {
                     self.push(ctx, error.encode());
                 }
+            }
+        }
+    }
+
+    /// Runs a host call; if it panics (a bug), only this session ends
+    /// (1011), logged, instead of the worker thread every other session
+    /// on it shares.
+    fn guarded<R>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        what: &str,
+        call: impl FnOnce() -> R,
+    ) -> Option<R> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
+            Ok(answer) => Some(answer),
+            Err(_) => {
+                tracing::error!(session = %self.session_id, server = ?self.server_id, what, "the hub panicked on a frame; closing this session");
+                self.close(
+                    ctx,
+                    close_code::INTERNAL_ERROR,
+                    "the hub failed on this frame",
+                );
+                None
             }
         }
     }

@@ -24,6 +24,8 @@ pub mod close_code {
     pub const POLICY_VIOLATION: u16 = 1008;
     /// A frame over the size limit.
     pub const TOO_BIG: u16 = 1009;
+    /// The hub failed on one of the session's frames (a bug, logged).
+    pub const INTERNAL_ERROR: u16 = 1011;
     /// The hub cannot take this session now (its store is unreachable); come back later.
     pub const TRY_AGAIN_LATER: u16 = 1013;
     /// Another connection with the same `serverId` replaced this one.
@@ -292,12 +294,31 @@ pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
     rmp_serde::to_vec_named(message).expect("protocol messages serialize")
 }
 
+/// Nesting a server's frame may have: no message of the protocol is
+/// deeper than 4 (a metrics frame's histogram pairs). Anything deeper is
+/// refused before it is read, ignored fields included (rmp-serde's own
+/// limit, 1024, let a 1 KB frame overflow the hub's stack).
+pub const MAX_SERVER_FRAME_DEPTH: usize = 16;
+
+/// Nesting a hub frame may have: documents are at most 64 deep by default
+/// (`limits.max_json_depth`), inside a few levels of message.
+pub const MAX_HUB_FRAME_DEPTH: usize = 160;
+
+fn from_slice<T: serde::de::DeserializeOwned>(
+    frame: &[u8],
+    max_depth: usize,
+) -> Result<T, rmp_serde::decode::Error> {
+    let mut deserializer = rmp_serde::Deserializer::from_read_ref(frame);
+    deserializer.set_max_depth(max_depth);
+    T::deserialize(&mut deserializer)
+}
+
 /// Decodes a frame, telling an unknown `type` apart from a broken frame.
 pub fn decode<T: serde::de::DeserializeOwned>(
     frame: &[u8],
     known_types: &[&str],
 ) -> Result<T, DecodeError> {
-    match rmp_serde::from_slice::<T>(frame) {
+    match from_slice::<T>(frame, MAX_HUB_FRAME_DEPTH) {
         Ok(message) => Ok(message),
         Err(error) => {
             #[derive(Deserialize)]
@@ -305,7 +326,7 @@ pub fn decode<T: serde::de::DeserializeOwned>(
                 #[serde(rename = "type")]
                 kind: String,
             }
-            match rmp_serde::from_slice::<Tagged>(frame) {
+            match from_slice::<Tagged>(frame, MAX_HUB_FRAME_DEPTH) {
                 Ok(Tagged { kind }) if !known_types.contains(&kind.as_str()) => {
                     Err(DecodeError::UnknownType(kind))
                 }
@@ -340,7 +361,7 @@ pub fn decode_server_message(frame: &[u8]) -> Result<ServerMessage, DecodeError>
         config: String,
     }
     fn body<T: serde::de::DeserializeOwned>(frame: &[u8]) -> Result<T, DecodeError> {
-        rmp_serde::from_slice(frame).map_err(|e| DecodeError::Malformed(e.to_string()))
+        from_slice(frame, MAX_SERVER_FRAME_DEPTH).map_err(|e| DecodeError::Malformed(e.to_string()))
     }
     // Every encoder writes `type` first (serde's internally tagged form):
     // read it there, without walking the frame twice; any other order still
@@ -416,6 +437,33 @@ mod tests {
         ));
         assert!(decode_server_message(&[0x80]).is_err(), "an empty map");
         assert!(decode_server_message(&[0xc1]).is_err(), "not a map");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_it_is_read() {
+        // A hello whose ignored field nests 10,000 arrays (10 KB): refused,
+        // not recursed into.
+        let mut frame = vec![0x82, 0xa4];
+        frame.extend_from_slice(b"type");
+        frame.push(0xa5);
+        frame.extend_from_slice(b"hello");
+        frame.push(0xa3);
+        frame.extend_from_slice(b"zzz");
+        frame.extend(std::iter::repeat_n(0x91, 10_000));
+        frame.push(0xc0);
+        match decode_server_message(&frame) {
+            Err(DecodeError::Malformed(why)) => assert!(why.contains("depth"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // Real messages are far shallower than the limit.
+        let metrics = encode(&ServerMessage::Metrics(Box::new(MetricsReport {
+            seq: 1,
+            window_ms: 1000,
+            players: 1,
+            histograms: BTreeMap::from([("fps".into(), EncodedHistogram::Sparse(vec![(60, 1)]))]),
+            ..Default::default()
+        })));
+        assert!(decode_server_message(&metrics).is_ok());
     }
 
     #[test]

@@ -71,7 +71,7 @@ impl HubProcess {
         let binary = exe.with_file_name("hotswap");
         if !binary.exists() {
             bail!(
-                "no hub binary at {} — build it first (`cargo build --release`) or pass --hub-bin",
+                "no hub binary at {} — build it first (`cargo build --release --workspace`) or pass --hub-bin",
                 binary.display()
             );
         }
@@ -217,6 +217,15 @@ impl HubProcess {
             child.kill().await?;
         }
         Ok(())
+    }
+
+    /// SIGKILL (no shutdown, no flush), then a new process on the same
+    /// port and store.
+    pub async fn kill_and_restart(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await?;
+        }
+        self.spawn().await
     }
 
     /// Stops, then starts a new process on the same port and store.

@@ -26,7 +26,8 @@ struct Cli {
     /// Simulated players, spread evenly over the servers.
     #[arg(long, default_value_t = 100_000)]
     players: u64,
-    /// Pushes (fanout) or rounds (canary-rollback, kill-switch, reconnect-storm).
+    /// Pushes (fanout) or rounds (canary-rollback, kill-switch, reconnect-storm;
+    /// chaos: one kill -9 of the hub per round, 10 by default).
     #[arg(long)]
     rounds: Option<usize>,
     /// Soak duration in seconds.
@@ -139,6 +140,7 @@ fn main() -> anyhow::Result<()> {
     let rounds = cli.rounds.unwrap_or(match cli.scenario {
         Scenario::Fanout => 10,
         Scenario::KillSwitch => 3,
+        Scenario::Chaos => 10,
         _ => 1,
     });
     let options = Options {

@@ -1,6 +1,9 @@
 //! The scenarios. Each starts from the same setup: a hub (started here or
 //! targeted by URL), a config with one version deployed, an API key, and
-//! every simulated server connected and on that version.
+//! every simulated server connected and on that version. `chaos` lives in
+//! `scenarios/chaos.rs`.
+
+mod chaos;
 
 use crate::{
     fleet::{Fleet, Layout},
@@ -30,6 +33,7 @@ pub enum Scenario {
     KillSwitch,
     ReconnectStorm,
     Soak,
+    Chaos,
 }
 
 impl Scenario {
@@ -40,6 +44,7 @@ impl Scenario {
             Scenario::KillSwitch => "kill-switch",
             Scenario::ReconnectStorm => "reconnect-storm",
             Scenario::Soak => "soak",
+            Scenario::Chaos => "chaos",
         }
     }
 }
@@ -125,8 +130,11 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
             api
         }
     };
-    if opts.scenario == Scenario::ReconnectStorm && hub.is_none() {
-        bail!("reconnect-storm restarts the hub: let the harness start it (no --hub-url)");
+    if matches!(opts.scenario, Scenario::ReconnectStorm | Scenario::Chaos) && hub.is_none() {
+        bail!(
+            "{} restarts the hub: let the harness start it (no --hub-url)",
+            opts.scenario.name()
+        );
     }
     let stamp = now_us() / 1000;
     let config = format!("loadtest-{stamp}");
@@ -291,6 +299,7 @@ impl Run {
             Scenario::KillSwitch => self.kill_switch().await?,
             Scenario::ReconnectStorm => self.reconnect_storm().await?,
             Scenario::Soak => self.soak().await?,
+            Scenario::Chaos => self.chaos().await?,
         }
         if let Some(usage) = self.note_usage() {
             let cpu = self.cpu_before + usage.cpu_seconds;

@@ -214,3 +214,30 @@ fn a_soak_samples_the_hub_and_measures_metric_ingest() {
     assert!(report["soak"]["metricFramesSent"].as_u64() > Some(0));
     summary(&report, "soak", "deliveryMs");
 }
+
+#[test]
+fn a_hub_killed_mid_deployment_loses_nothing() {
+    let report = run(
+        "chaos",
+        &[
+            "--scenario",
+            "chaos",
+            "--servers",
+            "30",
+            "--players",
+            "3000",
+            "--rounds",
+            "2",
+        ],
+    );
+    assert_eq!(report["chaos"]["kills"], 2, "{report}");
+    let rounds = report["chaos"]["rounds"].as_array().unwrap();
+    for round in rounds {
+        assert!(
+            round["ended"] == "Completed" || round["ended"] == "RolledBack",
+            "every deployment finishes or rolls back: {round}"
+        );
+    }
+    summary(&report, "chaos", "restartMs");
+    summary(&report, "chaos", "killToAllServersSettledMs");
+}

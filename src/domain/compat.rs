@@ -31,7 +31,9 @@ pub struct SchemaChange {
     /// `removed-property`, `added-property`, `new-required-field`,
     /// `dropped-required-field`, `narrowed-range`, `widened-range`,
     /// `narrowed-enum`, `widened-enum`, `changed-type`, `changed-const`,
-    /// `removed-secret`, `weakened-compatibility`.
+    /// `changed-keyword` (a keyword whose effect is not worked out:
+    /// `not`, `if`, `allOf`, `pattern`...), `removed-secret`,
+    /// `weakened-compatibility`.
     pub kind: &'static str,
     pub direction: Direction,
     pub message: String,
@@ -54,6 +56,29 @@ impl SchemaChange {
         }
     }
 }
+
+/// Keywords compared only as "changed or not" (see `compare`).
+const UNANALYSED: &[&str] = &[
+    "not",
+    "if",
+    "then",
+    "else",
+    "allOf",
+    "anyOf",
+    "oneOf",
+    "dependentRequired",
+    "dependentSchemas",
+    "pattern",
+    "format",
+    "multipleOf",
+    "uniqueItems",
+    "unevaluatedProperties",
+    "unevaluatedItems",
+    "$ref",
+    "x-sum",
+    "x-ranges",
+    "x-compare",
+];
 
 pub const REMOVED_SECRET: &str = "removed-secret";
 pub const WEAKENED_COMPATIBILITY: &str = "weakened-compatibility";
@@ -157,6 +182,22 @@ fn compare(path: String, old: &Value, new: &Value, out: &mut Vec<SchemaChange>) 
         );
     }
     compare_properties(&path, old, new, out);
+    // Keywords whose effect this comparison does not work out: any change
+    // to them may narrow or widen what passes.
+    for keyword in UNANALYSED {
+        if old.get(*keyword) != new.get(*keyword) {
+            push(
+                out,
+                &pointer_push(&path, keyword),
+                "changed-keyword",
+                Direction::Both,
+                format!(
+                    "{}: {keyword} changed, which may refuse documents that passed or pass ones refused",
+                    display(&path)
+                ),
+            );
+        }
+    }
     for keyword in ["items", "additionalProperties", "contains", "propertyNames"] {
         if let (Some(a @ Value::Object(_)), Some(b @ Value::Object(_))) =
             (old.get(keyword), new.get(keyword))
@@ -528,6 +569,22 @@ mod tests {
             breaking_schema_changes(&old, &new, Compatibility::Backward, Compatibility::Backward);
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].path, "/$defs/weapon/properties/damage/maximum");
+    }
+
+    #[test]
+    fn keywords_not_worked_out_break_both_ways_when_they_change() {
+        let old = json!({"properties": {"a": {"type": "string"}}});
+        let narrowed = json!({"properties": {"a": {"type": "string"}}, "not": {"type": "object"}});
+        assert_eq!(
+            kinds(old.clone(), narrowed, Compatibility::Backward),
+            ["changed-keyword"]
+        );
+        let patterned = json!({"properties": {"a": {"type": "string", "pattern": "^x"}}});
+        assert_eq!(
+            kinds(old.clone(), patterned.clone(), Compatibility::Forward),
+            ["changed-keyword"]
+        );
+        assert!(kinds(old, patterned, Compatibility::None).is_empty());
     }
 
     #[test]

@@ -36,25 +36,42 @@ pub struct CohortWindow {
     pub custom: BTreeMap<String, (f64, u64)>,
 }
 
+/// Distinct custom metrics a window or aggregate keeps; names past it
+/// (servers each inventing their own) are not counted.
+pub const MAX_CUSTOM_METRICS: usize = 256;
+
+/// The entry for custom metric `name`, unless the map is full of others.
+pub fn custom_entry<'a>(
+    custom: &'a mut BTreeMap<String, (f64, u64)>,
+    name: &str,
+) -> Option<&'a mut (f64, u64)> {
+    if !custom.contains_key(name) && custom.len() >= MAX_CUSTOM_METRICS {
+        return None;
+    }
+    Some(custom.entry(name.to_owned()).or_default())
+}
+
 impl CohortWindow {
     /// Adds `other`'s counters and custom metrics (not its histograms).
     pub fn add_counters(&mut self, other: &CohortWindow) {
-        self.players += other.players;
-        self.sessions_started += other.sessions_started;
-        self.sessions_ended += other.sessions_ended;
-        self.churned += other.churned;
-        self.crashes += other.crashes;
-        self.errors += other.errors;
-        self.requests += other.requests;
-        self.complaints += other.complaints;
-        self.health_checks += other.health_checks;
-        self.health_failures += other.health_failures;
-        self.purchases += other.purchases;
-        self.reports += other.reports;
+        self.players = self.players.saturating_add(other.players);
+        self.sessions_started = self.sessions_started.saturating_add(other.sessions_started);
+        self.sessions_ended = self.sessions_ended.saturating_add(other.sessions_ended);
+        self.churned = self.churned.saturating_add(other.churned);
+        self.crashes = self.crashes.saturating_add(other.crashes);
+        self.errors = self.errors.saturating_add(other.errors);
+        self.requests = self.requests.saturating_add(other.requests);
+        self.complaints = self.complaints.saturating_add(other.complaints);
+        self.health_checks = self.health_checks.saturating_add(other.health_checks);
+        self.health_failures = self.health_failures.saturating_add(other.health_failures);
+        self.purchases = self.purchases.saturating_add(other.purchases);
+        self.reports = self.reports.saturating_add(other.reports);
         for (name, (sum, n)) in &other.custom {
-            let entry = self.custom.entry(name.clone()).or_default();
+            let Some(entry) = custom_entry(&mut self.custom, name) else {
+                continue;
+            };
             entry.0 += sum;
-            entry.1 += n;
+            entry.1 = entry.1.saturating_add(*n);
         }
     }
 

@@ -18,6 +18,15 @@ pub fn is_within(path: &str, secrets: &[String]) -> bool {
         .any(|secret| path == secret || path.starts_with(&format!("{secret}/")))
 }
 
+/// Whether the value at `path` holds a secret: it is one of `secrets`,
+/// lies inside one, or contains one (a message about it could quote it).
+pub fn holds_secret(path: &str, secrets: &[String]) -> bool {
+    is_within(path, secrets)
+        || secrets
+            .iter()
+            .any(|secret| path.is_empty() || secret.starts_with(&format!("{path}/")))
+}
+
 /// A copy of `document` with the values at `paths` replaced by [`MASK`].
 pub fn masked(document: &Value, paths: &[String]) -> Value {
     let mut copy = document.clone();
@@ -271,6 +280,18 @@ mod tests {
             secret_locations(&schema),
             ["/$defs/k", "/anyOf/0", "/properties/db/properties/password"]
         );
+    }
+
+    #[test]
+    fn a_value_holds_a_secret_inside_around_or_at_it() {
+        let secrets = vec!["/db/password".to_owned()];
+        for path in ["", "/db", "/db/password", "/db/password/0"] {
+            assert!(holds_secret(path, &secrets), "{path}");
+        }
+        for path in ["/dbx", "/db/host", "/other"] {
+            assert!(!holds_secret(path, &secrets), "{path}");
+        }
+        assert!(!holds_secret("", &[]), "no secrets, nothing to hide");
     }
 
     #[test]

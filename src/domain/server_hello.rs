@@ -62,6 +62,16 @@ pub struct ServerHello {
     pub sdk: Option<String>,
 }
 
+fn server_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '@' | '-')
+}
+
+/// Whether `text` can be a server id at all (paths that name one refuse
+/// the rest before any lookup).
+pub fn is_server_id(text: &str) -> bool {
+    !text.is_empty() && text.len() <= MAX_SERVER_ID_LEN && text.chars().all(server_id_char)
+}
+
 impl ServerHello {
     pub fn parse(hello: protocol::Hello) -> Result<Self, HelloError> {
         let server_id = checked(
@@ -69,7 +79,7 @@ impl ServerHello {
             hello.server_id,
             MAX_SERVER_ID_LEN,
             "letters, digits, '.', '_', ':', '@' and '-'",
-            |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '@' | '-'),
+            server_id_char,
         )?;
         let region = checked(
             "region",

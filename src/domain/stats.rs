@@ -18,11 +18,13 @@ impl SparseHistogram {
         let mut merged: Vec<(u64, u64)> = Vec::with_capacity(buckets.len());
         for (value, count) in buckets {
             match merged.last_mut() {
-                Some((last, total)) if *last == value => *total += count,
+                Some((last, total)) if *last == value => *total = total.saturating_add(count),
                 _ => merged.push((value, count)),
             }
         }
-        let total = merged.iter().map(|(_, c)| c).sum();
+        let total = merged
+            .iter()
+            .fold(0_u64, |sum, (_, c)| sum.saturating_add(*c));
         Self {
             buckets: merged,
             total,
@@ -43,7 +45,7 @@ impl SparseHistogram {
             match (a.peek(), b.peek()) {
                 (Some(&&(va, ca)), Some(&&(vb, cb))) => {
                     if va == vb {
-                        merged.push((va, ca + cb));
+                        merged.push((va, ca.saturating_add(cb)));
                         a.next();
                         b.next();
                     } else if va < vb {
@@ -65,7 +67,7 @@ impl SparseHistogram {
                 (None, None) => break,
             }
         }
-        self.total += other.total;
+        self.total = self.total.saturating_add(other.total);
         self.buckets = merged;
     }
 
@@ -93,9 +95,9 @@ impl SparseHistogram {
             return None;
         }
         let rank = ((q.clamp(0.0, 1.0) * self.total as f64).ceil() as u64).max(1);
-        let mut seen = 0;
+        let mut seen: u64 = 0;
         for (value, count) in &self.buckets {
-            seen += count;
+            seen = seen.saturating_add(*count);
             if seen >= rank {
                 return Some(*value);
             }

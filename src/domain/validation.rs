@@ -120,10 +120,13 @@ pub fn validate(
         }
         errors.truncate(MAX_REPORTED_ISSUES);
     }
+    // A message may quote the value it is about: about a secret, inside
+    // one, or about an object or array that holds one (the document
+    // itself, for a rule at its root), it is replaced.
     for issue in &mut errors {
-        if secrets::is_within(&issue.path, secret_paths) {
+        if secrets::holds_secret(&issue.path, secret_paths) {
             issue.message = format!(
-                "the secret value breaks the {} rule (value hidden)",
+                "the value breaks the {} rule (not shown: it holds secret values)",
                 issue.rule
             );
         }
@@ -637,6 +640,36 @@ mod tests {
         );
         let maximum = report.errors.iter().find(|i| i.rule == "maximum").unwrap();
         assert_eq!(maximum.message, "must be at most 1000 (is 1500)");
+    }
+
+    #[test]
+    fn formats_are_asserted_not_just_annotated() {
+        let schema = json!({"properties": {
+            "at": {"format": "date-time"}, "day": {"format": "date"},
+            "mail": {"format": "email"}, "id": {"format": "uuid"},
+            "ip": {"format": "ipv4"}, "link": {"format": "uri"},
+            "wait": {"format": "duration"}
+        }});
+        let good = json!({
+            "at": "2026-12-02T10:00:00Z", "day": "2026-12-02", "mail": "ops@studio.example",
+            "id": "01a23649-6c52-71c2-99a0-44372bf52a1f", "ip": "10.0.0.1",
+            "link": "https://studio.example/patch", "wait": "PT5M"
+        });
+        assert!(check(schema.clone(), good).valid);
+        let bad = json!({
+            "at": "yesterday", "day": "2026-13-40", "mail": "not an address",
+            "id": "nope", "ip": "10.0.0.999", "link": "no scheme", "wait": "5 minutes"
+        });
+        let report = check(schema, bad);
+        let mut paths: Vec<String> = report.errors.iter().map(|e| e.path.clone()).collect();
+        paths.sort();
+        assert_eq!(
+            paths,
+            ["/at", "/day", "/id", "/ip", "/link", "/mail", "/wait"],
+            "{:?}",
+            report.errors
+        );
+        assert!(report.errors.iter().all(|e| e.rule == "format"));
     }
 
     #[test]

@@ -71,22 +71,25 @@ pub struct Tally {
 impl Tally {
     pub fn fold(&mut self, report: &Report) {
         let c = &mut self.counts;
-        c.reports += 1;
-        c.players += report.players;
-        c.sessions_started += report.sessions_started;
-        c.sessions_ended += report.sessions_ended;
-        c.churned += report.churned;
-        c.crashes += report.crashes;
-        c.errors += report.errors;
-        c.requests += report.requests;
-        c.complaints += report.complaints;
-        c.purchases += report.purchases;
+        // Saturating: reports are bounded at the edge, sums never wrap.
+        c.reports = c.reports.saturating_add(1);
+        c.players = c.players.saturating_add(report.players);
+        c.sessions_started = c.sessions_started.saturating_add(report.sessions_started);
+        c.sessions_ended = c.sessions_ended.saturating_add(report.sessions_ended);
+        c.churned = c.churned.saturating_add(report.churned);
+        c.crashes = c.crashes.saturating_add(report.crashes);
+        c.errors = c.errors.saturating_add(report.errors);
+        c.requests = c.requests.saturating_add(report.requests);
+        c.complaints = c.complaints.saturating_add(report.complaints);
+        c.purchases = c.purchases.saturating_add(report.purchases);
         c.health_checks += 1;
         c.health_failures += u64::from(!report.healthy);
         for (name, value) in &report.custom {
-            let entry = c.custom.entry(name.clone()).or_default();
+            let Some(entry) = super::judgement::custom_entry(&mut c.custom, name) else {
+                continue;
+            };
             entry.0 += value;
-            entry.1 += 1;
+            entry.1 = entry.1.saturating_add(1);
         }
         self.latency.extend(&report.latency_ms);
         self.sessions.extend(&report.session_secs);
@@ -104,7 +107,7 @@ impl Tally {
 
     /// Complaints that came outside a report (player feedback).
     pub fn add_complaints(&mut self, complaints: u64) {
-        self.counts.complaints += complaints;
+        self.counts.complaints = self.counts.complaints.saturating_add(complaints);
     }
 
     /// Adds this tally into `total`, leaving the histograms as pairs in the buffers.

@@ -35,11 +35,16 @@ impl AccessControl {
     /// `X-Forwarded-For` (read from the right).
     pub fn source(&self, request: &HttpRequest) -> Option<String> {
         let peer = request.peer_addr()?.ip();
-        let forwarded = request
+        // Every line, in order: a proxy may add its own line rather than
+        // append to the client's (HAProxy does), and the first line is the
+        // client's own words.
+        let lines: Vec<&str> = request
             .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok());
-        Some(self.proxies.client(peer, forwarded).to_string())
+            .get_all("x-forwarded-for")
+            .map(|v| v.to_str().unwrap_or(","))
+            .collect();
+        let forwarded = (!lines.is_empty()).then(|| lines.join(","));
+        Some(self.proxies.client(peer, forwarded.as_deref()).to_string())
     }
 }
 

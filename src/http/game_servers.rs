@@ -150,7 +150,17 @@ pub async fn list_servers(
 fn not_found(id: &str) -> ApiError {
     ApiError::NotFound {
         what: "game server",
-        id: id.to_owned(),
+        id: id.chars().take(128).filter(|c| !c.is_control()).collect(),
+    }
+}
+
+/// A path's server id, or 404 for what cannot be one (before any lookup:
+/// a NUL byte reaches no database).
+fn server_id(id: &str) -> Result<&str, ApiError> {
+    if crate::domain::server_hello::is_server_id(id) {
+        Ok(id)
+    } else {
+        Err(not_found(id))
     }
 }
 
@@ -164,7 +174,8 @@ pub async fn get_server(
     hub: web::Data<Arc<Hub>>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let record = hub.registry().get(&id).ok_or_else(|| not_found(&id))?;
+    let id = server_id(&id)?;
+    let record = hub.registry().get(id).ok_or_else(|| not_found(id))?;
     Ok(HttpResponse::Ok().json(GameServerView::from(record)))
 }
 
@@ -187,6 +198,7 @@ pub async fn update_server(
     id: web::Path<String>,
     Body(update): Body<ServerUpdate>,
 ) -> Result<HttpResponse, ApiError> {
+    let id = server_id(&id)?;
     let mut tags = Vec::with_capacity(update.operator_tags.len());
     for (index, tag) in update.operator_tags.iter().enumerate() {
         let tag = crate::domain::names::Tag::parse(tag).map_err(|why| ApiError::InvalidBody {
@@ -203,11 +215,11 @@ pub async fn update_server(
     }
     tags.sort();
     tags.dedup();
-    if !hub.set_operator_tags(&id, tags) {
-        return Err(not_found(&id));
+    if !hub.set_operator_tags(id, tags) {
+        return Err(not_found(id));
     }
     Ok(HttpResponse::Ok().json(GameServerView::from(
-        hub.registry().get(&id).ok_or_else(|| not_found(&id))?,
+        hub.registry().get(id).ok_or_else(|| not_found(id))?,
     )))
 }
 
@@ -224,15 +236,13 @@ pub async fn deregister_server(
     hub: web::Data<Arc<Hub>>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    if id.len() > 256 {
-        return Err(not_found(&id));
-    }
+    let id = server_id(&id)?;
     if !hub
-        .deregister(&caller.actor, &id)
+        .deregister(&caller.actor, id)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
     {
-        return Err(not_found(&id));
+        return Err(not_found(id));
     }
     Ok(HttpResponse::NoContent().finish())
 }

@@ -11,7 +11,11 @@ use hotswap_client::{
 const MAX_HISTOGRAMS: usize = 32;
 const MAX_PAIRS: usize = 10_000;
 const MAX_ENCODED_BYTES: usize = 256 * 1024;
-const MAX_PLAYERS: u32 = 10_000_000;
+/// Players one server may report (a report is one server's).
+const MAX_PLAYERS: u32 = 100_000;
+/// Any counter or histogram count of one report, at most (sums over a
+/// fleet and a window stay far from overflowing).
+const MAX_COUNT: u64 = 1 << 32;
 const MAX_CUSTOM: usize = 64;
 const MAX_NAME_LEN: usize = 64;
 /// Values above this (2^40: 35 years in ms) are no latency, session or fps.
@@ -54,6 +58,7 @@ pub fn validate(report: &MetricsReport) -> Result<Histograms, String> {
     if report.histograms.len() > MAX_HISTOGRAMS {
         return Err(format!("at most {MAX_HISTOGRAMS} histograms per report"));
     }
+    check_counters(report)?;
     let mut decoded = Histograms::default();
     for (name, histogram) in &report.histograms {
         metric_name("histogram", name)?;
@@ -80,6 +85,15 @@ pub fn validate(report: &MetricsReport) -> Result<Histograms, String> {
         if pairs.iter().any(|(value, _)| *value > MAX_VALUE) {
             return Err(format!("histogram {name}: a value is out of range"));
         }
+        let total = pairs
+            .iter()
+            .try_fold(0_u64, |sum, (_, count)| sum.checked_add(*count))
+            .filter(|total| *total <= MAX_COUNT);
+        if total.is_none() {
+            return Err(format!(
+                "histogram {name}: more than {MAX_COUNT} samples in one report"
+            ));
+        }
         let slot = match name.as_str() {
             names::LATENCY_MS => &mut decoded.latency_ms,
             names::SESSION_SECS => &mut decoded.session_secs,
@@ -99,6 +113,36 @@ pub fn validate(report: &MetricsReport) -> Result<Histograms, String> {
         }
     }
     Ok(decoded)
+}
+
+/// Counters one server can have counted over one report: per player for
+/// what players do (a churned player leaves once; crashes and complaints a
+/// few times), and no counter past [`MAX_COUNT`]. A report cannot
+/// outweigh a fleet, nor overflow a sum.
+fn check_counters(report: &MetricsReport) -> Result<(), String> {
+    let players = u64::from(report.players);
+    let limits = [
+        ("churned", report.churned, players),
+        ("crashes", report.crashes, players * 8 + 8),
+        ("complaints", report.complaints, players * 8 + 8),
+        (
+            "sessionsStarted",
+            report.sessions_started,
+            players * 64 + 64,
+        ),
+        ("sessionsEnded", report.sessions_ended, players * 64 + 64),
+        ("purchases", report.purchases, players * 64 + 64),
+        ("requests", report.requests, MAX_COUNT),
+        ("errors", report.errors, report.requests.min(MAX_COUNT)),
+    ];
+    for (name, value, limit) in limits {
+        if value > limit {
+            return Err(format!(
+                "{name} is {value}, more than {limit} for {players} players"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A validated report, for every window and aggregate it feeds. Players
@@ -233,6 +277,23 @@ mod tests {
                     .contains("histogram names")
             );
         }
+        // Counters out of proportion, or that would overflow a sum.
+        for change in [
+            |r: &mut MetricsReport| r.crashes = u64::MAX,
+            |r: &mut MetricsReport| r.churned = 11,
+            |r: &mut MetricsReport| r.errors = 5,
+            |r: &mut MetricsReport| r.players = 200_000,
+        ] {
+            let mut overblown = report();
+            change(&mut overblown);
+            assert!(validate(&overblown).is_err(), "{overblown:?}");
+        }
+        let mut counts = report();
+        counts.histograms.insert(
+            "latencyMs".into(),
+            EncodedHistogram::Sparse(vec![(5, u64::MAX), (6, u64::MAX)]),
+        );
+        assert!(validate(&counts).unwrap_err().contains("samples"));
         // The length bomb: a 40-byte header claiming a 4 GiB payload.
         let mut bomb = report();
         let mut header = 0x1c84_9313_u32.to_be_bytes().to_vec();

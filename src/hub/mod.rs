@@ -17,10 +17,12 @@
 //! - `hdr.rs`: HdrHistogram V2 bytes (plain or deflated) into sparse pairs,
 //!   every length and parameter bounded before anything is allocated.
 //! - `aggregates.rs`: per-minute metric aggregates for the store.
+//! - `bindings.rs`: group commit of new server ids' bindings to their keys.
 //! - `regions.rs`: the bounded set of region names metrics are kept under.
 //! - `feedback.rs`: aggregated metrics queries and player feedback.
 
 mod aggregates;
+mod bindings;
 pub mod deployments;
 mod documents;
 pub mod engine;
@@ -39,7 +41,7 @@ use crate::{
         server_hello::{self, IdClaim, ServerHello},
     },
     settings::{DeploymentSettings, HubSettings},
-    store::{Store, hub as store_hub, server_bindings as bindings},
+    store::{Store, hub as store_hub, server_bindings},
 };
 use bytes::Bytes;
 use deployments::Runs;
@@ -77,6 +79,8 @@ pub struct Hub {
     registry: Arc<Registry>,
     /// Every open socket, hello or not, by API key; the caps; revoked keys.
     gate: Arc<SessionGate>,
+    /// Binds new server ids to their keys, many per transaction.
+    binder: bindings::BindingWriter,
     settings: HubSettings,
     deployment_settings: DeploymentSettings,
     /// Per config: active revision, standing layers, the deployment in flight.
@@ -227,11 +231,13 @@ impl Hub {
                 })
                 .collect(),
         );
+        let binder = bindings::BindingWriter::start(store.clone(), settings.max_server_ids_per_key);
         let hub = Arc::new(Hub {
             catalog,
             store,
             registry,
             gate,
+            binder,
             settings,
             deployment_settings,
             serving: RwLock::new(serving),
@@ -490,27 +496,21 @@ impl Hub {
         };
         let holder = match self.registry.read_then(server_id, |r| r.key_id.clone()) {
             Some(holder) => holder,
-            None => {
-                let bound = async {
-                    let mut tx = self.store.begin().await?;
-                    let holder = bindings::bind(&mut tx, server_id, key_id, now_ms()).await?;
-                    tx.commit().await?;
-                    anyhow::Ok(holder)
-                };
-                bound.await.map_err(|error| {
-                    tracing::warn!(error = %error, "cannot bind a server id");
-                    unavailable()
-                })?
-            }
+            None => self.binder.bind(server_id, key_id).await.map_err(|error| {
+                tracing::warn!(%error, "cannot bind a server id");
+                unavailable()
+            })?,
         };
         match server_hello::claim_server_id(&holder, key_id, self.gate.is_revoked(&holder)) {
             IdClaim::Held => Ok(()),
             IdClaim::TakeOver => {
                 let moved = async {
                     let mut tx = self.store.begin().await?;
-                    let moved = bindings::rebind(&mut tx, server_id, &holder, key_id, now_ms())
-                        .await?
-                        || bindings::bind(&mut tx, server_id, key_id, now_ms()).await? == key_id;
+                    let moved =
+                        server_bindings::rebind(&mut tx, server_id, &holder, key_id, now_ms())
+                            .await?
+                            || server_bindings::bind(&mut tx, server_id, key_id, now_ms()).await?
+                                == key_id;
                     tx.commit().await?;
                     anyhow::Ok(moved)
                 };
@@ -789,7 +789,7 @@ impl Hub {
         }
         let mut tx = self.store.begin().await?;
         store_hub::delete_game_servers(&mut tx, &candidates).await?;
-        bindings::touch(&mut tx, &candidates, now).await?;
+        server_bindings::touch(&mut tx, &candidates, now).await?;
         tx.commit().await?;
         let gone = self.registry.prune_disconnected(before, &candidates);
         let mut first_seen = lock(&self.first_seen);
@@ -808,7 +808,7 @@ impl Hub {
     pub async fn expire_bindings(&self) -> anyhow::Result<u64> {
         let days = self.settings.server_id_binding_days.max(1) as i64;
         let mut tx = self.store.begin().await?;
-        let expired = bindings::expire(&mut tx, now_ms() - days * 86_400_000).await?;
+        let expired = server_bindings::expire(&mut tx, now_ms() - days * 86_400_000).await?;
         tx.commit().await?;
         Ok(expired)
     }
@@ -821,28 +821,41 @@ impl Hub {
             let mut ticks = 0u64;
             loop {
                 every.tick().await;
-                if let Err(error) = hub.flush().await {
-                    tracing::warn!(error = %error, "could not persist game servers; will retry");
+                // A panic in one step (a bug) is logged; the flusher and
+                // the janitor go on at the next tick.
+                let step = std::panic::AssertUnwindSafe(hub.background_step(ticks));
+                if futures_util::FutureExt::catch_unwind(step).await.is_err() {
+                    tracing::error!(
+                        "a background step of the hub panicked; it runs again next tick"
+                    );
                 }
                 ticks += 1;
-                if !ticks.is_multiple_of(10) {
-                    continue;
-                }
-                if let Err(error) = hub.prune().await {
-                    tracing::warn!(error = %error, "could not prune stale game servers");
-                }
-                hub.regions.retain(&hub.registry.regions());
-                hub.feedback_rate.retain_recent();
-                if ticks.is_multiple_of(3_600) {
-                    if let Err(error) = hub.expire_metrics().await {
-                        tracing::warn!(error = %error, "could not expire old metric aggregates");
-                    }
-                    if let Err(error) = hub.expire_bindings().await {
-                        tracing::warn!(error = %error, "could not expire old server id bindings");
-                    }
-                }
             }
         });
+    }
+
+    /// One tick of the flusher and the janitor (`ticks` before this one).
+    async fn background_step(&self, ticks: u64) {
+        if let Err(error) = self.flush().await {
+            tracing::warn!(error = %error, "could not persist game servers; will retry");
+        }
+        let ticks = ticks + 1;
+        if !ticks.is_multiple_of(10) {
+            return;
+        }
+        if let Err(error) = self.prune().await {
+            tracing::warn!(error = %error, "could not prune stale game servers");
+        }
+        self.regions.retain(&self.registry.regions());
+        self.feedback_rate.retain_recent();
+        if ticks.is_multiple_of(3_600) {
+            if let Err(error) = self.expire_metrics().await {
+                tracing::warn!(error = %error, "could not expire old metric aggregates");
+            }
+            if let Err(error) = self.expire_bindings().await {
+                tracing::warn!(error = %error, "could not expire old server id bindings");
+            }
+        }
     }
 
     /// Graceful shutdown: every server is told to come back at a random
@@ -926,7 +939,7 @@ impl Hub {
     ) -> anyhow::Result<bool> {
         let known = self.registry.read_then(server_id, |_| ()).is_some();
         let mut tx = self.store.begin().await?;
-        let released = bindings::release(&mut tx, server_id).await?;
+        let released = server_bindings::release(&mut tx, server_id).await?;
         if !known && !released {
             return Ok(false);
         }
@@ -1032,7 +1045,7 @@ impl Hub {
         }
         Destinations {
             at_ms,
-            region: self.regions.name(&record.region),
+            region: self.regions.name(&record.region, &record.key_id),
             healthy: record.status == Health::Healthy,
             cohorts,
         }

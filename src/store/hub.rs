@@ -32,7 +32,7 @@ const SERVERS_PER_STATEMENT: usize = 50;
 /// `(p, p, ...)` for the `row`th row of `width` parameters. SQLite gets
 /// anonymous `?`: its named parameters (`$n`) are found by a linear search
 /// on every bind, which made an 800-parameter statement quadratic.
-fn row_placeholders(conn: &sqlx::AnyConnection, row: usize, width: usize) -> String {
+pub(super) fn row_placeholders(conn: &sqlx::AnyConnection, row: usize, width: usize) -> String {
     let params: Vec<String> = if conn.backend_name() == "SQLite" {
         vec!["?".to_owned(); width]
     } else {

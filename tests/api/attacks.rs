@@ -212,6 +212,64 @@ async fn a_key_cannot_take_over_another_keys_server_id(app: TestApp) {
     welcomed(&mut heir, hello_as("eu-9", "production")).await;
 }
 
+fn few_ids_per_key(settings: &mut Settings) {
+    forget_at_once(settings);
+    settings.hub.max_server_ids_per_key = 3;
+}
+
+/// A key inventing server ids cannot grow the bindings: past its cap, its
+/// least recently seen ids of servers the hub forgot are released.
+async fn a_keys_server_ids_are_capped(app: TestApp) {
+    config_at_revision_one(&app, "weapon-balance", "staging").await;
+    let (key, key_id) = key(&app, &[]).await;
+    for i in 0..6 {
+        let mut socket = raw(&app, Some(&key)).await.unwrap();
+        welcomed(&mut socket, hello_as(&format!("made-up-{i}"), "staging")).await;
+        drop(socket);
+        for _ in 0..100 {
+            if server(&app, &format!("made-up-{i}")).await["connected"] == false {
+                break;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+        app.hub.flush().await.unwrap();
+        app.hub.prune().await.unwrap();
+    }
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&app.database_url).await.unwrap();
+    let (held,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM game_server_bindings WHERE key_id = $1")
+            .bind(&key_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    assert!(held <= 3, "{held} bindings for a key capped at 3");
+    // The newest id still belongs to its key.
+    let (other_key, _) = app.server_key(&[], &[]).await;
+    let mut intruder = raw(&app, Some(&other_key)).await.unwrap();
+    send(&mut intruder, hello_as("made-up-5", "staging")).await;
+    assert_eq!(
+        close_of(&mut intruder).await.0,
+        Some(close_code::POLICY_VIOLATION)
+    );
+    // A path that cannot be a server id reaches no database.
+    for id in ["%00", "a%2Fb", "x%20y"] {
+        assert_eq!(
+            app.delete(&format!("/api/v1/game-servers/{id}"))
+                .await
+                .status,
+            404,
+            "{id}"
+        );
+        assert_eq!(
+            app.get(&format!("/api/v1/game-servers/{id}")).await.status,
+            404
+        );
+    }
+}
+
 // ---- 2. Forged acks and metrics ---------------------------------------------
 
 async fn acks_and_resyncs_outside_a_sessions_subscriptions_change_nothing(app: TestApp) {
@@ -417,6 +475,53 @@ async fn a_histogram_length_bomb_is_refused_without_allocating_it(app: TestApp) 
     receives_revision(&mut bomber, 2).await;
 }
 
+/// Counters that would overflow a sum (or outweigh a fleet) are refused
+/// at the edge; the innocent server sharing the region and the minute goes
+/// on, and so does the flusher.
+async fn counters_that_would_overflow_are_refused(app: TestApp) {
+    config_at_revision_one(&app, "weapon-balance", "staging").await;
+    let (other_key, _) = key(&app, &[]).await;
+    let (key, _) = key(&app, &[]).await;
+    let mut innocent = raw(&app, Some(&other_key)).await.unwrap();
+    welcomed(&mut innocent, hello_as("innocent", "staging")).await;
+    receives_revision(&mut innocent, 1).await;
+    let mut overflow = raw(&app, Some(&key)).await.unwrap();
+    welcomed(&mut overflow, hello_as("overflow", "staging")).await;
+    for report in [
+        MetricsReport {
+            seq: 1,
+            window_ms: 1000,
+            players: 10,
+            crashes: u64::MAX,
+            ..Default::default()
+        },
+        MetricsReport {
+            seq: 2,
+            window_ms: 1000,
+            players: 10,
+            histograms: [(
+                "latencyMs".to_owned(),
+                EncodedHistogram::Sparse(vec![(5, u64::MAX), (6, u64::MAX)]),
+            )]
+            .into(),
+            ..Default::default()
+        },
+    ] {
+        send(
+            &mut overflow,
+            protocol::encode(&ServerMessage::Metrics(Box::new(report))),
+        )
+        .await;
+        assert_eq!(next_error(&mut overflow).await.0, "invalid_metrics");
+    }
+    let aggregated = app.get("/api/v1/metrics/aggregated").await;
+    assert_eq!(aggregated.status, 200, "{:?}", aggregated.body);
+    app.hub.flush().await.expect("the flusher writes");
+    app.deploy("weapon-balance", "1.1.0", balance(50)).await;
+    receives_revision(&mut innocent, 2).await;
+    receives_revision(&mut overflow, 2).await;
+}
+
 // ---- 4. A key revoked before its socket's hello ----------------------------
 
 async fn a_key_revoked_before_hello_closes_its_sockets_and_welcomes_none(app: TestApp) {
@@ -619,6 +724,61 @@ async fn a_secret_stays_sealed_when_its_schema_stops_marking_it(app: TestApp) {
         )
         .await;
     assert_eq!(refused.status, 409, "{:?}", refused.body);
+
+    // A schema that refuses every document (a new root `not`) is a change
+    // the compatibility check cannot work out: breaking in every mode but
+    // `none`, and the refusal's messages never quote a value holding a
+    // secret, even once an admin let it through.
+    let refuses_everything = {
+        let mut schema = vault_schema(true);
+        schema["not"] = json!({"type": "object"});
+        json!({"id": "vault", "version": "1.5.0", "schema": schema})
+    };
+    let refused = app
+        .request(
+            "POST",
+            "/api/v1/schemas",
+            Some(&developer),
+            Some(body(&refuses_everything)),
+        )
+        .await;
+    assert_eq!(refused.status, 409, "{:?}", refused.body);
+    assert!(
+        refused
+            .error_paths()
+            .iter()
+            .any(|(_, rule)| rule == "changed-keyword"),
+        "{:?}",
+        refused.body
+    );
+    let mut approved_not = refuses_everything.clone();
+    approved_not["approveBreaking"] = json!(true);
+    assert_eq!(
+        app.post_json("/api/v1/schemas", &approved_not).await.status,
+        201
+    );
+    let revalidated = app
+        .request(
+            "POST",
+            "/api/v1/configs/svc/versions/1.0.0/validate",
+            Some(&developer),
+            None,
+        )
+        .await;
+    assert_eq!(revalidated.body["valid"], false, "{:?}", revalidated.body);
+    let report = app
+        .request(
+            "GET",
+            "/api/v1/configs/svc/versions/1.0.0/validation-report",
+            Some(&developer),
+            None,
+        )
+        .await;
+    assert!(
+        !report.body.to_string().contains(SECRET),
+        "a message about the whole document quoted the secret: {:?}",
+        report.body
+    );
 
     // Even once an admin approved it, what was sealed stays sealed: a new
     // version, a rollback and a revalidation by the developer.
@@ -860,8 +1020,10 @@ async fn upgrade_floods_are_limited_and_sockets_capped(app: TestApp) {
 
 on_both_databases!(
     a_key_cannot_take_over_another_keys_server_id with forget_at_once,
+    a_keys_server_ids_are_capped with few_ids_per_key,
     acks_and_resyncs_outside_a_sessions_subscriptions_change_nothing with no_approvals,
     a_histogram_length_bomb_is_refused_without_allocating_it with calm,
+    counters_that_would_overflow_are_refused with calm,
     a_key_revoked_before_hello_closes_its_sockets_and_welcomes_none with calm,
     an_unbounded_hello_is_refused_and_persistence_goes_on with production_frames,
     a_secret_stays_sealed_when_its_schema_stops_marking_it,

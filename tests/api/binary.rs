@@ -69,7 +69,15 @@ fn wait_for_exit(child: &mut Child, limit: Duration) -> Option<std::process::Exi
 struct Hub {
     child: Child,
     port: u16,
-    stdout: std::thread::JoinHandle<String>,
+    stdout: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Drop for Hub {
+    /// A failing test leaves no hub behind (after `stop`, this finds it gone).
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Hub {
@@ -103,11 +111,10 @@ impl Hub {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if get(port, "/health").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
-                let stdout = stdout.take().expect("taken once");
                 return Hub {
                     child,
                     port,
-                    stdout,
+                    stdout: stdout.take(),
                 };
             }
             assert!(Instant::now() < deadline, "the hub never answered /health");
@@ -136,6 +143,8 @@ impl Hub {
             .expect("the hub stops after SIGTERM");
         assert!(status.success(), "exit status {status}");
         self.stdout
+            .take()
+            .expect("read once")
             .join()
             .expect("the reader thread ends with the hub")
     }

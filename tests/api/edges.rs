@@ -57,6 +57,26 @@ async fn x_forwarded_for_is_read_from_the_right_past_trusted_proxies(app: TestAp
         201
     );
     assert_eq!(last_source(&app).await, "198.51.100.7");
+    // A proxy that adds its own header line (HAProxy) rather than append:
+    // every line counts, in order, and the client's own first line is not
+    // believed.
+    let body = serde_json::to_vec(
+        &json!({"name": "lines", "configType": "Custom", "environment": "staging"}),
+    )
+    .unwrap();
+    let status = awc::Client::default()
+        .post(app.url("/api/v1/configs"))
+        .insert_header(("authorization", format!("Bearer {}", app.admin_token)))
+        .append_header(("x-forwarded-for", "6.6.6.6"))
+        .append_header(("x-forwarded-for", "203.0.113.50"))
+        .content_type("application/json")
+        .send_body(body)
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(status, 201);
+    assert_eq!(last_source(&app).await, "203.0.113.50");
     // Per-address limits follow the client, not the proxy: one client's
     // burst spent leaves another's untouched.
     let statuses: Vec<u16> = futures_util::future::join_all((0..4).map(|i| {

@@ -104,3 +104,42 @@ fn escapes_numbers_and_key_order_cases() {
         assert_eq!(canonical(input), expected, "{}: {input}", case["group"]);
     }
 }
+
+mod against_an_independent_implementation {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            "\\PC{0,12}".prop_map(Value::String),
+            any::<String>().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                proptest::collection::btree_map(any::<String>(), inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn the_same_bytes_as_serde_json_canonicalizer(document in value()) {
+            let theirs = serde_json_canonicalizer::to_vec(&document).unwrap();
+            prop_assert_eq!(
+                String::from_utf8(jcs(&document)).unwrap(),
+                String::from_utf8(theirs).unwrap()
+            );
+        }
+    }
+}

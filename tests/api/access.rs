@@ -55,21 +55,8 @@ async fn running_deployment(app: &TestApp, n: u32) -> String {
         }
         actix_web::rt::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    assert_eq!(
-        app.post_version(&config, "1.1.0", json!({"n": n + 1}))
-            .await
-            .status,
-        201
-    );
-    let created = app
-        .post_json(
-            "/api/v1/deployments",
-            &json!({"config": config, "version": "1.1.0", "strategy": "Canary",
-                    "phases": [50, 100], "autoPromote": false}),
-        )
-        .await;
-    assert_eq!(created.status, 201, "{:?}", created.body);
-    created.body["id"].as_str().unwrap().to_owned()
+    app.start_canary(&config, "1.1.0", json!({"n": n + 1}))
+        .await
 }
 
 async fn paused_deployment(app: &TestApp, n: u32) -> String {

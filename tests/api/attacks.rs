@@ -629,21 +629,6 @@ fn vault_schema(secret: bool) -> Value {
         "password": password, "host": {"type": "string"}}}}})
 }
 
-/// Every stored version's text, read straight from the database.
-async fn stored_versions(app: &TestApp) -> String {
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(&app.database_url).await.unwrap();
-    let rows: Vec<(String,)> = sqlx::query_as("SELECT content FROM config_versions")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    rows.into_iter()
-        .map(|(c,)| c)
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 async fn a_secret_stays_sealed_when_its_schema_stops_marking_it(app: TestApp) {
     let registered = app
         .post_json(
@@ -815,7 +800,7 @@ async fn a_secret_stays_sealed_when_its_schema_stops_marking_it(app: TestApp) {
         .await;
     assert_eq!(revalidated.status, 200, "{:?}", revalidated.body);
 
-    let mut seen = stored_versions(&app).await;
+    let mut seen = app.stored_version_texts().await;
     assert!(seen.contains("$hsenc:v1:"));
     for path in [
         "/api/v1/configs/svc/versions/1.0.0",

@@ -4,14 +4,14 @@
 //! IMMEDIATE`; on PostgreSQL an open transaction holding the `audit_head`
 //! row, which every audited write updates) while the hub is asked to act.
 
-use crate::helpers::{Db, TestApp, balance};
+use crate::helpers::{Db, TestApp, balance, connected, sdk_config};
 use crate::on_both_databases;
 use crate::sockets::{WAIT, hello, next_message, raw, send};
 use hotswap_client::{
-    Client, ClientConfig, ConnectionState,
+    Client,
     protocol::{self, HubMessage, ServerMessage},
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::{
     collections::BTreeMap,
     time::{Duration, Instant},
@@ -59,18 +59,7 @@ impl WriteLock {
 async fn fleet(app: &TestApp, key: &str, n: usize) -> Vec<Client> {
     let mut clients = Vec::new();
     for i in 0..n {
-        let config = ClientConfig::new(app.ws_url(), key, format!("durable-{i}"))
-            .region("EU-WEST")
-            .environment("staging")
-            .subscribe("weapon-balance")
-            .backoff(Duration::from_millis(50), Duration::from_millis(300));
-        let client = Client::start(config).unwrap();
-        assert!(
-            client
-                .wait_for_state(WAIT, |s| matches!(s, ConnectionState::Connected { .. }))
-                .await
-        );
-        clients.push(client);
+        clients.push(connected(sdk_config(app, key, &format!("durable-{i}"))).await);
     }
     for client in &clients {
         assert!(client.wait_for_revision("weapon-balance", 1, WAIT).await);
@@ -101,21 +90,9 @@ async fn view(app: &TestApp, id: &str) -> Value {
 
 /// A canary of 1.1.0 in its first phase (half the servers), acked.
 async fn canary(app: &TestApp, clients: &[Client]) -> String {
-    assert_eq!(
-        app.post_version("weapon-balance", "1.1.0", balance(60))
-            .await
-            .status,
-        201
-    );
-    let created = app
-        .post_json(
-            "/api/v1/deployments",
-            &json!({"config": "weapon-balance", "version": "1.1.0", "strategy": "Canary",
-                    "phases": [50, 100], "autoPromote": false}),
-        )
+    let id = app
+        .start_canary("weapon-balance", "1.1.0", balance(60))
         .await;
-    assert_eq!(created.status, 201, "{:?}", created.body);
-    let id = created.body["id"].as_str().unwrap().to_owned();
     until("the canary's servers ack", async || {
         let v = view(app, &id).await;
         v["targets"].as_i64() > Some(0) && v["acked"] == v["targets"]

@@ -437,6 +437,37 @@ impl TestApp {
 
     // ---- typed helpers -------------------------------------------------------
 
+    /// Every stored version's text, read straight from the database.
+    pub async fn stored_version_texts(&self) -> String {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&self.database_url).await.unwrap();
+        let rows: Vec<(String,)> = sqlx::query_as("SELECT content FROM config_versions")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        rows.into_iter()
+            .map(|(c,)| c)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Uploads `version` of `config` and starts a Canary of it (50 % then
+    /// 100 %, no auto-promotion: it stays in its first phase); its id.
+    pub async fn start_canary(&self, config: &str, version: &str, content: Value) -> String {
+        let uploaded = self.post_version(config, version, content).await;
+        assert_eq!(uploaded.status, 201, "{:?}", uploaded.body);
+        let created = self
+            .post_json(
+                "/api/v1/deployments",
+                &serde_json::json!({"config": config, "version": version, "strategy": "Canary",
+                        "phases": [50, 100], "autoPromote": false}),
+            )
+            .await;
+        assert_eq!(created.status, 201, "{:?}", created.body);
+        created.body["id"].as_str().unwrap().to_owned()
+    }
+
     pub async fn create_config(
         &self,
         name: &str,
@@ -465,4 +496,29 @@ pub fn balance(damage: u32) -> Value {
         "weapons": {"rifle": {"damage": damage, "fireRate": 600, "reloadTime": 2.5}},
         "characters": {"tank": {"health": 200, "armor": 50, "abilities": {"shield": {"cooldown": 10.0}}}}
     })
+}
+
+/// An SDK client of `weapon-balance` (staging, EU-WEST), quick to retry.
+pub fn sdk_config(app: &TestApp, key: &str, server_id: &str) -> hotswap_client::ClientConfig {
+    hotswap_client::ClientConfig::new(app.ws_url(), key, server_id)
+        .region("EU-WEST")
+        .environment("staging")
+        .subscribe("weapon-balance")
+        .backoff(Duration::from_millis(50), Duration::from_millis(500))
+}
+
+/// Starts an SDK client and waits until it is connected.
+pub async fn connected(config: hotswap_client::ClientConfig) -> hotswap_client::Client {
+    let client = hotswap_client::Client::start(config).expect("client starts");
+    assert!(
+        client
+            .wait_for_state(Duration::from_secs(10), |s| matches!(
+                s,
+                hotswap_client::ConnectionState::Connected { .. }
+            ))
+            .await,
+        "client never connected: {:?}",
+        client.state()
+    );
+    client
 }

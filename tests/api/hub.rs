@@ -1,6 +1,8 @@
 //! The hub end to end: real SDK clients and raw sockets against a real hub.
 
-use crate::helpers::{Db, TestApp, balance, spawn_app_on};
+use crate::helpers::{
+    Db, TestApp, balance, connected as start, sdk_config as client_config, spawn_app_on,
+};
 use crate::on_both_databases;
 use crate::sockets::{WAIT, close_code_of, hello, next_message, raw, send};
 use futures_util::SinkExt;
@@ -11,26 +13,6 @@ use hotswap_client::{
 use serde_json::{Value, json};
 use std::{collections::BTreeMap, time::Duration};
 use tokio_tungstenite::tungstenite::Message;
-
-fn client_config(app: &TestApp, key: &str, server_id: &str) -> ClientConfig {
-    ClientConfig::new(app.ws_url(), key, server_id)
-        .region("EU-WEST")
-        .environment("staging")
-        .subscribe("weapon-balance")
-        .backoff(Duration::from_millis(50), Duration::from_millis(500))
-}
-
-async fn start(config: ClientConfig) -> Client {
-    let client = Client::start(config).expect("client starts");
-    assert!(
-        client
-            .wait_for_state(WAIT, |s| matches!(s, ConnectionState::Connected { .. }))
-            .await,
-        "client never connected: {:?}",
-        client.state()
-    );
-    client
-}
 
 async fn setup(app: &TestApp) -> (String, String) {
     assert_eq!(

@@ -1,32 +1,12 @@
 //! The SDK's own defences: signatures it refuses (and the hub records),
 //! and the persist file (private, verified again when loaded).
 
-use crate::helpers::{TestApp, balance};
+use crate::helpers::{TestApp, balance, connected, sdk_config as client_config};
 use crate::on_both_databases;
 use crate::sockets::WAIT;
-use hotswap_client::{Client, ClientConfig, ConnectionState};
+use hotswap_client::{Client, ClientConfig};
 use serde_json::Value;
 use std::{sync::atomic::Ordering, time::Duration};
-
-fn client_config(app: &TestApp, key: &str, server_id: &str) -> ClientConfig {
-    ClientConfig::new(app.ws_url(), key, server_id)
-        .region("EU-WEST")
-        .environment("staging")
-        .subscribe("weapon-balance")
-        .backoff(Duration::from_millis(50), Duration::from_millis(500))
-}
-
-async fn connected(config: ClientConfig) -> Client {
-    let client = Client::start(config).expect("client starts");
-    assert!(
-        client
-            .wait_for_state(WAIT, |s| matches!(s, ConnectionState::Connected { .. }))
-            .await,
-        "client never connected: {:?}",
-        client.state()
-    );
-    client
-}
 
 async fn setup(app: &TestApp) -> String {
     let created = app

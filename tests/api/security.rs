@@ -233,32 +233,17 @@ async fn secret_fields_are_encrypted_at_rest_and_masked_everywhere(app: TestApp)
     ] {
         seen.push_str(&app.get(path).await.body.to_string());
     }
-    seen.push_str(&stored_text(&app).await);
+    seen.push_str(&app.stored_version_texts().await);
     for secret in [PLAIN_KEY, PLAIN_TOKEN, "sk-live-rotated-value"] {
         assert!(!seen.contains(secret), "{secret} leaked");
     }
-    assert!(stored_text(&app).await.contains("$hsenc:v1:"));
+    assert!(app.stored_version_texts().await.contains("$hsenc:v1:"));
 
     // A client may not plant envelope-looking strings.
     let planted = app
         .post_version("store", "9.0.0", json!({"endpoint": "$hsenc:v1:abc:def"}))
         .await;
     assert_eq!(planted.status, 422);
-}
-
-/// Every stored version's content, read straight from the database.
-async fn stored_text(app: &TestApp) -> String {
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(&app.database_url).await.unwrap();
-    let rows: Vec<(String,)> = sqlx::query_as("SELECT content FROM config_versions")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    rows.into_iter()
-        .map(|(c,)| c)
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 async fn the_rate_limit_trips_and_recovers(app: TestApp) {
@@ -487,7 +472,7 @@ async fn rotation_re_encrypts_stored_secrets_under_the_new_key() {
             .status,
         201
     );
-    let before = stored_text(&first).await;
+    let before = first.stored_version_texts().await;
     let (db, url, dir) = first.into_parts();
 
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_hotswap"))
@@ -513,7 +498,7 @@ async fn rotation_re_encrypts_stored_secrets_under_the_new_key() {
         s.secrets.key = Some(SecretString::new(new_key))
     })
     .await;
-    let after = stored_text(&app).await;
+    let after = app.stored_version_texts().await;
     assert_ne!(before, after);
     let rolled = app
         .post_json(

@@ -7,7 +7,7 @@
 //! background flusher, in batches.
 //!
 //! # Layout
-//! - `mod.rs`: [`Hub`], its `SessionHost` side, background tasks, shutdown.
+//! - `mod.rs`: [`Hub`], fan-out, metric ingest, background tasks, shutdown.
 //! - `documents.rs`: opened documents, patches and encoded frames, shared.
 //! - `engine.rs`: the deployment engine: plans, one actor per deployment,
 //!   what each server should run (`Serving`), reconciling servers with it.
@@ -20,6 +20,8 @@
 //! - `bindings.rs`: group commit of new server ids' bindings to their keys.
 //! - `regions.rs`: the bounded set of region names metrics are kept under.
 //! - `feedback.rs`: aggregated metrics queries and player feedback.
+//! - `sessions.rs`: hello, acks, resyncs and closes of game servers'
+//!   sessions, and the `SessionHost` the session actors call.
 
 mod aggregates;
 mod bindings;
@@ -30,16 +32,14 @@ pub mod feedback;
 mod hdr;
 pub mod metrics;
 mod regions;
+mod sessions;
 
 pub use deployments::{DeploymentView, NewDeploymentRequest, ServerProgressView};
 pub use engine::Action;
 
 use crate::{
     catalog::Catalog,
-    domain::{
-        rollout::Assignment,
-        server_hello::{self, IdClaim, ServerHello},
-    },
+    domain::rollout::Assignment,
     settings::{DeploymentSettings, HubSettings},
     store::{Store, hub as store_hub, server_bindings},
 };
@@ -47,12 +47,11 @@ use bytes::Bytes;
 use deployments::Runs;
 use documents::{DocumentCache, now_ms};
 use engine::{Event, Serving, Who};
-use futures_util::future::BoxFuture;
 use hotswap_actors::{
-    CloseReason, Fanout, FrameError, GateLimits, Hello, HelloOutcome, Outbox, Refusal, Registry,
-    ServerRecord, SessionGate, SessionHost,
+    CloseReason, Fanout, GateLimits, Outbox, Registry, ServerRecord, SessionGate, SessionHost,
 };
-use hotswap_client::protocol::{self, Health, HubMessage, MetricsReport, close_code};
+use hotswap_client::protocol::{self, Health, HubMessage, close_code};
+use sessions::{HubHost, key_revoked};
 use std::{
     collections::HashMap,
     sync::{
@@ -125,32 +124,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn json_text<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("plain maps and lists serialize")
-}
-
-fn key_revoked() -> CloseReason {
-    CloseReason::new(close_code::KEY_REVOKED, "the API key was revoked")
-}
-
-fn taken() -> CloseReason {
-    CloseReason::new(
-        close_code::POLICY_VIOLATION,
-        "this serverId is registered to another API key; an admin may release it \
-         (DELETE /api/v1/game-servers/{id})",
-    )
-}
-
-/// An `error` frame for an ack or resync naming a config the session may
-/// not speak of (the name is quoted shortened: it came from the client).
-fn not_subscribed(config: &str) -> FrameError {
-    let shown: String = config
-        .chars()
-        .take(64)
-        .filter(|c| !c.is_control())
-        .collect();
-    FrameError::new(
-        "not_subscribed",
-        format!("{shown:?} is not a config this server subscribed to in its environment"),
-    )
 }
 
 impl Hub {
@@ -358,322 +331,6 @@ impl Hub {
                 false
             }
             Err(hotswap_actors::PushError::Closed) => false,
-        }
-    }
-
-    async fn on_hello(
-        self: Arc<Self>,
-        hello: Hello,
-        outbox: Outbox,
-    ) -> Result<HelloOutcome, Refusal> {
-        let Hello {
-            session_id,
-            key,
-            message,
-        } = hello;
-        let refuse = |why: String| Err(CloseReason::new(close_code::POLICY_VIOLATION, why));
-        let hello = match ServerHello::parse(message) {
-            Ok(hello) => hello,
-            Err(error) => return refuse(error.to_string()),
-        };
-        // The key was live when the socket upgraded; it may have been
-        // revoked since.
-        if self.gate.is_revoked(&key.key_id) {
-            return Err(key_revoked());
-        }
-        let environment = hello.environment.as_str();
-        if !key.environments.is_empty() && !key.environments.iter().any(|e| e == environment) {
-            return refuse(format!(
-                "this API key may not serve environment {environment}"
-            ));
-        }
-        if !key.regions.is_empty()
-            && !key
-                .regions
-                .iter()
-                .any(|r| r.eq_ignore_ascii_case(&hello.region))
-        {
-            return refuse(format!(
-                "this API key may not serve region {}",
-                hello.region
-            ));
-        }
-        if self.stopping.load(Ordering::Acquire) {
-            self.send_away(&outbox);
-            return Ok(HelloOutcome { frames: Vec::new() });
-        }
-        self.claim_server_id(&hello.server_id, &key.key_id).await?;
-        let now = now_ms();
-        let subscriptions = hello.subscription_names();
-        let record = ServerRecord {
-            server_id: hello.server_id.clone(),
-            key_id: key.key_id.clone(),
-            region: hello.region.clone(),
-            environment: environment.to_owned(),
-            tags: hello.tags.clone(),
-            operator_tags: Vec::new(),
-            capacity: hello.capacity,
-            players: hello.players,
-            status: Health::Healthy,
-            load: None,
-            hostname: hello.hostname.clone(),
-            address: hello.address.clone(),
-            build: hello.build.clone(),
-            sdk: hello.sdk.clone(),
-            subscriptions: subscriptions.clone(),
-            applied: hello.known.clone(),
-            connected: true,
-            session_id: Some(session_id.clone()),
-            connected_since_ms: Some(now),
-            last_seen_ms: now,
-            stale: false,
-            disconnect_reason: None,
-            metrics_frames: 0,
-        };
-        if let Some(replaced) = self.registry.connect(record, outbox.clone()) {
-            replaced.close(CloseReason::new(
-                close_code::REPLACED,
-                "another connection with the same serverId replaced this one",
-            ));
-        }
-        if self.stopping.load(Ordering::Acquire) {
-            // Shutdown began during this hello and its `reconnect` went to
-            // the servers registered before this one: this one goes too.
-            self.send_away(&outbox);
-            return Ok(HelloOutcome { frames: Vec::new() });
-        }
-        lock(&self.first_seen)
-            .entry(hello.server_id.clone())
-            .or_insert(now);
-        self.mark_dirty(&hello.server_id, Dirty::Row);
-
-        let mut frames = vec![Bytes::from(protocol::encode(&HubMessage::Welcome {
-            session_id: session_id.clone(),
-            heartbeat_ms: self.settings.heartbeat_ms,
-            metrics_ms: self.settings.metrics_ms,
-            server_time_ms: now,
-            hub_node: self.settings.node_name.clone(),
-        }))];
-        let Some(record) = self.registry.get(&hello.server_id) else {
-            return Ok(HelloOutcome { frames });
-        };
-        for config in &subscriptions {
-            let Some((environment, desired)) = self.desired(config, &record) else {
-                continue;
-            };
-            if environment != hello.environment.as_str() {
-                frames.push(Bytes::from(protocol::encode(&HubMessage::Error {
-                    code: "environment_mismatch".into(),
-                    message: format!(
-                        "{config} is a {environment} config; this server is {}",
-                        hello.environment
-                    ),
-                })));
-                continue;
-            }
-            if desired.is_none() {
-                continue;
-            }
-            let known = hello.known.get(config).copied();
-            if let Some(frame) = self.frame_for_server(config, known, &record).await {
-                frames.push(frame);
-            }
-        }
-        Ok(HelloOutcome { frames })
-    }
-
-    /// Binds `server_id` to `key_id` or refuses the `hello`: an id belongs
-    /// to the API key that first registered it (a restarted server may
-    /// replace its own session; another key may not take it over, unless
-    /// its holder was revoked). A known server's holder is in the registry;
-    /// an unknown id (new, or forgotten as stale) is bound in the store.
-    async fn claim_server_id(&self, server_id: &str, key_id: &str) -> Result<(), Refusal> {
-        let unavailable = || {
-            CloseReason::new(
-                close_code::TRY_AGAIN_LATER,
-                "the hub cannot check this serverId now; reconnect later",
-            )
-        };
-        let holder = match self.registry.read_then(server_id, |r| r.key_id.clone()) {
-            Some(holder) => holder,
-            None => self.binder.bind(server_id, key_id).await.map_err(|error| {
-                tracing::warn!(%error, "cannot bind a server id");
-                unavailable()
-            })?,
-        };
-        match server_hello::claim_server_id(&holder, key_id, self.gate.is_revoked(&holder)) {
-            IdClaim::Held => Ok(()),
-            IdClaim::TakeOver => {
-                let moved = async {
-                    let mut tx = self.store.begin().await?;
-                    let moved =
-                        server_bindings::rebind(&mut tx, server_id, &holder, key_id, now_ms())
-                            .await?
-                            || server_bindings::bind(&mut tx, server_id, key_id, now_ms()).await?
-                                == key_id;
-                    tx.commit().await?;
-                    anyhow::Ok(moved)
-                };
-                match moved.await {
-                    Ok(true) => Ok(()),
-                    Ok(false) => Err(taken()),
-                    Err(error) => {
-                        tracing::warn!(error = %error, "cannot rebind a server id");
-                        Err(unavailable())
-                    }
-                }
-            }
-            IdClaim::HeldByAnother => Err(taken()),
-        }
-    }
-
-    /// Records an ack. Only a config the server subscribed to in its
-    /// `hello`, served in its own environment, is accepted; and only a
-    /// target of the deployment in flight counts for it.
-    fn on_ack(&self, server_id: &str, ack: protocol::Ack) -> Result<(), FrameError> {
-        let protocol::Ack {
-            config,
-            revision,
-            ok,
-            error,
-            apply_micros,
-        } = ack;
-        self.stats.acks.fetch_add(1, Ordering::Relaxed);
-        let accepted = self.registry.update_then(server_id, |record| {
-            if !self.serves(record, &config) {
-                return false;
-            }
-            if ok {
-                // In place when known: no key copy per ack.
-                match record.applied.get_mut(&config) {
-                    Some(applied) => *applied = revision,
-                    None => {
-                        record.applied.insert(config.clone(), revision);
-                    }
-                }
-            }
-            true
-        });
-        if accepted != Some(true) {
-            return Err(not_subscribed(&config));
-        }
-        if ok {
-            self.mark_dirty(server_id, Dirty::Progress);
-        }
-        let live = self
-            .serving_read()
-            .get(&config)
-            .and_then(|s| s.live.as_ref().map(|l| l.record.clone()));
-        if let Some(record) = live {
-            record.ack(server_id, revision, ok, error, apply_micros);
-        }
-        Ok(())
-    }
-
-    /// Whether `record` subscribed to `config` and the config is served in
-    /// the server's environment (what acks and resyncs may name).
-    fn serves(&self, record: &ServerRecord, config: &str) -> bool {
-        record.subscriptions.iter().any(|s| s == config)
-            && self
-                .serving_read()
-                .get(config)
-                .is_some_and(|s| s.environment == record.environment)
-    }
-
-    async fn on_resync(
-        self: Arc<Self>,
-        server_id: String,
-        config: String,
-    ) -> Result<Option<Bytes>, FrameError> {
-        let Some(record) = self.registry.get(&server_id) else {
-            return Ok(None);
-        };
-        if !self.serves(&record, &config) {
-            return Err(not_subscribed(&config));
-        }
-        // `None` as the known revision: a resync always gets a snapshot.
-        Ok(self.frame_for_server(&config, None, &record).await)
-    }
-
-    /// The frame bringing one server to what it should run, built so that a
-    /// deployment moving during the build cannot be overtaken by an older
-    /// frame: what the server should run is read again after every await,
-    /// and the frame rebuilt if it moved. A server that already holds it
-    /// counts as acked for the deployment in flight.
-    async fn frame_for_server(
-        &self,
-        config: &str,
-        known: Option<i64>,
-        record: &ServerRecord,
-    ) -> Option<Bytes> {
-        let who = Who::of(record);
-        let current = || {
-            let serving = self.serving_read();
-            let entry = serving.get(config)?;
-            let (target, from_live) = entry.desired(&who)?;
-            // The deployment in flight follows the servers it covers, and
-            // those it moves back (a rollback after a restart, say).
-            let live = entry
-                .live
-                .as_ref()
-                .filter(|l| from_live || l.record.tracks(&record.server_id))
-                .map(|l| (l.record.clone(), l.assignment.deployment_id.clone()));
-            Some((target, live))
-        };
-        let (mut target, mut live) = current()?;
-        for _ in 0..5 {
-            if known == Some(target) {
-                if let Some((run, _)) = &live {
-                    run.already_on(&record.server_id, target);
-                }
-                return None;
-            }
-            if let Some((run, _)) = &live {
-                run.pushed(&record.server_id, target);
-            }
-            let frame = self
-                .frame_towards(
-                    config,
-                    known,
-                    target,
-                    live.as_ref().map(|(_, id)| id.as_str()),
-                )
-                .await;
-            match current() {
-                Some((now, now_live)) if now != target => (target, live) = (now, now_live),
-                _ => return frame,
-            }
-        }
-        None
-    }
-
-    fn on_closed(
-        &self,
-        server_id: &str,
-        session_id: &str,
-        stale: bool,
-        reason: Option<CloseReason>,
-    ) {
-        if reason
-            .as_ref()
-            .is_some_and(|r| r.code == close_code::SLOW_CONSUMER)
-        {
-            self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
-        }
-        let reason = reason.map(|r| format!("{}: {}", r.code, r.description));
-        if self
-            .registry
-            .disconnect(server_id, session_id, stale, reason, now_ms())
-        {
-            self.mark_dirty(server_id, Dirty::Row);
-            let runs: Vec<_> = self
-                .serving_read()
-                .values()
-                .filter_map(|s| s.live.as_ref().map(|l| l.record.clone()))
-                .collect();
-            for run in runs {
-                run.server_gone(server_id);
-            }
         }
     }
 
@@ -1099,72 +756,5 @@ impl Hub {
                     .fetch_add(1, Ordering::Relaxed);
             }
         }
-    }
-}
-
-/// The hub as sessions see it.
-struct HubHost(Arc<Hub>);
-
-impl SessionHost for HubHost {
-    fn hello(
-        &self,
-        hello: Hello,
-        outbox: Outbox,
-    ) -> BoxFuture<'static, Result<HelloOutcome, Refusal>> {
-        let hub = self.0.clone();
-        Box::pin(hub.on_hello(hello, outbox))
-    }
-
-    fn heartbeat(&self, server_id: &str, players: u32, status: Health, load: Option<f64>) {
-        let now = now_ms();
-        self.0.registry.update(server_id, |record| {
-            record.players = players;
-            record.status = status;
-            record.load = load.filter(|l| l.is_finite());
-            record.last_seen_ms = now;
-        });
-        self.0.mark_dirty(server_id, Dirty::Progress);
-    }
-
-    fn ack(&self, server_id: &str, ack: protocol::Ack) -> Result<(), FrameError> {
-        self.0.on_ack(server_id, ack)
-    }
-
-    fn resync(
-        &self,
-        server_id: &str,
-        config: &str,
-    ) -> BoxFuture<'static, Result<Option<Bytes>, FrameError>> {
-        Box::pin(
-            self.0
-                .clone()
-                .on_resync(server_id.to_owned(), config.to_owned()),
-        )
-    }
-
-    fn metrics(&self, server_id: &str, report: MetricsReport) -> Result<(), FrameError> {
-        let histograms =
-            metrics::validate(&report).map_err(|why| FrameError::new("invalid_metrics", why))?;
-        self.0.stats.metrics_frames.fetch_add(1, Ordering::Relaxed);
-        let at = now_ms();
-        let destinations = self.0.registry.update_then(server_id, |record| {
-            record.metrics_frames += 1;
-            record.players = report.players;
-            self.0.destinations(record, true, at)
-        });
-        if let Some(to) = destinations {
-            let decoded = Arc::new(metrics::decode(
-                &report,
-                histograms,
-                to.healthy,
-                self.0.settings.metrics_ms,
-            ));
-            self.0.ingest(to, Ingest::Report(decoded));
-        }
-        Ok(())
-    }
-
-    fn closed(&self, server_id: &str, session_id: &str, stale: bool, reason: Option<CloseReason>) {
-        self.0.on_closed(server_id, session_id, stale, reason);
     }
 }

@@ -8,6 +8,7 @@
 use crate::{
     checksum::document_checksum,
     metrics::MetricsRecorder,
+    persist,
     protocol::{self, Health, HubMessage, ServerMessage, close_code},
     signature,
 };
@@ -193,8 +194,7 @@ struct Shared {
     health: AtomicU8,
     state: watch::Sender<ConnectionState>,
     stats: ClientStats,
-    persist_sequence: AtomicU64,
-    persisted_sequence: Mutex<u64>,
+    persist: persist::Writer,
 }
 
 /// A game server's handle on the hub. Dropping it stops the connection.
@@ -237,27 +237,8 @@ impl Client {
     /// configs (if any), then connects in the background and keeps
     /// reconnecting; it returns at once.
     pub fn start(config: ClientConfig) -> Result<Client, ClientError> {
-        let persisted: HashMap<String, Arc<AppliedConfig>> = match &config.persist_path {
-            Some(path) if path.exists() => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| ClientError::Persisted(e.to_string()))?;
-                match serde_json::from_str::<Vec<AppliedConfig>>(&text) {
-                    // What fails its checksum, or its signature when the
-                    // client verifies, is dropped: the hub sends it again.
-                    Ok(list) => list
-                        .into_iter()
-                        .filter(|c| trusted_on_disk(&config, c))
-                        .map(|c| (c.config.clone(), Arc::new(c)))
-                        .collect(),
-                    Err(error) => {
-                        // A damaged file must not keep the server from starting: the hub resends.
-                        tracing::warn!(%error, path = %path.display(), "ignoring unreadable persisted configs");
-                        HashMap::new()
-                    }
-                }
-            }
-            _ => HashMap::new(),
-        };
+        let persisted = persist::load(&config)?;
+        let persist = persist::Writer::new(config.persist_path.clone());
         let (state, _) = watch::channel(ConnectionState::Connecting);
         let shared = Arc::new(Shared {
             config,
@@ -268,8 +249,7 @@ impl Client {
             health: AtomicU8::new(0),
             state,
             stats: ClientStats::default(),
-            persist_sequence: AtomicU64::new(0),
-            persisted_sequence: Mutex::new(0),
+            persist,
         });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(run(shared.clone(), stopped));
@@ -367,7 +347,7 @@ impl Client {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
-        if let Some(write) = persist(&self.shared) {
+        if let Some(write) = self.shared.persist.write(&self.shared.configs.load()) {
             let _ = write.await;
         }
     }
@@ -712,7 +692,7 @@ fn apply(
         callback(&change);
     }
     // The write goes on in the background (`stop` waits for the last one).
-    let _ = persist(shared);
+    let _ = shared.persist.write(&shared.configs.load());
     ServerMessage::Ack(protocol::Ack {
         config,
         revision,
@@ -720,83 +700,4 @@ fn apply(
         error: None,
         apply_micros,
     })
-}
-
-/// Whether a config read back from the persist file may be served: its
-/// checksum holds and, when the client verifies signatures, its signature
-/// does (a file edited on disk is not trusted more than the network).
-fn trusted_on_disk(config: &ClientConfig, applied: &AppliedConfig) -> bool {
-    if document_checksum(&applied.document) != applied.checksum {
-        tracing::warn!(config = %applied.config, "a persisted config fails its checksum; dropped");
-        return false;
-    }
-    let Some(key) = &config.signing_key else {
-        return true;
-    };
-    let verified = applied.signature.as_deref().is_some_and(|sig| {
-        signature::verify(
-            key,
-            &applied.config,
-            applied.revision,
-            &applied.checksum,
-            sig,
-        )
-        .is_ok()
-    });
-    if !verified {
-        tracing::warn!(config = %applied.config, "a persisted config fails its signature; dropped");
-    }
-    verified
-}
-
-/// Opens a new persist file readable by its owner only (it holds secret
-/// values in clear).
-fn create_private(path: &std::path::Path) -> std::io::Result<std::fs::File> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options.open(path)
-}
-
-/// Writes the configs to the persist file: a temp file (mode 0600), fsync, rename.
-/// Writes are numbered and serialized, so an older snapshot never lands
-/// after a newer one. Returns the write's task (when there is a file).
-fn persist(shared: &Arc<Shared>) -> Option<tokio::task::JoinHandle<()>> {
-    let path = shared.config.persist_path.clone()?;
-    let list: Vec<AppliedConfig> = shared
-        .configs
-        .load()
-        .values()
-        .map(|c| AppliedConfig::clone(c))
-        .collect();
-    let text = serde_json::to_vec(&list).ok()?;
-    let sequence = shared.persist_sequence.fetch_add(1, Ordering::Relaxed) + 1;
-    let shared = shared.clone();
-    Some(tokio::task::spawn_blocking(move || {
-        let mut written = lock(&shared.persisted_sequence);
-        if *written >= sequence {
-            return;
-        }
-        let temp = path.with_extension(format!("tmp{sequence}"));
-        let result = (|| {
-            use std::io::Write;
-            // A temp file left by a crash is replaced.
-            let _ = std::fs::remove_file(&temp);
-            let mut file = create_private(&temp)?;
-            file.write_all(&text)?;
-            file.sync_all()?;
-            std::fs::rename(&temp, &path)
-        })();
-        match result {
-            Ok(()) => *written = sequence,
-            Err(error) => {
-                let _ = std::fs::remove_file(&temp);
-                tracing::warn!(%error, path = %path.display(), "could not persist configs");
-            }
-        }
-    }))
 }

@@ -13,6 +13,8 @@
 //! - [`client`]: [`Client`], what a game server links: connects with its
 //!   API key, keeps its configs current (wait-free reads), acks, heartbeats,
 //!   reconnects with backoff, persists its last good configs.
+//! - `persist`: the last good configs on disk, checked again when read
+//!   back and written atomically, readable by the owner only.
 //! - [`metrics`]: [`MetricsRecorder`], player metrics aggregated locally and
 //!   sent once per interval.
 //!
@@ -34,6 +36,7 @@
 pub mod checksum;
 pub mod client;
 pub mod metrics;
+mod persist;
 pub mod protocol;
 pub mod signature;
 

@@ -65,7 +65,7 @@ fn checksum_and_diff(c: &mut Criterion) {
 fn validation(c: &mut Criterion) {
     let schema: Value =
         serde_json::from_str(hotswap::catalog::BUILTIN_SCHEMAS[0].document).unwrap();
-    let validator = validation::compile(&schema).unwrap();
+    let rules = validation::compile(&schema).unwrap();
     let mut group = c.benchmark_group("validation");
     for (label, weapons) in sizes() {
         let doc = balance(weapons, 0);
@@ -82,7 +82,7 @@ fn validation(c: &mut Criterion) {
                         Some(SchemaRef {
                             id: "game-balance",
                             version: "1.0.0",
-                            validator: &validator,
+                            rules: &rules,
                         }),
                         black_box(doc),
                         Some(&previous),
@@ -90,6 +90,14 @@ fn validation(c: &mut Criterion) {
                     )
                 })
             },
+        );
+        // The bound worked out before each validation (included above).
+        group.bench_with_input(BenchmarkId::new("work_bound", label), &doc, |b, doc| {
+            b.iter(|| rules.cost(black_box(doc)))
+        });
+        eprintln!(
+            "validation/{label}: at most {} checks",
+            rules.cost(&doc).unwrap_or(u64::MAX)
         );
     }
     group.finish();

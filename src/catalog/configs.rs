@@ -3,6 +3,7 @@
 
 use super::{
     Actor, Catalog, CatalogError, CatalogResult, PageRequest,
+    schemas::CompiledSchema,
     views::{
         ConfigView, DiffView, Page, StoredReportView, VersionRefView, VersionSummary, VersionView,
         rfc3339,
@@ -21,12 +22,13 @@ use crate::{
         Conn, audit,
         configs::{self, ConfigFilter, ConfigRow, NewConfig},
         now_ms,
+        schemas::SchemaRow,
         versions::{self, NewVersion, VersionWithContent},
     },
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, sync::Arc};
 
 /// Longest description or message, in characters.
 const MAX_TEXT_CHARS: usize = 2000;
@@ -123,6 +125,20 @@ fn config_resource(name: &str) -> String {
 
 fn version_resource(name: &str, version: &str) -> String {
     format!("configs/{name}/versions/{version}")
+}
+
+/// What validating a config's document needs from the store.
+struct ValidationInputs {
+    ever_sealed: Vec<String>,
+    schema: Option<(SchemaRow, Arc<CompiledSchema>)>,
+}
+
+/// A validation's outcome, with the documents it was given.
+struct Validated {
+    report: ValidationReport,
+    secret_paths: Vec<String>,
+    content: Value,
+    previous: Option<Value>,
 }
 
 impl Catalog {
@@ -322,27 +338,61 @@ impl Catalog {
         String::from_utf8(canonical).map_err(|e| CatalogError::Unexpected(e.into()))
     }
 
-    /// Validates `content` against the config's schema (if any) and compares
-    /// it with `previous` for breaking changes.
-    /// Also says what to seal: what the schema marks secret, and every
-    /// pointer the config ever sealed (a value once secret stays sealed).
-    async fn validate_for(
+    /// What validating a document of `config` needs from the store: every
+    /// pointer the config ever sealed, and its schema.
+    async fn validation_inputs(
         &self,
         conn: &mut Conn,
         config: &ConfigRow,
-        content: &Value,
-        previous: Option<&Value>,
-    ) -> CatalogResult<(ValidationReport, Vec<String>)> {
+    ) -> CatalogResult<ValidationInputs> {
         let ever_sealed = configs::sealed_paths(conn, &config.id).await?;
-        let Some(schema_id) = config.schema_id.as_deref() else {
-            let to_seal = secrets::paths_to_seal(&[], &ever_sealed, content);
-            return Ok((
-                validation::validate(None, content, previous, &to_seal),
-                to_seal,
-            ));
+        let schema = match config.schema_id.as_deref() {
+            Some(schema_id) => Some(self.validator_for(conn, schema_id).await?),
+            None => None,
         };
-        let (row, compiled) = self.validator_for(conn, schema_id).await?;
-        Ok(compiled.validate(&row, content, previous, &ever_sealed))
+        Ok(ValidationInputs {
+            ever_sealed,
+            schema,
+        })
+    }
+
+    /// Validates `content` against the config's schema (if any) and compares
+    /// it with `previous` for breaking changes, off the async workers (see
+    /// [`Catalog::off_thread`]). Also says what to seal: what the schema
+    /// marks secret, and every pointer the config ever sealed (a value once
+    /// secret stays sealed). Gives the documents back.
+    async fn validate_for(
+        &self,
+        inputs: ValidationInputs,
+        content: Value,
+        previous: Option<Value>,
+    ) -> CatalogResult<Validated> {
+        self.off_thread(move || {
+            let ValidationInputs {
+                ever_sealed,
+                schema,
+            } = inputs;
+            let (report, secret_paths) = match schema {
+                None => {
+                    let to_seal = secrets::paths_to_seal(&[], &ever_sealed, &content);
+                    let report = validation::validate(None, &content, previous.as_ref(), &to_seal)
+                        .map_err(|too_costly| CatalogError::ValidationTooCostly {
+                            budget: too_costly.budget,
+                        })?;
+                    (report, to_seal)
+                }
+                Some((row, compiled)) => {
+                    compiled.validate(&row, &content, previous.as_ref(), &ever_sealed)?
+                }
+            };
+            Ok(Validated {
+                report,
+                secret_paths,
+                content,
+                previous,
+            })
+        })
+        .await
     }
 
     pub async fn create_version(
@@ -404,10 +454,14 @@ impl Catalog {
             }
             None => None,
         };
-        let (report, secret_paths) = self
-            .validate_for(&mut conn, &config, &content, previous.as_ref())
-            .await?;
+        let inputs = self.validation_inputs(&mut conn, &config).await?;
         drop(conn);
+        let Validated {
+            report,
+            secret_paths,
+            content,
+            previous,
+        } = self.validate_for(inputs, content, previous).await?;
         if !report.valid {
             return Err(CatalogError::ValidationFailed(Box::new(report)));
         }
@@ -715,10 +769,9 @@ impl Catalog {
             )?),
             None => None,
         };
-        let (report, _) = self
-            .validate_for(&mut conn, &config, &content, previous.as_ref())
-            .await?;
+        let inputs = self.validation_inputs(&mut conn, &config).await?;
         drop(conn);
+        let report = self.validate_for(inputs, content, previous).await?.report;
         let now = now_ms();
         let report_json =
             serde_json::to_string(&report).map_err(|e| CatalogError::Unexpected(e.into()))?;

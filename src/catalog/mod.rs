@@ -34,6 +34,7 @@ use crate::{
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use schemas::ValidatorCache;
 use std::sync::Arc;
+use tokio::sync::Semaphore;
 use views::{AuditEntryView, Page};
 
 /// Who asks for a change, from where, and in which request (for the audit trail).
@@ -107,6 +108,12 @@ pub enum CatalogError {
     ValidationFailed(Box<ValidationReport>),
     #[error("the schema cannot be used: {0}")]
     InvalidSchema(InvalidSchema),
+    #[error(
+        "validating this document against its schema could take more than {budget} checks; \
+         make the document smaller or the schema simpler (fewer anyOf/oneOf branches, \
+         shorter enums)"
+    )]
+    ValidationTooCostly { budget: u64 },
     #[error("the schema change breaks {mode} compatibility ({} changes)", .changes.len())]
     BreakingSchemaChange {
         mode: String,
@@ -188,6 +195,8 @@ pub struct Catalog {
     limits: LimitSettings,
     validators: ValidatorCache,
     keys: Arc<KeyMaterial>,
+    /// Validations running at once (see [`Catalog::off_thread`]).
+    validation_slots: Arc<Semaphore>,
 }
 
 impl Catalog {
@@ -197,7 +206,27 @@ impl Catalog {
             limits,
             validators: ValidatorCache::default(),
             keys,
+            validation_slots: Arc::new(Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
         }
+    }
+
+    /// Runs `work` (a validation) on the blocking pool, one per core at a
+    /// time: a large document against a large schema may take a second of
+    /// CPU, which must not hold up the HTTP workers or the hub's tasks.
+    pub(super) async fn off_thread<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> CatalogResult<T> + Send + 'static,
+    ) -> CatalogResult<T> {
+        let _slot = self
+            .validation_slots
+            .acquire()
+            .await
+            .map_err(|e| CatalogError::Unexpected(e.into()))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| CatalogError::Unexpected(anyhow::anyhow!("a validation failed: {e}")))?
     }
 
     /// The public half of the signing key.

@@ -12,14 +12,13 @@ use crate::{
         kinds::Compatibility,
         names::Slug,
         secrets,
-        validation::{self, SchemaRef, ValidationReport},
+        validation::{self, CompiledRules, SchemaRef, ValidationReport},
     },
     store::{
         Conn, StoreError, audit, now_ms,
         schemas::{self, NewSchema, SchemaRow},
     },
 };
-use jsonschema::Validator;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::{
@@ -53,7 +52,7 @@ pub(super) struct ValidatorCache(Arc<RwLock<HashMap<SchemaKey, Arc<CompiledSchem
 /// One schema version, compiled, with what it says about secrets.
 #[derive(Debug)]
 pub(super) struct CompiledSchema {
-    pub validator: Validator,
+    pub rules: CompiledRules,
     pub document: Value,
     /// Whether any subschema marks `x-secret` (most schemas do not: skip the walk).
     pub has_secrets: bool,
@@ -78,20 +77,23 @@ impl CompiledSchema {
         document: &Value,
         previous: Option<&Value>,
         ever_sealed: &[String],
-    ) -> (ValidationReport, Vec<String>) {
+    ) -> CatalogResult<(ValidationReport, Vec<String>)> {
         let secret_paths =
             secrets::paths_to_seal(&self.secret_paths(document), ever_sealed, document);
         let report = validation::validate(
             Some(SchemaRef {
                 id: &row.schema_id,
                 version: &row.version,
-                validator: &self.validator,
+                rules: &self.rules,
             }),
             document,
             previous,
             &secret_paths,
-        );
-        (report, secret_paths)
+        )
+        .map_err(|too_costly| CatalogError::ValidationTooCostly {
+            budget: too_costly.budget,
+        })?;
+        Ok((report, secret_paths))
     }
 }
 
@@ -108,9 +110,9 @@ impl ValidatorCache {
         let document: Value = serde_json::from_str(&row.document).map_err(|e| {
             CatalogError::Unexpected(anyhow::Error::new(e).context("stored schema is not JSON"))
         })?;
-        let validator = validation::compile(&document).map_err(CatalogError::InvalidSchema)?;
+        let rules = validation::compile(&document).map_err(CatalogError::InvalidSchema)?;
         let compiled = Arc::new(CompiledSchema {
-            validator,
+            rules,
             has_secrets: secrets::schema_has_secrets(&document),
             document,
         });
@@ -282,7 +284,7 @@ impl Catalog {
         &self,
         id: &str,
         version: Option<&str>,
-        document: &Value,
+        document: Value,
     ) -> CatalogResult<ValidationReport> {
         let known_shape =
             Slug::parse(id).is_ok() && version.is_none_or(|v| semver::Version::parse(v).is_ok());
@@ -295,8 +297,10 @@ impl Catalog {
             Some(version) => schemas::by_version(&mut conn, id, version).await?,
         }
         .ok_or_else(|| CatalogError::SchemaNotFound(id.to_owned()))?;
+        drop(conn);
         let compiled = self.validators.get_or_compile(&row)?;
-        Ok(compiled.validate(&row, document, None, &[]).0)
+        self.off_thread(move || Ok(compiled.validate(&row, &document, None, &[])?.0))
+            .await
     }
 
     /// Registers each built-in schema version the store does not have yet.

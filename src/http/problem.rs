@@ -119,6 +119,9 @@ impl ApiError {
                 }
                 C::ValidationFailed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
                 C::InvalidSchema(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_schema"),
+                C::ValidationTooCostly { .. } => {
+                    (StatusCode::UNPROCESSABLE_ENTITY, "validation_too_costly")
+                }
                 C::DocumentTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "document_too_large"),
                 C::DocumentTooDeep { .. } => (StatusCode::BAD_REQUEST, "document_too_deep"),
                 C::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
@@ -220,7 +223,8 @@ impl ApiError {
                 })
                 .collect(),
             ApiError::Catalog(CatalogError::DocumentTooLarge { .. })
-            | ApiError::Catalog(CatalogError::DocumentTooDeep { .. }) => {
+            | ApiError::Catalog(CatalogError::DocumentTooDeep { .. })
+            | ApiError::Catalog(CatalogError::ValidationTooCostly { .. }) => {
                 vec![item("/content", self.to_string(), None)]
             }
             _ => Vec::new(),

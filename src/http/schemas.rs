@@ -100,7 +100,7 @@ pub async fn validate_document(
 ) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(
         catalog
-            .validate_with_schema(&id, query.version.as_deref(), &document)
+            .validate_with_schema(&id, query.version.as_deref(), document)
             .await?,
     ))
 }

@@ -16,6 +16,7 @@ mod edges;
 mod health;
 mod hub;
 mod progressive;
+mod schema_attacks;
 mod schemas;
 mod sdk;
 mod security;

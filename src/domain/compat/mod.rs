@@ -9,12 +9,13 @@
 //! changed type are breaking in both directions. `full` refuses both,
 //! `none` neither.
 
+mod constraints;
 mod secret_rules;
 
 use super::{document::pointer_push, kinds::Compatibility};
+use constraints::{compare_bounds, compare_enum, compare_required, compare_types, display, push};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use std::collections::BTreeSet;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -193,21 +194,6 @@ pub fn breaking_schema_changes(
         );
     }
     breaking
-}
-
-fn push(
-    out: &mut Vec<SchemaChange>,
-    path: &str,
-    kind: &'static str,
-    direction: Direction,
-    message: String,
-) {
-    out.push(SchemaChange {
-        path: path.to_owned(),
-        kind,
-        direction,
-        message,
-    });
 }
 
 /// What a whole comparison knows about both schemas.
@@ -525,203 +511,6 @@ fn compare_subschema_map(
     }
 }
 
-fn type_set(schema: &Map<String, Value>) -> Option<BTreeSet<String>> {
-    match schema.get("type")? {
-        Value::String(t) => Some(BTreeSet::from([t.clone()])),
-        Value::Array(ts) => Some(
-            ts.iter()
-                .filter_map(|t| t.as_str().map(str::to_owned))
-                .collect(),
-        ),
-        _ => None,
-    }
-}
-
-fn compare_types(
-    path: &str,
-    old: &Map<String, Value>,
-    new: &Map<String, Value>,
-    out: &mut Vec<SchemaChange>,
-) {
-    let (old_types, new_types) = (type_set(old), type_set(new));
-    if old_types == new_types {
-        return;
-    }
-    let direction = match (&old_types, &new_types) {
-        (None, Some(_)) => Direction::Narrowing,
-        (Some(_), None) => Direction::Widening,
-        (Some(a), Some(b)) if b.is_subset(a) => Direction::Narrowing,
-        (Some(a), Some(b)) if a.is_subset(b) => Direction::Widening,
-        _ => Direction::Both,
-    };
-    push(
-        out,
-        path,
-        "changed-type",
-        direction,
-        format!(
-            "{}: type changed from {old_types:?} to {new_types:?}",
-            display(path)
-        ),
-    );
-}
-
-fn string_set(schema: &Map<String, Value>, keyword: &str) -> BTreeSet<String> {
-    schema
-        .get(keyword)
-        .and_then(Value::as_array)
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn compare_required(
-    path: &str,
-    old: &Map<String, Value>,
-    new: &Map<String, Value>,
-    out: &mut Vec<SchemaChange>,
-) {
-    let (before, after) = (string_set(old, "required"), string_set(new, "required"));
-    for name in after.difference(&before) {
-        push(
-            out,
-            &pointer_push(path, "required"),
-            "new-required-field",
-            Direction::Narrowing,
-            format!(
-                "{name} is now required at {}; documents without it stop validating",
-                display(path)
-            ),
-        );
-    }
-    for name in before.difference(&after) {
-        push(
-            out,
-            &pointer_push(path, "required"),
-            "dropped-required-field",
-            Direction::Widening,
-            format!(
-                "{name} is no longer required at {}; old readers may miss it",
-                display(path)
-            ),
-        );
-    }
-}
-
-fn compare_enum(
-    path: &str,
-    old: &Map<String, Value>,
-    new: &Map<String, Value>,
-    out: &mut Vec<SchemaChange>,
-) {
-    let as_set = |schema: &Map<String, Value>| {
-        schema.get("enum").and_then(Value::as_array).map(|values| {
-            values
-                .iter()
-                .map(Value::to_string)
-                .collect::<BTreeSet<String>>()
-        })
-    };
-    let here = pointer_push(path, "enum");
-    match (as_set(old), as_set(new)) {
-        (None, None) => {}
-        (None, Some(_)) => push(
-            out,
-            &here,
-            "narrowed-enum",
-            Direction::Narrowing,
-            format!("{} is now limited to a list of values", display(path)),
-        ),
-        (Some(_), None) => push(
-            out,
-            &here,
-            "widened-enum",
-            Direction::Widening,
-            format!("{} is no longer limited to a list of values", display(path)),
-        ),
-        (Some(before), Some(after)) => {
-            let removed: Vec<_> = before.difference(&after).cloned().collect();
-            let added: Vec<_> = after.difference(&before).cloned().collect();
-            if !removed.is_empty() {
-                push(
-                    out,
-                    &here,
-                    "narrowed-enum",
-                    Direction::Narrowing,
-                    format!("{} no longer allows {}", display(path), removed.join(", ")),
-                );
-            }
-            if !added.is_empty() {
-                push(
-                    out,
-                    &here,
-                    "widened-enum",
-                    Direction::Widening,
-                    format!("{} now also allows {}", display(path), added.join(", ")),
-                );
-            }
-        }
-    }
-}
-
-/// Lower bounds: a higher (or new) one narrows. Upper bounds: a lower (or new) one narrows.
-const LOWER_BOUNDS: [&str; 5] = [
-    "minimum",
-    "exclusiveMinimum",
-    "minLength",
-    "minItems",
-    "minProperties",
-];
-const UPPER_BOUNDS: [&str; 5] = [
-    "maximum",
-    "exclusiveMaximum",
-    "maxLength",
-    "maxItems",
-    "maxProperties",
-];
-
-fn compare_bounds(
-    path: &str,
-    old: &Map<String, Value>,
-    new: &Map<String, Value>,
-    out: &mut Vec<SchemaChange>,
-) {
-    let bounds = LOWER_BOUNDS
-        .iter()
-        .map(|k| (*k, true))
-        .chain(UPPER_BOUNDS.iter().map(|k| (*k, false)));
-    for (keyword, is_lower) in bounds {
-        let (before, after) = (
-            old.get(keyword).and_then(Value::as_f64),
-            new.get(keyword).and_then(Value::as_f64),
-        );
-        let narrowed = match (before, after) {
-            (None, None) => continue,
-            (None, Some(_)) => true,
-            (Some(_), None) => false,
-            (Some(a), Some(b)) if a == b => continue,
-            (Some(a), Some(b)) => (b > a) == is_lower,
-        };
-        let show = |v: Option<f64>| v.map_or("none".to_owned(), |v| v.to_string());
-        let message = format!(
-            "{} {keyword} changed from {} to {}",
-            display(path),
-            show(before),
-            show(after)
-        );
-        let here = pointer_push(path, keyword);
-        if narrowed {
-            push(out, &here, "narrowed-range", Direction::Narrowing, message);
-        } else {
-            push(out, &here, "widened-range", Direction::Widening, message);
-        }
-    }
-}
-
 fn compare_properties(
     context: &Context,
     path: &str,
@@ -781,14 +570,6 @@ fn compare_properties(
             direction,
             format!("property {name} was added to {}, {why}", display(path)),
         );
-    }
-}
-
-fn display(path: &str) -> &str {
-    if path.is_empty() {
-        "the document"
-    } else {
-        path
     }
 }
 

@@ -83,6 +83,7 @@ fn record(id: usize) -> ServerRecord {
         stale: false,
         disconnect_reason: None,
         metrics_frames: 0,
+        last_metrics_ms: None,
     }
 }
 

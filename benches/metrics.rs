@@ -56,8 +56,8 @@ fn ingest(c: &mut Criterion) {
             let ServerMessage::Metrics(report) = message else {
                 unreachable!("a metrics frame")
             };
-            let histograms = metrics::validate(&report).expect("valid");
-            let decoded = metrics::decode(&report, histograms, true, 1000);
+            let histograms = metrics::validate(&report, 10_000).expect("valid");
+            let decoded = metrics::decode(&report, histograms, true, 1000, 1000);
             now += 1;
             window.fold(now, &decoded);
         })
@@ -66,8 +66,8 @@ fn ingest(c: &mut Criterion) {
 }
 
 fn decoded(report: &MetricsReport) -> hotswap::domain::window::Report {
-    let histograms = metrics::validate(report).expect("valid");
-    metrics::decode(report, histograms, true, 1000)
+    let histograms = metrics::validate(report, 10_000).expect("valid");
+    metrics::decode(report, histograms, true, 1000, 1000)
 }
 
 fn judge(c: &mut Criterion) {

@@ -97,6 +97,9 @@ pub struct HubSettings {
     /// Server ids one API key keeps bound; past it, its least recently
     /// seen ids of servers the hub no longer knows are released.
     pub max_server_ids_per_key: usize,
+    /// The largest `capacity` a `hello` may declare, and the most players a
+    /// server that declared none may report.
+    pub max_players_per_server: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

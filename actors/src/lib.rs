@@ -6,6 +6,7 @@
 //! tokio tasks without touching the hub.
 //!
 //! # Layout
+//! - `bucket.rs`: a token bucket (a session's metrics and resyncs).
 //! - `gate.rs`: [`SessionGate`], admission of sockets (caps in all and per
 //!   API key, from the upgrade on) and every open socket of a key, so a
 //!   revocation closes them whether they said `hello` or not.
@@ -18,6 +19,7 @@
 //!   subscription for fan-out, with the outboxes of the connected ones.
 //! - `session.rs`: [`ServerSession`], one actix actor per connected socket.
 
+pub mod bucket;
 pub mod deployment;
 pub mod gate;
 pub mod outbox;

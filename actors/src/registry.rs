@@ -46,6 +46,9 @@ pub struct ServerRecord {
     /// Why the hub closed the last session (`4003: ...`), if it did.
     pub disconnect_reason: Option<String>,
     pub metrics_frames: u64,
+    /// When this session's last metrics report was counted: a report
+    /// weighs at most the time since (or since the session began).
+    pub last_metrics_ms: Option<i64>,
 }
 
 impl ServerRecord {
@@ -460,6 +463,7 @@ mod tests {
             stale: false,
             disconnect_reason: None,
             metrics_frames: 0,
+            last_metrics_ms: None,
         }
     }
 

@@ -5,6 +5,7 @@
 //! its [`Outbox`].
 
 use crate::{
+    bucket::TokenBucket,
     gate::SessionPermit,
     outbox::{CloseReason, Outbox, PushError},
 };
@@ -13,9 +14,11 @@ use actix::{
 };
 use actix_ws::{AggregatedMessage, ProtocolError};
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, future::BoxFuture};
 use hotswap_client::protocol::{self, Health, MetricsReport, ServerMessage, close_code};
 use std::{
+    collections::BTreeSet,
+    panic::AssertUnwindSafe,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -38,6 +41,14 @@ pub struct SessionSettings {
 pub const METRICS_BURST: f64 = 4.0;
 /// Metrics frames a session may send per metrics interval, over time.
 pub const METRICS_PER_INTERVAL: f64 = 2.0;
+/// Resyncs a session has answered at once; the next ones wait their turn,
+/// one per config, answered [`RESYNCS_PER_SECOND`] (a snapshot may be
+/// a megabyte: a few bytes of `resync` must not buy a stream of them).
+pub const RESYNC_BURST: f64 = 16.0;
+pub const RESYNCS_PER_SECOND: f64 = 1.0;
+/// Configs whose resync may wait at once (a `hello` subscribes to at most
+/// 256); past it a resync is answered `rate_limited` and dropped.
+const MAX_RESYNCS_WAITING: usize = 256;
 
 /// An `error` frame's content: a problem the session survives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,9 +129,12 @@ pub struct ServerSession {
     key: KeyScope,
     /// This socket's place at the gate, freed when the actor is dropped.
     _permit: SessionPermit,
-    /// Metrics frames the session may still send now (a token bucket).
-    metrics_tokens: f64,
-    metrics_refilled: Instant,
+    /// Metrics frames the session may still send now.
+    metrics_budget: TokenBucket,
+    /// Resyncs the session may have answered now, and those waiting.
+    resync_budget: TokenBucket,
+    resyncs_waiting: BTreeSet<String>,
+    resync_timer_set: bool,
     outbox: Outbox,
     host: Arc<dyn SessionHost>,
     settings: SessionSettings,
@@ -158,8 +172,13 @@ impl ServerSession {
                 session_id,
                 key,
                 _permit: permit,
-                metrics_tokens: METRICS_BURST,
-                metrics_refilled: Instant::now(),
+                metrics_budget: TokenBucket::new(
+                    METRICS_BURST,
+                    METRICS_PER_INTERVAL / settings.metrics_interval.as_secs_f64().max(0.001),
+                ),
+                resync_budget: TokenBucket::new(RESYNC_BURST, RESYNCS_PER_SECOND),
+                resyncs_waiting: BTreeSet::new(),
+                resync_timer_set: false,
                 outbox,
                 host,
                 settings,
@@ -200,18 +219,19 @@ impl ServerSession {
             key: self.key.clone(),
             message,
         };
-        let future = self.host.hello(hello, self.outbox.clone());
+        let future = AssertUnwindSafe(self.host.hello(hello, self.outbox.clone())).catch_unwind();
         ctx.wait(
             future
                 .into_actor(self)
                 .map(move |outcome, actor, ctx| match outcome {
-                    Ok(outcome) => {
+                    Ok(Ok(outcome)) => {
                         actor.server_id = Some(id);
                         for frame in outcome.frames {
                             actor.push(ctx, frame);
                         }
                     }
-                    Err(refusal) => actor.close(ctx, refusal.code, refusal.description),
+                    Ok(Err(refusal)) => actor.close(ctx, refusal.code, refusal.description),
+                    Err(_) => actor.panicked(ctx, "hello"),
                 }),
         );
     }
@@ -260,20 +280,9 @@ impl ServerSession {
                     self.push(ctx, error.encode());
                 }
             }
-            ServerMessage::Resync { config } => {
-                let future = self.host.resync(&server_id, &config);
-                ctx.spawn(
-                    future
-                        .into_actor(self)
-                        .map(|answer, actor, ctx| match answer {
-                            Ok(Some(frame)) => actor.push(ctx, frame),
-                            Ok(None) => {}
-                            Err(error) => actor.push(ctx, error.encode()),
-                        }),
-                );
-            }
+            ServerMessage::Resync { config } => self.resync(ctx, config),
             ServerMessage::Metrics(report) => {
-                let answer = if self.take_metrics_token() {
+                let answer = if self.metrics_budget.take() {
                     let host = self.host.clone();
                     match self.guarded(ctx, "metrics", || host.metrics(&server_id, *report)) {
                         Some(answer) => answer,
@@ -308,31 +317,75 @@ impl ServerSession {
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
             Ok(answer) => Some(answer),
             Err(_) => {
-                tracing::error!(session = %self.session_id, server = ?self.server_id, what, "the hub panicked on a frame; closing this session");
-                self.close(
-                    ctx,
-                    close_code::INTERNAL_ERROR,
-                    "the hub failed on this frame",
-                );
+                self.panicked(ctx, what);
                 None
             }
         }
     }
 
-    /// Spends one metrics frame of the session's budget; false when none is left.
-    fn take_metrics_token(&mut self) -> bool {
-        let now = Instant::now();
-        let interval = self.settings.metrics_interval.as_secs_f64().max(0.001);
-        let earned = now.duration_since(self.metrics_refilled).as_secs_f64() / interval
-            * METRICS_PER_INTERVAL;
-        self.metrics_tokens = (self.metrics_tokens + earned).min(METRICS_BURST);
-        self.metrics_refilled = now;
-        if self.metrics_tokens >= 1.0 {
-            self.metrics_tokens -= 1.0;
-            true
-        } else {
-            false
+    /// Answers a `resync` now if the session's budget allows, else when it
+    /// does (one answer per config waiting).
+    fn resync(&mut self, ctx: &mut Context<Self>, config: String) {
+        if self.resyncs_waiting.contains(&config) {
+            return; // the answer on its way will do
         }
+        if self.resyncs_waiting.is_empty() && self.resync_budget.take() {
+            return self.answer_resync(ctx, config);
+        }
+        if self.resyncs_waiting.len() >= MAX_RESYNCS_WAITING {
+            let error = FrameError::new(
+                "rate_limited",
+                format!("at most {MAX_RESYNCS_WAITING} resyncs may wait; this one was dropped"),
+            );
+            return self.push(ctx, error.encode());
+        }
+        self.resyncs_waiting.insert(config);
+        self.schedule_resyncs(ctx);
+    }
+
+    fn schedule_resyncs(&mut self, ctx: &mut Context<Self>) {
+        if self.resync_timer_set {
+            return;
+        }
+        self.resync_timer_set = true;
+        ctx.run_later(self.resync_budget.next_in(), |actor, ctx| {
+            actor.resync_timer_set = false;
+            while !actor.resyncs_waiting.is_empty() && actor.resync_budget.take() {
+                if let Some(config) = actor.resyncs_waiting.pop_first() {
+                    actor.answer_resync(ctx, config);
+                }
+            }
+            if !actor.resyncs_waiting.is_empty() {
+                actor.schedule_resyncs(ctx);
+            }
+        });
+    }
+
+    fn answer_resync(&mut self, ctx: &mut Context<Self>, config: String) {
+        let Some(server_id) = self.server_id.clone() else {
+            return;
+        };
+        // A panic in the hub's answer ends this session, not the worker.
+        let future = AssertUnwindSafe(self.host.resync(&server_id, &config)).catch_unwind();
+        ctx.spawn(
+            future
+                .into_actor(self)
+                .map(|answer, actor, ctx| match answer {
+                    Ok(Ok(Some(frame))) => actor.push(ctx, frame),
+                    Ok(Ok(None)) => {}
+                    Ok(Err(error)) => actor.push(ctx, error.encode()),
+                    Err(_) => actor.panicked(ctx, "resync"),
+                }),
+        );
+    }
+
+    fn panicked(&mut self, ctx: &mut Context<Self>, what: &str) {
+        tracing::error!(session = %self.session_id, server = ?self.server_id, what, "the hub panicked on a frame; closing this session");
+        self.close(
+            ctx,
+            close_code::INTERNAL_ERROR,
+            "the hub failed on this frame",
+        );
     }
 }
 

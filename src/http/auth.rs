@@ -37,11 +37,13 @@ impl AccessControl {
         let peer = request.peer_addr()?.ip();
         // Every line, in order: a proxy may add its own line rather than
         // append to the client's (HAProxy does), and the first line is the
-        // client's own words.
-        let lines: Vec<&str> = request
+        // client's own words. Bytes that are not text (a client may send
+        // any, and a proxy appends to them) spoil only their own entry: the
+        // entries the proxies added, to the right, still read.
+        let lines: Vec<String> = request
             .headers()
             .get_all("x-forwarded-for")
-            .map(|v| v.to_str().unwrap_or(","))
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             .collect();
         let forwarded = (!lines.is_empty()).then(|| lines.join(","));
         Some(self.proxies.client(peer, forwarded.as_deref()).to_string())

@@ -10,7 +10,8 @@
 //! churn keeps working; a key inventing ids cannot grow the table).
 
 use crate::store::{Store, now_ms, server_bindings};
-use std::collections::HashMap;
+use hotswap_actors::Registry;
+use std::{collections::HashMap, sync::Arc};
 use tokio::sync::{mpsc, oneshot};
 
 /// Claims in one transaction, at most.
@@ -34,10 +35,11 @@ pub(super) struct BindingWriter {
 }
 
 impl BindingWriter {
-    /// Starts the writer on the current runtime.
-    pub fn start(store: Store, max_per_key: usize) -> Self {
+    /// Starts the writer on the current runtime. `registry`: the servers
+    /// the hub knows, whose ids are never released to the cap.
+    pub fn start(store: Store, registry: Arc<Registry>, max_per_key: usize) -> Self {
         let (claims, received) = mpsc::channel(QUEUE);
-        actix_web::rt::spawn(write_batches(store, received, max_per_key.max(1)));
+        actix_web::rt::spawn(write_batches(store, registry, received, max_per_key.max(1)));
         Self { claims }
     }
 
@@ -60,7 +62,12 @@ impl BindingWriter {
     }
 }
 
-async fn write_batches(store: Store, mut received: mpsc::Receiver<Claim>, max_per_key: usize) {
+async fn write_batches(
+    store: Store,
+    registry: Arc<Registry>,
+    mut received: mpsc::Receiver<Claim>,
+    max_per_key: usize,
+) {
     let mut batch = Vec::with_capacity(BATCH);
     while received.recv_many(&mut batch, BATCH).await > 0 {
         // The first claim of an id in a batch wins, as it would one by one.
@@ -77,7 +84,10 @@ async fn write_batches(store: Store, mut received: mpsc::Receiver<Claim>, max_pe
             keys.sort_unstable();
             keys.dedup();
             for key in keys {
-                let released = server_bindings::trim(&mut tx, key, max_per_key).await?;
+                // This batch's ids are being welcomed: known too.
+                let known =
+                    |id: &str| seen.contains_key(id) || registry.read_then(id, |_| ()).is_some();
+                let released = server_bindings::trim(&mut tx, key, max_per_key, known).await?;
                 if released > 0 {
                     tracing::info!(
                         key,

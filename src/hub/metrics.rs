@@ -11,12 +11,13 @@ use hotswap_client::{
 const MAX_HISTOGRAMS: usize = 32;
 const MAX_PAIRS: usize = 10_000;
 const MAX_ENCODED_BYTES: usize = 256 * 1024;
-/// Players one server may report (a report is one server's).
-const MAX_PLAYERS: u32 = 100_000;
 /// Any counter or histogram count of one report, at most (sums over a
 /// fleet and a window stay far from overflowing).
 const MAX_COUNT: u64 = 1 << 32;
 const MAX_CUSTOM: usize = 64;
+/// A custom metric's value, at most (in magnitude): sums over a fleet and
+/// a window stay finite.
+const MAX_CUSTOM_VALUE: f64 = 1e15;
 const MAX_NAME_LEN: usize = 64;
 /// Values above this (2^40: 35 years in ms) are no latency, session or fps.
 const MAX_VALUE: u64 = 1 << 40;
@@ -46,14 +47,28 @@ pub struct Histograms {
     pub fps: Vec<(u64, u64)>,
 }
 
-/// Checks a report and decodes its histograms once; `Err` says why it is
-/// refused (sent back to the server as an `error` frame).
-pub fn validate(report: &MetricsReport) -> Result<Histograms, String> {
+/// The most players one server's reports may count: the capacity it
+/// declared in its `hello`, or the hub's cap when it declared none.
+pub fn players_allowed(capacity: u32, max_players_per_server: u32) -> u32 {
+    match capacity {
+        0 => max_players_per_server,
+        declared => declared.min(max_players_per_server),
+    }
+}
+
+/// Checks a report from a server allowed `max_players` (see
+/// [`players_allowed`]) and decodes its histograms once; `Err` says why it
+/// is refused (sent back to the server as an `error` frame).
+pub fn validate(report: &MetricsReport, max_players: u32) -> Result<Histograms, String> {
     if report.window_ms == 0 || report.window_ms > 3_600_000 {
         return Err("windowMs must be between 1 and 3600000".into());
     }
-    if report.players > MAX_PLAYERS {
-        return Err(format!("players must be at most {MAX_PLAYERS}"));
+    if report.players > max_players {
+        return Err(format!(
+            "players is {}, more than the {max_players} this server may report \
+             (the capacity it declared in its hello, or the hub's cap)",
+            report.players
+        ));
     }
     if report.histograms.len() > MAX_HISTOGRAMS {
         return Err(format!("at most {MAX_HISTOGRAMS} histograms per report"));
@@ -108,8 +123,10 @@ pub fn validate(report: &MetricsReport) -> Result<Histograms, String> {
     }
     for (name, value) in &report.custom {
         metric_name("custom metric", name)?;
-        if !value.is_finite() {
-            return Err(format!("custom: {name} is not a finite number"));
+        if !value.is_finite() || value.abs() > MAX_CUSTOM_VALUE {
+            return Err(format!(
+                "custom: {name} must be a number between -{MAX_CUSTOM_VALUE:e} and {MAX_CUSTOM_VALUE:e}"
+            ));
         }
     }
     Ok(decoded)
@@ -146,16 +163,20 @@ fn check_counters(report: &MetricsReport) -> Result<(), String> {
 }
 
 /// A validated report, for every window and aggregate it feeds. Players
-/// count as exposure weighted by the report's window against the nominal
-/// interval (`metrics_ms`, clamped to 0.1-10×), so a report covering a long
-/// or short stretch weighs what it covers.
+/// count as exposure weighted by the stretch the report covers against the
+/// nominal interval (`metrics_ms`, clamped to 0.1-10×): its `windowMs`, but
+/// never more than `elapsed_ms`, the time since the session's previous
+/// counted report (or since it began), so a server sending reports faster
+/// than time passes, each claiming a long window, weighs no more than time.
 pub fn decode(
     report: &MetricsReport,
     histograms: Histograms,
     healthy: bool,
     metrics_ms: u64,
+    elapsed_ms: u64,
 ) -> Report {
-    let weight = (report.window_ms as f64 / metrics_ms.max(1) as f64).clamp(0.1, 10.0);
+    let covered = report.window_ms.min(elapsed_ms);
+    let weight = (covered as f64 / metrics_ms.max(1) as f64).clamp(0.1, 10.0);
     Report {
         players: (f64::from(report.players) * weight).round() as u64,
         sessions_started: report.sessions_started,
@@ -216,7 +237,7 @@ mod tests {
             .insert("fps".into(), EncodedHistogram::HdrV2(plain));
         ok.histograms
             .insert("sessionSecs".into(), EncodedHistogram::HdrV2(deflated));
-        assert!(validate(&ok).is_ok());
+        assert!(validate(&ok, 100_000).is_ok());
     }
 
     #[test]
@@ -236,8 +257,8 @@ mod tests {
             "sessionSecs".into(),
             EncodedHistogram::Sparse(vec![(300, 4)]),
         );
-        let histograms = validate(&r).unwrap();
-        let decoded = decode(&r, histograms, false, 1000);
+        let histograms = validate(&r, 100_000).unwrap();
+        let decoded = decode(&r, histograms, false, 1000, 1000);
         assert_eq!(decoded.latency_ms, vec![(25, 10), (40, 2)]);
         assert_eq!(decoded.session_secs, vec![(300, 4)]);
         assert_eq!(
@@ -250,20 +271,24 @@ mod tests {
     fn broken_reports_say_what_is_wrong() {
         let mut zero_window = report();
         zero_window.window_ms = 0;
-        assert!(validate(&zero_window).unwrap_err().contains("windowMs"));
+        assert!(
+            validate(&zero_window, 100_000)
+                .unwrap_err()
+                .contains("windowMs")
+        );
         let mut garbage = report();
         garbage
             .histograms
             .insert("fps".into(), EncodedHistogram::HdrV2(vec![1, 2, 3, 4]));
-        assert!(validate(&garbage).unwrap_err().contains("fps"));
+        assert!(validate(&garbage, 100_000).unwrap_err().contains("fps"));
         let mut nan = report();
         nan.custom.insert("x".into(), f64::NAN);
-        assert!(validate(&nan).is_err());
+        assert!(validate(&nan, 100_000).is_err());
         for bad_name in ["", "with space", "nul\0", &"x".repeat(65)] {
             let mut custom = report();
             custom.custom.insert(bad_name.into(), 1.0);
             assert!(
-                validate(&custom)
+                validate(&custom, 100_000)
                     .unwrap_err()
                     .contains("custom metric names")
             );
@@ -272,7 +297,7 @@ mod tests {
                 .histograms
                 .insert(bad_name.into(), EncodedHistogram::Sparse(vec![]));
             assert!(
-                validate(&histogram)
+                validate(&histogram, 100_000)
                     .unwrap_err()
                     .contains("histogram names")
             );
@@ -286,14 +311,14 @@ mod tests {
         ] {
             let mut overblown = report();
             change(&mut overblown);
-            assert!(validate(&overblown).is_err(), "{overblown:?}");
+            assert!(validate(&overblown, 100_000).is_err(), "{overblown:?}");
         }
         let mut counts = report();
         counts.histograms.insert(
             "latencyMs".into(),
             EncodedHistogram::Sparse(vec![(5, u64::MAX), (6, u64::MAX)]),
         );
-        assert!(validate(&counts).unwrap_err().contains("samples"));
+        assert!(validate(&counts, 100_000).unwrap_err().contains("samples"));
         // The length bomb: a 40-byte header claiming a 4 GiB payload.
         let mut bomb = report();
         let mut header = 0x1c84_9313_u32.to_be_bytes().to_vec();
@@ -305,6 +330,45 @@ mod tests {
         header.extend_from_slice(&1.0_f64.to_bits().to_be_bytes());
         bomb.histograms
             .insert("latencyMs".into(), EncodedHistogram::HdrV2(header));
-        assert!(validate(&bomb).unwrap_err().contains("payload"));
+        assert!(validate(&bomb, 100_000).unwrap_err().contains("payload"));
+    }
+
+    #[test]
+    fn a_server_reports_no_more_players_than_it_declared() {
+        assert_eq!(players_allowed(0, 10_000), 10_000);
+        assert_eq!(players_allowed(64, 10_000), 64);
+        assert_eq!(players_allowed(50_000, 10_000), 10_000);
+        let mut inflated = report();
+        inflated.players = 100_000;
+        let why = validate(&inflated, players_allowed(1, 10_000)).unwrap_err();
+        assert!(why.contains("more than the 1"), "{why}");
+    }
+
+    #[test]
+    fn a_report_weighs_no_more_than_the_time_it_covers() {
+        let mut r = report();
+        r.window_ms = 10_000;
+        r.players = 100;
+        let decoded = |elapsed| decode(&r, Histograms::default(), true, 1000, elapsed).players;
+        assert_eq!(
+            decoded(10_000),
+            1000,
+            "an honest 10 s window weighs 10 intervals"
+        );
+        assert_eq!(decoded(1_000), 100, "claimed 10 s, but 1 s passed");
+        assert_eq!(decoded(0), 10, "at least a tenth");
+    }
+
+    #[test]
+    fn custom_values_that_would_overflow_a_sum_are_refused() {
+        for value in [1.7e308, -1.7e308, 1e16] {
+            let mut custom = report();
+            custom.custom.insert("queueSecs".into(), value);
+            let why = validate(&custom, 100_000).unwrap_err();
+            assert!(why.contains("queueSecs"), "{why}");
+        }
+        let mut fine = report();
+        fine.custom.insert("queueSecs".into(), -12.5e9);
+        assert!(validate(&fine, 100_000).is_ok());
     }
 }

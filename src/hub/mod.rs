@@ -200,11 +200,16 @@ impl Hub {
                         stale: false,
                         disconnect_reason: None,
                         metrics_frames: 0,
+                        last_metrics_ms: None,
                     }
                 })
                 .collect(),
         );
-        let binder = bindings::BindingWriter::start(store.clone(), settings.max_server_ids_per_key);
+        let binder = bindings::BindingWriter::start(
+            store.clone(),
+            registry.clone(),
+            settings.max_server_ids_per_key,
+        );
         let hub = Arc::new(Hub {
             catalog,
             store,

@@ -81,6 +81,12 @@ impl Hub {
                 hello.region
             ));
         }
+        if hello.capacity > self.settings.max_players_per_server {
+            return refuse(format!(
+                "hello.capacity: at most {} players per server (got {})",
+                self.settings.max_players_per_server, hello.capacity
+            ));
+        }
         if self.stopping.load(Ordering::Acquire) {
             self.send_away(&outbox);
             return Ok(HelloOutcome { frames: Vec::new() });
@@ -112,6 +118,7 @@ impl Hub {
             stale: false,
             disconnect_reason: None,
             metrics_frames: 0,
+            last_metrics_ms: None,
         };
         if let Some(replaced) = self.registry.connect(record, outbox.clone()) {
             replaced.close(CloseReason::new(
@@ -402,23 +409,36 @@ impl SessionHost for HubHost {
     }
 
     fn metrics(&self, server_id: &str, report: MetricsReport) -> Result<(), FrameError> {
-        let histograms =
-            metrics::validate(&report).map_err(|why| FrameError::new("invalid_metrics", why))?;
-        self.0.stats.metrics_frames.fetch_add(1, Ordering::Relaxed);
+        let hub = &self.0;
+        let capacity = hub
+            .registry
+            .read_then(server_id, |record| record.capacity)
+            .unwrap_or(0);
+        let allowed = metrics::players_allowed(capacity, hub.settings.max_players_per_server);
+        let histograms = metrics::validate(&report, allowed)
+            .map_err(|why| FrameError::new("invalid_metrics", why))?;
+        hub.stats.metrics_frames.fetch_add(1, Ordering::Relaxed);
         let at = now_ms();
-        let destinations = self.0.registry.update_then(server_id, |record| {
+        let counted = hub.registry.update_then(server_id, |record| {
             record.metrics_frames += 1;
             record.players = report.players;
-            self.0.destinations(record, true, at)
+            let since = record
+                .last_metrics_ms
+                .or(record.connected_since_ms)
+                .unwrap_or(at);
+            record.last_metrics_ms = Some(at);
+            let elapsed = u64::try_from(at - since).unwrap_or(0);
+            (hub.destinations(record, true, at), elapsed)
         });
-        if let Some(to) = destinations {
+        if let Some((to, elapsed)) = counted {
             let decoded = Arc::new(metrics::decode(
                 &report,
                 histograms,
                 to.healthy,
-                self.0.settings.metrics_ms,
+                hub.settings.metrics_ms,
+                elapsed,
             ));
-            self.0.ingest(to, Ingest::Report(decoded));
+            hub.ingest(to, Ingest::Report(decoded));
         }
         Ok(())
     }

@@ -50,9 +50,16 @@ pub async fn bind_many(
 }
 
 /// Keeps at most `cap` bindings for `key_id`: past it, its least recently
-/// seen bindings of servers the hub no longer knows (not in
-/// `game_servers`) are released. Returns how many.
-pub async fn trim(tx: &mut Tx, key_id: &str, cap: usize) -> StoreResult<u64> {
+/// seen bindings of servers the hub no longer knows are released — not in
+/// `game_servers`, and not `known` (the hub's registry: a server welcomed
+/// a moment ago is not flushed to the table yet). Returns how many; fewer
+/// than the excess when the rest belong to servers the hub knows.
+pub async fn trim(
+    tx: &mut Tx,
+    key_id: &str,
+    cap: usize,
+    known: impl Fn(&str) -> bool,
+) -> StoreResult<u64> {
     let (held,): (i64,) =
         sqlx::query_as("SELECT COUNT(*) FROM game_server_bindings WHERE key_id = $1")
             .bind(key_id)
@@ -62,18 +69,47 @@ pub async fn trim(tx: &mut Tx, key_id: &str, cap: usize) -> StoreResult<u64> {
     if excess <= 0 {
         return Ok(0);
     }
-    let done = sqlx::query(
-        "DELETE FROM game_server_bindings WHERE server_id IN (\
-         SELECT b.server_id FROM game_server_bindings b WHERE b.key_id = $1 \
+    // Room for the known ones skipped: at most the servers welcomed since
+    // the last flush, a second's worth.
+    let candidates: Vec<(String,)> = sqlx::query_as(
+        "SELECT b.server_id FROM game_server_bindings b WHERE b.key_id = $1 \
          AND NOT EXISTS (SELECT 1 FROM game_servers g WHERE g.server_id = b.server_id) \
-         ORDER BY b.last_seen, b.server_id LIMIT $2)",
+         ORDER BY b.last_seen, b.server_id LIMIT $2",
     )
     .bind(key_id)
-    .bind(excess)
-    .execute(&mut **tx)
+    .bind(excess.saturating_add(TRIM_MARGIN))
+    .fetch_all(&mut **tx)
     .await?;
-    Ok(done.rows_affected())
+    let released: Vec<String> = candidates
+        .into_iter()
+        .map(|(id,)| id)
+        .filter(|id| !known(id))
+        .take(usize::try_from(excess).unwrap_or(usize::MAX))
+        .collect();
+    let mut done = 0;
+    for chunk in released.chunks(ROWS_PER_STATEMENT) {
+        let list: Vec<String> = (0..chunk.len())
+            .map(|i| row_placeholders(tx, i, 1))
+            .collect();
+        // Chosen for this key within this transaction.
+        let sql = format!(
+            "DELETE FROM game_server_bindings WHERE server_id IN ({})",
+            list.iter()
+                .map(|p| p.trim_matches(|c| c == '(' || c == ')'))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(id);
+        }
+        done += query.execute(&mut **tx).await?.rows_affected();
+    }
+    Ok(done)
 }
+
+/// Candidates past the excess [`trim`] reads, for the known ones it skips.
+const TRIM_MARGIN: i64 = 16 * 1024;
 
 /// Binds `server_id` to `key_id` unless it is bound already, and returns
 /// the key it is bound to now (the caller's, or the earlier holder's).

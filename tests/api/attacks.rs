@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite;
 
 /// Raw sockets here do not heartbeat: sessions are not closed for silence
 /// while a test looks elsewhere, and silent sockets outlive the hello timeout.
-fn calm(settings: &mut Settings) {
+pub(crate) fn calm(settings: &mut Settings) {
     settings.hub.heartbeat_ms = 10_000;
     settings.hub.hello_timeout_ms = 30_000;
 }
@@ -34,18 +34,18 @@ fn production_frames(settings: &mut Settings) {
 }
 
 /// A config of `environment` at revision 1 (deployed Direct).
-async fn config_at_revision_one(app: &TestApp, name: &str, environment: &str) {
+pub(crate) async fn config_at_revision_one(app: &TestApp, name: &str, environment: &str) {
     let created = app.create_config(name, "GameBalance", environment).await;
     assert_eq!(created.status, 201, "{:?}", created.body);
     app.deploy(name, "1.0.0", balance(45)).await;
 }
 
-async fn key(app: &TestApp, environments: &[&str]) -> (String, String) {
+pub(crate) async fn key(app: &TestApp, environments: &[&str]) -> (String, String) {
     app.server_key(environments, &[]).await
 }
 
 /// Says hello and reads the welcome; the frames after it are the caller's.
-async fn welcomed(socket: &mut crate::sockets::Socket, frame: Vec<u8>) {
+pub(crate) async fn welcomed(socket: &mut crate::sockets::Socket, frame: Vec<u8>) {
     send(socket, frame).await;
     match next_message(socket).await {
         Ok(HubMessage::Welcome { .. }) => {}
@@ -55,7 +55,7 @@ async fn welcomed(socket: &mut crate::sockets::Socket, frame: Vec<u8>) {
 
 /// Reads frames until one carries `revision` of a config (a snapshot or
 /// delta), acking each one as a server would.
-async fn receives_revision(socket: &mut crate::sockets::Socket, revision: i64) {
+pub(crate) async fn receives_revision(socket: &mut crate::sockets::Socket, revision: i64) {
     loop {
         match next_message(socket).await {
             Ok(HubMessage::Snapshot {
@@ -89,11 +89,11 @@ fn ack(config: &str, revision: i64) -> Vec<u8> {
     }))
 }
 
-fn hello_as(server_id: &str, environment: &str) -> Vec<u8> {
+pub(crate) fn hello_as(server_id: &str, environment: &str) -> Vec<u8> {
     hello(server_id, environment, BTreeMap::new())
 }
 
-async fn server(app: &TestApp, id: &str) -> Value {
+pub(crate) async fn server(app: &TestApp, id: &str) -> Value {
     app.get(&format!("/api/v1/game-servers/{id}")).await.body
 }
 
@@ -111,7 +111,7 @@ async fn deployment_when(app: &TestApp, id: &str, done: impl Fn(&Value) -> bool)
 
 // ---- 1. Server id takeover -------------------------------------------------
 
-fn forget_at_once(settings: &mut Settings) {
+pub(crate) fn forget_at_once(settings: &mut Settings) {
     no_approvals(settings);
     settings.hub.stale_after_secs = 0;
 }

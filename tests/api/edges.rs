@@ -88,7 +88,35 @@ async fn x_forwarded_for_is_read_from_the_right_past_trusted_proxies(app: TestAp
     assert_eq!(create_through_proxy(&app, "d", "192.0.2.2").await, 201);
 }
 
-on_both_databases!(x_forwarded_for_is_read_from_the_right_past_trusted_proxies with behind_a_proxy);
+/// A byte that is not text in the client's part of the header (a proxy
+/// merging lines keeps it) spoils that entry only: the proxy's entry, to
+/// its right, still reads.
+async fn x_forwarded_for_with_bytes_that_are_not_text_still_reads(app: TestApp) {
+    let body = serde_json::to_vec(
+        &json!({"name": "bytes", "configType": "Custom", "environment": "staging"}),
+    )
+    .unwrap();
+    let status = awc::Client::default()
+        .post(app.url("/api/v1/configs"))
+        .insert_header(("authorization", format!("Bearer {}", app.admin_token)))
+        .insert_header((
+            "x-forwarded-for",
+            awc::http::header::HeaderValue::from_bytes(b"\x80x, 203.0.113.77").unwrap(),
+        ))
+        .content_type("application/json")
+        .send_body(body)
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(status, 201);
+    assert_eq!(last_source(&app).await, "203.0.113.77");
+}
+
+on_both_databases!(
+    x_forwarded_for_is_read_from_the_right_past_trusted_proxies with behind_a_proxy,
+    x_forwarded_for_with_bytes_that_are_not_text_still_reads with behind_a_proxy,
+);
 
 #[actix_web::test]
 async fn without_trusted_proxies_the_header_is_ignored() {

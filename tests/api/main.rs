@@ -20,5 +20,6 @@ mod schema_attacks;
 mod schemas;
 mod sdk;
 mod security;
+mod session_attacks;
 mod upkeep;
 mod versions;

@@ -83,7 +83,7 @@ pub fn hello_message(
         region: "EU-WEST".into(),
         environment: environment.into(),
         tags: vec![],
-        capacity: 10,
+        capacity: 100,
         players: 0,
         subscriptions: vec!["weapon-balance".into()],
         known,

@@ -33,21 +33,25 @@ pub fn within(bucket: u32, percent: f64) -> bool {
 }
 
 /// The variant (index into `weights`) a server in `bucket` runs; weights
-/// need not add up to anything in particular.
+/// need not add up to anything in particular (they are shares, scaled by
+/// the largest so no sum overflows; non-finite or non-positive ones get
+/// nothing).
 pub fn variant(bucket: u32, weights: &[f64]) -> Option<usize> {
-    let total: f64 = weights.iter().filter(|w| **w > 0.0).sum();
-    if total <= 0.0 {
+    let share = |w: f64| if w.is_finite() && w > 0.0 { w } else { 0.0 };
+    let largest = weights.iter().map(|w| share(*w)).fold(0.0, f64::max);
+    if largest <= 0.0 {
         return None;
     }
+    let total: f64 = weights.iter().map(|w| share(*w) / largest).sum();
     let point = (f64::from(bucket) + 0.5) / f64::from(BUCKETS) * total;
     let mut cumulative = 0.0;
     for (index, weight) in weights.iter().enumerate() {
-        cumulative += weight.max(0.0);
+        cumulative += share(*weight) / largest;
         if point < cumulative {
             return Some(index);
         }
     }
-    weights.iter().rposition(|w| *w > 0.0)
+    weights.iter().rposition(|w| share(*w) > 0.0)
 }
 
 /// The canary phases by default.
@@ -406,6 +410,13 @@ mod tests {
         assert!((14_200..15_800).contains(&counts[2]), "{counts:?}");
         assert_eq!(variant(5, &[0.0, 0.0]), None);
         assert_eq!(variant(9_999, &[1.0, 0.0]), Some(0));
+        // Shares that would overflow a sum split as their ratios say.
+        let mut huge = [0usize; 2];
+        for i in 0..10_000 {
+            huge[variant(bucket("ab", &format!("s{i}")), &[1e308, 1e308]).unwrap()] += 1;
+        }
+        assert!((4_500..5_500).contains(&huge[0]), "{huge:?}");
+        assert_eq!(variant(1, &[f64::INFINITY, f64::NAN]), None);
     }
 
     #[test]

@@ -52,6 +52,9 @@ use tokio::sync::oneshot;
 
 pub(super) type RunHandle = DeploymentHandle<Command, Event>;
 
+/// The largest A/B variant weight (weights are relative shares).
+const MAX_VARIANT_WEIGHT: f64 = 1_000_000.0;
+
 /// One A/B variant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -1910,11 +1913,11 @@ impl Hub {
         }
         if variants
             .iter()
-            .any(|v| !v.weight.is_finite() || v.weight <= 0.0)
+            .any(|v| !v.weight.is_finite() || v.weight <= 0.0 || v.weight > MAX_VARIANT_WEIGHT)
         {
-            return Err(DeploymentError::Invalid(
-                "variant weights are positive numbers".into(),
-            ));
+            return Err(DeploymentError::Invalid(format!(
+                "variant weights are positive numbers up to {MAX_VARIANT_WEIGHT} (relative shares)"
+            )));
         }
         let mut plans: Vec<VariantPlan> = Vec::new();
         let mut last = None;

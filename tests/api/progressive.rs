@@ -747,6 +747,18 @@ async fn an_ab_test_splits_servers_by_variant_and_keeps_metrics_per_variant(app:
     let fleet = Fleet::start(&app, &key, 20, |_| "EU-WEST").await;
     assert!(fleet.all_on(1).await);
     app.post_version(CONFIG, "1.1.0", balance(60)).await;
+    // Weights that would overflow a sum are refused.
+    let overflowing = app
+        .post_json(
+            "/api/v1/deployments",
+            &json!({ "config": CONFIG, "strategy": "ABTest", "variants": [
+                { "name": "control", "version": "1.0.0", "weight": 1e308 },
+                { "name": "boosted", "version": "1.1.0", "weight": 1e308 },
+            ]}),
+        )
+        .await;
+    assert_eq!(overflowing.status, 422, "{:?}", overflowing.body);
+    assert_eq!(overflowing.body["code"], "invalid_deployment");
     let created = app
         .post_json(
             "/api/v1/deployments",

@@ -39,7 +39,7 @@ pub struct DeploymentSettings {
     /// Deployments running at once (not finished).
     pub max_concurrent: usize,
     /// Environments whose deployments wait for an admin other than their creator.
-    pub approval_environments: Vec<String>,
+    pub approval_environments: Vec<crate::domain::kinds::Environment>,
     pub phase_interval_ms: u64,
     pub batch_size: usize,
     pub batch_interval_ms: u64,

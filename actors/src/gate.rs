@@ -67,7 +67,7 @@ impl SessionGate {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A poisoned lock only means a panic elsewhere mid-update of plain maps.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        hotswap_client::sync::lock(&self.inner)
     }
 
     pub fn limits(&self) -> GateLimits {

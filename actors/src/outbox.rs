@@ -23,6 +23,7 @@ use actix_web::{
 };
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{Stream, task::AtomicWaker};
+use hotswap_client::sync::lock;
 use std::{
     collections::VecDeque,
     pin::Pin,
@@ -102,10 +103,6 @@ fn put_close(buf: &mut BytesMut, reason: Option<&CloseReason>) {
     payload.extend_from_slice(&reason.code.to_be_bytes());
     payload.extend_from_slice(&reason.description.as_bytes()[..end]);
     put_frame(buf, CLOSE, &payload);
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[derive(Debug)]

@@ -206,11 +206,11 @@ impl std::fmt::Debug for Registry {
 impl Registry {
     // A poisoned lock only means a panic elsewhere mid-update of plain maps; keep serving.
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
-        self.inner.read().unwrap_or_else(|e| e.into_inner())
+        hotswap_client::sync::read(&self.inner)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(|e| e.into_inner())
+        hotswap_client::sync::write(&self.inner)
     }
 
     /// Loads servers known from a previous run, as disconnected.

@@ -5,6 +5,7 @@
 //! Reads are wait-free: the configs live in an `ArcSwap`, so a game thread
 //! calling [`Client::get`] never blocks on the network side.
 
+use crate::sync::lock;
 use crate::{
     checksum::document_checksum,
     metrics::MetricsRecorder,
@@ -227,10 +228,6 @@ impl std::fmt::Display for ClientError {
 }
 
 impl std::error::Error for ClientError {}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 impl Client {
     /// Starts the client on the current tokio runtime. It loads persisted

@@ -17,6 +17,7 @@
 //!   back and written atomically, readable by the owner only.
 //! - [`metrics`]: [`MetricsRecorder`], player metrics aggregated locally and
 //!   sent once per interval.
+//! - [`sync`]: poison-tolerant locks, shared with the hub's crates.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -39,6 +40,7 @@ pub mod metrics;
 mod persist;
 pub mod protocol;
 pub mod signature;
+pub mod sync;
 
 pub use checksum::{canonical_json, document_checksum};
 pub use client::{AppliedConfig, Client, ClientConfig, ConfigChange, ConnectionState};

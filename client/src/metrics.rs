@@ -4,6 +4,7 @@
 //! histograms, so game threads can call it freely.
 
 use crate::protocol::{EncodedHistogram, MetricsReport};
+use crate::sync::lock;
 use hdrhistogram::Histogram;
 use std::{
     collections::BTreeMap,
@@ -45,10 +46,6 @@ impl std::fmt::Debug for MetricsRecorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MetricsRecorder").finish_non_exhaustive()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl MetricsRecorder {

@@ -100,7 +100,7 @@ impl Writer {
         let sequence = self.sequence.fetch_add(1, Ordering::Relaxed) + 1;
         let written = self.written.clone();
         Some(tokio::task::spawn_blocking(move || {
-            let mut written = written.lock().unwrap_or_else(|e| e.into_inner());
+            let mut written = crate::sync::lock(&written);
             if *written >= sequence {
                 return;
             }

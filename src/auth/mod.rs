@@ -14,64 +14,7 @@ pub mod jwt;
 pub mod keyfile;
 pub mod rate_limit;
 
-use serde::{Deserialize, Serialize};
-use std::{fmt, str::FromStr};
-
-/// Roles, each allowed everything the one before it is.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Viewer,
-    Developer,
-    Operator,
-    Admin,
-}
-
-impl Role {
-    pub const ALL: [Role; 4] = [Role::Viewer, Role::Developer, Role::Operator, Role::Admin];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Developer => "developer",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Role {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, String> {
-        match text.to_ascii_lowercase().as_str() {
-            "viewer" => Ok(Role::Viewer),
-            "developer" => Ok(Role::Developer),
-            "operator" => Ok(Role::Operator),
-            "admin" => Ok(Role::Admin),
-            other => Err(format!(
-                "unknown role {other:?}; expected viewer, developer, operator or admin"
-            )),
-        }
-    }
-}
+pub use crate::domain::policy::Role;
 
 /// A verified caller of the REST API.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -150,8 +150,11 @@ impl PageRequest {
     pub const DEFAULT_LIMIT: usize = 100;
     pub const MAX_LIMIT: usize = 1000;
 
-    /// The decoded cursor position.
-    fn position(&self) -> CatalogResult<Option<String>> {
+    /// The decoded cursor position: the key of the last item of the
+    /// previous page. The one cursor codec of every list; a cursor that is
+    /// not base64url of text without NUL (which PostgreSQL refuses in
+    /// TEXT) is `invalid_cursor`.
+    pub fn position(&self) -> CatalogResult<Option<String>> {
         self.cursor
             .as_deref()
             .map(|cursor| {
@@ -163,6 +166,11 @@ impl PageRequest {
                     .ok_or(CatalogError::InvalidCursor)
             })
             .transpose()
+    }
+
+    /// The cursor of the page after the item whose key is `key`.
+    pub fn cursor_after(key: &str) -> String {
+        URL_SAFE_NO_PAD.encode(key)
     }
 
     /// Rows to fetch: one more than the page, to know whether another follows.
@@ -179,7 +187,7 @@ impl PageRequest {
     ) -> Page<T> {
         let next_cursor = (rows.len() > self.limit).then(|| {
             rows.truncate(self.limit);
-            URL_SAFE_NO_PAD.encode(key(rows.last().expect("a full page has a last row")))
+            Self::cursor_after(&key(rows.last().expect("a full page has a last row")))
         });
         Page {
             items: rows.into_iter().map(view).collect(),

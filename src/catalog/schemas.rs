@@ -104,7 +104,7 @@ impl ValidatorCache {
     fn get_or_compile(&self, row: &SchemaRow) -> CatalogResult<Arc<CompiledSchema>> {
         let key = (row.schema_id.clone(), row.seq);
         // A poisoned lock only means another thread panicked mid-insert; the map is still valid.
-        if let Some(found) = self.0.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        if let Some(found) = hotswap_client::sync::read(&self.0).get(&key) {
             return Ok(found.clone());
         }
         let document: Value = serde_json::from_str(&row.document).map_err(|e| {
@@ -116,10 +116,7 @@ impl ValidatorCache {
             has_secrets: secrets::schema_has_secrets(&document),
             document,
         });
-        self.0
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, compiled.clone());
+        hotswap_client::sync::write(&self.0).insert(key, compiled.clone());
         Ok(compiled)
     }
 }

@@ -1,7 +1,11 @@
 //! What catalog operations answer: the JSON bodies of the REST API.
 
 use crate::{
-    domain::{diff::Change, validation::ValidationReport},
+    domain::{
+        diff::Change,
+        policy::{policy, stored_environment},
+        validation::ValidationReport,
+    },
     store::{audit::AuditRow, configs::ConfigRow, schemas::SchemaRow, versions::VersionRow},
 };
 use serde::Serialize;
@@ -93,8 +97,10 @@ impl VersionSummary {
         let breaking = row.breaking != 0;
         Self {
             config: config.name.clone(),
+            // The rule for breaking versions does not depend on the
+            // settings' approval environments.
             requires_approval: breaking
-                && config.environment == "production"
+                && policy(stored_environment(&config.environment), &[]).breaking_needs_approval
                 && row.approved_by.is_none(),
             version: row.version,
             revision: row.revision,

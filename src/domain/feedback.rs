@@ -2,7 +2,7 @@
 //! deployment judges. Anyone allowed to send feedback has it stored; only
 //! some of it may move a production deployment towards a rollback.
 
-use super::kinds::Environment;
+use super::{kinds::Environment, policy::policy};
 
 /// Who sent a complaint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,10 +22,11 @@ pub fn complaint_counts(
     reporter: Reporter<'_>,
     server_key_id: &str,
 ) -> bool {
-    match (environment, reporter) {
-        (Environment::Production, Reporter::User { operator }) => operator,
-        (_, Reporter::ServerKey { key_id }) => key_id == server_key_id,
-        (_, Reporter::User { .. }) => true,
+    match reporter {
+        Reporter::ServerKey { key_id } => key_id == server_key_id,
+        Reporter::User { operator } => {
+            operator || !policy(environment, &[]).complaints_from_operators_only
+        }
     }
 }
 

@@ -12,6 +12,7 @@ pub mod feedback;
 pub mod judgement;
 pub mod kinds;
 pub mod names;
+pub mod policy;
 pub mod rollout;
 pub mod secrets;
 pub mod server_hello;

@@ -8,7 +8,7 @@ use super::{
 };
 use crate::{
     auth::{AuthError, Role},
-    catalog::views::Page,
+    catalog::{PageRequest, views::Page},
     domain::feedback::Reporter,
     hub::{
         Action, DeploymentView, Hub, NewDeploymentRequest, ServerProgressView,
@@ -19,7 +19,6 @@ use crate::{
     },
 };
 use actix_web::{HttpResponse, web};
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use std::sync::Arc;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -61,10 +60,11 @@ pub async fn create_deployment(
     Body(request): Body<NewDeploymentRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let config = hub.catalog().get_config(&request.config).await?;
-    if config.environment == "production" && caller.role < Role::Operator {
+    let deployer = hub.policy(&config.environment).deployer;
+    if caller.role < deployer {
         return Err(ApiError::Forbidden(AuthError::Forbidden {
             have: caller.role.to_string(),
-            need: Role::Operator,
+            need: deployer,
         }));
     }
     let deployment = hub.deploy(&caller.actor, request).await?;
@@ -83,32 +83,15 @@ pub async fn list_deployments(
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let page = query.to_request()?;
-    let before = decode_cursor(page.cursor.as_deref())?;
+    let before = page.position()?;
     let mut items = hub
         .deployments(before.as_deref(), page.limit as i64 + 1)
         .await?;
     let next_cursor = (items.len() > page.limit).then(|| {
         items.truncate(page.limit);
-        encode_cursor(&items.last().expect("a full page has a last item").id)
+        PageRequest::cursor_after(&items.last().expect("a full page has a last item").id)
     });
     Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
-}
-
-/// A cursor is the id it continues after, base64url.
-fn decode_cursor(cursor: Option<&str>) -> Result<Option<String>, ApiError> {
-    cursor
-        .map(|c| {
-            URL_SAFE_NO_PAD
-                .decode(c)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or(crate::catalog::CatalogError::InvalidCursor.into())
-        })
-        .transpose()
-}
-
-fn encode_cursor(id: &str) -> String {
-    URL_SAFE_NO_PAD.encode(id)
 }
 
 /// `?state=&limit=&cursor=` of a deployment's servers.
@@ -143,12 +126,16 @@ pub async fn deployment_servers(
         cursor,
     } = query.into_inner();
     let page = PageQuery { limit, cursor }.to_request()?;
-    let after = decode_cursor(page.cursor.as_deref())?;
+    let after = page.position()?;
     let (items, more) = hub
         .deployment_servers(&id, state, after.as_deref(), page.limit)
         .await?;
     let next_cursor = more
-        .then(|| items.last().map(|s| encode_cursor(&s.server_id)))
+        .then(|| {
+            items
+                .last()
+                .map(|s| PageRequest::cursor_after(&s.server_id))
+        })
         .flatten();
     Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
 }

@@ -11,6 +11,7 @@ use crate::{
     },
     store::hub::MetricMinuteRow,
 };
+use hotswap_client::sync::lock;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -33,10 +34,6 @@ pub(super) struct Aggregates {
     pending: Mutex<HashMap<Key, Tally>>,
     /// Finished minutes whose write failed, retried at the next flush.
     unwritten: Mutex<Vec<MetricMinuteRow>>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn pairs_json(histogram: &SparseHistogram) -> String {

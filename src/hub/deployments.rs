@@ -2,7 +2,7 @@
 //! record of each deployment this hub drives (per-server progress and the
 //! status its actor last published). The engine itself is `engine.rs`.
 
-use super::documents::now_ms;
+use crate::store::now_ms;
 use crate::{
     catalog::{CatalogError, views::rfc3339},
     domain::{
@@ -12,6 +12,7 @@ use crate::{
     },
     store::{StoreError, hub as store_hub},
 };
+use hotswap_client::sync::lock;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::{
@@ -520,10 +521,6 @@ pub(super) struct RunRecord {
     pub row: Mutex<store_hub::DeploymentRow>,
     pub live: Mutex<LiveStatus>,
     pub servers: Mutex<ServerMap>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl RunRecord {

@@ -4,8 +4,10 @@
 //! session they go to.
 
 use crate::catalog::{Catalog, CatalogResult, ServedVersion};
+use crate::store::now_ms;
 use bytes::Bytes;
 use hotswap_client::protocol::{self, HubMessage};
+use hotswap_client::sync::lock;
 use serde_json::Value;
 use std::{
     collections::HashMap,
@@ -50,15 +52,6 @@ impl std::fmt::Debug for DocumentCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DocumentCache").finish_non_exhaustive()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The maps are caches: a panic mid-insert leaves them usable.
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 impl DocumentCache {

@@ -21,7 +21,6 @@ use super::{
         RunRecord, ServerProgressView, ServerState, ThresholdsRequest, merge_rules, status_name,
         view,
     },
-    documents::now_ms,
 };
 use crate::{
     catalog::{Actor, DeploymentTarget, views::rfc3339},
@@ -35,7 +34,7 @@ use crate::{
         },
         window::{Report, SlidingWindow},
     },
-    store::{StoreError, audit, hub as store_hub},
+    store::{StoreError, audit, hub as store_hub, now_ms},
 };
 use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
@@ -1374,13 +1373,13 @@ impl DeploymentRun {
 
 impl Hub {
     pub(super) fn serving_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Serving>> {
-        self.serving.read().unwrap_or_else(|e| e.into_inner())
+        hotswap_client::sync::read(&self.serving)
     }
 
     pub(super) fn serving_write(
         &self,
     ) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Serving>> {
-        self.serving.write().unwrap_or_else(|e| e.into_inner())
+        hotswap_client::sync::write(&self.serving)
     }
 
     /// Servers per cohort of the config's in-flight deployment.
@@ -1533,17 +1532,15 @@ impl Hub {
                 target.config, target.environment
             )));
         }
-        if target.environment == "production" && target.breaking && !target.approved {
+        let policy = self.policy(&target.environment);
+        if policy.breaking_needs_approval && target.breaking && !target.approved {
             return Err(DeploymentError::ApprovalRequired {
                 config: target.config,
                 version: target.version,
             });
         }
         let mut plan = plan_for(self, &request, variants)?;
-        plan.needs_approval = self
-            .deployment_settings
-            .approval_environments
-            .contains(&target.environment);
+        plan.needs_approval = policy.deployment_needs_approval;
         let id = uuid::Uuid::now_v7().to_string();
         // Reserve the config: from here on a second deployment of it is refused.
         let previous = loop {
@@ -1940,7 +1937,10 @@ impl Hub {
                     "variant names are 1-32 characters, unique, and not {BASELINE} or {CANARY}"
                 )));
             }
-            if target.environment == "production" && target.breaking && !target.approved {
+            if self.policy(&target.environment).breaking_needs_approval
+                && target.breaking
+                && !target.approved
+            {
                 return Err(DeploymentError::ApprovalRequired {
                     config: target.config,
                     version: target.version,

@@ -4,7 +4,6 @@ use super::{
     Hub, Ingest,
     aggregates::{self, from_row},
     deployments::{CohortSummary, DeploymentError},
-    documents::now_ms,
 };
 use crate::{
     catalog::{Actor, views::rfc3339},
@@ -14,6 +13,7 @@ use crate::{
         kinds::Environment,
         rollout::parse_duration,
     },
+    store::now_ms,
     store::{StoreError, audit, hub as store_hub},
 };
 use serde::{Deserialize, Serialize};

@@ -37,6 +37,8 @@ mod sessions;
 pub use deployments::{DeploymentView, NewDeploymentRequest, ServerProgressView};
 pub use engine::Action;
 
+use crate::domain::policy::{EnvironmentPolicy, policy, stored_environment};
+use crate::store::now_ms;
 use crate::{
     catalog::Catalog,
     domain::rollout::Assignment,
@@ -45,12 +47,13 @@ use crate::{
 };
 use bytes::Bytes;
 use deployments::Runs;
-use documents::{DocumentCache, now_ms};
+use documents::DocumentCache;
 use engine::{Event, Serving, Who};
 use hotswap_actors::{
     CloseReason, Fanout, GateLimits, Outbox, Registry, ServerRecord, SessionGate, SessionHost,
 };
 use hotswap_client::protocol::{self, Health, HubMessage, close_code};
+use hotswap_client::sync::lock;
 use sessions::{HubHost, key_revoked};
 use std::{
     collections::HashMap,
@@ -116,10 +119,6 @@ impl std::fmt::Debug for Hub {
 enum Dirty {
     Progress,
     Row,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn json_text<T: serde::Serialize>(value: &T) -> String {
@@ -258,6 +257,15 @@ impl Hub {
 
     pub fn deployment_settings(&self) -> &DeploymentSettings {
         &self.deployment_settings
+    }
+
+    /// What the environment (a stored name) asks of deployments, with
+    /// this hub's approval settings.
+    pub fn policy(&self, environment: &str) -> EnvironmentPolicy {
+        policy(
+            stored_environment(environment),
+            &self.deployment_settings.approval_environments,
+        )
     }
 
     /// What `record` should run of `config`: `(environment, desired)`.

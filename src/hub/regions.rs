@@ -45,16 +45,13 @@ impl RegionNames {
     /// The shared name for `region` (of a server of `key_id`), learning it
     /// while there is room.
     pub fn name(&self, region: &str, key_id: &str) -> Arc<str> {
-        if let Some((name, _)) = self
-            .inner
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+        if let Some((name, _)) = hotswap_client::sync::read(&self.inner)
             .names
             .get_key_value(region)
         {
             return name.clone();
         }
-        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let mut inner = hotswap_client::sync::write(&self.inner);
         if let Some((name, _)) = inner.names.get_key_value(region) {
             return name.clone();
         }
@@ -71,7 +68,7 @@ impl RegionNames {
     /// Keeps only the names in `current` (the regions of known servers),
     /// so regions no server reports any more free their place.
     pub fn retain(&self, current: &HashSet<String>) {
-        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let mut inner = hotswap_client::sync::write(&self.inner);
         inner.names.retain(|name, _| current.contains(&**name));
         let mut per_key: HashMap<Arc<str>, usize> = HashMap::new();
         for key in inner.names.values() {

@@ -4,7 +4,8 @@
 //! it should run, closed sessions, and the [`SessionHost`] the session
 //! actors call.
 
-use super::{Dirty, Hub, Ingest, documents::now_ms, engine::Who, lock, metrics};
+use super::{Dirty, Hub, Ingest, engine::Who, lock, metrics};
+use crate::store::now_ms;
 use crate::{
     domain::server_hello::{self, IdClaim, ServerHello},
     store::server_bindings,

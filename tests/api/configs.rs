@@ -238,6 +238,8 @@ async fn nul_characters_anywhere_get_a_4xx_never_a_500(app: TestApp) {
         "/api/v1/audit?resource=%00",
         "/api/v1/configs?cursor=AA",
         "/api/v1/configs/weapon-balance/versions?cursor=eA",
+        // One cursor codec for every list: the deployments' too.
+        "/api/v1/deployments?cursor=AA",
     ] {
         let response = app.get(path).await;
         assert!(

@@ -225,6 +225,47 @@ impl DeploymentState {
             Self::Completed | Self::RolledBack | Self::Cancelled | Self::Failed
         )
     }
+
+    /// The phase, while one is running or paused.
+    pub fn phase(self) -> Option<usize> {
+        match self {
+            Self::InProgress { phase } | Self::Paused { phase } => Some(phase),
+            _ => None,
+        }
+    }
+
+    /// The state's stored (and API) name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::AwaitingApproval => "AwaitingApproval",
+            Self::InProgress { .. } => "InProgress",
+            Self::Paused { .. } => "Paused",
+            Self::Completed => "Completed",
+            Self::RollingBack => "RollingBack",
+            Self::RolledBack => "RolledBack",
+            Self::Cancelled => "Cancelled",
+            Self::Failed => "Failed",
+        }
+    }
+
+    /// A stored status and phase read back. The store holds only names
+    /// [`DeploymentState::name`] wrote; an unknown one reads as
+    /// `Completed`, which nothing drives any more.
+    pub fn from_stored(status: &str, phase: i64) -> Self {
+        let phase = usize::try_from(phase).unwrap_or(0);
+        match status {
+            "Pending" => Self::Pending,
+            "AwaitingApproval" => Self::AwaitingApproval,
+            "InProgress" => Self::InProgress { phase },
+            "Paused" => Self::Paused { phase },
+            "RollingBack" => Self::RollingBack,
+            "RolledBack" => Self::RolledBack,
+            "Cancelled" => Self::Cancelled,
+            "Failed" => Self::Failed,
+            _ => Self::Completed,
+        }
+    }
 }
 
 /// What can happen to a deployment.
@@ -431,6 +472,26 @@ mod tests {
         ] {
             assert!(check_phases(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn states_read_back_from_their_stored_names() {
+        use DeploymentState as S;
+        for state in [
+            S::Pending,
+            S::AwaitingApproval,
+            S::InProgress { phase: 3 },
+            S::Paused { phase: 2 },
+            S::Completed,
+            S::RollingBack,
+            S::RolledBack,
+            S::Cancelled,
+            S::Failed,
+        ] {
+            let phase = state.phase().unwrap_or(0) as i64;
+            assert_eq!(S::from_stored(state.name(), phase), state);
+        }
+        assert_eq!(S::from_stored("InProgress", -1), S::InProgress { phase: 0 });
     }
 
     #[test]

@@ -218,8 +218,8 @@ impl Hub {
                 record
                     .subscriptions
                     .iter()
-                    .filter_map(|config| serving.get(config)?.live.as_ref())
-                    .map(|live| live.assignment.deployment_id.clone())
+                    .filter_map(|config| serving.get(config)?.live())
+                    .map(|live| live.deployment_id.to_string())
                     .collect()
             })
             .unwrap_or_default();

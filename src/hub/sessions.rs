@@ -4,7 +4,8 @@
 //! it should run, closed sessions, and the [`SessionHost`] the session
 //! actors call.
 
-use super::{Dirty, Hub, Ingest, engine::Who, lock, metrics};
+use super::{Dirty, Hub, Ingest, lock, metrics};
+use crate::domain::layers::Source;
 use crate::store::now_ms;
 use crate::{
     domain::server_hello::{self, IdClaim, ServerHello},
@@ -254,7 +255,7 @@ impl Hub {
         let live = self
             .serving_read()
             .get(&config)
-            .and_then(|s| s.live.as_ref().map(|l| l.record.clone()));
+            .and_then(|s| s.live().map(|l| l.record.clone()));
         if let Some(record) = live {
             record.ack(server_id, revision, ok, error, apply_micros);
         }
@@ -297,19 +298,19 @@ impl Hub {
         known: Option<i64>,
         record: &ServerRecord,
     ) -> Option<Bytes> {
-        let who = Who::of(record);
         let current = || {
             let serving = self.serving_read();
             let entry = serving.get(config)?;
-            let (target, from_live) = entry.desired(&who)?;
+            let resolved = entry.desired(record)?;
             // The deployment in flight follows the servers it covers, and
             // those it moves back (a rollback after a restart, say).
             let live = entry
-                .live
-                .as_ref()
-                .filter(|l| from_live || l.record.tracks(&record.server_id))
-                .map(|l| (l.record.clone(), l.assignment.deployment_id.clone()));
-            Some((target, live))
+                .live()
+                .filter(|l| {
+                    resolved.source == Source::InFlight || l.record.tracks(&record.server_id)
+                })
+                .map(|l| (l.record.clone(), l.deployment_id.clone()));
+            Some((resolved.revision, live))
         };
         let (mut target, mut live) = current()?;
         for _ in 0..5 {
@@ -323,12 +324,7 @@ impl Hub {
                 run.pushed(&record.server_id, target);
             }
             let frame = self
-                .frame_towards(
-                    config,
-                    known,
-                    target,
-                    live.as_ref().map(|(_, id)| id.as_str()),
-                )
+                .frame_towards(config, known, target, live.as_ref().map(|(_, id)| &**id))
                 .await;
             match current() {
                 Some((now, now_live)) if now != target => (target, live) = (now, now_live),
@@ -360,7 +356,7 @@ impl Hub {
             let runs: Vec<_> = self
                 .serving_read()
                 .values()
-                .filter_map(|s| s.live.as_ref().map(|l| l.record.clone()))
+                .filter_map(|s| s.live().map(|l| l.record.clone()))
                 .collect();
             for run in runs {
                 run.server_gone(server_id);

@@ -1,0 +1,597 @@
+//! The in-memory record of a deployment this hub drives: per server, the
+//! revision it was sent and whether it acked; the status its actor last
+//! published; the deployments kept in memory.
+
+use super::views::{DeploymentView, LiveStatus, ServerProgressView, view};
+use crate::{
+    catalog::views::rfc3339,
+    domain::rollout::DeploymentState,
+    store::{hub as store_hub, now_ms},
+};
+use hotswap_client::sync::lock;
+use serde::{Deserialize, Serialize};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerState {
+    Pushed,
+    Acked,
+    Failed,
+}
+
+/// One server's part in a deployment: the revision it was sent and how that went.
+#[derive(Debug, Clone)]
+pub(in crate::hub) struct ServerProgress {
+    pub revision: i64,
+    pub state: ServerState,
+    pub error: Option<String>,
+    pub apply_micros: Option<u64>,
+    pub updated_at_ms: i64,
+}
+
+impl ServerProgress {
+    /// A frame carrying `revision` is on its way, as of `at_ms`.
+    fn pushed(revision: i64, at_ms: i64) -> Self {
+        Self {
+            revision,
+            state: ServerState::Pushed,
+            error: None,
+            apply_micros: None,
+            updated_at_ms: at_ms,
+        }
+    }
+
+    fn view(&self, server_id: &str) -> ServerProgressView {
+        ServerProgressView {
+            server_id: server_id.to_owned(),
+            revision: self.revision,
+            state: self.state,
+            error: self.error.clone(),
+            apply_micros: self.apply_micros,
+            updated_at: rfc3339(self.updated_at_ms),
+        }
+    }
+}
+
+/// Per server id, its part in a deployment. Keys are the registry's own
+/// ids (`Arc<str>`): a pass over 10,000 servers copies none. Hashed, not
+/// ordered: a fan-out claims every server, the API's id order is sorted
+/// out when asked for.
+pub(in crate::hub) type ServerMap = HashMap<Arc<str>, ServerProgress>;
+
+/// A deployment's per-server progress, locked for one reconcile pass
+/// (whose pushes all leave at one time).
+pub(in crate::hub) struct Claims<'a> {
+    servers: std::sync::MutexGuard<'a, ServerMap>,
+    at_ms: i64,
+}
+
+impl Claims<'_> {
+    /// Room for `servers` in all (a first pass over a fleet grows the map
+    /// once, not a dozen times).
+    pub fn reserve_for(&mut self, servers: usize) {
+        let more = servers.saturating_sub(self.servers.len());
+        self.servers.reserve(more);
+    }
+
+    /// Claims the push of `revision` to `server_id`: false when a frame
+    /// carrying it is already on its way or the server has acked it (a
+    /// registry read taken before that ack landed must not send it twice);
+    /// else registers the push (before the frame leaves, so an early ack
+    /// cannot be overwritten by its own registration) and returns true.
+    pub fn claim(&mut self, server_id: &Arc<str>, revision: i64) -> bool {
+        claim(
+            &mut self.servers,
+            server_id,
+            || server_id.clone(),
+            revision,
+            self.at_ms,
+        )
+    }
+
+    /// Whether the deployment has sent this server anything.
+    pub fn tracks(&self, server_id: &str) -> bool {
+        self.servers.contains_key(server_id)
+    }
+
+    /// The server already runs `revision`: it counts as acked.
+    pub fn already_on(&mut self, server_id: &Arc<str>, revision: i64) {
+        ack(
+            &mut self.servers,
+            server_id,
+            || server_id.clone(),
+            revision,
+            true,
+            None,
+            0,
+        );
+    }
+}
+
+fn claim(
+    servers: &mut ServerMap,
+    server_id: &str,
+    key: impl FnOnce() -> Arc<str>,
+    revision: i64,
+    at_ms: i64,
+) -> bool {
+    if servers.get(server_id).is_some_and(|p| {
+        p.revision == revision && matches!(p.state, ServerState::Pushed | ServerState::Acked)
+    }) {
+        return false;
+    }
+    set_pushed(servers, server_id, key, revision, at_ms);
+    true
+}
+
+/// A frame carrying `revision` is on its way to `server_id` (the key is
+/// made only for a server not in the map yet).
+fn set_pushed(
+    servers: &mut ServerMap,
+    server_id: &str,
+    key: impl FnOnce() -> Arc<str>,
+    revision: i64,
+    at_ms: i64,
+) {
+    match servers.get_mut(server_id) {
+        Some(p) => *p = ServerProgress::pushed(revision, at_ms),
+        None => {
+            servers.insert(key(), ServerProgress::pushed(revision, at_ms));
+        }
+    }
+}
+
+fn ack(
+    servers: &mut ServerMap,
+    server_id: &str,
+    key: impl FnOnce() -> Arc<str>,
+    revision: i64,
+    ok: bool,
+    error: Option<String>,
+    apply_micros: u64,
+) -> bool {
+    let progress = match servers.get_mut(server_id) {
+        // Already known: the time of the first ack stays.
+        Some(p) if p.revision == revision && p.state == ServerState::Acked && ok => {
+            return true;
+        }
+        Some(p) if p.revision == revision => p,
+        Some(_) => return false,
+        None if ok => servers.entry(key()).or_insert(ServerProgress {
+            revision,
+            state: ServerState::Acked,
+            error: None,
+            apply_micros: None,
+            updated_at_ms: 0,
+        }),
+        None => return false,
+    };
+    progress.state = if ok {
+        ServerState::Acked
+    } else {
+        ServerState::Failed
+    };
+    progress.error = error.filter(|_| !ok).map(|e| e.chars().take(500).collect());
+    progress.apply_micros = Some(apply_micros);
+    progress.updated_at_ms = now_ms();
+    true
+}
+
+/// The shared record of one deployment this hub drives.
+#[derive(Debug)]
+pub(in crate::hub) struct RunRecord {
+    pub row: Mutex<store_hub::DeploymentRow>,
+    pub live: Mutex<LiveStatus>,
+    pub servers: Mutex<ServerMap>,
+}
+
+impl RunRecord {
+    pub fn new(row: store_hub::DeploymentRow) -> Arc<Self> {
+        Arc::new(Self {
+            row: Mutex::new(row),
+            live: Mutex::new(LiveStatus::default()),
+            servers: Mutex::new(ServerMap::new()),
+        })
+    }
+
+    pub fn row(&self) -> store_hub::DeploymentRow {
+        lock(&self.row).clone()
+    }
+
+    pub fn set_row(&self, row: store_hub::DeploymentRow) {
+        *lock(&self.row) = row;
+    }
+
+    pub fn set_live(&self, live: LiveStatus) {
+        *lock(&self.live) = live;
+    }
+
+    pub fn live(&self) -> LiveStatus {
+        lock(&self.live).clone()
+    }
+
+    /// A frame carrying `revision` went to `server_id`.
+    pub fn pushed(&self, server_id: &str, revision: i64) {
+        set_pushed(
+            &mut lock(&self.servers),
+            server_id,
+            || Arc::from(server_id),
+            revision,
+            now_ms(),
+        );
+    }
+
+    /// Whether the deployment has sent this server anything.
+    pub fn tracks(&self, server_id: &str) -> bool {
+        lock(&self.servers).contains_key(server_id)
+    }
+
+    /// Servers sent (or found on) `revision`.
+    pub fn on_revision(&self, revision: i64) -> Vec<Arc<str>> {
+        lock(&self.servers)
+            .iter()
+            .filter(|(_, p)| p.revision == revision)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// The per-server progress, locked for a pass over many servers (one
+    /// lock rather than one per server).
+    pub fn claims(&self) -> Claims<'_> {
+        Claims {
+            servers: lock(&self.servers),
+            at_ms: now_ms(),
+        }
+    }
+
+    /// Records a server's ack of `revision`; false if the server was not
+    /// waited on for it. Only a target of this deployment (a server a frame
+    /// went to) counts: an ack from any other server changes nothing.
+    pub fn ack(
+        &self,
+        server_id: &str,
+        revision: i64,
+        ok: bool,
+        error: Option<String>,
+        apply_micros: u64,
+    ) -> bool {
+        let mut servers = lock(&self.servers);
+        if !servers.contains_key(server_id) {
+            return false;
+        }
+        ack(
+            &mut servers,
+            server_id,
+            || unreachable!("the server is in the map"),
+            revision,
+            ok,
+            error,
+            apply_micros,
+        )
+    }
+
+    /// The hub found a server already on `revision` (it came back holding
+    /// it): it counts as acked.
+    pub fn already_on(&self, server_id: &str, revision: i64) {
+        ack(
+            &mut lock(&self.servers),
+            server_id,
+            || Arc::from(server_id),
+            revision,
+            true,
+            None,
+            0,
+        );
+    }
+
+    /// A server went away: what it had not acked failed.
+    pub fn server_gone(&self, server_id: &str) {
+        if let Some(progress) = lock(&self.servers)
+            .get_mut(server_id)
+            .filter(|p| p.state == ServerState::Pushed)
+        {
+            progress.state = ServerState::Failed;
+            progress.error = Some("disconnected before acking".into());
+            progress.updated_at_ms = now_ms();
+        }
+    }
+
+    /// Whether the deployment has ended.
+    pub fn finished(&self) -> bool {
+        let row = lock(&self.row);
+        DeploymentState::from_stored(&row.status, row.phase).is_finished()
+    }
+
+    /// How its servers stand.
+    pub fn tally(&self) -> Tally {
+        Tally::of(lock(&self.servers).values())
+    }
+
+    /// Whether the server acked a revision of this deployment after `since_ms`.
+    pub fn switched_since(&self, server_id: &str, since_ms: i64) -> bool {
+        lock(&self.servers)
+            .get(server_id)
+            .is_some_and(|p| p.updated_at_ms > since_ms)
+    }
+
+    /// Servers still to ack, by id.
+    pub fn waiting(&self) -> Vec<String> {
+        let servers = lock(&self.servers);
+        by_id(
+            &servers,
+            |p| p.state == ServerState::Pushed,
+            None,
+            usize::MAX,
+        )
+        .into_iter()
+        .map(|(id, _)| id.to_owned())
+        .collect()
+    }
+
+    /// Servers that failed to apply, with their error, by id.
+    pub fn failures(&self) -> Vec<(String, Option<String>)> {
+        let servers = lock(&self.servers);
+        let failed = |p: &ServerProgress| {
+            p.state == ServerState::Failed
+                && p.error.as_deref() != Some("disconnected before acking")
+        };
+        by_id(&servers, failed, None, usize::MAX)
+            .into_iter()
+            .map(|(id, p)| (id.to_owned(), p.error.clone()))
+            .collect()
+    }
+
+    /// The deployment with its counts and its first [`VIEW_SERVERS`]
+    /// servers (a fleet's worth goes through [`RunRecord::servers_page`]).
+    pub fn view(&self) -> DeploymentView {
+        let mut view = view(&self.row());
+        let servers = lock(&self.servers);
+        if !servers.is_empty() {
+            let tally = Tally::of(servers.values());
+            (view.targets, view.pushed, view.acked, view.failed) =
+                (tally.targets, tally.pushed, tally.acked, tally.failed);
+        }
+        view.servers = by_id(&servers, |_| true, None, VIEW_SERVERS)
+            .into_iter()
+            .map(|(id, p)| p.view(id))
+            .collect();
+        drop(servers);
+        view.live = Some(self.live());
+        view
+    }
+
+    /// Up to `limit` servers after `after` (by id), in `state` if given, and
+    /// whether more follow.
+    pub fn servers_page(
+        &self,
+        state: Option<ServerState>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<ServerProgressView>, bool) {
+        let servers = lock(&self.servers);
+        let keep = |p: &ServerProgress| state.is_none_or(|s| p.state == s);
+        let mut page = by_id(&servers, keep, after, limit.saturating_add(1));
+        let more = page.len() > limit;
+        page.truncate(limit);
+        (page.into_iter().map(|(id, p)| p.view(id)).collect(), more)
+    }
+}
+
+/// The first `limit` servers by id after `after` that `keep` keeps (a
+/// partial sort: linear in the servers, `limit log limit` for the page).
+fn by_id<'a>(
+    servers: &'a ServerMap,
+    keep: impl Fn(&ServerProgress) -> bool,
+    after: Option<&str>,
+    limit: usize,
+) -> Vec<(&'a str, &'a ServerProgress)> {
+    let mut matching: Vec<(&str, &ServerProgress)> = servers
+        .iter()
+        .map(|(id, p)| (&**id, p))
+        .filter(|(id, p)| after.is_none_or(|after| *id > after) && keep(p))
+        .collect();
+    if matching.len() > limit && limit > 0 {
+        matching.select_nth_unstable_by(limit - 1, |a, b| a.0.cmp(b.0));
+    }
+    matching.truncate(limit);
+    matching.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    matching
+}
+
+/// Servers a deployment's view carries; the rest page through
+/// `GET /deployments/{id}/servers`.
+pub const VIEW_SERVERS: usize = 100;
+
+/// How a deployment's servers stand.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Servers the deployment sent a frame.
+    pub targets: i64,
+    /// Of those, still to ack.
+    pub pushed: i64,
+    pub acked: i64,
+    pub failed: i64,
+}
+
+impl Tally {
+    fn of<'a>(servers: impl Iterator<Item = &'a ServerProgress>) -> Self {
+        let mut tally = Tally::default();
+        for p in servers {
+            tally.targets += 1;
+            match p.state {
+                ServerState::Pushed => tally.pushed += 1,
+                ServerState::Acked => tally.acked += 1,
+                ServerState::Failed => tally.failed += 1,
+            }
+        }
+        tally
+    }
+}
+
+/// Deployments this hub drives (running, and the newest finished ones).
+#[derive(Debug, Default)]
+pub(in crate::hub) struct Runs {
+    map: Mutex<HashMap<String, Arc<RunRecord>>>,
+}
+
+/// Finished deployments kept in memory with their per-server detail.
+const KEEP_FINISHED: usize = 64;
+
+impl Runs {
+    pub fn get(&self, id: &str) -> Option<Arc<RunRecord>> {
+        lock(&self.map).get(id).cloned()
+    }
+
+    pub fn insert(&self, record: Arc<RunRecord>) {
+        let mut map = lock(&self.map);
+        let mut finished: Vec<(i64, String)> = map
+            .values()
+            .map(|r| r.row())
+            .filter(|r| DeploymentState::from_stored(&r.status, r.phase).is_finished())
+            .map(|r| (r.created_at, r.id))
+            .collect();
+        if finished.len() >= KEEP_FINISHED {
+            finished.sort();
+            for (_, id) in &finished[..finished.len() + 1 - KEEP_FINISHED] {
+                map.remove(id);
+            }
+        }
+        let id = record.row().id;
+        map.insert(id, record);
+    }
+
+    pub fn remove(&self, id: &str) {
+        lock(&self.map).remove(id);
+    }
+
+    /// Deployments not finished.
+    pub fn running(&self) -> usize {
+        lock(&self.map).values().filter(|r| !r.finished()).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_push_is_claimed_once_and_an_ack_settles_it() {
+        let mut servers = ServerMap::new();
+        let id: Arc<str> = Arc::from("eu-1");
+        let key = || id.clone();
+        assert!(claim(&mut servers, "eu-1", key, 2, 0), "first claim");
+        assert!(
+            !claim(&mut servers, "eu-1", key, 2, 0),
+            "already on its way"
+        );
+        assert!(
+            Arc::ptr_eq(servers.keys().next().unwrap(), &id),
+            "the id is shared, not copied"
+        );
+        assert!(
+            !ack(&mut servers, "eu-1", key, 1, true, None, 5),
+            "not waited on for 1"
+        );
+        assert!(ack(&mut servers, "eu-1", key, 2, true, None, 5));
+        assert!(
+            !claim(&mut servers, "eu-1", key, 2, 0),
+            "acked: nothing to send again"
+        );
+        assert_eq!(
+            Tally::of(servers.values()),
+            Tally {
+                targets: 1,
+                pushed: 0,
+                acked: 1,
+                failed: 0
+            }
+        );
+        // A rollback sends the previous revision: a new claim.
+        assert!(claim(&mut servers, "eu-1", key, 1, 0));
+        assert!(ack(
+            &mut servers,
+            "eu-1",
+            key,
+            1,
+            false,
+            Some("bad".into()),
+            9
+        ));
+        assert_eq!(
+            Tally::of(servers.values()),
+            Tally {
+                targets: 1,
+                pushed: 0,
+                acked: 0,
+                failed: 1
+            }
+        );
+        assert_eq!(servers["eu-1"].error.as_deref(), Some("bad"));
+        // An ack from a server never pushed to (it came back on the target).
+        assert!(ack(
+            &mut servers,
+            "na-2",
+            || Arc::from("na-2"),
+            1,
+            true,
+            None,
+            0
+        ));
+        assert!(!ack(
+            &mut servers,
+            "ap-3",
+            || Arc::from("ap-3"),
+            1,
+            false,
+            None,
+            0
+        ));
+        assert_eq!(
+            Tally::of(servers.values()),
+            Tally {
+                targets: 2,
+                pushed: 0,
+                acked: 1,
+                failed: 1
+            }
+        );
+    }
+
+    #[test]
+    fn pages_of_servers_come_in_id_order() {
+        let mut servers = ServerMap::new();
+        for i in (0..250).rev() {
+            let id = format!("s-{i:03}");
+            claim(&mut servers, &id, || Arc::from(id.as_str()), 1, 0);
+            if i % 3 == 0 {
+                ack(&mut servers, &id, || unreachable!(), 1, true, None, 1);
+            }
+        }
+        let ids = |page: Vec<(&str, &ServerProgress)>| -> Vec<String> {
+            page.into_iter().map(|(id, _)| id.to_owned()).collect()
+        };
+        let expected: Vec<String> = (0..250).map(|i| format!("s-{i:03}")).collect();
+        assert_eq!(ids(by_id(&servers, |_| true, None, 100)), expected[..100]);
+        assert_eq!(
+            ids(by_id(&servers, |_| true, Some("s-099"), 100)),
+            expected[100..200]
+        );
+        assert_eq!(
+            ids(by_id(&servers, |_| true, Some("s-199"), 100)),
+            expected[200..]
+        );
+        assert!(by_id(&servers, |_| true, Some("s-249"), 100).is_empty());
+        let acked: Vec<String> = (0..250).step_by(3).map(|i| format!("s-{i:03}")).collect();
+        let only_acked = |p: &ServerProgress| p.state == ServerState::Acked;
+        assert_eq!(ids(by_id(&servers, only_acked, None, 1000)), acked);
+        assert_eq!(
+            ids(by_id(&servers, only_acked, Some("s-100"), 2)),
+            ["s-102", "s-105"]
+        );
+        assert!(by_id(&servers, |_| true, None, 0).is_empty());
+    }
+}

@@ -1,0 +1,94 @@
+//! Deployments as the API reads them: live progress from the runs this
+//! hub drives, the stored record otherwise.
+
+use crate::{
+    domain::{plan::Plan, rollout::DeploymentState},
+    hub::{
+        Hub,
+        deployments::{
+            DeploymentError, DeploymentView, RollbackStatusView, ServerProgressView, ServerState,
+            view,
+        },
+    },
+    store::hub as store_hub,
+};
+
+impl Hub {
+    pub(super) async fn deployment_row(
+        &self,
+        id: &str,
+    ) -> Result<store_hub::DeploymentRow, DeploymentError> {
+        if let Some(record) = self.runs.get(id) {
+            return Ok(record.row());
+        }
+        if uuid::Uuid::parse_str(id).is_err() {
+            return Err(DeploymentError::NotFound(id.to_owned()));
+        }
+        let mut conn = self.store.conn().await?;
+        store_hub::deployment(&mut conn, id)
+            .await?
+            .ok_or_else(|| DeploymentError::NotFound(id.to_owned()))
+    }
+
+    /// A deployment: live progress if this hub drives it, else the stored record.
+    pub async fn deployment(&self, id: &str) -> Result<DeploymentView, DeploymentError> {
+        if let Some(record) = self.runs.get(id) {
+            return Ok(record.view());
+        }
+        Ok(view(&self.deployment_row(id).await?))
+    }
+
+    /// A page of a deployment's servers (by id, after `after`), and whether
+    /// more follow. Empty once the hub no longer holds its per-server detail.
+    pub async fn deployment_servers(
+        &self,
+        id: &str,
+        state: Option<ServerState>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<ServerProgressView>, bool), DeploymentError> {
+        if let Some(record) = self.runs.get(id) {
+            return Ok(record.servers_page(state, after, limit));
+        }
+        self.deployment_row(id).await?;
+        Ok((Vec::new(), false))
+    }
+
+    /// Deployments, newest first.
+    pub async fn deployments(
+        &self,
+        before: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<DeploymentView>, DeploymentError> {
+        let mut conn = self.store.conn().await?;
+        let rows = store_hub::deployments(&mut conn, before, limit).await?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                self.runs
+                    .get(&row.id)
+                    .map_or_else(|| view(row), |r| r.view())
+            })
+            .collect())
+    }
+
+    pub async fn rollback_status(&self, id: &str) -> Result<RollbackStatusView, DeploymentError> {
+        let view = self.deployment(id).await?;
+        let row = self.deployment_row(id).await?;
+        let plan: Option<Plan> = serde_json::from_str(&row.spec).ok();
+        let rolling_back = view.status == "RollingBack";
+        Ok(RollbackStatusView {
+            deployment_id: view.id,
+            automatic: !DeploymentState::from_stored(&row.status, row.phase).is_finished(),
+            status: view.status,
+            rollback: view.rollback,
+            waiting_for: if rolling_back {
+                self.runs.get(id).map(|r| r.waiting()).unwrap_or_default()
+            } else {
+                Vec::new()
+            },
+            rules: plan.map(|p| p.rules).unwrap_or_default(),
+            judgement: view.live.and_then(|l| l.judgement),
+        })
+    }
+}

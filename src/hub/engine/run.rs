@@ -1,0 +1,357 @@
+//! A deployment's state, owned by its actor: the stored row and plan, the
+//! cohorts' metric windows, the last judgement. Every change is committed
+//! to the store before it is served.
+
+use super::{
+    LiveRun, RunHandle,
+    serving::{BASELINE, CANARY, Serving},
+};
+use crate::{
+    catalog::{Actor, views::rfc3339},
+    domain::{
+        evaluation::{decisive, hold_warning, worst},
+        judgement::{Judgement, Verdict, judge},
+        kinds::Strategy,
+        plan::Plan,
+        rollout::{Assignment, Cover, DeploymentState},
+        window::SlidingWindow,
+    },
+    hub::{
+        Hub,
+        deployments::{CohortSummary, CohortView, DeploymentError, LiveStatus, RunRecord},
+    },
+    store::{StoreError, audit, hub as store_hub, now_ms},
+};
+use serde_json::Value;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
+
+/// A deployment's mutable state, owned by its actor.
+pub(super) struct DeploymentRun {
+    pub(super) hub: Arc<Hub>,
+    pub(super) record: Arc<RunRecord>,
+    pub(super) row: store_hub::DeploymentRow,
+    pub(super) plan: Plan,
+    pub(super) strategy: Strategy,
+    pub(super) state: DeploymentState,
+    windows: HashMap<Arc<str>, SlidingWindow>,
+    region_windows: HashMap<(Arc<str>, Arc<str>), SlidingWindow>,
+    pub(super) last: Option<Judgement>,
+    evaluated_at: Option<i64>,
+    pub(super) warning: Option<String>,
+    pub(super) rollback_deadline_ms: Option<i64>,
+    handle: Option<RunHandle>,
+}
+
+impl std::fmt::Debug for DeploymentRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeploymentRun")
+            .field("id", &self.row.id)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeploymentRun {
+    pub fn new(hub: Arc<Hub>, record: Arc<RunRecord>, plan: Plan) -> Result<Self, DeploymentError> {
+        let row = record.row();
+        let strategy: Strategy = row
+            .strategy
+            .parse()
+            .map_err(|e: String| DeploymentError::Invalid(e))?;
+        let state = DeploymentState::from_stored(&row.status, row.phase);
+        let rollback_deadline_ms = (state == DeploymentState::RollingBack)
+            .then(|| now_ms() + hub.deployment_settings.rollback_ack_timeout_ms as i64);
+        Ok(Self {
+            hub,
+            record,
+            row,
+            plan,
+            strategy,
+            state,
+            windows: HashMap::new(),
+            region_windows: HashMap::new(),
+            last: None,
+            evaluated_at: None,
+            warning: None,
+            rollback_deadline_ms,
+            handle: None,
+        })
+    }
+
+    pub fn set_handle(&mut self, handle: RunHandle) {
+        self.handle = Some(handle);
+    }
+
+    pub(super) fn phase(&self) -> usize {
+        self.state.phase().unwrap_or(0)
+    }
+
+    /// Phases the strategy has (Rolling: open-ended until everyone is covered).
+    pub(super) fn phase_count(&self) -> usize {
+        self.plan.phase_count(self.strategy)
+    }
+
+    /// Who the deployment covers in its current state.
+    pub fn cover(&self) -> Cover {
+        self.plan
+            .cover(self.strategy, self.state, self.row.cover_bucket)
+    }
+
+    pub fn assignment(&self) -> Arc<Assignment> {
+        Arc::new(Assignment {
+            deployment_id: self.row.id.clone(),
+            revision: self.row.revision,
+            scope: self.plan.scope.clone(),
+            cover: self.cover(),
+        })
+    }
+
+    pub fn variant_names(&self) -> Arc<[Arc<str>]> {
+        self.plan
+            .variants
+            .iter()
+            .map(|v| Arc::from(v.name.as_str()))
+            .collect()
+    }
+
+    /// Stores the move to `next` (with its audit row and, when given, the
+    /// config's new active revision); only then changes what servers get.
+    pub(super) async fn commit(
+        &mut self,
+        next: DeploymentState,
+        actor: &Actor,
+        action: &'static str,
+        details: Value,
+        active_revision: Option<i64>,
+        change_row: impl FnOnce(&mut store_hub::DeploymentRow),
+    ) -> Result<(), DeploymentError> {
+        let now = now_ms();
+        let mut row = self.row.clone();
+        row.status = next.name().to_owned();
+        row.phase = match next {
+            DeploymentState::InProgress { phase } | DeploymentState::Paused { phase } => {
+                phase as i64
+            }
+            _ => row.phase,
+        };
+        if matches!(next, DeploymentState::InProgress { phase } if phase != self.phase() || !matches!(self.state, DeploymentState::InProgress { .. } | DeploymentState::Paused { .. }))
+        {
+            row.phase_started_at = Some(now);
+        }
+        if next.is_finished() && next != DeploymentState::Completed
+            || next == DeploymentState::Completed && self.state != DeploymentState::Completed
+        {
+            row.completed_at = Some(now);
+        }
+        row.updated_at = Some(now);
+        row.spec = serde_json::to_string(&self.plan).expect("a plan serializes");
+        let tally = self.record.tally();
+        (row.target_count, row.acked_count, row.failed_count) =
+            (tally.targets, tally.acked, tally.failed);
+        change_row(&mut row);
+        // What a rollback moves back is part of its decision: a hub
+        // restarted before the servers acked waits for them.
+        let moved_back = (next == DeploymentState::RollingBack).then(|| {
+            let mut ids: Vec<Arc<str>> = self.record.on_revision(row.revision);
+            ids.extend(
+                self.hub
+                    .registry
+                    .holding(&row.config_name, &row.environment, row.revision),
+            );
+            ids.sort();
+            ids.dedup();
+            serde_json::to_string(&ids).expect("ids serialize")
+        });
+        let mut tx = self.hub.store.begin().await?;
+        store_hub::save_deployment(&mut tx, &row).await?;
+        if let Some(ids) = &moved_back {
+            store_hub::set_rollback_targets(&mut tx, &row.id, ids).await?;
+        }
+        if let Some(revision) = active_revision {
+            store_hub::set_active_revision(&mut tx, &row.config_id, revision).await?;
+        }
+        audit::record(
+            &mut tx,
+            actor.audit_entry(action, format!("deployments/{}", row.id), details),
+        )
+        .await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        tracing::info!(deployment = %row.id, config = %row.config_name, status = %row.status, phase = row.phase, action, "deployment moved");
+        self.row = row.clone();
+        self.state = next;
+        self.record.set_row(row);
+        Ok(())
+    }
+
+    /// Makes the hub serve the current state, pushes what changed, and
+    /// publishes the new state.
+    pub(super) async fn apply(&mut self) {
+        self.serve().await;
+        self.publish();
+    }
+
+    /// Makes the hub serve the current state, and pushes what changed.
+    pub(super) async fn serve(&mut self) {
+        let assignment = self.assignment();
+        let config = self.row.config_name.clone();
+        {
+            let mut serving = self.hub.serving_write();
+            let entry = serving
+                .entry(config.clone())
+                .or_insert_with(|| Serving::new(&self.row.environment));
+            match self.state {
+                DeploymentState::Completed => {
+                    if self.plan.scoped(self.strategy) {
+                        entry.layers_mut().stand(assignment);
+                    } else {
+                        entry.layers_mut().activate(self.row.revision);
+                    }
+                    entry.land(&self.row.id);
+                }
+                state if state.is_finished() => entry.land(&self.row.id),
+                _ => entry.fly(assignment, self.live_run()),
+            }
+        }
+        self.hub.reconcile(&config).await;
+    }
+
+    /// The run as the hot paths see it while it is in flight.
+    pub(super) fn live_run(&self) -> LiveRun {
+        LiveRun {
+            deployment_id: Arc::from(self.row.id.as_str()),
+            record: self.record.clone(),
+            handle: self.handle.clone(),
+            variant_names: self.variant_names(),
+        }
+    }
+
+    pub(super) fn fold(
+        &mut self,
+        cohort: Arc<str>,
+        region: Arc<str>,
+        at_ms: i64,
+        add: impl Fn(&mut SlidingWindow, i64),
+    ) {
+        let settings = &self.hub.deployment_settings;
+        let new_window = || {
+            SlidingWindow::new(
+                settings.window_ms.max(settings.fast_window_ms),
+                1_000.min(settings.fast_window_ms.max(1)),
+            )
+        };
+        add(
+            self.windows
+                .entry(cohort.clone())
+                .or_insert_with(new_window),
+            at_ms,
+        );
+        add(
+            self.region_windows
+                .entry((cohort, region))
+                .or_insert_with(new_window),
+            at_ms,
+        );
+    }
+
+    /// Judges the canary (or each variant) against the baseline over both
+    /// windows; the judgement acted on is `domain::evaluation`'s choice.
+    pub(super) fn evaluate(&mut self, now: i64) -> Verdict {
+        let (window_ms, fast_window_ms) = (
+            self.hub.deployment_settings.window_ms,
+            self.hub.deployment_settings.fast_window_ms,
+        );
+        let (control, treatments): (Arc<str>, Vec<Arc<str>>) = if self.strategy == Strategy::ABTest
+        {
+            let names = self.variant_names();
+            (names[0].clone(), names[1..].to_vec())
+        } else {
+            (Arc::from(BASELINE), vec![Arc::from(CANARY)])
+        };
+        let windows = &mut self.windows;
+        let mut snapshot = |cohort: &Arc<str>, last: u64| {
+            windows
+                .get_mut(cohort)
+                .map(|w| w.snapshot_last(now, last))
+                .unwrap_or_default()
+        };
+        let (rules, rank) = (&self.plan.rules, &self.plan.rank);
+        let mut judgements = Vec::with_capacity(treatments.len());
+        for treatment in &treatments {
+            let long = judge(
+                rules,
+                rank,
+                &snapshot(&control, window_ms),
+                &snapshot(treatment, window_ms),
+            );
+            let fast = judge(
+                rules,
+                rank,
+                &snapshot(&control, fast_window_ms),
+                &snapshot(treatment, fast_window_ms),
+            );
+            judgements.push(decisive(long, fast));
+        }
+        let judgement = worst(judgements).expect("at least one treatment");
+        let verdict = judgement.verdict;
+        self.warning = hold_warning(&judgement);
+        self.last = Some(judgement);
+        self.evaluated_at = Some(now);
+        verdict
+    }
+
+    /// Publishes cohorts, windows and the last judgement for the API.
+    pub(super) fn publish(&mut self) {
+        let now = now_ms();
+        let settings = self.hub.deployment_settings.clone();
+        let sizes = self
+            .hub
+            .cohort_sizes(&self.row.config_name, &self.row.environment);
+        let mut names: Vec<Arc<str>> = self.windows.keys().cloned().collect();
+        for name in sizes.keys() {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        names.sort();
+        let mut cohorts = Vec::new();
+        for name in names {
+            let (window, fast_window) = match self.windows.get_mut(&name) {
+                Some(w) => (
+                    CohortSummary::of(&w.snapshot_last(now, settings.window_ms)),
+                    CohortSummary::of(&w.snapshot_last(now, settings.fast_window_ms)),
+                ),
+                None => Default::default(),
+            };
+            let regions: BTreeMap<String, CohortSummary> = self
+                .region_windows
+                .iter_mut()
+                .filter(|((cohort, _), _)| *cohort == name)
+                .map(|((_, region), w)| {
+                    (
+                        region.to_string(),
+                        CohortSummary::of(&w.snapshot_last(now, settings.window_ms)),
+                    )
+                })
+                .collect();
+            cohorts.push(CohortView {
+                servers: sizes.get(&name).copied().unwrap_or(0),
+                cohort: name.to_string(),
+                window,
+                fast_window,
+                regions,
+            });
+        }
+        self.record.set_live(LiveStatus {
+            cohorts,
+            judgement: self.last.clone(),
+            evaluated_at: self.evaluated_at.map(rfc3339),
+            warning: self.warning.clone(),
+            dropped_metric_events: self.handle.as_ref().map_or(0, |h| h.dropped_events()),
+            window_ms: settings.window_ms,
+            fast_window_ms: settings.fast_window_ms,
+        });
+    }
+}

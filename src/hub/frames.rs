@@ -1,0 +1,78 @@
+//! The frames that bring a server to what it should run: a delta when the
+//! hub still has the server's revision, a snapshot otherwise; queued to a
+//! fan-out.
+
+use super::*;
+
+impl Hub {
+    /// What `record` should run of `config`: `(environment, desired)`.
+    pub(super) fn desired(
+        &self,
+        config: &str,
+        record: &ServerRecord,
+    ) -> Option<(String, Option<i64>)> {
+        let serving = self.serving_read();
+        let entry = serving.get(config)?;
+        Some((
+            entry.environment.clone(),
+            entry.desired(record).map(|r| r.revision),
+        ))
+    }
+
+    /// The frame that brings a server holding `known` to `target` of
+    /// `config`: nothing when it is there, a delta when the hub still has the
+    /// base revision, a snapshot otherwise.
+    pub(super) async fn frame_towards(
+        &self,
+        config: &str,
+        known: Option<i64>,
+        target: i64,
+        deployment: Option<&str>,
+    ) -> Option<Bytes> {
+        if known == Some(target) {
+            return None;
+        }
+        let target_doc = match self.documents.document(&self.catalog, config, target).await {
+            Ok(Some(doc)) => doc,
+            Ok(None) => return None,
+            Err(error) => {
+                tracing::error!(%config, target, error = %error, "cannot load a document for servers");
+                return None;
+            }
+        };
+        let base = match known {
+            Some(base) if base > 0 => self
+                .documents
+                .document(&self.catalog, config, base)
+                .await
+                .ok()
+                .flatten(),
+            _ => None,
+        };
+        Some(match base {
+            Some(base) => self
+                .documents
+                .delta_or_snapshot(&base, &target_doc, deployment),
+            None => self.documents.snapshot(&target_doc, deployment),
+        })
+    }
+
+    /// Queues a frame to one server of a fan-out; a full queue closes the
+    /// session.
+    pub(super) fn push_to(&self, fanout: &mut Fanout, outbox: &Outbox, frame: Bytes) -> bool {
+        match fanout.push(outbox, frame) {
+            Ok(()) => {
+                self.stats.frames_pushed.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(hotswap_actors::PushError::Full) => {
+                outbox.close(CloseReason::new(
+                    close_code::SLOW_CONSUMER,
+                    "the server did not read its frames fast enough",
+                ));
+                false
+            }
+            Err(hotswap_actors::PushError::Closed) => false,
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Starting the hub from the store: active revisions, standing layers,
+//! known servers, revoked keys, and the deployments to resume.
+
+use super::*;
+
+impl Hub {
+    /// Loads active revisions and known servers from the store.
+    pub async fn load(
+        catalog: Catalog,
+        store: Store,
+        settings: HubSettings,
+        deployment_settings: DeploymentSettings,
+    ) -> anyhow::Result<Arc<Self>> {
+        let mut conn = store.conn().await?;
+        let mut serving: HashMap<String, Serving> = HashMap::new();
+        for (name, environment, revision) in store_hub::active_revisions(&mut conn).await? {
+            serving
+                .entry(name)
+                .or_insert_with(|| Serving::new(&environment))
+                .layers_mut()
+                .active = Some(revision);
+        }
+        // Newest first, as the query returns them: stood oldest first.
+        for row in store_hub::standing_layers(&mut conn)
+            .await?
+            .into_iter()
+            .rev()
+        {
+            let Ok(plan) = serde_json::from_str::<Plan>(&row.spec) else {
+                tracing::warn!(deployment = %row.id, "cannot read a completed deployment's plan; its layer is dropped");
+                continue;
+            };
+            let Ok(strategy) = row.strategy.parse() else {
+                continue;
+            };
+            let entry = serving
+                .entry(row.config_name.clone())
+                .or_insert_with(|| Serving::new(&row.environment));
+            entry.layers_mut().stand(Arc::new(Assignment {
+                deployment_id: row.id.clone(),
+                revision: row.revision,
+                scope: plan.scope.clone(),
+                cover: plan.full_cover(strategy),
+            }));
+        }
+        let rows = store_hub::game_servers(&mut conn).await?;
+        let unfinished = store_hub::unfinished_deployments(&mut conn).await?;
+        let revoked = crate::store::api_keys::revoked_ids(&mut conn).await?;
+        drop(conn);
+        let gate = SessionGate::new(GateLimits {
+            max_sessions: settings.max_sessions.max(1),
+            max_sessions_per_key: settings.max_sessions_per_key.max(1),
+        });
+        gate.restore_revoked(revoked);
+        let registry = Arc::new(Registry::default());
+        let mut first_seen = HashMap::new();
+        registry.restore(
+            rows.into_iter()
+                .map(|row| {
+                    first_seen.insert(row.server_id.clone(), row.first_seen);
+                    ServerRecord {
+                        server_id: row.server_id,
+                        key_id: row.key_id,
+                        region: row.region,
+                        environment: row.environment,
+                        tags: serde_json::from_str(&row.tags).unwrap_or_default(),
+                        operator_tags: serde_json::from_str(&row.operator_tags).unwrap_or_default(),
+                        capacity: row.capacity as u32,
+                        players: row.players as u32,
+                        status: Health::Healthy,
+                        load: None,
+                        hostname: row.hostname,
+                        address: row.address,
+                        build: row.build,
+                        sdk: row.sdk,
+                        subscriptions: serde_json::from_str(&row.subscriptions).unwrap_or_default(),
+                        applied: serde_json::from_str(&row.applied).unwrap_or_default(),
+                        connected: false,
+                        session_id: None,
+                        connected_since_ms: None,
+                        last_seen_ms: row.last_seen,
+                        stale: false,
+                        disconnect_reason: None,
+                        metrics_frames: 0,
+                        last_metrics_ms: None,
+                    }
+                })
+                .collect(),
+        );
+        let binder = bindings::BindingWriter::start(
+            store.clone(),
+            registry.clone(),
+            settings.max_server_ids_per_key,
+        );
+        let hub = Arc::new(Hub {
+            catalog,
+            store,
+            registry,
+            gate,
+            binder,
+            settings,
+            deployment_settings,
+            serving: RwLock::new(serving),
+            documents: DocumentCache::default(),
+            runs: Runs::default(),
+            aggregates: aggregates::Aggregates::default(),
+            regions: regions::RegionNames::default(),
+            feedback_rate: feedback::feedback_rate(),
+            dirty: Mutex::new(HashMap::new()),
+            first_seen: Mutex::new(first_seen),
+            stopping: AtomicBool::new(false),
+            sent_away_from: std::sync::OnceLock::new(),
+            stats: HubStats::default(),
+        });
+        hub.resume(unfinished).await?;
+        Ok(hub)
+    }
+}

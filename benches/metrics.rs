@@ -9,7 +9,7 @@ use hotswap::domain::{
     judgement::{self, RankSettings},
     window::SlidingWindow,
 };
-use hotswap::hub::metrics;
+use hotswap::metric_frames as metrics;
 use hotswap_client::protocol::{self, EncodedHistogram, MetricsReport, ServerMessage};
 use std::{collections::BTreeMap, hint::black_box};
 

@@ -63,8 +63,7 @@ fn checksum_and_diff(c: &mut Criterion) {
 }
 
 fn validation(c: &mut Criterion) {
-    let schema: Value =
-        serde_json::from_str(hotswap::catalog::BUILTIN_SCHEMAS[0].document).unwrap();
+    let schema: Value = serde_json::from_str(hotswap::BUILTIN_SCHEMAS[0].document).unwrap();
     let rules = validation::compile(&schema).unwrap();
     let mut group = c.benchmark_group("validation");
     for (label, weapons) in sizes() {

@@ -3,22 +3,37 @@
 //! # Layout
 //! - [`settings`] — layered settings (defaults, `--config` file, `HOTSWAP_*`).
 //! - [`startup`] — [`startup::Application`], building and running the hub.
-//! - [`http`] — the REST API, one module per resource, problem+json errors.
-//! - [`catalog`] — use cases over configs, versions and schemas; writes the audit trail.
-//! - [`domain`] — pure rules (names, validation with game rules, diffs, schema compatibility).
-//! - [`store`] — repositories over sqlx (SQLite or PostgreSQL); the only SQL.
+//! - `http` — the REST API, one module per resource, problem+json errors.
+//! - `ws` — the game servers' socket endpoint.
+//! - `hub` — the game-server side: sessions, fan-out, metric ingest, the
+//!   deployment engine.
+//! - `catalog` — use cases over configs, versions and schemas; writes the audit trail.
+//! - [`domain`] — pure rules: names, validation with game rules, diffs, schema
+//!   compatibility, the layers a server's revision comes from, the
+//!   deployment strategies' decisions, rollback judgement.
+//! - `store` — repositories over sqlx (SQLite or PostgreSQL); the only SQL.
+//! - `auth`, `crypto` — tokens, roles, API keys; signing and sealing.
 //! - [`observability`] — logging.
 //!
 //! `ARCHITECTURE.md` at the repository root has the code map and invariants.
 
-pub mod auth;
-pub mod catalog;
-pub mod crypto;
+mod auth;
+mod catalog;
+mod crypto;
 pub mod domain;
-pub mod http;
-pub mod hub;
+mod http;
+mod hub;
 pub mod observability;
 pub mod settings;
 pub mod startup;
-pub mod store;
-pub mod ws;
+mod store;
+mod ws;
+
+// The curated surface: what the binary, the benchmarks and the tests reach.
+// Everything else is private, so the compiler finds what nothing uses.
+pub use auth::{Role, jwt, jwt::Authenticator};
+pub use catalog::{Actor, BUILTIN_SCHEMAS, Catalog};
+pub use crypto::KeyMaterial;
+pub use http::auth::DOCS_COOKIE;
+pub use hub::{Hub, metrics as metric_frames};
+pub use store::Store;

@@ -3,12 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hotswap::{
-    auth::{Role, jwt},
-    catalog::{Actor, Catalog},
-    crypto::KeyMaterial,
-    settings::Settings,
-    startup::Application,
-    store::Store,
+    Actor, Catalog, KeyMaterial, Role, Store, jwt, settings::Settings, startup::Application,
 };
 use std::{path::PathBuf, sync::Arc};
 

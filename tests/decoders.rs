@@ -8,7 +8,7 @@
 //! A binary of its own: it counts every allocation of the process (one
 //! test, so no other test allocates meanwhile).
 
-use hotswap::{domain::server_hello::ServerHello, hub::metrics};
+use hotswap::{domain::server_hello::ServerHello, metric_frames as metrics};
 use hotswap_client::protocol::{
     self, Ack, EncodedHistogram, Health, Hello, MetricsReport, ServerMessage,
 };

@@ -245,9 +245,7 @@ pub async fn approve(
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ReportRow {
-    pub id: String,
     pub revision: i64,
-    pub valid: i64,
     pub report: String,
     pub created_by: String,
     pub created_at: i64,
@@ -285,7 +283,7 @@ pub async fn latest_report(
     revision: i64,
 ) -> StoreResult<Option<ReportRow>> {
     Ok(sqlx::query_as::<_, ReportRow>(
-        "SELECT id, revision, valid, report, created_by, created_at FROM validation_reports \
+        "SELECT revision, report, created_by, created_at FROM validation_reports \
          WHERE config_id = $1 AND revision = $2 ORDER BY created_at DESC, id DESC LIMIT 1",
     )
     .bind(config_id)

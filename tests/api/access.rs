@@ -3,7 +3,7 @@
 use crate::helpers::{Db, TEST_JWT_SECRET, TestApp, balance};
 use crate::on_both_databases;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use hotswap::auth::Role;
+use hotswap::Role;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -647,7 +647,7 @@ async fn the_api_explorer_takes_a_token_once_and_keeps_it_in_a_cookie() {
         .unwrap()
         .to_owned();
     assert!(
-        set_cookie.starts_with(&format!("{}=", hotswap::http::auth::DOCS_COOKIE)),
+        set_cookie.starts_with(&format!("{}=", hotswap::DOCS_COOKIE)),
         "{set_cookie}"
     );
     assert!(set_cookie.contains("HttpOnly"), "{set_cookie}");

@@ -7,7 +7,7 @@ use crate::on_both_databases;
 use crate::sockets::{
     close_of, hello, hello_message, next_error, next_message, raw, raw_from, send,
 };
-use hotswap::{auth::Role, settings::Settings};
+use hotswap::{Role, settings::Settings};
 use hotswap_client::protocol::{
     self, EncodedHistogram, HubMessage, MetricsReport, ServerMessage, close_code,
 };

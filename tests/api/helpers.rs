@@ -1,7 +1,7 @@
 //! `spawn_app(db)`: a hub on port 0 with a fresh database, and typed helpers.
 
 use hotswap::{
-    auth::{Role, jwt::Authenticator},
+    Authenticator, Role,
     settings::{SecretString, Settings},
     startup::Application,
 };
@@ -95,7 +95,7 @@ pub struct TestApp {
     /// Sent with every request unless a call says otherwise.
     pub admin_token: String,
     pub shutdown: hotswap::startup::ShutdownHandle,
-    pub hub: std::sync::Arc<hotswap::hub::Hub>,
+    pub hub: std::sync::Arc<hotswap::Hub>,
     client: awc::Client,
     authenticator: Authenticator,
     _dir: tempfile::TempDir,

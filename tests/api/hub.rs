@@ -529,7 +529,7 @@ async fn deployments_check_roles_approval_and_overlap(app: TestApp) {
         .unwrap()
         .remove("reloadTime");
     app.post_version("prod-balance", "2.0.0", breaking).await;
-    let developer = app.token(hotswap::auth::Role::Developer, "dev");
+    let developer = app.token(hotswap::Role::Developer, "dev");
     let body = |v: &str| {
         Some((
             "application/json",
@@ -617,7 +617,7 @@ async fn deployments_check_roles_approval_and_overlap(app: TestApp) {
         "the creator cannot approve: {:?}",
         own.body
     );
-    let operator = app.token(hotswap::auth::Role::Operator, "olga");
+    let operator = app.token(hotswap::Role::Operator, "olga");
     assert_eq!(
         app.request("POST", &approve, Some(&operator), None)
             .await
@@ -625,7 +625,7 @@ async fn deployments_check_roles_approval_and_overlap(app: TestApp) {
         403,
         "approving takes an admin"
     );
-    let other_admin = app.token(hotswap::auth::Role::Admin, "second-admin");
+    let other_admin = app.token(hotswap::Role::Admin, "second-admin");
     let done = app
         .request("POST", &approve, Some(&other_admin), None)
         .await;

@@ -614,7 +614,7 @@ async fn operators_pause_resume_promote_cancel_and_roll_back(app: TestApp) {
         json!({ "strategy": "Canary", "phases": [25, 50, 100], "autoPromote": false, "phaseInterval": 0 }),
     )
     .await;
-    let developer = app.token(hotswap::auth::Role::Developer, "dev");
+    let developer = app.token(hotswap::Role::Developer, "dev");
     assert_eq!(
         app.request(
             "POST",

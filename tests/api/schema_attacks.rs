@@ -6,7 +6,7 @@
 
 use crate::helpers::{Response, TestApp};
 use crate::on_both_databases;
-use hotswap::{auth::Role, settings::Settings};
+use hotswap::{Role, settings::Settings};
 use serde_json::{Map, Value, json};
 
 /// Production-sized documents (1 MiB) and bodies.

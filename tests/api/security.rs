@@ -4,7 +4,7 @@
 use crate::helpers::{Db, TestApp, balance, spawn_app_on, spawn_app_with};
 use crate::on_both_databases;
 use base64::{Engine, engine::general_purpose::STANDARD};
-use hotswap::{auth::Role, settings::SecretString};
+use hotswap::{Role, settings::SecretString};
 use serde_json::{Value, json};
 use std::time::Duration;
 

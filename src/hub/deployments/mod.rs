@@ -5,12 +5,12 @@
 mod record;
 mod views;
 
+pub use record::ServerState;
 pub(in crate::hub) use record::{RunRecord, Runs};
-pub use record::{ServerState, Tally};
 pub(in crate::hub) use views::view;
 pub use views::{
-    CohortSummary, CohortView, DeploymentView, LiveStatus, Percentiles, RollbackRecord,
-    RollbackStatusView, ServerProgressView,
+    CohortSummary, CohortView, DeploymentView, LiveStatus, RollbackRecord, RollbackStatusView,
+    ServerProgressView,
 };
 
 use crate::{

@@ -169,6 +169,12 @@ impl Layers {
         self.standing.truncate(MAX_STANDING);
     }
 
+    /// The standing layers read back at start-up, newest first, all of
+    /// them (the cap applies as new ones stand).
+    pub fn restore_standing(&mut self, newest_first: Vec<Arc<Assignment>>) {
+        self.standing = newest_first;
+    }
+
     /// The standing layer of `deployment_id` is withdrawn (rolled back).
     pub fn withdraw(&mut self, deployment_id: &str) {
         self.standing.retain(|l| l.deployment_id != deployment_id);

@@ -20,12 +20,9 @@ impl Hub {
                 .layers_mut()
                 .active = Some(revision);
         }
-        // Newest first, as the query returns them: stood oldest first.
-        for row in store_hub::standing_layers(&mut conn)
-            .await?
-            .into_iter()
-            .rev()
-        {
+        // Newest first, as the query returns them.
+        let mut standing: HashMap<String, Vec<Arc<Assignment>>> = HashMap::new();
+        for row in store_hub::standing_layers(&mut conn).await? {
             let Ok(plan) = serde_json::from_str::<Plan>(&row.spec) else {
                 tracing::warn!(deployment = %row.id, "cannot read a completed deployment's plan; its layer is dropped");
                 continue;
@@ -33,15 +30,23 @@ impl Hub {
             let Ok(strategy) = row.strategy.parse() else {
                 continue;
             };
-            let entry = serving
+            serving
                 .entry(row.config_name.clone())
                 .or_insert_with(|| Serving::new(&row.environment));
-            entry.layers_mut().stand(Arc::new(Assignment {
-                deployment_id: row.id.clone(),
-                revision: row.revision,
-                scope: plan.scope.clone(),
-                cover: plan.full_cover(strategy),
-            }));
+            standing
+                .entry(row.config_name.clone())
+                .or_default()
+                .push(Arc::new(Assignment {
+                    deployment_id: row.id.clone(),
+                    revision: row.revision,
+                    scope: plan.scope.clone(),
+                    cover: plan.full_cover(strategy),
+                }));
+        }
+        for (config, layers) in standing {
+            if let Some(entry) = serving.get_mut(&config) {
+                entry.layers_mut().restore_standing(layers);
+            }
         }
         let rows = store_hub::game_servers(&mut conn).await?;
         let unfinished = store_hub::unfinished_deployments(&mut conn).await?;

@@ -165,13 +165,8 @@ impl Hub {
             return Err(error.into());
         }
         record.set_row(row);
-        let run = match DeploymentRun::new(self.clone(), record.clone(), plan) {
-            Ok(run) => run,
-            Err(error) => {
-                self.unreserve(&target.config, &id);
-                return Err(error);
-            }
-        };
+        // Stored: from here the config stays reserved (a restart resumes it).
+        let run = DeploymentRun::new(self.clone(), record.clone(), plan)?;
         // The actor runs the deployment from its first step; the answer
         // waits for that step (its frames are out, a Direct deployment with
         // nothing to wait for is complete).

@@ -81,6 +81,11 @@ impl DeploymentRun {
         })
     }
 
+    /// The run's own actor handle, once it has an actor.
+    pub(super) fn handle(&self) -> Option<RunHandle> {
+        self.handle.clone()
+    }
+
     pub fn set_handle(&mut self, handle: RunHandle) {
         self.handle = Some(handle);
     }

@@ -107,6 +107,17 @@ impl Serving {
         self.layers.land(deployment_id);
     }
 
+    /// The actor of `deployment_id`, if it is the one in flight, is `handle`.
+    pub(in crate::hub) fn set_handle(&mut self, deployment_id: &str, handle: RunHandle) {
+        if let Some(live) = self
+            .live
+            .as_mut()
+            .filter(|l| *l.deployment_id == *deployment_id)
+        {
+            live.handle = Some(handle);
+        }
+    }
+
     /// The server's cohort in the deployment in flight, by name.
     pub(in crate::hub) fn cohort_of(
         &self,

@@ -21,6 +21,13 @@ impl DeploymentRun {
     /// rolling one, else its first state served; then a first evaluation
     /// (a Direct deployment with nothing to wait for completes now).
     pub(super) async fn start(&mut self, actor: &Actor) -> Result<(), DeploymentError> {
+        // From here on commands reach this actor, whatever the first step
+        // does (a failed first batch serves nothing until it is retried).
+        if let Some(handle) = self.handle()
+            && let Some(entry) = self.hub.serving_write().get_mut(&self.row.config_name)
+        {
+            entry.set_handle(&self.row.id, handle);
+        }
         if self.strategy == Strategy::Rolling && self.state != DeploymentState::AwaitingApproval {
             if let Err(error) = self.first_batch(actor).await {
                 tracing::warn!(deployment = %self.row.id, error = %error, "could not start the first batch; the next tick retries");

@@ -4,7 +4,11 @@
 //!
 //! # Layout
 //! - `mod.rs`: [`Catalog`], [`Actor`], [`CatalogError`], paging.
-//! - `configs.rs`: config profiles, versions, diff, tags, approval, rollback.
+//! - `configs.rs`: config profiles and the lookups the others share.
+//! - `versions.rs`: versions: create, history, diff, tags, rollback.
+//! - `validating.rs`: validation (bounded, off the request threads),
+//!   approval, revalidation, stored reports.
+//! - `serving.rs`: documents with their secrets opened, for the hub.
 //! - `schemas.rs`: the schema registry and the compiled-validator cache.
 //! - `builtin.rs`: the built-in game schemas from `config/schemas/`.
 //! - `views.rs`: what the operations answer (the REST bodies).
@@ -16,6 +20,8 @@ mod configs;
 mod key_upkeep;
 mod schemas;
 mod serving;
+mod validating;
+mod versions;
 pub mod views;
 
 pub use api_keys::NewApiKeyRequest;

@@ -17,7 +17,10 @@
 //! every `patternProperties` matching — and stops counting at the budget,
 //! so a document is refused before the validator starts on it.
 
-use super::{super::document::pointer_push, refs::SchemaRefs};
+use super::{
+    super::document::pointer_push,
+    refs::{SchemaRefs, TooComplex, too_complex},
+};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
 
@@ -33,14 +36,6 @@ pub const MAX_CHECKS_PER_DOCUMENT: u64 = 20_000_000;
 const MAX_PULLED_IN: usize = 1_000_000;
 
 type NodeId = usize;
-
-/// A schema that cannot be validated within bounds, and where.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TooComplex {
-    /// JSON Pointer into the schema.
-    pub path: String,
-    pub message: String,
-}
 
 /// A document whose validation would take more than the budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,13 +219,6 @@ fn merge(pairs: &mut Vec<(NodeId, u64)>) {
         }
     }
     pairs.truncate(kept + 1);
-}
-
-pub(super) fn too_complex(path: &str, message: impl Into<String>) -> TooComplex {
-    TooComplex {
-        path: path.to_owned(),
-        message: message.into(),
-    }
 }
 
 impl Builder<'_> {

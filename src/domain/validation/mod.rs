@@ -20,8 +20,9 @@ mod cost;
 mod keywords;
 mod refs;
 
-pub use cost::{MAX_CHECKS_AT_ONE_PLACE, MAX_CHECKS_PER_DOCUMENT, TooComplex, TooCostly};
+pub use cost::{MAX_CHECKS_AT_ONE_PLACE, MAX_CHECKS_PER_DOCUMENT, TooCostly};
 pub use refs::SchemaRefs;
+pub use refs::TooComplex;
 
 use super::{diff::breaking_changes, document::pointer_push, secrets};
 use cost::CostGraph;

@@ -3,12 +3,24 @@
 //! `$id` below the root is refused, so every reference resolves against
 //! the one document.
 
-use super::{
-    super::document::pointer_push,
-    cost::{TooComplex, too_complex},
-};
+use super::super::document::pointer_push;
 use serde_json::Value;
 use std::collections::HashMap;
+
+/// A schema that cannot be validated within bounds, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TooComplex {
+    /// JSON Pointer into the schema.
+    pub path: String,
+    pub message: String,
+}
+
+pub(super) fn too_complex(path: &str, message: impl Into<String>) -> TooComplex {
+    TooComplex {
+        path: path.to_owned(),
+        message: message.into(),
+    }
+}
 
 /// The anchors of one schema document, for resolving its `$ref`s.
 #[derive(Debug)]

@@ -5,12 +5,11 @@
 mod record;
 mod views;
 
-pub use record::ServerState;
 pub(in crate::hub) use record::{RunRecord, Runs};
 pub(in crate::hub) use views::view;
 pub use views::{
     CohortSummary, CohortView, DeploymentView, LiveStatus, RollbackRecord, RollbackStatusView,
-    ServerProgressView,
+    ServerProgressView, ServerState,
 };
 
 use crate::{

@@ -2,26 +2,17 @@
 //! revision it was sent and whether it acked; the status its actor last
 //! published; the deployments kept in memory.
 
-use super::views::{DeploymentView, LiveStatus, ServerProgressView, view};
+use super::views::{DeploymentView, LiveStatus, ServerProgressView, ServerState, view};
 use crate::{
     catalog::views::rfc3339,
     domain::rollout::DeploymentState,
     store::{hub as store_hub, now_ms},
 };
 use hotswap_client::sync::lock;
-use serde::{Deserialize, Serialize};
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
 };
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ServerState {
-    Pushed,
-    Acked,
-    Failed,
-}
 
 /// One server's part in a deployment: the revision it was sent and how that went.
 #[derive(Debug, Clone)]

@@ -1,6 +1,5 @@
 //! What the API shows of a deployment.
 
-use super::record::ServerState;
 use crate::{
     catalog::views::rfc3339,
     domain::judgement::{Judgement, Metric, Rule},
@@ -9,6 +8,15 @@ use crate::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
+
+/// Where one server stands in a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerState {
+    Pushed,
+    Acked,
+    Failed,
+}
 
 /// Why and when a deployment rolled back.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

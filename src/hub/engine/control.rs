@@ -13,57 +13,6 @@ use crate::{
 use serde_json::json;
 
 impl DeploymentRun {
-    /// Geographic: one region goes back; the deployment pauses for a decision.
-    pub(super) async fn rollback_region(
-        &mut self,
-        actor: &Actor,
-        region: String,
-    ) -> Result<(), DeploymentError> {
-        if self.strategy != Strategy::Geographic {
-            return Err(DeploymentError::Invalid(
-                "region applies to Geographic deployments".into(),
-            ));
-        }
-        if !self
-            .plan
-            .region_order
-            .iter()
-            .any(|r| r.eq_ignore_ascii_case(&region))
-        {
-            return Err(DeploymentError::Invalid(format!(
-                "{region} is not one of this deployment's regions"
-            )));
-        }
-        let phase = match self.state {
-            DeploymentState::InProgress { phase } | DeploymentState::Paused { phase } => phase,
-            other => {
-                return Err(DeploymentError::Conflict(format!(
-                    "cannot roll back a region of a deployment that is {}",
-                    other.name()
-                )));
-            }
-        };
-        if !self
-            .plan
-            .excluded_regions
-            .iter()
-            .any(|r| r.eq_ignore_ascii_case(&region))
-        {
-            self.plan.excluded_regions.push(region.clone());
-        }
-        self.commit(
-            DeploymentState::Paused { phase },
-            actor,
-            "deployment.rollback-region",
-            json!({ "region": region }),
-            None,
-            |_| {},
-        )
-        .await?;
-        self.apply().await;
-        Ok(())
-    }
-
     pub(super) async fn control(
         &mut self,
         action: Action,

@@ -1,7 +1,8 @@
 //! Statistics over player metrics, computed from histogram buckets:
 //! sparse histograms (sorted `(value, count)` pairs), means and quantiles,
-//! and the Mann-Whitney U rank test in O(buckets) with tie correction, in
-//! the spirit of Netflix Kayenta's classifier. No sample is ever expanded.
+//! the Mann-Whitney U rank test in O(buckets) with tie correction, in
+//! the spirit of Netflix Kayenta's classifier, and the conditional test of
+//! two Poisson rates (exact up to 2,000 events). No sample is ever expanded.
 
 /// A histogram as sorted, de-duplicated `(value, count)` pairs.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -202,6 +203,86 @@ pub fn erfc(x: f64) -> f64 {
                                 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
     let result = t * poly.exp();
     if x >= 0.0 { result } else { 2.0 - result }
+}
+
+/// Evidence a difference is real: one-sided p-value against "the canary's
+/// rate is at most `ratio` × the baseline's" (at least, when lower is
+/// worse). `ratio` 1 asks whether there is any difference; a rule asks
+/// whether the canary is worse by more than its threshold, so a small real
+/// or random difference in a huge sample is not read as a breach.
+///
+/// The conditional test for two Poisson rates: given all `k` events, the
+/// canary's share is binomial with `q = n_c·r / (n_b + n_c·r)`. Exact up to
+/// 2,000 events (the normal approximation invents significance for a
+/// single rare event), a normal approximation with continuity correction
+/// beyond. Proportions of rare events (churn, errors) are treated as rates,
+/// which is conservative.
+pub fn rate_p_value(
+    base_events: f64,
+    base_n: f64,
+    canary_events: f64,
+    canary_n: f64,
+    ratio: f64,
+    canary_higher_is_worse: bool,
+) -> Option<f64> {
+    if base_n <= 0.0 || canary_n <= 0.0 || ratio <= 0.0 {
+        return None;
+    }
+    let total = base_events + canary_events;
+    if total <= 0.0 {
+        return Some(1.0);
+    }
+    let q = canary_n * ratio / (base_n + canary_n * ratio);
+    if total <= EXACT_EVENTS {
+        let (k, x) = (total as u64, canary_events as u64);
+        return Some(if canary_higher_is_worse {
+            binomial_tail_at_least(k, x, q)
+        } else {
+            1.0 - binomial_tail_at_least(k, x + 1, q)
+        });
+    }
+    let sd = (total * q * (1.0 - q)).sqrt();
+    if sd <= 0.0 {
+        return Some(1.0);
+    }
+    let z = if canary_higher_is_worse {
+        (canary_events - 0.5 - total * q) / sd
+    } else {
+        (total * q - canary_events - 0.5) / sd
+    };
+    Some(normal_sf(z))
+}
+
+/// Up to this many events in both cohorts together, rates are compared exactly.
+const EXACT_EVENTS: f64 = 2000.0;
+
+/// P(X ≥ x) for X ~ Binomial(k, q), summed in log space.
+pub fn binomial_tail_at_least(k: u64, x: u64, q: f64) -> f64 {
+    if x == 0 {
+        return 1.0;
+    }
+    if x > k {
+        return 0.0;
+    }
+    if q <= 0.0 {
+        return 0.0;
+    }
+    if q >= 1.0 {
+        return 1.0;
+    }
+    let (ln_q, ln_r) = (q.ln(), (1.0 - q).ln());
+    // ln C(k, i) built up from i = 0.
+    let mut ln_choose = 0.0;
+    let mut tail = 0.0;
+    for i in 0..=k {
+        if i > 0 {
+            ln_choose += ((k - i + 1) as f64).ln() - (i as f64).ln();
+        }
+        if i >= x {
+            tail += (ln_choose + i as f64 * ln_q + (k - i) as f64 * ln_r).exp();
+        }
+    }
+    tail.clamp(0.0, 1.0)
 }
 
 #[cfg(test)]

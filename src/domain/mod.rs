@@ -21,6 +21,7 @@ pub mod names;
 pub mod plan;
 pub mod policy;
 pub mod rollout;
+pub mod schedule;
 pub mod secrets;
 pub mod server_hello;
 pub mod stats;

@@ -23,6 +23,7 @@ pub mod policy;
 pub mod rollout;
 pub mod schedule;
 pub mod secrets;
+pub mod segments;
 pub mod server_hello;
 pub mod stats;
 pub mod strategy;

@@ -20,6 +20,7 @@ pub mod layers;
 pub mod names;
 pub mod plan;
 pub mod policy;
+pub mod resolution;
 pub mod rollout;
 pub mod schedule;
 pub mod secrets;

@@ -17,6 +17,7 @@ pub mod feedback;
 pub mod judgement;
 pub mod kinds;
 pub mod layers;
+pub mod live_event;
 pub mod names;
 pub mod plan;
 pub mod policy;

@@ -12,7 +12,9 @@
 //!
 //! - [`client`]: [`Client`], what a game server links: connects with its
 //!   API key, keeps its configs current (wait-free reads), acks, heartbeats,
-//!   reconnects with backoff, persists its last good configs.
+//!   reconnects with backoff, persists its last good configs. Its
+//!   `ClientConfig` is in `config.rs`, the state the handle shares with
+//!   the connection task in `state.rs`, the task itself in `connection.rs`.
 //! - `persist`: the last good configs on disk, checked again when read
 //!   back and written atomically, readable by the owner only.
 //! - [`metrics`]: [`MetricsRecorder`], player metrics aggregated locally and
@@ -36,10 +38,13 @@
 
 pub mod checksum;
 pub mod client;
+mod config;
+mod connection;
 pub mod metrics;
 mod persist;
 pub mod protocol;
 pub mod signature;
+mod state;
 pub mod sync;
 
 pub use checksum::{canonical_json, document_checksum};

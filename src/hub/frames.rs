@@ -2,7 +2,11 @@
 //! hub still has the server's revision, a snapshot otherwise; queued to a
 //! fan-out.
 
-use super::*;
+use super::Hub;
+use bytes::Bytes;
+use hotswap_actors::{CloseReason, Fanout, Outbox, ServerRecord};
+use hotswap_client::protocol::close_code;
+use std::sync::atomic::Ordering;
 
 impl Hub {
     /// What `record` should run of `config`: `(environment, desired)`.

@@ -1,7 +1,13 @@
 //! Metric ingest: where a server's report goes (its region, its cohort in
 //! every deployment it takes part in) and folding it there, from memory.
 
-use super::*;
+use super::{
+    Hub, aggregates,
+    engine::{Event, RunHandle},
+};
+use hotswap_actors::ServerRecord;
+use hotswap_client::protocol::Health;
+use std::sync::{Arc, atomic::Ordering};
 
 /// What a server's players reported: a metrics frame, or feedback.
 pub(crate) enum Ingest {
@@ -15,7 +21,7 @@ pub(crate) struct Destinations {
     at_ms: i64,
     region: Arc<str>,
     pub(super) healthy: bool,
-    cohorts: Vec<(Option<engine::RunHandle>, Arc<str>, Arc<str>)>,
+    cohorts: Vec<(Option<RunHandle>, Arc<str>, Arc<str>)>,
 }
 
 /// The minute aggregates' key for every server of every deployment.

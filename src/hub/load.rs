@@ -1,7 +1,22 @@
 //! Starting the hub from the store: active revisions, standing layers,
 //! known servers, revoked keys, and the deployments to resume.
 
-use super::*;
+use super::{
+    Hub, HubStats, aggregates, bindings, deployments::Runs, documents::DocumentCache,
+    engine::Serving, feedback, regions,
+};
+use crate::{
+    catalog::Catalog,
+    domain::{plan::Plan, rollout::Assignment},
+    settings::{DeploymentSettings, HubSettings},
+    store::{Store, hub as store_hub},
+};
+use hotswap_actors::{GateLimits, Registry, ServerRecord, SessionGate};
+use hotswap_client::protocol::Health;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, RwLock, atomic::AtomicBool},
+};
 
 impl Hub {
     /// Loads active revisions and known servers from the store.

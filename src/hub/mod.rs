@@ -44,30 +44,23 @@ pub use engine::Action;
 pub(crate) use ingest::Ingest;
 
 use crate::domain::policy::{EnvironmentPolicy, policy, stored_environment};
-use crate::store::now_ms;
 use crate::{
     catalog::Catalog,
-    domain::{plan::Plan, rollout::Assignment},
     settings::{DeploymentSettings, HubSettings},
-    store::{Store, hub as store_hub, server_bindings},
+    store::Store,
 };
-use bytes::Bytes;
 use deployments::Runs;
 use documents::DocumentCache;
-use engine::{Event, Serving};
-use hotswap_actors::{
-    CloseReason, Fanout, GateLimits, Outbox, Registry, ServerRecord, SessionGate, SessionHost,
-};
-use hotswap_client::protocol::{self, Health, HubMessage, close_code};
+use engine::Serving;
+use hotswap_actors::{Registry, SessionGate, SessionHost};
 use hotswap_client::sync::lock;
-use sessions::{HubHost, key_revoked};
+use sessions::HubHost;
 use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex, RwLock,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64},
     },
-    time::Duration,
 };
 
 /// Counters for observability and the load test.

@@ -1,7 +1,10 @@
 //! Operators' hands on known servers: closing a revoked key's sockets,
 //! releasing a server id, operator tags.
 
-use super::*;
+use super::{Dirty, Hub, sessions::key_revoked};
+use crate::store::{hub as store_hub, server_bindings};
+use hotswap_actors::CloseReason;
+use hotswap_client::{protocol::close_code, sync::lock};
 
 impl Hub {
     /// Closes every socket of a revoked API key, whether it said hello or

@@ -3,7 +3,18 @@
 //! janitor (stale servers, metrics past retention, lapsed id bindings),
 //! and graceful shutdown (every server told when to come back).
 
-use super::*;
+use super::{Dirty, Hub, json_text};
+use crate::store::{hub as store_hub, now_ms, server_bindings};
+use bytes::Bytes;
+use hotswap_actors::{CloseReason, Fanout, Outbox};
+use hotswap_client::{
+    protocol::{self, HubMessage, close_code},
+    sync::lock,
+};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 impl Hub {
     /// Writes changed server records, deployment counts and finished metric

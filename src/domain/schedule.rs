@@ -314,16 +314,22 @@ impl Schedule {
         to: DateTime<Utc>,
     ) -> Vec<Occurrence> {
         let mut found = Vec::new();
+        let earliest = |found: &mut Vec<Occurrence>| {
+            found.sort_by(|a, b| (a.start, &a.region).cmp(&(b.start, &b.region)));
+            found.truncate(MAX_OCCURRENCES);
+        };
         match &self.zone {
             Zone::Named(zone) => self.occurrences_in(*zone, None, from, to, &mut found),
             Zone::RegionLocal => {
+                // Trimmed as each region is added: never more than twice
+                // the bound in memory, however many regions.
                 for (region, zone) in regions {
                     self.occurrences_in(*zone, Some(region), from, to, &mut found);
+                    earliest(&mut found);
                 }
             }
         }
-        found.sort_by(|a, b| (a.start, &a.region).cmp(&(b.start, &b.region)));
-        found.truncate(MAX_OCCURRENCES);
+        earliest(&mut found);
         found
     }
 

@@ -389,26 +389,35 @@ pub fn patch_paths(patch: &Value) -> Vec<String> {
     found
 }
 
-/// Whether two pointers touch the same value: equal, or one inside the other.
-fn touches(a: &str, b: &str) -> bool {
-    a == b || a.starts_with(&format!("{b}/")) || b.starts_with(&format!("{a}/"))
-}
-
-/// A path both events' overrides change: `(config, pointer)`, the first found.
+/// A path both events' overrides change (`(config, pointer)`: the same
+/// path, or the shorter of two nested ones), the first found. Sorted sets:
+/// `n log n` in the patches' leaves, not `n²`.
 pub fn shared_path(a: &[Override], b: &[Override]) -> Option<(String, String)> {
     for left in a {
         let Some(right) = b.iter().find(|o| o.config == left.config) else {
             continue;
         };
-        let theirs = patch_paths(&right.patch);
+        let theirs: BTreeSet<String> = patch_paths(&right.patch).into_iter().collect();
         for path in patch_paths(&left.patch) {
-            if let Some(other) = theirs.iter().find(|p| touches(&path, p)) {
-                let shorter = if path.len() <= other.len() {
-                    path.clone()
-                } else {
-                    other.clone()
-                };
-                return Some((left.config.to_string(), shorter));
+            // The same path, or one of its ancestors, is theirs.
+            let mut at = path.as_str();
+            loop {
+                if theirs.contains(at) {
+                    return Some((left.config.to_string(), at.to_owned()));
+                }
+                match at.rfind('/') {
+                    Some(cut) if cut > 0 => at = &at[..cut],
+                    _ => break,
+                }
+            }
+            // One of its descendants is theirs.
+            let below = format!("{path}/");
+            if theirs
+                .range(below.clone()..)
+                .next()
+                .is_some_and(|p| p.starts_with(&below))
+            {
+                return Some((left.config.to_string(), path));
             }
         }
     }

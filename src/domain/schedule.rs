@@ -30,6 +30,14 @@ pub const MAX_OCCURRENCES: usize = 10_000;
 const FIRST_WITHIN_DAYS: i64 = 5 * 366;
 /// Occurrences looked at to find the shortest period of a recurrence.
 const PERIOD_SAMPLE: usize = 64;
+/// The shortest time between two starts of a recurrence.
+const MIN_PERIOD_MS: i64 = 3_600_000;
+/// Starts an RRULE is stepped through for one query (it counts from its
+/// start, so an old start costs every step since): at the hourly minimum,
+/// eleven years.
+const RRULE_SCAN_BUDGET: usize = 100_000;
+/// The years a schedule's times may name.
+const YEARS: std::ops::RangeInclusive<i32> = 2000..=9999;
 
 /// Where the schedule's wall-clock times are read.
 #[derive(Debug, Clone, PartialEq)]
@@ -121,13 +129,20 @@ pub fn instant_of(zone: Tz, local: NaiveDateTime) -> (DateTime<Utc>, Option<Dst>
         LocalResult::None => {
             // The offset in force before the gap: that of a moment early
             // enough to be before it (no change skips more than a day).
-            let mut probe = local - Duration::hours(1);
+            let floor = local
+                .checked_sub_signed(Duration::hours(26))
+                .unwrap_or(NaiveDateTime::MIN);
+            let mut probe = local
+                .checked_sub_signed(Duration::hours(1))
+                .unwrap_or(floor);
             let offset = loop {
                 match zone.from_local_datetime(&probe) {
                     LocalResult::Single(at) => break *at.offset(),
                     LocalResult::Ambiguous(_, later) => break *later.offset(),
-                    LocalResult::None if probe > local - Duration::hours(26) => {
-                        probe -= Duration::minutes(30);
+                    LocalResult::None if probe > floor => {
+                        probe = probe
+                            .checked_sub_signed(Duration::minutes(30))
+                            .unwrap_or(floor);
                     }
                     LocalResult::None => {
                         // Unreachable for real zones; fall back to UTC.
@@ -136,7 +151,10 @@ pub fn instant_of(zone: Tz, local: NaiveDateTime) -> (DateTime<Utc>, Option<Dst>
                 }
             };
             let before = i64::from(chrono::Offset::fix(&offset).local_minus_utc());
-            let utc = local - Duration::seconds(before);
+            // Out of chrono's range only for years the parser refuses.
+            let utc = local
+                .checked_sub_signed(Duration::seconds(before))
+                .unwrap_or(local);
             (Utc.from_utc_datetime(&utc), Some(Dst::Gap))
         }
     }
@@ -149,7 +167,7 @@ fn parse_local(path: &str, text: &str) -> Result<NaiveDateTime, ScheduleError> {
         "%Y-%m-%dT%H:%M:%S%.f",
     ] {
         if let Ok(local) = NaiveDateTime::parse_from_str(text, format) {
-            return Ok(local);
+            return in_years(path, local);
         }
     }
     Err(error(
@@ -158,9 +176,27 @@ fn parse_local(path: &str, text: &str) -> Result<NaiveDateTime, ScheduleError> {
     ))
 }
 
+fn in_years(path: &str, local: NaiveDateTime) -> Result<NaiveDateTime, ScheduleError> {
+    use chrono::Datelike;
+    if YEARS.contains(&local.year()) {
+        Ok(local)
+    } else {
+        Err(error(
+            path,
+            format!(
+                "a time between the years {} and {}",
+                YEARS.start(),
+                YEARS.end()
+            ),
+        ))
+    }
+}
+
 fn parse_when(path: &str, text: &str) -> Result<When, ScheduleError> {
     if let Ok(at) = DateTime::parse_from_rfc3339(text) {
-        return Ok(When::Instant(at.with_timezone(&Utc)));
+        let at = at.with_timezone(&Utc);
+        in_years(path, at.naive_utc())?;
+        return Ok(When::Instant(at));
     }
     parse_local(path, text).map(When::Local)
 }
@@ -367,10 +403,19 @@ impl Schedule {
                 let duration = Duration::milliseconds(*duration_ms);
                 // Local wall times within a day of the window cover every
                 // zone's offset; the exact test is on instants below.
-                let from_local = (from - duration - Duration::days(1)).naive_utc();
-                let to_local = (to + Duration::days(1)).naive_utc();
+                let from_local = from
+                    .checked_sub_signed(duration + Duration::days(1))
+                    .unwrap_or(DateTime::<Utc>::MIN_UTC)
+                    .naive_utc();
+                let to_local = to
+                    .checked_add_signed(Duration::days(1))
+                    .unwrap_or(DateTime::<Utc>::MAX_UTC)
+                    .naive_utc();
                 let mut budget = MAX_OCCURRENCES;
-                for local in local_starts(rule, *anchor, *until, from_local, to_local, budget) {
+                // Starts in the margin before `from` are dropped below: at
+                // the hourly minimum, at most 32 days of them.
+                let limit = MAX_OCCURRENCES + 32 * 24;
+                for local in local_starts(rule, *anchor, *until, from_local, to_local, limit) {
                     let (start, dst) = instant_of(zone, local);
                     let end = start + duration;
                     if start < to && end > from {
@@ -469,16 +514,19 @@ fn local_starts(
             let Ok(set) = text.parse::<rrule::RRuleSet>() else {
                 return Vec::new();
             };
-            let after = floating(from).with_timezone(&rrule::Tz::UTC);
-            let before = floating(to).with_timezone(&rrule::Tz::UTC);
-            set.after(after)
-                .before(before)
-                .all(u16::try_from(limit.min(usize::from(u16::MAX))).unwrap_or(u16::MAX))
-                .dates
-                .into_iter()
-                .map(|d| d.naive_utc())
-                .filter(|d| *d >= from && *d <= to)
-                .collect()
+            // Stepped from its start (COUNT counts from there), within a
+            // budget: an old start cannot make a query run for long.
+            let mut starts = Vec::new();
+            for (scanned, date) in (&set).into_iter().enumerate() {
+                let date = date.naive_utc();
+                if scanned >= RRULE_SCAN_BUDGET || date > to || starts.len() >= limit {
+                    break;
+                }
+                if date >= from {
+                    starts.push(date);
+                }
+            }
+            starts
         }
         Recurrence::Cron(cron) => {
             let mut starts = Vec::new();
@@ -516,7 +564,9 @@ fn check_recurring(timing: &Timing) -> Result<(), ScheduleError> {
         Recurrence::RRule(_) => "/rrule",
         Recurrence::Cron(_) => "/cron",
     };
-    let horizon = *anchor + Duration::days(FIRST_WITHIN_DAYS);
+    let horizon = anchor
+        .checked_add_signed(Duration::days(FIRST_WITHIN_DAYS))
+        .unwrap_or(NaiveDateTime::MAX);
     let first = local_starts(rule, *anchor, *until, *anchor, horizon, 1);
     let Some(first) = first.first().copied() else {
         return Err(error(
@@ -529,13 +579,24 @@ fn check_recurring(timing: &Timing) -> Result<(), ScheduleError> {
         *anchor,
         *until,
         first,
-        first + Duration::days(FIRST_WITHIN_DAYS),
+        first
+            .checked_add_signed(Duration::days(FIRST_WITHIN_DAYS))
+            .unwrap_or(NaiveDateTime::MAX),
         PERIOD_SAMPLE,
     );
-    if let Some((a, b)) = sample
+    let shortest = sample
         .windows(2)
         .map(|w| (w[0], w[1]))
-        .min_by_key(|(a, b)| *b - *a)
+        .min_by_key(|(a, b)| *b - *a);
+    if let Some((a, b)) = shortest
+        && (b - a).num_milliseconds() < MIN_PERIOD_MS
+    {
+        return Err(error(
+            path,
+            format!("an event recurs at most hourly; the starts at {a} and {b} are closer"),
+        ));
+    }
+    if let Some((a, b)) = shortest
         && (b - a).num_milliseconds() < *duration_ms
     {
         return Err(error(

@@ -333,6 +333,8 @@ pub enum BookError {
     Rule(RuleError),
     /// Naming itself, directly or through others: the names around the cycle.
     Cycle(Vec<String>),
+    /// A chain of references deeper than [`MAX_DEPTH`] (its depth).
+    TooDeep(usize),
     /// More members than [`MAX_LIST_MEMBERS`].
     TooManyMembers(usize),
 }
@@ -363,7 +365,17 @@ impl SegmentBook {
         if let Some(cycle) = self.cycle_through(name, &parsed) {
             return Err(BookError::Cycle(cycle));
         }
-        self.segments.insert(name.to_owned(), Segment::Rule(parsed));
+        let before = self.segments.insert(name.to_owned(), Segment::Rule(parsed));
+        // Redefining a segment deepens every chain through it: the whole
+        // book is measured, and the change undone if a chain is too deep.
+        let deepest = self.deepest_chain();
+        if deepest > MAX_DEPTH {
+            match before {
+                Some(before) => self.segments.insert(name.to_owned(), before),
+                None => self.segments.remove(name),
+            };
+            return Err(BookError::TooDeep(deepest));
+        }
         Ok(())
     }
 
@@ -382,6 +394,38 @@ impl SegmentBook {
         }
         self.segments.insert(name.to_owned(), Segment::List(set));
         Ok(())
+    }
+
+    /// The longest chain of segment references in the book.
+    fn deepest_chain(&self) -> usize {
+        fn depth<'a>(
+            book: &'a SegmentBook,
+            name: &'a str,
+            known: &mut HashMap<&'a str, usize>,
+        ) -> usize {
+            if let Some(depth) = known.get(name) {
+                return *depth;
+            }
+            // Cycles are refused before this runs; the mark stops one anyway.
+            known.insert(name, usize::MAX / 2);
+            let deepest = match book.segments.get(name) {
+                Some(Segment::Rule(rule)) => rule
+                    .references()
+                    .into_iter()
+                    .map(|r| 1 + depth(book, r, known))
+                    .max()
+                    .unwrap_or(0),
+                _ => 0,
+            };
+            known.insert(name, deepest);
+            deepest
+        }
+        let mut known = HashMap::new();
+        self.segments
+            .keys()
+            .map(|name| depth(self, name, &mut known))
+            .max()
+            .unwrap_or(0)
     }
 
     /// The cycle `name` would close if it were `rule`, if any.
@@ -420,30 +464,42 @@ impl SegmentBook {
     ) -> bool {
         match self.segments.get(segment) {
             Some(Segment::List(members)) => members.contains(player_id),
-            Some(Segment::Rule(rule)) => self.matches(rule, player_id, attributes, now_ms, 0),
+            Some(Segment::Rule(rule)) => self.matches(rule, player_id, attributes, now_ms),
             None => false,
         }
     }
 
-    /// Whether the player matches `rule`. References are followed at most
-    /// [`MAX_DEPTH`] deep (the book refuses cycles; this bounds the rest).
+    /// Whether the player matches `rule`. Each segment it names is worked
+    /// out once per call, however often it is named (the book refuses
+    /// cycles and reference chains deeper than [`MAX_DEPTH`]).
     pub fn matches(
         &self,
         rule: &Rule,
         player_id: &str,
         attributes: &Map<String, Value>,
         now_ms: i64,
-        depth: usize,
+    ) -> bool {
+        let mut known = HashMap::new();
+        self.eval(rule, player_id, attributes, now_ms, &mut known)
+    }
+
+    fn eval<'a>(
+        &'a self,
+        rule: &'a Rule,
+        player_id: &str,
+        attributes: &Map<String, Value>,
+        now_ms: i64,
+        known: &mut HashMap<&'a str, bool>,
     ) -> bool {
         let get = |attribute: &str| attributes.get(attribute).filter(|v| !v.is_null());
         match rule {
             Rule::All(rules) => rules
                 .iter()
-                .all(|r| self.matches(r, player_id, attributes, now_ms, depth)),
+                .all(|r| self.eval(r, player_id, attributes, now_ms, known)),
             Rule::Any(rules) => rules
                 .iter()
-                .any(|r| self.matches(r, player_id, attributes, now_ms, depth)),
-            Rule::Not(rule) => !self.matches(rule, player_id, attributes, now_ms, depth),
+                .any(|r| self.eval(r, player_id, attributes, now_ms, known)),
+            Rule::Not(rule) => !self.eval(rule, player_id, attributes, now_ms, known),
             Rule::Compare {
                 attribute,
                 op,
@@ -473,19 +529,25 @@ impl SegmentBook {
                 .is_some_and(|v| requirement.matches(&v)),
             Rule::Within { attribute, ms } => get(attribute)
                 .and_then(time_ms)
-                .is_some_and(|t| t <= now_ms && now_ms - t <= *ms),
+                .and_then(|t| now_ms.checked_sub(t))
+                .is_some_and(|ago| (0..=*ms).contains(&ago)),
             Rule::Before { attribute, ms } => get(attribute)
                 .and_then(time_ms)
-                .is_some_and(|t| now_ms - t > *ms),
+                .and_then(|t| now_ms.checked_sub(t))
+                .is_some_and(|ago| ago > *ms),
             Rule::Segment(name) => {
-                depth < MAX_DEPTH
-                    && match self.segments.get(name) {
-                        Some(Segment::List(members)) => members.contains(player_id),
-                        Some(Segment::Rule(rule)) => {
-                            self.matches(rule, player_id, attributes, now_ms, depth + 1)
-                        }
-                        None => false,
+                if let Some(answer) = known.get(name.as_str()) {
+                    return *answer;
+                }
+                let answer = match self.segments.get(name) {
+                    Some(Segment::List(members)) => members.contains(player_id),
+                    Some(Segment::Rule(rule)) => {
+                        self.eval(rule, player_id, attributes, now_ms, known)
                     }
+                    None => false,
+                };
+                known.insert(name.as_str(), answer);
+                answer
             }
         }
     }

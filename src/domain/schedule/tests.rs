@@ -322,6 +322,44 @@ fn bad_schedules_name_their_field() {
             "/duration",
         ),
         (json!("daily"), ""),
+        // Times far outside the years events run in.
+        (
+            json!({"rrule": "FREQ=DAILY", "startTime": "+262143-01-01T00:00:00", "duration": 60}),
+            "/startTime",
+        ),
+        (
+            json!({"cron": "0 0 * * *", "startTime": "1999-12-31T00:00:00", "duration": 60}),
+            "/startTime",
+        ),
+        (
+            json!({"timeZone": "America/New_York", "startTime": "+262143-12-31T23:00:00", "endTime": "+262143-12-31T23:30:00"}),
+            "/startTime",
+        ),
+        (
+            json!({"timeZone": "Asia/Tokyo", "startTime": "2026-01-01T00:00:00", "endTime": "-262144-01-01T00:00:00"}),
+            "/endTime",
+        ),
+        (
+            json!({"startTime": "2026-01-01T00:00:00Z", "endTime": "+10000-01-01T00:00:00Z"}),
+            "/endTime",
+        ),
+        // More often than hourly, however it is spelt.
+        (
+            json!({"rrule": "FREQ=HOURLY;BYMINUTE=0,30", "startTime": "2026-01-01T00:00:00", "duration": 60}),
+            "/rrule",
+        ),
+        (
+            json!({"rrule": "FREQ=DAILY;BYHOUR=1;BYMINUTE=0;BYSECOND=0,1,2", "startTime": "2026-01-01T00:00:00", "duration": 1}),
+            "/rrule",
+        ),
+        (
+            json!({"cron": "*/30 * * * *", "startTime": "2026-01-01T00:00:00", "duration": 60}),
+            "/cron",
+        ),
+        (
+            json!({"cron": "* * * * * *", "startTime": "2026-01-01T00:00:00", "duration": 1}),
+            "/cron",
+        ),
     ];
     for (schedule, path) in table {
         assert_eq!(refused(schedule.clone()), path, "{schedule}");
@@ -350,4 +388,40 @@ fn instants_follow_the_documented_rule() {
             "{wall}"
         );
     }
+}
+
+#[test]
+fn an_old_start_costs_a_bounded_number_of_steps() {
+    // An hourly rule counts from its start: from 2000, 2026 is 228,000
+    // steps away, past the budget, so the query ends with what it found.
+    let hourly =
+        json!({"rrule": "FREQ=HOURLY", "startTime": "2000-01-01T00:00:00", "duration": "PT30M"});
+    assert!(starts(&hourly, "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z").is_empty());
+    // Within the budget (eleven years hourly), every start is there.
+    let recent =
+        json!({"rrule": "FREQ=HOURLY", "startTime": "2020-01-01T00:00:00", "duration": "PT30M"});
+    assert_eq!(
+        starts(&recent, "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z").len(),
+        24
+    );
+    // A daily rule from 2000 is 9,500 steps: found.
+    let daily =
+        json!({"rrule": "FREQ=DAILY", "startTime": "2000-01-01T12:00:00", "duration": "PT1H"});
+    assert_eq!(
+        starts(&daily, "2026-01-01T00:00:00Z", "2026-01-03T00:00:00Z"),
+        owned(&[("2026-01-01T12:00Z", None), ("2026-01-02T12:00Z", None)])
+    );
+}
+
+#[test]
+fn a_full_window_is_not_cut_short_by_the_margin() {
+    let hourly =
+        json!({"cron": "0 * * * *", "startTime": "2026-01-01T00:00:00", "duration": "PT30M"});
+    let found = Schedule::parse(&hourly).unwrap().occurrences(
+        &[],
+        at("2026-02-01T00:00:00Z"),
+        at("2028-01-01T00:00:00Z"),
+    );
+    assert_eq!(found.len(), MAX_OCCURRENCES);
+    assert_eq!(found[0].start, at("2026-02-01T00:00:00Z"));
 }

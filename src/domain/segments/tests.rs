@@ -66,7 +66,7 @@ fn attribute_tests_match_as_documented() {
     for (rule, expected) in table {
         let parsed = Rule::parse(&rule, &|name| book.get(name).is_some()).expect("a valid rule");
         assert_eq!(
-            book.matches(&parsed, "alice", &alice, NOW, 0),
+            book.matches(&parsed, "alice", &alice, NOW),
             expected,
             "{rule}"
         );
@@ -206,4 +206,45 @@ fn percentage_buckets_are_stable_spread_and_only_widen() {
         overlap < players.len() / 50,
         "{overlap} players in both 10 % draws"
     );
+}
+
+#[test]
+fn reference_chains_are_bounded_and_each_segment_is_worked_out_once() {
+    let mut book = book();
+    book.define_rule("s0", &json!({"attribute": "x", "eq": 1}))
+        .unwrap();
+    // Eight levels, each naming the level below 255 times: without working
+    // each segment out once per player, 255^8 evaluations.
+    for level in 1..=MAX_DEPTH {
+        let below = json!({"segment": format!("s{}", level - 1)});
+        let rule = json!({"any": vec![below; 255]});
+        book.define_rule(&format!("s{level}"), &rule).unwrap();
+    }
+    let top = format!("s{MAX_DEPTH}");
+    assert!(!book.contains(&top, "p", &player(json!({"x": 2})), NOW));
+    assert!(book.contains(&top, "p", &player(json!({"x": 1})), NOW));
+    // One level more is refused, and so is deepening the chain from below.
+    let deeper = json!({"segment": top});
+    assert_eq!(
+        book.define_rule("too-deep", &deeper),
+        Err(BookError::TooDeep(MAX_DEPTH + 1))
+    );
+    assert!(book.get("too-deep").is_none());
+    assert_eq!(
+        book.define_rule("s0", &json!({"segment": "vip"})),
+        Err(BookError::TooDeep(MAX_DEPTH + 1))
+    );
+    assert!(
+        book.contains("s0", "p", &player(json!({"x": 1})), NOW),
+        "the refused redefinition left s0 as it was"
+    );
+}
+
+#[test]
+fn time_attributes_at_the_extremes_match_nothing_odd() {
+    let book = book();
+    let ancient = player(json!({"firstSeen": i64::MIN, "lastSeen": i64::MIN}));
+    assert!(!book.contains("new-players", "p", &ancient, NOW));
+    let future = player(json!({"firstSeen": i64::MAX}));
+    assert!(!book.contains("new-players", "p", &future, NOW));
 }

@@ -277,5 +277,27 @@ mod tests {
         assert_eq!(settings.database.url.expose(), "sqlite://data/hotswap.db");
         assert_eq!(settings.limits.max_document_bytes, 1024 * 1024);
         assert_eq!(format!("{:?}", settings.database.url), "\"***\"");
+        assert_eq!(
+            settings.deployments.approval_environments,
+            [crate::domain::kinds::Environment::Production]
+        );
+    }
+
+    #[test]
+    fn an_unknown_approval_environment_stops_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hub.toml");
+        std::fs::write(&file, "[deployments]\napproval_environments = [\"prod\"]\n").unwrap();
+        let error = Settings::load(Some(&file)).expect_err("refused");
+        assert!(
+            format!("{error:#}").contains("prod"),
+            "the error names the value: {error:#}"
+        );
+        std::fs::write(
+            &file,
+            "[deployments]\napproval_environments = [\"staging\", \"production\"]\n",
+        )
+        .unwrap();
+        assert!(Settings::load(Some(&file)).is_ok());
     }
 }

@@ -47,18 +47,10 @@ const WHOLE_VALUE: &[&str] = &[
     "x-compare",
 ];
 
-/// Keywords that say nothing about any value, or whose subschemas the walk
-/// follows (those are seen through their own keywords).
+/// Keywords that say nothing about any value beyond the annotations
+/// (`super::ANNOTATIONS`), or whose subschemas the walk follows (those are
+/// seen through their own keywords).
 const NOT_RULES: &[&str] = &[
-    "title",
-    "description",
-    "default",
-    "examples",
-    "$comment",
-    "deprecated",
-    "readOnly",
-    "writeOnly",
-    "x-secret",
     "$schema",
     "$id",
     "$anchor",
@@ -232,7 +224,9 @@ fn rules_seeing(reached: &Reached<'_>, secrets: &[Place]) -> BTreeSet<String> {
             continue;
         };
         for (keyword, value) in map {
-            if NOT_RULES.contains(&keyword.as_str()) {
+            if super::ANNOTATIONS.contains(&keyword.as_str())
+                || NOT_RULES.contains(&keyword.as_str())
+            {
                 continue;
             }
             let whole = WHOLE_VALUE.contains(&keyword.as_str());

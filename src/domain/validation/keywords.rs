@@ -243,29 +243,37 @@ impl RangesRule {
     }
 }
 
-impl<'i> Keyword<'i> for RangesRule {
-    fn validate(&self, instance: &'i Value) -> Result<(), ValidationError<'i>> {
-        match self.problems(instance).into_iter().next() {
-            Some(problem) => Err(problem.into_error()),
-            None => Ok(()),
+/// The `Keyword` of a rule that lists its problems with `problems`: the
+/// first is the error, none is valid, each is one error of the iterator.
+macro_rules! problem_keyword {
+    ($rule:ty) => {
+        impl<'i> Keyword<'i> for $rule {
+            fn validate(&self, instance: &'i Value) -> Result<(), ValidationError<'i>> {
+                match self.problems(instance).into_iter().next() {
+                    Some(problem) => Err(problem.into_error()),
+                    None => Ok(()),
+                }
+            }
+
+            fn is_valid(&self, instance: &'i Value) -> bool {
+                self.problems(instance).is_empty()
+            }
+
+            fn iter_errors(
+                &self,
+                instance: &'i Value,
+            ) -> Box<dyn Iterator<Item = ValidationError<'i>> + 'i> {
+                Box::new(
+                    self.problems(instance)
+                        .into_iter()
+                        .map(|problem| -> ValidationError<'i> { problem.into_error() }),
+                )
+            }
         }
-    }
-
-    fn is_valid(&self, instance: &'i Value) -> bool {
-        self.problems(instance).is_empty()
-    }
-
-    fn iter_errors(
-        &self,
-        instance: &'i Value,
-    ) -> Box<dyn Iterator<Item = ValidationError<'i>> + 'i> {
-        Box::new(
-            self.problems(instance)
-                .into_iter()
-                .map(|problem| -> ValidationError<'i> { problem.into_error() }),
-        )
-    }
+    };
 }
+
+problem_keyword!(RangesRule);
 
 // ---- x-compare -------------------------------------------------------------
 
@@ -388,29 +396,7 @@ impl CompareRule {
     }
 }
 
-impl<'i> Keyword<'i> for CompareRule {
-    fn validate(&self, instance: &'i Value) -> Result<(), ValidationError<'i>> {
-        match self.problems(instance).into_iter().next() {
-            Some(problem) => Err(problem.into_error()),
-            None => Ok(()),
-        }
-    }
-
-    fn is_valid(&self, instance: &'i Value) -> bool {
-        self.problems(instance).is_empty()
-    }
-
-    fn iter_errors(
-        &self,
-        instance: &'i Value,
-    ) -> Box<dyn Iterator<Item = ValidationError<'i>> + 'i> {
-        Box::new(
-            self.problems(instance)
-                .into_iter()
-                .map(|problem| -> ValidationError<'i> { problem.into_error() }),
-        )
-    }
-}
+problem_keyword!(CompareRule);
 
 #[cfg(test)]
 mod tests {

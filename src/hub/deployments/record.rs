@@ -323,17 +323,18 @@ impl RunRecord {
         .collect()
     }
 
-    /// Servers that failed to apply, with their error, by id.
-    pub fn failures(&self) -> Vec<(String, Option<String>)> {
+    /// The first server (by id) that failed to apply, with its error (a
+    /// disconnect before acking is no failure to apply).
+    pub fn first_failure(&self) -> Option<(String, Option<String>)> {
         let servers = lock(&self.servers);
         let failed = |p: &ServerProgress| {
             p.state == ServerState::Failed
                 && p.error.as_deref() != Some("disconnected before acking")
         };
-        by_id(&servers, failed, None, usize::MAX)
+        by_id(&servers, failed, None, 1)
             .into_iter()
+            .next()
             .map(|(id, p)| (id.to_owned(), p.error.clone()))
-            .collect()
     }
 
     /// The deployment with its counts and its first [`VIEW_SERVERS`]

@@ -340,7 +340,11 @@ impl DeploymentRun {
                 let progress = Progress {
                     phase: self.phase(),
                     unacked: tally.pushed,
-                    first_failure: self.record.failures().into_iter().next(),
+                    // Only a rolling deployment that stops on failure asks.
+                    first_failure: (self.strategy == Strategy::Rolling
+                        && self.plan.stop_on_failure)
+                        .then(|| self.record.first_failure())
+                        .flatten(),
                     elapsed_ms: now - self.row.phase_started_at.unwrap_or(now),
                     verdict,
                 };

@@ -637,12 +637,7 @@ async fn a_secret_stays_sealed_when_its_schema_stops_marking_it(app: TestApp) {
         )
         .await;
     assert_eq!(registered.status, 201, "{:?}", registered.body);
-    let created = app
-        .post_json(
-            "/api/v1/configs",
-            &json!({"name": "svc", "configType": "Custom", "environment": "production", "schemaId": "vault"}),
-        )
-        .await;
+    let created = app.create_production_config("svc", "vault").await;
     assert_eq!(created.status, 201, "{:?}", created.body);
     let first = app
         .post_version(

@@ -481,6 +481,16 @@ impl TestApp {
         .await
     }
 
+    /// A production `Custom` config validated by the registered schema
+    /// `schema_id` (the shape the secret attacks start from).
+    pub async fn create_production_config(&self, name: &str, schema_id: &str) -> Response {
+        self.post_json(
+            "/api/v1/configs",
+            &serde_json::json!({"name": name, "configType": "Custom", "environment": "production", "schemaId": schema_id}),
+        )
+        .await
+    }
+
     pub async fn post_version(&self, name: &str, version: &str, content: Value) -> Response {
         self.post_json(
             &format!("/api/v1/configs/{name}/versions"),

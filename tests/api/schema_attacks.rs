@@ -139,12 +139,7 @@ async fn a_developer_cannot_probe_a_secret_through_rules_that_see_it(app: TestAp
     )
     .await;
     assert_eq!(registered.status, 201, "{:?}", registered.body);
-    let created = app
-        .post_json(
-            "/api/v1/configs",
-            &json!({"name": "svc", "configType": "Custom", "environment": "production", "schemaId": "vault"}),
-        )
-        .await;
+    let created = app.create_production_config("svc", "vault").await;
     assert_eq!(created.status, 201, "{:?}", created.body);
     let stored = app
         .post_version(

@@ -133,9 +133,7 @@ async fn with_secret_config(app: &TestApp) {
         )
         .await;
     assert_eq!(schema.status, 201, "{:?}", schema.body);
-    let config = app
-        .post_json("/api/v1/configs", &json!({"name": "store", "configType": "Custom", "environment": "production", "schemaId": "store-backend"}))
-        .await;
+    let config = app.create_production_config("store", "store-backend").await;
     assert_eq!(config.status, 201);
 }
 

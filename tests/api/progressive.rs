@@ -531,11 +531,20 @@ async fn rolling_blue_green_and_geographic_go_in_order(app: TestApp) {
     }
     assert!(fleet.all_on(2).await);
     assert!(counts.windows(2).all(|w| w[1] >= w[0]), "{counts:?}");
+    // A batch is a bucket limit: servers sharing a bucket (a birthday
+    // collision, a few runs in a hundred) move together, past the size.
+    let mut buckets: Vec<u32> = (0..24)
+        .map(|i| hotswap::domain::rollout::bucket(&id, &format!("gs-{i:03}")))
+        .collect();
+    buckets.sort_unstable();
+    let tied = buckets.windows(2).filter(|w| w[0] == w[1]).count();
     assert!(
-        counts.windows(2).all(|w| w[1] - w[0] <= 5),
-        "never more than one batch at once: {counts:?}"
+        counts.windows(2).all(|w| w[1] - w[0] <= 5 + tied),
+        "never more than one batch at once: {counts:?} ({tied} tied buckets)"
     );
-    assert!(counts.contains(&5) && counts.contains(&10), "{counts:?}");
+    if tied == 0 {
+        assert!(counts.contains(&5) && counts.contains(&10), "{counts:?}");
+    }
 
     // Blue-green: the green half first, then everyone, then blue is let go.
     let id = start_deployment(

@@ -36,6 +36,12 @@ pub const BUILTIN_SCHEMAS: &[BuiltinSchema] = &[
         document: include_str!("../../config/schemas/live-event.schema.json"),
     },
     BuiltinSchema {
+        id: "live-event-rules",
+        version: "1.0.0",
+        description: "The rules of a live event (POST /live-events `rules`)",
+        document: include_str!("../../config/schemas/live-event-rules.schema.json"),
+    },
+    BuiltinSchema {
         id: "performance",
         version: "1.0.0",
         description: "Graphics presets and server tick settings (configType Performance)",

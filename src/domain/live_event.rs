@@ -90,6 +90,10 @@ pub struct LiveEventSpec {
     pub content_version: ContentVersion,
     /// Created even when it clashes with another event.
     pub allow_overlap: bool,
+    /// How long before each start servers hear `preview` (0: no preview).
+    pub preview_lead_ms: i64,
+    /// How long before each end servers hear `endingSoon` (0: none).
+    pub ending_soon_lead_ms: i64,
 }
 
 /// What is wrong, and where (a JSON Pointer into the body).
@@ -106,7 +110,7 @@ fn error(path: &str, message: impl Into<String>) -> FieldError {
     }
 }
 
-const FIELDS: [&str; 13] = [
+const FIELDS: [&str; 15] = [
     "name",
     "displayName",
     "eventType",
@@ -120,6 +124,8 @@ const FIELDS: [&str; 13] = [
     "allowOverlap",
     "guardrails",
     "rollout",
+    "previewLead",
+    "endingSoonLead",
 ];
 
 fn string<'a>(body: &'a Value, key: &str, max: usize) -> Result<Option<&'a str>, FieldError> {
@@ -208,6 +214,16 @@ impl LiveEventSpec {
             Some(Value::Bool(allow)) => *allow,
             Some(_) => return Err(error("/allowOverlap", "true or false")),
         };
+        let lead = |key: &str| -> Result<i64, FieldError> {
+            match body.get(key) {
+                None | Some(Value::Null) => Ok(0),
+                Some(value) => super::rollout::parse_duration(value)
+                    .map(|ms| ms as i64)
+                    .map_err(|why| error(&format!("/{key}"), why)),
+            }
+        };
+        let preview_lead_ms = lead("previewLead")?;
+        let ending_soon_lead_ms = lead("endingSoonLead")?;
         Ok(LiveEventSpec {
             name,
             display_name,
@@ -220,6 +236,8 @@ impl LiveEventSpec {
             priority,
             content_version,
             allow_overlap,
+            preview_lead_ms,
+            ending_soon_lead_ms,
         })
     }
 }

@@ -12,6 +12,7 @@
 pub mod compat;
 pub mod diff;
 pub mod document;
+pub mod event_progress;
 pub mod evaluation;
 pub mod feedback;
 pub mod judgement;

@@ -8,13 +8,15 @@
 //! - `mod.rs`: connecting, migrating, transactions, errors.
 //! - `configs.rs`, `versions.rs`, `schemas.rs`, `audit.rs`, `api_keys.rs`,
 //!   `hub.rs` (servers, deployments, metrics), `server_bindings.rs` (which
-//!   API key owns a server id), `upkeep.rs` (one-off start-up steps): one
+//!   API key owns a server id), `upkeep.rs` (one-off start-up steps), `live_ops.rs` (segments,
+//!   live events, their revisions and occurrences): one
 //!   repository per table group.
 
 pub mod api_keys;
 pub mod audit;
 pub mod configs;
 pub mod hub;
+pub mod live_ops;
 pub mod schemas;
 pub mod server_bindings;
 pub mod upkeep;

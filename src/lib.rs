@@ -7,6 +7,7 @@
 //! - `ws` — the game servers' socket endpoint.
 //! - `hub` — the game-server side: sessions, fan-out, metric ingest, the
 //!   deployment engine.
+//! - `liveops` — segments, live events (one actor each), what each player sees.
 //! - `catalog` — use cases over configs, versions and schemas; writes the audit trail.
 //! - [`domain`] — pure rules: names, validation with game rules, diffs, schema
 //!   compatibility, the layers a server's revision comes from, the
@@ -23,6 +24,7 @@ mod crypto;
 pub mod domain;
 mod http;
 mod hub;
+mod liveops;
 pub mod observability;
 pub mod settings;
 pub mod startup;
@@ -36,4 +38,5 @@ pub use catalog::{Actor, BUILTIN_SCHEMAS, Catalog};
 pub use crypto::KeyMaterial;
 pub use http::auth::DOCS_COOKIE;
 pub use hub::{Hub, metrics as metric_frames};
+pub use liveops::LiveOps;
 pub use store::Store;

@@ -31,6 +31,35 @@ pub struct Settings {
     pub tls: TlsSettings,
     pub hub: HubSettings,
     pub deployments: DeploymentSettings,
+    #[serde(default)]
+    pub liveops: LiveOpsSettings,
+}
+
+/// Live events and segments.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LiveOpsSettings {
+    /// Live events not finished (scheduled, active, paused) at once.
+    pub max_events: usize,
+    /// Segments defined (besides the built-in ones).
+    pub max_segments: usize,
+    /// Region → IANA time zone, for `regionLocal` schedules (region names
+    /// are matched without regard to case).
+    pub region_zones: std::collections::BTreeMap<String, String>,
+    /// Creation refuses two events changing one config path at the same
+    /// time in a shared region, looking this far ahead.
+    pub overlap_horizon_days: u32,
+}
+
+impl Default for LiveOpsSettings {
+    fn default() -> Self {
+        Self {
+            max_events: 100,
+            max_segments: 1000,
+            region_zones: std::collections::BTreeMap::new(),
+            overlap_horizon_days: 366,
+        }
+    }
 }
 
 /// Progressive deployments: defaults for requests, and the engine's pace.

@@ -201,6 +201,16 @@ impl Application {
         .await
         .context("loading the hub's state")?;
         hub.start_background_tasks();
+        let liveops = crate::liveops::LiveOps::load(
+            store.clone(),
+            catalog.clone(),
+            hub.clone(),
+            settings.liveops.clone(),
+        )
+        .await
+        .context("loading live events and segments")?;
+        liveops.start();
+        let liveops_data = web::Data::new(liveops.clone());
         let hub_data = web::Data::new(hub.clone());
         let catalog = web::Data::new(catalog);
         let body_limits = web::Data::new(BodyLimits {
@@ -212,6 +222,7 @@ impl Application {
                 .wrap(middleware::from_fn(http::request_context))
                 .app_data(catalog.clone())
                 .app_data(hub_data.clone())
+                .app_data(liveops_data.clone())
                 .app_data(access.clone())
                 .app_data(body_limits.clone())
                 .app_data(web::QueryConfig::default().error_handler(query_error))

@@ -12,6 +12,9 @@
 //!   revocation closes them whether they said `hello` or not.
 //! - `deployment.rs`: the deployment actor: a task with bounded command and
 //!   event mailboxes and a tick, driving the hub's [`DeploymentDriver`].
+//! - `live_event.rs`: the live-event actor: a task with a bounded mailbox
+//!   that sleeps until its event's next instant, driving the hub's
+//!   [`LiveEventDriver`].
 //! - `outbox.rs`: [`Outbox`], a session's bounded queue of encoded frames,
 //!   which is the body of the socket's upgrade response, and [`Fanout`],
 //!   one frame queued to many sessions and woken per worker thread.
@@ -22,11 +25,13 @@
 pub mod bucket;
 pub mod deployment;
 pub mod gate;
+pub mod live_event;
 pub mod outbox;
 pub mod registry;
 pub mod session;
 
 pub use deployment::{DeploymentDriver, DeploymentHandle, Flow, Stopped};
+pub use live_event::{LiveEventDriver, LiveEventHandle};
 pub use gate::{GateLimits, Refused, SessionGate, SessionPermit};
 pub use outbox::{CloseReason, Fanout, Outbox, OutboxReceiver, PushError};
 pub use registry::{ConnectedTarget, Registry, ServerFilter, ServerRecord};

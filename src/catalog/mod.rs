@@ -29,6 +29,7 @@ pub use builtin::BUILTIN_SCHEMAS;
 pub use configs::{NewConfigRequest, NewVersionRequest, RollbackRequest};
 pub use schemas::NewSchemaRequest;
 pub use serving::{DeploymentTarget, ServedVersion};
+pub use validating::PatchCheck;
 
 use crate::{
     auth::Role,

@@ -65,6 +65,22 @@ impl Catalog {
         }))
     }
 
+    /// A version's document as players may see it (secrets masked), by
+    /// revision; `None` when the config or revision does not exist.
+    pub async fn player_document(&self, config: &str, revision: i64) -> CatalogResult<Option<Value>> {
+        if Slug::parse(config).is_err() {
+            return Ok(None);
+        }
+        let mut conn = self.store.conn().await?;
+        let Some(row) = crate::store::configs::by_name(&mut conn, config).await? else {
+            return Ok(None);
+        };
+        let Some(stored) = versions::by_revision(&mut conn, &row.id, revision).await? else {
+            return Ok(None);
+        };
+        super::configs::masked_stored(&stored.content).map(Some)
+    }
+
     /// The version a deployment would roll out.
     pub async fn deployment_target(
         &self,

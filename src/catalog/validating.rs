@@ -255,3 +255,43 @@ impl Catalog {
         })
     }
 }
+
+/// What a merge patch does to a config's current document.
+#[derive(Debug)]
+pub enum PatchCheck {
+    Valid,
+    /// The patched document fails the config's schema.
+    Invalid(Box<ValidationReport>),
+}
+
+impl Catalog {
+    /// Applies `patch` (RFC 7396) to `config`'s latest version and
+    /// validates the result with the config's schema, off the request
+    /// threads: a live event's override must not break the config. A
+    /// config without versions takes the patch as its document.
+    pub async fn check_patch(&self, config: &str, patch: &Value) -> CatalogResult<PatchCheck> {
+        let mut conn = self.store.conn().await?;
+        let row = self.config(&mut conn, config).await?;
+        let mut document = match versions::latest(&mut conn, &row.id).await? {
+            Some(latest) => {
+                let mut document = super::configs::parse_stored(&latest.content)?;
+                self.keys
+                    .keyring
+                    .open_all(&mut document)
+                    .map_err(CatalogError::Secrets)?;
+                document
+            }
+            None => Value::Object(Default::default()),
+        };
+        crate::domain::resolution::merge_patch(&mut document, patch, "", "", None);
+        self.check_document(&document)?;
+        let inputs = self.validation_inputs(&mut conn, &row).await?;
+        drop(conn);
+        let validated = self.validate_for(inputs, document, None).await?;
+        Ok(if validated.report.valid {
+            PatchCheck::Valid
+        } else {
+            PatchCheck::Invalid(Box::new(validated.report))
+        })
+    }
+}

@@ -355,6 +355,11 @@ impl SegmentBook {
         self.segments.get(name)
     }
 
+    /// Forgets a segment (the caller checks nothing names it).
+    pub fn remove(&mut self, name: &str) {
+        self.segments.remove(name);
+    }
+
     /// Defines (or redefines) a rule segment, refusing one that would
     /// close a cycle of references.
     pub fn define_rule(&mut self, name: &str, rule: &Value) -> Result<(), BookError> {

@@ -371,52 +371,75 @@ impl FromRequest for FeedbackCaller {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let token = bearer(request).map(str::to_owned);
-        let Some(key) = token.filter(|t| t.starts_with(crate::auth::api_keys::PREFIX)) else {
-            let user = authorize(request, bearer(request), Role::Developer)
-                .map(|(actor, role)| FeedbackCaller::User { actor, role });
-            return Box::pin(std::future::ready(user));
-        };
-        let catalog = request.app_data::<web::Data<Catalog>>().cloned();
-        let control = access(request).map(|control| {
-            (
-                control.source(request),
-                request
-                    .extensions()
-                    .get::<RequestId>()
-                    .map(|id| id.0.clone()),
-            )
-        });
-        let limits = request.app_data::<web::Data<AccessControl>>().cloned();
-        Box::pin(async move {
-            let (source, request_id) = control?;
-            let (Some(catalog), Some(limits)) = (catalog, limits) else {
-                return Err(ApiError::Internal("no catalog".into()));
-            };
-            let identity = catalog
-                .authenticate_server_key(&key)
-                .await?
-                .ok_or_else(|| {
-                    ApiError::Unauthorized(AuthError::Invalid("unknown or revoked API key".into()))
-                })?;
-            let subject = format!("api-key:{}", identity.key_id);
-            limits
-                .rate_limits
-                .check_principal(&subject)
-                .map_err(|wait| ApiError::RateLimited {
-                    retry_after_secs: wait.as_secs() + 1,
-                })?;
-            Ok(FeedbackCaller::Server {
-                actor: Actor {
-                    subject,
-                    role: None,
-                    source,
-                    request_id,
-                },
-                key_id: identity.key_id,
-            })
-        })
+        key_or_token(request, Role::Developer)
     }
+}
+
+/// Who may ask what a player sees: a game server's API key (for its
+/// players), or a token of at least `viewer` (an operator previewing).
+#[derive(Debug)]
+pub struct PlayerCaller;
+
+impl FromRequest for PlayerCaller {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let caller = key_or_token(request, Role::Viewer);
+        Box::pin(async move { caller.await.map(|_| PlayerCaller) })
+    }
+}
+
+/// A game server's API key as a bearer token, or a token of at least `need`.
+fn key_or_token(
+    request: &HttpRequest,
+    need: Role,
+) -> Pin<Box<dyn Future<Output = Result<FeedbackCaller, ApiError>>>> {
+    let token = bearer(request).map(str::to_owned);
+    let Some(key) = token.filter(|t| t.starts_with(crate::auth::api_keys::PREFIX)) else {
+        let user = authorize(request, bearer(request), need)
+            .map(|(actor, role)| FeedbackCaller::User { actor, role });
+        return Box::pin(std::future::ready(user));
+    };
+    let catalog = request.app_data::<web::Data<Catalog>>().cloned();
+    let control = access(request).map(|control| {
+        (
+            control.source(request),
+            request
+                .extensions()
+                .get::<RequestId>()
+                .map(|id| id.0.clone()),
+        )
+    });
+    let limits = request.app_data::<web::Data<AccessControl>>().cloned();
+    Box::pin(async move {
+        let (source, request_id) = control?;
+        let (Some(catalog), Some(limits)) = (catalog, limits) else {
+            return Err(ApiError::Internal("no catalog".into()));
+        };
+        let identity = catalog
+            .authenticate_server_key(&key)
+            .await?
+            .ok_or_else(|| {
+                ApiError::Unauthorized(AuthError::Invalid("unknown or revoked API key".into()))
+            })?;
+        let subject = format!("api-key:{}", identity.key_id);
+        limits
+            .rate_limits
+            .check_principal(&subject)
+            .map_err(|wait| ApiError::RateLimited {
+                retry_after_secs: wait.as_secs() + 1,
+            })?;
+        Ok(FeedbackCaller::Server {
+            actor: Actor {
+                subject,
+                role: None,
+                source,
+                request_id,
+            },
+            key_id: identity.key_id,
+        })
+    })
 }
 
 /// A game server authenticated by its API key (`Authorization: Bearer` or `?token=`).

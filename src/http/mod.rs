@@ -12,6 +12,7 @@ pub mod deployments;
 pub mod extract;
 pub mod game_servers;
 pub mod health;
+pub mod live_ops;
 pub mod openapi;
 pub mod problem;
 pub mod schemas;
@@ -47,7 +48,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(audit::configure)
                 .configure(security::configure)
                 .configure(game_servers::configure)
-                .configure(deployments::configure),
+                .configure(deployments::configure)
+                .configure(live_ops::configure),
         );
 }
 

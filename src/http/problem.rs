@@ -4,7 +4,7 @@
 
 use crate::{
     auth::AuthError, catalog::CatalogError, crypto::keyring::KeyringError,
-    hub::deployments::DeploymentError,
+    hub::deployments::DeploymentError, liveops::LiveOpsError,
 };
 use actix_web::{HttpResponse, ResponseError, http::StatusCode};
 use serde::Serialize;
@@ -80,6 +80,17 @@ pub enum ApiError {
     NotFound { what: &'static str, id: String },
     #[error(transparent)]
     Deployment(DeploymentError),
+    #[error(transparent)]
+    LiveOps(LiveOpsError),
+}
+
+impl From<LiveOpsError> for ApiError {
+    fn from(error: LiveOpsError) -> Self {
+        match error {
+            LiveOpsError::Catalog(inner) => ApiError::Catalog(inner),
+            other => ApiError::LiveOps(other),
+        }
+    }
 }
 
 impl From<DeploymentError> for ApiError {
@@ -174,6 +185,22 @@ impl ApiError {
                 DeploymentError::InProgress(_) => (StatusCode::CONFLICT, "deployment_in_progress"),
                 DeploymentError::NotFound(_) => (StatusCode::NOT_FOUND, "deployment_not_found"),
             },
+            ApiError::LiveOps(error) => match error {
+                LiveOpsError::Catalog(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+                LiveOpsError::EventNotFound(_) => (StatusCode::NOT_FOUND, "live_event_not_found"),
+                LiveOpsError::SegmentNotFound(_) => (StatusCode::NOT_FOUND, "segment_not_found"),
+                LiveOpsError::EventExists(_) => (StatusCode::CONFLICT, "live_event_exists"),
+                LiveOpsError::SegmentExists(_) => (StatusCode::CONFLICT, "segment_exists"),
+                LiveOpsError::Overlap { .. } => (StatusCode::CONFLICT, "event_overlap"),
+                LiveOpsError::InvalidTransition { .. } => {
+                    (StatusCode::CONFLICT, "invalid_transition")
+                }
+                LiveOpsError::SegmentInUse { .. } => (StatusCode::CONFLICT, "segment_in_use"),
+                LiveOpsError::PatchInvalid { .. } => {
+                    (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
+                }
+                LiveOpsError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "stopping"),
+            },
         }
     }
 
@@ -226,6 +253,39 @@ impl ApiError {
             | ApiError::Catalog(CatalogError::DocumentTooDeep { .. })
             | ApiError::Catalog(CatalogError::ValidationTooCostly { .. }) => {
                 vec![item("/content", self.to_string(), None)]
+            }
+            ApiError::LiveOps(LiveOpsError::PatchInvalid { index, report, .. }) => {
+                extensions.insert(
+                    "report".into(),
+                    serde_json::to_value(report).unwrap_or_default(),
+                );
+                report
+                    .errors
+                    .iter()
+                    .map(|issue| {
+                        item(
+                            &format!("/overrides/{index}/patch{}", issue.path),
+                            issue.message.clone(),
+                            Some(&issue.rule),
+                        )
+                    })
+                    .collect()
+            }
+            ApiError::LiveOps(LiveOpsError::Overlap {
+                other,
+                config,
+                path,
+                at,
+            }) => {
+                extensions.insert(
+                    "overlap".into(),
+                    serde_json::json!({ "event": other, "config": config, "path": path, "at": at }),
+                );
+                vec![item("/overrides", self.to_string(), None)]
+            }
+            ApiError::LiveOps(LiveOpsError::SegmentInUse { events, .. }) => {
+                extensions.insert("usedBy".into(), serde_json::json!(events));
+                Vec::new()
             }
             _ => Vec::new(),
         };

@@ -84,15 +84,6 @@ pub async fn delete_segment(tx: &mut Tx, name: &str) -> StoreResult<bool> {
     Ok(done.rows_affected() == 1)
 }
 
-pub async fn segment(conn: &mut Conn, name: &str) -> StoreResult<Option<SegmentRow>> {
-    Ok(sqlx::query_as::<_, SegmentRow>(sqlx::AssertSqlSafe(format!(
-        "SELECT {SEGMENT_COLUMNS} FROM segments WHERE name = $1"
-    )))
-    .bind(name)
-    .fetch_optional(&mut **conn)
-    .await?)
-}
-
 /// Every segment, by name.
 pub async fn segments(conn: &mut Conn) -> StoreResult<Vec<SegmentRow>> {
     Ok(sqlx::query_as::<_, SegmentRow>(sqlx::AssertSqlSafe(format!(
@@ -133,15 +124,6 @@ pub async fn remove_members(tx: &mut Tx, segment: &str, players: &[String]) -> S
     Ok(())
 }
 
-pub async fn member_count(conn: &mut Conn, segment: &str) -> StoreResult<i64> {
-    let (count,): (i64,) =
-        sqlx::query_as("SELECT COUNT(*) FROM segment_members WHERE segment = $1")
-            .bind(segment)
-            .fetch_one(&mut **conn)
-            .await?;
-    Ok(count)
-}
-
 pub async fn members(conn: &mut Conn, segment: &str) -> StoreResult<Vec<String>> {
     let rows: Vec<(String,)> =
         sqlx::query_as("SELECT player_id FROM segment_members WHERE segment = $1")
@@ -166,11 +148,10 @@ pub struct LiveEventRow {
     pub created_by: String,
     pub created_at: i64,
     pub updated_at: i64,
-    pub deleted_at: Option<i64>,
 }
 
 const EVENT_COLUMNS: &str = "id, name, revision, spec, state, done_before_ms, manual_start_ms, \
-     manual_end_ms, paused_at_ms, created_by, created_at, updated_at, deleted_at";
+     manual_end_ms, paused_at_ms, created_by, created_at, updated_at";
 
 pub async fn insert_event(tx: &mut Tx, row: &LiveEventRow) -> StoreResult<()> {
     sqlx::query(
@@ -368,22 +349,6 @@ pub async fn open_occurrences(conn: &mut Conn, event_id: &str) -> StoreResult<Ve
          WHERE event_id = $1 AND ended_at_ms IS NULL ORDER BY start_ms, region"
     )))
     .bind(event_id)
-    .fetch_all(&mut **conn)
-    .await?)
-}
-
-/// An event's occurrences, newest first, at most `limit`.
-pub async fn occurrences(
-    conn: &mut Conn,
-    event_id: &str,
-    limit: i64,
-) -> StoreResult<Vec<OccurrenceRow>> {
-    Ok(sqlx::query_as::<_, OccurrenceRow>(sqlx::AssertSqlSafe(format!(
-        "SELECT {OCCURRENCE_COLUMNS} FROM live_event_occurrences \
-         WHERE event_id = $1 ORDER BY start_ms DESC, region LIMIT $2"
-    )))
-    .bind(event_id)
-    .bind(limit)
     .fetch_all(&mut **conn)
     .await?)
 }

@@ -92,3 +92,24 @@ impl Hub {
         })
     }
 }
+
+impl Hub {
+    /// The revision a player in `region` sees of `config` before any live
+    /// event or experiment: what a server there runs outside a deployment
+    /// in flight (a standing layer narrowed to the region, else the active
+    /// revision). `None` for a config the hub does not serve.
+    pub fn player_base(&self, config: &str, region: &str) -> Option<i64> {
+        let serving = self.serving_read();
+        let who = crate::domain::layers::Who {
+            server_id: "",
+            region,
+            tags: &[],
+            operator_tags: &[],
+        };
+        serving
+            .get(config)?
+            .layers()
+            .settled(&who)
+            .map(|resolved| resolved.revision)
+    }
+}

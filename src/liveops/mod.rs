@@ -1,0 +1,383 @@
+//! Live ops: segments, live events (one actor each) and what each player
+//! sees. Definitions live in memory (`Definitions`, swapped whole on each
+//! change, read without holding a lock), written through `store/` first.
+//!
+//! **Architecture invariant:** an event's state is committed before its
+//! effect: its actor writes the progress and the occurrences it starts or
+//! ends, then publishes the new definitions. Player resolution reads only
+//! memory.
+//!
+//! # Layout
+//! - `mod.rs`: [`LiveOps`], its errors, loading at start-up.
+//! - `segments.rs`: segments (rules, id lists): create, change, delete.
+//! - `events.rs`: live events: create, revise, delete, operators' controls,
+//!   the timeline and its overlaps.
+//! - `actor.rs`: the driver of one event's actor (timers, transitions).
+//! - `players.rs`: what a player sees: resolved configs, active events.
+//! - `views.rs`: response bodies.
+
+mod actor;
+mod events;
+mod players;
+mod segments;
+pub mod views;
+
+pub use players::{MAX_PLAYERS, PlayerRequest, ResolveRequest, attribute_value};
+pub use segments::{MembersRequest, SegmentRequest};
+
+use crate::{
+    catalog::{Catalog, CatalogError},
+    domain::{
+        event_progress::{EventState, Progress, Slot, Timetable, Window},
+        live_event::LiveEventSpec,
+        schedule::parse_zone,
+        segments::SegmentBook,
+    },
+    hub::Hub,
+    settings::LiveOpsSettings,
+    store::{Store, StoreError, live_ops as store},
+};
+use chrono_tz::Tz;
+use hotswap_actors::LiveEventHandle;
+use hotswap_client::sync::{lock, read, write};
+use serde_json::Value;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex, RwLock},
+};
+
+/// Why a live-ops operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveOpsError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("live event {0:?} does not exist")]
+    EventNotFound(String),
+    #[error("segment {0:?} does not exist")]
+    SegmentNotFound(String),
+    #[error("a live event named {0:?} exists or existed; names are never reused")]
+    EventExists(String),
+    #[error("a segment named {0:?} exists")]
+    SegmentExists(String),
+    #[error(
+        "{config}{path} is also changed by live event {other:?} at the same time \
+         (from {at}) in a shared region; send allowOverlap: true to create it anyway"
+    )]
+    Overlap {
+        other: String,
+        config: String,
+        path: String,
+        at: String,
+    },
+    #[error("the event is {state}: {reason}")]
+    InvalidTransition { state: &'static str, reason: String },
+    #[error("segment {segment:?} is used by {events:?}")]
+    SegmentInUse {
+        segment: String,
+        events: Vec<String>,
+    },
+    #[error("override {index}'s patch breaks config {config:?} ({} errors)", .report.errors.len())]
+    PatchInvalid {
+        index: usize,
+        config: String,
+        report: Box<crate::domain::validation::ValidationReport>,
+    },
+    #[error("the live event's actor has stopped; retry")]
+    Stopped,
+}
+
+impl From<StoreError> for LiveOpsError {
+    fn from(error: StoreError) -> Self {
+        LiveOpsError::Catalog(error.into())
+    }
+}
+
+pub type LiveOpsResult<T> = Result<T, LiveOpsError>;
+
+fn invalid(path: &str, message: impl Into<String>) -> LiveOpsError {
+    LiveOpsError::Catalog(CatalogError::InvalidField {
+        path: path.to_owned(),
+        message: message.into(),
+    })
+}
+
+/// A segment as the hub keeps it.
+#[derive(Debug, Clone)]
+pub struct SegmentEntry {
+    pub row: store::SegmentRow,
+    pub members: usize,
+}
+
+/// A live event as the hub keeps it: its definition, its progress as its
+/// actor committed it, and the occurrences it applied.
+#[derive(Debug, Clone)]
+pub struct EventEntry {
+    pub id: String,
+    pub revision: i64,
+    /// The definition as accepted (the request body).
+    pub body: Value,
+    pub spec: LiveEventSpec,
+    /// The event's regions with their zones (`regionLocal`).
+    pub zones: Vec<(String, Tz)>,
+    pub progress: Progress,
+    /// The occurrences in force as its actor applied them.
+    pub applied: Vec<Slot>,
+    /// How late the applied occurrences started (ms; 0: on time).
+    pub late_ms: i64,
+    pub created_by: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl EventEntry {
+    pub fn timetable(&self) -> Timetable<'_> {
+        Timetable {
+            schedule: &self.spec.schedule,
+            zones: &self.zones,
+            preview_lead_ms: self.spec.preview_lead_ms,
+            ending_soon_lead_ms: self.spec.ending_soon_lead_ms,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.spec.name.as_str()
+    }
+}
+
+/// Everything player resolution reads, swapped whole on each change.
+#[derive(Debug, Clone)]
+pub struct Definitions {
+    pub book: Arc<SegmentBook>,
+    pub segments: BTreeMap<String, SegmentEntry>,
+    pub events: BTreeMap<String, Arc<EventEntry>>,
+}
+
+type EventActor = LiveEventHandle<actor::Command>;
+
+/// Live ops on this hub.
+pub struct LiveOps {
+    store: Store,
+    catalog: Catalog,
+    hub: Arc<Hub>,
+    settings: LiveOpsSettings,
+    /// Region (upper case) → time zone.
+    zones: BTreeMap<String, Tz>,
+    definitions: RwLock<Arc<Definitions>>,
+    actors: Mutex<HashMap<String, EventActor>>,
+    /// Base documents players see (secrets masked), by (config, revision).
+    bases: Mutex<HashMap<(String, i64), Arc<Value>>>,
+    /// One definition change at a time: the checks (names, overlaps,
+    /// counts) and the write they allow see the same definitions.
+    writes: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for LiveOps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveOps").finish_non_exhaustive()
+    }
+}
+
+/// Base documents kept; past it the cache starts over.
+const BASES_KEPT: usize = 256;
+
+fn progress_of(row: &store::LiveEventRow) -> Progress {
+    Progress {
+        state: EventState::parse(&row.state).unwrap_or(EventState::Scheduled),
+        done_before_ms: row.done_before_ms,
+        manual: row
+            .manual_start_ms
+            .zip(row.manual_end_ms)
+            .map(|(start_ms, end_ms)| Window { start_ms, end_ms }),
+        paused_at_ms: row.paused_at_ms,
+    }
+}
+
+impl LiveOps {
+    /// Reads segments and events from the store. Call [`LiveOps::start`]
+    /// from the runtime the actors should live on.
+    pub async fn load(
+        store: Store,
+        catalog: Catalog,
+        hub: Arc<Hub>,
+        settings: LiveOpsSettings,
+    ) -> anyhow::Result<Arc<Self>> {
+        let mut zones = BTreeMap::new();
+        for (region, zone) in &settings.region_zones {
+            let tz = parse_zone(zone).ok_or_else(|| {
+                anyhow::anyhow!("liveops.region_zones.{region}: unknown time zone {zone:?}")
+            })?;
+            zones.insert(region.to_ascii_uppercase(), tz);
+        }
+        let mut conn = store.conn().await?;
+        let mut book = SegmentBook::with_built_ins();
+        let mut segments = BTreeMap::new();
+        let rows = store::segments(&mut conn).await?;
+        // Lists first; rules may name segments defined after them, so they
+        // are defined in rounds until no more can be (a stored book was
+        // valid when written).
+        let mut pending = Vec::new();
+        for row in &rows {
+            if row.kind == "list" {
+                let members = store::members(&mut conn, &row.name).await?;
+                let count = members.len();
+                if book.define_list(&row.name, members).is_ok() {
+                    segments.insert(
+                        row.name.clone(),
+                        SegmentEntry {
+                            row: row.clone(),
+                            members: count,
+                        },
+                    );
+                    continue;
+                }
+            }
+            pending.push(row);
+        }
+        loop {
+            let before = pending.len();
+            pending.retain(|row| {
+                let rule = row
+                    .rule
+                    .as_deref()
+                    .and_then(|rule| serde_json::from_str::<Value>(rule).ok());
+                let defined = rule.is_some_and(|rule| book.define_rule(&row.name, &rule).is_ok());
+                if defined {
+                    segments.insert(
+                        row.name.clone(),
+                        SegmentEntry {
+                            row: (*row).clone(),
+                            members: 0,
+                        },
+                    );
+                }
+                !defined
+            });
+            if pending.is_empty() || pending.len() == before {
+                break;
+            }
+        }
+        for row in pending {
+            tracing::error!(segment = %row.name, "a stored segment cannot be defined; it matches no player");
+        }
+        let mut events = BTreeMap::new();
+        for row in store::live_events(&mut conn).await? {
+            let body: Value = match serde_json::from_str(&row.spec) {
+                Ok(body) => body,
+                Err(error) => {
+                    tracing::error!(event = %row.name, %error, "a stored live event is not JSON; skipped");
+                    continue;
+                }
+            };
+            let spec = match LiveEventSpec::parse(&body) {
+                Ok(spec) => spec,
+                Err(error) => {
+                    tracing::error!(event = %row.name, path = %error.path, message = %error.message,
+                        "a stored live event no longer parses; skipped");
+                    continue;
+                }
+            };
+            let entry = EventEntry {
+                id: row.id.clone(),
+                revision: row.revision,
+                zones: zones_of(&zones, &spec),
+                body,
+                spec,
+                progress: progress_of(&row),
+                applied: Vec::new(),
+                late_ms: 0,
+                created_by: row.created_by.clone(),
+                created_at: row.created_at,
+                updated_at: row.updated_at,
+            };
+            events.insert(row.name.clone(), Arc::new(entry));
+        }
+        drop(conn);
+        Ok(Arc::new(LiveOps {
+            store,
+            catalog,
+            hub,
+            settings,
+            zones,
+            definitions: RwLock::new(Arc::new(Definitions {
+                book: Arc::new(book),
+                segments,
+                events,
+            })),
+            actors: Mutex::new(HashMap::new()),
+            bases: Mutex::new(HashMap::new()),
+            writes: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// Starts an actor for every event that is not finished; each first
+    /// catches up with its schedule (an activation missed while the hub
+    /// was down happens now, marked late).
+    pub fn start(self: &Arc<Self>) {
+        let names: Vec<String> = self
+            .definitions()
+            .events
+            .values()
+            .filter(|e| !e.progress.state.is_finished())
+            .map(|e| e.name().to_owned())
+            .collect();
+        for name in names {
+            self.actor_for(&name);
+        }
+    }
+
+    /// The definitions now (a cheap clone of an `Arc`).
+    pub fn definitions(&self) -> Arc<Definitions> {
+        read(&self.definitions).clone()
+    }
+
+    fn change(&self, change: impl FnOnce(&mut Definitions)) {
+        let mut definitions = write(&self.definitions);
+        let mut next = (**definitions).clone();
+        change(&mut next);
+        *definitions = Arc::new(next);
+    }
+
+    fn publish_event(&self, entry: EventEntry) {
+        self.change(|d| {
+            d.events.insert(entry.name().to_owned(), Arc::new(entry));
+        });
+    }
+
+    /// The event's actor, started if it is not running.
+    fn actor_for(self: &Arc<Self>, name: &str) -> EventActor {
+        let mut actors = lock(&self.actors);
+        if let Some(handle) = actors.get(name).filter(|h| !h.is_stopped()) {
+            return handle.clone();
+        }
+        actors.retain(|_, handle| !handle.is_stopped());
+        let handle = actor::spawn(self.clone(), name.to_owned());
+        actors.insert(name.to_owned(), handle.clone());
+        handle
+    }
+
+    /// Events not finished (scheduled, active, paused).
+    fn running_events(&self) -> usize {
+        self.definitions()
+            .events
+            .values()
+            .filter(|e| !e.progress.state.is_finished())
+            .count()
+    }
+
+    /// Stops every actor (shutdown): nothing is lost, each resumes from
+    /// the store on the next start.
+    pub async fn stop(&self) {
+        let handles: Vec<EventActor> = lock(&self.actors).drain().map(|(_, h)| h).collect();
+        for handle in handles {
+            let _ = handle.command(actor::Command::Stop).await;
+        }
+    }
+}
+
+/// The zones of an event's regions (those the settings know).
+fn zones_of(zones: &BTreeMap<String, Tz>, spec: &LiveEventSpec) -> Vec<(String, Tz)> {
+    spec.regions
+        .iter()
+        .filter_map(|r| zones.get(r).map(|tz| (r.clone(), *tz)))
+        .collect()
+}

@@ -1,0 +1,306 @@
+//! What a player sees, from memory: each config's base (what a server in
+//! the player's region runs outside a deployment in flight), then the live
+//! events active for the player, through `domain::resolution::resolve`.
+//! With `at`, the events are those the schedule puts in force then (a
+//! designer checks Christmas before Christmas).
+
+use super::{
+    BASES_KEPT, Definitions, EventEntry, LiveOps, LiveOpsResult, invalid,
+    segments::MAX_PLAYER_ID_CHARS,
+    views::{ActiveEventView, ActiveEventsView, PlayerConfigView, ResolvedConfigView},
+};
+use crate::{
+    catalog::{CatalogError, views::rfc3339},
+    domain::{
+        event_progress::Slot,
+        live_event::ContentVersion,
+        resolution::{EventLayer, PlayerRef, resolve},
+    },
+    store::now_ms,
+};
+use hotswap_client::sync::lock;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::{collections::BTreeMap, sync::Arc};
+
+/// Most players in one `POST /players/resolve`.
+pub const MAX_PLAYERS: usize = 100;
+/// Most configs resolved in one call.
+pub const MAX_CONFIGS: usize = 32;
+/// Most attributes a player may carry in a request.
+pub const MAX_ATTRIBUTES: usize = 32;
+const MAX_ATTRIBUTE_KEY: usize = 64;
+const MAX_ATTRIBUTE_TEXT: usize = 256;
+
+/// One player: an id and the attributes the caller sends.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlayerRequest {
+    pub player_id: String,
+    /// `region`, `platform`, `country`, `clientVersion`, `contentVersion`,
+    /// `level`, `spendTier`, `firstSeen`... (strings, numbers, booleans).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub attributes: Map<String, Value>,
+}
+
+/// `POST /players/resolve`: a roster.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResolveRequest {
+    pub players: Vec<PlayerRequest>,
+    pub configs: Vec<String>,
+    /// RFC 3339: resolve for this instant (scheduled events included).
+    pub at: Option<String>,
+    #[serde(default)]
+    pub explain: bool,
+}
+
+impl PlayerRequest {
+    /// Checks the id and attributes (`at` is the body path of the player).
+    pub fn check(&self, at: &str) -> LiveOpsResult<()> {
+        let id = &self.player_id;
+        if id.is_empty() || id.chars().count() > MAX_PLAYER_ID_CHARS || id.chars().any(char::is_control)
+        {
+            return Err(invalid(
+                &format!("{at}/playerId"),
+                format!("a player id is 1-{MAX_PLAYER_ID_CHARS} printable characters"),
+            ));
+        }
+        if self.attributes.len() > MAX_ATTRIBUTES {
+            return Err(invalid(
+                &format!("{at}/attributes"),
+                format!("at most {MAX_ATTRIBUTES} attributes"),
+            ));
+        }
+        for (key, value) in &self.attributes {
+            let key_ok = !key.is_empty()
+                && key.len() <= MAX_ATTRIBUTE_KEY
+                && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            let value_ok = match value {
+                Value::String(text) => text.chars().count() <= MAX_ATTRIBUTE_TEXT,
+                Value::Number(_) | Value::Bool(_) | Value::Null => true,
+                _ => false,
+            };
+            if !key_ok || !value_ok {
+                return Err(invalid(
+                    &format!("{at}/attributes/{key}"),
+                    format!(
+                        "attribute names are 1-{MAX_ATTRIBUTE_KEY} letters, digits, '_', '-' or '.'; \
+                         values are a string of at most {MAX_ATTRIBUTE_TEXT} characters, a number or a boolean"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn region(&self) -> String {
+        self.attributes
+            .get("region")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_ascii_uppercase()
+    }
+}
+
+/// Reads a query's attribute value: a number or boolean when it reads as
+/// one, else the text.
+pub fn attribute_value(text: &str) -> Value {
+    if let Ok(number) = text.parse::<i64>() {
+        return Value::from(number);
+    }
+    if let Some(number) = text.parse::<f64>().ok().filter(|n| n.is_finite()) {
+        return Value::from(number);
+    }
+    match text {
+        "true" => Value::Bool(true),
+        "false" => Value::Bool(false),
+        _ => Value::String(text.to_owned()),
+    }
+}
+
+/// Whether `slot` of `event` reaches a player in `region` ('' unknown).
+fn reaches(event: &EventEntry, slot: &Slot, region: &str) -> bool {
+    match &slot.region {
+        Some(own) => own == region,
+        None => event.spec.regions.is_empty() || event.spec.regions.iter().any(|r| r == region),
+    }
+}
+
+/// The events active for a player at `at` (`preview`: as the schedule
+/// says; else as the actors applied them), with the occurrence in force.
+pub(super) fn active_for<'d>(
+    definitions: &'d Definitions,
+    player: &PlayerRequest,
+    at_ms: i64,
+    preview: bool,
+) -> Vec<(&'d Arc<EventEntry>, Slot)> {
+    let region = player.region();
+    let me = PlayerRef {
+        id: &player.player_id,
+        attributes: &player.attributes,
+    };
+    let content = player
+        .attributes
+        .get("contentVersion")
+        .and_then(Value::as_str)
+        .and_then(|v| semver::Version::parse(v).ok());
+    definitions
+        .events
+        .values()
+        .filter_map(|event| {
+            let slots = if preview {
+                event.timetable().in_force(&event.progress, at_ms)
+            } else {
+                event.applied.clone()
+            };
+            let slot = slots.into_iter().find(|s| reaches(event, s, &region))?;
+            let content_ok = match &event.spec.content_version {
+                ContentVersion::Any => true,
+                ContentVersion::Required(need) => content.as_ref().is_some_and(|v| need.matches(v)),
+            };
+            (content_ok
+                && event
+                    .spec
+                    .audience
+                    .includes(event.name(), me, at_ms, &definitions.book))
+            .then_some((event, slot))
+        })
+        .collect()
+}
+
+impl LiveOps {
+    /// A base document as players see it (secrets masked), from memory.
+    async fn base_document(&self, config: &str, revision: i64) -> LiveOpsResult<Arc<Value>> {
+        let key = (config.to_owned(), revision);
+        if let Some(found) = lock(&self.bases).get(&key) {
+            return Ok(found.clone());
+        }
+        let document = self
+            .catalog
+            .player_document(config, revision)
+            .await?
+            .ok_or_else(|| CatalogError::ConfigNotFound(config.to_owned()))?;
+        let document = Arc::new(document);
+        let mut bases = lock(&self.bases);
+        if bases.len() >= BASES_KEPT {
+            bases.clear();
+        }
+        bases.insert(key, document.clone());
+        Ok(document)
+    }
+
+    /// Each player's view of each config at `at` (now when absent).
+    pub async fn resolve_players(
+        &self,
+        players: &[PlayerRequest],
+        configs: &[String],
+        at_ms: Option<i64>,
+        explain: bool,
+    ) -> LiveOpsResult<Vec<PlayerConfigView>> {
+        if configs.is_empty() || configs.len() > MAX_CONFIGS {
+            return Err(invalid(
+                "/configs",
+                format!("name 1 to {MAX_CONFIGS} configs"),
+            ));
+        }
+        let definitions = self.definitions();
+        let instant = at_ms.unwrap_or_else(now_ms);
+        let mut answers = Vec::with_capacity(players.len());
+        for player in players {
+            let region = player.region();
+            let events = active_for(&definitions, player, instant, at_ms.is_some());
+            let mut resolved = BTreeMap::new();
+            for config in configs {
+                let revision = self
+                    .hub
+                    .player_base(config, &region)
+                    .ok_or_else(|| CatalogError::ConfigNotFound(config.clone()))?;
+                let base = self.base_document(config, revision).await?;
+                let layers: Vec<EventLayer> = events
+                    .iter()
+                    .filter_map(|(event, slot)| {
+                        let patch = event
+                            .spec
+                            .overrides
+                            .iter()
+                            .find(|o| o.config.as_str() == config)?;
+                        Some(EventLayer {
+                            name: event.name(),
+                            priority: event.spec.priority,
+                            start_ms: slot.start_ms,
+                            patch: &patch.patch,
+                        })
+                    })
+                    .collect();
+                let resolution = resolve(&base, layers, None, explain);
+                resolved.insert(
+                    config.clone(),
+                    ResolvedConfigView {
+                        base_revision: revision,
+                        document: resolution.document,
+                        checksum: resolution.checksum,
+                        layers: resolution.layers,
+                        explain: resolution.explain,
+                    },
+                );
+            }
+            answers.push(PlayerConfigView {
+                player_id: player.player_id.clone(),
+                at: rfc3339(instant),
+                configs: resolved,
+                events: events.iter().map(|(e, _)| e.name().to_owned()).collect(),
+            });
+        }
+        Ok(answers)
+    }
+
+    /// The studios' `events/active`: for a player (audience applied), or
+    /// for a region (events open to every player there).
+    pub fn active_events(&self, player: Option<&PlayerRequest>, region: Option<&str>) -> ActiveEventsView {
+        let definitions = self.definitions();
+        let now = now_ms();
+        let anyone = PlayerRequest {
+            player_id: String::new(),
+            attributes: region
+                .map(|r| {
+                    let mut map = Map::new();
+                    map.insert("region".into(), Value::String(r.to_owned()));
+                    map
+                })
+                .unwrap_or_default(),
+        };
+        let found: Vec<(&Arc<EventEntry>, Slot)> = match player {
+            Some(player) => active_for(&definitions, player, now, false),
+            None => definitions
+                .events
+                .values()
+                .filter(|e| {
+                    e.spec.audience.segments.is_empty() && e.spec.audience.percentage.is_none()
+                })
+                .filter_map(|e| {
+                    let slot = e
+                        .applied
+                        .iter()
+                        .find(|s| region.is_none() || reaches(e, s, &anyone.region()))?;
+                    Some((e, slot.clone()))
+                })
+                .collect(),
+        };
+        ActiveEventsView {
+            server_time: rfc3339(now),
+            events: found
+                .into_iter()
+                .map(|(event, slot)| ActiveEventView {
+                    id: event.name().to_owned(),
+                    event_type: event.spec.event_type.as_str().to_owned(),
+                    display_name: event.spec.display_name.clone(),
+                    start_at: rfc3339(slot.start_ms),
+                    end_at: rfc3339(slot.end_ms),
+                    rules: event.spec.rules.clone(),
+                })
+                .collect(),
+        }
+    }
+}

@@ -35,6 +35,7 @@ pub struct Application {
     server: Server,
     store: Store,
     hub: Arc<Hub>,
+    liveops: Arc<crate::liveops::LiveOps>,
 }
 
 /// Stops a running hub gracefully: game servers are told when to come
@@ -42,6 +43,7 @@ pub struct Application {
 #[derive(Clone)]
 pub struct ShutdownHandle {
     hub: Arc<Hub>,
+    liveops: Arc<crate::liveops::LiveOps>,
     server: actix_web::dev::ServerHandle,
 }
 
@@ -54,6 +56,8 @@ impl std::fmt::Debug for ShutdownHandle {
 impl ShutdownHandle {
     pub async fn shutdown(&self) {
         let started = std::time::Instant::now();
+        // Live events stop first: what they committed resumes on the next start.
+        self.liveops.stop().await;
         self.hub.shutdown().await;
         // Let the reconnect frames and close frames leave before the workers stop.
         actix_web::rt::time::sleep(Duration::from_millis(200)).await;
@@ -265,12 +269,14 @@ impl Application {
             server,
             store,
             hub,
+            liveops,
         })
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
             hub: self.hub.clone(),
+            liveops: self.liveops.clone(),
             server: self.server.handle(),
         }
     }

@@ -31,8 +31,8 @@ pub mod registry;
 pub mod session;
 
 pub use deployment::{DeploymentDriver, DeploymentHandle, Flow, Stopped};
-pub use live_event::{LiveEventDriver, LiveEventHandle};
 pub use gate::{GateLimits, Refused, SessionGate, SessionPermit};
+pub use live_event::{LiveEventDriver, LiveEventHandle};
 pub use outbox::{CloseReason, Fanout, Outbox, OutboxReceiver, PushError};
 pub use registry::{ConnectedTarget, Registry, ServerFilter, ServerRecord};
 pub use session::{

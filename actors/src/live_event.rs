@@ -60,14 +60,16 @@ fn now_ms() -> i64 {
 
 /// Starts the actor on the current thread's runtime (`spawn_local`). It
 /// first wakes at the driver's first instant (at once, when it has passed:
-/// an activation missed while the hub was down).
+/// an activation missed while the hub was down). When a step says stop,
+/// the commands already queued are still carried out.
 pub fn spawn<D: LiveEventDriver>(mailbox: usize, mut driver: D) -> LiveEventHandle<D::Command> {
     let (commands, mut command_rx) = mpsc::channel::<D::Command>(mailbox.clamp(1, 1024));
     actix_web::rt::spawn(async move {
         loop {
             let sleep = match driver.next_wake_ms() {
-                Some(at) => Duration::from_millis(at.saturating_sub(now_ms()).max(0) as u64)
-                    .min(MAX_SLEEP),
+                Some(at) => {
+                    Duration::from_millis(at.saturating_sub(now_ms()).max(0) as u64).min(MAX_SLEEP)
+                }
                 None => MAX_SLEEP,
             };
             let due = driver.next_wake_ms().is_some_and(|at| at <= now_ms());
@@ -90,6 +92,12 @@ pub fn spawn<D: LiveEventDriver>(mailbox: usize, mut driver: D) -> LiveEventHand
                 }
             };
             if flow == Flow::Stop {
+                // Commands already queued are answered, not dropped; from
+                // now on senders see the actor stopped.
+                command_rx.close();
+                while let Ok(command) = command_rx.try_recv() {
+                    driver.command(command).await;
+                }
                 break;
             }
         }

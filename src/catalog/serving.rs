@@ -67,7 +67,11 @@ impl Catalog {
 
     /// A version's document as players may see it (secrets masked), by
     /// revision; `None` when the config or revision does not exist.
-    pub async fn player_document(&self, config: &str, revision: i64) -> CatalogResult<Option<Value>> {
+    pub async fn player_document(
+        &self,
+        config: &str,
+        revision: i64,
+    ) -> CatalogResult<Option<Value>> {
         if Slug::parse(config).is_err() {
             return Ok(None);
         }

@@ -12,8 +12,8 @@
 pub mod compat;
 pub mod diff;
 pub mod document;
-pub mod event_progress;
 pub mod evaluation;
+pub mod event_progress;
 pub mod feedback;
 pub mod judgement;
 pub mod kinds;

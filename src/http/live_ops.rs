@@ -63,7 +63,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 fn instant(name: &str, text: &str) -> Result<i64, ApiError> {
     chrono::DateTime::parse_from_rfc3339(text)
         .map(|t| t.timestamp_millis())
-        .map_err(|_| ApiError::InvalidQuery(format!("{name}: an RFC 3339 time like 2026-12-24T18:00:00Z")))
+        .map_err(|_| {
+            ApiError::InvalidQuery(format!(
+                "{name}: an RFC 3339 time like 2026-12-24T18:00:00Z"
+            ))
+        })
 }
 
 /// Define a segment: a rule over player attributes, or a list of ids.
@@ -118,7 +122,11 @@ pub async fn update_segment(
     name: web::Path<String>,
     Body(request): Body<SegmentRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(liveops.update_segment(&caller.actor, &name, request).await?))
+    Ok(HttpResponse::Ok().json(
+        liveops
+            .update_segment(&caller.actor, &name, request)
+            .await?,
+    ))
 }
 
 /// Delete a segment no live event and no other segment names.
@@ -148,7 +156,11 @@ pub async fn segment_members(
     name: web::Path<String>,
     Body(request): Body<MembersRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(liveops.change_members(&caller.actor, &name, request).await?))
+    Ok(HttpResponse::Ok().json(
+        liveops
+            .change_members(&caller.actor, &name, request)
+            .await?,
+    ))
 }
 
 /// Create a live event (see `LIVEOPS.md` for its fields).
@@ -193,7 +205,8 @@ pub async fn list_events(
         .state
         .as_deref()
         .map(|s| {
-            EventState::parse(s).ok_or_else(|| ApiError::InvalidQuery(format!("state: no state {s:?}")))
+            EventState::parse(s)
+                .ok_or_else(|| ApiError::InvalidQuery(format!("state: no state {s:?}")))
         })
         .transpose()?;
     let window = match (&query.from, &query.to) {

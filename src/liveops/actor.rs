@@ -226,12 +226,13 @@ impl EventDriver {
             return Err(LiveOpsError::EventNotFound(self.name.clone()));
         };
         let now = now_ms();
-        let progress = control(&entry.timetable(), &entry.progress, what, now).map_err(|refused| {
-            LiveOpsError::InvalidTransition {
-                state: refused.state.name(),
-                reason: refused.reason.into(),
-            }
-        })?;
+        let progress =
+            control(&entry.timetable(), &entry.progress, what, now).map_err(|refused| {
+                LiveOpsError::InvalidTransition {
+                    state: refused.state.name(),
+                    reason: refused.reason.into(),
+                }
+            })?;
         let mut tx = self.liveops.store.begin().await?;
         store::save_progress(&mut tx, &entry.id, &progress_row(&progress), now).await?;
         audit::record(

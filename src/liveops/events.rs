@@ -6,9 +6,7 @@
 
 use super::{
     EventEntry, LiveOps, LiveOpsError, LiveOpsResult, actor, invalid,
-    views::{
-        LiveEventView, OverlapView, TimelineEntry, TimelineView, event_view, occurrence_view,
-    },
+    views::{LiveEventView, OverlapView, TimelineEntry, TimelineView, event_view, occurrence_view},
     zones_of,
 };
 use crate::{
@@ -47,12 +45,7 @@ fn occurrence_of(slot: &Slot) -> Occurrence {
 /// The first pair of occurrences of `a` and `b` that run at once in a
 /// shared region, if any. Both lists are sorted by start: each of `a`'s is
 /// compared with `b`'s that start within `b`'s longest duration before it.
-fn first_clash(
-    a: &[Slot],
-    a_regions: &[String],
-    b: &[Slot],
-    b_regions: &[String],
-) -> Option<i64> {
+fn first_clash(a: &[Slot], a_regions: &[String], b: &[Slot], b_regions: &[String]) -> Option<i64> {
     let longest = b.iter().map(|s| s.end_ms - s.start_ms).max()?;
     for x in a {
         let from = b.partition_point(|y| y.start_ms < x.start_ms.saturating_sub(longest));
@@ -136,7 +129,10 @@ impl LiveOps {
                     error @ (CatalogError::DocumentTooDeep { .. }
                     | CatalogError::DocumentTooLarge { .. }),
                 ) => {
-                    return Err(invalid(&format!("/overrides/{index}/patch"), error.to_string()));
+                    return Err(invalid(
+                        &format!("/overrides/{index}/patch"),
+                        error.to_string(),
+                    ));
                 }
                 Err(other) => return Err(other.into()),
             }
@@ -146,12 +142,17 @@ impl LiveOps {
 
     /// The first event `spec` would clash with (same config path, same
     /// time, shared region) within the overlap horizon.
-    fn overlap(&self, spec: &LiveEventSpec, zones: &[(String, chrono_tz::Tz)]) -> LiveOpsResult<()> {
+    fn overlap(
+        &self,
+        spec: &LiveEventSpec,
+        zones: &[(String, chrono_tz::Tz)],
+    ) -> LiveOpsResult<()> {
         if spec.allow_overlap || spec.overrides.is_empty() {
             return Ok(());
         }
         let now = now_ms();
-        let horizon = now.saturating_add(i64::from(self.settings.overlap_horizon_days) * 86_400_000);
+        let horizon =
+            now.saturating_add(i64::from(self.settings.overlap_horizon_days) * 86_400_000);
         let mine = Timetable {
             schedule: &spec.schedule,
             zones,
@@ -179,7 +180,11 @@ impl LiveOps {
         Ok(())
     }
 
-    pub async fn create_event(self: &Arc<Self>, actor: &Actor, body: Value) -> LiveOpsResult<LiveEventView> {
+    pub async fn create_event(
+        self: &Arc<Self>,
+        actor: &Actor,
+        body: Value,
+    ) -> LiveOpsResult<LiveEventView> {
         let spec = LiveEventSpec::parse(&body).map_err(|e| invalid(&e.path, e.message))?;
         let _writing = self.writes.lock().await;
         let name = spec.name.as_str().to_owned();
@@ -293,10 +298,14 @@ impl LiveOps {
                 reason: "a cancelled or rolled-back event cannot change".into(),
             });
         }
-        if current.progress.state.is_finished() && self.running_events() >= self.settings.max_events {
+        if current.progress.state.is_finished() && self.running_events() >= self.settings.max_events
+        {
             return Err(invalid(
                 "/schedule",
-                format!("at most {} live events may run at once", self.settings.max_events),
+                format!(
+                    "at most {} live events may run at once",
+                    self.settings.max_events
+                ),
             ));
         }
         self.check_definition(&spec, &body).await?;
@@ -347,20 +356,28 @@ impl LiveOps {
             .get(name)
             .cloned()
             .ok_or_else(|| LiveOpsError::EventNotFound(name.to_owned()))?;
-        if matches!(current.progress.state, EventState::Active | EventState::Paused) {
+        if matches!(
+            current.progress.state,
+            EventState::Active | EventState::Paused
+        ) {
             return Err(LiveOpsError::InvalidTransition {
                 state: current.progress.state.name(),
                 reason: "end or cancel it before deleting it".into(),
             });
         }
-        if let Some(handle) = super::lock(&self.actors).remove(name) {
+        let running = super::lock(&self.actors).remove(name);
+        if let Some(handle) = running {
             let _ = handle.command(actor::Command::Stop).await;
         }
         let mut tx = self.store.begin().await?;
         store::delete_event(&mut tx, &current.id, now_ms()).await?;
         audit::record(
             &mut tx,
-            actor.audit_entry("live-event.delete", format!("live-events/{name}"), json!({})),
+            actor.audit_entry(
+                "live-event.delete",
+                format!("live-events/{name}"),
+                json!({}),
+            ),
         )
         .await?;
         tx.commit().await.map_err(StoreError::from)?;
@@ -394,11 +411,13 @@ impl LiveOps {
             .filter(|e| state.is_none_or(|s| e.progress.state == s))
             .filter(|e| {
                 region.is_none_or(|r| {
-                    e.spec.regions.is_empty() || e.spec.regions.iter().any(|x| x.eq_ignore_ascii_case(r))
+                    e.spec.regions.is_empty()
+                        || e.spec.regions.iter().any(|x| x.eq_ignore_ascii_case(r))
                 })
             })
             .filter(|e| {
-                window.is_none_or(|(from, to)| !e.timetable().slots(&e.progress, from, to).is_empty())
+                window
+                    .is_none_or(|(from, to)| !e.timetable().slots(&e.progress, from, to).is_empty())
             })
             .map(|e| event_view(e, now))
             .collect()
@@ -414,32 +433,49 @@ impl LiveOps {
         if !self.definitions().events.contains_key(name) {
             return Err(LiveOpsError::EventNotFound(name.to_owned()));
         }
-        let by = actor.clone();
         self.command(name, |reply| actor::Command::Control {
             control,
-            actor: by,
+            actor: actor.clone(),
             reply,
         })
         .await?;
         self.event(name)
     }
 
+    /// Sends a command to the event's actor and waits for its answer. An
+    /// actor that was finishing (its event over) when the command came
+    /// drops it unanswered: a fresh actor takes it then.
     async fn command(
         self: &Arc<Self>,
         name: &str,
-        make: impl FnOnce(oneshot::Sender<LiveOpsResult<()>>) -> actor::Command,
+        make: impl Fn(oneshot::Sender<LiveOpsResult<()>>) -> actor::Command,
     ) -> LiveOpsResult<()> {
-        let (reply, answer) = oneshot::channel();
-        self.actor_for(name)
-            .command(make(reply))
-            .await
-            .map_err(|_| LiveOpsError::Stopped)?;
-        answer.await.map_err(|_| LiveOpsError::Stopped)?
+        for _ in 0..3 {
+            let handle = self.actor_for(name).ok_or(LiveOpsError::Stopped)?;
+            let (reply, answer) = oneshot::channel();
+            if handle.command(make(reply)).await.is_ok()
+                && let Ok(answered) = answer.await
+            {
+                return answered;
+            }
+            for _ in 0..100 {
+                if handle.is_stopped() {
+                    break;
+                }
+                actix_web::rt::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        }
+        Err(LiveOpsError::Stopped)
     }
 
     /// Every occurrence in `[from, to)` (in `region` if given), earliest
     /// first, each with the events it clashes with.
-    pub fn timeline(&self, from: i64, to: i64, region: Option<&str>) -> LiveOpsResult<TimelineView> {
+    pub fn timeline(
+        &self,
+        from: i64,
+        to: i64,
+        region: Option<&str>,
+    ) -> LiveOpsResult<TimelineView> {
         if to <= from || to - from > TIMELINE_MAX_DAYS * 86_400_000 {
             return Err(invalid(
                 "/query/to",
@@ -495,9 +531,7 @@ impl LiveOps {
                 });
             }
         }
-        items.sort_by(|a, b| {
-            (&a.occurrence.start, &a.event).cmp(&(&b.occurrence.start, &b.event))
-        });
+        items.sort_by(|a, b| (&a.occurrence.start, &a.event).cmp(&(&b.occurrence.start, &b.event)));
         let truncated = items.len() > TIMELINE_MAX;
         items.truncate(TIMELINE_MAX);
         Ok(TimelineView {

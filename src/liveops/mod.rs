@@ -169,6 +169,8 @@ pub struct LiveOps {
     /// One definition change at a time: the checks (names, overlaps,
     /// counts) and the write they allow see the same definitions.
     writes: tokio::sync::Mutex<()>,
+    /// Set when the hub stops: no actor starts from then on.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for LiveOps {
@@ -306,6 +308,7 @@ impl LiveOps {
             actors: Mutex::new(HashMap::new()),
             bases: Mutex::new(HashMap::new()),
             writes: tokio::sync::Mutex::new(()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -343,16 +346,20 @@ impl LiveOps {
         });
     }
 
-    /// The event's actor, started if it is not running.
-    fn actor_for(self: &Arc<Self>, name: &str) -> EventActor {
+    /// The event's actor, started if it is not running; `None` once the
+    /// hub is stopping.
+    fn actor_for(self: &Arc<Self>, name: &str) -> Option<EventActor> {
         let mut actors = lock(&self.actors);
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return None;
+        }
         if let Some(handle) = actors.get(name).filter(|h| !h.is_stopped()) {
-            return handle.clone();
+            return Some(handle.clone());
         }
         actors.retain(|_, handle| !handle.is_stopped());
         let handle = actor::spawn(self.clone(), name.to_owned());
         actors.insert(name.to_owned(), handle.clone());
-        handle
+        Some(handle)
     }
 
     /// Events not finished (scheduled, active, paused).
@@ -367,7 +374,12 @@ impl LiveOps {
     /// Stops every actor (shutdown): nothing is lost, each resumes from
     /// the store on the next start.
     pub async fn stop(&self) {
-        let handles: Vec<EventActor> = lock(&self.actors).drain().map(|(_, h)| h).collect();
+        let handles: Vec<EventActor> = {
+            let mut actors = lock(&self.actors);
+            self.stopping
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            actors.drain().map(|(_, h)| h).collect()
+        };
         for handle in handles {
             let _ = handle.command(actor::Command::Stop).await;
         }

@@ -60,7 +60,9 @@ impl PlayerRequest {
     /// Checks the id and attributes (`at` is the body path of the player).
     pub fn check(&self, at: &str) -> LiveOpsResult<()> {
         let id = &self.player_id;
-        if id.is_empty() || id.chars().count() > MAX_PLAYER_ID_CHARS || id.chars().any(char::is_control)
+        if id.is_empty()
+            || id.chars().count() > MAX_PLAYER_ID_CHARS
+            || id.chars().any(char::is_control)
         {
             return Err(invalid(
                 &format!("{at}/playerId"),
@@ -76,7 +78,9 @@ impl PlayerRequest {
         for (key, value) in &self.attributes {
             let key_ok = !key.is_empty()
                 && key.len() <= MAX_ATTRIBUTE_KEY
-                && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
             let value_ok = match value {
                 Value::String(text) => text.chars().count() <= MAX_ATTRIBUTE_TEXT,
                 Value::Number(_) | Value::Bool(_) | Value::Null => true,
@@ -258,7 +262,11 @@ impl LiveOps {
 
     /// The studios' `events/active`: for a player (audience applied), or
     /// for a region (events open to every player there).
-    pub fn active_events(&self, player: Option<&PlayerRequest>, region: Option<&str>) -> ActiveEventsView {
+    pub fn active_events(
+        &self,
+        player: Option<&PlayerRequest>,
+        region: Option<&str>,
+    ) -> ActiveEventsView {
         let definitions = self.definitions();
         let now = now_ms();
         let anyone = PlayerRequest {

@@ -56,7 +56,9 @@ fn check_ids(ids: &[String], at: &str) -> LiveOpsResult<()> {
         ));
     }
     for (index, id) in ids.iter().enumerate() {
-        if id.is_empty() || id.chars().count() > MAX_PLAYER_ID_CHARS || id.chars().any(char::is_control)
+        if id.is_empty()
+            || id.chars().count() > MAX_PLAYER_ID_CHARS
+            || id.chars().any(char::is_control)
         {
             return Err(invalid(
                 &format!("{at}/{index}"),
@@ -90,7 +92,8 @@ fn book_error(error: BookError) -> LiveOpsError {
 
 fn description(request: &SegmentRequest) -> LiveOpsResult<String> {
     let text = request.description.clone().unwrap_or_default();
-    if text.chars().count() > MAX_DESCRIPTION_CHARS || text.chars().any(|c| c.is_control() && c != '\n')
+    if text.chars().count() > MAX_DESCRIPTION_CHARS
+        || text.chars().any(|c| c.is_control() && c != '\n')
     {
         return Err(invalid(
             "/description",
@@ -108,7 +111,9 @@ impl LiveOps {
     /// Every segment, built-in ones first, then by name.
     pub fn segments(&self) -> Vec<SegmentView> {
         let definitions = self.definitions();
-        let built_in = BUILT_IN.iter().map(|(name, rule)| SegmentView::built_in(name, rule));
+        let built_in = BUILT_IN
+            .iter()
+            .map(|(name, rule)| SegmentView::built_in(name, rule));
         built_in
             .chain(definitions.segments.values().map(segment_view))
             .collect()
@@ -144,7 +149,10 @@ impl LiveOps {
         if definitions.segments.len() >= self.settings.max_segments {
             return Err(invalid(
                 "/name",
-                format!("at most {} segments; delete one first", self.settings.max_segments),
+                format!(
+                    "at most {} segments; delete one first",
+                    self.settings.max_segments
+                ),
             ));
         }
         let description = description(&request)?;
@@ -261,7 +269,9 @@ impl LiveOps {
         )
         .await?
         {
-            return Err(LiveOpsError::Catalog(crate::catalog::CatalogError::Conflict));
+            return Err(LiveOpsError::Catalog(
+                crate::catalog::CatalogError::Conflict,
+            ));
         }
         if let Some(members) = &members {
             let old: Vec<String> = match definitions.book.get(name) {
@@ -331,7 +341,10 @@ impl LiveOps {
         if set.len() > MAX_LIST_MEMBERS {
             return Err(invalid(
                 "/add",
-                format!("the list would hold {} ids; at most {MAX_LIST_MEMBERS}", set.len()),
+                format!(
+                    "the list would hold {} ids; at most {MAX_LIST_MEMBERS}",
+                    set.len()
+                ),
             ));
         }
         let count = set.len();

@@ -51,7 +51,10 @@ pub fn segment_view(entry: &SegmentEntry) -> SegmentView {
         name: row.name.clone(),
         kind: row.kind.clone(),
         description: row.description.clone(),
-        rule: row.rule.as_deref().and_then(|r| serde_json::from_str(r).ok()),
+        rule: row
+            .rule
+            .as_deref()
+            .and_then(|r| serde_json::from_str(r).ok()),
         members: (row.kind == "list").then_some(entry.members),
         revision: row.revision,
         created_by: Some(row.created_by.clone()),
@@ -116,7 +119,11 @@ pub struct LiveEventView {
 pub fn event_view(entry: &EventEntry, now_ms: i64) -> LiveEventView {
     let timetable = entry.timetable();
     let next = timetable
-        .slots(&entry.progress, now_ms, now_ms.saturating_add(366 * 86_400_000))
+        .slots(
+            &entry.progress,
+            now_ms,
+            now_ms.saturating_add(366 * 86_400_000),
+        )
         .into_iter()
         .find(|slot| slot.start_ms > now_ms);
     LiveEventView {

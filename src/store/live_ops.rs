@@ -173,7 +173,15 @@ pub async fn insert_event(tx: &mut Tx, row: &LiveEventRow) -> StoreResult<()> {
     .bind(row.updated_at)
     .execute(&mut **tx)
     .await?;
-    insert_revision(tx, &row.id, row.revision, &row.spec, &row.created_by, row.created_at).await
+    insert_revision(
+        tx,
+        &row.id,
+        row.revision,
+        &row.spec,
+        &row.created_by,
+        row.created_at,
+    )
+    .await
 }
 
 async fn insert_revision(
@@ -269,21 +277,25 @@ pub async fn delete_event(tx: &mut Tx, id: &str, at: i64) -> StoreResult<bool> {
 
 /// An event by name (a deleted one too: names are never reused).
 pub async fn event_by_name(conn: &mut Conn, name: &str) -> StoreResult<Option<LiveEventRow>> {
-    Ok(sqlx::query_as::<_, LiveEventRow>(sqlx::AssertSqlSafe(format!(
-        "SELECT {EVENT_COLUMNS} FROM live_events WHERE name = $1"
-    )))
-    .bind(name)
-    .fetch_optional(&mut **conn)
-    .await?)
+    Ok(
+        sqlx::query_as::<_, LiveEventRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM live_events WHERE name = $1"
+        )))
+        .bind(name)
+        .fetch_optional(&mut **conn)
+        .await?,
+    )
 }
 
 /// Every event not deleted, by name.
 pub async fn live_events(conn: &mut Conn) -> StoreResult<Vec<LiveEventRow>> {
-    Ok(sqlx::query_as::<_, LiveEventRow>(sqlx::AssertSqlSafe(format!(
-        "SELECT {EVENT_COLUMNS} FROM live_events WHERE deleted_at IS NULL ORDER BY name"
-    )))
-    .fetch_all(&mut **conn)
-    .await?)
+    Ok(
+        sqlx::query_as::<_, LiveEventRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM live_events WHERE deleted_at IS NULL ORDER BY name"
+        )))
+        .fetch_all(&mut **conn)
+        .await?,
+    )
 }
 
 /// An occurrence an event's actor started.
@@ -344,11 +356,13 @@ pub async fn end_occurrence(
 
 /// The occurrences an event started and has not ended.
 pub async fn open_occurrences(conn: &mut Conn, event_id: &str) -> StoreResult<Vec<OccurrenceRow>> {
-    Ok(sqlx::query_as::<_, OccurrenceRow>(sqlx::AssertSqlSafe(format!(
-        "SELECT {OCCURRENCE_COLUMNS} FROM live_event_occurrences \
+    Ok(
+        sqlx::query_as::<_, OccurrenceRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {OCCURRENCE_COLUMNS} FROM live_event_occurrences \
          WHERE event_id = $1 AND ended_at_ms IS NULL ORDER BY start_ms, region"
-    )))
-    .bind(event_id)
-    .fetch_all(&mut **conn)
-    .await?)
+        )))
+        .bind(event_id)
+        .fetch_all(&mut **conn)
+        .await?,
+    )
 }

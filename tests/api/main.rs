@@ -15,6 +15,7 @@ mod durability;
 mod edges;
 mod health;
 mod hub;
+mod live_events;
 mod progressive;
 mod schema_attacks;
 mod schemas;

@@ -29,10 +29,22 @@ fn a_one_off_event_is_scheduled_active_then_ended() {
     let once = once();
     let t = table(&once, &[]);
     let p = Progress::new();
-    assert_eq!(t.state_at(&p, ms("2026-12-20T09:59:59Z")), EventState::Scheduled);
-    assert_eq!(t.state_at(&p, ms("2026-12-20T10:00:00Z")), EventState::Active);
-    assert_eq!(t.state_at(&p, ms("2026-12-20T11:59:59.999Z")), EventState::Active);
-    assert_eq!(t.state_at(&p, ms("2026-12-20T12:00:00Z")), EventState::Ended);
+    assert_eq!(
+        t.state_at(&p, ms("2026-12-20T09:59:59Z")),
+        EventState::Scheduled
+    );
+    assert_eq!(
+        t.state_at(&p, ms("2026-12-20T10:00:00Z")),
+        EventState::Active
+    );
+    assert_eq!(
+        t.state_at(&p, ms("2026-12-20T11:59:59.999Z")),
+        EventState::Active
+    );
+    assert_eq!(
+        t.state_at(&p, ms("2026-12-20T12:00:00Z")),
+        EventState::Ended
+    );
     assert!(t.in_force(&p, ms("2026-12-20T09:59:59.999Z")).is_empty());
     assert_eq!(
         t.in_force(&p, ms("2026-12-20T10:00:00Z")),
@@ -74,10 +86,11 @@ fn leads_add_preview_and_ending_soon_phases() {
     assert_eq!(phase("2026-12-20T10:00:00Z"), Some(Phase::Started));
     assert_eq!(phase("2026-12-20T11:50:00Z"), Some(Phase::EndingSoon));
     assert_eq!(phase("2026-12-20T12:00:00Z"), Some(Phase::Ended));
-    let wakes: Vec<i64> = std::iter::successors(t.next_wake(&p, ms("2026-12-20T08:00:00Z")), |at| {
-        t.next_wake(&p, *at)
-    })
-    .collect();
+    let wakes: Vec<i64> =
+        std::iter::successors(t.next_wake(&p, ms("2026-12-20T08:00:00Z")), |at| {
+            t.next_wake(&p, *at)
+        })
+        .collect();
     assert_eq!(
         wakes,
         vec![
@@ -107,7 +120,10 @@ fn activate_brings_the_next_occurrence_forward_once() {
     let slots = t.slots(&p, now, ms("2026-12-21T00:00:00Z"));
     assert_eq!(slots.len(), 1);
     assert!(slots[0].manual);
-    assert_eq!(t.state_at(&p, ms("2026-12-20T12:00:00Z")), EventState::Ended);
+    assert_eq!(
+        t.state_at(&p, ms("2026-12-20T12:00:00Z")),
+        EventState::Ended
+    );
     // Activating an active event is refused, naming its state.
     let again = control(&t, &p, Control::Activate, now + 1).unwrap_err();
     assert_eq!(again.state, EventState::Active);
@@ -140,7 +156,10 @@ fn pause_holds_everything_until_resume_and_cancel_is_final() {
     assert!(t.in_force(&paused, during).is_empty());
     assert_eq!(t.state_at(&paused, during + 1000), EventState::Paused);
     // The clock ran on: paused past its end, it is over.
-    assert_eq!(t.state_at(&paused, ms("2026-12-20T12:00:00Z")), EventState::Ended);
+    assert_eq!(
+        t.state_at(&paused, ms("2026-12-20T12:00:00Z")),
+        EventState::Ended
+    );
     let resumed = control(&t, &paused, Control::Resume, during + 1000).unwrap();
     assert_eq!(resumed.state, EventState::Active);
     assert_eq!(t.in_force(&resumed, during + 1000).len(), 1);
@@ -148,7 +167,12 @@ fn pause_holds_everything_until_resume_and_cancel_is_final() {
     assert_eq!(cancelled.state, EventState::Cancelled);
     assert!(t.in_force(&cancelled, during + 2000).is_empty());
     assert_eq!(t.next_wake(&cancelled, during + 2000), None);
-    for then in [Control::Activate, Control::Resume, Control::Pause, Control::Cancel] {
+    for then in [
+        Control::Activate,
+        Control::Resume,
+        Control::Pause,
+        Control::Cancel,
+    ] {
         let refused = control(&t, &cancelled, then, during + 3000).unwrap_err();
         assert_eq!(refused.state, EventState::Cancelled);
     }

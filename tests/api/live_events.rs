@@ -1,0 +1,495 @@
+//! Live events and segments over REST on both databases: player-targeted
+//! events resolved per player, schedules followed by each event's actor,
+//! operators' controls, bad definitions refused with the path, and a
+//! restarted hub catching up with an activation it missed.
+
+use crate::helpers::{TestApp, balance, spawn_app_on};
+use crate::on_both_databases;
+use chrono::{Duration as Span, SecondsFormat, Utc};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+fn at(offset: Span) -> String {
+    (Utc::now() + offset).to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+async fn setup(app: &TestApp) {
+    let created = app
+        .create_config("weapon-balance", "GameBalance", "staging")
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    app.deploy("weapon-balance", "1.0.0", balance(45)).await;
+}
+
+fn event(name: &str, start: Span, end: Span, damage: u32) -> Value {
+    json!({
+        "name": name,
+        "displayName": "Double damage weekend",
+        "eventType": "LimitedTimeOffer",
+        "rules": {"rewardMultipliers": {"xp": 2.0}, "mutators": ["double-damage"]},
+        "overrides": [{"config": "weapon-balance", "patch": {"weapons": {"rifle": {"damage": damage}}}}],
+        "schedule": {"startTime": at(start), "endTime": at(end)},
+    })
+}
+
+/// Polls an event until `done` holds (at most 10 s); the last view.
+async fn wait_for(app: &TestApp, name: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let mut view = Value::Null;
+    for _ in 0..500 {
+        view = app.get(&format!("/api/v1/live-events/{name}")).await.body;
+        if done(&view) {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    view
+}
+
+fn damage(answer: &Value) -> &Value {
+    &answer["configs"]["weapon-balance"]["document"]["weapons"]["rifle"]["damage"]
+}
+
+async fn a_player_targeted_event_is_seen_only_by_its_segment(app: TestApp) {
+    setup(&app).await;
+    let testers = app
+        .post_json(
+            "/api/v1/segments",
+            &json!({"name": "testers", "description": "QA accounts", "members": ["p1", "p2"]}),
+        )
+        .await;
+    assert_eq!(testers.status, 201, "{:?}", testers.body);
+    assert_eq!(testers.body["members"], 2);
+    let veterans = app
+        .post_json(
+            "/api/v1/segments",
+            &json!({"name": "veterans", "rule": {"attribute": "level", "gte": 10}}),
+        )
+        .await;
+    assert_eq!(veterans.status, 201, "{:?}", veterans.body);
+    let mut body = event("double-damage", Span::minutes(-1), Span::hours(1), 90);
+    body["audience"] = json!({"segments": ["testers", "veterans"]});
+    let created = app.post_json("/api/v1/live-events", &body).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    // Created a minute after its start: active at once, and marked late.
+    let view = wait_for(&app, "double-damage", |v| v["state"] == "Active").await;
+    assert_eq!(view["state"], "Active", "{view:?}");
+    assert!(view["lateMs"].as_i64().unwrap_or(0) >= 59_000, "{view:?}");
+    assert_eq!(view["active"].as_array().unwrap().len(), 1, "{view:?}");
+
+    let config = |player: &str, extra: &str| {
+        format!("/api/v1/players/{player}/config?configs=weapon-balance&region=EU-WEST{extra}")
+    };
+    let listed = app.get(&config("p1", "&explain=true")).await;
+    assert_eq!(listed.status, 200, "{:?}", listed.body);
+    assert_eq!(damage(&listed.body), 90, "{:?}", listed.body);
+    assert_eq!(listed.body["events"], json!(["double-damage"]));
+    let resolved = &listed.body["configs"]["weapon-balance"];
+    assert_eq!(
+        resolved["checksum"],
+        hotswap_client::document_checksum(&resolved["document"]),
+        "the checksum servers verify"
+    );
+    assert_eq!(resolved["layers"], json!(["base", "event:double-damage"]));
+    assert_eq!(
+        resolved["explain"]["/weapons/rifle/damage"],
+        "event:double-damage"
+    );
+    // By rule: level 12 is in, level 3 is out.
+    let veteran = app.get(&config("p9", "&level=12")).await;
+    assert_eq!(damage(&veteran.body), 90, "{:?}", veteran.body);
+    let novice = app.get(&config("p9", "&level=3")).await;
+    assert_eq!(damage(&novice.body), 45, "{:?}", novice.body);
+    assert_eq!(novice.body["events"], json!([]));
+    assert_eq!(
+        novice.body["configs"]["weapon-balance"]["layers"],
+        json!(["base"])
+    );
+
+    // A roster in one call agrees with the single lookups.
+    let roster = app
+        .post_json(
+            "/api/v1/players/resolve",
+            &json!({"players": [{"playerId": "p1"}, {"playerId": "p9", "attributes": {"level": 3}}],
+                    "configs": ["weapon-balance"]}),
+        )
+        .await;
+    assert_eq!(roster.status, 200, "{:?}", roster.body);
+    assert_eq!(damage(&roster.body["players"][0]), 90);
+    assert_eq!(damage(&roster.body["players"][1]), 45);
+    assert_eq!(
+        roster.body["players"][0]["configs"]["weapon-balance"]["checksum"],
+        listed.body["configs"]["weapon-balance"]["checksum"]
+    );
+
+    // The studios' shape.
+    let active = app
+        .get("/api/v1/events/active?playerId=p2&region=EU-WEST")
+        .await;
+    assert_eq!(active.status, 200, "{:?}", active.body);
+    assert!(active.body["serverTime"].is_string());
+    assert_eq!(active.body["events"][0]["id"], "double-damage");
+    assert_eq!(active.body["events"][0]["type"], "LimitedTimeOffer");
+    assert_eq!(
+        active.body["events"][0]["rules"]["rewardMultipliers"]["xp"],
+        2.0
+    );
+    let outsider = app.get("/api/v1/events/active?playerId=p3").await;
+    assert_eq!(outsider.body["events"], json!([]), "{:?}", outsider.body);
+    // For a region, only events open to everyone there: this one is not.
+    let region = app.get("/api/v1/events/active?region=EU-WEST").await;
+    assert_eq!(region.body["events"], json!([]), "{:?}", region.body);
+
+    // Membership moves are seen at once; a segment in use cannot go.
+    let moved = app
+        .post_json(
+            "/api/v1/segments/testers/members",
+            &json!({"add": ["p3"], "remove": ["p1"]}),
+        )
+        .await;
+    assert_eq!(moved.status, 200, "{:?}", moved.body);
+    assert_eq!(moved.body["members"], 2);
+    assert_eq!(damage(&app.get(&config("p3", "")).await.body), 90);
+    assert_eq!(damage(&app.get(&config("p1", "")).await.body), 45);
+    let in_use = app.delete("/api/v1/segments/testers").await;
+    assert_eq!(in_use.status, 409, "{:?}", in_use.body);
+    assert_eq!(in_use.body["code"], "segment_in_use");
+
+    // A preview: a day later the event is over.
+    let tomorrow = app
+        .get(&config(
+            "p3",
+            &format!("&at={}", at(Span::days(1)).replace('+', "%2B")),
+        ))
+        .await;
+    assert_eq!(tomorrow.status, 200, "{:?}", tomorrow.body);
+    assert_eq!(damage(&tomorrow.body), 45, "{:?}", tomorrow.body);
+    // An unknown config is a 404; an unbounded attribute a 422.
+    let unknown = app
+        .get("/api/v1/players/p1/config?configs=nope&region=EU-WEST")
+        .await;
+    assert_eq!(unknown.status, 404, "{:?}", unknown.body);
+    let long = "x".repeat(300);
+    let unbounded = app
+        .get(&format!(
+            "/api/v1/players/p1/config?configs=weapon-balance&note={long}"
+        ))
+        .await;
+    assert_eq!(unbounded.status, 422, "{:?}", unbounded.body);
+    assert_eq!(
+        unbounded.body["errors"][0]["path"],
+        "/query/attributes/note"
+    );
+}
+
+async fn events_follow_their_schedule_and_operators_controls(app: TestApp) {
+    setup(&app).await;
+    let soon = app
+        .post_json(
+            "/api/v1/live-events",
+            &event(
+                "flash-sale",
+                Span::milliseconds(1500),
+                Span::milliseconds(3000),
+                70,
+            ),
+        )
+        .await;
+    assert_eq!(soon.status, 201, "{:?}", soon.body);
+    assert_eq!(soon.body["state"], "Scheduled");
+    assert!(soon.body["next"]["start"].is_string(), "{:?}", soon.body);
+    let active = wait_for(&app, "flash-sale", |v| v["state"] == "Active").await;
+    assert_eq!(active["state"], "Active", "{active:?}");
+    assert!(active["lateMs"].is_null(), "started on time: {active:?}");
+    let player = "/api/v1/players/anyone/config?configs=weapon-balance";
+    assert_eq!(damage(&app.get(player).await.body), 70);
+    let ended = wait_for(&app, "flash-sale", |v| v["state"] == "Ended").await;
+    assert_eq!(ended["state"], "Ended", "{ended:?}");
+    assert_eq!(damage(&app.get(player).await.body), 45);
+
+    // An event an hour away, driven by hand.
+    let later = app
+        .post_json(
+            "/api/v1/live-events",
+            &event("tournament", Span::hours(1), Span::hours(2), 80),
+        )
+        .await;
+    assert_eq!(later.status, 201, "{:?}", later.body);
+    let step = |verb: &'static str| {
+        let app = &app;
+        async move {
+            app.post_empty(&format!("/api/v1/live-events/tournament/{verb}"))
+                .await
+        }
+    };
+    let activated = step("activate").await;
+    assert_eq!(activated.status, 200, "{:?}", activated.body);
+    assert_eq!(activated.body["state"], "Active");
+    assert_eq!(activated.body["active"][0]["manual"], true);
+    assert_eq!(damage(&app.get(player).await.body), 80);
+    let again = step("activate").await;
+    assert_eq!(again.status, 409, "{:?}", again.body);
+    assert_eq!(again.body["code"], "invalid_transition");
+    assert_eq!(step("pause").await.body["state"], "Paused");
+    assert_eq!(
+        damage(&app.get(player).await.body),
+        45,
+        "paused: not applied"
+    );
+    assert_eq!(step("resume").await.body["state"], "Active");
+    assert_eq!(damage(&app.get(player).await.body), 80);
+    let over = step("end").await;
+    assert_eq!(over.body["state"], "Ended", "{:?}", over.body);
+    assert_eq!(damage(&app.get(player).await.body), 45);
+    assert_eq!(step("cancel").await.status, 409);
+    // Every move is in the audit trail, the hub's own ones too.
+    let audit = app
+        .get("/api/v1/audit?resource=live-events/tournament")
+        .await;
+    let actions: Vec<&str> = audit.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|row| row["action"].as_str())
+        .collect();
+    for action in [
+        "live-event.create",
+        "live-event.activate",
+        "live-event.pause",
+        "live-event.resume",
+        "live-event.end",
+    ] {
+        assert!(actions.contains(&action), "{action} in {actions:?}");
+    }
+    let system = app
+        .get("/api/v1/audit?resource=live-events/flash-sale")
+        .await;
+    assert!(
+        system.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|row| row["action"] == "live-event.state" && row["actor"] == "system"),
+        "{:?}",
+        system.body
+    );
+    // The timeline lists the occurrences in a window.
+    let timeline = app
+        .get(&format!(
+            "/api/v1/live-events/timeline?from={}&to={}",
+            at(Span::hours(-1)).replace('+', "%2B"),
+            at(Span::hours(3)).replace('+', "%2B")
+        ))
+        .await;
+    assert_eq!(timeline.status, 200, "{:?}", timeline.body);
+    let names: Vec<&str> = timeline.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["event"].as_str())
+        .collect();
+    assert!(names.contains(&"flash-sale"), "{names:?}");
+    // An ended event may be deleted; its name stays taken.
+    assert_eq!(
+        app.delete("/api/v1/live-events/flash-sale").await.status,
+        204
+    );
+    assert_eq!(app.get("/api/v1/live-events/flash-sale").await.status, 404);
+    let reused = app
+        .post_json(
+            "/api/v1/live-events",
+            &event("flash-sale", Span::hours(5), Span::hours(6), 70),
+        )
+        .await;
+    assert_eq!(reused.status, 409, "{:?}", reused.body);
+    assert_eq!(reused.body["code"], "live_event_exists");
+}
+
+async fn bad_definitions_are_refused_naming_the_path(app: TestApp) {
+    setup(&app).await;
+    let base = event("bad", Span::hours(1), Span::hours(2), 90);
+    let with = |pointer: &str, value: Value| {
+        let mut body = base.clone();
+        *body.pointer_mut(pointer).unwrap() = value;
+        body
+    };
+    let cases = [
+        (
+            with(
+                "/overrides/0/patch",
+                json!({"weapons": {"rifle": {"damage": 5000}}}),
+            ),
+            "/overrides/0/patch/weapons/rifle/damage",
+        ),
+        (
+            with("/overrides/0/config", json!("nope")),
+            "/overrides/0/config",
+        ),
+        (
+            with("/schedule/endTime", json!(at(Span::minutes(30)))),
+            "/schedule/endTime",
+        ),
+        (
+            with(
+                "/schedule",
+                json!({"timeZone": "Europe/Narnia", "startTime": "2027-01-01T10:00:00", "endTime": "2027-01-01T12:00:00"}),
+            ),
+            "/schedule/timeZone",
+        ),
+        (
+            with(
+                "/schedule",
+                json!({"startTime": "2020-01-01T10:00:00Z", "endTime": "2020-01-01T12:00:00Z"}),
+            ),
+            "/schedule",
+        ),
+        (
+            with("/rules", json!({"rewardMultipliers": {"xp": 500}})),
+            "/rules/rewardMultipliers/xp",
+        ),
+        (with("/name", json!("Not A Slug")), "/name"),
+    ];
+    for (body, path) in cases {
+        let refused = app.post_json("/api/v1/live-events", &body).await;
+        assert_eq!(refused.status, 422, "{path}: {:?}", refused.body);
+        assert_eq!(
+            refused.body["errors"][0]["path"], path,
+            "{:?}",
+            refused.body
+        );
+    }
+    let mut unknown_segment = base.clone();
+    unknown_segment["audience"] = json!({"segments": ["whales"]});
+    let refused = app.post_json("/api/v1/live-events", &unknown_segment).await;
+    assert_eq!(refused.status, 422, "{:?}", refused.body);
+    assert_eq!(refused.body["errors"][0]["path"], "/audience/segments/0");
+    let mut region_local = base.clone();
+    region_local["schedule"] = json!({"regionLocal": true, "rrule": "FREQ=WEEKLY;BYDAY=SA",
+        "startTime": "2027-01-02T18:00:00", "duration": "PT2H"});
+    region_local["regions"] = json!(["EU-WEST", "MOON-BASE"]);
+    let refused = app.post_json("/api/v1/live-events", &region_local).await;
+    assert_eq!(refused.status, 422, "{:?}", refused.body);
+    assert_eq!(refused.body["errors"][0]["path"], "/regions/1");
+    // Nothing was created.
+    let listed = app.get("/api/v1/live-events").await;
+    assert_eq!(listed.body["items"], json!([]), "{:?}", listed.body);
+
+    // Two events changing one path at the same time: 409 unless allowed.
+    let first = app
+        .post_json(
+            "/api/v1/live-events",
+            &event("first", Span::hours(1), Span::hours(3), 60),
+        )
+        .await;
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    let second = event("second", Span::hours(2), Span::hours(4), 70);
+    let clash = app.post_json("/api/v1/live-events", &second).await;
+    assert_eq!(clash.status, 409, "{:?}", clash.body);
+    assert_eq!(clash.body["code"], "event_overlap");
+    assert_eq!(clash.body["overlap"]["event"], "first");
+    assert_eq!(clash.body["overlap"]["path"], "/weapons/rifle/damage");
+    let mut allowed = second.clone();
+    allowed["allowOverlap"] = json!(true);
+    let created = app.post_json("/api/v1/live-events", &allowed).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    // Later events do not clash.
+    let apart = app
+        .post_json(
+            "/api/v1/live-events",
+            &event("third", Span::hours(5), Span::hours(6), 60),
+        )
+        .await;
+    assert_eq!(apart.status, 201, "{:?}", apart.body);
+    // The timeline flags the overlap it allowed.
+    let timeline = app.get("/api/v1/live-events/timeline").await;
+    let second_entry = timeline.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["event"] == "second")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        second_entry["overlaps"][0]["event"], "first",
+        "{second_entry:?}"
+    );
+
+    // Segments: a cycle, an unknown reference, built-ins that cannot change.
+    for (name, rule) in [
+        ("alpha", json!({"attribute": "level", "gte": 5})),
+        ("beta", json!({"segment": "alpha"})),
+    ] {
+        let created = app
+            .post_json("/api/v1/segments", &json!({"name": name, "rule": rule}))
+            .await;
+        assert_eq!(created.status, 201, "{:?}", created.body);
+    }
+    let cycle = app
+        .put_json(
+            "/api/v1/segments/alpha",
+            &json!({"rule": {"segment": "beta"}}),
+        )
+        .await;
+    assert_eq!(cycle.status, 422, "{:?}", cycle.body);
+    assert_eq!(cycle.body["errors"][0]["path"], "/rule");
+    let unknown = app
+        .post_json(
+            "/api/v1/segments",
+            &json!({"name": "gamma", "rule": {"segment": "nowhere"}}),
+        )
+        .await;
+    assert_eq!(unknown.status, 422, "{:?}", unknown.body);
+    let built_in = app
+        .put_json(
+            "/api/v1/segments/vip",
+            &json!({"rule": {"attribute": "level", "gte": 1}}),
+        )
+        .await;
+    assert_eq!(built_in.status, 422, "{:?}", built_in.body);
+    let listed = app.get("/api/v1/segments").await;
+    let names: Vec<&str> = listed.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["vip", "new-players", "inactive-players", "alpha", "beta"]
+    );
+}
+
+fn quick_reconnects(_settings: &mut hotswap::settings::Settings) {}
+
+async fn a_restarted_hub_catches_up_with_an_activation_it_missed(app: TestApp) {
+    setup(&app).await;
+    let created = app
+        .post_json(
+            "/api/v1/live-events",
+            &event("night-owl", Span::milliseconds(1500), Span::hours(1), 75),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    assert_eq!(created.body["state"], "Scheduled");
+    // The hub goes down before the start and comes back after it.
+    app.shutdown.shutdown().await;
+    actix_web::rt::time::sleep(Duration::from_millis(2500)).await;
+    let (db, url, dir) = app.into_parts();
+    let again = spawn_app_on(db, url, dir, quick_reconnects).await;
+    let view = wait_for(&again, "night-owl", |v| v["state"] == "Active").await;
+    assert_eq!(view["state"], "Active", "{view:?}");
+    assert!(
+        view["lateMs"].as_i64().unwrap_or(0) >= 900,
+        "marked late: {view:?}"
+    );
+    let answer = again
+        .get("/api/v1/players/p1/config?configs=weapon-balance")
+        .await;
+    assert_eq!(damage(&answer.body), 75, "{:?}", answer.body);
+}
+
+on_both_databases!(
+    a_player_targeted_event_is_seen_only_by_its_segment,
+    events_follow_their_schedule_and_operators_controls,
+    bad_definitions_are_refused_naming_the_path,
+    a_restarted_hub_catches_up_with_an_activation_it_missed,
+);

@@ -376,6 +376,16 @@ impl Registry {
         Some(entry.record)
     }
 
+    /// The outboxes of connected servers that pass `keep` (one pass under
+    /// the read lock).
+    pub fn connected_where(&self, keep: impl Fn(&ServerRecord) -> bool) -> Vec<Outbox> {
+        self.read()
+            .entries()
+            .filter(|e| keep(&e.record))
+            .filter_map(|e| e.outbox.clone())
+            .collect()
+    }
+
     /// Every connected server's outbox (shutdown).
     pub fn all_outboxes(&self) -> Vec<Outbox> {
         self.read()

@@ -6,14 +6,14 @@
 //! calling [`Client::get`] never blocks on the network side.
 
 pub use crate::config::ClientConfig;
-pub use crate::state::{AppliedConfig, ClientStats, ConfigChange, ConnectionState};
+pub use crate::state::{AppliedConfig, ClientStats, ConfigChange, ConnectionState, LiveEventPhase};
 use crate::sync::lock;
 use crate::{connection::run, state::Shared};
 use crate::{metrics::MetricsRecorder, persist, protocol::Health};
 use arc_swap::ArcSwap;
 use serde::de::DeserializeOwned;
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU8, AtomicU32, Ordering},
@@ -63,6 +63,7 @@ impl Client {
         let (state, _) = watch::channel(ConnectionState::Connecting);
         let shared = Arc::new(Shared {
             config,
+            events: ArcSwap::from_pointee(HashMap::new()),
             configs: ArcSwap::from_pointee(persisted),
             callbacks: Mutex::new(Vec::new()),
             metrics: MetricsRecorder::new(),
@@ -90,6 +91,14 @@ impl Client {
     /// A config as applied: revision, version, document (wait-free).
     pub fn config(&self, config: &str) -> Option<Arc<AppliedConfig>> {
         self.shared.configs.load().get(config).cloned()
+    }
+
+    /// The live events covering this server, as the hub last announced
+    /// each (an ended one stays, with phase `ended`), wait-free.
+    pub fn live_events(&self) -> Vec<Arc<crate::state::LiveEventPhase>> {
+        let mut events: Vec<_> = self.shared.events.load().values().cloned().collect();
+        events.sort_by(|a, b| a.name.cmp(&b.name));
+        events
     }
 
     /// Config name → revision currently applied.

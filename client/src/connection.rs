@@ -201,6 +201,17 @@ async fn session(shared: &Arc<Shared>, stopped: &mut watch::Receiver<bool>) -> E
                             reconnect_after = Some(Duration::from_millis(retry_after_ms));
                             None
                         }
+                        Ok(HubMessage::Event { name, phase, occurrence, region, rules, ends_at_ms, .. }) => {
+                            shared.events.rcu(|events| {
+                                let mut events = HashMap::clone(events);
+                                events.insert(name.clone(), Arc::new(crate::state::LiveEventPhase {
+                                    name: name.clone(), phase: phase.clone(), occurrence,
+                                    region: region.clone(), rules: rules.clone(), ends_at_ms,
+                                }));
+                                events
+                            });
+                            None
+                        }
                         Ok(HubMessage::Error { code, message }) => {
                             tracing::warn!(%code, %message, "the hub reported a problem");
                             None

@@ -48,5 +48,7 @@ mod state;
 pub mod sync;
 
 pub use checksum::{canonical_json, document_checksum};
-pub use client::{AppliedConfig, Client, ClientConfig, ConfigChange, ConnectionState};
+pub use client::{
+    AppliedConfig, Client, ClientConfig, ConfigChange, ConnectionState, LiveEventPhase,
+};
 pub use metrics::MetricsRecorder;

@@ -266,6 +266,23 @@ pub enum HubMessage {
     Reconnect {
         retry_after_ms: u64,
     },
+    /// A live event covering this server changed phase.
+    Event {
+        /// The event's name.
+        name: String,
+        /// `preview`, `started`, `endingSoon` or `ended`.
+        phase: String,
+        /// The occurrence's scheduled start (Unix ms).
+        occurrence: i64,
+        /// The region whose local time the occurrence follows, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        region: Option<String>,
+        /// The event's rules (mutators, reward multipliers...).
+        rules: Value,
+        /// When the occurrence ends (Unix ms).
+        ends_at_ms: i64,
+        sent_at_ms: i64,
+    },
 }
 
 /// Why a frame could not be read.
@@ -401,7 +418,14 @@ fn leading_type(frame: &[u8]) -> Option<&str> {
 
 pub const SERVER_MESSAGE_TYPES: &[&str] = &["hello", "heartbeat", "ack", "resync", "metrics"];
 /// The `type`s the hub may send (a client ignores others).
-pub const HUB_MESSAGE_TYPES: &[&str] = &["welcome", "snapshot", "delta", "error", "reconnect"];
+pub const HUB_MESSAGE_TYPES: &[&str] = &[
+    "welcome",
+    "snapshot",
+    "delta",
+    "error",
+    "reconnect",
+    "event",
+];
 
 #[cfg(test)]
 mod tests {

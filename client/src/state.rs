@@ -69,8 +69,23 @@ pub struct ClientStats {
 
 pub(crate) type Callback = Box<dyn Fn(&ConfigChange) + Send + Sync>;
 
+/// A live event as the hub last announced it to this server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveEventPhase {
+    pub name: String,
+    /// `preview`, `started`, `endingSoon` or `ended`.
+    pub phase: String,
+    /// The occurrence's scheduled start (Unix ms).
+    pub occurrence: i64,
+    pub region: Option<String>,
+    pub rules: Value,
+    pub ends_at_ms: i64,
+}
+
 pub(crate) struct Shared {
     pub(crate) config: ClientConfig,
+    /// Live events by name, as last announced.
+    pub(crate) events: ArcSwap<HashMap<String, Arc<LiveEventPhase>>>,
     // Updated with `send_replace`: `send` drops the value when nobody is
     // subscribed, which would leave `Client::state` stale.
     pub(crate) configs: ArcSwap<HashMap<String, Arc<AppliedConfig>>>,

@@ -50,7 +50,8 @@ CREATE TABLE live_event_revisions (
 );
 
 -- Each occurrence an event's actor started (region '' when the event's
--- schedule is not regionLocal): when, whether late, when and why it ended.
+-- schedule is not regionLocal): when, whether late, when and why it ended,
+-- and the deployments that carry its server-wide overrides (JSON ids).
 CREATE TABLE live_event_occurrences (
     event_id      TEXT NOT NULL REFERENCES live_events (id),
     start_ms      BIGINT NOT NULL,
@@ -60,5 +61,6 @@ CREATE TABLE live_event_occurrences (
     late_ms       BIGINT NOT NULL,
     ended_at_ms   BIGINT,
     end_reason    TEXT,
+    deployments   TEXT NOT NULL DEFAULT '[]',
     PRIMARY KEY (event_id, start_ms, region)
 );

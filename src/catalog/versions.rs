@@ -365,3 +365,39 @@ impl Catalog {
         .await
     }
 }
+
+impl Catalog {
+    /// The label of the next version a live event derives from `config`:
+    /// after `X-event.n`, `X-event.(n+1)`; after any other latest `M.m.p`,
+    /// `M.m.(p+1)-event.1`. Greater than the latest, and below the next
+    /// release the team uploads (`M.m.(p+1)`).
+    pub async fn event_version_label(&self, config: &str) -> CatalogResult<String> {
+        let mut conn = self.store.conn().await?;
+        let row = self.config(&mut conn, config).await?;
+        let Some(latest) = versions::latest(&mut conn, &row.id).await? else {
+            return Ok("0.0.1-event.1".into());
+        };
+        let latest = parse_stored_semver(&latest.meta.version)?;
+        let counter = latest
+            .pre
+            .as_str()
+            .strip_prefix("event.")
+            .and_then(|n| n.parse::<u64>().ok());
+        let next = match counter {
+            Some(n) => format!(
+                "{}.{}.{}-event.{}",
+                latest.major,
+                latest.minor,
+                latest.patch,
+                n + 1
+            ),
+            None => format!(
+                "{}.{}.{}-event.1",
+                latest.major,
+                latest.minor,
+                latest.patch + 1
+            ),
+        };
+        Ok(next)
+    }
+}

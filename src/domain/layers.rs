@@ -180,6 +180,13 @@ impl Layers {
         self.standing.retain(|l| l.deployment_id != deployment_id);
     }
 
+    /// Whether deployment `id` stands as a layer (at any depth).
+    pub fn stands(&self, deployment_id: &str) -> bool {
+        self.standing
+            .iter()
+            .any(|l| l.deployment_id == deployment_id)
+    }
+
     /// The newest standing layer.
     pub fn newest_standing(&self) -> Option<&Arc<Assignment>> {
         self.standing.first()

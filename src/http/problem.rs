@@ -200,6 +200,7 @@ impl ApiError {
                     (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
                 }
                 LiveOpsError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "stopping"),
+                LiveOpsError::Effect(_) => (StatusCode::CONFLICT, "event_effect_failed"),
             },
         }
     }

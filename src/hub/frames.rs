@@ -61,6 +61,18 @@ impl Hub {
         })
     }
 
+    /// Queues one encoded frame to every connected server `keep` picks
+    /// (a live event's phase change); the number it reached.
+    pub fn announce(&self, frame: Bytes, keep: impl Fn(&ServerRecord) -> bool) -> usize {
+        let mut fanout = Fanout::new();
+        let mut reached = 0;
+        for outbox in self.registry.connected_where(keep) {
+            reached += usize::from(self.push_to(&mut fanout, &outbox, frame.clone()));
+        }
+        fanout.wake();
+        reached
+    }
+
     /// Queues a frame to one server of a fan-out; a full queue closes the
     /// session.
     pub(super) fn push_to(&self, fanout: &mut Fanout, outbox: &Outbox, frame: Bytes) -> bool {

@@ -4,16 +4,21 @@
 //! ends and the event's new state with its audit row, and only then
 //! publishes the change.
 
-use super::{LiveOps, LiveOpsError, LiveOpsResult, events::progress_row};
+use super::{
+    EventEntry, LiveOps, LiveOpsError, LiveOpsResult, effects::is_server_wide, events::progress_row,
+};
 use crate::{
     catalog::Actor,
-    domain::event_progress::{Control, EventState, LATE_AFTER_MS, Progress, Slot, control},
+    domain::event_progress::{Control, EventState, LATE_AFTER_MS, Phase, Progress, Slot, control},
     store::{StoreError, audit, live_ops as store, now_ms},
 };
 use futures_util::future::LocalBoxFuture;
 use hotswap_actors::{Flow, LiveEventDriver, LiveEventHandle};
 use serde_json::json;
-use std::{collections::HashSet, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 use tokio::sync::oneshot;
 
 /// Commands an event's actor takes.
@@ -42,6 +47,9 @@ pub(super) fn spawn(liveops: Arc<LiveOps>, name: String) -> LiveEventHandle<Comm
             // At once: a restarted hub catches up with the schedule.
             next: Some(i64::MIN),
             recorded: None,
+            effects: None,
+            made_for: HashMap::new(),
+            announced: HashMap::new(),
         },
     )
 }
@@ -52,6 +60,14 @@ struct EventDriver {
     next: Option<i64>,
     /// Occurrences started and not ended in the store: (start, region or '').
     recorded: Option<HashSet<(i64, String)>>,
+    /// The deployments carrying each occurrence's server-wide overrides,
+    /// until they are undone (loaded from the store first).
+    effects: Option<HashMap<(i64, String), Vec<String>>>,
+    /// The event revision each occurrence's deployments were made from: a
+    /// revised active event's overrides are redeployed at once.
+    made_for: HashMap<(i64, String), i64>,
+    /// The phase each occurrence was last announced in.
+    announced: HashMap<(i64, String), (Slot, Phase)>,
 }
 
 fn key(slot: &Slot) -> (i64, String) {
@@ -118,7 +134,7 @@ impl EventDriver {
         if !changed {
             self.recorded = Some(recorded);
             self.next = timetable.next_wake(&entry.progress, now);
-            return Ok(self.flow(state));
+            return self.after(now).await;
         }
         let progress = Progress {
             state,
@@ -145,6 +161,7 @@ impl EventDriver {
                     late_ms: if late > LATE_AFTER_MS { late } else { 0 },
                     ended_at_ms: None,
                     end_reason: None,
+                    deployments: "[]".into(),
                 },
             )
             .await?;
@@ -185,27 +202,200 @@ impl EventDriver {
         }
         recorded.extend(started.iter().map(|s| key(s)));
         self.recorded = Some(recorded);
-        let mut next = (*entry).clone();
-        next.late_ms = if in_force.is_empty() {
+        let late_ms = if in_force.is_empty() {
             0
         } else if late_ms > 0 {
             late_ms
         } else {
             entry.late_ms
         };
-        next.applied = in_force;
-        next.progress = progress;
-        self.next = next.timetable().next_wake(&next.progress, now);
-        self.liveops.publish_event(next);
-        Ok(self.flow(state))
+        self.next = timetable.next_wake(&progress, now);
+        self.liveops.modify_event(&self.name, |e| {
+            e.late_ms = late_ms;
+            e.applied = in_force;
+            e.progress = progress;
+        });
+        self.after(now).await
     }
 
-    fn flow(&self, state: EventState) -> Flow {
-        if state.is_finished() && self.next.is_none() {
-            Flow::Stop
-        } else {
-            Flow::Continue
+    /// The effects of what was committed: each server-wide occurrence in
+    /// force carried by its deployments (and those of occurrences no longer
+    /// in force undone), a guardrail breach ending the event, `event`
+    /// frames for phase changes. Then whether the actor goes on.
+    async fn after(&mut self, now: i64) -> LiveOpsResult<Flow> {
+        let Some(mut entry) = self.liveops.definitions().events.get(&self.name).cloned() else {
+            return Ok(Flow::Stop);
+        };
+        let mut effects = match self.effects.take() {
+            Some(effects) => effects,
+            None => {
+                let mut conn = self.liveops.store.conn().await?;
+                store::occurrences_with_deployments(&mut conn, &entry.id)
+                    .await?
+                    .into_iter()
+                    .map(|row| {
+                        let ids: Vec<String> =
+                            serde_json::from_str(&row.deployments).unwrap_or_default();
+                        ((row.start_ms, row.region), ids)
+                    })
+                    .collect()
+            }
+        };
+        let server_wide = is_server_wide(&entry);
+        // A guardrail rolled a deployment back: the event ends RolledBack
+        // (committed first), then every covered server is restored.
+        let mut breach = false;
+        for slot in entry.applied.iter().filter(|_| server_wide) {
+            if let Some(ids) = effects.get(&key(slot))
+                && self.liveops.breached(ids).await
+            {
+                breach = true;
+            }
         }
+        if breach && !entry.progress.state.is_terminal() {
+            let progress = Progress {
+                state: EventState::RolledBack,
+                manual: None,
+                ..entry.progress.clone()
+            };
+            let mut tx = self.liveops.store.begin().await?;
+            store::save_progress(&mut tx, &entry.id, &progress_row(&progress), now).await?;
+            audit::record(
+                &mut tx,
+                Actor::system().audit_entry(
+                    "live-event.rollback",
+                    format!("live-events/{}", self.name),
+                    json!({ "from": entry.progress.state.name(), "reason": "a guardrail of its deployment breached" }),
+                ),
+            )
+            .await?;
+            tx.commit().await.map_err(StoreError::from)?;
+            tracing::warn!(event = %self.name, "a live event's guardrail breached: the event is rolled back");
+            self.liveops.modify_event(&self.name, |e| {
+                e.progress = progress;
+                e.applied = Vec::new();
+            });
+            entry = self
+                .liveops
+                .definitions()
+                .events
+                .get(&self.name)
+                .cloned()
+                .ok_or_else(|| LiveOpsError::EventNotFound(self.name.clone()))?;
+            self.next = None;
+        }
+        // Servers hear the phase change first; the overrides' deployments follow.
+        self.announce(&entry, now);
+        let wanted: Vec<Slot> = if server_wide && !entry.progress.state.is_terminal() {
+            entry.applied.clone()
+        } else {
+            Vec::new()
+        };
+        let wanted_keys: HashSet<(i64, String)> = wanted.iter().map(key).collect();
+        let mut again = false;
+        let mut failure: Option<String> = None;
+        let stale: Vec<((i64, String), Vec<String>)> = effects
+            .iter()
+            .filter(|(k, _)| {
+                !wanted_keys.contains(*k)
+                    || self.made_for.get(*k).is_some_and(|r| *r != entry.revision)
+            })
+            .map(|(k, ids)| (k.clone(), ids.clone()))
+            .collect();
+        for ((start, region), ids) in stale {
+            let mut undone = true;
+            for id in &ids {
+                if let Err(error) = self.liveops.undo(id).await {
+                    tracing::error!(event = %self.name, deployment = %id, %error, "could not roll a live event's deployment back; retrying");
+                    undone = false;
+                }
+            }
+            if undone {
+                let mut conn = self.liveops.store.conn().await?;
+                store::set_occurrence_deployments(&mut conn, &entry.id, start, &region, "[]")
+                    .await?;
+                self.made_for.remove(&(start, region.clone()));
+                effects.remove(&(start, region));
+            } else {
+                again = true;
+            }
+        }
+        for slot in &wanted {
+            if effects.contains_key(&key(slot)) {
+                continue;
+            }
+            match self.liveops.carry_out(&entry, slot).await {
+                Ok(ids) => {
+                    let (start, region) = key(slot);
+                    let mut conn = self.liveops.store.conn().await?;
+                    store::set_occurrence_deployments(
+                        &mut conn,
+                        &entry.id,
+                        start,
+                        &region,
+                        &serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()),
+                    )
+                    .await?;
+                    self.made_for
+                        .insert((start, region.clone()), entry.revision);
+                    effects.insert((start, region), ids);
+                }
+                Err(error) => {
+                    tracing::error!(event = %self.name, %error, "a live event's overrides could not reach servers; retrying");
+                    failure = Some(error.to_string());
+                    again = true;
+                }
+            }
+        }
+        // Watching its deployments (a guardrail), or retrying: every second.
+        if again || !effects.is_empty() {
+            let soon = now + RETRY_MS;
+            self.next = Some(self.next.map_or(soon, |n| n.min(soon)));
+        }
+        let pending = !effects.is_empty();
+        self.effects = Some(effects);
+        if entry.effect_error != failure {
+            self.liveops
+                .modify_event(&self.name, |e| e.effect_error = failure);
+        }
+        let finished = entry.progress.state.is_finished() && !pending && !again;
+        Ok(
+            if finished && entry.timetable().next_wake(&entry.progress, now).is_none() {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            },
+        )
+    }
+
+    /// Announces each occurrence whose phase changed since it was last
+    /// announced (`ended` for those no longer in force).
+    fn announce(&mut self, entry: &EventEntry, now: i64) {
+        let timetable = entry.timetable();
+        let mut current: HashMap<(i64, String), (Slot, Phase)> = HashMap::new();
+        for slot in &entry.applied {
+            if let Some(phase) = timetable.phase(slot, now) {
+                current.insert(key(slot), (slot.clone(), phase));
+            }
+        }
+        if entry.spec.preview_lead_ms > 0
+            && entry.progress.paused_at_ms.is_none()
+            && let Some(next) = timetable.next_slot(&entry.progress, now)
+            && timetable.phase(&next, now) == Some(Phase::Preview)
+        {
+            current.insert(key(&next), (next, Phase::Preview));
+        }
+        for (k, (slot, phase)) in &current {
+            if self.announced.get(k).map(|(_, p)| *p) != Some(*phase) {
+                self.liveops.announce(entry, slot, *phase);
+            }
+        }
+        for (k, (slot, _)) in &self.announced {
+            if !current.contains_key(k) {
+                self.liveops.announce(entry, slot, Phase::Ended);
+            }
+        }
+        self.announced = current;
     }
 
     /// Steps, and on a failure tries again soon rather than stopping.
@@ -215,6 +405,7 @@ impl EventDriver {
             Err(error) => {
                 tracing::error!(event = %self.name, %error, "a live event's step failed; retrying");
                 self.recorded = None;
+                self.effects = None;
                 self.next = Some(now_ms() + RETRY_MS);
                 (Flow::Continue, Err(error))
             }
@@ -245,9 +436,8 @@ impl EventDriver {
         )
         .await?;
         tx.commit().await.map_err(StoreError::from)?;
-        let mut next = (*entry).clone();
-        next.progress = progress;
-        self.liveops.publish_event(next);
+        self.liveops
+            .modify_event(&self.name, |e| e.progress = progress);
         Ok(())
     }
 }

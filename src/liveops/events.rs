@@ -61,13 +61,21 @@ fn first_clash(a: &[Slot], a_regions: &[String], b: &[Slot], b_regions: &[String
 impl LiveOps {
     /// Every check of a definition that needs more than the body.
     async fn check_definition(&self, spec: &LiveEventSpec, body: &Value) -> LiveOpsResult<()> {
-        for key in ["guardrails", "rollout"] {
-            if body.get(key).is_some_and(|v| !v.is_null()) {
+        // Rollout and guardrails read as the deployments they become.
+        let wants_deployments = ["guardrails", "rollout"]
+            .iter()
+            .any(|key| body.get(*key).is_some_and(|v| !v.is_null()));
+        if wants_deployments {
+            if !spec.audience.segments.is_empty()
+                || spec.audience.percentage.is_some()
+                || spec.overrides.is_empty()
+            {
                 return Err(invalid(
-                    &format!("/{key}"),
-                    "event guardrails and rollouts are not available on this hub yet",
+                    "/rollout",
+                    "rollout and guardrails apply to server-wide overrides (overrides, no player audience)",
                 ));
             }
+            super::effects::deployment_request(body, "placeholder", "1.0.0", &spec.regions)?;
         }
         if matches!(spec.schedule.zone, Zone::RegionLocal) {
             for (index, region) in spec.regions.iter().enumerate() {
@@ -256,6 +264,7 @@ impl LiveOps {
             progress,
             applied: Vec::new(),
             late_ms: 0,
+            effect_error: None,
             created_by: row.created_by,
             created_at: now,
             updated_at: now,
@@ -335,13 +344,13 @@ impl LiveOps {
         )
         .await?;
         tx.commit().await.map_err(StoreError::from)?;
-        let mut entry = (*current).clone();
-        entry.revision += 1;
-        entry.body = body;
-        entry.spec = spec;
-        entry.zones = zones;
-        entry.updated_at = now;
-        self.publish_event(entry);
+        self.modify_event(name, |entry| {
+            entry.revision += 1;
+            entry.body = body;
+            entry.spec = spec;
+            entry.zones = zones;
+            entry.updated_at = now;
+        });
         self.command(name, |reply| actor::Command::Refresh { reply })
             .await?;
         self.event(name)

@@ -13,10 +13,13 @@
 //! - `events.rs`: live events: create, revise, delete, operators' controls,
 //!   the timeline and its overlaps.
 //! - `actor.rs`: the driver of one event's actor (timers, transitions).
+//! - `effects.rs`: what an event does to servers: server-wide overrides as
+//!   deployments of derived versions, `event` frames.
 //! - `players.rs`: what a player sees: resolved configs, active events.
 //! - `views.rs`: response bodies.
 
 mod actor;
+mod effects;
 mod events;
 mod players;
 mod segments;
@@ -84,6 +87,9 @@ pub enum LiveOpsError {
     },
     #[error("the live event's actor has stopped; retry")]
     Stopped,
+    /// Carrying an override to servers failed (a deployment refused).
+    #[error("the event's effect on servers failed: {0}")]
+    Effect(String),
 }
 
 impl From<StoreError> for LiveOpsError {
@@ -124,6 +130,8 @@ pub struct EventEntry {
     pub applied: Vec<Slot>,
     /// How late the applied occurrences started (ms; 0: on time).
     pub late_ms: i64,
+    /// Why its overrides could not reach servers, while that lasts.
+    pub effect_error: Option<String>,
     pub created_by: String,
     pub created_at: i64,
     pub updated_at: i64,
@@ -287,6 +295,7 @@ impl LiveOps {
                 progress: progress_of(&row),
                 applied: Vec::new(),
                 late_ms: 0,
+                effect_error: None,
                 created_by: row.created_by.clone(),
                 created_at: row.created_at,
                 updated_at: row.updated_at,
@@ -338,6 +347,17 @@ impl LiveOps {
         let mut next = (**definitions).clone();
         change(&mut next);
         *definitions = Arc::new(next);
+    }
+
+    /// Changes one event in place (under the definitions' lock, so the
+    /// actor's fields and an operator's revision never overwrite each
+    /// other); nothing when the event is gone.
+    fn modify_event(&self, name: &str, change: impl FnOnce(&mut EventEntry)) {
+        self.change(|d| {
+            if let Some(entry) = d.events.get_mut(name) {
+                change(Arc::make_mut(entry));
+            }
+        });
     }
 
     fn publish_event(&self, entry: EventEntry) {

@@ -108,6 +108,9 @@ pub struct LiveEventView {
     pub late_ms: Option<i64>,
     /// The next occurrence to start, if any.
     pub next: Option<OccurrenceView>,
+    /// Why its server-wide overrides cannot reach servers now (the hub
+    /// retries every second), e.g. a config with no deployed revision.
+    pub effect_error: Option<String>,
     /// The definition, as accepted.
     #[schema(value_type = Object)]
     pub definition: Value,
@@ -134,6 +137,7 @@ pub fn event_view(entry: &EventEntry, now_ms: i64) -> LiveEventView {
         active: entry.applied.iter().map(occurrence_view).collect(),
         late_ms: (entry.late_ms > 0).then_some(entry.late_ms),
         next: next.as_ref().map(occurrence_view),
+        effect_error: entry.effect_error.clone(),
         definition: entry.body.clone(),
         created_by: entry.created_by.clone(),
         created_at: rfc3339(entry.created_at),

@@ -311,10 +311,12 @@ pub struct OccurrenceRow {
     pub late_ms: i64,
     pub ended_at_ms: Option<i64>,
     pub end_reason: Option<String>,
+    /// JSON list of the deployments carrying its server-wide overrides.
+    pub deployments: String,
 }
 
-const OCCURRENCE_COLUMNS: &str =
-    "event_id, start_ms, region, end_ms, started_at_ms, late_ms, ended_at_ms, end_reason";
+const OCCURRENCE_COLUMNS: &str = "event_id, start_ms, region, end_ms, started_at_ms, late_ms, \
+     ended_at_ms, end_reason, deployments";
 
 pub async fn start_occurrence(tx: &mut Tx, row: &OccurrenceRow) -> StoreResult<()> {
     sqlx::query(
@@ -352,6 +354,44 @@ pub async fn end_occurrence(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Records the deployments carrying an occurrence's overrides.
+pub async fn set_occurrence_deployments(
+    conn: &mut Conn,
+    event_id: &str,
+    start_ms: i64,
+    region: &str,
+    deployments: &str,
+) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE live_event_occurrences SET deployments = $1 \
+         WHERE event_id = $2 AND start_ms = $3 AND region = $4",
+    )
+    .bind(deployments)
+    .bind(event_id)
+    .bind(start_ms)
+    .bind(region)
+    .execute(&mut **conn)
+    .await?;
+    Ok(())
+}
+
+/// Occurrences of an event whose deployments are still to be undone
+/// (ended or not): every row with deployments recorded.
+pub async fn occurrences_with_deployments(
+    conn: &mut Conn,
+    event_id: &str,
+) -> StoreResult<Vec<OccurrenceRow>> {
+    Ok(
+        sqlx::query_as::<_, OccurrenceRow>(sqlx::AssertSqlSafe(format!(
+            "SELECT {OCCURRENCE_COLUMNS} FROM live_event_occurrences \
+         WHERE event_id = $1 AND deployments <> '[]' ORDER BY start_ms, region"
+        )))
+        .bind(event_id)
+        .fetch_all(&mut **conn)
+        .await?,
+    )
 }
 
 /// The occurrences an event started and has not ended.

@@ -3,7 +3,7 @@
 //! operators' controls, bad definitions refused with the path, and a
 //! restarted hub catching up with an activation it missed.
 
-use crate::helpers::{TestApp, balance, spawn_app_on};
+use crate::helpers::{TestApp, balance, connected, sdk_config, spawn_app_on};
 use crate::on_both_databases;
 use chrono::{Duration as Span, SecondsFormat, Utc};
 use serde_json::{Value, json};
@@ -43,6 +43,19 @@ async fn wait_for(app: &TestApp, name: &str, done: impl Fn(&Value) -> bool) -> V
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }
     view
+}
+
+/// Polls a player's resolved damage until it is `expected` (at most 10 s);
+/// whether it got there. (A schedule's end reaches the base revision once
+/// the event's deployment has rolled back.)
+async fn sees_damage(app: &TestApp, path: &str, expected: u32) -> bool {
+    for _ in 0..500 {
+        if damage(&app.get(path).await.body) == expected {
+            return true;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
 }
 
 fn damage(answer: &Value) -> &Value {
@@ -204,7 +217,7 @@ async fn events_follow_their_schedule_and_operators_controls(app: TestApp) {
     assert_eq!(damage(&app.get(player).await.body), 70);
     let ended = wait_for(&app, "flash-sale", |v| v["state"] == "Ended").await;
     assert_eq!(ended["state"], "Ended", "{ended:?}");
-    assert_eq!(damage(&app.get(player).await.body), 45);
+    assert!(sees_damage(&app, player, 45).await);
 
     // An event an hour away, driven by hand.
     let later = app
@@ -347,6 +360,22 @@ async fn bad_definitions_are_refused_naming_the_path(app: TestApp) {
             "/rules/rewardMultipliers/xp",
         ),
         (with("/name", json!("Not A Slug")), "/name"),
+        (
+            {
+                let mut body = base.clone();
+                body["guardrails"] = json!([{"metric": "crashRate", "critical": 0.02}]);
+                body
+            },
+            "/guardrails",
+        ),
+        (
+            {
+                let mut body = base.clone();
+                body["rollout"] = json!({"strategy": "BlueGreen"});
+                body
+            },
+            "/rollout/strategy",
+        ),
     ];
     for (body, path) in cases {
         let refused = app.post_json("/api/v1/live-events", &body).await;
@@ -458,6 +487,88 @@ async fn bad_definitions_are_refused_naming_the_path(app: TestApp) {
     );
 }
 
+/// Waits until `client` holds `revision` of weapon-balance (at most 10 s).
+async fn holds(client: &hotswap_client::Client, revision: i64) -> bool {
+    for _ in 0..500 {
+        if client.revisions().get("weapon-balance") == Some(&revision) {
+            return true;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+async fn a_server_wide_event_reaches_its_regions_servers_and_ends_on_time(app: TestApp) {
+    setup(&app).await;
+    let (key, _) = app.server_key(&[], &[]).await;
+    let eu = connected(sdk_config(&app, &key, "eu-1")).await;
+    let na = connected(sdk_config(&app, &key, "na-1").region("NA-EAST")).await;
+    assert!(holds(&eu, 1).await && holds(&na, 1).await);
+    let mut body = event(
+        "eu-double",
+        Span::milliseconds(1500),
+        Span::milliseconds(4500),
+        90,
+    );
+    body["regions"] = json!(["EU-WEST"]);
+    body["previewLead"] = json!("PT1S");
+    let created = app.post_json("/api/v1/live-events", &body).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let scheduled_start =
+        chrono::DateTime::parse_from_rfc3339(created.body["next"]["start"].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis();
+    // Its instant: the EU server runs the event's version, the NA one not.
+    assert!(holds(&eu, 2).await, "{:?}", eu.revisions());
+    let applied_at = Utc::now().timestamp_millis();
+    assert!(
+        applied_at >= scheduled_start,
+        "not before its start ({applied_at} < {scheduled_start})"
+    );
+    let document = &eu.config("weapon-balance").unwrap().document;
+    assert_eq!(document["weapons"]["rifle"]["damage"], 90);
+    assert_eq!(
+        eu.config("weapon-balance").unwrap().version,
+        "1.0.1-event.1"
+    );
+    assert_eq!(na.revisions().get("weapon-balance"), Some(&1));
+    for _ in 0..100 {
+        if eu
+            .live_events()
+            .first()
+            .is_some_and(|e| e.phase == "started")
+        {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let phases: Vec<String> = eu.live_events().iter().map(|e| e.phase.clone()).collect();
+    assert_eq!(phases, ["started"], "the event frame");
+    assert!(na.live_events().is_empty(), "NA is not covered");
+    // The acks are the deployment's.
+    let deployments = app.get("/api/v1/deployments").await.body;
+    let carrying = &deployments["items"][0];
+    assert_eq!(carrying["version"], "1.0.1-event.1", "{deployments:?}");
+    assert_eq!(carrying["createdBy"], "system");
+    // Its end: the EU server is back on the base revision.
+    assert!(holds(&eu, 1).await, "{:?}", eu.revisions());
+    assert_eq!(
+        eu.config("weapon-balance").unwrap().document["weapons"]["rifle"]["damage"],
+        45
+    );
+    let view = wait_for(&app, "eu-double", |v| v["state"] == "Ended").await;
+    assert_eq!(view["state"], "Ended", "{view:?}");
+    for _ in 0..100 {
+        if eu.live_events().first().is_some_and(|e| e.phase == "ended") {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(eu.live_events()[0].phase, "ended");
+    eu.stop().await;
+    na.stop().await;
+}
+
 fn quick_reconnects(_settings: &mut hotswap::settings::Settings) {}
 
 async fn a_restarted_hub_catches_up_with_an_activation_it_missed(app: TestApp) {
@@ -492,4 +603,5 @@ on_both_databases!(
     events_follow_their_schedule_and_operators_controls,
     bad_definitions_are_refused_naming_the_path,
     a_restarted_hub_catches_up_with_an_activation_it_missed,
+    a_server_wide_event_reaches_its_regions_servers_and_ends_on_time,
 );

@@ -1151,3 +1151,106 @@ async fn a_rollback_alerts_the_webhook() {
     assert!(text.contains("\"trigger\":\"manual\""), "{text}");
     fleet.stop().await;
 }
+
+/// A live event rolled out as a canary with a crash guardrail: when the
+/// players of the servers in the event crash, the guardrail rolls its
+/// deployment back, every server returns to the base revision, and the
+/// event ends `RolledBack`.
+async fn a_live_event_guardrail_breach_ends_the_event_and_restores_servers(app: TestApp) {
+    let key = setup(&app).await;
+    let fleet = Fleet::start(&app, &key, 30, |_| "EU-WEST").await;
+    assert!(fleet.all_on(1).await);
+    let start = chrono::Utc::now() + chrono::Duration::milliseconds(500);
+    let end = start + chrono::Duration::hours(1);
+    let created = app
+        .post_json(
+            "/api/v1/live-events",
+            &json!({
+                "name": "crash-prone-festival",
+                "eventType": "SeasonalPromotion",
+                "overrides": [{"config": CONFIG, "patch": {"weapons": {"rifle": {"damage": 99}}}}],
+                "schedule": {"startTime": start.to_rfc3339(), "endTime": end.to_rfc3339()},
+                "rollout": {"strategy": "Canary", "phases": [50, 100], "phaseInterval": "PT1H"},
+                "guardrails": [{"metric": "crashRate", "warning": 0.015, "critical": 0.02}],
+            }),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    // The event's version (revision 2) reaches about half of the servers.
+    let deadline = Instant::now() + WAIT;
+    while fleet.on(2).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the event never reached a server: {:?}",
+            app.get("/api/v1/live-events/crash-prone-festival")
+                .await
+                .body
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let event = app
+        .get("/api/v1/live-events/crash-prone-festival")
+        .await
+        .body;
+    assert_eq!(event["state"], "Active", "{event:?}");
+    let versions = app
+        .get(&format!("/api/v1/configs/{CONFIG}/versions"))
+        .await
+        .body;
+    assert_eq!(
+        versions["items"][0]["version"], "1.0.1-event.1",
+        "{versions:?}"
+    );
+    // Healthy numbers from both cohorts first, then the event's players crash.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let deployments = app.get("/api/v1/deployments").await.body;
+        let id = deployments["items"][0]["id"].as_str().unwrap().to_owned();
+        let filled = deployment(&app, &id).await["live"]["cohorts"]
+            .as_array()
+            .is_some_and(|c| {
+                c.iter()
+                    .filter(|c| c["window"]["reports"].as_u64() > Some(20))
+                    .count()
+                    >= 2
+            });
+        if filled {
+            break;
+        }
+        assert!(Instant::now() < deadline, "cohorts never filled");
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    fleet.regress(2, Mode::Crashes);
+    let deadline = Instant::now() + WAIT;
+    let mut event = Value::Null;
+    while Instant::now() < deadline {
+        event = app
+            .get("/api/v1/live-events/crash-prone-festival")
+            .await
+            .body;
+        if event["state"] == "RolledBack" {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(event["state"], "RolledBack", "{event:?}");
+    assert!(
+        fleet.all_on(1).await,
+        "every server back on the base revision"
+    );
+    let audit = app
+        .get("/api/v1/audit?resource=live-events/crash-prone-festival")
+        .await
+        .body;
+    assert!(
+        audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|row| row["action"] == "live-event.rollback"),
+        "{audit:?}"
+    );
+    fleet.stop().await;
+}
+
+on_both_databases!(a_live_event_guardrail_breach_ends_the_event_and_restores_servers);

@@ -34,6 +34,26 @@ impl Hub {
         actor: &Actor,
         request: NewDeploymentRequest,
     ) -> Result<DeploymentView, DeploymentError> {
+        self.deploy_with(actor, request, false).await
+    }
+
+    /// A deployment a live event starts for its server-wide overrides:
+    /// the event was checked and audited when it was created, so neither
+    /// the version nor the deployment waits for an approval.
+    pub async fn deploy_for_event(
+        self: &Arc<Self>,
+        actor: &Actor,
+        request: NewDeploymentRequest,
+    ) -> Result<DeploymentView, DeploymentError> {
+        self.deploy_with(actor, request, true).await
+    }
+
+    async fn deploy_with(
+        self: &Arc<Self>,
+        actor: &Actor,
+        request: NewDeploymentRequest,
+        preapproved: bool,
+    ) -> Result<DeploymentView, DeploymentError> {
         let strategy = request.strategy;
         let (target, variants) = self.resolve_targets(&request).await?;
         if let Some(environment) = &request.environment
@@ -45,14 +65,14 @@ impl Hub {
             )));
         }
         let policy = self.policy(&target.environment);
-        if policy.breaking_needs_approval && target.breaking && !target.approved {
+        if !preapproved && policy.breaking_needs_approval && target.breaking && !target.approved {
             return Err(DeploymentError::ApprovalRequired {
                 config: target.config,
                 version: target.version,
             });
         }
         let mut plan = plan_for(self, &request, variants)?;
-        plan.needs_approval = policy.deployment_needs_approval;
+        plan.needs_approval = policy.deployment_needs_approval && !preapproved;
         let id = uuid::Uuid::now_v7().to_string();
         let previous = loop {
             let superseded = {
@@ -239,7 +259,7 @@ impl Hub {
             Some(handle) => self.send(&handle, action, actor).await?,
             None => match action {
                 Action::Rollback(request) if row.status == DeploymentState::Completed.name() => {
-                    self.kill_switch(row, request, actor).await?
+                    self.kill_switch(row, request, actor, false).await?
                 }
                 action => {
                     return Err(DeploymentError::Conflict(format!(
@@ -256,11 +276,16 @@ impl Hub {
     /// Rolls back a completed deployment: the newest completed one of its
     /// config, with nothing in flight. An actor drives the rollback, as any
     /// other: started on the completed run, it is sent the rollback.
+    ///
+    /// A live event's deployment (`layer_only`) may be rolled back when it
+    /// still stands anywhere among the layers (its layer is withdrawn), or,
+    /// unscoped, while the active revision is still its own.
     async fn kill_switch(
         self: &Arc<Self>,
         row: store_hub::DeploymentRow,
         request: RollbackRequest,
         actor: &Actor,
+        layer_only: bool,
     ) -> Result<(), DeploymentError> {
         let plan: Plan = serde_json::from_str(&row.spec).map_err(|e| {
             DeploymentError::Conflict(format!("this deployment's plan cannot be read: {e}"))
@@ -273,7 +298,15 @@ impl Hub {
                 return Err(DeploymentError::InProgress(live.deployment_id.to_string()));
             }
             let layers = entry.map(|e| e.layers());
-            let current = if plan.scoped(strategy) {
+            let current = if layer_only {
+                layers.map(|l| {
+                    if plan.scoped(strategy) {
+                        l.stands(&row.id)
+                    } else {
+                        l.active == Some(row.revision)
+                    }
+                })
+            } else if plan.scoped(strategy) {
                 layers
                     .and_then(|l| l.newest_standing())
                     .map(|l| l.deployment_id == row.id)
@@ -293,6 +326,35 @@ impl Hub {
         // unless the rollback starts (then it drives it to its end).
         let handle = self.spawn_run(run);
         self.send(&handle, Action::Rollback(request), actor).await
+    }
+
+    /// Ends a live event's deployment: rolled back by its actor when it is
+    /// in flight, by the kill switch when it completed (its layer
+    /// withdrawn, wherever it stands); nothing when it already finished
+    /// otherwise.
+    pub async fn end_event_deployment(
+        self: &Arc<Self>,
+        id: &str,
+        actor: &Actor,
+    ) -> Result<(), DeploymentError> {
+        let row = self.deployment_row(id).await?;
+        let request = RollbackRequest {
+            region: None,
+            reason: Some("the live event's occurrence ended".into()),
+        };
+        let handle = self
+            .serving_read()
+            .get(&row.config_name)
+            .and_then(|s| s.live())
+            .filter(|l| *l.deployment_id == *row.id)
+            .and_then(|l| l.handle.clone());
+        match handle {
+            Some(handle) => self.send(&handle, Action::Rollback(request), actor).await,
+            None if row.status == DeploymentState::Completed.name() => {
+                self.kill_switch(row, request, actor, true).await
+            }
+            None => Ok(()),
+        }
     }
 
     /// Resumes the deployments a previous run left unfinished.

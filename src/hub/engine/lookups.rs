@@ -113,3 +113,17 @@ impl Hub {
             .map(|resolved| resolved.revision)
     }
 }
+
+impl Hub {
+    /// The config's active revision (what servers outside every narrowed
+    /// layer and deployment run).
+    pub fn active_revision(&self, config: &str) -> Option<i64> {
+        self.serving_read().get(config)?.layers().active
+    }
+
+    /// A deployment's state name (`Completed`, `RolledBack`...), from
+    /// memory when this hub drives it, else from the store.
+    pub async fn deployment_state(&self, id: &str) -> Result<String, DeploymentError> {
+        Ok(self.deployment_row(id).await?.status)
+    }
+}

@@ -74,6 +74,7 @@ fn record(id: usize) -> ServerRecord {
         address: None,
         build: None,
         sdk: None,
+        liveops: false,
         subscriptions: vec!["weapon-balance".into()],
         applied: [("weapon-balance".to_owned(), 1)].into(),
         connected: true,

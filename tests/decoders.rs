@@ -96,6 +96,7 @@ fn hello() -> impl Strategy<Value = ServerMessage> {
                     address: None,
                     build: None,
                     sdk: None,
+                    liveops: false,
                 })
             },
         )

@@ -34,6 +34,8 @@ pub struct ServerRecord {
     pub address: Option<String>,
     pub build: Option<String>,
     pub sdk: Option<String>,
+    /// Asked for the live-ops definitions in its `hello`.
+    pub liveops: bool,
     pub subscriptions: Vec<String>,
     /// Config name → revision the server acked.
     pub applied: BTreeMap<String, i64>,
@@ -464,6 +466,7 @@ mod tests {
             address: None,
             build: None,
             sdk: None,
+            liveops: false,
             subscriptions: configs.iter().map(|c| (*c).to_owned()).collect(),
             applied: BTreeMap::new(),
             connected: false,

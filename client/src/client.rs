@@ -64,6 +64,7 @@ impl Client {
         let shared = Arc::new(Shared {
             config,
             events: ArcSwap::from_pointee(HashMap::new()),
+            liveops: arc_swap::ArcSwapOption::empty(),
             configs: ArcSwap::from_pointee(persisted),
             callbacks: Mutex::new(Vec::new()),
             metrics: MetricsRecorder::new(),
@@ -91,6 +92,23 @@ impl Client {
     /// A config as applied: revision, version, document (wait-free).
     pub fn config(&self, config: &str) -> Option<Arc<AppliedConfig>> {
         self.shared.configs.load().get(config).cloned()
+    }
+
+    /// What `player` sees of this server's configs: its base is the
+    /// config as this server runs it, then the live events in force for
+    /// the player (from the hub's `liveops` definitions: ask for them with
+    /// [`ClientConfig::liveops`]). Wait-free; the same function as the
+    /// hub's `GET /api/v1/players/{id}/config`.
+    pub fn for_player<'a>(&'a self, player: &'a crate::liveops::Player) -> PlayerView<'a> {
+        PlayerView {
+            client: self,
+            player,
+        }
+    }
+
+    /// The revision of the live-ops definitions held, if any.
+    pub fn liveops_revision(&self) -> Option<i64> {
+        self.shared.liveops.load().as_ref().map(|d| d.revision)
     }
 
     /// The live events covering this server, as the hub last announced
@@ -187,4 +205,43 @@ impl Drop for Client {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
     }
+}
+
+/// One player's view of a client's configs ([`Client::for_player`]).
+#[derive(Debug)]
+pub struct PlayerView<'a> {
+    client: &'a Client,
+    player: &'a crate::liveops::Player,
+}
+
+impl PlayerView<'_> {
+    /// The config resolved for the player now, with its checksum and the
+    /// layers applied; `None` when the server does not hold the config.
+    pub fn resolve(&self, config: &str) -> Option<crate::liveops::resolution::Resolution> {
+        self.resolve_at(config, now_ms(), false)
+    }
+
+    /// As [`PlayerView::resolve`], at `now_ms`, saying which layer set
+    /// each path when `explain`.
+    pub fn resolve_at(
+        &self,
+        config: &str,
+        now_ms: i64,
+        explain: bool,
+    ) -> Option<crate::liveops::resolution::Resolution> {
+        let applied = self.client.config(config)?;
+        let definitions = self.client.shared.liveops.load_full().unwrap_or_default();
+        Some(definitions.resolve(self.player, config, &applied.document, now_ms, explain))
+    }
+
+    /// The config resolved for the player, deserialized.
+    pub fn get<T: DeserializeOwned>(&self, config: &str) -> Option<T> {
+        serde_json::from_value(self.resolve(config)?.document).ok()
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

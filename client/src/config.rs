@@ -25,6 +25,9 @@ pub struct ClientConfig {
     /// First reconnect delay; doubles per failure up to `max_backoff`, with full jitter.
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
+    /// Ask the hub for the live-ops definitions, to resolve players
+    /// locally with [`crate::Client::for_player`].
+    pub liveops: bool,
 }
 
 impl ClientConfig {
@@ -48,7 +51,15 @@ impl ClientConfig {
             persist_path: None,
             initial_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(30),
+            liveops: false,
         }
+    }
+
+    /// Receive the live-ops definitions (segments, live events) and
+    /// resolve players locally with [`crate::Client::for_player`].
+    pub fn liveops(mut self) -> Self {
+        self.liveops = true;
+        self
     }
 
     pub fn region(mut self, region: impl Into<String>) -> Self {

@@ -132,6 +132,7 @@ async fn session(shared: &Arc<Shared>, stopped: &mut watch::Receiver<bool>) -> E
         address: None,
         build: config.build.clone(),
         sdk: Some(concat!("hotswap-client-rust/", env!("CARGO_PKG_VERSION")).into()),
+        liveops: config.liveops,
     });
     if sink
         .send(Message::Binary(protocol::encode(&hello).into()))
@@ -200,6 +201,17 @@ async fn session(shared: &Arc<Shared>, stopped: &mut watch::Receiver<bool>) -> E
                             shared.stats.reconnect_requests.fetch_add(1, Ordering::Relaxed);
                             reconnect_after = Some(Duration::from_millis(retry_after_ms));
                             None
+                        }
+                        Ok(HubMessage::LiveOps { revision, segments, events }) => {
+                            let definitions = crate::liveops::Definitions::from_frame(revision, segments, events);
+                            shared.liveops.store(Some(Arc::new(definitions)));
+                            Some(ServerMessage::Ack(protocol::Ack {
+                                config: crate::liveops::LIVEOPS_CONFIG.into(),
+                                revision,
+                                ok: true,
+                                error: None,
+                                apply_micros: 0,
+                            }))
                         }
                         Ok(HubMessage::Event { name, phase, occurrence, region, rules, ends_at_ms, .. }) => {
                             shared.events.rcu(|events| {

@@ -40,6 +40,7 @@ pub mod checksum;
 pub mod client;
 mod config;
 mod connection;
+pub mod liveops;
 pub mod metrics;
 mod persist;
 pub mod protocol;

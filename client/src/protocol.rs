@@ -98,6 +98,10 @@ pub struct Hello {
     pub build: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sdk: Option<String>,
+    /// Asks for the live-ops definitions (`liveops` frames), to resolve
+    /// players locally.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub liveops: bool,
 }
 
 /// A server's answer to a snapshot or delta: applied (`ok`) or not, and how long it took.
@@ -265,6 +269,15 @@ pub enum HubMessage {
     },
     Reconnect {
         retry_after_ms: u64,
+    },
+    /// The live-ops definitions a server resolves its players with (sent
+    /// after `welcome` to servers that asked, and on every change); acked
+    /// as config `$liveops` at `revision`.
+    #[serde(rename = "liveops")]
+    LiveOps {
+        revision: i64,
+        segments: Vec<crate::liveops::SegmentDefinition>,
+        events: Vec<crate::liveops::EventDefinition>,
     },
     /// A live event covering this server changed phase.
     Event {
@@ -522,6 +535,7 @@ mod tests {
                 address: None,
                 build: None,
                 sdk: Some("rust/0.1".into()),
+                liveops: false,
             }),
             ServerMessage::Heartbeat {
                 players: 3,

@@ -86,6 +86,8 @@ pub(crate) struct Shared {
     pub(crate) config: ClientConfig,
     /// Live events by name, as last announced.
     pub(crate) events: ArcSwap<HashMap<String, Arc<LiveEventPhase>>>,
+    /// The live-ops definitions, when the server asked for them.
+    pub(crate) liveops: arc_swap::ArcSwapOption<crate::liveops::Definitions>,
     // Updated with `send_replace`: `send` drops the value when nobody is
     // subscribed, which would leave `Client::state` stale.
     pub(crate) configs: ArcSwap<HashMap<String, Arc<AppliedConfig>>>,

@@ -486,6 +486,7 @@ async fn session(
         address: None,
         build: Some("loadtest".to_owned()),
         sdk: Some(concat!("hotswap-loadtest/", env!("CARGO_PKG_VERSION")).to_owned()),
+        liveops: false,
     });
     ws.send(Message::Binary(protocol::encode(&hello).into()))
         .await?;

@@ -156,52 +156,8 @@ pub fn percent_limit(percent: f64) -> u32 {
     (percent.clamp(0.0, 100.0) * f64::from(BUCKETS) / 100.0).ceil() as u32
 }
 
-/// A duration given as ISO 8601 (`PT5M`, `PT1H30M`, `P1D`, `PT0.5S`) or as
-/// a number of seconds; in milliseconds.
-pub fn parse_duration(value: &serde_json::Value) -> Result<u64, String> {
-    let invalid =
-        || format!("{value} is not a duration: use ISO 8601 like \"PT5M\" or a number of seconds");
-    let seconds = match value {
-        serde_json::Value::Number(n) => n.as_f64().ok_or_else(invalid)?,
-        serde_json::Value::String(text) => {
-            let upper = text.trim().to_ascii_uppercase();
-            let rest = upper.strip_prefix('P').ok_or_else(invalid)?;
-            let (days, time) = match rest.split_once('T') {
-                Some((days, time)) => (days, time),
-                None => (rest, ""),
-            };
-            if days.is_empty() && time.is_empty() {
-                return Err(invalid());
-            }
-            let mut total = 0.0;
-            let mut number = String::new();
-            for (part, units) in [
-                (days, &[('D', 86_400.0), ('W', 604_800.0)][..]),
-                (time, &[('H', 3_600.0), ('M', 60.0), ('S', 1.0)][..]),
-            ] {
-                for c in part.chars() {
-                    if c.is_ascii_digit() || c == '.' {
-                        number.push(c);
-                        continue;
-                    }
-                    let unit = units.iter().find(|(u, _)| *u == c).ok_or_else(invalid)?.1;
-                    let n: f64 = number.parse().map_err(|_| invalid())?;
-                    total += n * unit;
-                    number.clear();
-                }
-                if !number.is_empty() {
-                    return Err(invalid());
-                }
-            }
-            total
-        }
-        _ => return Err(invalid()),
-    };
-    if !seconds.is_finite() || !(0.0..=30.0 * 86_400.0).contains(&seconds) {
-        return Err(format!("{value}: a duration is between 0 and 30 days"));
-    }
-    Ok((seconds * 1000.0).round() as u64)
-}
+/// ISO 8601 durations (`PT5M`) or seconds, in milliseconds (shared with the SDK).
+pub use hotswap_client::liveops::parse_duration;
 
 /// Where a deployment stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

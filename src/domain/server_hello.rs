@@ -60,6 +60,8 @@ pub struct ServerHello {
     pub address: Option<String>,
     pub build: Option<String>,
     pub sdk: Option<String>,
+    /// Asked for the live-ops definitions.
+    pub liveops: bool,
 }
 
 fn server_id_char(c: char) -> bool {
@@ -194,6 +196,7 @@ impl ServerHello {
                 "text without control characters",
                 text,
             )?,
+            liveops: hello.liveops,
         })
     }
 
@@ -294,6 +297,7 @@ mod tests {
             address: Some("10.0.0.1:7777".into()),
             build: Some("1.2.3 (nightly)".into()),
             sdk: Some("rust/0.1".into()),
+            liveops: false,
         }
     }
 

@@ -73,6 +73,13 @@ impl Hub {
         reached
     }
 
+    /// Keeps `frame` (the live-ops definitions) for servers saying hello
+    /// from now on, and sends it to the connected servers that asked.
+    pub fn publish_liveops(&self, frame: Bytes) -> usize {
+        *hotswap_client::sync::write(&self.liveops_frame) = Some(frame.clone());
+        self.announce(frame, |server| server.liveops)
+    }
+
     /// Queues a frame to one server of a fan-out; a full queue closes the
     /// session.
     pub(super) fn push_to(&self, fanout: &mut Fanout, outbox: &Outbox, frame: Bytes) -> bool {

@@ -93,6 +93,7 @@ impl Hub {
                         address: row.address,
                         build: row.build,
                         sdk: row.sdk,
+                        liveops: false,
                         subscriptions: serde_json::from_str(&row.subscriptions).unwrap_or_default(),
                         applied: serde_json::from_str(&row.applied).unwrap_or_default(),
                         connected: false,
@@ -130,6 +131,7 @@ impl Hub {
             first_seen: Mutex::new(first_seen),
             stopping: AtomicBool::new(false),
             sent_away_from: std::sync::OnceLock::new(),
+            liveops_frame: std::sync::RwLock::new(None),
             stats: HubStats::default(),
         });
         hub.resume(unfinished).await?;

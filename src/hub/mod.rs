@@ -99,6 +99,9 @@ pub struct Hub {
     /// Set when shutdown begins: a server saying hello from then on is told
     /// to reconnect, not welcomed (it would hold the stopping hub open).
     stopping: AtomicBool,
+    /// The latest `liveops` frame (live-ops definitions), for servers that
+    /// ask in their `hello`.
+    liveops_frame: RwLock<Option<bytes::Bytes>>,
     /// When the servers were told to reconnect: their window's start.
     sent_away_from: std::sync::OnceLock<std::time::Instant>,
     pub stats: HubStats,

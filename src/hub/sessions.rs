@@ -111,6 +111,7 @@ impl Hub {
             address: hello.address.clone(),
             build: hello.build.clone(),
             sdk: hello.sdk.clone(),
+            liveops: hello.liveops,
             subscriptions: subscriptions.clone(),
             applied: hello.known.clone(),
             connected: true,
@@ -146,6 +147,11 @@ impl Hub {
             server_time_ms: now,
             hub_node: self.settings.node_name.clone(),
         }))];
+        if hello.liveops
+            && let Some(definitions) = hotswap_client::sync::read(&self.liveops_frame).clone()
+        {
+            frames.push(definitions);
+        }
         let Some(record) = self.registry.get(&hello.server_id) else {
             return Ok(HelloOutcome { frames });
         };
@@ -231,6 +237,13 @@ impl Hub {
             apply_micros,
         } = ack;
         self.stats.acks.fetch_add(1, Ordering::Relaxed);
+        if config == hotswap_client::liveops::LIVEOPS_CONFIG {
+            // Definitions acked: nothing to track but that the session asked.
+            return match self.registry.read_then(server_id, |r| r.liveops) {
+                Some(true) => Ok(()),
+                _ => Err(not_subscribed(&config)),
+            };
+        }
         let accepted = self.registry.update_then(server_id, |record| {
             if !self.serves(record, &config) {
                 return false;

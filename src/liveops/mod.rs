@@ -177,6 +177,9 @@ pub struct LiveOps {
     /// One definition change at a time: the checks (names, overlaps,
     /// counts) and the write they allow see the same definitions.
     writes: tokio::sync::Mutex<()>,
+    /// The revision of the last `liveops` frame (grows across restarts:
+    /// at least the time it was built, in ms).
+    frame_revision: Mutex<i64>,
     /// Set when the hub stops: no actor starts from then on.
     stopping: std::sync::atomic::AtomicBool,
 }
@@ -303,7 +306,7 @@ impl LiveOps {
             events.insert(row.name.clone(), Arc::new(entry));
         }
         drop(conn);
-        Ok(Arc::new(LiveOps {
+        let liveops = Arc::new(LiveOps {
             store,
             catalog,
             hub,
@@ -318,7 +321,10 @@ impl LiveOps {
             bases: Mutex::new(HashMap::new()),
             writes: tokio::sync::Mutex::new(()),
             stopping: std::sync::atomic::AtomicBool::new(false),
-        }))
+            frame_revision: Mutex::new(0),
+        });
+        liveops.publish(&liveops.definitions());
+        Ok(liveops)
     }
 
     /// Starts an actor for every event that is not finished; each first
@@ -343,10 +349,27 @@ impl LiveOps {
     }
 
     fn change(&self, change: impl FnOnce(&mut Definitions)) {
-        let mut definitions = write(&self.definitions);
-        let mut next = (**definitions).clone();
-        change(&mut next);
-        *definitions = Arc::new(next);
+        let published = {
+            let mut definitions = write(&self.definitions);
+            let mut next = (**definitions).clone();
+            change(&mut next);
+            let next = Arc::new(next);
+            *definitions = next.clone();
+            next
+        };
+        self.publish(&published);
+    }
+
+    /// Sends the definitions to the servers that resolve players locally
+    /// (`liveops` frames), and keeps them for those that connect later.
+    fn publish(&self, definitions: &Definitions) {
+        let revision = {
+            let mut last = lock(&self.frame_revision);
+            *last = (*last + 1).max(crate::store::now_ms());
+            *last
+        };
+        let frame = views::liveops_frame(revision, definitions);
+        self.hub.publish_liveops(frame);
     }
 
     /// Changes one event in place (under the definitions' lock, so the

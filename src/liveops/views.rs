@@ -1,7 +1,13 @@
 //! What live-ops operations answer: the JSON bodies of the REST API.
 
-use super::{EventEntry, SegmentEntry};
+use super::{Definitions, EventEntry, SegmentEntry};
+use crate::domain::{live_event::ContentVersion, segments::Segment};
 use crate::{catalog::views::rfc3339, domain::event_progress::Slot};
+use bytes::Bytes;
+use hotswap_client::{
+    liveops::{ActiveOccurrence, EventDefinition, OverrideDefinition, SegmentDefinition},
+    protocol::{self, HubMessage},
+};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -238,4 +244,71 @@ pub struct ActiveEventView {
     pub end_at: String,
     #[schema(value_type = Object)]
     pub rules: Value,
+}
+
+/// The `liveops` frame of the definitions: every segment (rules as given,
+/// lists with their ids) and every event with the occurrences in force.
+pub fn liveops_frame(revision: i64, definitions: &Definitions) -> Bytes {
+    let segments = definitions
+        .segments
+        .values()
+        .map(|entry| {
+            let members = match definitions.book.get(&entry.row.name) {
+                Some(Segment::List(ids)) => {
+                    let mut ids: Vec<String> = ids.iter().cloned().collect();
+                    ids.sort();
+                    ids
+                }
+                _ => Vec::new(),
+            };
+            SegmentDefinition {
+                name: entry.row.name.clone(),
+                rule: entry
+                    .row
+                    .rule
+                    .as_deref()
+                    .and_then(|r| serde_json::from_str(r).ok()),
+                members,
+            }
+        })
+        .collect();
+    let events = definitions
+        .events
+        .values()
+        .map(|entry| EventDefinition {
+            name: entry.name().to_owned(),
+            priority: entry.spec.priority,
+            regions: entry.spec.regions.clone(),
+            segments: entry.spec.audience.segments.clone(),
+            percentage: entry.spec.audience.percentage,
+            content_version: match &entry.spec.content_version {
+                ContentVersion::Any => None,
+                ContentVersion::Required(need) => Some(need.to_string()),
+            },
+            overrides: entry
+                .spec
+                .overrides
+                .iter()
+                .map(|o| OverrideDefinition {
+                    config: o.config.to_string(),
+                    patch: o.patch.clone(),
+                })
+                .collect(),
+            rules: entry.spec.rules.clone(),
+            active: entry
+                .applied
+                .iter()
+                .map(|slot| ActiveOccurrence {
+                    start_ms: slot.start_ms,
+                    end_ms: slot.end_ms,
+                    region: slot.region.clone(),
+                })
+                .collect(),
+        })
+        .collect();
+    Bytes::from(protocol::encode(&HubMessage::LiveOps {
+        revision,
+        segments,
+        events,
+    }))
 }

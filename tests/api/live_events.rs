@@ -569,6 +569,167 @@ async fn a_server_wide_event_reaches_its_regions_servers_and_ends_on_time(app: T
     na.stop().await;
 }
 
+/// The shared table: players (attributes) whose view of weapon-balance the
+/// hub's endpoint and the SDK's local resolution must agree on, document
+/// and checksum, with the layers each expects.
+fn cases() -> Vec<(&'static str, Value, Vec<&'static str>)> {
+    vec![
+        ("p1", json!({}), vec!["testers-boost"]),
+        (
+            "p2",
+            json!({"level": 12}),
+            vec!["testers-boost", "veteran-armor"],
+        ),
+        ("p3", json!({"level": 3}), vec![]),
+        (
+            "p4",
+            json!({"platform": "ios", "contentVersion": "2.1.0"}),
+            vec!["mobile-content"],
+        ),
+        (
+            "p5",
+            json!({"platform": "ios", "contentVersion": "1.0.0"}),
+            vec![],
+        ),
+        (
+            "p6",
+            json!({"level": 40, "platform": "android"}),
+            vec!["veteran-armor"],
+        ),
+    ]
+}
+
+async fn the_sdk_and_the_hub_resolve_every_player_alike(app: TestApp) {
+    setup(&app).await;
+    for (name, definition) in [
+        ("testers", json!({"members": ["p1", "p2"]})),
+        (
+            "veterans",
+            json!({"rule": {"attribute": "level", "gte": 10}}),
+        ),
+        (
+            "mobile",
+            json!({"rule": {"attribute": "platform", "in": ["ios", "android"]}}),
+        ),
+    ] {
+        let mut body = definition;
+        body["name"] = json!(name);
+        let created = app.post_json("/api/v1/segments", &body).await;
+        assert_eq!(created.status, 201, "{:?}", created.body);
+    }
+    let (key, _) = app.server_key(&[], &[]).await;
+    let server = connected(sdk_config(&app, &key, "resolver-1").liveops()).await;
+    assert!(holds(&server, 1).await);
+    let events = [
+        (
+            "testers-boost",
+            json!({"segments": ["testers"]}),
+            0,
+            None,
+            json!({"weapons": {"rifle": {"damage": 90}}}),
+        ),
+        (
+            "veteran-armor",
+            json!({"segments": ["veterans"]}),
+            5,
+            None,
+            json!({"weapons": {"rifle": {"damage": 60}}, "characters": {"tank": {"armor": 80}}}),
+        ),
+        (
+            "half-of-eu",
+            json!({"percentage": 50.0}),
+            0,
+            None,
+            json!({"weapons": {"rifle": {"fireRate": 700}}}),
+        ),
+        (
+            "mobile-content",
+            json!({"segments": ["mobile"]}),
+            0,
+            Some(">=2.0.0"),
+            json!({"weapons": {"rifle": {"reloadTime": 2.0}}}),
+        ),
+    ];
+    for (name, audience, priority, content, patch) in events {
+        let mut body = event(name, Span::minutes(-1), Span::hours(1), 0);
+        body["overrides"] = json!([{"config": "weapon-balance", "patch": patch}]);
+        body["audience"] = audience;
+        body["priority"] = json!(priority);
+        body["allowOverlap"] = json!(true);
+        if name == "half-of-eu" {
+            body["regions"] = json!(["EU-WEST"]);
+        }
+        if let Some(content) = content {
+            body["contentVersion"] = json!(content);
+        }
+        let created = app.post_json("/api/v1/live-events", &body).await;
+        assert_eq!(created.status, 201, "{name}: {:?}", created.body);
+        let view = wait_for(&app, name, |v| v["state"] == "Active").await;
+        assert_eq!(view["state"], "Active", "{view:?}");
+    }
+    // Every event is in force at the hub; the SDK hears it in its definitions.
+    let mut table = cases();
+    for n in 10..40 {
+        table.push((
+            Box::leak(format!("bucket-{n}").into_boxed_str()),
+            json!({}),
+            vec![],
+        ));
+    }
+    let mut in_half = 0;
+    for (id, attributes, expected) in table {
+        let mut player = hotswap_client::liveops::Player::new(id).with("region", "EU-WEST");
+        let mut query = format!(
+            "/api/v1/players/{id}/config?configs=weapon-balance&region=EU-WEST&explain=true"
+        );
+        for (k, v) in attributes.as_object().unwrap() {
+            player = player.with(k, v.clone());
+            let text = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+            query.push_str(&format!("&{k}={text}"));
+        }
+        let mut agreed = None;
+        for _ in 0..250 {
+            let hub = app.get(&query).await.body;
+            let hub = &hub["configs"]["weapon-balance"];
+            let local = server
+                .for_player(&player)
+                .resolve_at("weapon-balance", Utc::now().timestamp_millis(), true)
+                .unwrap();
+            if hub["checksum"] == local.checksum.as_str()
+                && hub["document"] == local.document
+                && hub["layers"] == json!(local.layers)
+                && hub["explain"] == json!(local.explain)
+            {
+                agreed = Some(local);
+                break;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        let resolved = agreed.unwrap_or_else(|| panic!("{id}: the hub and the SDK disagree"));
+        let events: Vec<&str> = resolved
+            .layers
+            .iter()
+            .filter_map(|l| l.strip_prefix("event:"))
+            .filter(|e| *e != "half-of-eu")
+            .collect();
+        in_half += usize::from(resolved.layers.iter().any(|l| l == "event:half-of-eu"));
+        assert_eq!(events, expected, "{id}: {:?}", resolved.layers);
+        if expected.contains(&"veteran-armor") {
+            // Priority 5 applies last: its damage wins over the testers' 90.
+            assert_eq!(resolved.document["weapons"]["rifle"]["damage"], 60, "{id}");
+        }
+    }
+    assert!(
+        (5..=31).contains(&in_half),
+        "about half of 36 players: {in_half}"
+    );
+    // `get::<T>` reads the same document.
+    let p1 = hotswap_client::liveops::Player::new("p1").with("region", "EU-WEST");
+    let typed: Value = server.for_player(&p1).get("weapon-balance").unwrap();
+    assert_eq!(typed["weapons"]["rifle"]["damage"], 90);
+    server.stop().await;
+}
+
 fn quick_reconnects(_settings: &mut hotswap::settings::Settings) {}
 
 async fn a_restarted_hub_catches_up_with_an_activation_it_missed(app: TestApp) {
@@ -604,4 +765,5 @@ on_both_databases!(
     bad_definitions_are_refused_naming_the_path,
     a_restarted_hub_catches_up_with_an_activation_it_missed,
     a_server_wide_event_reaches_its_regions_servers_and_ends_on_time,
+    the_sdk_and_the_hub_resolve_every_player_alike,
 );

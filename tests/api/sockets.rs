@@ -91,6 +91,7 @@ pub fn hello_message(
         address: None,
         build: None,
         sdk: Some("raw-test".into()),
+        liveops: false,
     }
 }
 

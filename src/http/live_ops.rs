@@ -13,7 +13,7 @@ use crate::{
     liveops::{
         LiveOps, MembersRequest, PlayerRequest, ResolveRequest, SegmentRequest,
         views::{
-            ActiveEventsView, LiveEventList, LiveEventView, PlayerConfigView, ResolvedPlayers,
+            ActiveEventsView, EngagementView, LiveEventList, LiveEventView, PlayerConfigView, ResolvedPlayers,
             SegmentList, SegmentView, TimelineView,
         },
     },
@@ -55,6 +55,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/live-events/{name}/resume").route(web::post().to(resume_event)))
     .service(resource("/live-events/{name}/end").route(web::post().to(end_event)))
     .service(resource("/live-events/{name}/cancel").route(web::post().to(cancel_event)))
+    .service(resource("/live-events/{name}/metrics").route(web::get().to(event_metrics)))
     .service(resource("/events/active").route(web::get().to(active_events)))
     .service(resource("/players/resolve").route(web::post().to(resolve_players)))
     .service(resource("/players/{id}/config").route(web::get().to(player_config)));
@@ -382,6 +383,36 @@ pub async fn cancel_event(
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     control(caller, liveops, name, Control::Cancel).await
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EngagementQuery {
+    pub region: Option<String>,
+    /// RFC 3339: one occurrence, by its scheduled start.
+    pub occurrence: Option<String>,
+}
+
+/// Engagement per occurrence and region, from the covered servers'
+/// metrics (custom counters `event.<name>.participants` and
+/// `event.<name>.conversions`, purchases, sessions started).
+#[utoipa::path(get, path = "/api/v1/live-events/{name}/metrics", tag = "live ops", params(EngagementQuery), responses(
+    (status = 200, body = EngagementView),
+    (status = 400, body = Problem),
+    (status = 404, body = Problem),
+))]
+pub async fn event_metrics(
+    _caller: Authorized<Viewer>,
+    liveops: web::Data<Arc<LiveOps>>,
+    name: web::Path<String>,
+    query: web::Query<EngagementQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let occurrence = query
+        .occurrence
+        .as_deref()
+        .map(|o| instant("occurrence", o))
+        .transpose()?;
+    Ok(HttpResponse::Ok().json(liveops.engagement(&name, query.region.as_deref(), occurrence)?))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

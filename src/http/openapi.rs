@@ -79,6 +79,7 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
         super::live_ops::resume_event,
         super::live_ops::end_event,
         super::live_ops::cancel_event,
+        super::live_ops::event_metrics,
         super::live_ops::active_events,
         super::live_ops::player_config,
         super::live_ops::resolve_players,

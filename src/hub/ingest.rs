@@ -33,6 +33,11 @@ fn everyone() -> (Arc<str>, Arc<str>) {
 }
 
 impl Hub {
+    /// Sends every metrics report to `sink` too (once; later calls are ignored).
+    pub fn set_report_sink(&self, sink: super::ReportSink) {
+        let _ = self.report_sink.set(sink);
+    }
+
     /// Where what `record`'s players report goes. Cheap enough to run under
     /// the registry's lock, which the metric path does to copy nothing of
     /// the record (lock order: registry, then serving, then a run's record;
@@ -88,6 +93,9 @@ impl Hub {
             ..
         } = to;
         let (all, everyone) = everyone();
+        if let (Ingest::Report(report), Some(sink)) = (&ingest, self.report_sink.get()) {
+            sink(&region, report, at);
+        }
         match &ingest {
             Ingest::Report(report) => self.aggregates.fold(at, &region, &all, &everyone, report),
             Ingest::Complaints(n) => self.aggregates.complaints(at, &region, &all, &everyone, *n),

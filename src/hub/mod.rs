@@ -63,6 +63,10 @@ use std::{
     },
 };
 
+/// A consumer of every metrics report (its server's region, the report,
+/// when): cheap, synchronous, called on the metric path.
+pub type ReportSink = Box<dyn Fn(&str, &crate::domain::window::Report, i64) + Send + Sync>;
+
 /// Counters for observability and the load test.
 #[derive(Debug, Default)]
 pub struct HubStats {
@@ -99,6 +103,8 @@ pub struct Hub {
     /// Set when shutdown begins: a server saying hello from then on is told
     /// to reconnect, not welcomed (it would hold the stopping hub open).
     stopping: AtomicBool,
+    /// Where metric reports also go (live events' engagement), set once.
+    report_sink: std::sync::OnceLock<ReportSink>,
     /// The latest `liveops` frame (live-ops definitions), for servers that
     /// ask in their `hello`.
     liveops_frame: RwLock<Option<bytes::Bytes>>,

@@ -16,10 +16,13 @@
 //! - `effects.rs`: what an event does to servers: server-wide overrides as
 //!   deployments of derived versions, `event` frames.
 //! - `players.rs`: what a player sees: resolved configs, active events.
+//! - `engagement.rs`: participants, conversions, purchases and sessions
+//!   per occurrence and region, from the servers' metrics frames.
 //! - `views.rs`: response bodies.
 
 mod actor;
 mod effects;
+mod engagement;
 mod events;
 mod players;
 mod segments;
@@ -177,6 +180,8 @@ pub struct LiveOps {
     /// One definition change at a time: the checks (names, overlaps,
     /// counts) and the write they allow see the same definitions.
     writes: tokio::sync::Mutex<()>,
+    /// Engagement tallies per event, occurrence and region.
+    engagement: Mutex<engagement::Tallies>,
     /// The revision of the last `liveops` frame (grows across restarts:
     /// at least the time it was built, in ms).
     frame_revision: Mutex<i64>,
@@ -322,7 +327,14 @@ impl LiveOps {
             writes: tokio::sync::Mutex::new(()),
             stopping: std::sync::atomic::AtomicBool::new(false),
             frame_revision: Mutex::new(0),
+            engagement: Mutex::new(Default::default()),
         });
+        let sink = Arc::downgrade(&liveops);
+        liveops.hub.set_report_sink(Box::new(move |region, report, _at| {
+            if let Some(liveops) = sink.upgrade() {
+                liveops.fold_engagement(region, report);
+            }
+        }));
         liveops.publish(&liveops.definitions());
         Ok(liveops)
     }

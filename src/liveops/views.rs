@@ -312,3 +312,32 @@ pub fn liveops_frame(revision: i64, definitions: &Definitions) -> Bytes {
         events,
     }))
 }
+
+/// A live event's engagement (`GET /live-events/{name}/metrics`).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EngagementView {
+    pub event: String,
+    /// One per occurrence and region, oldest first.
+    pub items: Vec<EngagementItem>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EngagementItem {
+    /// The occurrence's scheduled start.
+    pub occurrence: String,
+    pub region: String,
+    /// Sum of the custom counter `event.<name>.participants`.
+    pub participants: f64,
+    /// Participants ÷ sessions started on the covered servers (at most 1).
+    pub participation_rate: Option<f64>,
+    /// Sum of the custom counter `event.<name>.conversions`.
+    pub conversions: f64,
+    /// Purchases on the covered servers during the occurrence.
+    pub purchases: u64,
+    /// Sessions started on the covered servers during the occurrence.
+    pub sessions: u64,
+    /// Metrics frames folded in.
+    pub reports: u64,
+}

@@ -411,6 +411,10 @@ fn routes() -> Vec<Route> {
             format!("/api/v1/live-events/{}/cancel", scheduled_event(a, n).await),
             None
         )),
+        route!("GET" "/api/v1/live-events/{name}/metrics", Viewer, 200, |a, n| (
+            format!("/api/v1/live-events/{}/metrics", scheduled_event(a, n).await),
+            None
+        )),
         route!("GET" "/api/v1/events/active", Viewer, 200, |_a, _n| (
             "/api/v1/events/active?playerId=p1&region=EU-WEST".into(),
             None

@@ -545,6 +545,36 @@ async fn a_server_wide_event_reaches_its_regions_servers_and_ends_on_time(app: T
     let phases: Vec<String> = eu.live_events().iter().map(|e| e.phase.clone()).collect();
     assert_eq!(phases, ["started"], "the event frame");
     assert!(na.live_events().is_empty(), "NA is not covered");
+    // Engagement: the game's counters for the event, and the sessions and
+    // purchases of the servers it covers, per occurrence and region.
+    for _ in 0..10 {
+        eu.metrics().record_session_start();
+    }
+    eu.metrics().record_purchase();
+    eu.metrics().set_custom("event.eu-double.participants", 7.0);
+    eu.metrics().set_custom("event.eu-double.conversions", 2.0);
+    let mut engagement = Value::Null;
+    for _ in 0..100 {
+        engagement = app.get("/api/v1/live-events/eu-double/metrics").await.body;
+        if engagement["items"][0]["participants"].as_f64() >= Some(7.0) {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let item = &engagement["items"][0];
+    assert_eq!(item["region"], "EU-WEST", "{engagement:?}");
+    assert_eq!(item["participants"], 7.0, "{engagement:?}");
+    assert_eq!(item["conversions"], 2.0, "{engagement:?}");
+    assert_eq!(item["sessions"], 10, "{engagement:?}");
+    assert_eq!(item["purchases"], 1, "{engagement:?}");
+    assert_eq!(item["participationRate"], 0.7, "{engagement:?}");
+    assert_eq!(
+        app.get("/api/v1/live-events/eu-double/metrics?region=NA-EAST")
+            .await
+            .body["items"],
+        json!([]),
+        "the NA server is not covered"
+    );
     // The acks are the deployment's.
     let deployments = app.get("/api/v1/deployments").await.body;
     let carrying = &deployments["items"][0];

@@ -507,7 +507,7 @@ async fn a_server_wide_event_reaches_its_regions_servers_and_ends_on_time(app: T
     let mut body = event(
         "eu-double",
         Span::milliseconds(1500),
-        Span::milliseconds(4500),
+        Span::milliseconds(6500),
         90,
     );
     body["regions"] = json!(["EU-WEST"]);

@@ -13,8 +13,8 @@ use crate::{
     liveops::{
         LiveOps, MembersRequest, PlayerRequest, ResolveRequest, SegmentRequest,
         views::{
-            ActiveEventsView, EngagementView, LiveEventList, LiveEventView, PlayerConfigView, ResolvedPlayers,
-            SegmentList, SegmentView, TimelineView,
+            ActiveEventsView, EngagementView, LiveEventList, LiveEventView, PlayerConfigView,
+            ResolvedPlayers, SegmentList, SegmentView, TimelineView,
         },
     },
     store::now_ms,
@@ -508,10 +508,16 @@ pub async fn player_config(
         attributes,
     };
     player.check("/query")?;
-    let mut answers = liveops
+    let answers = liveops
         .resolve_players(std::slice::from_ref(&player), &configs, at, explain)
         .await?;
-    Ok(HttpResponse::Ok().json(answers.pop()))
+    let mut body = String::with_capacity(2048);
+    if let Some(answer) = answers.first() {
+        answer.write_json(&mut body);
+    }
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body))
 }
 
 /// A roster's resolved configs (at most 100 players), e.g. a match's.
@@ -549,5 +555,16 @@ pub async fn resolve_players(
     let players = liveops
         .resolve_players(&request.players, &request.configs, at, request.explain)
         .await?;
-    Ok(HttpResponse::Ok().json(ResolvedPlayers { players }))
+    // The `ResolvedPlayers` shape, each config's resolution written as kept.
+    let mut body = String::from("{\"players\":[");
+    for (index, answer) in players.iter().enumerate() {
+        if index > 0 {
+            body.push(',');
+        }
+        answer.write_json(&mut body);
+    }
+    body.push_str("]}");
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body))
 }

@@ -37,7 +37,11 @@ impl LiveOps {
                 Some(own) => own.eq_ignore_ascii_case(region),
                 None => {
                     event.spec.regions.is_empty()
-                        || event.spec.regions.iter().any(|r| r.eq_ignore_ascii_case(region))
+                        || event
+                            .spec
+                            .regions
+                            .iter()
+                            .any(|r| r.eq_ignore_ascii_case(region))
                 }
             }) else {
                 continue;

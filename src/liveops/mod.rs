@@ -175,6 +175,8 @@ pub struct LiveOps {
     zones: BTreeMap<String, Tz>,
     definitions: RwLock<Arc<Definitions>>,
     actors: Mutex<HashMap<String, EventActor>>,
+    /// Resolutions players see, serialized, by what makes them the same.
+    resolutions: RwLock<HashMap<players::ResolutionKey, Arc<str>>>,
     /// Base documents players see (secrets masked), by (config, revision).
     bases: Mutex<HashMap<(String, i64), Arc<Value>>>,
     /// One definition change at a time: the checks (names, overlaps,
@@ -324,17 +326,20 @@ impl LiveOps {
             })),
             actors: Mutex::new(HashMap::new()),
             bases: Mutex::new(HashMap::new()),
+            resolutions: RwLock::new(HashMap::new()),
             writes: tokio::sync::Mutex::new(()),
             stopping: std::sync::atomic::AtomicBool::new(false),
             frame_revision: Mutex::new(0),
             engagement: Mutex::new(Default::default()),
         });
         let sink = Arc::downgrade(&liveops);
-        liveops.hub.set_report_sink(Box::new(move |region, report, _at| {
-            if let Some(liveops) = sink.upgrade() {
-                liveops.fold_engagement(region, report);
-            }
-        }));
+        liveops
+            .hub
+            .set_report_sink(Box::new(move |region, report, _at| {
+                if let Some(liveops) = sink.upgrade() {
+                    liveops.fold_engagement(region, report);
+                }
+            }));
         liveops.publish(&liveops.definitions());
         Ok(liveops)
     }

@@ -7,7 +7,7 @@
 use super::{
     BASES_KEPT, Definitions, EventEntry, LiveOps, LiveOpsResult, invalid,
     segments::MAX_PLAYER_ID_CHARS,
-    views::{ActiveEventView, ActiveEventsView, PlayerConfigView, ResolvedConfigView},
+    views::{ActiveEventView, ActiveEventsView, ResolvedConfigView},
 };
 use crate::{
     catalog::{CatalogError, views::rfc3339},
@@ -18,10 +18,59 @@ use crate::{
     },
     store::now_ms,
 };
-use hotswap_client::sync::lock;
+use hotswap_client::sync::{lock, read, write};
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use std::{collections::BTreeMap, sync::Arc};
+use std::sync::Arc;
+
+/// Resolutions kept (serialized); past it the cache starts over.
+const RESOLUTIONS_KEPT: usize = 10_000;
+
+/// What makes two players' view of a config the same.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct ResolutionKey {
+    config: String,
+    base: i64,
+    /// (event, its revision, the occurrence's start), in the order found.
+    layers: Vec<(String, i64, i64)>,
+    explain: bool,
+}
+
+/// One player's answer: each config's resolution as JSON (shared), and
+/// the events active for the player. Written out as a `PlayerConfigView`.
+#[derive(Debug, Clone)]
+pub struct PlayerAnswer {
+    pub player_id: String,
+    pub at_ms: i64,
+    pub configs: Vec<(String, Arc<str>)>,
+    pub events: Vec<String>,
+}
+
+impl PlayerAnswer {
+    /// The answer as a `PlayerConfigView` JSON object.
+    pub fn write_json(&self, out: &mut String) {
+        let text = |value: &str| serde_json::to_string(value).expect("text serializes");
+        out.push_str("{\"playerId\":");
+        out.push_str(&text(&self.player_id));
+        out.push_str(",\"at\":");
+        out.push_str(&text(&rfc3339(self.at_ms)));
+        out.push_str(",\"configs\":{");
+        let mut configs: Vec<&(String, Arc<str>)> = self.configs.iter().collect();
+        configs.sort_by(|a, b| a.0.cmp(&b.0));
+        configs.dedup_by(|a, b| a.0 == b.0);
+        for (index, (name, json)) in configs.into_iter().enumerate() {
+            if index > 0 {
+                out.push(',');
+            }
+            out.push_str(&text(name));
+            out.push(':');
+            out.push_str(json);
+        }
+        out.push_str("},\"events\":");
+        out.push_str(&serde_json::to_string(&self.events).expect("names serialize"));
+        out.push('}');
+    }
+}
 
 /// Most players in one `POST /players/resolve`.
 pub const MAX_PLAYERS: usize = 100;
@@ -195,14 +244,17 @@ impl LiveOps {
         Ok(document)
     }
 
-    /// Each player's view of each config at `at` (now when absent).
+    /// Each player's view of each config at `at` (now when absent). A
+    /// config's resolution is kept, serialized, by (config, base revision,
+    /// the event layers applied, explain): every player with the same
+    /// layers shares it, so a lookup is the audience checks and a copy.
     pub async fn resolve_players(
         &self,
         players: &[PlayerRequest],
         configs: &[String],
         at_ms: Option<i64>,
         explain: bool,
-    ) -> LiveOpsResult<Vec<PlayerConfigView>> {
+    ) -> LiveOpsResult<Vec<PlayerAnswer>> {
         if configs.is_empty() || configs.len() > MAX_CONFIGS {
             return Err(invalid(
                 "/configs",
@@ -215,44 +267,72 @@ impl LiveOps {
         for player in players {
             let region = player.region();
             let events = active_for(&definitions, player, instant, at_ms.is_some());
-            let mut resolved = BTreeMap::new();
+            let mut resolved = Vec::with_capacity(configs.len());
             for config in configs {
                 let revision = self
                     .hub
                     .player_base(config, &region)
                     .ok_or_else(|| CatalogError::ConfigNotFound(config.clone()))?;
-                let base = self.base_document(config, revision).await?;
-                let layers: Vec<EventLayer> = events
+                let applying: Vec<(&Arc<EventEntry>, &Slot, &Value)> = events
                     .iter()
                     .filter_map(|(event, slot)| {
-                        let patch = event
+                        let change = event
                             .spec
                             .overrides
                             .iter()
                             .find(|o| o.config.as_str() == config)?;
-                        Some(EventLayer {
-                            name: event.name(),
-                            priority: event.spec.priority,
-                            start_ms: slot.start_ms,
-                            patch: &patch.patch,
-                        })
+                        Some((*event, slot, &change.patch))
                     })
                     .collect();
-                let resolution = resolve(&base, layers, None, explain);
-                resolved.insert(
-                    config.clone(),
-                    ResolvedConfigView {
-                        base_revision: revision,
-                        document: resolution.document,
-                        checksum: resolution.checksum,
-                        layers: resolution.layers,
-                        explain: resolution.explain,
-                    },
-                );
+                let key = ResolutionKey {
+                    config: config.clone(),
+                    base: revision,
+                    layers: applying
+                        .iter()
+                        .map(|(event, slot, _)| {
+                            (event.name().to_owned(), event.revision, slot.start_ms)
+                        })
+                        .collect(),
+                    explain,
+                };
+                let cached = read(&self.resolutions).get(&key).cloned();
+                let json = match cached {
+                    Some(json) => json,
+                    None => {
+                        let base = self.base_document(config, revision).await?;
+                        let layers: Vec<EventLayer> = applying
+                            .iter()
+                            .map(|(event, slot, patch)| EventLayer {
+                                name: event.name(),
+                                priority: event.spec.priority,
+                                start_ms: slot.start_ms,
+                                patch,
+                            })
+                            .collect();
+                        let resolution = resolve(&base, layers, None, explain);
+                        let view = ResolvedConfigView {
+                            base_revision: revision,
+                            document: resolution.document,
+                            checksum: resolution.checksum,
+                            layers: resolution.layers,
+                            explain: resolution.explain,
+                        };
+                        let json: Arc<str> = serde_json::to_string(&view)
+                            .expect("a resolution serializes")
+                            .into();
+                        let mut kept = write(&self.resolutions);
+                        if kept.len() >= RESOLUTIONS_KEPT {
+                            kept.clear();
+                        }
+                        kept.insert(key, json.clone());
+                        json
+                    }
+                };
+                resolved.push((config.clone(), json));
             }
-            answers.push(PlayerConfigView {
+            answers.push(PlayerAnswer {
                 player_id: player.player_id.clone(),
-                at: rfc3339(instant),
+                at_ms: instant,
                 configs: resolved,
                 events: events.iter().map(|(e, _)| e.name().to_owned()).collect(),
             });

@@ -43,6 +43,9 @@ pub struct LiveOpsSettings {
     pub max_events: usize,
     /// Segments defined (besides the built-in ones).
     pub max_segments: usize,
+    /// Player ids in all list segments together (they travel to every
+    /// server that resolves players locally, in each `liveops` frame).
+    pub max_list_members_total: usize,
     /// Region → IANA time zone, for `regionLocal` schedules (region names
     /// are matched without regard to case).
     pub region_zones: std::collections::BTreeMap<String, String>,
@@ -56,6 +59,7 @@ impl Default for LiveOpsSettings {
         Self {
             max_events: 100,
             max_segments: 1000,
+            max_list_members_total: 200_000,
             region_zones: std::collections::BTreeMap::new(),
             overlap_horizon_days: 366,
         }

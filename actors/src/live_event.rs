@@ -72,22 +72,20 @@ pub fn spawn<D: LiveEventDriver>(mailbox: usize, mut driver: D) -> LiveEventHand
                 }
                 None => MAX_SLEEP,
             };
-            let due = driver.next_wake_ms().is_some_and(|at| at <= now_ms());
-            let flow = if due {
-                driver.wake().await
-            } else {
-                tokio::select! {
-                    biased;
-                    command = command_rx.recv() => match command {
-                        Some(command) => driver.command(command).await,
-                        None => Flow::Stop,
-                    },
-                    _ = tokio::time::sleep(sleep) => {
-                        if driver.next_wake_ms().is_some_and(|at| at <= now_ms()) {
-                            driver.wake().await
-                        } else {
-                            Flow::Continue
-                        }
+            // Commands first, even when an instant is due: a step that
+            // takes longer than the time to the next instant must not
+            // starve operators' commands.
+            let flow = tokio::select! {
+                biased;
+                command = command_rx.recv() => match command {
+                    Some(command) => driver.command(command).await,
+                    None => Flow::Stop,
+                },
+                _ = tokio::time::sleep(sleep) => {
+                    if driver.next_wake_ms().is_some_and(|at| at <= now_ms()) {
+                        driver.wake().await
+                    } else {
+                        Flow::Continue
                     }
                 }
             };

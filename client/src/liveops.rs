@@ -167,9 +167,15 @@ impl Definitions {
         self.events
             .iter()
             .filter_map(|event| {
-                let occurrence = event.active.iter().find(|o| match &o.region {
-                    Some(own) => *own == region,
-                    None => event.regions.is_empty() || event.regions.contains(&region),
+                // In force now (a server cut off from the hub stops applying
+                // an occurrence at its end all the same).
+                let occurrence = event.active.iter().find(|o| {
+                    o.start_ms <= now_ms
+                        && now_ms < o.end_ms
+                        && match &o.region {
+                            Some(own) => *own == region,
+                            None => event.regions.is_empty() || event.regions.contains(&region),
+                        }
                 })?;
                 let content_ok = match &event.content_version {
                     None => true,

@@ -259,7 +259,8 @@ impl Catalog {
 /// What a merge patch does to a config's current document.
 #[derive(Debug)]
 pub enum PatchCheck {
-    Valid,
+    /// With the pointers that hold secret values in the patched document.
+    Valid { secret_paths: Vec<String> },
     /// The patched document fails the config's schema.
     Invalid(Box<ValidationReport>),
 }
@@ -289,7 +290,9 @@ impl Catalog {
         drop(conn);
         let validated = self.validate_for(inputs, document, None).await?;
         Ok(if validated.report.valid {
-            PatchCheck::Valid
+            PatchCheck::Valid {
+                secret_paths: validated.secret_paths,
+            }
         } else {
             PatchCheck::Invalid(Box::new(validated.report))
         })

@@ -201,6 +201,7 @@ impl ApiError {
                 }
                 LiveOpsError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "stopping"),
                 LiveOpsError::Effect(_) => (StatusCode::CONFLICT, "event_effect_failed"),
+                LiveOpsError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             },
         }
     }

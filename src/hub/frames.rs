@@ -75,9 +75,18 @@ impl Hub {
 
     /// Keeps `frame` (the live-ops definitions) for servers saying hello
     /// from now on, and sends it to the connected servers that asked.
-    pub fn publish_liveops(&self, frame: Bytes) -> usize {
-        *hotswap_client::sync::write(&self.liveops_frame) = Some(frame.clone());
-        self.announce(frame, |server| server.liveops)
+    /// A frame older than the one kept (two changes published out of
+    /// order) is dropped.
+    pub fn publish_liveops(&self, revision: i64, frame: Bytes) -> usize {
+        {
+            let mut kept = hotswap_client::sync::write(&self.liveops_frame);
+            if kept.as_ref().is_some_and(|(newest, _)| *newest > revision) {
+                return 0;
+            }
+            *kept = Some((revision, frame.clone()));
+            // Sent under the lock: servers get the frames in order.
+            self.announce(frame, |server| server.liveops)
+        }
     }
 
     /// Queues a frame to one server of a fan-out; a full queue closes the

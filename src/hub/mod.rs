@@ -107,7 +107,7 @@ pub struct Hub {
     report_sink: std::sync::OnceLock<ReportSink>,
     /// The latest `liveops` frame (live-ops definitions), for servers that
     /// ask in their `hello`.
-    liveops_frame: RwLock<Option<bytes::Bytes>>,
+    liveops_frame: RwLock<Option<(i64, bytes::Bytes)>>,
     /// When the servers were told to reconnect: their window's start.
     sent_away_from: std::sync::OnceLock<std::time::Instant>,
     pub stats: HubStats,

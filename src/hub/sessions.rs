@@ -148,7 +148,7 @@ impl Hub {
             hub_node: self.settings.node_name.clone(),
         }))];
         if hello.liveops
-            && let Some(definitions) = hotswap_client::sync::read(&self.liveops_frame).clone()
+            && let Some((_, definitions)) = hotswap_client::sync::read(&self.liveops_frame).clone()
         {
             frames.push(definitions);
         }

@@ -246,7 +246,13 @@ impl EventDriver {
         // (committed first), then every covered server is restored.
         let mut breach = false;
         for slot in entry.applied.iter().filter(|_| server_wide) {
-            if let Some(ids) = effects.get(&key(slot))
+            // Deployments of an older revision are being rolled back by the
+            // actor itself: not a breach.
+            let k = key(slot);
+            if self.made_for.get(&k).is_some_and(|r| *r != entry.revision) {
+                continue;
+            }
+            if let Some(ids) = effects.get(&k)
                 && self.liveops.breached(ids).await
             {
                 breach = true;
@@ -303,20 +309,28 @@ impl EventDriver {
             .map(|(k, ids)| (k.clone(), ids.clone()))
             .collect();
         for ((start, region), ids) in stale {
-            let mut undone = true;
-            for id in &ids {
-                if let Err(error) = self.liveops.undo(id).await {
+            // Each deployment undone is forgotten at once; the rest retry.
+            let mut left = Vec::new();
+            for id in ids {
+                if let Err(error) = self.liveops.undo(&id).await {
                     tracing::error!(event = %self.name, deployment = %id, %error, "could not roll a live event's deployment back; retrying");
-                    undone = false;
+                    left.push(id);
                 }
             }
-            if undone {
-                let mut conn = self.liveops.store.conn().await?;
-                store::set_occurrence_deployments(&mut conn, &entry.id, start, &region, "[]")
-                    .await?;
+            let mut conn = self.liveops.store.conn().await?;
+            store::set_occurrence_deployments(
+                &mut conn,
+                &entry.id,
+                start,
+                &region,
+                &serde_json::to_string(&left).unwrap_or_else(|_| "[]".into()),
+            )
+            .await?;
+            if left.is_empty() {
                 self.made_for.remove(&(start, region.clone()));
                 effects.remove(&(start, region));
             } else {
+                effects.insert((start, region), left);
                 again = true;
             }
         }
@@ -354,9 +368,11 @@ impl EventDriver {
         }
         let pending = !effects.is_empty();
         self.effects = Some(effects);
-        if entry.effect_error != failure {
-            self.liveops
-                .modify_event(&self.name, |e| e.effect_error = failure);
+        if entry.effect_error != failure || entry.pending_effects != pending {
+            self.liveops.modify_event(&self.name, |e| {
+                e.effect_error = failure;
+                e.pending_effects = pending;
+            });
         }
         let finished = entry.progress.state.is_finished() && !pending && !again;
         Ok(

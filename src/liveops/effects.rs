@@ -140,6 +140,13 @@ impl LiveOps {
         change: &Override,
     ) -> LiveOpsResult<String> {
         let config = change.config.as_str();
+        // A config takes one deployment at a time: wait for it rather than
+        // store a version that could not go out yet.
+        if let Some(busy) = self.hub.in_flight_deployment(config) {
+            return Err(LiveOpsError::Effect(format!(
+                "deployment {busy} of {config} is in progress; the event's override waits for it"
+            )));
+        }
         let regions = regions_of(entry, slot);
         let base = match regions.as_slice() {
             [one] => self.hub.player_base(config, one),

@@ -13,8 +13,10 @@ use crate::{
     catalog::{Actor, CatalogError, PatchCheck, views::rfc3339},
     domain::{
         event_progress::{Control, EventState, Progress, Slot, Timetable},
-        live_event::{LiveEventSpec, occurrences_clash, shared_path},
+        live_event::{LiveEventSpec, occurrences_clash, patch_paths, shared_path},
+        policy::Role,
         schedule::{Occurrence, Zone},
+        secrets,
     },
     store::{StoreError, audit, live_ops as store, now_ms},
 };
@@ -60,7 +62,13 @@ fn first_clash(a: &[Slot], a_regions: &[String], b: &[Slot], b_regions: &[String
 
 impl LiveOps {
     /// Every check of a definition that needs more than the body.
-    async fn check_definition(&self, spec: &LiveEventSpec, body: &Value) -> LiveOpsResult<()> {
+    async fn check_definition(
+        &self,
+        actor: &Actor,
+        spec: &LiveEventSpec,
+        body: &Value,
+    ) -> LiveOpsResult<()> {
+        let server_wide = spec_is_server_wide(spec);
         // Rollout and guardrails read as the deployments they become.
         let wants_deployments = ["guardrails", "rollout"]
             .iter()
@@ -116,7 +124,35 @@ impl LiveOps {
                 .check_patch(change.config.as_str(), &change.patch)
                 .await;
             match checked {
-                Ok(PatchCheck::Valid) => {}
+                Ok(PatchCheck::Valid { secret_paths }) => {
+                    // Patches are stored, shown and sent to servers as
+                    // they are: a secret value may not be in one.
+                    if let Some(path) = patch_paths(&change.patch)
+                        .into_iter()
+                        .find(|p| secrets::holds_secret(p, &secret_paths))
+                    {
+                        return Err(invalid(
+                            &format!("/overrides/{index}/patch{path}"),
+                            "a live event cannot change a secret value (x-secret); deploy a version instead",
+                        ));
+                    }
+                    if server_wide {
+                        let environment = self
+                            .catalog
+                            .get_config(change.config.as_str())
+                            .await?
+                            .environment;
+                        if self.hub.policy(&environment).deployment_needs_approval
+                            && actor.role != Some(Role::Admin)
+                        {
+                            return Err(LiveOpsError::Forbidden(format!(
+                                "deployments of {} ({environment}) need an admin's approval: \
+                                 only an admin may create or change a live event that overrides it on servers",
+                                change.config
+                            )));
+                        }
+                    }
+                }
                 Ok(PatchCheck::Invalid(report)) => {
                     return Err(LiveOpsError::PatchInvalid {
                         index,
@@ -172,7 +208,17 @@ impl LiveOps {
             if other.name() == spec.name.as_str() || other.progress.state.is_finished() {
                 continue;
             }
-            let Some((config, path)) = shared_path(&spec.overrides, &other.spec.overrides) else {
+            // Two server-wide events on one config stack their deployments
+            // (each built on what servers run): any shared config clashes.
+            let common = if spec_is_server_wide(spec) && spec_is_server_wide(&other.spec) {
+                spec.overrides
+                    .iter()
+                    .find(|o| other.spec.overrides.iter().any(|t| t.config == o.config))
+                    .map(|o| (o.config.to_string(), String::new()))
+            } else {
+                shared_path(&spec.overrides, &other.spec.overrides)
+            };
+            let Some((config, path)) = common else {
                 continue;
             };
             let theirs = other.timetable().slots(&other.progress, now, horizon);
@@ -211,7 +257,7 @@ impl LiveOps {
                 ),
             ));
         }
-        self.check_definition(&spec, &body).await?;
+        self.check_definition(actor, &spec, &body).await?;
         let zones = zones_of(&self.zones, &spec);
         let now = now_ms();
         let timetable = Timetable {
@@ -265,6 +311,7 @@ impl LiveOps {
             applied: Vec::new(),
             late_ms: 0,
             effect_error: None,
+            pending_effects: false,
             created_by: row.created_by,
             created_at: now,
             updated_at: now,
@@ -317,7 +364,7 @@ impl LiveOps {
                 ),
             ));
         }
-        self.check_definition(&spec, &body).await?;
+        self.check_definition(actor, &spec, &body).await?;
         let zones = zones_of(&self.zones, &spec);
         self.overlap(&spec, &zones)?;
         let now = now_ms();
@@ -374,9 +421,11 @@ impl LiveOps {
                 reason: "end or cancel it before deleting it".into(),
             });
         }
-        let running = super::lock(&self.actors).remove(name);
-        if let Some(handle) = running {
-            let _ = handle.command(actor::Command::Stop).await;
+        if current.pending_effects {
+            return Err(LiveOpsError::InvalidTransition {
+                state: current.progress.state.name(),
+                reason: "its deployments are still being rolled back; retry in a moment".into(),
+            });
         }
         let mut tx = self.store.begin().await?;
         store::delete_event(&mut tx, &current.id, now_ms()).await?;
@@ -390,6 +439,11 @@ impl LiveOps {
         )
         .await?;
         tx.commit().await.map_err(StoreError::from)?;
+        // Stopped once the deletion is stored.
+        let running = super::lock(&self.actors).remove(name);
+        if let Some(handle) = running {
+            let _ = handle.command(actor::Command::Stop).await;
+        }
         let name = name.to_owned();
         self.change(|d| {
             d.events.remove(&name);
@@ -503,17 +557,27 @@ impl LiveOps {
             (Some(r), Some(s)) => r == s,
             (Some(r), None) => entry.spec.regions.is_empty() || entry.spec.regions.contains(r),
         };
+        // Which pairs of events change a path in common: once per pair.
+        let mut shared: std::collections::HashMap<(usize, usize), (String, String)> =
+            std::collections::HashMap::new();
+        for (i, (a, _)) in events.iter().enumerate() {
+            for (j, (b, _)) in events.iter().enumerate() {
+                if i != j
+                    && let Some(found) = shared_path(&a.spec.overrides, &b.spec.overrides)
+                {
+                    shared.insert((i, j), found);
+                }
+            }
+        }
         let mut items = Vec::new();
-        for (entry, slots) in &events {
+        'events: for (i, (entry, slots)) in events.iter().enumerate() {
             for slot in slots.iter().filter(|s| reaches(entry, s)) {
+                if items.len() > TIMELINE_MAX {
+                    break 'events;
+                }
                 let mut overlaps = Vec::new();
-                for (other, theirs) in &events {
-                    if other.name() == entry.name() {
-                        continue;
-                    }
-                    let Some((config, path)) =
-                        shared_path(&entry.spec.overrides, &other.spec.overrides)
-                    else {
+                for (j, (other, theirs)) in events.iter().enumerate() {
+                    let Some((config, path)) = shared.get(&(i, j)).cloned() else {
                         continue;
                     };
                     if first_clash(
@@ -550,6 +614,13 @@ impl LiveOps {
             truncated,
         })
     }
+}
+
+/// Whether an event's overrides reach servers' documents (no audience).
+fn spec_is_server_wide(spec: &LiveEventSpec) -> bool {
+    !spec.overrides.is_empty()
+        && spec.audience.segments.is_empty()
+        && spec.audience.percentage.is_none()
 }
 
 /// The stored shape of a progress.

@@ -93,6 +93,8 @@ pub enum LiveOpsError {
     /// Carrying an override to servers failed (a deployment refused).
     #[error("the event's effect on servers failed: {0}")]
     Effect(String),
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl From<StoreError> for LiveOpsError {
@@ -135,6 +137,8 @@ pub struct EventEntry {
     pub late_ms: i64,
     /// Why its overrides could not reach servers, while that lasts.
     pub effect_error: Option<String>,
+    /// Deployments of its overrides are recorded and not yet undone.
+    pub pending_effects: bool,
     pub created_by: String,
     pub created_at: i64,
     pub updated_at: i64,
@@ -306,6 +310,7 @@ impl LiveOps {
                 applied: Vec::new(),
                 late_ms: 0,
                 effect_error: None,
+                pending_effects: false,
                 created_by: row.created_by.clone(),
                 created_at: row.created_at,
                 updated_at: row.updated_at,
@@ -340,19 +345,19 @@ impl LiveOps {
                     liveops.fold_engagement(region, report);
                 }
             }));
-        liveops.publish(&liveops.definitions());
+        liveops.change(|_| {});
         Ok(liveops)
     }
 
-    /// Starts an actor for every event that is not finished; each first
-    /// catches up with its schedule (an activation missed while the hub
-    /// was down happens now, marked late).
+    /// Starts an actor for every event; each first catches up with its
+    /// schedule (an activation missed while the hub was down happens now,
+    /// marked late) and with its deployments (a finished event's not yet
+    /// rolled back are), then a finished one stops.
     pub fn start(self: &Arc<Self>) {
         let names: Vec<String> = self
             .definitions()
             .events
             .values()
-            .filter(|e| !e.progress.state.is_finished())
             .map(|e| e.name().to_owned())
             .collect();
         for name in names {
@@ -366,27 +371,25 @@ impl LiveOps {
     }
 
     fn change(&self, change: impl FnOnce(&mut Definitions)) {
-        let published = {
+        let (published, revision) = {
             let mut definitions = write(&self.definitions);
             let mut next = (**definitions).clone();
             change(&mut next);
             let next = Arc::new(next);
             *definitions = next.clone();
-            next
+            // Numbered under the lock: frames are ordered as the changes.
+            let mut last = lock(&self.frame_revision);
+            *last = (*last + 1).max(crate::store::now_ms());
+            (next, *last)
         };
-        self.publish(&published);
+        self.publish(&published, revision);
     }
 
     /// Sends the definitions to the servers that resolve players locally
     /// (`liveops` frames), and keeps them for those that connect later.
-    fn publish(&self, definitions: &Definitions) {
-        let revision = {
-            let mut last = lock(&self.frame_revision);
-            *last = (*last + 1).max(crate::store::now_ms());
-            *last
-        };
+    fn publish(&self, definitions: &Definitions, revision: i64) {
         let frame = views::liveops_frame(revision, definitions);
-        self.hub.publish_liveops(frame);
+        self.hub.publish_liveops(revision, frame);
     }
 
     /// Changes one event in place (under the definitions' lock, so the

@@ -21,7 +21,7 @@ use crate::{
 use hotswap_client::sync::{lock, read, write};
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 /// Resolutions kept (serialized); past it the cache starts over.
 const RESOLUTIONS_KEPT: usize = 10_000;
@@ -181,13 +181,14 @@ fn reaches(event: &EventEntry, slot: &Slot, region: &str) -> bool {
     }
 }
 
-/// The events active for a player at `at` (`preview`: as the schedule
-/// says; else as the actors applied them), with the occurrence in force.
+/// The events active for a player at `at` (`in_force`: a preview's
+/// occurrences, worked out once per request from the schedules; else as
+/// the actors applied them), with the occurrence in force.
 pub(super) fn active_for<'d>(
     definitions: &'d Definitions,
     player: &PlayerRequest,
     at_ms: i64,
-    preview: bool,
+    in_force: Option<&HashMap<String, Vec<Slot>>>,
 ) -> Vec<(&'d Arc<EventEntry>, Slot)> {
     let region = player.region();
     let me = PlayerRef {
@@ -203,12 +204,21 @@ pub(super) fn active_for<'d>(
         .events
         .values()
         .filter_map(|event| {
-            let slots = if preview {
-                event.timetable().in_force(&event.progress, at_ms)
-            } else {
-                event.applied.clone()
+            let slot = match in_force {
+                Some(in_force) => in_force
+                    .get(event.name())?
+                    .iter()
+                    .find(|s| reaches(event, s, &region))?
+                    .clone(),
+                // As the actors applied them, each within its window (as the SDK).
+                None => event
+                    .applied
+                    .iter()
+                    .find(|s| {
+                        s.start_ms <= at_ms && at_ms < s.end_ms && reaches(event, s, &region)
+                    })?
+                    .clone(),
             };
-            let slot = slots.into_iter().find(|s| reaches(event, s, &region))?;
             let content_ok = match &event.spec.content_version {
                 ContentVersion::Any => true,
                 ContentVersion::Required(need) => content.as_ref().is_some_and(|v| need.matches(v)),
@@ -263,10 +273,18 @@ impl LiveOps {
         }
         let definitions = self.definitions();
         let instant = at_ms.unwrap_or_else(now_ms);
+        // A preview's occurrences: once per event for the whole request.
+        let in_force: Option<HashMap<String, Vec<Slot>>> = at_ms.map(|at| {
+            definitions
+                .events
+                .values()
+                .map(|e| (e.name().to_owned(), e.timetable().in_force(&e.progress, at)))
+                .collect()
+        });
         let mut answers = Vec::with_capacity(players.len());
         for player in players {
             let region = player.region();
-            let events = active_for(&definitions, player, instant, at_ms.is_some());
+            let events = active_for(&definitions, player, instant, in_force.as_ref());
             let mut resolved = Vec::with_capacity(configs.len());
             for config in configs {
                 let revision = self
@@ -360,7 +378,7 @@ impl LiveOps {
                 .unwrap_or_default(),
         };
         let found: Vec<(&Arc<EventEntry>, Slot)> = match player {
-            Some(player) => active_for(&definitions, player, now, false),
+            Some(player) => active_for(&definitions, player, now, None),
             None => definitions
                 .events
                 .values()

@@ -108,6 +108,29 @@ fn is_built_in(name: &str) -> bool {
 }
 
 impl LiveOps {
+    /// Refuses a list of `count` ids for `name` that would take the lists'
+    /// total past `liveops.max_list_members_total`.
+    fn check_total(&self, name: &str, count: usize, at: &str) -> LiveOpsResult<()> {
+        let others: usize = self
+            .definitions()
+            .segments
+            .iter()
+            .filter(|(other, _)| other.as_str() != name)
+            .map(|(_, entry)| entry.members)
+            .sum();
+        let max = self.settings.max_list_members_total;
+        if others + count > max {
+            return Err(invalid(
+                at,
+                format!(
+                    "the lists would hold {} player ids in all; at most {max} (liveops.max_list_members_total)",
+                    others + count
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Every segment, built-in ones first, then by name.
     pub fn segments(&self) -> Vec<SegmentView> {
         let definitions = self.definitions();
@@ -169,6 +192,7 @@ impl LiveOps {
                     .collect::<HashSet<_>>()
                     .into_iter()
                     .collect();
+                self.check_total(&name, members.len(), "/members")?;
                 book.define_list(&name, members.iter().cloned())
                     .map_err(book_error)?;
                 ("list", None, members)
@@ -245,6 +269,7 @@ impl LiveOps {
                     .collect::<HashSet<_>>()
                     .into_iter()
                     .collect();
+                self.check_total(name, members.len(), "/members")?;
                 book.define_list(name, members.iter().cloned())
                     .map_err(book_error)?;
                 (None, Some(members))
@@ -274,11 +299,7 @@ impl LiveOps {
             ));
         }
         if let Some(members) = &members {
-            let old: Vec<String> = match definitions.book.get(name) {
-                Some(Segment::List(set)) => set.iter().cloned().collect(),
-                _ => Vec::new(),
-            };
-            store::remove_members(&mut tx, name, &old).await?;
+            store::clear_members(&mut tx, name).await?;
             store::add_members(&mut tx, name, members).await?;
         }
         audit::record(
@@ -348,6 +369,7 @@ impl LiveOps {
             ));
         }
         let count = set.len();
+        self.check_total(name, count, "/add")?;
         let mut book: SegmentBook = (*definitions.book).clone();
         book.define_list(name, set).map_err(book_error)?;
         let now = now_ms();

@@ -113,13 +113,31 @@ pub async fn add_members(tx: &mut Tx, segment: &str, players: &[String]) -> Stor
     Ok(())
 }
 
+/// Removes every member of a list (one statement).
+pub async fn clear_members(tx: &mut Tx, segment: &str) -> StoreResult<()> {
+    sqlx::query("DELETE FROM segment_members WHERE segment = $1")
+        .bind(segment)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 pub async fn remove_members(tx: &mut Tx, segment: &str, players: &[String]) -> StoreResult<()> {
-    for player in players {
-        sqlx::query("DELETE FROM segment_members WHERE segment = $1 AND player_id = $2")
-            .bind(segment)
-            .bind(player)
-            .execute(&mut **tx)
-            .await?;
+    for chunk in players.chunks(400) {
+        let mut sql =
+            String::from("DELETE FROM segment_members WHERE segment = $1 AND player_id IN (");
+        for index in 0..chunk.len() {
+            if index > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", index + 2));
+        }
+        sql.push(')');
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(segment);
+        for player in chunk {
+            query = query.bind(player);
+        }
+        query.execute(&mut **tx).await?;
     }
     Ok(())
 }

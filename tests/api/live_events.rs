@@ -402,15 +402,20 @@ async fn bad_definitions_are_refused_naming_the_path(app: TestApp) {
     let listed = app.get("/api/v1/live-events").await;
     assert_eq!(listed.body["items"], json!([]), "{:?}", listed.body);
 
-    // Two events changing one path at the same time: 409 unless allowed.
+    // Two player-targeted events changing one path at the same time: 409
+    // unless allowed.
+    let vip = |mut body: Value| {
+        body["audience"] = json!({"segments": ["vip"]});
+        body
+    };
     let first = app
         .post_json(
             "/api/v1/live-events",
-            &event("first", Span::hours(1), Span::hours(3), 60),
+            &vip(event("first", Span::hours(1), Span::hours(3), 60)),
         )
         .await;
     assert_eq!(first.status, 201, "{:?}", first.body);
-    let second = event("second", Span::hours(2), Span::hours(4), 70);
+    let second = vip(event("second", Span::hours(2), Span::hours(4), 70));
     let clash = app.post_json("/api/v1/live-events", &second).await;
     assert_eq!(clash.status, 409, "{:?}", clash.body);
     assert_eq!(clash.body["code"], "event_overlap");
@@ -424,7 +429,7 @@ async fn bad_definitions_are_refused_naming_the_path(app: TestApp) {
     let apart = app
         .post_json(
             "/api/v1/live-events",
-            &event("third", Span::hours(5), Span::hours(6), 60),
+            &vip(event("third", Span::hours(5), Span::hours(6), 60)),
         )
         .await;
     assert_eq!(apart.status, 201, "{:?}", apart.body);
@@ -760,6 +765,58 @@ async fn the_sdk_and_the_hub_resolve_every_player_alike(app: TestApp) {
     server.stop().await;
 }
 
+async fn events_cannot_touch_secrets_nor_skip_production_approvals(app: TestApp) {
+    let schema = json!({"properties": {"apiKey": {"type": "string", "x-secret": true}, "endpoint": {"type": "string"}}});
+    let registered = app
+        .post_json(
+            "/api/v1/schemas",
+            &json!({"id": "payments", "version": "1.0.0", "schema": schema}),
+        )
+        .await;
+    assert_eq!(registered.status, 201, "{:?}", registered.body);
+    let created = app.create_production_config("payments", "payments").await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let uploaded = app
+        .post_version(
+            "payments",
+            "1.0.0",
+            json!({"apiKey": "sk-live-never-in-an-event", "endpoint": "https://pay"}),
+        )
+        .await;
+    assert_eq!(uploaded.status, 201, "{:?}", uploaded.body);
+    let mut body = event("leaky", Span::hours(1), Span::hours(2), 0);
+    body["overrides"] = json!([{"config": "payments", "patch": {"apiKey": "sk-test-swapped"}}]);
+    let refused = app.post_json("/api/v1/live-events", &body).await;
+    assert_eq!(refused.status, 422, "{:?}", refused.body);
+    assert_eq!(
+        refused.body["errors"][0]["path"],
+        "/overrides/0/patch/apiKey"
+    );
+    // A production config's deployments need an admin: so does an event
+    // that overrides it on servers.
+    body["overrides"] = json!([{"config": "payments", "patch": {"endpoint": "https://pay-2"}}]);
+    let operator = app.token(hotswap::Role::Operator, "olivia");
+    let payload = ("application/json", serde_json::to_vec(&body).unwrap());
+    let forbidden = app
+        .request(
+            "POST",
+            "/api/v1/live-events",
+            Some(&operator),
+            Some(payload),
+        )
+        .await;
+    assert_eq!(forbidden.status, 403, "{:?}", forbidden.body);
+    let allowed = app.post_json("/api/v1/live-events", &body).await;
+    assert_eq!(allowed.status, 201, "an admin may: {:?}", allowed.body);
+    // Two server-wide events on one config at once clash, whatever paths.
+    let mut other = event("other-path", Span::minutes(90), Span::hours(3), 0);
+    other["overrides"] = json!([{"config": "payments", "patch": {"region": "eu"}}]);
+    let clash = app.post_json("/api/v1/live-events", &other).await;
+    assert_eq!(clash.status, 409, "{:?}", clash.body);
+    assert_eq!(clash.body["overlap"]["event"], "leaky");
+    assert_eq!(clash.body["overlap"]["config"], "payments");
+}
+
 fn quick_reconnects(_settings: &mut hotswap::settings::Settings) {}
 
 async fn a_restarted_hub_catches_up_with_an_activation_it_missed(app: TestApp) {
@@ -796,4 +853,5 @@ on_both_databases!(
     a_restarted_hub_catches_up_with_an_activation_it_missed,
     a_server_wide_event_reaches_its_regions_servers_and_ends_on_time,
     the_sdk_and_the_hub_resolve_every_player_alike,
+    events_cannot_touch_secrets_nor_skip_production_approvals,
 );

@@ -121,6 +121,14 @@ impl Hub {
         self.serving_read().get(config)?.layers().active
     }
 
+    /// The deployment of `config` in flight, if any.
+    pub fn in_flight_deployment(&self, config: &str) -> Option<String> {
+        self.serving_read()
+            .get(config)?
+            .live()
+            .map(|live| live.deployment_id.to_string())
+    }
+
     /// A deployment's state name (`Completed`, `RolledBack`...), from
     /// memory when this hub drives it, else from the store.
     pub async fn deployment_state(&self, id: &str) -> Result<String, DeploymentError> {

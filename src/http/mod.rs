@@ -43,6 +43,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(openapi::configure)
         .service(
             web::scope("/api/v1")
+                .configure(live_ops::configure_players)
                 .configure(configs::configure)
                 .configure(schemas::configure)
                 .configure(audit::configure)

@@ -240,7 +240,7 @@ impl LiveOps {
         body: Value,
     ) -> LiveOpsResult<LiveEventView> {
         let spec = LiveEventSpec::parse(&body).map_err(|e| invalid(&e.path, e.message))?;
-        let _writing = self.writes.lock().await;
+        let writing = self.writes.lock().await;
         let name = spec.name.as_str().to_owned();
         {
             let mut conn = self.store.conn().await?;
@@ -318,6 +318,8 @@ impl LiveOps {
         };
         self.publish_event(entry);
         // Its actor starts it at once when an occurrence is under way.
+        // Written and published: the next change need not wait for the actor.
+        drop(writing);
         self.command(&name, |reply| actor::Command::Refresh { reply })
             .await?;
         self.event(&name)
@@ -341,7 +343,7 @@ impl LiveOps {
             }
         }
         let spec = LiveEventSpec::parse(&body).map_err(|e| invalid(&e.path, e.message))?;
-        let _writing = self.writes.lock().await;
+        let writing = self.writes.lock().await;
         let current = self
             .definitions()
             .events
@@ -398,6 +400,7 @@ impl LiveOps {
             entry.zones = zones;
             entry.updated_at = now;
         });
+        drop(writing);
         self.command(name, |reply| actor::Command::Refresh { reply })
             .await?;
         self.event(name)

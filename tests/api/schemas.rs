@@ -227,6 +227,7 @@ async fn a_registered_schema_validates_configs_that_name_it(app: TestApp) {
             "economy",
             "game-balance",
             "live-event",
+            "live-event-rules",
             "matchmaking",
             "performance",
             "weapon"

@@ -31,13 +31,17 @@ pub struct DeploymentTarget {
 }
 
 impl Catalog {
-    /// A version of a live config by revision, secrets opened; `None` when
-    /// the config or revision does not exist.
-    pub async fn served_version(
+    /// A live config's row and one of its stored versions, by revision.
+    async fn stored_version(
         &self,
         config: &str,
         revision: i64,
-    ) -> CatalogResult<Option<ServedVersion>> {
+    ) -> CatalogResult<
+        Option<(
+            crate::store::configs::ConfigRow,
+            versions::VersionWithContent,
+        )>,
+    > {
         if Slug::parse(config).is_err() {
             return Ok(None);
         }
@@ -45,7 +49,19 @@ impl Catalog {
         let Some(row) = crate::store::configs::by_name(&mut conn, config).await? else {
             return Ok(None);
         };
-        let Some(stored) = versions::by_revision(&mut conn, &row.id, revision).await? else {
+        Ok(versions::by_revision(&mut conn, &row.id, revision)
+            .await?
+            .map(|stored| (row, stored)))
+    }
+
+    /// A version of a live config by revision, secrets opened; `None` when
+    /// the config or revision does not exist.
+    pub async fn served_version(
+        &self,
+        config: &str,
+        revision: i64,
+    ) -> CatalogResult<Option<ServedVersion>> {
+        let Some((row, stored)) = self.stored_version(config, revision).await? else {
             return Ok(None);
         };
         let mut document: Value = serde_json::from_str(&stored.content).map_err(|e| {
@@ -72,14 +88,7 @@ impl Catalog {
         config: &str,
         revision: i64,
     ) -> CatalogResult<Option<Value>> {
-        if Slug::parse(config).is_err() {
-            return Ok(None);
-        }
-        let mut conn = self.store.conn().await?;
-        let Some(row) = crate::store::configs::by_name(&mut conn, config).await? else {
-            return Ok(None);
-        };
-        let Some(stored) = versions::by_revision(&mut conn, &row.id, revision).await? else {
+        let Some((_, stored)) = self.stored_version(config, revision).await? else {
             return Ok(None);
         };
         super::configs::masked_stored(&stored.content).map(Some)

@@ -38,5 +38,5 @@ pub use catalog::{Actor, BUILTIN_SCHEMAS, Catalog};
 pub use crypto::KeyMaterial;
 pub use http::auth::DOCS_COOKIE;
 pub use hub::{Hub, metrics as metric_frames};
-pub use liveops::LiveOps;
+pub use liveops::{LiveOps, PlayerRequest};
 pub use store::Store;

@@ -281,6 +281,11 @@ impl Application {
         }
     }
 
+    /// Live ops (its clock, for tests that cross a schedule's instants).
+    pub fn liveops(&self) -> &Arc<crate::liveops::LiveOps> {
+        &self.liveops
+    }
+
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
     }

@@ -7,6 +7,8 @@
 //!
 //! # Layout
 //! - `bucket.rs`: a token bucket (a session's metrics and resyncs).
+//! - `clock.rs`: [`Clock`], the wall clock live ops read: the system's,
+//!   which tests may move (sleepers wake on a move).
 //! - `gate.rs`: [`SessionGate`], admission of sockets (caps in all and per
 //!   API key, from the upgrade on) and every open socket of a key, so a
 //!   revocation closes them whether they said `hello` or not.
@@ -23,6 +25,7 @@
 //! - `session.rs`: [`ServerSession`], one actix actor per connected socket.
 
 pub mod bucket;
+pub mod clock;
 pub mod deployment;
 pub mod gate;
 pub mod live_event;
@@ -30,6 +33,7 @@ pub mod outbox;
 pub mod registry;
 pub mod session;
 
+pub use clock::Clock;
 pub use deployment::{DeploymentDriver, DeploymentHandle, Flow, Stopped};
 pub use gate::{GateLimits, Refused, SessionGate, SessionPermit};
 pub use live_event::{LiveEventDriver, LiveEventHandle};

@@ -5,12 +5,14 @@
 //!
 //! Like the deployment actor it is a tokio task with a bounded mailbox:
 //! each step awaits the store before its effect. It sleeps until the
-//! driver's next instant (wall clock, Unix milliseconds), at most
-//! [`MAX_SLEEP`] at a time so a wall-clock jump is noticed within it.
+//! driver's next instant on its [`Clock`] (Unix milliseconds), at most
+//! [`MAX_SLEEP`] at a time so a system clock jump is noticed within it; a
+//! move of the [`Clock`] itself wakes it at once.
 
+use crate::clock::Clock;
 use crate::deployment::{Flow, Stopped};
 use futures_util::future::LocalBoxFuture;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// The longest the actor sleeps before it looks at the clock again.
@@ -52,26 +54,19 @@ impl<C> LiveEventHandle<C> {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// Starts the actor on the current thread's runtime (`spawn_local`). It
 /// first wakes at the driver's first instant (at once, when it has passed:
 /// an activation missed while the hub was down). When a step says stop,
 /// the commands already queued are still carried out.
-pub fn spawn<D: LiveEventDriver>(mailbox: usize, mut driver: D) -> LiveEventHandle<D::Command> {
+pub fn spawn<D: LiveEventDriver>(
+    mailbox: usize,
+    clock: Clock,
+    mut driver: D,
+) -> LiveEventHandle<D::Command> {
     let (commands, mut command_rx) = mpsc::channel::<D::Command>(mailbox.clamp(1, 1024));
     actix_web::rt::spawn(async move {
         loop {
-            let sleep = match driver.next_wake_ms() {
-                Some(at) => {
-                    Duration::from_millis(at.saturating_sub(now_ms()).max(0) as u64).min(MAX_SLEEP)
-                }
-                None => MAX_SLEEP,
-            };
+            let next = driver.next_wake_ms();
             // Commands first, even when an instant is due: a step that
             // takes longer than the time to the next instant must not
             // starve operators' commands.
@@ -81,8 +76,8 @@ pub fn spawn<D: LiveEventDriver>(mailbox: usize, mut driver: D) -> LiveEventHand
                     Some(command) => driver.command(command).await,
                     None => Flow::Stop,
                 },
-                _ = tokio::time::sleep(sleep) => {
-                    if driver.next_wake_ms().is_some_and(|at| at <= now_ms()) {
+                _ = clock.sleep_until(next, MAX_SLEEP) => {
+                    if driver.next_wake_ms().is_some_and(|at| at <= clock.now_ms()) {
                         driver.wake().await
                     } else {
                         Flow::Continue
@@ -109,6 +104,7 @@ mod tests {
     use std::{cell::RefCell, rc::Rc};
 
     struct Alarm {
+        clock: Clock,
         at: Option<i64>,
         log: Rc<RefCell<Vec<String>>>,
     }
@@ -128,7 +124,7 @@ mod tests {
             if in_ms < 0 {
                 return Box::pin(async { Flow::Stop });
             }
-            self.at = Some(now_ms() + in_ms);
+            self.at = Some(self.clock.now_ms() + in_ms);
             Box::pin(async { Flow::Continue })
         }
     }
@@ -141,11 +137,14 @@ mod tests {
             .unwrap();
         tokio::task::LocalSet::new().block_on(&runtime, async {
             let log = Rc::new(RefCell::new(Vec::new()));
+            let clock = Clock::system();
             // An instant already past: woken at once.
             let handle = spawn(
                 4,
+                clock.clone(),
                 Alarm {
-                    at: Some(now_ms() - 10_000),
+                    clock: clock.clone(),
+                    at: Some(clock.now_ms() - 10_000),
                     log: log.clone(),
                 },
             );
@@ -164,6 +163,17 @@ mod tests {
             }
             assert_eq!(*log.borrow(), vec!["wake", "command 150", "wake"]);
             assert!(asked.elapsed() >= Duration::from_millis(140), "not early");
+            // An instant an hour away comes at once when the clock moves to it.
+            handle.command(3_600_000).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert_eq!(log.borrow().len(), 4, "asleep until the clock moves");
+            clock.set_now_ms(clock.now_ms() + 3_600_000);
+            let moved = std::time::Instant::now();
+            while log.borrow().len() < 5 && moved.elapsed() < Duration::from_secs(5) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert_eq!(log.borrow()[3..], ["command 3600000", "wake"]);
+            assert!(moved.elapsed() < Duration::from_secs(5));
             handle.command(-1).await.unwrap();
             settle().await;
             assert!(handle.is_stopped());

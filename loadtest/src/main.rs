@@ -27,7 +27,8 @@ struct Cli {
     #[arg(long, default_value_t = 100_000)]
     players: u64,
     /// Pushes (fanout) or rounds (canary-rollback, kill-switch, reconnect-storm;
-    /// chaos: one kill -9 of the hub per round, 10 by default).
+    /// chaos: one kill -9 of the hub per round, 10 by default; live-event:
+    /// one event per round, 3 by default).
     #[arg(long)]
     rounds: Option<usize>,
     /// Soak duration in seconds.
@@ -141,6 +142,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Fanout => 10,
         Scenario::KillSwitch => 3,
         Scenario::Chaos => 10,
+        Scenario::LiveEvent => 3,
         _ => 1,
     });
     let options = Options {

@@ -1,9 +1,10 @@
 //! The scenarios. Each starts from the same setup: a hub (started here or
 //! targeted by URL), a config with one version deployed, an API key, and
 //! every simulated server connected and on that version. `chaos` lives in
-//! `scenarios/chaos.rs`.
+//! `scenarios/chaos.rs`, `live-event` in `scenarios/live_event.rs`.
 
 mod chaos;
+mod live_event;
 
 use crate::{
     fleet::{Fleet, Layout},
@@ -34,6 +35,7 @@ pub enum Scenario {
     ReconnectStorm,
     Soak,
     Chaos,
+    LiveEvent,
 }
 
 impl Scenario {
@@ -45,6 +47,7 @@ impl Scenario {
             Scenario::ReconnectStorm => "reconnect-storm",
             Scenario::Soak => "soak",
             Scenario::Chaos => "chaos",
+            Scenario::LiveEvent => "live-event",
         }
     }
 }
@@ -300,6 +303,7 @@ impl Run {
             Scenario::ReconnectStorm => self.reconnect_storm().await?,
             Scenario::Soak => self.soak().await?,
             Scenario::Chaos => self.chaos().await?,
+            Scenario::LiveEvent => self.live_event().await?,
         }
         if let Some(usage) = self.note_usage() {
             let cpu = self.cpu_before + usage.cpu_seconds;

@@ -168,6 +168,39 @@ fn the_kill_switch_is_timed_to_the_last_ack() {
 }
 
 #[test]
+fn a_live_event_is_timed_from_its_instant_to_the_last_ack() {
+    let report = run(
+        "live-event",
+        &[
+            "--scenario",
+            "live-event",
+            "--servers",
+            "30",
+            "--players",
+            "3000",
+            "--rounds",
+            "2",
+        ],
+    );
+    let last_ack = summary(&report, "liveEvent", "instantToLastAckMs");
+    assert_eq!(last_ack["count"], 2);
+    // Never before the instant: the event's actor waits for it.
+    let first = summary(&report, "liveEvent", "instantToFirstDeliveryMs");
+    assert!(first["p50"].as_f64().unwrap() >= 0.0, "{report}");
+    assert!(
+        first["max"].as_f64() <= last_ack["max"].as_f64(),
+        "{report}"
+    );
+    assert_eq!(summary(&report, "liveEvent", "deliveryMs")["count"], 60);
+    assert_eq!(summary(&report, "liveEvent", "endToLastAckMs")["count"], 2);
+    assert_eq!(
+        summary(&report, "liveEvent", "lateMs")["max"],
+        0.0,
+        "on time: {report}"
+    );
+}
+
+#[test]
 fn a_restarted_hub_gets_every_server_back() {
     let report = run(
         "storm",

@@ -10,7 +10,7 @@ use super::{
 use crate::{
     catalog::Actor,
     domain::event_progress::{Control, EventState, LATE_AFTER_MS, Phase, Progress, Slot, control},
-    store::{StoreError, audit, live_ops as store, now_ms},
+    store::{StoreError, audit, live_ops as store},
 };
 use futures_util::future::LocalBoxFuture;
 use hotswap_actors::{Flow, LiveEventDriver, LiveEventHandle};
@@ -39,8 +39,10 @@ pub enum Command {
 const RETRY_MS: i64 = 1_000;
 
 pub(super) fn spawn(liveops: Arc<LiveOps>, name: String) -> LiveEventHandle<Command> {
+    let clock = liveops.clock.clone();
     hotswap_actors::live_event::spawn(
         16,
+        clock,
         EventDriver {
             liveops,
             name,
@@ -92,7 +94,7 @@ impl EventDriver {
             self.next = None;
             return Ok(Flow::Stop);
         };
-        let now = now_ms();
+        let now = self.liveops.now_ms();
         let recorded = match self.recorded.take() {
             Some(recorded) => recorded,
             None => {
@@ -422,7 +424,7 @@ impl EventDriver {
                 tracing::error!(event = %self.name, %error, "a live event's step failed; retrying");
                 self.recorded = None;
                 self.effects = None;
-                self.next = Some(now_ms() + RETRY_MS);
+                self.next = Some(self.liveops.now_ms() + RETRY_MS);
                 (Flow::Continue, Err(error))
             }
         }
@@ -432,7 +434,7 @@ impl EventDriver {
         let Some(entry) = self.liveops.definitions().events.get(&self.name).cloned() else {
             return Err(LiveOpsError::EventNotFound(self.name.clone()));
         };
-        let now = now_ms();
+        let now = self.liveops.now_ms();
         let progress =
             control(&entry.timetable(), &entry.progress, what, now).map_err(|refused| {
                 LiveOpsError::InvalidTransition {

@@ -24,7 +24,6 @@ use crate::{
         resolution::merge_patch,
     },
     hub::NewDeploymentRequest,
-    store::now_ms,
 };
 use bytes::Bytes;
 use hotswap_client::protocol::{self, HubMessage};
@@ -236,7 +235,7 @@ impl LiveOps {
             region: slot.region.clone(),
             rules: entry.spec.rules.clone(),
             ends_at_ms: slot.end_ms,
-            sent_at_ms: now_ms(),
+            sent_at_ms: self.now_ms(),
         }));
         let regions = regions_of(entry, slot);
         self.hub.announce(frame, |server| {

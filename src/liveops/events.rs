@@ -18,7 +18,7 @@ use crate::{
         schedule::{Occurrence, Zone},
         secrets,
     },
-    store::{StoreError, audit, live_ops as store, now_ms},
+    store::{StoreError, audit, live_ops as store},
 };
 use chrono::{TimeZone, Utc};
 use serde_json::{Value, json};
@@ -194,7 +194,7 @@ impl LiveOps {
         if spec.allow_overlap || spec.overrides.is_empty() {
             return Ok(());
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let horizon =
             now.saturating_add(i64::from(self.settings.overlap_horizon_days) * 86_400_000);
         let mine = Timetable {
@@ -259,7 +259,7 @@ impl LiveOps {
         }
         self.check_definition(actor, &spec, &body).await?;
         let zones = zones_of(&self.zones, &spec);
-        let now = now_ms();
+        let now = self.now_ms();
         let timetable = Timetable {
             schedule: &spec.schedule,
             zones: &zones,
@@ -369,7 +369,7 @@ impl LiveOps {
         self.check_definition(actor, &spec, &body).await?;
         let zones = zones_of(&self.zones, &spec);
         self.overlap(&spec, &zones)?;
-        let now = now_ms();
+        let now = self.now_ms();
         let mut tx = self.store.begin().await?;
         if !store::revise_event(
             &mut tx,
@@ -431,7 +431,7 @@ impl LiveOps {
             });
         }
         let mut tx = self.store.begin().await?;
-        store::delete_event(&mut tx, &current.id, now_ms()).await?;
+        store::delete_event(&mut tx, &current.id, self.now_ms()).await?;
         audit::record(
             &mut tx,
             actor.audit_entry(
@@ -458,7 +458,7 @@ impl LiveOps {
         self.definitions()
             .events
             .get(name)
-            .map(|entry| event_view(entry, now_ms()))
+            .map(|entry| event_view(entry, self.now_ms()))
             .ok_or_else(|| LiveOpsError::EventNotFound(name.to_owned()))
     }
 
@@ -470,7 +470,7 @@ impl LiveOps {
         region: Option<&str>,
         window: Option<(i64, i64)>,
     ) -> Vec<LiveEventView> {
-        let now = now_ms();
+        let now = self.now_ms();
         self.definitions()
             .events
             .values()

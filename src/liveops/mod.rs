@@ -44,7 +44,7 @@ use crate::{
     store::{Store, StoreError, live_ops as store},
 };
 use chrono_tz::Tz;
-use hotswap_actors::LiveEventHandle;
+use hotswap_actors::{Clock, LiveEventHandle};
 use hotswap_client::sync::{lock, read, write};
 use serde_json::Value;
 use std::{
@@ -193,6 +193,8 @@ pub struct LiveOps {
     frame_revision: Mutex<i64>,
     /// Set when the hub stops: no actor starts from then on.
     stopping: std::sync::atomic::AtomicBool,
+    /// The wall clock schedules are read on (the system's; tests move it).
+    clock: Clock,
 }
 
 impl std::fmt::Debug for LiveOps {
@@ -334,6 +336,7 @@ impl LiveOps {
             resolutions: RwLock::new(HashMap::new()),
             writes: tokio::sync::Mutex::new(()),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            clock: Clock::system(),
             frame_revision: Mutex::new(0),
             engagement: Mutex::new(Default::default()),
         });
@@ -366,6 +369,18 @@ impl LiveOps {
     }
 
     /// The definitions now (a cheap clone of an `Arc`).
+    /// The clock schedules are read on: the system's unless moved.
+    /// Moving it (tests, rehearsals of a schedule) wakes every event's
+    /// actor to look at its schedule again.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Now on [`LiveOps::clock`] (Unix ms).
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     pub fn definitions(&self) -> Arc<Definitions> {
         read(&self.definitions).clone()
     }

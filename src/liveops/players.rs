@@ -16,7 +16,6 @@ use crate::{
         live_event::ContentVersion,
         resolution::{EventLayer, PlayerRef, resolve},
     },
-    store::now_ms,
 };
 use hotswap_client::sync::{lock, read, write};
 use serde::Deserialize;
@@ -272,7 +271,7 @@ impl LiveOps {
             ));
         }
         let definitions = self.definitions();
-        let instant = at_ms.unwrap_or_else(now_ms);
+        let instant = at_ms.unwrap_or_else(|| self.now_ms());
         // A preview's occurrences: once per event for the whole request.
         let in_force: Option<HashMap<String, Vec<Slot>>> = at_ms.map(|at| {
             definitions
@@ -366,7 +365,7 @@ impl LiveOps {
         region: Option<&str>,
     ) -> ActiveEventsView {
         let definitions = self.definitions();
-        let now = now_ms();
+        let now = self.now_ms();
         let anyone = PlayerRequest {
             player_id: String::new(),
             attributes: region

@@ -12,7 +12,7 @@ use crate::{
         names::Slug,
         segments::{BUILT_IN, BookError, MAX_LIST_MEMBERS, Segment, SegmentBook},
     },
-    store::{StoreError, audit, live_ops as store, now_ms},
+    store::{StoreError, audit, live_ops as store},
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -199,7 +199,7 @@ impl LiveOps {
             }
             _ => return Err(invalid("", "a segment has either a `rule` or `members`")),
         };
-        let now = now_ms();
+        let now = self.now_ms();
         let row = store::SegmentRow {
             name: name.clone(),
             kind: kind.to_owned(),
@@ -282,7 +282,7 @@ impl LiveOps {
                 ));
             }
         };
-        let now = now_ms();
+        let now = self.now_ms();
         let mut tx = self.store.begin().await?;
         if !store::update_segment(
             &mut tx,
@@ -372,7 +372,7 @@ impl LiveOps {
         self.check_total(name, count, "/add")?;
         let mut book: SegmentBook = (*definitions.book).clone();
         book.define_list(name, set).map_err(book_error)?;
-        let now = now_ms();
+        let now = self.now_ms();
         let mut tx = self.store.begin().await?;
         store::remove_members(&mut tx, name, &removed).await?;
         store::add_members(&mut tx, name, &added).await?;

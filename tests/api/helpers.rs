@@ -96,6 +96,8 @@ pub struct TestApp {
     pub admin_token: String,
     pub shutdown: hotswap::startup::ShutdownHandle,
     pub hub: std::sync::Arc<hotswap::Hub>,
+    /// The clock live ops read; a test moves it to cross a schedule's instants.
+    pub clock: hotswap_actors::Clock,
     client: awc::Client,
     authenticator: Authenticator,
     _dir: tempfile::TempDir,
@@ -256,6 +258,7 @@ pub async fn spawn_app_on(
     let application = Application::build(settings).await.expect("the hub builds");
     let shutdown = application.shutdown_handle();
     let hub = application.hub().clone();
+    let clock = application.liveops().clock().clone();
     let address = format!("http://127.0.0.1:{}", application.port());
     actix_web::rt::spawn(application.run_until_stopped());
     let client = awc::Client::builder()
@@ -268,6 +271,7 @@ pub async fn spawn_app_on(
         admin_token,
         shutdown,
         hub,
+        clock,
         client,
         authenticator,
         _dir: dir,

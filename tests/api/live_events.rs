@@ -1,7 +1,9 @@
 //! Live events and segments over REST on both databases: player-targeted
 //! events resolved per player, schedules followed by each event's actor,
-//! operators' controls, bad definitions refused with the path, and a
-//! restarted hub catching up with an activation it missed.
+//! operators' controls, bad definitions refused with the path, a
+//! region-local recurring event across a daylight-saving change (on a
+//! moved clock), and a restarted hub catching up with an activation it
+//! missed.
 
 use crate::helpers::{TestApp, balance, connected, sdk_config, spawn_app_on};
 use crate::on_both_databases;
@@ -846,6 +848,159 @@ async fn a_restarted_hub_catches_up_with_an_activation_it_missed(app: TestApp) {
     assert_eq!(damage(&answer.body), 75, "{:?}", answer.body);
 }
 
+fn region_zones(settings: &mut hotswap::settings::Settings) {
+    settings.liveops.region_zones = [
+        ("NA-EAST", "America/New_York"),
+        ("EU-WEST", "Europe/London"),
+    ]
+    .into_iter()
+    .map(|(region, zone)| (region.to_owned(), zone.to_owned()))
+    .collect();
+}
+
+fn ms(instant: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(instant)
+        .unwrap_or_else(|e| panic!("{instant:?}: {e}"))
+        .timestamp_millis()
+}
+
+/// Polls an SDK client until its weapon-balance document has the rifle
+/// damage `expected` (at most 10 s); whether it got there.
+async fn runs_damage(client: &hotswap_client::Client, expected: u32) -> bool {
+    for _ in 0..500 {
+        if client
+            .config("weapon-balance")
+            .is_some_and(|c| c.document["weapons"]["rifle"]["damage"] == expected)
+        {
+            return true;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// A daily 09:00 event in each region's local time, watched across the
+/// night New York moves to daylight time (2027-03-14) by moving the hub's
+/// clock from instant to instant: New York's 09:00 is 14:00Z the day
+/// before and 13:00Z that day, London's stays 09:00Z, and each server runs
+/// the event's document only during its own region's occurrence.
+async fn a_region_local_event_follows_each_region_across_a_dst_change(app: TestApp) {
+    setup(&app).await;
+    app.clock.set_now_ms(ms("2027-03-13T13:59:58Z"));
+    let (key, _) = app.server_key(&[], &[]).await;
+    let eu = connected(sdk_config(&app, &key, "eu-1")).await;
+    let na = connected(sdk_config(&app, &key, "na-1").region("NA-EAST")).await;
+    assert!(runs_damage(&eu, 45).await && runs_damage(&na, 45).await);
+    let created = app
+        .post_json(
+            "/api/v1/live-events",
+            &json!({
+                "name": "morning-rush",
+                "displayName": "Morning rush",
+                "eventType": "LimitedTimeOffer",
+                "rules": {"rewardMultipliers": {"xp": 2.0}},
+                "overrides": [{"config": "weapon-balance", "patch": {"weapons": {"rifle": {"damage": 60}}}}],
+                "regions": ["EU-WEST", "NA-EAST"],
+                "schedule": {
+                    "regionLocal": true,
+                    "startTime": "2027-03-12T09:00:00",
+                    "rrule": "FREQ=DAILY",
+                    "duration": "PT30M",
+                },
+            }),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    // The timeline: each region at its own 09:00, New York an hour earlier
+    // in UTC once its clocks have gone forward.
+    let timeline = app
+        .get("/api/v1/live-events/timeline?from=2027-03-13T00:00:00Z&to=2027-03-15T00:00:00Z")
+        .await;
+    assert_eq!(timeline.status, 200, "{:?}", timeline.body);
+    let slots: Vec<(i64, &str)> = timeline.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                ms(o["start"].as_str().unwrap()),
+                o["region"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        slots,
+        [
+            (ms("2027-03-13T09:00:00Z"), "EU-WEST"),
+            (ms("2027-03-13T14:00:00Z"), "NA-EAST"),
+            (ms("2027-03-14T09:00:00Z"), "EU-WEST"),
+            (ms("2027-03-14T13:00:00Z"), "NA-EAST"),
+        ],
+        "{:?}",
+        timeline.body
+    );
+
+    // 09:00 EST (14:00Z): New York's occurrence, not London's.
+    assert!(runs_damage(&na, 60).await, "{:?}", na.revisions());
+    assert!(
+        app.clock.now_ms() >= ms("2027-03-13T14:00:00Z"),
+        "not early"
+    );
+    assert_eq!(
+        eu.config("weapon-balance").unwrap().document["weapons"]["rifle"]["damage"],
+        45
+    );
+    let view = wait_for(&app, "morning-rush", |v| v["state"] == "Active").await;
+    assert_eq!(view["state"], "Active", "{view:?}");
+    assert_eq!(view["lateMs"].as_i64().unwrap_or(0), 0, "on time: {view:?}");
+    // 09:30 EST: over.
+    app.clock.set_now_ms(ms("2027-03-13T14:29:58Z"));
+    assert!(runs_damage(&na, 45).await, "{:?}", na.revisions());
+    // 09:00 GMT the next day (09:00Z): London's occurrence only.
+    app.clock.set_now_ms(ms("2027-03-14T08:59:58Z"));
+    assert!(runs_damage(&eu, 60).await, "{:?}", eu.revisions());
+    assert!(
+        app.clock.now_ms() >= ms("2027-03-14T09:00:00Z"),
+        "not early"
+    );
+    assert_eq!(
+        na.config("weapon-balance").unwrap().document["weapons"]["rifle"]["damage"],
+        45
+    );
+    app.clock.set_now_ms(ms("2027-03-14T09:29:58Z"));
+    assert!(runs_damage(&eu, 45).await, "{:?}", eu.revisions());
+    // 12:59:58Z is 08:59:58 EDT: New York's clocks went forward overnight,
+    // so its 09:00 comes an hour earlier in UTC than the day before.
+    app.clock.set_now_ms(ms("2027-03-14T12:59:58Z"));
+    assert!(runs_damage(&na, 60).await, "{:?}", na.revisions());
+    assert!(
+        app.clock.now_ms() >= ms("2027-03-14T13:00:00Z"),
+        "not early"
+    );
+    assert_eq!(
+        eu.config("weapon-balance").unwrap().document["weapons"]["rifle"]["damage"],
+        45
+    );
+    // The event frame names the occurrence: New York's, at 13:00Z.
+    let mut frames = Vec::new();
+    for _ in 0..100 {
+        frames = na.live_events();
+        if frames.iter().any(|e| e.phase == "started") {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = frames
+        .iter()
+        .find(|e| e.phase == "started")
+        .unwrap_or_else(|| panic!("{frames:?}"));
+    assert_eq!(started.occurrence, ms("2027-03-14T13:00:00Z"));
+    assert_eq!(started.region.as_deref(), Some("NA-EAST"));
+    assert_eq!(started.ends_at_ms, ms("2027-03-14T13:30:00Z"));
+    eu.stop().await;
+    na.stop().await;
+}
+
 on_both_databases!(
     a_player_targeted_event_is_seen_only_by_its_segment,
     events_follow_their_schedule_and_operators_controls,
@@ -854,4 +1009,5 @@ on_both_databases!(
     a_server_wide_event_reaches_its_regions_servers_and_ends_on_time,
     the_sdk_and_the_hub_resolve_every_player_alike,
     events_cannot_touch_secrets_nor_skip_production_approvals,
+    a_region_local_event_follows_each_region_across_a_dst_change with region_zones,
 );

@@ -9,7 +9,7 @@
 pub mod resolution;
 pub mod segments;
 
-use resolution::{Audience, EventLayer, PlayerRef, Resolution, resolve};
+use resolution::{Audience, EventLayer, Resolution, Target, resolve};
 use segments::SegmentBook;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -81,6 +81,9 @@ pub struct Definitions {
     pub revision: i64,
     pub book: SegmentBook,
     pub events: Vec<EventDefinition>,
+    /// Each event's audience and content-version requirement, read once
+    /// (none: an unreadable requirement, which reaches nobody).
+    targeting: Vec<Option<(Audience, Option<semver::VersionReq>)>>,
 }
 
 /// A player: an id and attributes (`region`, `platform`, `level`,
@@ -103,14 +106,6 @@ impl Player {
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.attributes.insert(key.to_owned(), value.into());
         self
-    }
-
-    fn region(&self) -> String {
-        self.attributes
-            .get("region")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_ascii_uppercase()
     }
 }
 
@@ -140,10 +135,25 @@ impl Definitions {
                 break;
             }
         }
+        let targeting = events
+            .iter()
+            .map(|event| {
+                let content = match &event.content_version {
+                    None => None,
+                    Some(need) => Some(semver::VersionReq::parse(need).ok()?),
+                };
+                let audience = Audience {
+                    segments: event.segments.clone(),
+                    percentage: event.percentage,
+                };
+                Some((audience, content))
+            })
+            .collect();
         Definitions {
             revision,
             book,
             events,
+            targeting,
         }
     }
 
@@ -154,41 +164,22 @@ impl Definitions {
         player: &Player,
         now_ms: i64,
     ) -> Vec<(&'a EventDefinition, i64)> {
-        let region = player.region();
-        let me = PlayerRef {
-            id: &player.id,
-            attributes: &player.attributes,
-        };
-        let content = player
-            .attributes
-            .get("contentVersion")
-            .and_then(Value::as_str)
-            .and_then(|v| semver::Version::parse(v).ok());
+        let target = Target::of(&player.id, &player.attributes);
         self.events
             .iter()
-            .filter_map(|event| {
+            .zip(&self.targeting)
+            .filter_map(|(event, targeting)| {
+                // An unreadable content-version requirement reaches nobody.
+                let (audience, content) = targeting.as_ref()?;
                 // In force now (a server cut off from the hub stops applying
                 // an occurrence at its end all the same).
                 let occurrence = event.active.iter().find(|o| {
                     o.start_ms <= now_ms
                         && now_ms < o.end_ms
-                        && match &o.region {
-                            Some(own) => *own == region,
-                            None => event.regions.is_empty() || event.regions.contains(&region),
-                        }
+                        && target.in_region(o.region.as_deref(), &event.regions)
                 })?;
-                let content_ok = match &event.content_version {
-                    None => true,
-                    Some(need) => semver::VersionReq::parse(need)
-                        .ok()
-                        .zip(content.as_ref())
-                        .is_some_and(|(need, have)| need.matches(have)),
-                };
-                let audience = Audience {
-                    segments: event.segments.clone(),
-                    percentage: event.percentage,
-                };
-                (content_ok && audience.includes(&event.name, me, now_ms, &self.book))
+                target
+                    .reached_by(&event.name, audience, content.as_ref(), now_ms, &self.book)
                     .then_some((event, occurrence.start_ms))
             })
             .collect()

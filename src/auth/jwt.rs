@@ -7,9 +7,10 @@
 use super::{AuthError, Principal, Role, keyfile};
 use crate::{domain::kinds::Environment, settings::AuthSettings};
 use anyhow::Context;
+use hotswap_client::sync::lock;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
-use std::{path::Path, time::Duration};
+use std::{collections::HashMap, path::Path, sync::Mutex, time::Duration};
 
 /// Longest clock skew allowed, whatever the settings say.
 pub const MAX_LEEWAY_SECS: u64 = 300;
@@ -57,7 +58,17 @@ pub struct Authenticator {
     public: Option<(Algorithm, Verifier)>,
     issuer: Option<String>,
     audience: Option<String>,
+    /// Tokens verified lately, by their text, with their principal and
+    /// `exp`: a token's signature and claims are checked once, then its
+    /// principal is reused until it expires (a game client's player
+    /// lookups send the same token thousands of times).
+    verified: Mutex<HashMap<Box<str>, (Principal, u64)>>,
 }
+
+/// Verified tokens kept; past it the expired go, then all.
+const VERIFIED_KEPT: usize = 4096;
+/// Longer tokens are verified each time, never kept.
+const VERIFIED_MAX_CHARS: usize = 2048;
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -180,6 +191,7 @@ impl Authenticator {
                 public,
                 issuer: settings.issuer.clone(),
                 audience: settings.audience.clone(),
+                verified: Mutex::new(HashMap::new()),
             },
             generated_secret,
         })
@@ -187,6 +199,12 @@ impl Authenticator {
 
     /// Checks a bearer token and reads its principal.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some((principal, exp)) = lock(&self.verified).get(token)
+            && now < *exp
+        {
+            return Ok(principal.clone());
+        }
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
         let verifier = match (header.alg, &self.hs256, &self.public) {
@@ -213,10 +231,21 @@ impl Authenticator {
         {
             return Err(AuthError::Invalid("sub must be 1-256 characters".into()));
         }
-        Ok(Principal {
+        let principal = Principal {
             subject: data.claims.sub,
             role,
-        })
+        };
+        if token.len() <= VERIFIED_MAX_CHARS && now < data.claims.exp {
+            let mut kept = lock(&self.verified);
+            if kept.len() >= VERIFIED_KEPT {
+                kept.retain(|_, (_, exp)| now < *exp);
+                if kept.len() >= VERIFIED_KEPT {
+                    kept.clear();
+                }
+            }
+            kept.insert(token.into(), (principal.clone(), data.claims.exp));
+        }
+        Ok(principal)
     }
 
     /// Mints an HS256 token (needs the secret).
@@ -327,6 +356,27 @@ mod tests {
                 role: Role::Operator
             }
         );
+    }
+
+    #[test]
+    fn a_kept_token_still_expires_and_a_forged_one_is_never_kept() {
+        let mut settings = settings();
+        settings.leeway_secs = 0;
+        let auth = authenticator(&settings);
+        let token = auth
+            .mint("alice", Role::Viewer, Duration::from_secs(1))
+            .unwrap();
+        // Verified twice: the second from what was kept.
+        assert!(auth.verify(&token).is_ok());
+        assert!(auth.verify(&token).is_ok());
+        assert_eq!(lock(&auth.verified).len(), 1);
+        // A changed signature is checked in full, and refused.
+        let mut forged = token.clone();
+        let last = forged.pop().unwrap();
+        forged.push(if last == 'A' { 'B' } else { 'A' });
+        assert!(matches!(auth.verify(&forged), Err(AuthError::Invalid(_))));
+        std::thread::sleep(Duration::from_millis(2100));
+        assert_eq!(auth.verify(&token), Err(AuthError::Expired));
     }
 
     #[test]

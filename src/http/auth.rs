@@ -5,7 +5,7 @@
 
 use super::{client_address::TrustedProxies, extract::RequestId, problem::ApiError};
 use crate::{
-    auth::{AuthError, Role, jwt::Authenticator, rate_limit::RateLimits},
+    auth::{AuthError, Principal, Role, jwt::Authenticator, rate_limit::RateLimits},
     catalog::{Actor, Catalog, views::ServerIdentity},
 };
 use actix_web::{
@@ -95,13 +95,13 @@ fn bearer(request: &HttpRequest) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Verifies `token` for at least `need`, and spends one of the principal's tokens.
-fn authorize(
-    request: &HttpRequest,
+/// Verifies `token` for at least `need`, and spends one of the
+/// principal's tokens.
+fn check_token(
+    control: &AccessControl,
     token: Option<&str>,
     need: Role,
-) -> Result<(Actor, Role), ApiError> {
-    let control = access(request)?;
+) -> Result<Principal, ApiError> {
     let token = token.ok_or(ApiError::Unauthorized(AuthError::Missing))?;
     let principal = control
         .authenticator
@@ -122,6 +122,17 @@ fn authorize(
         .map_err(|wait| ApiError::RateLimited {
             retry_after_secs: wait.as_secs() + 1,
         })?;
+    Ok(principal)
+}
+
+/// [`check_token`], and the actor the request acts as.
+fn authorize(
+    request: &HttpRequest,
+    token: Option<&str>,
+    need: Role,
+) -> Result<(Actor, Role), ApiError> {
+    let control = access(request)?;
+    let principal = check_token(control, token, need)?;
     let actor = Actor {
         subject: principal.subject,
         role: Some(principal.role),
@@ -385,6 +396,14 @@ impl FromRequest for PlayerCaller {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        // A token is checked here and now: player lookups are the hub's
+        // hottest route, and this caller acts on nothing.
+        let token = bearer(request);
+        if !token.is_some_and(|t| t.starts_with(crate::auth::api_keys::PREFIX)) {
+            let checked =
+                access(request).and_then(|control| check_token(control, token, Role::Viewer));
+            return Box::pin(std::future::ready(checked.map(|_| PlayerCaller)));
+        }
         let caller = key_or_token(request, Role::Viewer);
         Box::pin(async move { caller.await.map(|_| PlayerCaller) })
     }

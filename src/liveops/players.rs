@@ -14,7 +14,7 @@ use crate::{
     domain::{
         event_progress::Slot,
         live_event::ContentVersion,
-        resolution::{EventLayer, PlayerRef, resolve},
+        resolution::{EventLayer, Target, resolve},
     },
 };
 use hotswap_client::sync::{lock, read, write};
@@ -172,33 +172,20 @@ pub fn attribute_value(text: &str) -> Value {
     }
 }
 
-/// Whether `slot` of `event` reaches a player in `region` ('' unknown).
-fn reaches(event: &EventEntry, slot: &Slot, region: &str) -> bool {
-    match &slot.region {
-        Some(own) => own == region,
-        None => event.spec.regions.is_empty() || event.spec.regions.iter().any(|r| r == region),
-    }
-}
-
 /// The events active for a player at `at` (`in_force`: a preview's
 /// occurrences, worked out once per request from the schedules; else as
-/// the actors applied them), with the occurrence in force.
+/// the actors applied them), with the occurrence in force. The SDK picks
+/// a player's events with the same [`Target`] checks.
 pub(super) fn active_for<'d>(
     definitions: &'d Definitions,
     player: &PlayerRequest,
     at_ms: i64,
     in_force: Option<&HashMap<String, Vec<Slot>>>,
 ) -> Vec<(&'d Arc<EventEntry>, Slot)> {
-    let region = player.region();
-    let me = PlayerRef {
-        id: &player.player_id,
-        attributes: &player.attributes,
+    let target = Target::of(&player.player_id, &player.attributes);
+    let reaches = |event: &EventEntry, slot: &Slot| {
+        target.in_region(slot.region.as_deref(), &event.spec.regions)
     };
-    let content = player
-        .attributes
-        .get("contentVersion")
-        .and_then(Value::as_str)
-        .and_then(|v| semver::Version::parse(v).ok());
     definitions
         .events
         .values()
@@ -207,27 +194,26 @@ pub(super) fn active_for<'d>(
                 Some(in_force) => in_force
                     .get(event.name())?
                     .iter()
-                    .find(|s| reaches(event, s, &region))?
-                    .clone(),
+                    .find(|s| reaches(event, s))?,
                 // As the actors applied them, each within its window (as the SDK).
                 None => event
                     .applied
                     .iter()
-                    .find(|s| {
-                        s.start_ms <= at_ms && at_ms < s.end_ms && reaches(event, s, &region)
-                    })?
-                    .clone(),
+                    .find(|s| s.start_ms <= at_ms && at_ms < s.end_ms && reaches(event, s))?,
             };
-            let content_ok = match &event.spec.content_version {
-                ContentVersion::Any => true,
-                ContentVersion::Required(need) => content.as_ref().is_some_and(|v| need.matches(v)),
+            let content = match &event.spec.content_version {
+                ContentVersion::Any => None,
+                ContentVersion::Required(need) => Some(need),
             };
-            (content_ok
-                && event
-                    .spec
-                    .audience
-                    .includes(event.name(), me, at_ms, &definitions.book))
-            .then_some((event, slot))
+            target
+                .reached_by(
+                    event.name(),
+                    &event.spec.audience,
+                    content,
+                    at_ms,
+                    &definitions.book,
+                )
+                .then(|| (event, slot.clone()))
         })
         .collect()
 }
@@ -376,6 +362,7 @@ impl LiveOps {
                 })
                 .unwrap_or_default(),
         };
+        let target = Target::of("", &anyone.attributes);
         let found: Vec<(&Arc<EventEntry>, Slot)> = match player {
             Some(player) => active_for(&definitions, player, now, None),
             None => definitions
@@ -385,10 +372,12 @@ impl LiveOps {
                     e.spec.audience.segments.is_empty() && e.spec.audience.percentage.is_none()
                 })
                 .filter_map(|e| {
-                    let slot = e
-                        .applied
-                        .iter()
-                        .find(|s| region.is_none() || reaches(e, s, &anyone.region()))?;
+                    let slot = e.applied.iter().find(|s| {
+                        s.start_ms <= now
+                            && now < s.end_ms
+                            && (region.is_none()
+                                || target.in_region(s.region.as_deref(), &e.spec.regions))
+                    })?;
                     Some((e, slot.clone()))
                 })
                 .collect(),

@@ -47,6 +47,57 @@ impl Audience {
     }
 }
 
+/// A player as live events target them: who, the region they play in
+/// (upper case; empty when unknown) and the content version they run.
+/// The hub and the SDK pick a player's events with these same checks.
+#[derive(Debug, Clone)]
+pub struct Target<'a> {
+    pub player: PlayerRef<'a>,
+    pub region: String,
+    pub content: Option<semver::Version>,
+}
+
+impl<'a> Target<'a> {
+    /// Reads `region` and `contentVersion` from the attributes.
+    pub fn of(id: &'a str, attributes: &'a Map<String, Value>) -> Self {
+        Target {
+            player: PlayerRef { id, attributes },
+            region: attributes
+                .get("region")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_ascii_uppercase(),
+            content: attributes
+                .get("contentVersion")
+                .and_then(Value::as_str)
+                .and_then(|v| semver::Version::parse(v).ok()),
+        }
+    }
+
+    /// Whether an occurrence reaches the player's region: the region it
+    /// follows (`regionLocal`), else one of the event's (none: all).
+    pub fn in_region(&self, occurrence_region: Option<&str>, event_regions: &[String]) -> bool {
+        match occurrence_region {
+            Some(own) => own == self.region,
+            None => event_regions.is_empty() || event_regions.contains(&self.region),
+        }
+    }
+
+    /// Whether an event reaches the player: its requirement on the
+    /// player's content version (none: any), then its audience.
+    pub fn reached_by(
+        &self,
+        event: &str,
+        audience: &Audience,
+        content: Option<&semver::VersionReq>,
+        now_ms: i64,
+        book: &SegmentBook,
+    ) -> bool {
+        content.is_none_or(|need| self.content.as_ref().is_some_and(|have| need.matches(have)))
+            && audience.includes(event, self.player, now_ms, book)
+    }
+}
+
 /// One event's patch of the config, for a player it is active for.
 #[derive(Debug, Clone, Copy)]
 pub struct EventLayer<'a> {

@@ -8,6 +8,10 @@
 #
 # Defaults: target/release/hotswap, 20 s, 64 connections, 1 wrk thread
 # (the load generator shares this machine's cores with the hub).
+#
+# Then the same wrk against the HTTP floor (`hotswap-loadtest http-floor`,
+# next to the hub binary: a bare keep-alive responder answering every
+# request with a body of the lookup's size), and the ratio of the two.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,15 +63,50 @@ post /live-events "{\"name\":\"half-fire-rate\",\"eventType\":\"LimitedTimeOffer
 sleep 1
 URL="$BASE/api/v1/players/p42/config?configs=weapon-balance&region=EU-WEST&level=12&platform=pc"
 curl -sfS "$URL" -H "Authorization: Bearer $TOKEN" | head -c 300; echo
+BODY_BYTES=$(curl -sfS "$URL" -H "Authorization: Bearer $TOKEN" | wc -c)
 ticks() { awk '{print $14 + $15}' "/proc/$HUB_PID/stat"; }
 HZ=$(getconf CLK_TCK)
 before=$(ticks)
 wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_}s" --latency -H "Authorization: Bearer $TOKEN" "$URL" | tee "$WORK/wrk.txt"
 after=$(ticks)
+if grep -q "Non-2xx" "$WORK/wrk.txt"; then
+  echo "the hub refused some lookups (rate limits? a token?): the figures do not count" >&2
+  exit 1
+fi
 requests=$(awk '/requests in/ {print $1}' "$WORK/wrk.txt")
+rate=$(awk '/Requests\/sec/ {print $2}' "$WORK/wrk.txt")
 python3 - "$before" "$after" "$HZ" "$requests" <<'PY'
 import sys
 before, after, hz, requests = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 cpu_us = (after - before) * 1_000_000 / hz
 print(f"hub CPU: {cpu_us / 1e6:.1f} s for {requests} requests = {cpu_us / max(requests, 1):.1f} µs per request")
 PY
+
+FLOOR_BIN=$(dirname "$HUB")/hotswap-loadtest
+[[ -x $FLOOR_BIN ]] || { echo "no $FLOOR_BIN: no floor figure (cargo build --release --workspace)"; exit 0; }
+stop_hub
+trap - EXIT
+FLOOR_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$FLOOR_BIN" http-floor --bind "127.0.0.1:$FLOOR_PORT" --body-bytes "$BODY_BYTES" >/dev/null &
+FLOOR_PID=$!
+trap 'kill $FLOOR_PID 2>/dev/null' EXIT
+for _ in $(seq 1 50); do
+  curl -sf -o /dev/null "http://127.0.0.1:$FLOOR_PORT/" && break
+  sleep 0.1
+done
+echo "== the HTTP floor (a bare responder, $BODY_BYTES-byte body)"
+FLOOR_OUT=$(mktemp)
+floor_before=$(awk '{print $14 + $15}' "/proc/$FLOOR_PID/stat")
+wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_}s" --latency -H "Authorization: Bearer $TOKEN" \
+  "http://127.0.0.1:$FLOOR_PORT/api/v1/players/p42/config" | tee "$FLOOR_OUT"
+floor_after=$(awk '{print $14 + $15}' "/proc/$FLOOR_PID/stat")
+python3 - "$(awk '/Requests\/sec/ {print $2}' "$FLOOR_OUT")" "$rate" "$SECONDS_" \
+  "$floor_before" "$floor_after" "$HZ" "$(awk '/requests in/ {print $1}' "$FLOOR_OUT")" <<'PY'
+import sys
+floor_rate, hub_rate = float(sys.argv[1]), float(sys.argv[2])
+before, after, hz, floor_requests = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
+cpu_us = (after - before) * 1_000_000 / hz
+print(f"floor CPU: {cpu_us / max(floor_requests, 1):.1f} µs per request")
+print(f"player lookups / floor: {hub_rate / floor_rate:.2f}")
+PY
+rm -f "$FLOOR_OUT"

@@ -79,8 +79,9 @@ pub struct EventDefinition {
 #[derive(Debug, Clone, Default)]
 pub struct Definitions {
     pub revision: i64,
-    pub book: SegmentBook,
-    pub events: Vec<EventDefinition>,
+    book: SegmentBook,
+    /// Built with `targeting`, entry for entry ([`Definitions::from_frame`]).
+    events: Vec<EventDefinition>,
     /// Each event's audience and content-version requirement, read once
     /// (none: an unreadable requirement, which reaches nobody).
     targeting: Vec<Option<(Audience, Option<semver::VersionReq>)>>,
@@ -155,6 +156,11 @@ impl Definitions {
             events,
             targeting,
         }
+    }
+
+    /// The events, as the hub sent them.
+    pub fn events(&self) -> &[EventDefinition] {
+        &self.events
     }
 
     /// The events in force for `player` at `now_ms`, with the start of

@@ -9,13 +9,17 @@
 //! - [`hubproc`]: the hub as a child process, its CPU and memory.
 //! - [`http`]: a minimal HTTP/1.1 client for the REST API.
 //! - [`floor`]: the raw-socket floor (one pre-encoded frame to N sockets).
+//! - [`http_floor`]: the HTTP floor (a bare keep-alive responder) that
+//!   `scripts/bench-players.sh` measures the player lookups against.
 //! - [`stamped`]: client sockets stamped with the kernel's receive time.
-//! - [`scenarios`]: fanout, canary-rollback, kill-switch, reconnect-storm, soak.
+//! - [`scenarios`]: fanout, canary-rollback, kill-switch, reconnect-storm,
+//!   soak, chaos, live-event.
 //! - [`report`]: percentiles, the terminal table, `report.json`, the chart.
 
 pub mod fleet;
 pub mod floor;
 pub mod http;
+pub mod http_floor;
 pub mod hubproc;
 pub mod players;
 pub mod report;

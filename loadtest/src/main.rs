@@ -94,6 +94,15 @@ enum Sub {
     /// (internal) one worker process of simulated servers, driven over stdin.
     #[command(hide = true)]
     Worker { spec: String },
+    /// The HTTP floor: a bare keep-alive responder (two tokio workers)
+    /// answering every request with a body of `body_bytes`, for `wrk`
+    /// (scripts/bench-players.sh).
+    HttpFloor {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        bind: String,
+        #[arg(long, default_value_t = 1000)]
+        body_bytes: usize,
+    },
 }
 
 fn parse_env(text: &str) -> Result<(String, String), String> {
@@ -108,14 +117,24 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Sub::Worker { spec }) = cli.command {
-        let spec: WorkerSpec = serde_json::from_str(&spec)?;
-        // One thread: a worker process is many cheap sockets, and the hub
-        // needs the cores more.
-        return tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-            .block_on(worker::run(spec));
+    match cli.command {
+        Some(Sub::Worker { spec }) => {
+            let spec: WorkerSpec = serde_json::from_str(&spec)?;
+            // One thread: a worker process is many cheap sockets, and the
+            // hub needs the cores more.
+            return tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(worker::run(spec));
+        }
+        Some(Sub::HttpFloor { bind, body_bytes }) => {
+            return tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?
+                .block_on(hotswap_loadtest::http_floor::serve(&bind, body_bytes));
+        }
+        None => {}
     }
     if cli.servers == 0 {
         anyhow::bail!("--servers must be at least 1");

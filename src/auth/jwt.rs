@@ -7,10 +7,10 @@
 use super::{AuthError, Principal, Role, keyfile};
 use crate::{domain::kinds::Environment, settings::AuthSettings};
 use anyhow::Context;
-use hotswap_client::sync::lock;
+use hotswap_client::sync::{read, write};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
-use std::{collections::HashMap, path::Path, sync::Mutex, time::Duration};
+use std::{collections::HashMap, path::Path, sync::RwLock, time::Duration};
 
 /// Longest clock skew allowed, whatever the settings say.
 pub const MAX_LEEWAY_SECS: u64 = 300;
@@ -62,10 +62,13 @@ pub struct Authenticator {
     /// `exp`: a token's signature and claims are checked once, then its
     /// principal is reused until it expires (a game client's player
     /// lookups send the same token thousands of times).
-    verified: Mutex<HashMap<Box<str>, (Principal, u64)>>,
+    verified: RwLock<HashMap<Box<str>, (Principal, u64)>>,
 }
 
-/// Verified tokens kept; past it the expired go, then all.
+/// Verified tokens kept. When full, the expired go; if that leaves more
+/// than three quarters, all go (so a full scan happens at most once per
+/// quarter of inserts, and a flood of valid tokens costs verifications,
+/// never memory).
 const VERIFIED_KEPT: usize = 4096;
 /// Longer tokens are verified each time, never kept.
 const VERIFIED_MAX_CHARS: usize = 2048;
@@ -191,7 +194,7 @@ impl Authenticator {
                 public,
                 issuer: settings.issuer.clone(),
                 audience: settings.audience.clone(),
-                verified: Mutex::new(HashMap::new()),
+                verified: RwLock::new(HashMap::new()),
             },
             generated_secret,
         })
@@ -200,7 +203,7 @@ impl Authenticator {
     /// Checks a bearer token and reads its principal.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         let now = jsonwebtoken::get_current_timestamp();
-        if let Some((principal, exp)) = lock(&self.verified).get(token)
+        if let Some((principal, exp)) = read(&self.verified).get(token)
             && now < *exp
         {
             return Ok(principal.clone());
@@ -236,10 +239,10 @@ impl Authenticator {
             role,
         };
         if token.len() <= VERIFIED_MAX_CHARS && now < data.claims.exp {
-            let mut kept = lock(&self.verified);
+            let mut kept = write(&self.verified);
             if kept.len() >= VERIFIED_KEPT {
                 kept.retain(|_, (_, exp)| now < *exp);
-                if kept.len() >= VERIFIED_KEPT {
+                if kept.len() > VERIFIED_KEPT / 4 * 3 {
                     kept.clear();
                 }
             }
@@ -369,12 +372,19 @@ mod tests {
         // Verified twice: the second from what was kept.
         assert!(auth.verify(&token).is_ok());
         assert!(auth.verify(&token).is_ok());
-        assert_eq!(lock(&auth.verified).len(), 1);
-        // A changed signature is checked in full, and refused.
-        let mut forged = token.clone();
-        let last = forged.pop().unwrap();
-        forged.push(if last == 'A' { 'B' } else { 'A' });
+        assert_eq!(read(&auth.verified).len(), 1);
+        // A changed signature (a character in its middle, so not only
+        // base64 padding bits) is checked in full, refused, and not kept.
+        let signature_at = token.rfind('.').unwrap() + 10;
+        let mut forged = token.clone().into_bytes();
+        forged[signature_at] = if forged[signature_at] == b'A' {
+            b'B'
+        } else {
+            b'A'
+        };
+        let forged = String::from_utf8(forged).unwrap();
         assert!(matches!(auth.verify(&forged), Err(AuthError::Invalid(_))));
+        assert_eq!(read(&auth.verified).len(), 1);
         std::thread::sleep(Duration::from_millis(2100));
         assert_eq!(auth.verify(&token), Err(AuthError::Expired));
     }

@@ -17,7 +17,6 @@ use crate::{
             ResolvedPlayers, SegmentList, SegmentView, TimelineView,
         },
     },
-    store::now_ms,
 };
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
@@ -253,7 +252,7 @@ pub async fn timeline(
 ) -> Result<HttpResponse, ApiError> {
     let from = match &query.from {
         Some(from) => instant("from", from)?,
-        None => now_ms(),
+        None => liveops.now_ms(),
     };
     let to = match &query.to {
         Some(to) => instant("to", to)?,

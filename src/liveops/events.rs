@@ -282,8 +282,9 @@ impl LiveOps {
             manual_end_ms: None,
             paused_at_ms: None,
             created_by: actor.subject.clone(),
-            created_at: now,
-            updated_at: now,
+            // A record's time: the system clock's.
+            created_at: crate::store::now_ms(),
+            updated_at: crate::store::now_ms(),
         };
         let mut tx = self.store.begin().await?;
         store::insert_event(&mut tx, &row).await?;
@@ -369,7 +370,8 @@ impl LiveOps {
         self.check_definition(actor, &spec, &body).await?;
         let zones = zones_of(&self.zones, &spec);
         self.overlap(&spec, &zones)?;
-        let now = self.now_ms();
+        // A record's time: the system clock's.
+        let now = crate::store::now_ms();
         let mut tx = self.store.begin().await?;
         if !store::revise_event(
             &mut tx,
@@ -431,7 +433,7 @@ impl LiveOps {
             });
         }
         let mut tx = self.store.begin().await?;
-        store::delete_event(&mut tx, &current.id, self.now_ms()).await?;
+        store::delete_event(&mut tx, &current.id, crate::store::now_ms()).await?;
         audit::record(
             &mut tx,
             actor.audit_entry(

@@ -368,10 +368,11 @@ impl LiveOps {
         }
     }
 
-    /// The definitions now (a cheap clone of an `Arc`).
     /// The clock schedules are read on: the system's unless moved.
     /// Moving it (tests, rehearsals of a schedule) wakes every event's
-    /// actor to look at its schedule again.
+    /// actor to look at its schedule again. An event's own timeline
+    /// (occurrences started and ended, its progress) is on this clock;
+    /// records (created, updated) and the audit trail are on the system's.
     pub fn clock(&self) -> &Clock {
         &self.clock
     }
@@ -381,6 +382,7 @@ impl LiveOps {
         self.clock.now_ms()
     }
 
+    /// The definitions now (a cheap clone of an `Arc`).
     pub fn definitions(&self) -> Arc<Definitions> {
         read(&self.definitions).clone()
     }

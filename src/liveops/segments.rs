@@ -199,7 +199,8 @@ impl LiveOps {
             }
             _ => return Err(invalid("", "a segment has either a `rule` or `members`")),
         };
-        let now = self.now_ms();
+        // A record's time: the system clock's.
+        let now = crate::store::now_ms();
         let row = store::SegmentRow {
             name: name.clone(),
             kind: kind.to_owned(),
@@ -282,7 +283,8 @@ impl LiveOps {
                 ));
             }
         };
-        let now = self.now_ms();
+        // A record's time: the system clock's.
+        let now = crate::store::now_ms();
         let mut tx = self.store.begin().await?;
         if !store::update_segment(
             &mut tx,
@@ -372,7 +374,8 @@ impl LiveOps {
         self.check_total(name, count, "/add")?;
         let mut book: SegmentBook = (*definitions.book).clone();
         book.define_list(name, set).map_err(book_error)?;
-        let now = self.now_ms();
+        // A record's time: the system clock's.
+        let now = crate::store::now_ms();
         let mut tx = self.store.begin().await?;
         store::remove_members(&mut tx, name, &removed).await?;
         store::add_members(&mut tx, name, &added).await?;

@@ -864,6 +864,12 @@ fn ms(instant: &str) -> i64 {
         .timestamp_millis()
 }
 
+fn damage_of(client: &hotswap_client::Client) -> Value {
+    client.config("weapon-balance").map_or(Value::Null, |c| {
+        c.document["weapons"]["rifle"]["damage"].clone()
+    })
+}
+
 /// Polls an SDK client until its weapon-balance document has the rifle
 /// damage `expected` (at most 10 s); whether it got there.
 async fn runs_damage(client: &hotswap_client::Client, expected: u32) -> bool {
@@ -940,47 +946,61 @@ async fn a_region_local_event_follows_each_region_across_a_dst_change(app: TestA
         timeline.body
     );
 
+    // Each instant: nothing a second before it (the clock was moved to
+    // two seconds before), then the region's server runs the event's
+    // document, the other region's not even after a while, and the event
+    // is active in that region only, on time.
+    async fn crosses(
+        app: &TestApp,
+        on: (&hotswap_client::Client, &str),
+        off: (&hotswap_client::Client, &str),
+        start: &str,
+    ) {
+        actix_web::rt::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(damage_of(on.0), 45, "not early: {start}");
+        assert!(
+            runs_damage(on.0, 60).await,
+            "{start}: {:?}",
+            on.0.revisions()
+        );
+        assert!(app.clock.now_ms() >= ms(start), "not early");
+        actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(damage_of(off.0), 45, "{} at {start}", off.1);
+        let view = app.get("/api/v1/live-events/morning-rush").await.body;
+        assert_eq!(view["state"], "Active", "{view:?}");
+        assert_eq!(view["active"].as_array().map(Vec::len), Some(1), "{view:?}");
+        assert_eq!(ms(view["active"][0]["start"].as_str().unwrap()), ms(start));
+        assert_eq!(view["active"][0]["region"], on.1, "{view:?}");
+        assert!(view["lateMs"].is_null(), "on time: {view:?}");
+        for (region, count) in [(on.1, 1), (off.1, 0)] {
+            let active = app
+                .get(&format!("/api/v1/events/active?region={region}"))
+                .await
+                .body;
+            let events = active["events"].as_array().unwrap();
+            assert_eq!(events.len(), count, "{region} at {start}: {active:?}");
+            if count == 1 {
+                assert_eq!(ms(events[0]["startAt"].as_str().unwrap()), ms(start));
+            }
+        }
+    }
+    let (na_side, eu_side) = ((&na, "NA-EAST"), (&eu, "EU-WEST"));
+    // Back to two seconds before the first instant (setting up took time).
+    app.clock.set_now_ms(ms("2027-03-13T13:59:58Z"));
     // 09:00 EST (14:00Z): New York's occurrence, not London's.
-    assert!(runs_damage(&na, 60).await, "{:?}", na.revisions());
-    assert!(
-        app.clock.now_ms() >= ms("2027-03-13T14:00:00Z"),
-        "not early"
-    );
-    assert_eq!(
-        eu.config("weapon-balance").unwrap().document["weapons"]["rifle"]["damage"],
-        45
-    );
-    let view = wait_for(&app, "morning-rush", |v| v["state"] == "Active").await;
-    assert_eq!(view["state"], "Active", "{view:?}");
-    assert_eq!(view["lateMs"].as_i64().unwrap_or(0), 0, "on time: {view:?}");
+    crosses(&app, na_side, eu_side, "2027-03-13T14:00:00Z").await;
     // 09:30 EST: over.
     app.clock.set_now_ms(ms("2027-03-13T14:29:58Z"));
     assert!(runs_damage(&na, 45).await, "{:?}", na.revisions());
     // 09:00 GMT the next day (09:00Z): London's occurrence only.
     app.clock.set_now_ms(ms("2027-03-14T08:59:58Z"));
-    assert!(runs_damage(&eu, 60).await, "{:?}", eu.revisions());
-    assert!(
-        app.clock.now_ms() >= ms("2027-03-14T09:00:00Z"),
-        "not early"
-    );
-    assert_eq!(
-        na.config("weapon-balance").unwrap().document["weapons"]["rifle"]["damage"],
-        45
-    );
+    crosses(&app, eu_side, na_side, "2027-03-14T09:00:00Z").await;
     app.clock.set_now_ms(ms("2027-03-14T09:29:58Z"));
     assert!(runs_damage(&eu, 45).await, "{:?}", eu.revisions());
     // 12:59:58Z is 08:59:58 EDT: New York's clocks went forward overnight,
     // so its 09:00 comes an hour earlier in UTC than the day before.
     app.clock.set_now_ms(ms("2027-03-14T12:59:58Z"));
-    assert!(runs_damage(&na, 60).await, "{:?}", na.revisions());
-    assert!(
-        app.clock.now_ms() >= ms("2027-03-14T13:00:00Z"),
-        "not early"
-    );
-    assert_eq!(
-        eu.config("weapon-balance").unwrap().document["weapons"]["rifle"]["damage"],
-        45
-    );
+    crosses(&app, na_side, eu_side, "2027-03-14T13:00:00Z").await;
     // The event frame names the occurrence: New York's, at 13:00Z.
     let mut frames = Vec::new();
     for _ in 0..100 {

@@ -23,10 +23,14 @@ impl Run {
             (Vec::new(), Vec::new(), Vec::new());
         let (mut delivery, mut end_last_ack, mut hub_cpu) = (Vec::new(), Vec::new(), Vec::new());
         let mut late = Vec::new();
+        // Deliveries before the scheduled instant (an event must never
+        // start early): counted, not dropped.
+        let mut early = 0usize;
         for round in 0..self.opts.rounds {
             progress("live events", round, self.opts.rounds);
             let name = format!("loadtest-{stamp}-{round}");
-            let start_ms = (now_us() / 1000) as i64 + LEAD_MS;
+            let created_us = now_us();
+            let start_ms = (created_us / 1000) as i64 + LEAD_MS;
             let body = json!({
                 "name": name,
                 "displayName": "Load-test event",
@@ -59,9 +63,9 @@ impl Run {
             if let (Some(before), Some(after)) = (cpu_at, self.usage()) {
                 hub_cpu.push((after.cpu_seconds - before) * 1000.0);
             }
-            let of = self
-                .deliveries_of(revision, (start_ms as u64).saturating_mul(1000))
-                .await?;
+            let of = self.deliveries_of(revision, created_us).await?;
+            let instant_us = (start_ms as u64).saturating_mul(1000);
+            early += of.iter().filter(|d| d.received_us < instant_us).count();
             let at = start_ms as f64;
             last_ack.push(latest_after(&of, at, |d| d.acked_us));
             last_delivery.push(latest_after(&of, at, |d| d.received_us));
@@ -105,6 +109,9 @@ impl Run {
         self.report
             .sample("liveEvent", "hubCpuMsPerActivation", &hub_cpu);
         self.report.sample("liveEvent", "lateMs", &late);
+        self.report
+            .section("liveEvent", "earlyDeliveries", json!(early));
+        self.report.row("deliveries before the instant", early);
         self.report
             .series
             .push(("live event: scheduled instant to delivery".into(), delivery));

@@ -564,9 +564,18 @@ impl Run {
     async fn canary_rollback(&mut self) -> anyhow::Result<()> {
         let (mut detection, mut last_ack, mut rollback_delivery) =
             (Vec::new(), Vec::new(), Vec::new());
+        // A first phase that expects about ten servers at least: a small
+        // fleet's 10 % may hold none (0.9^40 = 1.5 % of runs at 40
+        // servers), and an empty canary waits out its hour.
+        let first = (1000.0 / self.opts.servers.max(1) as f64)
+            .clamp(10.0, 50.0)
+            .round();
+        let phases: Vec<f64> = std::iter::once(first)
+            .chain([30.0, 50.0, 100.0].into_iter().filter(|p| *p > first))
+            .collect();
         for round in 0..self.opts.rounds {
             let (id, revision, previous, _) = self
-                .push(json!({"strategy": "Canary", "phases": [10, 30, 50, 100], "phaseInterval": 3600}))
+                .push(json!({"strategy": "Canary", "phases": phases, "phaseInterval": 3600}))
                 .await?;
             // The canary cohort on the new revision, then a healthy warm-up.
             let deadline = tokio::time::Instant::now() + WAIT;

@@ -52,6 +52,7 @@ pub(super) fn spawn(liveops: Arc<LiveOps>, name: String) -> LiveEventHandle<Comm
             effects: None,
             made_for: HashMap::new(),
             announced: HashMap::new(),
+            started: HashSet::new(),
         },
     )
 }
@@ -70,6 +71,8 @@ struct EventDriver {
     made_for: HashMap<(i64, String), i64>,
     /// The phase each occurrence was last announced in.
     announced: HashMap<(i64, String), (Slot, Phase)>,
+    /// Occurrences whose recorded deployments have all started.
+    started: HashSet<(i64, String)>,
 }
 
 fn key(slot: &Slot) -> (i64, String) {
@@ -330,6 +333,7 @@ impl EventDriver {
             .await?;
             if left.is_empty() {
                 self.made_for.remove(&(start, region.clone()));
+                self.started.remove(&(start, region.clone()));
                 effects.remove(&(start, region));
             } else {
                 effects.insert((start, region), left);
@@ -337,24 +341,41 @@ impl EventDriver {
             }
         }
         for slot in &wanted {
-            if effects.contains_key(&key(slot)) {
+            let k = key(slot);
+            if self.started.contains(&k) && effects.contains_key(&k) {
                 continue;
             }
-            match self.liveops.carry_out(&entry, slot).await {
-                Ok(ids) => {
-                    let (start, region) = key(slot);
+            let ids = match effects.get(&k) {
+                // Recorded, not all known to have started: a retry, or
+                // recorded before the hub stopped.
+                Some(ids) => ids.clone(),
+                None => {
+                    // The ids are recorded before the deployments start: a
+                    // hub stopped in between starts them under these ids
+                    // when it comes back, and none is left unrecorded.
+                    let ids: Vec<String> = entry
+                        .spec
+                        .overrides
+                        .iter()
+                        .map(|_| uuid::Uuid::now_v7().to_string())
+                        .collect();
                     let mut conn = self.liveops.store.conn().await?;
                     store::set_occurrence_deployments(
                         &mut conn,
                         &entry.id,
-                        start,
-                        &region,
+                        k.0,
+                        &k.1,
                         &serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()),
                     )
                     .await?;
-                    self.made_for
-                        .insert((start, region.clone()), entry.revision);
-                    effects.insert((start, region), ids);
+                    self.made_for.insert(k.clone(), entry.revision);
+                    effects.insert(k.clone(), ids.clone());
+                    ids
+                }
+            };
+            match self.liveops.carry_out(&entry, slot, &ids).await {
+                Ok(()) => {
+                    self.started.insert(k);
                 }
                 Err(error) => {
                     tracing::error!(event = %self.name, %error, "a live event's overrides could not reach servers; retrying");

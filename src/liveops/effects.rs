@@ -108,28 +108,26 @@ fn regions_of(entry: &EventEntry, slot: &Slot) -> Vec<String> {
 }
 
 impl LiveOps {
-    /// Deploys each server-wide override of the event for `slot`; the
-    /// deployments' ids. A failure undoes those already started.
+    /// Deploys each server-wide override of the event for `slot` under
+    /// its id in `ids` (one per override, recorded before), skipping
+    /// those already started (a retry, or a hub that stopped between
+    /// recording them and starting them). The first failure stops it; the
+    /// caller tries the rest again later.
     pub(super) async fn carry_out(
         &self,
         entry: &EventEntry,
         slot: &Slot,
-    ) -> LiveOpsResult<Vec<String>> {
-        let mut started = Vec::new();
-        for change in &entry.spec.overrides {
-            match self.deploy_override(entry, slot, change).await {
-                Ok(id) => started.push(id),
-                Err(error) => {
-                    for id in &started {
-                        if let Err(undo) = self.undo(id).await {
-                            tracing::error!(event = %entry.name(), deployment = %id, %undo, "could not undo a live event's deployment");
-                        }
-                    }
-                    return Err(error);
-                }
+        ids: &[String],
+    ) -> LiveOpsResult<()> {
+        for (change, id) in entry.spec.overrides.iter().zip(ids) {
+            match self.hub.deployment_state(id).await {
+                Ok(_) => continue,
+                Err(crate::hub::deployments::DeploymentError::NotFound(_)) => {}
+                Err(error) => return Err(LiveOpsError::Effect(error.to_string())),
             }
+            self.deploy_override(entry, slot, change, id).await?;
         }
-        Ok(started)
+        Ok(())
     }
 
     async fn deploy_override(
@@ -137,7 +135,8 @@ impl LiveOps {
         entry: &EventEntry,
         slot: &Slot,
         change: &Override,
-    ) -> LiveOpsResult<String> {
+        id: &str,
+    ) -> LiveOpsResult<()> {
         let config = change.config.as_str();
         // A config takes one deployment at a time: wait for it rather than
         // store a version that could not go out yet.
@@ -165,6 +164,9 @@ impl LiveOps {
         let mut document = served.document.clone();
         merge_patch(&mut document, &change.patch, "", "", None);
         let label = self.catalog.event_version_label(config).await?;
+        // Checked before a version is stored: a request that can never
+        // start stores none (the actor retries every second).
+        let request = deployment_request(&entry.body, config, &label, &regions)?;
         let system = Actor::system();
         self.catalog
             .create_version(
@@ -182,24 +184,24 @@ impl LiveOps {
                 },
             )
             .await?;
-        let request = deployment_request(&entry.body, config, &label, &regions)?;
         let deployment = self
             .hub
-            .deploy_for_event(&system, request)
+            .deploy_for_event(&system, request, id)
             .await
             .map_err(|e| LiveOpsError::Effect(e.to_string()))?;
         tracing::info!(event = %entry.name(), config, deployment = %deployment.id, version = %label, "a live event's override is deploying");
-        Ok(deployment.id)
+        Ok(())
     }
 
     /// Rolls a live event's deployment back (done when it already is, or
     /// when a later deployment of the config took its place).
+    /// An id recorded for a deployment that never started is done too.
     pub(super) async fn undo(&self, id: &str) -> Result<(), String> {
-        let state = self
-            .hub
-            .deployment_state(id)
-            .await
-            .map_err(|e| e.to_string())?;
+        let state = match self.hub.deployment_state(id).await {
+            Ok(state) => state,
+            Err(crate::hub::deployments::DeploymentError::NotFound(_)) => return Ok(()),
+            Err(error) => return Err(error.to_string()),
+        };
         if matches!(state.as_str(), "RolledBack" | "Cancelled" | "Failed") {
             return Ok(());
         }

@@ -1021,6 +1021,113 @@ async fn a_region_local_event_follows_each_region_across_a_dst_change(app: TestA
     na.stop().await;
 }
 
+/// What a hub killed between recording an occurrence's deployment and
+/// starting it leaves behind: the occurrence started, the event active,
+/// the deployment's id recorded, no deployment. The hub that comes back
+/// starts it under that id (so the event's end can undo it) and does not
+/// call the occurrence late.
+async fn an_event_deployment_recorded_before_a_crash_starts_under_its_id(app: TestApp) {
+    setup(&app).await;
+    let created = app
+        .post_json(
+            "/api/v1/live-events",
+            &event("crash-window", Span::milliseconds(1500), Span::hours(1), 80),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let event_id = created.body["id"].as_str().unwrap().to_owned();
+    let start = ms(created.body["next"]["start"].as_str().unwrap());
+    let end = ms(created.body["next"]["end"].as_str().unwrap());
+    app.shutdown.shutdown().await;
+    actix_web::rt::time::sleep(Duration::from_millis(2000)).await;
+    let recorded = "019ae100-0000-7000-8000-00000000c0de";
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&app.database_url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO live_event_occurrences \
+         (event_id, start_ms, region, end_ms, started_at_ms, late_ms, deployments) \
+         VALUES ($1, $2, '', $3, $2, 0, $4)",
+    )
+    .bind(&event_id)
+    .bind(start)
+    .bind(end)
+    .bind(format!("[\"{recorded}\"]"))
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE live_events SET state = 'Active' WHERE id = $1")
+        .bind(&event_id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let (db, url, dir) = app.into_parts();
+    let again = spawn_app_on(db, url, dir, quick_reconnects).await;
+    let mut deployment = Value::Null;
+    for _ in 0..500 {
+        deployment = again
+            .get(&format!("/api/v1/deployments/{recorded}"))
+            .await
+            .body;
+        if deployment["status"] == "Completed" {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(deployment["status"], "Completed", "{deployment:?}");
+    assert_eq!(deployment["version"], "1.0.1-event.1", "{deployment:?}");
+    assert_eq!(deployment["createdBy"], "system");
+    let view = again.get("/api/v1/live-events/crash-window").await.body;
+    assert_eq!(view["state"], "Active", "{view:?}");
+    assert!(view["lateMs"].is_null(), "recorded on time: {view:?}");
+    assert!(
+        sees_damage(
+            &again,
+            "/api/v1/players/p1/config?configs=weapon-balance",
+            80
+        )
+        .await,
+        "the event's document"
+    );
+    // Its end undoes the deployment the restarted hub started.
+    let ended = again
+        .post_empty("/api/v1/live-events/crash-window/end")
+        .await;
+    assert_eq!(ended.status, 200, "{:?}", ended.body);
+    for _ in 0..500 {
+        deployment = again
+            .get(&format!("/api/v1/deployments/{recorded}"))
+            .await
+            .body;
+        if deployment["status"] == "RolledBack" {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(deployment["status"], "RolledBack", "{deployment:?}");
+    assert!(
+        sees_damage(
+            &again,
+            "/api/v1/players/p1/config?configs=weapon-balance",
+            45
+        )
+        .await,
+        "back on the base"
+    );
+    let deployments = again.get("/api/v1/deployments").await.body;
+    let of_event: Vec<&Value> = deployments["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["createdBy"] == "system")
+        .collect();
+    assert_eq!(
+        of_event.len(),
+        1,
+        "one deployment, the recorded one: {deployments:?}"
+    );
+}
+
 on_both_databases!(
     a_player_targeted_event_is_seen_only_by_its_segment,
     events_follow_their_schedule_and_operators_controls,
@@ -1030,4 +1137,5 @@ on_both_databases!(
     the_sdk_and_the_hub_resolve_every_player_alike,
     events_cannot_touch_secrets_nor_skip_production_approvals,
     a_region_local_event_follows_each_region_across_a_dst_change with region_zones,
+    an_event_deployment_recorded_before_a_crash_starts_under_its_id,
 );

@@ -34,18 +34,26 @@ impl Hub {
         actor: &Actor,
         request: NewDeploymentRequest,
     ) -> Result<DeploymentView, DeploymentError> {
-        self.deploy_with(actor, request, false).await
+        self.deploy_with(actor, request, false, None).await
     }
 
     /// A deployment a live event starts for its server-wide overrides:
     /// the event was checked and audited when it was created, so neither
-    /// the version nor the deployment waits for an approval.
+    /// the version nor the deployment waits for an approval. Its id is the
+    /// event's, recorded before (a hub stopped in between finds it missing
+    /// and starts it under that id: none is ever left unrecorded).
     pub async fn deploy_for_event(
         self: &Arc<Self>,
         actor: &Actor,
         request: NewDeploymentRequest,
+        id: &str,
     ) -> Result<DeploymentView, DeploymentError> {
-        self.deploy_with(actor, request, true).await
+        if uuid::Uuid::parse_str(id).is_err() {
+            return Err(DeploymentError::Invalid(format!(
+                "{id:?} is not a deployment id"
+            )));
+        }
+        self.deploy_with(actor, request, true, Some(id)).await
     }
 
     async fn deploy_with(
@@ -53,6 +61,7 @@ impl Hub {
         actor: &Actor,
         request: NewDeploymentRequest,
         preapproved: bool,
+        id: Option<&str>,
     ) -> Result<DeploymentView, DeploymentError> {
         let strategy = request.strategy;
         let (target, variants) = self.resolve_targets(&request).await?;
@@ -73,7 +82,7 @@ impl Hub {
         }
         let mut plan = plan_for(self, &request, variants)?;
         plan.needs_approval = policy.deployment_needs_approval && !preapproved;
-        let id = uuid::Uuid::now_v7().to_string();
+        let id = id.map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
         let previous = loop {
             let superseded = {
                 let mut serving = self.serving_write();

@@ -14,6 +14,7 @@ pub mod diff;
 pub mod document;
 pub mod evaluation;
 pub mod event_progress;
+pub mod experiment_stats;
 pub mod feedback;
 pub mod judgement;
 pub mod kinds;

@@ -75,6 +75,37 @@ struct EventDriver {
     started: HashSet<(i64, String)>,
 }
 
+/// An occurrence's recorded deployments as stored: their ids, and the
+/// event revision whose overrides they carry (absent in rows written
+/// before it was recorded, which held the ids alone).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Recorded {
+    #[serde(default)]
+    revision: Option<i64>,
+    ids: Vec<String>,
+}
+
+impl Recorded {
+    fn parse(text: &str) -> Recorded {
+        serde_json::from_str::<Recorded>(text)
+            .or_else(|_| {
+                serde_json::from_str::<Vec<String>>(text).map(|ids| Recorded {
+                    revision: None,
+                    ids,
+                })
+            })
+            .unwrap_or_default()
+    }
+
+    fn text(revision: Option<i64>, ids: &[String]) -> String {
+        serde_json::to_string(&Recorded {
+            revision,
+            ids: ids.to_vec(),
+        })
+        .expect("ids serialize")
+    }
+}
+
 fn key(slot: &Slot) -> (i64, String) {
     (slot.start_ms, slot.region.clone().unwrap_or_default())
 }
@@ -235,15 +266,16 @@ impl EventDriver {
             Some(effects) => effects,
             None => {
                 let mut conn = self.liveops.store.conn().await?;
-                store::occurrences_with_deployments(&mut conn, &entry.id)
-                    .await?
-                    .into_iter()
-                    .map(|row| {
-                        let ids: Vec<String> =
-                            serde_json::from_str(&row.deployments).unwrap_or_default();
-                        ((row.start_ms, row.region), ids)
-                    })
-                    .collect()
+                let mut loaded = HashMap::new();
+                for row in store::occurrences_with_deployments(&mut conn, &entry.id).await? {
+                    let recorded = Recorded::parse(&row.deployments);
+                    let k = (row.start_ms, row.region);
+                    if let Some(revision) = recorded.revision {
+                        self.made_for.insert(k.clone(), revision);
+                    }
+                    loaded.insert(k, recorded.ids);
+                }
+                loaded
             }
         };
         let server_wide = is_server_wide(&entry);
@@ -313,6 +345,7 @@ impl EventDriver {
             })
             .map(|(k, ids)| (k.clone(), ids.clone()))
             .collect();
+        let undoing: HashSet<(i64, String)> = stale.iter().map(|(k, _)| k.clone()).collect();
         for ((start, region), ids) in stale {
             // Each deployment undone is forgotten at once; the rest retry.
             let mut left = Vec::new();
@@ -323,12 +356,13 @@ impl EventDriver {
                 }
             }
             let mut conn = self.liveops.store.conn().await?;
+            let revision = self.made_for.get(&(start, region.clone())).copied();
             store::set_occurrence_deployments(
                 &mut conn,
                 &entry.id,
                 start,
                 &region,
-                &serde_json::to_string(&left).unwrap_or_else(|_| "[]".into()),
+                &Recorded::text(revision, &left),
             )
             .await?;
             if left.is_empty() {
@@ -343,6 +377,11 @@ impl EventDriver {
         for slot in &wanted {
             let k = key(slot);
             if self.started.contains(&k) && effects.contains_key(&k) {
+                continue;
+            }
+            if undoing.contains(&k) && effects.contains_key(&k) {
+                // Another revision's deployments are still being undone.
+                again = true;
                 continue;
             }
             let ids = match effects.get(&k) {
@@ -365,7 +404,7 @@ impl EventDriver {
                         &entry.id,
                         k.0,
                         &k.1,
-                        &serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()),
+                        &Recorded::text(Some(entry.revision), &ids),
                     )
                     .await?;
                     self.made_for.insert(k.clone(), entry.revision);
@@ -374,8 +413,14 @@ impl EventDriver {
                 }
             };
             match self.liveops.carry_out(&entry, slot, &ids).await {
-                Ok(()) => {
+                Ok(true) => {
                     self.started.insert(k);
+                }
+                Ok(false) => {
+                    // Recorded for another revision's overrides: undone
+                    // at the next step, then made afresh.
+                    self.made_for.insert(k, i64::MIN);
+                    again = true;
                 }
                 Err(error) => {
                     tracing::error!(event = %self.name, %error, "a live event's overrides could not reach servers; retrying");
@@ -517,5 +562,24 @@ impl LiveEventDriver for EventDriver {
                 Command::Stop => Flow::Stop,
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Recorded;
+
+    #[test]
+    fn recorded_deployments_read_both_spellings() {
+        let text = Recorded::text(Some(3), &["a".into(), "b".into()]);
+        let read = Recorded::parse(&text);
+        assert_eq!(
+            (read.revision, read.ids),
+            (Some(3), vec!["a".into(), "b".into()])
+        );
+        // Rows written before the revision was recorded: the ids alone.
+        let old = Recorded::parse(r#"["a"]"#);
+        assert_eq!((old.revision, old.ids), (None, vec!["a".to_owned()]));
+        assert!(Recorded::parse("not json").ids.is_empty());
     }
 }

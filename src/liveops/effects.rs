@@ -27,6 +27,7 @@ use crate::{
 };
 use bytes::Bytes;
 use hotswap_client::protocol::{self, HubMessage};
+use hotswap_client::sync::lock;
 use serde_json::{Map, Value, json};
 
 /// Strategies an event's `rollout` may name.
@@ -112,22 +113,28 @@ impl LiveOps {
     /// its id in `ids` (one per override, recorded before), skipping
     /// those already started (a retry, or a hub that stopped between
     /// recording them and starting them). The first failure stops it; the
-    /// caller tries the rest again later.
+    /// caller tries the rest again later. `Ok(false)`: the ids do not fit
+    /// the overrides (their number, or a started one of another config):
+    /// they are from another revision and must be undone.
     pub(super) async fn carry_out(
         &self,
         entry: &EventEntry,
         slot: &Slot,
         ids: &[String],
-    ) -> LiveOpsResult<()> {
+    ) -> LiveOpsResult<bool> {
+        if ids.len() != entry.spec.overrides.len() {
+            return Ok(false);
+        }
         for (change, id) in entry.spec.overrides.iter().zip(ids) {
-            match self.hub.deployment_state(id).await {
-                Ok(_) => continue,
+            match self.hub.deployment_config_state(id).await {
+                Ok((config, _)) if config == change.config.as_str() => continue,
+                Ok(_) => return Ok(false),
                 Err(crate::hub::deployments::DeploymentError::NotFound(_)) => {}
                 Err(error) => return Err(LiveOpsError::Effect(error.to_string())),
             }
             self.deploy_override(entry, slot, change, id).await?;
         }
-        Ok(())
+        Ok(true)
     }
 
     async fn deploy_override(
@@ -163,32 +170,57 @@ impl LiveOps {
             .ok_or_else(|| CatalogError::ConfigNotFound(config.to_owned()))?;
         let mut document = served.document.clone();
         merge_patch(&mut document, &change.patch, "", "", None);
-        let label = self.catalog.event_version_label(config).await?;
-        // Checked before a version is stored: a request that can never
-        // start stores none (the actor retries every second).
+        // Checked before a version is stored: a request that cannot start
+        // now stores none (the actor retries every second).
+        self.hub
+            .check_plan(&deployment_request(&entry.body, config, "1.0.0", &regions)?)
+            .map_err(|e| LiveOpsError::Effect(e.to_string()))?;
+        if !self.hub.deployment_room() {
+            return Err(LiveOpsError::Effect(
+                "the hub runs as many deployments as it may; the event's override waits".into(),
+            ));
+        }
+        let kept = lock(&self.derived)
+            .get(id)
+            .filter(|(from, _)| *from == base)
+            .map(|(_, label)| label.clone());
+        let label = match kept {
+            Some(label) => label,
+            None => {
+                let label = self.catalog.event_version_label(config).await?;
+                let system = Actor::system();
+                self.catalog
+                    .create_version(
+                        &system,
+                        config,
+                        NewVersionRequest {
+                            version: label.clone(),
+                            content: document,
+                            message: Some(format!(
+                                "live event {}: its overrides on {} (revision {base})",
+                                entry.name(),
+                                served.version
+                            )),
+                            tags: Vec::new(),
+                        },
+                    )
+                    .await?;
+                let mut derived = lock(&self.derived);
+                if derived.len() >= 1024 {
+                    derived.clear();
+                }
+                derived.insert(id.to_owned(), (base, label.clone()));
+                label
+            }
+        };
         let request = deployment_request(&entry.body, config, &label, &regions)?;
         let system = Actor::system();
-        self.catalog
-            .create_version(
-                &system,
-                config,
-                NewVersionRequest {
-                    version: label.clone(),
-                    content: document,
-                    message: Some(format!(
-                        "live event {}: its overrides on {} (revision {base})",
-                        entry.name(),
-                        served.version
-                    )),
-                    tags: Vec::new(),
-                },
-            )
-            .await?;
         let deployment = self
             .hub
             .deploy_for_event(&system, request, id)
             .await
             .map_err(|e| LiveOpsError::Effect(e.to_string()))?;
+        lock(&self.derived).remove(id);
         tracing::info!(event = %entry.name(), config, deployment = %deployment.id, version = %label, "a live event's override is deploying");
         Ok(())
     }

@@ -83,7 +83,11 @@ impl LiveOps {
                     "rollout and guardrails apply to server-wide overrides (overrides, no player audience)",
                 ));
             }
-            super::effects::deployment_request(body, "placeholder", "1.0.0", &spec.regions)?;
+            let request =
+                super::effects::deployment_request(body, "placeholder", "1.0.0", &spec.regions)?;
+            self.hub
+                .check_plan(&request)
+                .map_err(|error| invalid("/rollout", error.to_string()))?;
         }
         if matches!(spec.schedule.zone, Zone::RegionLocal) {
             for (index, region) in spec.regions.iter().enumerate() {

@@ -183,6 +183,11 @@ pub struct LiveOps {
     resolutions: RwLock<HashMap<players::ResolutionKey, Arc<str>>>,
     /// Base documents players see (secrets masked), by (config, revision).
     bases: Mutex<HashMap<(String, i64), Arc<Value>>>,
+    /// The version derived for a deployment id not started yet, with the
+    /// base it was derived from: a retry of that deployment reuses it
+    /// while the base is the same (one version per deployment, not one
+    /// per retry).
+    derived: Mutex<HashMap<String, (i64, String)>>,
     /// One definition change at a time: the checks (names, overlaps,
     /// counts) and the write they allow see the same definitions.
     writes: tokio::sync::Mutex<()>,
@@ -333,6 +338,7 @@ impl LiveOps {
             })),
             actors: Mutex::new(HashMap::new()),
             bases: Mutex::new(HashMap::new()),
+            derived: Mutex::new(HashMap::new()),
             resolutions: RwLock::new(HashMap::new()),
             writes: tokio::sync::Mutex::new(()),
             stopping: std::sync::atomic::AtomicBool::new(false),

@@ -378,6 +378,16 @@ async fn bad_definitions_are_refused_naming_the_path(app: TestApp) {
             },
             "/rollout/strategy",
         ),
+        (
+            // A rollout that makes no deployment plan: refused when the
+            // event is defined, not retried at each activation.
+            {
+                let mut body = base.clone();
+                body["rollout"] = json!({"strategy": "Canary", "phases": [60, 20, 100]});
+                body
+            },
+            "/rollout",
+        ),
     ];
     for (body, path) in cases {
         let refused = app.post_json("/api/v1/live-events", &body).await;
@@ -1031,15 +1041,21 @@ async fn an_event_deployment_recorded_before_a_crash_starts_under_its_id(app: Te
     let created = app
         .post_json(
             "/api/v1/live-events",
-            &event("crash-window", Span::milliseconds(1500), Span::hours(1), 80),
+            &event("crash-window", Span::seconds(5), Span::hours(1), 80),
         )
         .await;
     assert_eq!(created.status, 201, "{:?}", created.body);
     let event_id = created.body["id"].as_str().unwrap().to_owned();
     let start = ms(created.body["next"]["start"].as_str().unwrap());
     let end = ms(created.body["next"]["end"].as_str().unwrap());
+    // Down well before the start (the first hub never starts it).
     app.shutdown.shutdown().await;
-    actix_web::rt::time::sleep(Duration::from_millis(2000)).await;
+    let left = start - Utc::now().timestamp_millis();
+    assert!(
+        left > 1000,
+        "the hub took too long to stop ({left} ms left)"
+    );
+    actix_web::rt::time::sleep(Duration::from_millis(left as u64 + 300)).await;
     let recorded = "019ae100-0000-7000-8000-00000000c0de";
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(&app.database_url).await.unwrap();

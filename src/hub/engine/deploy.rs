@@ -48,12 +48,30 @@ impl Hub {
         request: NewDeploymentRequest,
         id: &str,
     ) -> Result<DeploymentView, DeploymentError> {
-        if uuid::Uuid::parse_str(id).is_err() {
+        // Stored in its canonical spelling; never an id in use.
+        let Ok(id) = uuid::Uuid::parse_str(id).map(|id| id.to_string()) else {
             return Err(DeploymentError::Invalid(format!(
                 "{id:?} is not a deployment id"
             )));
+        };
+        if self.runs.get(&id).is_some() {
+            return Err(DeploymentError::Conflict(format!("deployment {id} exists")));
         }
-        self.deploy_with(actor, request, true, Some(id)).await
+        self.deploy_with(actor, request, true, Some(&id)).await
+    }
+
+    /// Whether `request` makes a deployment plan (phases, durations,
+    /// thresholds), without starting anything: a live event's rollout and
+    /// guardrails are checked when it is defined and before each version
+    /// derived for it is stored.
+    pub fn check_plan(&self, request: &NewDeploymentRequest) -> Result<(), DeploymentError> {
+        plan_for(self, request, Vec::new()).map(|_| ())
+    }
+
+    /// Whether another deployment could start now (the hub's cap on
+    /// deployments running at once).
+    pub fn deployment_room(&self) -> bool {
+        self.runs.running() < self.deployment_settings.max_concurrent
     }
 
     async fn deploy_with(

@@ -134,4 +134,13 @@ impl Hub {
     pub async fn deployment_state(&self, id: &str) -> Result<String, DeploymentError> {
         Ok(self.deployment_row(id).await?.status)
     }
+
+    /// A deployment's config and state.
+    pub async fn deployment_config_state(
+        &self,
+        id: &str,
+    ) -> Result<(String, String), DeploymentError> {
+        let row = self.deployment_row(id).await?;
+        Ok((row.config_name, row.status))
+    }
 }

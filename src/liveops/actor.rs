@@ -5,7 +5,9 @@
 //! publishes the change.
 
 use super::{
-    EventEntry, LiveOps, LiveOpsError, LiveOpsResult, effects::is_server_wide, events::progress_row,
+    EventEntry, LiveOps, LiveOpsError, LiveOpsResult,
+    effects::{Standing, is_server_wide},
+    events::progress_row,
 };
 use crate::{
     catalog::Actor,
@@ -282,6 +284,7 @@ impl EventDriver {
         // A guardrail rolled a deployment back: the event ends RolledBack
         // (committed first), then every covered server is restored.
         let mut breach = false;
+        let mut withdrawn: Option<String> = None;
         for slot in entry.applied.iter().filter(|_| server_wide) {
             // Deployments of an older revision are being rolled back by the
             // actor itself: not a breach.
@@ -289,10 +292,12 @@ impl EventDriver {
             if self.made_for.get(&k).is_some_and(|r| *r != entry.revision) {
                 continue;
             }
-            if let Some(ids) = effects.get(&k)
-                && self.liveops.breached(ids).await
-            {
-                breach = true;
+            if let Some(ids) = effects.get(&k) {
+                match self.liveops.effect_standing(ids).await {
+                    Standing::Fine => {}
+                    Standing::Breach => breach = true,
+                    Standing::Withdrawn(id) => withdrawn = Some(id),
+                }
             }
         }
         if breach && !entry.progress.state.is_terminal() {
@@ -336,7 +341,11 @@ impl EventDriver {
         };
         let wanted_keys: HashSet<(i64, String)> = wanted.iter().map(key).collect();
         let mut again = false;
-        let mut failure: Option<String> = None;
+        // An operator cancelled (or replaced) one of its deployments: the
+        // event stays as it is and says its override is off servers.
+        let mut failure: Option<String> = withdrawn.map(|id| {
+            format!("deployment {id} of its overrides was cancelled by an operator; the override is not on servers")
+        });
         let stale: Vec<((i64, String), Vec<String>)> = effects
             .iter()
             .filter(|(k, _)| {

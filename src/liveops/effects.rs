@@ -108,6 +108,14 @@ fn regions_of(entry: &EventEntry, slot: &Slot) -> Vec<String> {
     }
 }
 
+/// How an occurrence's deployments stand (`LiveOps::effect_standing`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Standing {
+    Fine,
+    Breach,
+    Withdrawn(String),
+}
+
 impl LiveOps {
     /// Deploys each server-wide override of the event for `slot` under
     /// its id in `ids` (one per override, recorded before), skipping
@@ -248,16 +256,19 @@ impl LiveOps {
         }
     }
 
-    /// Whether any of the deployments rolled back by itself (a guardrail).
-    pub(super) async fn breached(&self, ids: &[String]) -> bool {
+    /// How an occurrence's started deployments stand: `Breach` when one
+    /// was rolled back (a guardrail, or the kill switch) or failed, so the
+    /// event ends `RolledBack`; `Withdrawn` when an operator cancelled one
+    /// (or replaced it), so the event says its override is off servers.
+    pub(super) async fn effect_standing(&self, ids: &[String]) -> Standing {
         for id in ids {
-            if let Ok(state) = self.hub.deployment_state(id).await
-                && matches!(state.as_str(), "RollingBack" | "RolledBack")
-            {
-                return true;
+            match self.hub.deployment_state(id).await.as_deref() {
+                Ok("RollingBack" | "RolledBack" | "Failed") => return Standing::Breach,
+                Ok("Cancelled") => return Standing::Withdrawn(id.clone()),
+                _ => {}
             }
         }
-        false
+        Standing::Fine
     }
 
     /// Announces an occurrence's phase to the connected servers it covers.

@@ -1144,6 +1144,38 @@ async fn an_event_deployment_recorded_before_a_crash_starts_under_its_id(app: Te
     );
 }
 
+/// An operator cancels the deployment carrying a server-wide event's
+/// override: the event stays active and says its override is off servers.
+async fn a_cancelled_event_deployment_is_reported_on_the_event(app: TestApp) {
+    setup(&app).await;
+    let mut body = event("held-back", Span::milliseconds(-500), Span::hours(1), 70);
+    // A canary that stays in its first phase: the deployment is in flight.
+    body["rollout"] = json!({"strategy": "Canary", "phases": [50, 100], "phaseInterval": "PT1H"});
+    let created = app.post_json("/api/v1/live-events", &body).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let mut carrying = Value::Null;
+    for _ in 0..500 {
+        carrying = app.get("/api/v1/deployments").await.body["items"][0].clone();
+        if carrying["createdBy"] == "system" && carrying["status"] == "InProgress" {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(carrying["status"], "InProgress", "{carrying:?}");
+    let id = carrying["id"].as_str().unwrap();
+    let cancelled = app
+        .post_empty(&format!("/api/v1/deployments/{id}/cancel"))
+        .await;
+    assert_eq!(cancelled.status, 200, "{:?}", cancelled.body);
+    let view = wait_for(&app, "held-back", |v| v["effectError"].is_string()).await;
+    assert_eq!(view["state"], "Active", "{view:?}");
+    let error = view["effectError"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(id) && error.contains("cancelled"),
+        "{view:?}"
+    );
+}
+
 on_both_databases!(
     a_player_targeted_event_is_seen_only_by_its_segment,
     events_follow_their_schedule_and_operators_controls,
@@ -1154,4 +1186,5 @@ on_both_databases!(
     events_cannot_touch_secrets_nor_skip_production_approvals,
     a_region_local_event_follows_each_region_across_a_dst_change with region_zones,
     an_event_deployment_recorded_before_a_crash_starts_under_its_id,
+    a_cancelled_event_deployment_is_reported_on_the_event,
 );

@@ -6,6 +6,7 @@
 //! hub's REST answers and [`crate::Client::for_player`] agree by
 //! construction; a shared table of cases proves it.
 
+pub mod experiments;
 pub mod resolution;
 pub mod segments;
 

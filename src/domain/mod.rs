@@ -15,6 +15,7 @@ pub mod document;
 pub mod evaluation;
 pub mod event_progress;
 pub mod experiment_stats;
+pub mod experiments;
 pub mod feedback;
 pub mod judgement;
 pub mod kinds;

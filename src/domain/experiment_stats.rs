@@ -118,6 +118,15 @@ const EPSILON: f64 = 1e-15;
 const TINY: f64 = 1e-300;
 const MAX_ITERATIONS: usize = 10_000;
 
+/// One step of the modified Lentz method: the next `d` and `c` for the
+/// fraction's term `aa` (and the shared `b` part), and the factor `h` takes.
+fn lentz(d: &mut f64, c: &mut f64, aa: f64, b: f64) -> f64 {
+    let guard = |v: f64| if v.abs() < TINY { TINY } else { v };
+    *d = 1.0 / guard(b + aa * *d);
+    *c = guard(b + aa / *c);
+    *d * *c
+}
+
 /// The continued fraction of the incomplete beta function (modified
 /// Lentz), for x < (a + 1) / (a + b + 2).
 fn beta_fraction(a: f64, b: f64, x: f64) -> f64 {
@@ -132,28 +141,18 @@ fn beta_fraction(a: f64, b: f64, x: f64) -> f64 {
     for m in 1..=MAX_ITERATIONS {
         let m = m as f64;
         let m2 = 2.0 * m;
-        let aa = m * (b - m) * x / ((qam + m2) * (a + m2));
-        d = 1.0 + aa * d;
-        if d.abs() < TINY {
-            d = TINY;
-        }
-        c = 1.0 + aa / c;
-        if c.abs() < TINY {
-            c = TINY;
-        }
-        d = 1.0 / d;
-        h *= d * c;
-        let aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2));
-        d = 1.0 + aa * d;
-        if d.abs() < TINY {
-            d = TINY;
-        }
-        c = 1.0 + aa / c;
-        if c.abs() < TINY {
-            c = TINY;
-        }
-        d = 1.0 / d;
-        let step = d * c;
+        h *= lentz(
+            &mut d,
+            &mut c,
+            m * (b - m) * x / ((qam + m2) * (a + m2)),
+            1.0,
+        );
+        let step = lentz(
+            &mut d,
+            &mut c,
+            -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2)),
+            1.0,
+        );
         h *= step;
         if (step - 1.0).abs() < EPSILON {
             break;
@@ -205,16 +204,7 @@ pub fn upper_gamma(s: f64, x: f64) -> f64 {
         for i in 1..=MAX_ITERATIONS {
             let an = -(i as f64) * (i as f64 - s);
             b += 2.0;
-            d = an * d + b;
-            if d.abs() < TINY {
-                d = TINY;
-            }
-            c = b + an / c;
-            if c.abs() < TINY {
-                c = TINY;
-            }
-            d = 1.0 / d;
-            let step = d * c;
+            let step = lentz(&mut d, &mut c, an, b);
             h *= step;
             if (step - 1.0).abs() < EPSILON {
                 break;

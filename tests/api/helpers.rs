@@ -441,6 +441,24 @@ impl TestApp {
 
     // ---- typed helpers -------------------------------------------------------
 
+    /// Polls a deployment until its status is `status` (at most 15 s);
+    /// its view then.
+    pub async fn wait_deployment_status(&self, id: &str, status: &str) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let view = self.get(&format!("/api/v1/deployments/{id}")).await.body;
+            if view["status"] == status {
+                return view;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "deployment never became {status}: {}",
+                serde_json::to_string_pretty(&view).unwrap()
+            );
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Every stored version's text, read straight from the database.
     pub async fn stored_version_texts(&self) -> String {
         sqlx::any::install_default_drivers();

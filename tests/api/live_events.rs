@@ -1079,18 +1079,7 @@ async fn an_event_deployment_recorded_before_a_crash_starts_under_its_id(app: Te
     pool.close().await;
     let (db, url, dir) = app.into_parts();
     let again = spawn_app_on(db, url, dir, quick_reconnects).await;
-    let mut deployment = Value::Null;
-    for _ in 0..500 {
-        deployment = again
-            .get(&format!("/api/v1/deployments/{recorded}"))
-            .await
-            .body;
-        if deployment["status"] == "Completed" {
-            break;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(deployment["status"], "Completed", "{deployment:?}");
+    let deployment = again.wait_deployment_status(recorded, "Completed").await;
     assert_eq!(deployment["version"], "1.0.1-event.1", "{deployment:?}");
     assert_eq!(deployment["createdBy"], "system");
     let view = again.get("/api/v1/live-events/crash-window").await.body;
@@ -1110,17 +1099,7 @@ async fn an_event_deployment_recorded_before_a_crash_starts_under_its_id(app: Te
         .post_empty("/api/v1/live-events/crash-window/end")
         .await;
     assert_eq!(ended.status, 200, "{:?}", ended.body);
-    for _ in 0..500 {
-        deployment = again
-            .get(&format!("/api/v1/deployments/{recorded}"))
-            .await
-            .body;
-        if deployment["status"] == "RolledBack" {
-            break;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(deployment["status"], "RolledBack", "{deployment:?}");
+    again.wait_deployment_status(recorded, "RolledBack").await;
     assert!(
         sees_damage(
             &again,

@@ -274,19 +274,7 @@ async fn deployment(app: &TestApp, id: &str) -> Value {
 
 /// Polls until the deployment's status is `status`.
 async fn wait_status(app: &TestApp, id: &str, status: &str) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let view = deployment(app, id).await;
-        if view["status"] == status {
-            return view;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "deployment never became {status}: {}",
-            serde_json::to_string_pretty(&view).unwrap()
-        );
-        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-    }
+    app.wait_deployment_status(id, status).await
 }
 
 async fn control(app: &TestApp, id: &str, action: &str) -> crate::helpers::Response {

@@ -29,6 +29,7 @@ pub mod observability;
 pub mod settings;
 pub mod startup;
 mod store;
+mod telemetry;
 mod ws;
 
 // The curated surface: what the binary, the benchmarks and the tests reach.
@@ -40,3 +41,4 @@ pub use http::auth::DOCS_COOKIE;
 pub use hub::{Hub, metrics as metric_frames};
 pub use liveops::{LiveOps, PlayerRequest};
 pub use store::Store;
+pub use telemetry::Telemetry;

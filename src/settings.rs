@@ -33,6 +33,38 @@ pub struct Settings {
     pub deployments: DeploymentSettings,
     #[serde(default)]
     pub liveops: LiveOpsSettings,
+    #[serde(default)]
+    pub telemetry: TelemetrySettings,
+}
+
+/// Telemetry ingestion.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct TelemetrySettings {
+    /// Events accepted and not yet stored, at most; past it a batch is
+    /// answered 503 with `Retry-After`.
+    pub queue_events: usize,
+    /// Events in one `POST /telemetry/batch`, at most.
+    pub max_batch_events: usize,
+    /// Events written per statement, at most (the writer takes what is
+    /// queued, up to this).
+    pub write_rows: usize,
+    /// Days kept; older events are refused and removed.
+    pub retention_days: u32,
+    /// How far ahead of the hub's clock an event's time may be.
+    pub max_future_ms: i64,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self {
+            queue_events: 100_000,
+            max_batch_events: 500,
+            write_rows: 5_000,
+            retention_days: 30,
+            max_future_ms: 300_000,
+        }
+    }
 }
 
 /// Live events and segments.
@@ -52,6 +84,15 @@ pub struct LiveOpsSettings {
     /// Creation refuses two events changing one config path at the same
     /// time in a shared region, looking this far ahead.
     pub overlap_horizon_days: u32,
+    /// Experiments not finished (drafts, running, paused) at once.
+    pub max_experiments: usize,
+    /// How often a running experiment's guardrails are read.
+    pub guardrail_interval_ms: u64,
+    /// How often players' first assignments are written (in one batch).
+    pub assignment_flush_ms: u64,
+    /// Units an experiment may pin to their first variant when its
+    /// weights change (they travel in each `liveops` frame).
+    pub max_pins: usize,
 }
 
 impl Default for LiveOpsSettings {
@@ -62,6 +103,10 @@ impl Default for LiveOpsSettings {
             max_list_members_total: 200_000,
             region_zones: std::collections::BTreeMap::new(),
             overlap_horizon_days: 366,
+            max_experiments: 100,
+            guardrail_interval_ms: 30_000,
+            assignment_flush_ms: 250,
+            max_pins: 50_000,
         }
     }
 }

@@ -36,6 +36,7 @@ pub struct Application {
     store: Store,
     hub: Arc<Hub>,
     liveops: Arc<crate::liveops::LiveOps>,
+    telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 /// Stops a running hub gracefully: game servers are told when to come
@@ -214,6 +215,24 @@ impl Application {
         .await
         .context("loading live events and segments")?;
         liveops.start();
+        let telemetry =
+            crate::telemetry::Telemetry::start(store.clone(), settings.telemetry.clone())
+                .await
+                .context("loading the telemetry taxonomy")?;
+        telemetry.start_retention();
+        {
+            let known = Arc::downgrade(&telemetry);
+            liveops.set_event_type_check(Arc::new(move |name: &str| {
+                known.upgrade().is_some_and(|t| t.has_type(name))
+            }));
+            let exposures = Arc::downgrade(&liveops);
+            telemetry.set_exposure_sink(Box::new(move |player, envelope| {
+                if let Some(liveops) = exposures.upgrade() {
+                    liveops.note_exposure(player, envelope);
+                }
+            }));
+        }
+        let telemetry_data = web::Data::new(telemetry.clone());
         let liveops_data = web::Data::new(liveops.clone());
         let hub_data = web::Data::new(hub.clone());
         let catalog = web::Data::new(catalog);
@@ -227,6 +246,7 @@ impl Application {
                 .app_data(catalog.clone())
                 .app_data(hub_data.clone())
                 .app_data(liveops_data.clone())
+                .app_data(telemetry_data.clone())
                 .app_data(access.clone())
                 .app_data(body_limits.clone())
                 .app_data(web::QueryConfig::default().error_handler(query_error))
@@ -270,6 +290,7 @@ impl Application {
             store,
             hub,
             liveops,
+            telemetry,
         })
     }
 
@@ -279,6 +300,11 @@ impl Application {
             liveops: self.liveops.clone(),
             server: self.server.handle(),
         }
+    }
+
+    /// Telemetry (its queue, for benchmarks).
+    pub fn telemetry(&self) -> &Arc<crate::telemetry::Telemetry> {
+        &self.telemetry
     }
 
     /// Live ops (its clock, for tests that cross a schedule's instants).

@@ -202,8 +202,8 @@ async fn session(shared: &Arc<Shared>, stopped: &mut watch::Receiver<bool>) -> E
                             reconnect_after = Some(Duration::from_millis(retry_after_ms));
                             None
                         }
-                        Ok(HubMessage::LiveOps { revision, segments, events }) => {
-                            let definitions = crate::liveops::Definitions::from_frame(revision, segments, events);
+                        Ok(HubMessage::LiveOps { revision, segments, events, experiments }) => {
+                            let definitions = crate::liveops::Definitions::from_frame(revision, segments, events, experiments);
                             shared.liveops.store(Some(Arc::new(definitions)));
                             Some(ServerMessage::Ack(protocol::Ack {
                                 config: crate::liveops::LIVEOPS_CONFIG.into(),

@@ -10,7 +10,8 @@ pub mod experiments;
 pub mod resolution;
 pub mod segments;
 
-use resolution::{Audience, EventLayer, Resolution, Target, resolve};
+use experiments::ExperimentDefinition;
+use resolution::{Audience, EventLayer, PlayerRef, Resolution, Target, VariantLayer, resolve};
 use segments::SegmentBook;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -86,6 +87,8 @@ pub struct Definitions {
     /// Each event's audience and content-version requirement, read once
     /// (none: an unreadable requirement, which reaches nobody).
     targeting: Vec<Option<(Audience, Option<semver::VersionReq>)>>,
+    /// Running experiments (at most one per config).
+    experiments: Vec<ExperimentDefinition>,
 }
 
 /// A player: an id and attributes (`region`, `platform`, `level`,
@@ -119,6 +122,7 @@ impl Definitions {
         revision: i64,
         segments: Vec<SegmentDefinition>,
         events: Vec<EventDefinition>,
+        experiments: Vec<ExperimentDefinition>,
     ) -> Definitions {
         let mut book = SegmentBook::with_built_ins();
         let mut rules = Vec::new();
@@ -156,7 +160,32 @@ impl Definitions {
             book,
             events,
             targeting,
+            experiments,
         }
+    }
+
+    /// The running experiments, as the hub sent them.
+    pub fn experiments(&self) -> &[ExperimentDefinition] {
+        &self.experiments
+    }
+
+    /// The experiment on `config` and the variant `player` gets at
+    /// `now_ms`, if any (the hub's `/experiments/assignments` answers the
+    /// same).
+    pub fn variant_for<'a>(
+        &'a self,
+        player: &Player,
+        config: &str,
+        now_ms: i64,
+    ) -> Option<(&'a ExperimentDefinition, usize)> {
+        let player = PlayerRef {
+            id: &player.id,
+            attributes: &player.attributes,
+        };
+        self.experiments
+            .iter()
+            .filter(|e| e.config == config)
+            .find_map(|e| Some((e, e.variant_for(player, now_ms, &self.book)?.0)))
     }
 
     /// The events, as the hub sent them.
@@ -214,7 +243,14 @@ impl Definitions {
                 })
             })
             .collect();
-        resolve(base, layers, None, explain)
+        let variant = self
+            .variant_for(player, config, now_ms)
+            .map(|(experiment, index)| VariantLayer {
+                experiment: &experiment.name,
+                variant: &experiment.variants[index].id,
+                patch: &experiment.variants[index].patch,
+            });
+        resolve(base, layers, variant, explain)
     }
 }
 

@@ -278,6 +278,9 @@ pub enum HubMessage {
         revision: i64,
         segments: Vec<crate::liveops::SegmentDefinition>,
         events: Vec<crate::liveops::EventDefinition>,
+        /// Running experiments (absent from hubs before them).
+        #[serde(default)]
+        experiments: Vec<crate::liveops::experiments::ExperimentDefinition>,
     },
     /// A live event covering this server changed phase.
     Event {

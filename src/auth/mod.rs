@@ -34,4 +34,6 @@ pub enum AuthError {
     Expired,
     #[error("role {have} may not do this; it needs {need}")]
     Forbidden { have: String, need: Role },
+    #[error("{0}")]
+    Denied(String),
 }

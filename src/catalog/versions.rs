@@ -367,6 +367,22 @@ impl Catalog {
 }
 
 impl Catalog {
+    /// The latest version's next patch number (`M.m.(p+1)`).
+    pub async fn next_patch_label(&self, config: &str) -> CatalogResult<String> {
+        let mut conn = self.store.conn().await?;
+        let row = self.config(&mut conn, config).await?;
+        let Some(latest) = versions::latest(&mut conn, &row.id).await? else {
+            return Ok("0.0.1".into());
+        };
+        let latest = parse_stored_semver(&latest.meta.version)?;
+        Ok(format!(
+            "{}.{}.{}",
+            latest.major,
+            latest.minor,
+            latest.patch + 1
+        ))
+    }
+
     /// The label of the next version a live event derives from `config`:
     /// after `X-event.n`, `X-event.(n+1)`; after any other latest `M.m.p`,
     /// `M.m.(p+1)-event.1`. Greater than the latest, and below the next

@@ -242,7 +242,7 @@ impl LiveEventSpec {
     }
 }
 
-fn parse_overrides(value: Option<&Value>) -> Result<Vec<Override>, FieldError> {
+pub(crate) fn parse_overrides(value: Option<&Value>) -> Result<Vec<Override>, FieldError> {
     let list = match value {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Array(list)) if list.len() <= MAX_OVERRIDES => list,
@@ -343,7 +343,7 @@ fn parse_regions(value: Option<&Value>) -> Result<Vec<String>, FieldError> {
     Ok(regions)
 }
 
-fn parse_audience(value: Option<&Value>) -> Result<Audience, FieldError> {
+pub(crate) fn parse_audience(value: Option<&Value>) -> Result<Audience, FieldError> {
     let object = match value {
         None | Some(Value::Null) => return Ok(Audience::default()),
         Some(Value::Object(object)) => object,

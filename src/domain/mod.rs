@@ -32,6 +32,7 @@ pub mod segments;
 pub mod server_hello;
 pub mod stats;
 pub mod strategy;
+pub mod telemetry;
 pub mod validation;
 pub mod window;
 

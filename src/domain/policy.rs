@@ -22,6 +22,9 @@ use std::{fmt, str::FromStr};
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// A game client: reads only its own player's answers (the token's
+    /// `sub` is the player id) and sends its telemetry.
+    Player,
     Viewer,
     Developer,
     Operator,
@@ -29,10 +32,17 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::Viewer, Role::Developer, Role::Operator, Role::Admin];
+    pub const ALL: [Role; 5] = [
+        Role::Player,
+        Role::Viewer,
+        Role::Developer,
+        Role::Operator,
+        Role::Admin,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Role::Player => "player",
             Role::Viewer => "viewer",
             Role::Developer => "developer",
             Role::Operator => "operator",
@@ -51,12 +61,13 @@ impl FromStr for Role {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
         match text.to_ascii_lowercase().as_str() {
+            "player" => Ok(Role::Player),
             "viewer" => Ok(Role::Viewer),
             "developer" => Ok(Role::Developer),
             "operator" => Ok(Role::Operator),
             "admin" => Ok(Role::Admin),
             other => Err(format!(
-                "unknown role {other:?}; expected viewer, developer, operator or admin"
+                "unknown role {other:?}; expected player, viewer, developer, operator or admin"
             )),
         }
     }
@@ -143,6 +154,7 @@ mod tests {
 
     #[test]
     fn roles_are_ordered_and_read_back() {
+        assert!(Role::Player < Role::Viewer);
         assert!(Role::Viewer < Role::Developer && Role::Operator < Role::Admin);
         for role in Role::ALL {
             assert_eq!(role.as_str().parse::<Role>(), Ok(role));

@@ -387,9 +387,27 @@ impl FromRequest for FeedbackCaller {
 }
 
 /// Who may ask what a player sees: a game server's API key (for its
-/// players), or a token of at least `viewer` (an operator previewing).
+/// players), a token of at least `viewer` (an operator previewing), or a
+/// player's token (`player` role), which reads only its own player's
+/// answers: `player` is then the token's `sub`.
 #[derive(Debug)]
-pub struct PlayerCaller;
+pub struct PlayerCaller {
+    pub player: Option<String>,
+    /// A game server's key sent the request.
+    pub server: bool,
+}
+
+impl PlayerCaller {
+    /// Refuses a player's token asking about another player.
+    pub fn may_read(&self, player_id: &str) -> Result<(), ApiError> {
+        match &self.player {
+            Some(own) if own != player_id => Err(ApiError::Forbidden(AuthError::Denied(
+                "a player's token reads only its own player's answers".into(),
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
 
 impl FromRequest for PlayerCaller {
     type Error = ApiError;
@@ -401,11 +419,19 @@ impl FromRequest for PlayerCaller {
         let token = bearer(request);
         if !token.is_some_and(|t| t.starts_with(crate::auth::api_keys::PREFIX)) {
             let checked =
-                access(request).and_then(|control| check_token(control, token, Role::Viewer));
-            return Box::pin(std::future::ready(checked.map(|_| PlayerCaller)));
+                access(request).and_then(|control| check_token(control, token, Role::Player));
+            return Box::pin(std::future::ready(checked.map(|principal| PlayerCaller {
+                player: (principal.role == Role::Player).then_some(principal.subject),
+                server: false,
+            })));
         }
         let caller = key_or_token(request, Role::Viewer);
-        Box::pin(async move { caller.await.map(|_| PlayerCaller) })
+        Box::pin(async move {
+            caller.await.map(|_| PlayerCaller {
+                player: None,
+                server: true,
+            })
+        })
     }
 }
 

@@ -440,7 +440,7 @@ pub struct ActiveQuery {
     (status = 422, body = Problem),
 ))]
 pub async fn active_events(
-    _caller: PlayerCaller,
+    caller: PlayerCaller,
     liveops: web::Data<Arc<LiveOps>>,
     query: web::Query<ActiveQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -461,6 +461,7 @@ pub async fn active_events(
                 attributes,
             };
             player.check("/query")?;
+            caller.may_read(id)?;
             Some(player)
         }
         None => None,
@@ -482,7 +483,7 @@ pub async fn active_events(
     (status = 422, body = Problem),
 ))]
 pub async fn player_config(
-    _caller: PlayerCaller,
+    caller: PlayerCaller,
     liveops: web::Data<Arc<LiveOps>>,
     id: web::Path<String>,
     query: web::Query<Vec<(String, String)>>,
@@ -516,6 +517,7 @@ pub async fn player_config(
         attributes,
     };
     player.check("/query")?;
+    caller.may_read(&player.player_id)?;
     let answers = liveops
         .resolve_players(std::slice::from_ref(&player), &configs, at, explain)
         .await?;
@@ -535,7 +537,7 @@ pub async fn player_config(
     (status = 422, body = Problem),
 ))]
 pub async fn resolve_players(
-    _caller: PlayerCaller,
+    caller: PlayerCaller,
     liveops: web::Data<Arc<LiveOps>>,
     Body(request): Body<ResolveRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -547,6 +549,7 @@ pub async fn resolve_players(
     }
     for (index, player) in request.players.iter().enumerate() {
         player.check(&format!("/players/{index}"))?;
+        caller.may_read(&player.player_id)?;
     }
     let at = request
         .at

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod client_address;
 pub mod configs;
 pub mod deployments;
+pub mod experiments;
 pub mod extract;
 pub mod game_servers;
 pub mod health;
@@ -17,6 +18,7 @@ pub mod openapi;
 pub mod problem;
 pub mod schemas;
 pub mod security;
+pub mod telemetry;
 pub mod yaml;
 
 use actix_web::{
@@ -44,13 +46,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             web::scope("/api/v1")
                 .configure(live_ops::configure_players)
+                .configure(experiments::configure_players)
+                .configure(telemetry::configure)
                 .configure(configs::configure)
                 .configure(schemas::configure)
                 .configure(audit::configure)
                 .configure(security::configure)
                 .configure(game_servers::configure)
                 .configure(deployments::configure)
-                .configure(live_ops::configure),
+                .configure(live_ops::configure)
+                .configure(experiments::configure),
         );
 }
 

@@ -4,7 +4,7 @@
 
 use crate::{
     auth::AuthError, catalog::CatalogError, crypto::keyring::KeyringError,
-    hub::deployments::DeploymentError, liveops::LiveOpsError,
+    hub::deployments::DeploymentError, liveops::LiveOpsError, telemetry::TelemetryError,
 };
 use actix_web::{HttpResponse, ResponseError, http::StatusCode};
 use serde::Serialize;
@@ -82,6 +82,8 @@ pub enum ApiError {
     Deployment(DeploymentError),
     #[error(transparent)]
     LiveOps(LiveOpsError),
+    #[error(transparent)]
+    Telemetry(#[from] TelemetryError),
 }
 
 impl From<LiveOpsError> for ApiError {
@@ -202,6 +204,26 @@ impl ApiError {
                 LiveOpsError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "stopping"),
                 LiveOpsError::Effect(_) => (StatusCode::CONFLICT, "event_effect_failed"),
                 LiveOpsError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+                LiveOpsError::ExperimentNotFound(_) => {
+                    (StatusCode::NOT_FOUND, "experiment_not_found")
+                }
+                LiveOpsError::ExperimentExists(_) => (StatusCode::CONFLICT, "experiment_exists"),
+                LiveOpsError::ExperimentClash { .. } => {
+                    (StatusCode::CONFLICT, "experiment_conflict")
+                }
+            },
+            ApiError::Telemetry(error) => match error {
+                TelemetryError::Invalid { .. } => {
+                    (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field")
+                }
+                TelemetryError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "telemetry_busy"),
+                TelemetryError::NotStored(_) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
+                }
+                TelemetryError::TypeNotFound(_) => (StatusCode::NOT_FOUND, "event_type_not_found"),
+                TelemetryError::Conflict => (StatusCode::CONFLICT, "concurrent_change"),
+                TelemetryError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+                TelemetryError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
             },
         }
     }
@@ -285,6 +307,9 @@ impl ApiError {
                 );
                 vec![item("/overrides", self.to_string(), None)]
             }
+            ApiError::Telemetry(TelemetryError::Invalid { path, message }) => {
+                vec![item(path, message.clone(), None)]
+            }
             ApiError::LiveOps(LiveOpsError::SegmentInUse { events, .. }) => {
                 extensions.insert("usedBy".into(), serde_json::json!(events));
                 Vec::new()
@@ -333,6 +358,9 @@ impl ResponseError for ApiError {
             }
             ApiError::KeySocketsFull { .. } => {
                 response.insert_header(("Retry-After", "5"));
+            }
+            ApiError::Telemetry(TelemetryError::Busy { retry_after_secs }) => {
+                response.insert_header(("Retry-After", retry_after_secs.to_string()));
             }
             ApiError::Unauthorized(_) => {
                 response.insert_header(("WWW-Authenticate", "Bearer realm=\"hotswap\""));

@@ -24,6 +24,7 @@ mod actor;
 mod effects;
 mod engagement;
 mod events;
+pub mod experiments;
 mod players;
 mod segments;
 pub mod views;
@@ -95,6 +96,14 @@ pub enum LiveOpsError {
     Effect(String),
     #[error("{0}")]
     Forbidden(String),
+    #[error("experiment {0:?} does not exist")]
+    ExperimentNotFound(String),
+    #[error("an experiment named {0:?} exists or existed; names are never reused")]
+    ExperimentExists(String),
+    #[error(
+        "experiment {other:?} is running (or paused) on config {config:?}; finish it first: a player sees one experiment's variant per config"
+    )]
+    ExperimentClash { config: String, other: String },
 }
 
 impl From<StoreError> for LiveOpsError {
@@ -165,6 +174,7 @@ pub struct Definitions {
     pub book: Arc<SegmentBook>,
     pub segments: BTreeMap<String, SegmentEntry>,
     pub events: BTreeMap<String, Arc<EventEntry>>,
+    pub experiments: BTreeMap<String, Arc<experiments::ExperimentEntry>>,
 }
 
 type EventActor = LiveEventHandle<actor::Command>;
@@ -200,7 +210,18 @@ pub struct LiveOps {
     stopping: std::sync::atomic::AtomicBool,
     /// The wall clock schedules are read on (the system's; tests move it).
     clock: Clock,
+    /// Players' first assignments to experiments, written in batches.
+    assignments: experiments::Assignments,
+    /// The smallest sequential p-value seen, per experiment id.
+    looks: Mutex<HashMap<String, crate::domain::experiments::results::Looks>>,
+    /// The watcher task of each started experiment.
+    watchers: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// Whether a telemetry event type is registered (set by telemetry).
+    event_types: RwLock<Option<EventTypeCheck>>,
 }
+
+/// Whether a telemetry event type is registered.
+pub type EventTypeCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 impl std::fmt::Debug for LiveOps {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -324,6 +345,31 @@ impl LiveOps {
             };
             events.insert(row.name.clone(), Arc::new(entry));
         }
+        let assignments = experiments::Assignments::start(
+            store.clone(),
+            std::time::Duration::from_millis(settings.assignment_flush_ms.max(10)),
+        );
+        let mut experiment_entries = BTreeMap::new();
+        let mut looks = HashMap::new();
+        for row in crate::store::experiments::all(&mut conn).await? {
+            let Some(mut entry) = experiments::entry_of(&row) else {
+                continue;
+            };
+            if matches!(
+                entry.status,
+                crate::domain::experiments::spec::Status::Running
+                    | crate::domain::experiments::spec::Status::Paused
+            ) {
+                let players =
+                    crate::store::experiments::assigned_players(&mut conn, &entry.id).await?;
+                assignments.load(&entry.id, &players);
+                let units = crate::store::experiments::unit_variants(&mut conn, &entry.id).await?;
+                let pins = experiments::pins_of(&entry.spec, units);
+                entry.definition = Arc::new(experiments::definition_of(&entry.spec, pins));
+            }
+            looks.insert(entry.id.clone(), experiments::looks_of(&row.looks));
+            experiment_entries.insert(row.name.clone(), Arc::new(entry));
+        }
         drop(conn);
         let liveops = Arc::new(LiveOps {
             store,
@@ -335,6 +381,7 @@ impl LiveOps {
                 book: Arc::new(book),
                 segments,
                 events,
+                experiments: experiment_entries,
             })),
             actors: Mutex::new(HashMap::new()),
             bases: Mutex::new(HashMap::new()),
@@ -345,6 +392,10 @@ impl LiveOps {
             clock: Clock::system(),
             frame_revision: Mutex::new(0),
             engagement: Mutex::new(Default::default()),
+            assignments,
+            looks: Mutex::new(looks),
+            watchers: Mutex::new(HashMap::new()),
+            event_types: RwLock::new(None),
         });
         let sink = Arc::downgrade(&liveops);
         liveops
@@ -372,6 +423,15 @@ impl LiveOps {
         for name in names {
             self.actor_for(&name);
         }
+        let started: Vec<String> = self.definitions().experiments.keys().cloned().collect();
+        for name in started {
+            self.watch_experiment(&name);
+        }
+    }
+
+    /// Lets experiment definitions check their metrics' event types.
+    pub fn set_event_type_check(&self, check: EventTypeCheck) {
+        *write(&self.event_types) = Some(check);
     }
 
     /// The clock schedules are read on: the system's unless moved.
@@ -469,6 +529,10 @@ impl LiveOps {
         for handle in handles {
             let _ = handle.command(actor::Command::Stop).await;
         }
+        for (_, watcher) in lock(&self.watchers).drain() {
+            watcher.abort();
+        }
+        self.assignments.flush().await;
     }
 }
 

@@ -14,7 +14,7 @@ use crate::{
     domain::{
         event_progress::Slot,
         live_event::ContentVersion,
-        resolution::{EventLayer, Target, resolve},
+        resolution::{EventLayer, Target, VariantLayer, resolve},
     },
 };
 use hotswap_client::sync::{lock, read, write};
@@ -32,6 +32,8 @@ pub(super) struct ResolutionKey {
     base: i64,
     /// (event, its revision, the occurrence's start), in the order found.
     layers: Vec<(String, i64, i64)>,
+    /// (experiment, its revision, the variant's index).
+    variant: Option<(String, i64, usize)>,
     explain: bool,
 }
 
@@ -287,6 +289,10 @@ impl LiveOps {
                         Some((*event, slot, &change.patch))
                     })
                     .collect();
+                // The variant is the last layer; a preview (`at`) is no
+                // exposure, so it records no assignment.
+                let variant =
+                    self.variant_for(&definitions, player, config, instant, at_ms.is_none());
                 let key = ResolutionKey {
                     config: config.clone(),
                     base: revision,
@@ -296,6 +302,9 @@ impl LiveOps {
                             (event.name().to_owned(), event.revision, slot.start_ms)
                         })
                         .collect(),
+                    variant: variant
+                        .as_ref()
+                        .map(|(e, index)| (e.name().to_owned(), e.revision, *index)),
                     explain,
                 };
                 let cached = read(&self.resolutions).get(&key).cloned();
@@ -312,7 +321,12 @@ impl LiveOps {
                                 patch,
                             })
                             .collect();
-                        let resolution = resolve(&base, layers, None, explain);
+                        let variant = variant.as_ref().map(|(e, index)| VariantLayer {
+                            experiment: e.name(),
+                            variant: &e.spec.variants[*index].id,
+                            patch: &e.spec.variants[*index].patch,
+                        });
+                        let resolution = resolve(&base, layers, variant, explain);
                         let view = ResolvedConfigView {
                             base_revision: revision,
                             document: resolution.document,

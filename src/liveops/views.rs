@@ -306,10 +306,17 @@ pub fn liveops_frame(revision: i64, definitions: &Definitions) -> Bytes {
                 .collect(),
         })
         .collect();
+    let experiments = definitions
+        .experiments
+        .values()
+        .filter(|e| e.status == crate::domain::experiments::spec::Status::Running)
+        .map(|e| (*e.definition).clone())
+        .collect();
     Bytes::from(protocol::encode(&HubMessage::LiveOps {
         revision,
         segments,
         events,
+        experiments,
     }))
 }
 

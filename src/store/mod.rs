@@ -15,10 +15,12 @@
 pub mod api_keys;
 pub mod audit;
 pub mod configs;
+pub mod experiments;
 pub mod hub;
 pub mod live_ops;
 pub mod schemas;
 pub mod server_bindings;
+pub mod telemetry;
 pub mod upkeep;
 pub mod versions;
 

@@ -8,7 +8,112 @@
 //! number in [0, 1): independent of the live events' percentage buckets
 //! (another salt) and of other experiments'.
 
+use super::{
+    resolution::PlayerRef,
+    segments::{SegmentBook, in_percentage},
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
+use std::{borrow::Cow, collections::BTreeMap};
+
+/// A unit's value is at most this long (longer: not in the experiment).
+pub const MAX_UNIT_CHARS: usize = 256;
+
+/// One variant: its id, its weight and its RFC 7396 merge patch (the
+/// control's is empty).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VariantDefinition {
+    pub id: String,
+    pub weight: f64,
+    pub patch: Value,
+}
+
+/// A running experiment as the hub and servers resolve it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExperimentDefinition {
+    pub name: String,
+    /// The config its variants patch.
+    pub config: String,
+    /// `player`, or the player attribute whose value is the unit (a guild,
+    /// a match).
+    pub unit: String,
+    pub variants: Vec<VariantDefinition>,
+    /// The player must be in one of these (none: every player)...
+    #[serde(default)]
+    pub segments: Vec<String>,
+    /// ...and the unit among the experiment's first `percentage` buckets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentage: Option<f64>,
+    /// In force from this instant (Unix ms; none: since it started)...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_ms: Option<i64>,
+    /// ...until this one (none: until it is finished).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_ms: Option<i64>,
+    /// Units whose first (stored) assignment is not where the weights
+    /// place them now: a weight change moves only new units.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pins: BTreeMap<String, String>,
+}
+
+impl ExperimentDefinition {
+    /// The player's unit: its id, or the unit attribute's value (a text or
+    /// an integer); none when the attribute is missing or too long.
+    pub fn unit_of<'a>(&self, player: PlayerRef<'a>) -> Option<Cow<'a, str>> {
+        let unit: Cow<'a, str> = if self.unit == "player" {
+            Cow::Borrowed(player.id)
+        } else {
+            match player.attributes.get(&self.unit)? {
+                Value::String(text) => Cow::Borrowed(text.as_str()),
+                Value::Number(n) if n.is_i64() || n.is_u64() => Cow::Owned(n.to_string()),
+                _ => return None,
+            }
+        };
+        (!unit.is_empty() && unit.chars().count() <= MAX_UNIT_CHARS).then_some(unit)
+    }
+
+    /// The variant the player gets at `now_ms` (its index) and the unit:
+    /// none outside the experiment's window, outside its audience, or
+    /// without a unit. A pinned unit keeps its first variant.
+    pub fn variant_for<'a>(
+        &self,
+        player: PlayerRef<'a>,
+        now_ms: i64,
+        book: &SegmentBook,
+    ) -> Option<(usize, Cow<'a, str>)> {
+        if self.start_ms.is_some_and(|start| now_ms < start)
+            || self.end_ms.is_some_and(|end| now_ms >= end)
+        {
+            return None;
+        }
+        if !self.segments.is_empty()
+            && !self
+                .segments
+                .iter()
+                .any(|s| book.contains(s, player.id, player.attributes, now_ms))
+        {
+            return None;
+        }
+        let unit = self.unit_of(player)?;
+        if self
+            .percentage
+            .is_some_and(|p| !in_percentage(&self.name, &unit, p))
+        {
+            return None;
+        }
+        let index = match self.pins.get(unit.as_ref()) {
+            Some(pinned) => self.variants.iter().position(|v| &v.id == pinned)?,
+            None => {
+                let weights: Vec<f64> = self.variants.iter().map(|v| v.weight).collect();
+                assign(&self.name, &unit, &weights)?
+            }
+        };
+        Some((index, unit))
+    }
+}
 
 /// The unit's place in [0, 1) for this experiment.
 pub fn variant_position(experiment: &str, unit: &str) -> f64 {
@@ -84,6 +189,104 @@ mod tests {
             .count();
         // Independent draws agree about half the time.
         assert!((400..600).contains(&other), "{other}");
+    }
+
+    fn definition() -> ExperimentDefinition {
+        ExperimentDefinition {
+            name: "sword-tuning".into(),
+            config: "balance".into(),
+            unit: "player".into(),
+            variants: vec![
+                VariantDefinition {
+                    id: "control".into(),
+                    weight: 50.0,
+                    patch: serde_json::json!({}),
+                },
+                VariantDefinition {
+                    id: "strong".into(),
+                    weight: 50.0,
+                    patch: serde_json::json!({"damage": 12}),
+                },
+            ],
+            segments: Vec::new(),
+            percentage: None,
+            start_ms: Some(1_000),
+            end_ms: Some(2_000),
+            pins: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_definition_places_players_by_weight_within_its_window_and_keeps_pins() {
+        let book = SegmentBook::with_built_ins();
+        let attributes = serde_json::Map::new();
+        let player = |id: &'static str| PlayerRef {
+            id,
+            attributes: &attributes,
+        };
+        let mut experiment = definition();
+        assert_eq!(experiment.variant_for(player("p1"), 999, &book), None);
+        assert_eq!(experiment.variant_for(player("p1"), 2_000, &book), None);
+        let (index, unit) = experiment.variant_for(player("p1"), 1_500, &book).unwrap();
+        assert_eq!(unit, "p1");
+        assert_eq!(Some(index), assign("sword-tuning", "p1", &[50.0, 50.0]));
+        // Weights moved everyone to control, but p1's first variant stays.
+        let first = experiment.variants[index].id.clone();
+        experiment.variants[0].weight = 100.0;
+        experiment.variants[1].weight = 0.0;
+        experiment.pins.insert("p1".into(), first);
+        assert_eq!(
+            experiment
+                .variant_for(player("p1"), 1_500, &book)
+                .unwrap()
+                .0,
+            index
+        );
+        for id in ["p2", "p3", "p4", "p5"] {
+            assert_eq!(
+                experiment.variant_for(player(id), 1_500, &book).unwrap().0,
+                0
+            );
+        }
+    }
+
+    #[test]
+    fn an_attribute_unit_puts_a_whole_guild_in_one_variant() {
+        let book = SegmentBook::with_built_ins();
+        let mut experiment = definition();
+        experiment.unit = "guild".into();
+        let mut seen = std::collections::BTreeSet::new();
+        for player in 0..50 {
+            let mut attributes = serde_json::Map::new();
+            attributes.insert("guild".into(), Value::from(7));
+            let id = format!("p{player}");
+            let (index, unit) = experiment
+                .variant_for(
+                    PlayerRef {
+                        id: &id,
+                        attributes: &attributes,
+                    },
+                    1_500,
+                    &book,
+                )
+                .unwrap();
+            assert_eq!(unit, "7");
+            seen.insert(index);
+        }
+        assert_eq!(seen.len(), 1, "one guild, one variant");
+        let none = serde_json::Map::new();
+        assert_eq!(
+            experiment.variant_for(
+                PlayerRef {
+                    id: "p1",
+                    attributes: &none
+                },
+                1_500,
+                &book
+            ),
+            None,
+            "no guild: not in the experiment"
+        );
     }
 
     #[test]

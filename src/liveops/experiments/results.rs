@@ -1,0 +1,221 @@
+//! An experiment's results, read from the units' telemetry: per metric and
+//! variant the store's sums over units (events after each player's
+//! assignment), then the domain's statistics. The smallest sequential
+//! p-value of each (metric, variant) is kept in memory and in the store,
+//! so the always-valid p-value survives a restart.
+//!
+//! Each started experiment has a watcher task: it finishes the experiment
+//! at its `endTime`, and reads its guardrails every
+//! `liveops.guardrail_interval_ms` while it runs, pausing it on a breach.
+
+use super::{
+    ExperimentEntry, LiveOps, LiveOpsResult,
+    views::{ResultsView, results_view},
+};
+use crate::{
+    catalog::Actor,
+    domain::experiments::{
+        results::{Looks, MetricOutcome, Sums, guardrail_breach, metric_outcome, split_check},
+        spec::{Control, MetricKind, Status},
+    },
+    store::experiments::{self as store, Reading},
+};
+use hotswap_client::sync::lock;
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+/// Looks kept as JSON: `"metric/variant"` → p.
+fn looks_json(looks: &Looks) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = looks
+        .iter()
+        .map(|((metric, variant), p)| (format!("{metric}/{variant}"), serde_json::json!(p)))
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}
+
+pub(in crate::liveops) fn looks_of(text: &str) -> Looks {
+    serde_json::from_str::<HashMap<String, f64>>(text)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(key, p)| {
+            let (metric, variant) = key.split_once('/')?;
+            Some(((metric.to_owned(), variant.to_owned()), p))
+        })
+        .collect()
+}
+
+impl LiveOps {
+    /// Per metric, each variant's sums, in the spec's order.
+    async fn outcomes(
+        &self,
+        entry: &ExperimentEntry,
+    ) -> LiveOpsResult<(Vec<u64>, Vec<MetricOutcome>)> {
+        self.assignments.flush().await;
+        let until = entry
+            .finished_at
+            .unwrap_or_else(|| self.now_ms().max(crate::store::now_ms()))
+            + 1;
+        let mut conn = self.store.conn().await?;
+        let assigned: HashMap<String, i64> = store::units_per_variant(&mut conn, &entry.id)
+            .await?
+            .into_iter()
+            .collect();
+        let units: Vec<u64> = entry
+            .spec
+            .variants
+            .iter()
+            .map(|v| assigned.get(&v.id).copied().unwrap_or(0).max(0) as u64)
+            .collect();
+        let mut sums_per_metric = Vec::with_capacity(entry.spec.metrics.len());
+        for metric in &entry.spec.metrics {
+            let reading = match metric.kind {
+                MetricKind::Binomial => Reading::Any,
+                MetricKind::Count => Reading::Count,
+                MetricKind::Sum => Reading::Sum,
+                MetricKind::Duration => Reading::Mean,
+            };
+            let rows = store::metric_sums(
+                &mut conn,
+                self.store.backend(),
+                &entry.id,
+                &metric.event,
+                metric.field.as_deref(),
+                reading,
+                until,
+            )
+            .await?;
+            let by_variant: HashMap<String, Sums> = rows
+                .into_iter()
+                .map(|(variant, n, total, squares)| {
+                    (
+                        variant,
+                        Sums {
+                            units: n.max(0) as u64,
+                            total,
+                            squares,
+                        },
+                    )
+                })
+                .collect();
+            sums_per_metric.push(
+                entry
+                    .spec
+                    .variants
+                    .iter()
+                    .map(|v| by_variant.get(&v.id).copied().unwrap_or_default())
+                    .collect::<Vec<Sums>>(),
+            );
+        }
+        drop(conn);
+        let (outcomes, json) = {
+            let mut all = lock(&self.looks);
+            let looks = all.entry(entry.id.clone()).or_default();
+            let outcomes: Vec<MetricOutcome> = sums_per_metric
+                .iter()
+                .enumerate()
+                .map(|(index, sums)| metric_outcome(&entry.spec, index, sums, looks))
+                .collect();
+            (outcomes, looks_json(looks))
+        };
+        if entry.status != Status::Finished {
+            let mut conn = self.store.conn().await?;
+            store::set_looks(&mut conn, &entry.id, &json).await?;
+        }
+        Ok((units, outcomes))
+    }
+
+    /// `GET /experiments/{name}/results`.
+    pub async fn experiment_results(&self, name: &str) -> LiveOpsResult<ResultsView> {
+        let entry = self.experiment_entry(name)?;
+        let (units, outcomes) = self.outcomes(&entry).await?;
+        let split = split_check(&entry.spec, &units);
+        Ok(results_view(
+            &entry,
+            &units,
+            split.as_ref(),
+            &outcomes,
+            self.now_ms(),
+        ))
+    }
+
+    /// Starts the watcher of a started experiment (one per experiment;
+    /// nothing for drafts and finished ones).
+    pub(in crate::liveops) fn watch_experiment(self: &Arc<Self>, name: &str) {
+        let mut watchers = lock(&self.watchers);
+        watchers.retain(|_, handle| !handle.is_finished());
+        if watchers.contains_key(name) || self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let liveops = Arc::downgrade(self);
+        let name_owned = name.to_owned();
+        let handle = tokio::spawn(async move {
+            loop {
+                let Some(liveops) = liveops.upgrade() else {
+                    return;
+                };
+                let Some(entry) = liveops.definitions().experiments.get(&name_owned).cloned()
+                else {
+                    return;
+                };
+                if !matches!(entry.status, Status::Running | Status::Paused) {
+                    return;
+                }
+                let now = liveops.now_ms();
+                if let Some(end) = entry.spec.end_ms.filter(|end| now >= *end) {
+                    let reason = format!(
+                        "ended at its endTime ({})",
+                        crate::catalog::views::rfc3339(end)
+                    );
+                    if let Err(error) = liveops
+                        .control_experiment(
+                            &Actor::system(),
+                            &name_owned,
+                            Control::Finish,
+                            Some(reason),
+                        )
+                        .await
+                    {
+                        tracing::warn!(experiment = %name_owned, %error, "an experiment could not finish at its end; retried");
+                    } else {
+                        return;
+                    }
+                }
+                if entry.status == Status::Running && !entry.spec.guardrails.is_empty() {
+                    liveops.check_guardrails(&entry).await;
+                }
+                let interval =
+                    Duration::from_millis(liveops.settings.guardrail_interval_ms.max(50));
+                let clock = liveops.clock.clone();
+                drop(liveops);
+                clock.sleep_until(entry.spec.end_ms, interval).await;
+            }
+        });
+        watchers.insert(name.to_owned(), handle);
+    }
+
+    async fn check_guardrails(self: &Arc<Self>, entry: &Arc<ExperimentEntry>) {
+        let (units, outcomes) = match self.outcomes(entry).await {
+            Ok(read) => read,
+            Err(error) => {
+                tracing::warn!(experiment = %entry.name(), %error, "guardrails not read; retried");
+                return;
+            }
+        };
+        let control = units[entry.spec.control];
+        let Some(breach) = guardrail_breach(&entry.spec.guardrails, &outcomes, |_| control) else {
+            return;
+        };
+        tracing::warn!(experiment = %entry.name(), variant = %breach.variant, metric = %breach.metric,
+            relative = breach.relative, p = breach.sequential_p, "a guardrail paused an experiment");
+        if let Err(error) = self
+            .control_experiment(
+                &Actor::system(),
+                entry.name(),
+                Control::Pause,
+                Some(breach.describe()),
+            )
+            .await
+        {
+            tracing::warn!(experiment = %entry.name(), %error, "a guardrail breach could not pause the experiment");
+        }
+    }
+}

@@ -93,6 +93,8 @@ pub struct LiveOpsSettings {
     /// Units an experiment may pin to their first variant when its
     /// weights change (they travel in each `liveops` frame).
     pub max_pins: usize,
+    /// The `ContentManifest` config `GET /manifest` reads by default.
+    pub manifest_config: String,
 }
 
 impl Default for LiveOpsSettings {
@@ -107,6 +109,7 @@ impl Default for LiveOpsSettings {
             guardrail_interval_ms: 30_000,
             assignment_flush_ms: 250,
             max_pins: 50_000,
+            manifest_config: "content-manifest".into(),
         }
     }
 }

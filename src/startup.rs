@@ -226,9 +226,9 @@ impl Application {
                 known.upgrade().is_some_and(|t| t.has_type(name))
             }));
             let exposures = Arc::downgrade(&liveops);
-            telemetry.set_exposure_sink(Box::new(move |player, envelope| {
+            telemetry.set_exposure_sink(Box::new(move |player, envelope, earliest| {
                 if let Some(liveops) = exposures.upgrade() {
-                    liveops.note_exposure(player, envelope);
+                    liveops.note_exposure(player, envelope, earliest);
                 }
             }));
         }

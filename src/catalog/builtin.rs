@@ -47,4 +47,10 @@ pub const BUILTIN_SCHEMAS: &[BuiltinSchema] = &[
         description: "Graphics presets and server tick settings (configType Performance)",
         document: include_str!("../../config/schemas/performance.schema.json"),
     },
+    BuiltinSchema {
+        id: "content-manifest",
+        version: "1.0.0",
+        description: "The content version clients run, its hash and the oldest client build allowed (configType ContentManifest)",
+        document: include_str!("../../config/schemas/content-manifest.schema.json"),
+    },
 ];

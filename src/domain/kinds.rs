@@ -52,6 +52,7 @@ string_enum!(
         Matchmaking => "Matchmaking",
         LiveEvent => "LiveEvent",
         Performance => "Performance",
+        ContentManifest => "ContentManifest",
         Custom => "Custom",
     }
 );
@@ -96,6 +97,7 @@ impl ConfigType {
             ConfigType::Matchmaking => Some("matchmaking"),
             ConfigType::LiveEvent => Some("live-event"),
             ConfigType::Performance => Some("performance"),
+            ConfigType::ContentManifest => Some("content-manifest"),
             ConfigType::Custom => None,
         }
     }

@@ -21,6 +21,7 @@ pub mod judgement;
 pub mod kinds;
 pub mod layers;
 pub mod live_event;
+pub mod manifest;
 pub mod names;
 pub mod plan;
 pub mod policy;

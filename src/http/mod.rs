@@ -14,6 +14,7 @@ pub mod extract;
 pub mod game_servers;
 pub mod health;
 pub mod live_ops;
+pub mod manifest;
 pub mod openapi;
 pub mod problem;
 pub mod schemas;
@@ -48,6 +49,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(live_ops::configure_players)
                 .configure(experiments::configure_players)
                 .configure(telemetry::configure)
+                .configure(manifest::configure)
                 .configure(configs::configure)
                 .configure(schemas::configure)
                 .configure(audit::configure)

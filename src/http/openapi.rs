@@ -98,6 +98,7 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
         super::telemetry::put_event_type,
         super::telemetry::list_event_types,
         super::telemetry::get_event_type,
+        super::manifest::manifest,
         crate::ws::servers::server_socket,
     ),
     modifiers(&BearerScheme, &ProblemResponses),

@@ -25,10 +25,12 @@ mod effects;
 mod engagement;
 mod events;
 pub mod experiments;
+mod manifest;
 mod players;
 mod segments;
 pub mod views;
 
+pub use manifest::{ManifestQuery, ManifestView};
 pub use players::{MAX_PLAYERS, PlayerRequest, ResolveRequest, attribute_value};
 pub use segments::{MembersRequest, SegmentRequest};
 

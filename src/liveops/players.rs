@@ -222,7 +222,11 @@ pub(super) fn active_for<'d>(
 
 impl LiveOps {
     /// A base document as players see it (secrets masked), from memory.
-    async fn base_document(&self, config: &str, revision: i64) -> LiveOpsResult<Arc<Value>> {
+    pub(super) async fn base_document(
+        &self,
+        config: &str,
+        revision: i64,
+    ) -> LiveOpsResult<Arc<Value>> {
         let key = (config.to_owned(), revision);
         if let Some(found) = lock(&self.bases).get(&key) {
             return Ok(found.clone());
@@ -291,8 +295,13 @@ impl LiveOps {
                     .collect();
                 // The variant is the last layer; a preview (`at`) is no
                 // exposure, so it records no assignment.
-                let variant =
-                    self.variant_for(&definitions, player, config, instant, at_ms.is_none());
+                let variant = self.variant_for(
+                    &definitions,
+                    player,
+                    config,
+                    instant,
+                    at_ms.is_none().then(crate::store::now_ms),
+                );
                 let key = ResolutionKey {
                     config: config.clone(),
                     base: revision,

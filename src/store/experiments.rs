@@ -240,19 +240,15 @@ pub async fn metric_sums(
         Reading::Sum => format!("COALESCE(SUM({value}), 0.0)"),
         Reading::Mean => format!("AVG({value})"),
     };
-    let per_unit = if backend == Backend::Sqlite {
-        per_unit.replace("DOUBLE PRECISION", "REAL")
-    } else {
-        per_unit
-    };
     let field_path = match (backend, field) {
         (Backend::Sqlite, Some(field)) => format!("$.\"{field}\""),
         (_, Some(field)) => field.to_owned(),
         (_, None) => String::new(),
     };
     let sql = format!(
-        "SELECT variant, COUNT(*), COALESCE(SUM(v), 0.0), COALESCE(SUM(v * v), 0.0) FROM ( \
-           SELECT a.unit, MIN(a.variant) AS variant, {per_unit} AS v \
+        "SELECT variant, COUNT(*), CAST(COALESCE(SUM(v), 0) AS DOUBLE PRECISION), \
+                CAST(COALESCE(SUM(v * v), 0) AS DOUBLE PRECISION) FROM ( \
+           SELECT a.unit, MIN(a.variant) AS variant, CAST({per_unit} AS DOUBLE PRECISION) AS v \
            FROM experiment_assignments a \
            LEFT JOIN telemetry_events t ON t.player_id = a.player_id AND t.event_type = $2 \
              AND t.event_time >= a.assigned_at AND t.event_time < $3 \
@@ -262,6 +258,12 @@ pub async fn metric_sums(
         // `$4` is bound either way: the query reads it when a field is named.
         unused = if field.is_none() { "AND $4 = $4" } else { "" },
     );
+    // PostgreSQL reads `0.0` as numeric: every value is cast to a double.
+    let sql = if backend == Backend::Sqlite {
+        sql.replace("DOUBLE PRECISION", "REAL")
+    } else {
+        sql
+    };
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(experiment_id)
         .bind(event_type)

@@ -124,7 +124,8 @@ pub enum Sender {
 }
 
 /// A player as a batch describes it, for experiments' exposures.
-pub type ExposureSink = Box<dyn Fn(&str, &Envelope) + Send + Sync>;
+/// (the player, the batch's envelope, its earliest accepted event's time)
+pub type ExposureSink = Box<dyn Fn(&str, &Envelope, i64) + Send + Sync>;
 
 /// Telemetry on this hub.
 pub struct Telemetry {
@@ -273,6 +274,14 @@ impl Telemetry {
         if text.len() > 64 * 1024 {
             return Err(invalid("/schema", "at most 64 KiB as JSON"));
         }
+        // Every event's payload is an object: a schema for anything else
+        // would refuse them all.
+        if request.schema.get("type").and_then(Value::as_str) != Some("object") {
+            return Err(invalid(
+                "/schema/type",
+                "\"object\": an event's payload is a JSON object",
+            ));
+        }
         let rules = validation::compile(&request.schema).map_err(|e| TelemetryError::Invalid {
             path: format!("/schema{}", e.path),
             message: e.message,
@@ -418,7 +427,8 @@ impl Telemetry {
             });
         }
         let accepted = rows.len();
-        if accepted > 0 {
+        let earliest = rows.iter().map(|r| r.tm).min();
+        if let Some(earliest) = earliest {
             let permits = u32::try_from(accepted).unwrap_or(u32::MAX);
             let permit = self
                 .budget
@@ -432,7 +442,7 @@ impl Telemetry {
                 .await
                 .map_err(TelemetryError::NotStored)?;
             if let Some(sink) = read(&self.exposures).as_ref() {
-                sink(&player, &envelope);
+                sink(&player, &envelope, earliest);
             }
         }
         Ok(BatchAnswer { accepted, rejected })

@@ -133,6 +133,39 @@ async fn scheduled_event(app: &TestApp, n: u32) -> String {
     name
 }
 
+/// A fresh config (active revision 1) and a draft experiment on it; its name.
+async fn draft_experiment(app: &TestApp, n: u32) -> String {
+    let config = format!("exp-cfg-{n}");
+    app.create_config(&config, "Custom", "staging").await;
+    let deployed = app.deploy(&config, "1.0.0", json!({"n": n})).await;
+    app.wait_deployment_status(deployed.body["id"].as_str().unwrap(), "Completed")
+        .await;
+    let name = format!("exp-{n}");
+    let created = app
+        .post_json("/api/v1/experiments", &experiment_body(&name, &config))
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    name
+}
+
+fn experiment_body(name: &str, config: &str) -> Value {
+    json!({"name": name, "config": config,
+        "variants": [{"id": "control", "weight": 1, "patch": {}}, {"id": "b", "weight": 1, "patch": {"n": -1}}],
+        "metrics": [{"name": "sessions", "kind": "count", "event": "session_start"}]})
+}
+
+/// A draft experiment moved through `controls`; its name.
+async fn experiment_after(app: &TestApp, n: u32, controls: &[&str]) -> String {
+    let name = draft_experiment(app, n).await;
+    for control in controls {
+        let done = app
+            .post_empty(&format!("/api/v1/experiments/{name}/{control}"))
+            .await;
+        assert_eq!(done.status, 200, "{control}: {:?}", done.body);
+    }
+    name
+}
+
 /// A segment (a list) named after `n`.
 async fn list_segment(app: &TestApp, n: u32) -> String {
     let name = format!("seg-{n}");
@@ -425,6 +458,78 @@ fn routes() -> Vec<Route> {
             a.deploy(&config, "1.0.0", json!({"n": n})).await;
             (format!("/api/v1/players/p1/config?configs={config}"), None)
         }),
+        route!("POST" "/api/v1/experiments", Operator, 201, |a, n| {
+            let config = format!("new-exp-cfg-{n}");
+            a.create_config(&config, "Custom", "staging").await;
+            let deployed = a.deploy(&config, "1.0.0", json!({"n": n})).await;
+            a.wait_deployment_status(deployed.body["id"].as_str().unwrap(), "Completed").await;
+            ("/api/v1/experiments".into(), Some(experiment_body(&format!("new-exp-{n}"), &config)))
+        }),
+        route!("GET" "/api/v1/experiments", Viewer, 200, |_a, _n| ("/api/v1/experiments".into(), None)),
+        route!("GET" "/api/v1/experiments/{name}", Viewer, 200, |a, n| (
+            format!("/api/v1/experiments/{}", draft_experiment(a, n).await),
+            None
+        )),
+        route!("PUT" "/api/v1/experiments/{name}", Operator, 200, |a, n| {
+            let name = draft_experiment(a, n).await;
+            let mut body = experiment_body(&name, &format!("exp-cfg-{n}"));
+            body["description"] = json!("changed");
+            (format!("/api/v1/experiments/{name}"), Some(body))
+        }),
+        route!("POST" "/api/v1/experiments/{name}/start", Operator, 200, |a, n| (
+            format!("/api/v1/experiments/{}/start", draft_experiment(a, n).await),
+            None
+        )),
+        route!("POST" "/api/v1/experiments/{name}/pause", Operator, 200, |a, n| (
+            format!("/api/v1/experiments/{}/pause", experiment_after(a, n, &["start"]).await),
+            None
+        )),
+        route!("POST" "/api/v1/experiments/{name}/resume", Operator, 200, |a, n| (
+            format!("/api/v1/experiments/{}/resume", experiment_after(a, n, &["start", "pause"]).await),
+            None
+        )),
+        route!("POST" "/api/v1/experiments/{name}/finish", Operator, 200, |a, n| (
+            format!("/api/v1/experiments/{}/finish", draft_experiment(a, n).await),
+            None
+        )),
+        route!("POST" "/api/v1/experiments/{name}/promote", Operator, 200, |a, n| (
+            format!("/api/v1/experiments/{}/promote", experiment_after(a, n, &["start"]).await),
+            Some(json!({"variant": "b"}))
+        )),
+        route!("GET" "/api/v1/experiments/{name}/results", Viewer, 200, |a, n| (
+            format!("/api/v1/experiments/{}/results", experiment_after(a, n, &["start"]).await),
+            None
+        )),
+        route!("GET" "/api/v1/experiments/assignments", Viewer, 200, |_a, _n| (
+            "/api/v1/experiments/assignments?playerId=p1".into(),
+            None
+        )),
+        route!("GET" "/api/v1/telemetry/event-types", Viewer, 200, |_a, _n| (
+            "/api/v1/telemetry/event-types".into(),
+            None
+        )),
+        route!("GET" "/api/v1/telemetry/event-types/{name}", Viewer, 200, |_a, _n| (
+            "/api/v1/telemetry/event-types/session_start".into(),
+            None
+        )),
+        route!("POST" "/api/v1/telemetry/event-types", Operator, 201, |_a, n| (
+            "/api/v1/telemetry/event-types".into(),
+            Some(json!({"name": format!("custom_{n}"), "schema": {"type": "object"}}))
+        )),
+        // Staff may not send telemetry: a player (for itself) or a game
+        // server may; the role loop skips it (see `OWN_RULES`).
+        route!("POST" "/api/v1/telemetry/batch", Player, 200, |_a, n| (
+            "/api/v1/telemetry/batch".into(),
+            Some(json!({"playerId": "player-user", "events": [{"eventType": "session_start",
+                "eventTime": chrono::Utc::now().to_rfc3339(), "eventId": format!("e{n}"), "payload": {}}]}))
+        )),
+        route!("GET" "/api/v1/manifest", Player, 200, |a, n| {
+            let config = format!("manifest-{n}");
+            a.create_config(&config, "ContentManifest", "staging").await;
+            a.deploy(&config, "1.0.0", json!({"activeVersion": "1.0.0",
+                "contentHash": format!("sha256:{}", "0".repeat(64)), "minSupportedClientVersion": "1.0.0"})).await;
+            (format!("/api/v1/manifest?clientVersion=1.0.0&config={config}"), None)
+        }),
         route!("POST" "/api/v1/players/resolve", Viewer, 200, |a, n| {
             let config = format!("roster-cfg-{n}");
             a.create_config(&config, "Custom", "staging").await;
@@ -488,6 +593,11 @@ fn bad_tokens() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Routes whose callers are not a ladder of roles, tested on their own:
+/// telemetry comes from game servers and players, never staff
+/// (`telemetry.rs`); the role loop skips them, the rest still applies.
+const OWN_RULES: [&str; 1] = ["/api/v1/telemetry/batch"];
+
 async fn every_route_checks_tokens_and_roles(app: TestApp) {
     assert_eq!(
         app.create_config("weapon-balance", "GameBalance", "staging")
@@ -512,6 +622,9 @@ async fn every_route_checks_tokens_and_roles(app: TestApp) {
     let bad = bad_tokens();
     for route in routes() {
         for role in Role::ALL {
+            if OWN_RULES.contains(&route.template) {
+                break;
+            }
             let (path, body) = (route.prepare)(&app, next()).await;
             let token = app.token(role, &format!("{role}-user"));
             let body = body.map(|b| ("application/json", serde_json::to_vec(&b).unwrap()));
@@ -561,6 +674,9 @@ async fn every_route_checks_tokens_and_roles(app: TestApp) {
         "/api/v1/events/active",
         "/api/v1/players/{id}/config",
         "/api/v1/players/resolve",
+        "/api/v1/experiments/assignments",
+        "/api/v1/telemetry/batch",
+        "/api/v1/manifest",
     ];
     // (The feedback route's own rules are the attacks tests'.)
     for route in routes()
@@ -724,6 +840,8 @@ fn many_deployments(settings: &mut hotswap::settings::Settings) {
     settings.deployments.max_concurrent = 10_000;
     // And a live event for every request it makes of one.
     settings.liveops.max_events = 10_000;
+    // And an experiment.
+    settings.liveops.max_experiments = 10_000;
 }
 
 on_both_databases!(

@@ -474,6 +474,29 @@ impl TestApp {
             .join("\n")
     }
 
+    /// A count read straight from the hub's database (`SELECT COUNT(*) ...`).
+    pub async fn count_rows(&self, sql: &str) -> i64 {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&self.database_url).await.unwrap();
+        let (count,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        count
+    }
+
+    /// Posts a telemetry batch with `token` (a server key or a player token).
+    pub async fn telemetry(&self, token: &str, batch: &Value) -> Response {
+        self.request(
+            "POST",
+            "/api/v1/telemetry/batch",
+            Some(token),
+            Some(("application/json", serde_json::to_vec(batch).unwrap())),
+        )
+        .await
+    }
+
     /// Uploads `version` of `config` and starts a Canary of it (50 % then
     /// 100 %, no auto-promotion: it stays in its first phase); its id.
     pub async fn start_canary(&self, config: &str, version: &str, content: Value) -> String {

@@ -200,14 +200,15 @@ async fn write(
 impl LiveOps {
     /// The experiment running on `config` and the variant `player` gets
     /// at `at_ms` (its index), recording the player's first assignment
-    /// when `record`.
+    /// as made at `record` (an instant of the hub's real clock, which
+    /// telemetry's event times are compared with) when given.
     pub(crate) fn variant_for(
         &self,
         definitions: &super::super::Definitions,
         player: &PlayerRequest,
         config: &str,
         at_ms: i64,
-        record: bool,
+        record: Option<i64>,
     ) -> Option<(Arc<ExperimentEntry>, usize)> {
         let entry = definitions
             .experiments
@@ -220,13 +221,13 @@ impl LiveOps {
         let (index, unit) = entry
             .definition
             .variant_for(who, at_ms, &definitions.book)?;
-        if record {
+        if let Some(assigned_at) = record {
             self.assignments.note(
                 &entry.id,
                 &player.player_id,
                 &unit,
                 &entry.spec.variants[index].id,
-                crate::store::now_ms(),
+                assigned_at,
             );
         }
         Some((entry.clone(), index))
@@ -249,7 +250,13 @@ impl LiveOps {
         configs
             .into_iter()
             .filter_map(|config| {
-                let (entry, index) = self.variant_for(&definitions, player, config, now, true)?;
+                let (entry, index) = self.variant_for(
+                    &definitions,
+                    player,
+                    config,
+                    now,
+                    Some(crate::store::now_ms()),
+                )?;
                 let variant = &entry.spec.variants[index];
                 Some(AssignmentView {
                     experiment_id: entry.name().to_owned(),
@@ -265,8 +272,15 @@ impl LiveOps {
     /// the player and whose audience the batch's attributes (platform,
     /// versions) place it in, that is an exposure, recorded as its first
     /// assignment (a player resolved only by its game server is counted
-    /// this way).
-    pub fn note_exposure(&self, player_id: &str, envelope: &crate::domain::telemetry::Envelope) {
+    /// this way), dated from the batch's earliest event (not before the
+    /// experiment started, not after now) so that the batch's own events
+    /// count toward its metrics.
+    pub fn note_exposure(
+        &self,
+        player_id: &str,
+        envelope: &crate::domain::telemetry::Envelope,
+        earliest_event_ms: i64,
+    ) {
         let definitions = self.definitions();
         if !definitions
             .experiments
@@ -290,12 +304,22 @@ impl LiveOps {
             attributes,
         };
         let now = self.now_ms();
+        let real_now = crate::store::now_ms();
         for entry in definitions
             .experiments
             .values()
             .filter(|e| e.status == Status::Running && e.spec.unit == "player")
         {
-            let _ = self.variant_for(&definitions, &player, entry.spec.config.as_str(), now, true);
+            let since = earliest_event_ms
+                .min(real_now)
+                .max(entry.started_at.unwrap_or(i64::MIN));
+            let _ = self.variant_for(
+                &definitions,
+                &player,
+                entry.spec.config.as_str(),
+                now,
+                Some(since),
+            );
         }
     }
 

@@ -41,4 +41,7 @@ pub use http::auth::DOCS_COOKIE;
 pub use hub::{Hub, metrics as metric_frames};
 pub use liveops::{LiveOps, PlayerRequest};
 pub use store::Store;
-pub use telemetry::Telemetry;
+pub use telemetry::{
+    Telemetry,
+    kpis::{BalanceQuery, balance_report},
+};

@@ -39,11 +39,57 @@ enum Command {
         #[arg(long, default_value = "8h", value_parser = jwt::parse_duration)]
         ttl: std::time::Duration,
     },
+    /// Reports from stored telemetry.
+    Report {
+        #[command(subcommand)]
+        report: ReportKind,
+    },
     /// Manage the key that encrypts secret config fields.
     Secrets {
         #[command(subcommand)]
         action: SecretsAction,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ReportKind {
+    /// The balance loop's flags: the most over- and under-performing
+    /// content ids (win contribution, from draft_pick and run_end) and the
+    /// tiers with too high or too low fail rates.
+    Balance {
+        /// Start of the window: RFC 3339 or a date (2026-11-01).
+        #[arg(long, value_parser = parse_instant)]
+        from: i64,
+        /// End of the window (exclusive); now by default.
+        #[arg(long, value_parser = parse_instant)]
+        to: Option<i64>,
+        /// How many content ids each way.
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+        /// Fewest runs ended for a content id or a tier to be judged.
+        #[arg(long, default_value_t = 20)]
+        min_runs: u64,
+        /// A tier failed less often than this is too easy.
+        #[arg(long, default_value_t = 0.2)]
+        min_fail: f64,
+        /// A tier failed more often than this is too hard.
+        #[arg(long, default_value_t = 0.8)]
+        max_fail: f64,
+    },
+}
+
+fn parse_instant(text: &str) -> Result<i64, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.timestamp_millis());
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map(|d| {
+            d.and_hms_opt(0, 0, 0)
+                .expect("midnight")
+                .and_utc()
+                .timestamp_millis()
+        })
+        .map_err(|_| format!("{text:?}: an RFC 3339 instant or a date like 2026-11-01"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +147,40 @@ async fn main() -> anyhow::Result<()> {
                 .context("rotating secrets")?;
             store.close().await;
             println!("re-encrypted {values} secret values in {versions} versions");
+        }
+        Command::Report {
+            report:
+                ReportKind::Balance {
+                    from,
+                    to,
+                    top,
+                    min_runs,
+                    min_fail,
+                    max_fail,
+                },
+        } => {
+            let to = to.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+            anyhow::ensure!(from < to, "--from must be before --to");
+            anyhow::ensure!((1..=100).contains(&top), "--top must be 1-100");
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&min_fail)
+                    && (0.0..=1.0).contains(&max_fail)
+                    && min_fail <= max_fail,
+                "--min-fail and --max-fail are fractions, min <= max"
+            );
+            let store = Store::connect(&settings.database).await?;
+            store.migrate().await?;
+            let query = hotswap::BalanceQuery {
+                from_ms: from,
+                to_ms: to,
+                top,
+                min_runs,
+                min_fail,
+                max_fail,
+            };
+            let report = hotswap::balance_report(&store, &query).await;
+            store.close().await;
+            print!("{}", report?);
         }
     }
     Ok(())

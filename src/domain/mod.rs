@@ -19,6 +19,7 @@ pub mod experiments;
 pub mod feedback;
 pub mod judgement;
 pub mod kinds;
+pub mod kpis;
 pub mod layers;
 pub mod live_event;
 pub mod manifest;

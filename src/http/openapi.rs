@@ -99,6 +99,7 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
         super::telemetry::list_event_types,
         super::telemetry::get_event_type,
         super::manifest::manifest,
+        super::telemetry::kpi,
         crate::ws::servers::server_socket,
     ),
     modifiers(&BearerScheme, &ProblemResponses),

@@ -23,7 +23,28 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(put_event_type))
                 .route(web::get().to(list_event_types)),
         )
-        .service(resource("/telemetry/event-types/{name}").route(web::get().to(get_event_type)));
+        .service(resource("/telemetry/event-types/{name}").route(web::get().to(get_event_type)))
+        .service(resource("/kpis/{name}").route(web::get().to(kpi)));
+}
+
+/// A KPI over stored telemetry: `dau`, `retention-d1`, `retention-d7`,
+/// `win-rate` (per tier), `pick-rate` (per content id, with its win
+/// contribution), `challenge-participation`, `session-length`. Query:
+/// `from`/`to` (RFC 3339 or a date; the last 7 days by default, at most
+/// 92), `groupBy` (`day`, `platform`, `tier`, `variant`, `none`, as the KPI
+/// allows), `event` (only that live event's participants), `experiment`
+/// (with `groupBy=variant`).
+#[utoipa::path(get, path = "/api/v1/kpis/{name}", tag = "telemetry", responses(
+    (status = 200, description = "the KPI's rows", body = Object),
+    (status = 422, description = "an unknown KPI, grouping or parameter, or a bad window", body = Problem),
+))]
+pub async fn kpi(
+    _caller: Authorized<Viewer>,
+    telemetry: web::Data<Arc<Telemetry>>,
+    name: web::Path<String>,
+    query: web::Query<Vec<(String, String)>>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(telemetry.kpi(&name, &query).await?))
 }
 
 /// A batch of a player's events (LIVEOPS.md). Sent with a game server's

@@ -17,6 +17,7 @@ pub mod audit;
 pub mod configs;
 pub mod experiments;
 pub mod hub;
+pub mod kpis;
 pub mod live_ops;
 pub mod schemas;
 pub mod server_bindings;

@@ -12,6 +12,7 @@
 //!   statement; PostgreSQL's daily partitions made before they are
 //!   written), and retention.
 
+pub mod kpis;
 mod writer;
 
 use crate::{

@@ -523,6 +523,7 @@ fn routes() -> Vec<Route> {
             Some(json!({"playerId": "player-user", "events": [{"eventType": "session_start",
                 "eventTime": chrono::Utc::now().to_rfc3339(), "eventId": format!("e{n}"), "payload": {}}]}))
         )),
+        route!("GET" "/api/v1/kpis/{name}", Viewer, 200, |_a, _n| ("/api/v1/kpis/dau".into(), None)),
         route!("GET" "/api/v1/manifest", Player, 200, |a, n| {
             let config = format!("manifest-{n}");
             a.create_config(&config, "ContentManifest", "staging").await;

@@ -16,6 +16,7 @@ mod edges;
 mod experiments;
 mod health;
 mod hub;
+mod kpis;
 mod live_events;
 mod manifest;
 mod progressive;

@@ -13,6 +13,43 @@ pub const MAX_ID_CHARS: usize = 128;
 pub const MAX_TEXT_CHARS: usize = 64;
 /// Largest payload, as compact JSON.
 pub const MAX_PAYLOAD_BYTES: usize = 8 * 1024;
+/// Largest magnitude of a payload number: sums of squares over a million
+/// players stay finite.
+pub const MAX_PAYLOAD_NUMBER: f64 = 1e15;
+/// Smallest magnitude of a non-zero payload number: squares stay normal
+/// (PostgreSQL refuses an underflow).
+pub const MIN_PAYLOAD_NUMBER: f64 = 1e-12;
+
+/// The first payload number out of bounds, as its JSON Pointer.
+fn number_out_of_bounds(value: &Value, at: &mut String) -> bool {
+    match value {
+        Value::Number(n) => n.as_f64().is_none_or(|x| {
+            let x = x.abs();
+            x > MAX_PAYLOAD_NUMBER || (x != 0.0 && x < MIN_PAYLOAD_NUMBER)
+        }),
+        Value::Array(items) => items.iter().enumerate().any(|(i, item)| {
+            let len = at.len();
+            at.push_str(&format!("/{i}"));
+            let out = number_out_of_bounds(item, at);
+            if !out {
+                at.truncate(len);
+            }
+            out
+        }),
+        Value::Object(members) => members.iter().any(|(key, item)| {
+            let len = at.len();
+            at.push('/');
+            at.push_str(&key.replace('~', "~0").replace('/', "~1"));
+            let out = number_out_of_bounds(item, at);
+            if !out {
+                at.truncate(len);
+            }
+            out
+        }),
+        _ => false,
+    }
+}
+
 /// Deepest payload.
 pub const MAX_PAYLOAD_DEPTH: usize = 8;
 
@@ -166,6 +203,12 @@ pub fn parse_event(
     if depth(&payload) > MAX_PAYLOAD_DEPTH {
         return Err(format!("payload: nested at most {MAX_PAYLOAD_DEPTH} deep"));
     }
+    let mut at = String::new();
+    if number_out_of_bounds(&payload, &mut at) {
+        return Err(format!(
+            "payload{at}: numbers are 0 or between {MIN_PAYLOAD_NUMBER:e} and {MAX_PAYLOAD_NUMBER:e} in magnitude"
+        ));
+    }
     let bytes = serde_json::to_vec(&payload).map_or(usize::MAX, |b| b.len());
     if bytes > MAX_PAYLOAD_BYTES {
         return Err(format!(
@@ -238,6 +281,11 @@ mod tests {
                 .unwrap_err()
                 .contains("eventId")
         );
+        let huge = event(|e| e["payload"] = json!({"run_id": "r1", "deep": {"amount": 1e300}}));
+        assert!(huge.unwrap_err().contains("payload/deep/amount"));
+        let tiny = event(|e| e["payload"] = json!({"x": [0, -1e-200]}));
+        assert!(tiny.unwrap_err().contains("payload/x/1"));
+        assert!(event(|e| e["payload"] = json!({"x": [0, -2.5e14, 1e-6]})).is_ok());
         assert!(
             event(|e| e["extra"] = json!(1))
                 .unwrap_err()

@@ -398,6 +398,17 @@ pub struct PlayerCaller {
 }
 
 impl PlayerCaller {
+    /// Refuses a player's token a staff view: a preview of another instant
+    /// (unannounced events) or which layer set each path.
+    pub fn may_preview(&self, at: bool, explain: bool) -> Result<(), ApiError> {
+        if self.player.is_some() && (at || explain) {
+            return Err(ApiError::Forbidden(AuthError::Denied(
+                "a player's token reads what applies now: `at` and `explain` are for staff and game servers".into(),
+            )));
+        }
+        Ok(())
+    }
+
     /// Refuses a player's token asking about another player.
     pub fn may_read(&self, player_id: &str) -> Result<(), ApiError> {
         match &self.player {
@@ -418,8 +429,23 @@ impl FromRequest for PlayerCaller {
         // hottest route, and this caller acts on nothing.
         let token = bearer(request);
         if !token.is_some_and(|t| t.starts_with(crate::auth::api_keys::PREFIX)) {
-            let checked =
-                access(request).and_then(|control| check_token(control, token, Role::Player));
+            let checked = access(request)
+                .and_then(|control| check_token(control, token, Role::Player))
+                .and_then(|principal| {
+                    // A player token's subject is a player id, bounded as
+                    // every player id the hub reads.
+                    if principal.role == Role::Player
+                        && !crate::domain::telemetry::valid_id(
+                            &principal.subject,
+                            crate::domain::telemetry::MAX_ID_CHARS,
+                        )
+                    {
+                        return Err(ApiError::Forbidden(AuthError::Denied(
+                            "a player token's subject must be a player id (1-128 characters, no control characters)".into(),
+                        )));
+                    }
+                    Ok(principal)
+                });
             return Box::pin(std::future::ready(checked.map(|principal| PlayerCaller {
                 player: (principal.role == Role::Player).then_some(principal.subject),
                 server: false,

@@ -518,6 +518,7 @@ pub async fn player_config(
     };
     player.check("/query")?;
     caller.may_read(&player.player_id)?;
+    caller.may_preview(at.is_some(), explain)?;
     let answers = liveops
         .resolve_players(std::slice::from_ref(&player), &configs, at, explain)
         .await?;
@@ -563,6 +564,7 @@ pub async fn resolve_players(
                 })
         })
         .transpose()?;
+    caller.may_preview(at.is_some(), request.explain)?;
     let players = liveops
         .resolve_players(&request.players, &request.configs, at, request.explain)
         .await?;

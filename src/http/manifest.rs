@@ -33,7 +33,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     (status = 422, description = "a query parameter is invalid, or the config is no manifest", body = Problem),
 ))]
 pub async fn manifest(
-    _caller: PlayerCaller,
+    caller: PlayerCaller,
     liveops: web::Data<Arc<LiveOps>>,
     query: web::Query<Vec<(String, String)>>,
 ) -> Result<HttpResponse, ApiError> {
@@ -54,6 +54,14 @@ pub async fn manifest(
         if slot.replace(value).is_some() {
             return Err(ApiError::InvalidQuery(format!("{key}: given twice")));
         }
+    }
+    if read.config.is_some() && caller.player.is_some() {
+        // Players read the studio's manifest; naming configs would tell
+        // them which exist.
+        return Err(ApiError::Forbidden(crate::auth::AuthError::Denied(
+            "a player's token reads the default manifest: `config` is for staff and game servers"
+                .into(),
+        )));
     }
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))

@@ -203,6 +203,9 @@ pub struct LiveOps {
     /// One definition change at a time: the checks (names, overlaps,
     /// counts) and the write they allow see the same definitions.
     writes: tokio::sync::Mutex<()>,
+    /// Held through a whole promotion (a version, maybe a deployment):
+    /// two at once would both promote.
+    promotions: tokio::sync::Mutex<()>,
     /// Engagement tallies per event, occurrence and region.
     engagement: Mutex<engagement::Tallies>,
     /// The revision of the last `liveops` frame (grows across restarts:
@@ -390,6 +393,7 @@ impl LiveOps {
             derived: Mutex::new(HashMap::new()),
             resolutions: RwLock::new(HashMap::new()),
             writes: tokio::sync::Mutex::new(()),
+            promotions: tokio::sync::Mutex::new(()),
             stopping: std::sync::atomic::AtomicBool::new(false),
             clock: Clock::system(),
             frame_revision: Mutex::new(0),

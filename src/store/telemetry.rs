@@ -100,8 +100,10 @@ pub async fn ensure_days(conn: &mut Conn, backend: Backend, days: &[i64]) -> Sto
             .await
         {
             Ok(_) => {}
-            // Another writer created it meanwhile.
-            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P07") => {}
+            // Another writer created it meanwhile (the name, or the
+            // catalog row's unique key, taken first).
+            Err(sqlx::Error::Database(db))
+                if matches!(db.code().as_deref(), Some("42P07" | "23505")) => {}
             Err(error) => return Err(error.into()),
         }
     }

@@ -11,6 +11,19 @@ use crate::{
 };
 use serde_json::{Map, Value, json};
 
+/// The store's per-id counts as the domain reads them.
+fn figures(ids: Vec<(String, i64, i64, i64, i64)>) -> Vec<ContentFigures> {
+    ids.into_iter()
+        .map(|(id, offers, picks, ended, won)| ContentFigures {
+            id,
+            offers: offers.max(0) as u64,
+            picks: picks.max(0) as u64,
+            runs_ended: ended.max(0) as u64,
+            runs_won: won.max(0) as u64,
+        })
+        .collect()
+}
+
 fn day_text(key: &str) -> Value {
     key.parse::<i64>()
         .map_or(Value::Null, |day| Value::String(date_of_day(day)))
@@ -53,18 +66,7 @@ impl Telemetry {
         if query.kpi == Kpi::PickRate {
             let (ids, (runs, won)) = store::content(&mut conn, backend, &filter).await?;
             let overall = ratio(won as f64, runs as f64);
-            let rows = content_rows(
-                ids.into_iter()
-                    .map(|(id, offers, picks, ended, won)| ContentFigures {
-                        id,
-                        offers: offers.max(0) as u64,
-                        picks: picks.max(0) as u64,
-                        runs_ended: ended.max(0) as u64,
-                        runs_won: won.max(0) as u64,
-                    })
-                    .collect(),
-                overall,
-            );
+            let rows = content_rows(figures(ids), overall);
             answer["runsEnded"] = json!(runs);
             answer["overallWinRate"] = json!(overall);
             answer["rows"] = Value::Array(rows.iter().map(content_view).collect());
@@ -77,34 +79,6 @@ impl Telemetry {
                 .collect(),
         );
         Ok(answer)
-    }
-
-    /// Every content id's draft figures in a window (the balance report).
-    pub async fn content_figures(
-        &self,
-        from_ms: i64,
-        to_ms: i64,
-    ) -> Result<(Vec<ContentRow>, Option<f64>), TelemetryError> {
-        let mut conn = self.store.conn().await?;
-        let filter = store::Filter {
-            from_ms,
-            to_ms,
-            event: None,
-            experiment_id: None,
-        };
-        let (ids, (runs, won)) = store::content(&mut conn, self.store.backend(), &filter).await?;
-        let overall = ratio(won as f64, runs as f64);
-        let figures = ids
-            .into_iter()
-            .map(|(id, offers, picks, ended, won)| ContentFigures {
-                id,
-                offers: offers.max(0) as u64,
-                picks: picks.max(0) as u64,
-                runs_ended: ended.max(0) as u64,
-                runs_won: won.max(0) as u64,
-            })
-            .collect();
-        Ok((content_rows(figures, overall), overall))
     }
 }
 
@@ -121,40 +95,40 @@ pub fn content_view(row: &ContentRow) -> Value {
     })
 }
 
-fn row_view(kpi: Kpi, group: Group, (k1, k2, a, b, c): store::Row) -> Value {
-    let mut view = Map::new();
-    let mut keys = |first: &str| match group {
+/// A per-day KPI's keys (or a retention cohort's): the day, then the
+/// grouping's own key.
+fn daily_keys(view: &mut Map<String, Value>, group: Group, first: &str, k1: &str, k2: &str) {
+    match group {
         Group::None => {}
         Group::Day => {
-            view.insert(first.into(), day_text(&k1));
+            view.insert(first.into(), day_text(k1));
         }
         other => {
-            if first == "day" || first == "cohortDay" {
-                view.insert(first.into(), day_text(&k1));
-                view.insert(other.name().into(), Value::String(k2.clone()));
-            } else {
-                view.insert(other.name().into(), Value::String(k1.clone()));
-            }
+            view.insert(first.into(), day_text(k1));
+            view.insert(other.name().into(), Value::String(k2.to_owned()));
         }
-    };
+    }
+}
+
+fn row_view(kpi: Kpi, group: Group, (k1, k2, a, b, c): store::Row) -> Value {
+    let mut view = Map::new();
     match kpi {
         Kpi::Dau => {
-            keys("day");
+            daily_keys(&mut view, group, "day", &k1, &k2);
             view.insert("dau".into(), json!(a));
         }
         Kpi::ChallengeParticipation => {
-            keys("day");
+            daily_keys(&mut view, group, "day", &k1, &k2);
             view.insert("dau".into(), json!(a));
             view.insert("participants".into(), json!(b));
             view.insert("rate".into(), json!(ratio(b as f64, a as f64)));
         }
         Kpi::SessionLength => {
-            keys("day");
+            daily_keys(&mut view, group, "day", &k1, &k2);
             view.insert("sessions".into(), json!(a));
             view.insert("meanSeconds".into(), json!(ratio(c, a as f64)));
         }
         Kpi::WinRate => {
-            drop(keys);
             match group {
                 Group::None => {}
                 Group::Day => {
@@ -171,7 +145,7 @@ fn row_view(kpi: Kpi, group: Group, (k1, k2, a, b, c): store::Row) -> Value {
             view.insert("failRate".into(), json!(ratio(c, a as f64)));
         }
         Kpi::Retention(_) => {
-            keys("cohortDay");
+            daily_keys(&mut view, group, "cohortDay", &k1, &k2);
             view.insert("cohort".into(), json!(a));
             view.insert("retained".into(), json!(b));
             view.insert("rate".into(), json!(ratio(b as f64, a as f64)));
@@ -209,18 +183,7 @@ pub async fn balance_report(store: &crate::Store, query: &BalanceQuery) -> anyho
     let mut conn = store.conn().await?;
     let (ids, (runs, won)) = store::content(&mut conn, store.backend(), &filter).await?;
     let overall = ratio(won as f64, runs as f64);
-    let rows = content_rows(
-        ids.into_iter()
-            .map(|(id, offers, picks, ended, won)| ContentFigures {
-                id,
-                offers: offers.max(0) as u64,
-                picks: picks.max(0) as u64,
-                runs_ended: ended.max(0) as u64,
-                runs_won: won.max(0) as u64,
-            })
-            .collect(),
-        overall,
-    );
+    let rows = content_rows(figures(ids), overall);
     let tiers: Vec<TierFigures> = store::grouped(
         &mut conn,
         store.backend(),

@@ -471,7 +471,22 @@ impl Telemetry {
         Ok(store::expire(&mut conn, self.store.backend(), first_kept).await?)
     }
 
-    /// Runs retention every hour (and once at start).
+    /// Creates today's and the next two days' partitions ahead of the
+    /// writers (PostgreSQL), so that the write path seldom waits on DDL.
+    pub async fn prepare_days(&self) -> Result<(), TelemetryError> {
+        let today = store::day_of(crate::store::now_ms());
+        let mut conn = self.store.conn().await?;
+        store::ensure_days(
+            &mut conn,
+            self.store.backend(),
+            &[today, today + 1, today + 2],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Runs retention every hour (and once at start), and creates the
+    /// coming days' partitions.
     pub fn start_retention(self: &Arc<Self>) {
         let telemetry = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -481,6 +496,9 @@ impl Telemetry {
                 let Some(telemetry) = telemetry.upgrade() else {
                     return;
                 };
+                if let Err(error) = telemetry.prepare_days().await {
+                    tracing::warn!(%error, "telemetry partitions not prepared; the writers create them");
+                }
                 match telemetry.expire().await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(removed = n, "telemetry past retention removed"),

@@ -524,7 +524,7 @@ fn routes() -> Vec<Route> {
                 "eventTime": chrono::Utc::now().to_rfc3339(), "eventId": format!("e{n}"), "payload": {}}]}))
         )),
         route!("GET" "/api/v1/kpis/{name}", Viewer, 200, |_a, _n| ("/api/v1/kpis/dau".into(), None)),
-        route!("GET" "/api/v1/manifest", Player, 200, |a, n| {
+        route!("GET" "/api/v1/manifest", Viewer, 200, |a, n| {
             let config = format!("manifest-{n}");
             a.create_config(&config, "ContentManifest", "staging").await;
             a.deploy(&config, "1.0.0", json!({"activeVersion": "1.0.0",

@@ -517,6 +517,33 @@ async fn bad_experiments_are_refused_naming_the_path(app: TestApp) {
         )
         .await;
     assert_eq!(other.status, 403, "{:?}", other.body);
+    // Nor a staff view of its config: a preview or the layers' sources.
+    for query in ["&explain=true", "&at=2030-01-01T00:00:00Z"] {
+        let preview = app
+            .request(
+                "GET",
+                &format!("/api/v1/players/p1/config?configs=weapon-balance{query}"),
+                Some(&token),
+                None,
+            )
+            .await;
+        assert_eq!(preview.status, 403, "{query}: {:?}", preview.body);
+    }
+    let now = app
+        .request(
+            "GET",
+            "/api/v1/players/p1/config?configs=weapon-balance",
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(now.status, 200, "{:?}", now.body);
+    // A token whose subject is no player id opens nothing.
+    let odd = app.token(hotswap::Role::Player, "p1\u{7}");
+    let refused = app
+        .request("GET", "/api/v1/experiments/assignments", Some(&odd), None)
+        .await;
+    assert_eq!(refused.status, 403, "{:?}", refused.body);
     // And nothing an operator does.
     let list = app
         .request("GET", "/api/v1/experiments", Some(&token), None)

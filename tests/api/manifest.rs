@@ -163,6 +163,15 @@ async fn bad_manifest_requests_are_refused(app: TestApp) {
         )
         .await;
     assert_eq!(player.status, 200, "{:?}", player.body);
+    let named = app
+        .request(
+            "GET",
+            "/api/v1/manifest?clientVersion=1.4.0&config=weapon-balance",
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(named.status, 403, "players read the default manifest only");
     let anonymous = app
         .request("GET", "/api/v1/manifest?clientVersion=1.4.0", None, None)
         .await;

@@ -334,6 +334,13 @@ impl ExperimentSpec {
                     fixed(a.id == b.id, &format!("/variants/{index}/id"))?;
                     fixed(a.patch == b.patch, &format!("/variants/{index}/patch"))?;
                 }
+                // A metric kept by name reads what it read: its smallest
+                // sequential p-value so far is about that reading.
+                for (index, metric) in next.metrics.iter().enumerate() {
+                    if let Some(before) = self.metrics.iter().find(|m| m.name == metric.name) {
+                        fixed(before == metric, &format!("/metrics/{index}"))?;
+                    }
+                }
                 Ok(())
             }
         }
@@ -709,5 +716,18 @@ mod tests {
         );
         assert!(old.check_revision(&next, Status::Draft).is_ok());
         assert!(old.check_revision(&next, Status::Finished).is_err());
+        // A metric may be added or dropped, not redefined under its name.
+        let mut changed = body();
+        changed["metrics"][1]["event"] = json!("session_end");
+        let next = ExperimentSpec::parse(&changed).unwrap();
+        assert_eq!(
+            old.check_revision(&next, Status::Running).unwrap_err().path,
+            "/metrics/1"
+        );
+        let mut changed = body();
+        changed["metrics"][1]["name"] = json!("renamed");
+        changed["guardrails"] = json!([]);
+        let next = ExperimentSpec::parse(&changed).unwrap();
+        assert!(old.check_revision(&next, Status::Running).is_ok());
     }
 }

@@ -74,6 +74,11 @@ impl Assignments {
         set.extend(players.iter().map(|p| player_hash(p)));
     }
 
+    /// Forgets a finished experiment's players (its rows stay stored).
+    pub fn forget(&self, experiment_id: &str) {
+        lock(&self.recorded).remove(experiment_id);
+    }
+
     /// Queues a player's first assignment unless it is stored or queued.
     pub fn note(
         &self,

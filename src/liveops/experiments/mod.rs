@@ -414,6 +414,10 @@ impl LiveOps {
     }
 
     fn publish_experiment(&self, entry: ExperimentEntry) {
+        if entry.status == Status::Finished {
+            // Nobody is assigned any more: its players' hashes go.
+            self.assignments.forget(&entry.id);
+        }
         self.change(|d| {
             d.experiments
                 .insert(entry.name().to_owned(), Arc::new(entry));
@@ -499,6 +503,7 @@ impl LiveOps {
         name: &str,
         request: PromoteRequest,
     ) -> LiveOpsResult<PromotionView> {
+        let _promoting = self.promotions.lock().await;
         let entry = self.experiment_entry(name)?;
         if entry.status == Status::Draft {
             return Err(LiveOpsError::InvalidTransition {

@@ -58,10 +58,10 @@ enum ReportKind {
     /// tiers with too high or too low fail rates.
     Balance {
         /// Start of the window: RFC 3339 or a date (2026-11-01).
-        #[arg(long, value_parser = parse_instant)]
+        #[arg(long, value_parser = hotswap::domain::kpis::parse_instant)]
         from: i64,
         /// End of the window (exclusive); now by default.
-        #[arg(long, value_parser = parse_instant)]
+        #[arg(long, value_parser = hotswap::domain::kpis::parse_instant)]
         to: Option<i64>,
         /// How many content ids each way.
         #[arg(long, default_value_t = 5)]
@@ -76,20 +76,6 @@ enum ReportKind {
         #[arg(long, default_value_t = 0.8)]
         max_fail: f64,
     },
-}
-
-fn parse_instant(text: &str) -> Result<i64, String> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
-        return Ok(t.timestamp_millis());
-    }
-    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .map(|d| {
-            d.and_hms_opt(0, 0, 0)
-                .expect("midnight")
-                .and_utc()
-                .timestamp_millis()
-        })
-        .map_err(|_| format!("{text:?}: an RFC 3339 instant or a date like 2026-11-01"))
 }
 
 #[derive(Debug, Subcommand)]

@@ -146,7 +146,7 @@ fn refuse(parameter: &'static str, message: impl Into<String>) -> QueryError {
 }
 
 /// An instant: RFC 3339, or a UTC date (`2026-12-03`, its midnight).
-fn instant(text: &str, parameter: &'static str) -> Result<i64, QueryError> {
+pub fn parse_instant(text: &str) -> Result<i64, String> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
         return Ok(t.timestamp_millis());
     }
@@ -157,7 +157,11 @@ fn instant(text: &str, parameter: &'static str) -> Result<i64, QueryError> {
                 .and_utc()
                 .timestamp_millis()
         })
-        .map_err(|_| refuse(parameter, "an RFC 3339 instant or a date like 2026-12-03"))
+        .map_err(|_| "an RFC 3339 instant or a date like 2026-12-03".to_owned())
+}
+
+fn instant(text: &str, parameter: &'static str) -> Result<i64, QueryError> {
+    parse_instant(text).map_err(|message| refuse(parameter, message))
 }
 
 fn short_name(text: &str, parameter: &'static str) -> Result<String, QueryError> {

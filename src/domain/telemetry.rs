@@ -70,6 +70,8 @@ pub struct Event {
     pub event_time_ms: i64,
     pub event_id: Option<String>,
     pub payload: Value,
+    /// The payload as compact JSON, as stored.
+    pub payload_json: String,
 }
 
 /// Why a batch or an event is refused (a JSON Pointer into the body).
@@ -108,8 +110,8 @@ fn text(
 
 /// Reads the envelope and the list of events (each still JSON), at most
 /// `max_events` of them.
-pub fn parse_batch(body: &Value, max_events: usize) -> Result<(Envelope, &Vec<Value>), Refusal> {
-    let Some(object) = body.as_object() else {
+pub fn parse_batch(body: Value, max_events: usize) -> Result<(Envelope, Vec<Value>), Refusal> {
+    let Value::Object(mut object) = body else {
         return Err(refusal(
             "",
             "a batch is an object {playerId, sessionId, ..., events}",
@@ -127,13 +129,13 @@ pub fn parse_batch(body: &Value, max_events: usize) -> Result<(Envelope, &Vec<Va
         return Err(refusal(&format!("/{unknown}"), "unknown field"));
     }
     let envelope = Envelope {
-        player_id: text(object, "playerId", MAX_ID_CHARS)?,
-        session_id: text(object, "sessionId", MAX_ID_CHARS)?,
-        client_version: text(object, "clientVersion", MAX_TEXT_CHARS)?,
-        content_version: text(object, "contentVersion", MAX_TEXT_CHARS)?,
-        platform: text(object, "platform", MAX_TEXT_CHARS)?,
+        player_id: text(&object, "playerId", MAX_ID_CHARS)?,
+        session_id: text(&object, "sessionId", MAX_ID_CHARS)?,
+        client_version: text(&object, "clientVersion", MAX_TEXT_CHARS)?,
+        content_version: text(&object, "contentVersion", MAX_TEXT_CHARS)?,
+        platform: text(&object, "platform", MAX_TEXT_CHARS)?,
     };
-    match object.get("events") {
+    match object.remove("events") {
         Some(Value::Array(events)) if !events.is_empty() && events.len() <= max_events => {
             Ok((envelope, events))
         }
@@ -147,12 +149,12 @@ pub fn parse_batch(body: &Value, max_events: usize) -> Result<(Envelope, &Vec<Va
 /// Reads one event; `now_ms` and the window bound its time: not before
 /// `oldest_ms` (retention), not after `now_ms + max_future_ms`.
 pub fn parse_event(
-    value: &Value,
+    value: Value,
     now_ms: i64,
     oldest_ms: i64,
     max_future_ms: i64,
 ) -> Result<Event, String> {
-    let Some(object) = value.as_object() else {
+    let Value::Object(mut object) = value else {
         return Err("an event is an object {eventType, eventTime, payload, eventId}".into());
     };
     if let Some(unknown) = object.keys().find(|k| {
@@ -195,9 +197,9 @@ pub fn parse_event(
         Some(Value::String(id)) if valid_id(id, MAX_ID_CHARS) => Some(id.clone()),
         Some(_) => return Err(format!("eventId: 1 to {MAX_ID_CHARS} printable characters")),
     };
-    let payload = match object.get("payload") {
+    let payload = match object.remove("payload") {
         None | Some(Value::Null) => Value::Object(Default::default()),
-        Some(payload @ Value::Object(_)) => payload.clone(),
+        Some(payload @ Value::Object(_)) => payload,
         Some(_) => return Err("payload: an object".into()),
     };
     if depth(&payload) > MAX_PAYLOAD_DEPTH {
@@ -209,7 +211,8 @@ pub fn parse_event(
             "payload{at}: numbers are 0 or between {MIN_PAYLOAD_NUMBER:e} and {MAX_PAYLOAD_NUMBER:e} in magnitude"
         ));
     }
-    let bytes = serde_json::to_vec(&payload).map_or(usize::MAX, |b| b.len());
+    let payload_json = payload.to_string();
+    let bytes = payload_json.len();
     if bytes > MAX_PAYLOAD_BYTES {
         return Err(format!(
             "payload: at most {MAX_PAYLOAD_BYTES} bytes as JSON ({bytes} given)"
@@ -220,6 +223,7 @@ pub fn parse_event(
         event_time_ms,
         event_id,
         payload,
+        payload_json,
     })
 }
 
@@ -238,7 +242,7 @@ mod tests {
             "payload": {"run_id": "r1", "outcome": "win"}
         });
         change(&mut value);
-        parse_event(&value, NOW, NOW - 30 * 86_400_000, 300_000)
+        parse_event(value, NOW, NOW - 30 * 86_400_000, 300_000)
     }
 
     #[test]
@@ -296,23 +300,23 @@ mod tests {
     #[test]
     fn the_envelope_is_bounded() {
         let body = json!({"playerId": "p1", "events": [{}]});
-        let (envelope, events) = parse_batch(&body, 10).unwrap();
+        let (envelope, events) = parse_batch(body, 10).unwrap();
         assert_eq!(envelope.player_id.as_deref(), Some("p1"));
         assert_eq!(events.len(), 1);
         assert_eq!(
-            parse_batch(&json!({"events": []}), 10).unwrap_err().path,
+            parse_batch(json!({"events": []}), 10).unwrap_err().path,
             "/events"
         );
         let many = json!({"events": vec![json!({}); 11]});
-        assert_eq!(parse_batch(&many, 10).unwrap_err().path, "/events");
+        assert_eq!(parse_batch(many, 10).unwrap_err().path, "/events");
         assert_eq!(
-            parse_batch(&json!({"playerId": "", "events": [{}]}), 10)
+            parse_batch(json!({"playerId": "", "events": [{}]}), 10)
                 .unwrap_err()
                 .path,
             "/playerId"
         );
         assert_eq!(
-            parse_batch(&json!({"who": 1, "events": [{}]}), 10)
+            parse_batch(json!({"who": 1, "events": [{}]}), 10)
                 .unwrap_err()
                 .path,
             "/who"

@@ -71,7 +71,7 @@ pub async fn batch(
             )));
         }
     };
-    Ok(HttpResponse::Ok().json(telemetry.ingest(sender, &body).await?))
+    Ok(HttpResponse::Ok().json(telemetry.ingest(sender, body).await?))
 }
 
 /// Register an event type, or replace one's schema (events stored are kept).

@@ -117,6 +117,24 @@ pub(super) enum Standing {
 }
 
 impl LiveOps {
+    /// A stored revision of `config` (its version label) and its document
+    /// under an RFC 7396 merge patch: what a derived version carries.
+    pub(super) async fn patched_revision(
+        &self,
+        config: &str,
+        revision: i64,
+        patch: &serde_json::Value,
+    ) -> LiveOpsResult<(String, serde_json::Value)> {
+        let served = self
+            .catalog
+            .served_version(config, revision)
+            .await?
+            .ok_or_else(|| CatalogError::ConfigNotFound(config.to_owned()))?;
+        let mut document = served.document.clone();
+        merge_patch(&mut document, patch, "", "", None);
+        Ok((served.version.clone(), document))
+    }
+
     /// Deploys each server-wide override of the event for `slot` under
     /// its id in `ids` (one per override, recorded before), skipping
     /// those already started (a retry, or a hub that stopped between
@@ -171,13 +189,7 @@ impl LiveOps {
                 format!("config {config:?} has no deployed revision to change"),
             )
         })?;
-        let served = self
-            .catalog
-            .served_version(config, base)
-            .await?
-            .ok_or_else(|| CatalogError::ConfigNotFound(config.to_owned()))?;
-        let mut document = served.document.clone();
-        merge_patch(&mut document, &change.patch, "", "", None);
+        let (served_label, document) = self.patched_revision(config, base, &change.patch).await?;
         // Checked before a version is stored: a request that cannot start
         // now stores none (the actor retries every second).
         self.hub
@@ -207,7 +219,7 @@ impl LiveOps {
                             message: Some(format!(
                                 "live event {}: its overrides on {} (revision {base})",
                                 entry.name(),
-                                served.version
+                                served_label
                             )),
                             tags: Vec::new(),
                         },

@@ -215,12 +215,24 @@ pub async fn metric_sums(
     experiment_id: &str,
     event_type: &str,
     field: Option<&str>,
+    equals: Option<&str>,
     reading: Reading,
     until_ms: i64,
 ) -> StoreResult<Vec<(String, i64, f64, f64)>> {
-    // A field as a number: numbers as they are, booleans 1/0, else NULL.
+    // A field as a number: numbers as they are, booleans 1/0, else NULL;
+    // with `equals`, 1 when the field's text is that, else 0.
     let value = match (backend, field) {
         (_, None) => "1.0".to_owned(),
+        (Backend::Sqlite, Some(_)) if equals.is_some() => {
+            "(CASE WHEN json_type(t.payload, $4) = 'text' AND json_extract(t.payload, $4) = $5 \
+             THEN 1.0 ELSE 0.0 END)"
+                .to_owned()
+        }
+        (Backend::Postgres, Some(_)) if equals.is_some() => {
+            "(CASE WHEN jsonb_typeof(t.payload::jsonb -> $4) = 'string' \
+             AND (t.payload::jsonb ->> $4) = $5 THEN 1.0 ELSE 0.0 END)"
+                .to_owned()
+        }
         (Backend::Sqlite, Some(_)) => "(CASE json_type(t.payload, $4) \
              WHEN 'integer' THEN CAST(json_extract(t.payload, $4) AS REAL) \
              WHEN 'real' THEN json_extract(t.payload, $4) \
@@ -255,8 +267,13 @@ pub async fn metric_sums(
            WHERE a.experiment_id = $1 {unused} \
            GROUP BY a.unit \
          ) units WHERE v IS NOT NULL GROUP BY variant",
-        // `$4` is bound either way: the query reads it when a field is named.
-        unused = if field.is_none() { "AND $4 = $4" } else { "" },
+        // `$4` and `$5` are bound either way: the query reads them when a
+        // field (and a value) is named.
+        unused = match (field, equals) {
+            (None, _) => "AND $4 = $4 AND $5 = $5",
+            (Some(_), None) => "AND $5 = $5",
+            (Some(_), Some(_)) => "",
+        },
     );
     // PostgreSQL reads `0.0` as numeric: every value is cast to a double.
     let sql = if backend == Backend::Sqlite {
@@ -269,6 +286,7 @@ pub async fn metric_sums(
         .bind(event_type)
         .bind(until_ms)
         .bind(field_path)
+        .bind(equals.unwrap_or(""))
         .fetch_all(&mut **conn)
         .await?)
 }

@@ -336,11 +336,7 @@ impl Telemetry {
 
     /// Takes a batch: each event checked on its own, the good ones stored
     /// before the answer.
-    pub async fn ingest(
-        &self,
-        sender: Sender,
-        body: &Value,
-    ) -> Result<BatchAnswer, TelemetryError> {
+    pub async fn ingest(&self, sender: Sender, body: Value) -> Result<BatchAnswer, TelemetryError> {
         let (mut envelope, events) = parse_batch(body, self.settings.max_batch_events)
             .map_err(|r| invalid(&r.path, r.message))?;
         let player = match (&sender, &envelope.player_id) {
@@ -366,7 +362,7 @@ impl Telemetry {
         let types = read(&self.types).clone();
         let mut rows = Vec::with_capacity(events.len());
         let mut rejected = Vec::new();
-        for (index, value) in events.iter().enumerate() {
+        for (index, value) in events.into_iter().enumerate() {
             let event = match parse_event(value, now, oldest, self.settings.max_future_ms) {
                 Ok(event) => event,
                 Err(reason) => {
@@ -424,7 +420,7 @@ impl Telemetry {
                 cv: envelope.client_version.clone(),
                 ctv: envelope.content_version.clone(),
                 pf: envelope.platform.clone(),
-                pl: event.payload.to_string(),
+                pl: event.payload_json,
             });
         }
         let accepted = rows.len();

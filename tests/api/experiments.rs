@@ -48,7 +48,8 @@ fn experiment(name: &str, weights: [u32; 2]) -> Value {
         "metrics": [
             {"name": "win", "kind": "binomial", "event": "match_result", "field": "won"},
             {"name": "kills", "kind": "sum", "event": "match_result", "field": "kills"},
-            {"name": "matches", "kind": "count", "event": "match_result"}
+            {"name": "matches", "kind": "count", "event": "match_result"},
+            {"name": "runs-won", "kind": "binomial", "event": "run_end", "field": "outcome", "equals": "win"}
         ]
     })
 }
@@ -185,12 +186,18 @@ async fn an_experiment_runs_from_assignment_to_promotion(app: TestApp) {
             (false, 0) => 0,
             (false, _) => 1,
         };
-        let events: Vec<Value> = (0..4)
+        let mut events: Vec<Value> = (0..4)
             .map(|m| {
                 json!({"eventType": "match_result", "eventTime": now(), "eventId": format!("{id}-m{m}"),
                        "payload": {"won": m < wins, "kills": 2 * wins + n % 2}})
             })
             .collect();
+        // And a run of the studios' shape: its outcome a text.
+        let outcome = if hot.contains(id) { "win" } else { "loss" };
+        events.push(
+            json!({"eventType": "run_end", "eventTime": now(), "eventId": format!("{id}-r"),
+                           "payload": {"run_id": format!("{id}-r"), "outcome": outcome}}),
+        );
         let sent = app
             .telemetry(
                 &key,
@@ -198,7 +205,7 @@ async fn an_experiment_runs_from_assignment_to_promotion(app: TestApp) {
             )
             .await;
         assert_eq!(sent.status, 200, "{:?}", sent.body);
-        assert_eq!(sent.body["accepted"], 4, "{:?}", sent.body);
+        assert_eq!(sent.body["accepted"], 5, "{:?}", sent.body);
     }
     let results = results_when(&app, "hot-rifle", |r| {
         metric(r, "matches", "hot")["value"].as_f64() == Some(4.0)
@@ -235,6 +242,17 @@ async fn an_experiment_runs_from_assignment_to_promotion(app: TestApp) {
         "{results}"
     );
     assert!(metric(&results, "matches", "control")["vsControl"].is_null());
+    // A binomial over a text field: every hot run won, no control one.
+    assert_eq!(
+        metric(&results, "runs-won", "hot")["value"],
+        1.0,
+        "{results}"
+    );
+    assert_eq!(
+        metric(&results, "runs-won", "control")["value"],
+        0.0,
+        "{results}"
+    );
     assert_eq!(results["metrics"][0]["primary"], true);
 
     // Promote the winner: a new version with its patch, and its canary.

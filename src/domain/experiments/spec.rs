@@ -138,6 +138,9 @@ pub struct MetricSpec {
     pub event: String,
     /// The payload field it reads (a top-level key).
     pub field: Option<String>,
+    /// A binomial metric over a text field: the unit sent an event whose
+    /// field equals this (`run_end` with `outcome` `win`).
+    pub equals: Option<String>,
 }
 
 /// Which way a metric must not move.
@@ -447,7 +450,7 @@ fn parse_metrics(value: Option<&Value>) -> Result<Vec<MetricSpec>, FieldError> {
         let Some(object) = item.as_object() else {
             return Err(error(&at, "an object {name, kind, event, field}"));
         };
-        keys_known(object, &at, &["name", "kind", "event", "field"])?;
+        keys_known(object, &at, &["name", "kind", "event", "field", "equals"])?;
         let name = short_name(object.get("name"), &format!("{at}/name"), 64)?;
         if !seen.insert(name.clone()) {
             return Err(error(
@@ -481,11 +484,30 @@ fn parse_metrics(value: Option<&Value>) -> Result<Vec<MetricSpec>, FieldError> {
             }
             _ => {}
         }
+        let equals = match object.get("equals") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(text))
+                if kind == MetricKind::Binomial
+                    && field.is_some()
+                    && !text.is_empty()
+                    && text.chars().count() <= 128
+                    && !text.chars().any(char::is_control) =>
+            {
+                Some(text.clone())
+            }
+            Some(_) => {
+                return Err(error(
+                    &format!("{at}/equals"),
+                    "a text of 1 to 128 characters, on a binomial metric with a field",
+                ));
+            }
+        };
         metrics.push(MetricSpec {
             name,
             kind,
             event,
             field,
+            equals,
         });
     }
     Ok(metrics)
@@ -664,6 +686,10 @@ mod tests {
                     b["metrics"][0]["field"] = Value::Null;
                 }),
                 "/metrics/0/field",
+            ),
+            (
+                Box::new(|b| b["metrics"][1]["equals"] = json!("win")),
+                "/metrics/1/equals",
             ),
             (
                 Box::new(|b| b["guardrails"][0]["metric"] = json!("nope")),

@@ -30,7 +30,6 @@ use crate::{
             spec::{Control, ExperimentSpec, Status, next_status},
         },
         live_event::patch_paths,
-        resolution::merge_patch,
         secrets,
     },
     hub::NewDeploymentRequest,
@@ -566,13 +565,7 @@ impl LiveOps {
                 format!("config {config:?} has no active revision"),
             )
         })?;
-        let served = self
-            .catalog
-            .served_version(config, base)
-            .await?
-            .ok_or_else(|| CatalogError::ConfigNotFound(config.to_owned()))?;
-        let mut document = served.document.clone();
-        merge_patch(&mut document, &variant.patch, "", "", None);
+        let (served_label, document) = self.patched_revision(config, base, &variant.patch).await?;
         let label = match request.version {
             Some(label) => label,
             None => self.catalog.next_patch_label(config).await?,
@@ -587,7 +580,7 @@ impl LiveOps {
                     content: document,
                     message: Some(format!(
                         "experiment {name}: variant {} promoted over {}",
-                        variant.id, served.version
+                        variant.id, served_label
                     )),
                     tags: vec!["experiment".into()],
                 },

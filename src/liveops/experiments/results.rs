@@ -79,6 +79,7 @@ impl LiveOps {
                 &entry.id,
                 &metric.event,
                 metric.field.as_deref(),
+                metric.equals.as_deref(),
                 reading,
                 until,
             )

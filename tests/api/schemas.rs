@@ -224,6 +224,7 @@ async fn a_registered_schema_validates_configs_that_name_it(app: TestApp) {
     assert_eq!(
         ids,
         [
+            "content-manifest",
             "economy",
             "game-balance",
             "live-event",

@@ -260,7 +260,7 @@ pub async fn assignments(
     player.check("/query")?;
     caller.may_read(&player.player_id)?;
     Ok(HttpResponse::Ok().json(AssignmentsView {
-        assignments: liveops.assignments_for(&player),
+        assignments: liveops.assignments_for(&player).await?,
         player_id: player.player_id,
     }))
 }

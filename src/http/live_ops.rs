@@ -466,7 +466,11 @@ pub async fn active_events(
         }
         None => None,
     };
-    Ok(HttpResponse::Ok().json(liveops.active_events(player.as_ref(), query.region.as_deref())))
+    Ok(HttpResponse::Ok().json(
+        liveops
+            .active_events(player.as_ref(), query.region.as_deref())
+            .await?,
+    ))
 }
 
 /// One player's resolved configs. Query: `configs` (comma-separated,

@@ -25,6 +25,7 @@ mod effects;
 mod engagement;
 mod events;
 pub mod experiments;
+mod kept;
 mod manifest;
 mod players;
 mod segments;
@@ -177,6 +178,9 @@ pub struct Definitions {
     pub segments: BTreeMap<String, SegmentEntry>,
     pub events: BTreeMap<String, Arc<EventEntry>>,
     pub experiments: BTreeMap<String, Arc<experiments::ExperimentEntry>>,
+    /// A segment that events or running experiments name reads a kept
+    /// attribute (`kept::reads_kept`): lookups read the players' record.
+    pub reads_kept: bool,
 }
 
 type EventActor = LiveEventHandle<actor::Command>;
@@ -203,6 +207,8 @@ pub struct LiveOps {
     /// One definition change at a time: the checks (names, overlaps,
     /// counts) and the write they allow see the same definitions.
     writes: tokio::sync::Mutex<()>,
+    /// Players' kept attributes, briefly (`kept.rs`).
+    kept: Mutex<HashMap<String, kept::Cached>>,
     /// Held through a whole promotion (a version, maybe a deployment):
     /// two at once would both promote.
     promotions: tokio::sync::Mutex<()>,
@@ -382,12 +388,18 @@ impl LiveOps {
             hub,
             settings,
             zones,
-            definitions: RwLock::new(Arc::new(Definitions {
-                book: Arc::new(book),
-                segments,
-                events,
-                experiments: experiment_entries,
+            definitions: RwLock::new(Arc::new({
+                let mut definitions = Definitions {
+                    book: Arc::new(book),
+                    segments,
+                    events,
+                    experiments: experiment_entries,
+                    reads_kept: false,
+                };
+                definitions.reads_kept = kept::reads_kept(&definitions);
+                definitions
             })),
+            kept: Mutex::new(HashMap::new()),
             actors: Mutex::new(HashMap::new()),
             bases: Mutex::new(HashMap::new()),
             derived: Mutex::new(HashMap::new()),
@@ -464,6 +476,7 @@ impl LiveOps {
             let mut definitions = write(&self.definitions);
             let mut next = (**definitions).clone();
             change(&mut next);
+            next.reads_kept = kept::reads_kept(&next);
             let next = Arc::new(next);
             *definitions = next.clone();
             // Numbered under the lock: frames are ordered as the changes.

@@ -274,6 +274,8 @@ impl LiveOps {
         });
         let mut answers = Vec::with_capacity(players.len());
         for player in players {
+            let player = self.with_kept(&definitions, player).await?;
+            let player = player.as_ref();
             let region = player.region();
             let events = active_for(&definitions, player, instant, in_force.as_ref());
             let mut resolved = Vec::with_capacity(configs.len());
@@ -368,12 +370,17 @@ impl LiveOps {
 
     /// The studios' `events/active`: for a player (audience applied), or
     /// for a region (events open to every player there).
-    pub fn active_events(
+    pub async fn active_events(
         &self,
         player: Option<&PlayerRequest>,
         region: Option<&str>,
-    ) -> ActiveEventsView {
+    ) -> LiveOpsResult<ActiveEventsView> {
         let definitions = self.definitions();
+        let player = match player {
+            Some(player) => Some(self.with_kept(&definitions, player).await?),
+            None => None,
+        };
+        let player = player.as_deref();
         let now = self.now_ms();
         let anyone = PlayerRequest {
             player_id: String::new(),
@@ -405,7 +412,7 @@ impl LiveOps {
                 })
                 .collect(),
         };
-        ActiveEventsView {
+        Ok(ActiveEventsView {
             server_time: rfc3339(now),
             events: found
                 .into_iter()
@@ -418,6 +425,6 @@ impl LiveOps {
                     rules: event.spec.rules.clone(),
                 })
                 .collect(),
-        }
+        })
     }
 }

@@ -359,3 +359,103 @@ async fn a_full_queue_answers_503_with_retry_after() {
     );
     pool.close().await;
 }
+
+/// A player's resolved loadout document.
+async fn sees(app: &TestApp, player: &str, extra: &str) -> Value {
+    let path = format!("/api/v1/players/{player}/config?configs=loadout{extra}");
+    let answer = app.get(&path).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    answer.body["configs"]["loadout"]["document"].clone()
+}
+
+/// Telemetry keeps each player's `firstSeen`, `lastSeen`, sessions and
+/// purchases; a segment reading them places players from that record
+/// when the caller gives none of them (a caller's own values win).
+async fn kept_attributes_place_players_in_segments(app: TestApp) {
+    assert_eq!(
+        app.create_config("loadout", "Custom", "staging")
+            .await
+            .status,
+        201
+    );
+    let deployed = app
+        .deploy("loadout", "1.0.0", json!({"slots": 3, "banner": "none"}))
+        .await;
+    app.wait_deployment_status(deployed.body["id"].as_str().unwrap(), "Completed")
+        .await;
+    let regulars = app
+        .post_json(
+            "/api/v1/segments",
+            &json!({"name": "regulars", "rule": {"attribute": "sessions", "gte": 2}}),
+        )
+        .await;
+    assert_eq!(regulars.status, 201, "{:?}", regulars.body);
+    for (name, segment, patch) in [
+        ("regulars-bonus", "regulars", json!({"slots": 5})),
+        ("welcome", "new-players", json!({"banner": "welcome"})),
+    ] {
+        let created = app
+            .post_json(
+                "/api/v1/live-events",
+                &json!({"name": name, "displayName": name, "eventType": "Retention",
+                    "rules": {"rewardMultipliers": {"xp": 1.5}},
+                    "audience": {"segments": [segment]},
+                    "overrides": [{"config": "loadout", "patch": patch}],
+                    "schedule": {"startTime": at(Span::minutes(-1)), "endTime": at(Span::hours(1))}}),
+            )
+            .await;
+        assert_eq!(created.status, 201, "{:?}", created.body);
+    }
+    let (key, _) = app.server_key(&[], &[]).await;
+    for (player, sessions) in [("p-regular", 2), ("p-once", 1)] {
+        let events: Vec<Value> = (0..sessions)
+            .map(|n| {
+                json!({"eventType": "session_start", "eventTime": at(Span::minutes(-10 + n)),
+                            "eventId": format!("{player}-{n}"), "payload": {}})
+            })
+            .collect();
+        let sent = app
+            .telemetry(&key, &json!({"playerId": player, "events": events}))
+            .await;
+        assert_eq!(sent.body["accepted"], sessions, "{:?}", sent.body);
+    }
+    // Both events are in force once their actors started them.
+    let mut regular = Value::Null;
+    for _ in 0..250 {
+        regular = sees(&app, "p-regular", "").await;
+        if regular["slots"] == 5 && regular["banner"] == "welcome" {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Two sessions and first seen minutes ago: a regular, and new.
+    assert_eq!(regular, json!({"slots": 5, "banner": "welcome"}));
+    // One session: new, not a regular.
+    assert_eq!(
+        sees(&app, "p-once", "").await,
+        json!({"slots": 3, "banner": "welcome"})
+    );
+    // Never seen: neither.
+    assert_eq!(
+        sees(&app, "p-never", "").await,
+        json!({"slots": 3, "banner": "none"})
+    );
+    // A caller's own values win over the record.
+    assert_eq!(
+        sees(&app, "p-once", "&sessions=7").await,
+        json!({"slots": 5, "banner": "none"}),
+        "given sessions, firstSeen is not read: not new"
+    );
+    // The player's events as clients ask for them agree.
+    let active = app.get("/api/v1/events/active?playerId=p-regular").await;
+    let mut names: Vec<&str> = active.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["regulars-bonus", "welcome"], "{:?}", active.body);
+}
+
+on_both_databases!(kept_attributes_place_players_in_segments);

@@ -146,6 +146,20 @@ impl Rule {
         found
     }
 
+    /// The attributes this rule reads, directly.
+    pub fn attributes(&self) -> Vec<&str> {
+        let mut found = Vec::new();
+        self.walk(&mut |rule| match rule {
+            Rule::Compare { attribute, .. }
+            | Rule::In { attribute, .. }
+            | Rule::Semver { attribute, .. }
+            | Rule::Within { attribute, .. }
+            | Rule::Before { attribute, .. } => found.push(attribute.as_str()),
+            _ => {}
+        });
+        found
+    }
+
     fn walk<'a>(&'a self, visit: &mut dyn FnMut(&'a Rule)) {
         visit(self);
         match self {
@@ -353,6 +367,25 @@ impl SegmentBook {
 
     pub fn get(&self, name: &str) -> Option<&Segment> {
         self.segments.get(name)
+    }
+
+    /// Whether segment `name`'s rule, or a segment it names, reads one of
+    /// `attributes`.
+    pub fn reads_any(&self, name: &str, attributes: &[&str]) -> bool {
+        let mut seen = HashSet::new();
+        let mut pending = vec![name];
+        while let Some(next) = pending.pop() {
+            if !seen.insert(next) {
+                continue;
+            }
+            if let Some(Segment::Rule(rule)) = self.segments.get(next) {
+                if rule.attributes().iter().any(|a| attributes.contains(a)) {
+                    return true;
+                }
+                pending.extend(rule.references());
+            }
+        }
+        false
     }
 
     /// Forgets a segment (the caller checks nothing names it).

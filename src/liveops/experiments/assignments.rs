@@ -241,8 +241,13 @@ impl LiveOps {
     /// The studios' `experiments/assignments`: every running experiment
     /// the player is in, its variant and the variant's parameters (its
     /// patch). Each is recorded as the player's first assignment.
-    pub fn assignments_for(&self, player: &PlayerRequest) -> Vec<AssignmentView> {
+    pub async fn assignments_for(
+        &self,
+        player: &PlayerRequest,
+    ) -> LiveOpsResult<Vec<AssignmentView>> {
         let definitions = self.definitions();
+        let player = self.with_kept(&definitions, player).await?;
+        let player = player.as_ref();
         let now = self.now_ms();
         let mut configs: Vec<&str> = definitions
             .experiments
@@ -252,7 +257,7 @@ impl LiveOps {
             .collect();
         configs.sort_unstable();
         configs.dedup();
-        configs
+        Ok(configs
             .into_iter()
             .filter_map(|config| {
                 let (entry, index) = self.variant_for(
@@ -270,7 +275,7 @@ impl LiveOps {
                     parameters: variant.patch.clone(),
                 })
             })
-            .collect()
+            .collect())
     }
 
     /// A player sent telemetry: in each running experiment whose unit is

@@ -248,3 +248,22 @@ fn time_attributes_at_the_extremes_match_nothing_odd() {
     let future = player(json!({"firstSeen": i64::MAX}));
     assert!(!book.contains("new-players", "p", &future, NOW));
 }
+
+#[test]
+fn a_segment_says_which_attributes_it_reads_through_its_references() {
+    let mut book = book();
+    book.define_rule("veterans", &json!({"attribute": "level", "gte": 10}))
+        .unwrap();
+    book.define_rule(
+        "fresh-veterans",
+        &json!({"all": [{"segment": "veterans"}, {"not": {"segment": "new-players"}}]}),
+    )
+    .unwrap();
+    book.define_list("testers", ["p-1".to_string()]).unwrap();
+    assert!(book.reads_any("new-players", &["firstSeen"]));
+    assert!(book.reads_any("fresh-veterans", &["firstSeen"]));
+    assert!(book.reads_any("fresh-veterans", &["level"]));
+    assert!(!book.reads_any("veterans", &["firstSeen", "sessions"]));
+    assert!(!book.reads_any("testers", &["firstSeen"]));
+    assert!(!book.reads_any("no-such-segment", &["firstSeen"]));
+}

@@ -264,6 +264,7 @@ pub async fn metric_sums(
            FROM experiment_assignments a \
            LEFT JOIN telemetry_events t ON t.player_id = a.player_id AND t.event_type = $2 \
              AND t.event_time >= a.assigned_at AND t.event_time < $3 \
+             AND t.event_day <= $3 / 86400000 \
            WHERE a.experiment_id = $1 {unused} \
            GROUP BY a.unit \
          ) units WHERE v IS NOT NULL GROUP BY variant",

@@ -50,6 +50,13 @@ fn narrowing(backend: Backend, player: &str, filter: &Filter<'_>, time: &str) ->
         String::new()
     };
     let mut clause = format!("{time} >= $1 AND {time} < $2");
+    // Rows of `telemetry_events` are bounded by day too: PostgreSQL reads
+    // only the window's partitions, SQLite walks the key's day prefix.
+    if let Some((alias, _)) = time.split_once(".event_time") {
+        clause.push_str(&format!(
+            " AND {alias}.event_day >= $1 / 86400000 AND {alias}.event_day <= $2 / 86400000"
+        ));
+    }
     clause.push_str(if filter.experiment_id.is_some() {
         ""
     } else {
@@ -58,6 +65,7 @@ fn narrowing(backend: Backend, player: &str, filter: &Filter<'_>, time: &str) ->
     if filter.event.is_some() {
         clause.push_str(&format!(
             " AND {player} IN (SELECT e.player_id FROM telemetry_events e WHERE e.event_type = 'event_participation' \
+              AND e.event_day >= $1 / 86400000 AND e.event_day <= $2 / 86400000 \
               AND e.event_time >= $1 AND e.event_time < $2 AND {} = $3)",
             text(backend, "e", "event_id")
         ));

@@ -36,7 +36,8 @@ const RETRY_ROWS: usize = 100_000;
 
 enum Job {
     Row(store::AssignmentRow),
-    Flush(oneshot::Sender<()>),
+    /// Answered with whether everything queued before it is written.
+    Flush(oneshot::Sender<bool>),
 }
 
 /// The players whose first assignment is stored or queued, per experiment
@@ -111,13 +112,15 @@ impl Assignments {
         }
     }
 
-    /// Waits until everything queued before the call is written (or its
-    /// write failed and waits for a retry).
-    pub async fn flush(&self) {
+    /// Waits until everything queued before the call is written; false
+    /// when a write failed (its rows wait for a retry) or the writer is
+    /// gone.
+    pub async fn flush(&self) -> bool {
         let (done, written) = oneshot::channel();
-        if self.queue.send(Job::Flush(done)).await.is_ok() {
-            let _ = written.await;
+        if self.queue.send(Job::Flush(done)).await.is_err() {
+            return false;
         }
+        written.await.unwrap_or(false)
     }
 }
 
@@ -128,7 +131,7 @@ async fn write_loop(
     flush_every: Duration,
 ) {
     let mut pending: Vec<store::AssignmentRow> = Vec::new();
-    let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut waiting: Vec<oneshot::Sender<bool>> = Vec::new();
     let mut tick = tokio::time::interval(flush_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -157,8 +160,9 @@ async fn write_loop(
                     break;
                 }
             }
+            let written = pending.is_empty();
             for done in waiting.drain(..) {
-                let _ = done.send(());
+                let _ = done.send(written);
             }
         }
     }
@@ -341,7 +345,11 @@ impl LiveOps {
         current: &ExperimentEntry,
         next: &ExperimentSpec,
     ) -> LiveOpsResult<BTreeMap<String, String>> {
-        self.assignments.flush().await;
+        // Pins are worked out from every stored assignment: one still
+        // waiting for its write would be missed, and its player moved.
+        if !self.assignments.flush().await {
+            return Err(crate::store::StoreError::Unavailable(sqlx::Error::PoolTimedOut).into());
+        }
         let mut conn = self.store.conn().await?;
         let units = store::unit_variants(&mut conn, &current.id).await?;
         drop(conn);

@@ -420,7 +420,11 @@ pub async fn event_metrics(
         .as_deref()
         .map(|o| instant("occurrence", o))
         .transpose()?;
-    Ok(HttpResponse::Ok().json(liveops.engagement(&name, query.region.as_deref(), occurrence)?))
+    Ok(HttpResponse::Ok().json(
+        liveops
+            .engagement(&name, query.region.as_deref(), occurrence)
+            .await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

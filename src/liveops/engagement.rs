@@ -88,15 +88,39 @@ impl LiveOps {
     }
 
     /// An event's engagement per occurrence and region, filtered.
-    pub fn engagement(
+    pub async fn engagement(
         &self,
         name: &str,
         region: Option<&str>,
         occurrence: Option<i64>,
     ) -> LiveOpsResult<EngagementView> {
-        if !self.definitions().events.contains_key(name) {
+        // Since the event was created, or its first occurrence in force
+        // started, whichever is earlier (one created late counts from
+        // its scheduled start).
+        let Some(created_at) = self.definitions().events.get(name).map(|e| {
+            e.applied
+                .iter()
+                .map(|slot| slot.start_ms)
+                .fold(e.created_at, i64::min)
+        }) else {
             return Err(LiveOpsError::EventNotFound(name.to_owned()));
-        }
+        };
+        let to = crate::store::now_ms();
+        let from = created_at.max(to - crate::domain::kpis::MAX_WINDOW_DAYS * 86_400_000);
+        let (participants, joins, progress, completions, runs) = {
+            let mut conn = self.store.conn().await?;
+            crate::store::kpis::event_participation(&mut conn, self.store.backend(), name, from, to)
+                .await?
+        };
+        let telemetry = super::views::TelemetryEngagement {
+            from: rfc3339(from),
+            to: rfc3339(to),
+            participants,
+            joins,
+            progress,
+            completions,
+            runs,
+        };
         let tallies = lock(&self.engagement);
         let items = tallies
             .get(name)
@@ -121,6 +145,7 @@ impl LiveOps {
         Ok(EngagementView {
             event: name.to_owned(),
             items,
+            telemetry,
         })
     }
 }

@@ -327,6 +327,25 @@ pub struct EngagementView {
     pub event: String,
     /// One per occurrence and region, oldest first.
     pub items: Vec<EngagementItem>,
+    /// What players' telemetry says of the event since it was created.
+    pub telemetry: TelemetryEngagement,
+}
+
+/// A live event in players' telemetry (events naming it by `event_id`),
+/// over `from` .. `to` (since the event was created or its first
+/// occurrence in force started, whichever is earlier; at most 92 days).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TelemetryEngagement {
+    pub from: String,
+    pub to: String,
+    /// Distinct players with an `event_participation`.
+    pub participants: i64,
+    pub joins: i64,
+    pub progress: i64,
+    pub completions: i64,
+    /// `run_start` events with this `event_id`.
+    pub runs: i64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -244,3 +244,34 @@ pub async fn content(
         overall,
     ))
 }
+
+/// A live event's telemetry in a window: distinct participants, its
+/// `event_participation` actions (join, progress, complete) and the runs
+/// started in it (`run_start` with its `event_id`).
+pub async fn event_participation(
+    conn: &mut Conn,
+    backend: Backend,
+    event_id: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> StoreResult<(i64, i64, i64, i64, i64)> {
+    let event = text(backend, "t", "event_id");
+    let action = text(backend, "t", "action");
+    let sql = format!(
+        "SELECT COUNT(DISTINCT CASE WHEN t.event_type = 'event_participation' THEN t.player_id END), \
+           COALESCE(SUM(CASE WHEN t.event_type = 'event_participation' AND {action} = 'join' THEN 1 ELSE 0 END), 0), \
+           COALESCE(SUM(CASE WHEN t.event_type = 'event_participation' AND {action} = 'progress' THEN 1 ELSE 0 END), 0), \
+           COALESCE(SUM(CASE WHEN t.event_type = 'event_participation' AND {action} = 'complete' THEN 1 ELSE 0 END), 0), \
+           COALESCE(SUM(CASE WHEN t.event_type = 'run_start' THEN 1 ELSE 0 END), 0) \
+         FROM telemetry_events t \
+         WHERE t.event_type IN ('event_participation', 'run_start') \
+           AND t.event_day >= $1 / 86400000 AND t.event_day <= $2 / 86400000 \
+           AND t.event_time >= $1 AND t.event_time < $2 AND {event} = $3"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(event_id)
+        .fetch_one(&mut **conn)
+        .await?)
+}

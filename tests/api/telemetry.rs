@@ -456,6 +456,48 @@ async fn kept_attributes_place_players_in_segments(app: TestApp) {
         .collect();
     names.sort_unstable();
     assert_eq!(names, ["regulars-bonus", "welcome"], "{:?}", active.body);
+
+    // The event's engagement as players' telemetry tells it: p-regular
+    // joined, played a run in it and completed it; p-once joined; a
+    // participation in another event does not count.
+    for (player, events) in [
+        (
+            "p-regular",
+            vec![("join", "welcome"), ("complete", "welcome")],
+        ),
+        (
+            "p-once",
+            vec![("join", "welcome"), ("join", "regulars-bonus")],
+        ),
+    ] {
+        let mut batch: Vec<Value> = events
+            .iter()
+            .enumerate()
+            .map(|(n, (action, event))| {
+                json!({"eventType": "event_participation",
+                "eventTime": at(Span::seconds(-5)), "eventId": format!("{player}-ep{n}"),
+                "payload": {"event_id": event, "action": action}})
+            })
+            .collect();
+        if player == "p-regular" {
+            batch.push(
+                json!({"eventType": "run_start", "eventTime": at(Span::seconds(-4)),
+                "eventId": "p-regular-run", "payload": {"run_id": "w1", "event_id": "welcome"}}),
+            );
+        }
+        let sent = app
+            .telemetry(&key, &json!({"playerId": player, "events": batch}))
+            .await;
+        assert_eq!(sent.body["rejected"], json!([]), "{:?}", sent.body);
+    }
+    let metrics = app.get("/api/v1/live-events/welcome/metrics").await;
+    assert_eq!(metrics.status, 200, "{:?}", metrics.body);
+    let telemetry = &metrics.body["telemetry"];
+    assert_eq!(telemetry["participants"], 2, "{telemetry}");
+    assert_eq!(telemetry["joins"], 2, "{telemetry}");
+    assert_eq!(telemetry["completions"], 1, "{telemetry}");
+    assert_eq!(telemetry["progress"], 0, "{telemetry}");
+    assert_eq!(telemetry["runs"], 1, "{telemetry}");
 }
 
 on_both_databases!(kept_attributes_place_players_in_segments);

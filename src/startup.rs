@@ -225,10 +225,11 @@ impl Application {
             liveops.set_event_type_check(Arc::new(move |name: &str| {
                 known.upgrade().is_some_and(|t| t.has_type(name))
             }));
-            let exposures = Arc::downgrade(&liveops);
-            telemetry.set_exposure_sink(Box::new(move |player, envelope, earliest| {
-                if let Some(liveops) = exposures.upgrade() {
-                    liveops.note_exposure(player, envelope, earliest);
+            let stored = Arc::downgrade(&liveops);
+            telemetry.set_stored_sink(Box::new(move |batch| {
+                if let Some(liveops) = stored.upgrade() {
+                    liveops.note_kept(batch.kept);
+                    liveops.note_exposure(batch.player, batch.envelope, batch.earliest_ms);
                 }
             }));
         }

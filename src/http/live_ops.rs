@@ -470,11 +470,7 @@ pub async fn active_events(
         }
         None => None,
     };
-    Ok(HttpResponse::Ok().json(
-        liveops
-            .active_events(player.as_ref(), query.region.as_deref())
-            .await?,
-    ))
+    Ok(HttpResponse::Ok().json(liveops.active_events(player.as_ref(), query.region.as_deref())))
 }
 
 /// One player's resolved configs. Query: `configs` (comma-separated,

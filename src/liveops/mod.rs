@@ -207,8 +207,8 @@ pub struct LiveOps {
     /// One definition change at a time: the checks (names, overlaps,
     /// counts) and the write they allow see the same definitions.
     writes: tokio::sync::Mutex<()>,
-    /// Players' kept attributes, briefly (`kept.rs`).
-    kept: Mutex<HashMap<String, kept::Cached>>,
+    /// Players' kept attributes (`kept.rs`).
+    kept: RwLock<kept::KeptMap>,
     /// Held through a whole promotion (a version, maybe a deployment):
     /// two at once would both promote.
     promotions: tokio::sync::Mutex<()>,
@@ -381,6 +381,11 @@ impl LiveOps {
             looks.insert(entry.id.clone(), experiments::looks_of(&row.looks));
             experiment_entries.insert(row.name.clone(), Arc::new(entry));
         }
+        let mut kept_players = kept::KeptMap::new();
+        kept::fold(
+            &mut kept_players,
+            &crate::store::telemetry::recent_players(&mut conn, kept::KEPT_PLAYERS).await?,
+        );
         drop(conn);
         let liveops = Arc::new(LiveOps {
             store,
@@ -399,7 +404,7 @@ impl LiveOps {
                 definitions.reads_kept = kept::reads_kept(&definitions);
                 definitions
             })),
-            kept: Mutex::new(HashMap::new()),
+            kept: RwLock::new(kept_players),
             actors: Mutex::new(HashMap::new()),
             bases: Mutex::new(HashMap::new()),
             derived: Mutex::new(HashMap::new()),

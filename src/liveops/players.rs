@@ -274,7 +274,7 @@ impl LiveOps {
         });
         let mut answers = Vec::with_capacity(players.len());
         for player in players {
-            let player = self.with_kept(&definitions, player).await?;
+            let player = self.with_kept(&definitions, player);
             let player = player.as_ref();
             let region = player.region();
             let events = active_for(&definitions, player, instant, in_force.as_ref());
@@ -370,16 +370,13 @@ impl LiveOps {
 
     /// The studios' `events/active`: for a player (audience applied), or
     /// for a region (events open to every player there).
-    pub async fn active_events(
+    pub fn active_events(
         &self,
         player: Option<&PlayerRequest>,
         region: Option<&str>,
-    ) -> LiveOpsResult<ActiveEventsView> {
+    ) -> ActiveEventsView {
         let definitions = self.definitions();
-        let player = match player {
-            Some(player) => Some(self.with_kept(&definitions, player).await?),
-            None => None,
-        };
+        let player = player.map(|player| self.with_kept(&definitions, player));
         let player = player.as_deref();
         let now = self.now_ms();
         let anyone = PlayerRequest {
@@ -412,7 +409,7 @@ impl LiveOps {
                 })
                 .collect(),
         };
-        Ok(ActiveEventsView {
+        ActiveEventsView {
             server_time: rfc3339(now),
             events: found
                 .into_iter()
@@ -425,6 +422,6 @@ impl LiveOps {
                     rules: event.spec.rules.clone(),
                 })
                 .collect(),
-        })
+        }
     }
 }

@@ -112,15 +112,19 @@ pub async fn ensure_days(conn: &mut Conn, backend: Backend, days: &[i64]) -> Sto
 
 /// Stores a batch (rows already stored — a retry — are kept as they are)
 /// and folds the rows written into the players' kept attributes, in one
-/// transaction.
-pub async fn insert_events(tx: &mut Tx, backend: Backend, rows: &[EventRow]) -> StoreResult<()> {
+/// transaction; those players' kept attributes as they now stand.
+pub async fn insert_events(
+    tx: &mut Tx,
+    backend: Backend,
+    rows: &[EventRow],
+) -> StoreResult<Vec<PlayerRow>> {
     if rows.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let json = serde_json::to_string(rows).map_err(|e| anyhow::anyhow!(e))?;
     match backend {
         Backend::Postgres => {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
+            sqlx::query_as::<_, PlayerRow>(sqlx::AssertSqlSafe(format!(
                 "WITH written AS ( \
                    INSERT INTO telemetry_events ({COLUMNS}) \
                    SELECT d, p, i, ty, tm, r, s, cv, ctv, pf, pl FROM json_to_recordset($1::json) \
@@ -136,11 +140,13 @@ pub async fn insert_events(tx: &mut Tx, backend: Backend, rows: &[EventRow]) -> 
                    first_seen = LEAST(players.first_seen, excluded.first_seen), \
                    last_seen = GREATEST(players.last_seen, excluded.last_seen), \
                    sessions = players.sessions + excluded.sessions, \
-                   purchases = players.purchases + excluded.purchases"
+                   purchases = players.purchases + excluded.purchases \
+                 RETURNING player_id, first_seen, last_seen, sessions, purchases"
             )))
             .bind(json)
-            .execute(&mut **tx)
-            .await?;
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(Into::into)
         }
         Backend::Sqlite => {
             let written: Vec<(String, String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -165,26 +171,40 @@ pub async fn insert_events(tx: &mut Tx, backend: Backend, rows: &[EventRow]) -> 
                 kept.2 += i64::from(kind == "session_start");
                 kept.3 += i64::from(kind == "purchase");
             }
+            let mut kept = Vec::with_capacity(players.len());
             for (player, (first, last, sessions, purchases)) in players {
-                sqlx::query(
+                let row = sqlx::query_as::<_, PlayerRow>(
                     "INSERT INTO players (player_id, first_seen, last_seen, sessions, purchases) \
                      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (player_id) DO UPDATE SET \
                      first_seen = MIN(players.first_seen, excluded.first_seen), \
                      last_seen = MAX(players.last_seen, excluded.last_seen), \
                      sessions = players.sessions + excluded.sessions, \
-                     purchases = players.purchases + excluded.purchases",
+                     purchases = players.purchases + excluded.purchases \
+                     RETURNING player_id, first_seen, last_seen, sessions, purchases",
                 )
                 .bind(player)
                 .bind(first)
                 .bind(last)
                 .bind(sessions)
                 .bind(purchases)
-                .execute(&mut **tx)
+                .fetch_one(&mut **tx)
                 .await?;
+                kept.push(row);
             }
+            Ok(kept)
         }
     }
-    Ok(())
+}
+
+/// The `limit` players seen last (start-up: the kept attributes lookups read).
+pub async fn recent_players(conn: &mut Conn, limit: usize) -> StoreResult<Vec<PlayerRow>> {
+    Ok(sqlx::query_as(
+        "SELECT player_id, first_seen, last_seen, sessions, purchases FROM players \
+         ORDER BY last_seen DESC LIMIT $1",
+    )
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(&mut **conn)
+    .await?)
 }
 
 /// What telemetry keeps of a player.

@@ -124,9 +124,20 @@ pub enum Sender {
     Player(String),
 }
 
-/// A player as a batch describes it, for experiments' exposures.
-/// (the player, the batch's envelope, its earliest accepted event's time)
-pub type ExposureSink = Box<dyn Fn(&str, &Envelope, i64) + Send + Sync>;
+/// A batch just stored, as live ops hear of it.
+#[derive(Debug)]
+pub struct Stored<'a> {
+    pub player: &'a str,
+    pub envelope: &'a Envelope,
+    /// The batch's earliest accepted event's time.
+    pub earliest_ms: i64,
+    /// The kept attributes of the players the write touched, as they now
+    /// stand (this batch's player and others written with it).
+    pub kept: &'a [store::PlayerRow],
+}
+
+/// Hears of every batch stored (experiments' exposures, kept attributes).
+pub type StoredSink = Box<dyn Fn(&Stored<'_>) + Send + Sync>;
 
 /// Telemetry on this hub.
 pub struct Telemetry {
@@ -136,7 +147,7 @@ pub struct Telemetry {
     /// The queue's budget, in events.
     budget: Arc<Semaphore>,
     queue: writer::Queue,
-    exposures: RwLock<Option<ExposureSink>>,
+    stored: RwLock<Option<StoredSink>>,
     /// One type change at a time.
     writes: tokio::sync::Mutex<()>,
 }
@@ -231,14 +242,15 @@ impl Telemetry {
             types: RwLock::new(Arc::new(types)),
             budget,
             queue,
-            exposures: RwLock::new(None),
+            stored: RwLock::new(None),
             writes: tokio::sync::Mutex::new(()),
         }))
     }
 
-    /// Tells experiments which players sent telemetry (their exposures).
-    pub fn set_exposure_sink(&self, sink: ExposureSink) {
-        *write(&self.exposures) = Some(sink);
+    /// Tells live ops of each batch stored (experiments' exposures,
+    /// players' kept attributes).
+    pub fn set_stored_sink(&self, sink: StoredSink) {
+        *write(&self.stored) = Some(sink);
     }
 
     /// Whether a type is registered.
@@ -434,12 +446,18 @@ impl Telemetry {
                 .map_err(|_| TelemetryError::Busy {
                     retry_after_secs: 1,
                 })?;
-            self.queue
+            let kept = self
+                .queue
                 .write(rows, permit)
                 .await
                 .map_err(TelemetryError::NotStored)?;
-            if let Some(sink) = read(&self.exposures).as_ref() {
-                sink(&player, &envelope, earliest);
+            if let Some(sink) = read(&self.stored).as_ref() {
+                sink(&Stored {
+                    player: &player,
+                    envelope: &envelope,
+                    earliest_ms: earliest,
+                    kept: &kept,
+                });
             }
         }
         Ok(BatchAnswer { accepted, rejected })

@@ -23,8 +23,12 @@ struct Job {
     rows: Vec<store::EventRow>,
     /// Returned to the queue's budget when the job is done.
     _permit: OwnedSemaphorePermit,
-    done: oneshot::Sender<Result<(), String>>,
+    done: oneshot::Sender<Stored>,
 }
+
+/// A write's outcome: the kept attributes of the players it touched (of
+/// every batch in it), or why it failed.
+pub type Stored = Result<Arc<Vec<store::PlayerRow>>, String>;
 
 /// The writers' queue (bounded: the budget of events bounds the jobs).
 pub struct Queue {
@@ -33,11 +37,7 @@ pub struct Queue {
 
 impl Queue {
     /// Hands rows to a writer and waits until they are stored.
-    pub async fn write(
-        &self,
-        rows: Vec<store::EventRow>,
-        permit: OwnedSemaphorePermit,
-    ) -> Result<(), String> {
+    pub async fn write(&self, rows: Vec<store::EventRow>, permit: OwnedSemaphorePermit) -> Stored {
         let (done, stored) = oneshot::channel();
         self.jobs
             .send(Job {
@@ -95,7 +95,10 @@ async fn write_loop(
             .iter_mut()
             .flat_map(|job| std::mem::take(&mut job.rows))
             .collect();
-        let result = write(&store, &days, &rows).await.map_err(|e| e.to_string());
+        let result = write(&store, &days, &rows)
+            .await
+            .map(Arc::new)
+            .map_err(|e| e.to_string());
         if let Err(error) = &result {
             tracing::warn!(%error, events = rows.len(), "telemetry not stored; its senders retry");
         }
@@ -109,7 +112,7 @@ async fn write(
     store: &Store,
     days: &Mutex<HashSet<i64>>,
     rows: &[store::EventRow],
-) -> Result<(), StoreError> {
+) -> Result<Vec<store::PlayerRow>, StoreError> {
     let mut needed: Vec<i64> = rows.iter().map(|r| r.d).collect();
     needed.sort_unstable();
     needed.dedup();
@@ -120,7 +123,7 @@ async fn write(
         lock(days).extend(needed);
     }
     let mut tx = store.begin().await?;
-    store::insert_events(&mut tx, store.backend(), rows).await?;
+    let kept = store::insert_events(&mut tx, store.backend(), rows).await?;
     tx.commit().await.map_err(StoreError::from)?;
-    Ok(())
+    Ok(kept)
 }

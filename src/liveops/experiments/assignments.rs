@@ -245,12 +245,9 @@ impl LiveOps {
     /// The studios' `experiments/assignments`: every running experiment
     /// the player is in, its variant and the variant's parameters (its
     /// patch). Each is recorded as the player's first assignment.
-    pub async fn assignments_for(
-        &self,
-        player: &PlayerRequest,
-    ) -> LiveOpsResult<Vec<AssignmentView>> {
+    pub fn assignments_for(&self, player: &PlayerRequest) -> Vec<AssignmentView> {
         let definitions = self.definitions();
-        let player = self.with_kept(&definitions, player).await?;
+        let player = self.with_kept(&definitions, player);
         let player = player.as_ref();
         let now = self.now_ms();
         let mut configs: Vec<&str> = definitions
@@ -261,7 +258,7 @@ impl LiveOps {
             .collect();
         configs.sort_unstable();
         configs.dedup();
-        Ok(configs
+        configs
             .into_iter()
             .filter_map(|config| {
                 let (entry, index) = self.variant_for(
@@ -279,7 +276,7 @@ impl LiveOps {
                     parameters: variant.patch.clone(),
                 })
             })
-            .collect())
+            .collect()
     }
 
     /// A player sent telemetry: in each running experiment whose unit is

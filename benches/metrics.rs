@@ -40,6 +40,7 @@ fn report(seed: u64, latency_shift: u64) -> MetricsReport {
             ("sessionSecs".to_owned(), pairs(600, 1800, 4)),
         ]),
         custom: BTreeMap::new(),
+        experiments: Vec::new(),
     }
 }
 

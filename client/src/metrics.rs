@@ -2,15 +2,19 @@
 //! aggregated locally over all players, taken as one `metrics` frame per
 //! interval. Recording is a relaxed atomic add, or a short lock for
 //! histograms, so game threads can call it freely.
+//!
+//! Players in an experiment also record into the recorder of their
+//! variant ([`MetricsRecorder::for_variant`]): each report then carries
+//! the same metrics split by variant, which the hub compares.
 
-use crate::protocol::{EncodedHistogram, MetricsReport};
+use crate::protocol::{EncodedHistogram, MetricsReport, VariantMetrics};
 use crate::sync::lock;
 use hdrhistogram::Histogram;
 use std::{
     collections::BTreeMap,
     sync::{
-        Mutex,
-        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+        atomic::{AtomicU32, AtomicU64, Ordering},
     },
 };
 
@@ -19,7 +23,21 @@ pub mod names {
     pub const LATENCY_MS: &str = "latencyMs";
     pub const SESSION_SECS: &str = "sessionSecs";
     pub const FPS: &str = "fps";
+    /// The counters of a report, by their wire names.
+    pub const COUNTERS: [&str; 8] = [
+        "sessionsStarted",
+        "sessionsEnded",
+        "churned",
+        "crashes",
+        "errors",
+        "requests",
+        "complaints",
+        "purchases",
+    ];
 }
+
+/// The most variants one report splits into (the hub refuses more).
+pub const MAX_VARIANTS: usize = 16;
 
 #[derive(Default)]
 struct Counters {
@@ -40,6 +58,10 @@ pub struct MetricsRecorder {
     histograms: Mutex<BTreeMap<String, Histogram<u64>>>,
     custom: Mutex<BTreeMap<String, f64>>,
     seq: AtomicU64,
+    /// A variant's recorder: the players it covers now (set by the game).
+    players: AtomicU32,
+    /// (experiment, variant) → that variant's recorder.
+    variants: Mutex<BTreeMap<(String, String), Arc<MetricsRecorder>>>,
 }
 
 impl std::fmt::Debug for MetricsRecorder {
@@ -143,8 +165,59 @@ impl MetricsRecorder {
         }
     }
 
+    /// The recorder of one experiment variant: what is recorded there
+    /// reaches the hub as that variant's share of each report (record a
+    /// player's metrics both here and in the server's recorder). At most
+    /// [`MAX_VARIANTS`] are kept; past that the extra variant's recorder
+    /// records nothing the hub sees, and `None` says so.
+    pub fn for_variant(&self, experiment: &str, variant: &str) -> Option<Arc<MetricsRecorder>> {
+        let mut variants = lock(&self.variants);
+        let key = (experiment.to_owned(), variant.to_owned());
+        if let Some(recorder) = variants.get(&key) {
+            return Some(recorder.clone());
+        }
+        if variants.len() >= MAX_VARIANTS {
+            return None;
+        }
+        let recorder = Arc::new(MetricsRecorder::new());
+        variants.insert(key, recorder.clone());
+        Some(recorder)
+    }
+
+    /// Stops splitting by this variant (its experiment ended).
+    pub fn forget_variant(&self, experiment: &str, variant: &str) {
+        lock(&self.variants).remove(&(experiment.to_owned(), variant.to_owned()));
+    }
+
+    /// On a variant's recorder: how many of the server's players are in
+    /// the variant now (each report carries it).
+    pub fn set_players(&self, players: u32) {
+        self.players.store(players, Ordering::Relaxed);
+    }
+
     /// Everything recorded since the last call, as a report; the recorder starts over.
     pub fn take(&self, window_ms: u64, players: u32) -> MetricsReport {
+        let experiments = lock(&self.variants)
+            .iter()
+            .map(|((experiment, variant), recorder)| {
+                let part = recorder.take(window_ms, recorder.players.load(Ordering::Relaxed));
+                VariantMetrics {
+                    experiment: experiment.clone(),
+                    variant: variant.clone(),
+                    players: part.players.min(players),
+                    sessions_started: part.sessions_started,
+                    sessions_ended: part.sessions_ended,
+                    churned: part.churned,
+                    crashes: part.crashes,
+                    errors: part.errors,
+                    requests: part.requests,
+                    complaints: part.complaints,
+                    purchases: part.purchases,
+                    histograms: part.histograms,
+                    custom: part.custom,
+                }
+            })
+            .collect();
         let c = &self.counters;
         let take = |counter: &AtomicU64| counter.swap(0, Ordering::Relaxed);
         let histograms = std::mem::take(&mut *lock(&self.histograms))
@@ -171,6 +244,7 @@ impl MetricsRecorder {
             purchases: take(&c.purchases),
             histograms,
             custom: std::mem::take(&mut *lock(&self.custom)),
+            experiments,
         }
     }
 }
@@ -206,5 +280,38 @@ mod tests {
         let next = recorder.take(1000, 42);
         assert_eq!((next.seq, next.crashes), (2, 0));
         assert!(next.histograms.is_empty());
+    }
+
+    #[test]
+    fn a_variant_recorder_splits_each_report_by_variant() {
+        let recorder = MetricsRecorder::new();
+        let treatment = recorder.for_variant("drop-rates", "treatment").unwrap();
+        treatment.set_players(30);
+        treatment.record_crash();
+        treatment.record_latency_ms(50);
+        recorder.record_crash();
+        let again = recorder.for_variant("drop-rates", "treatment").unwrap();
+        assert!(Arc::ptr_eq(&treatment, &again));
+        let report = recorder.take(1000, 20);
+        assert_eq!(report.experiments.len(), 1);
+        let part = &report.experiments[0];
+        assert_eq!(
+            (part.experiment.as_str(), part.variant.as_str()),
+            ("drop-rates", "treatment")
+        );
+        // Never more players than the report's own.
+        assert_eq!((part.players, part.crashes), (20, 1));
+        assert!(part.histograms.contains_key(names::LATENCY_MS));
+        let next = recorder.take(1000, 40);
+        assert_eq!(
+            (next.experiments[0].players, next.experiments[0].crashes),
+            (30, 0)
+        );
+        for n in 0..MAX_VARIANTS {
+            let _ = recorder.for_variant("many", &n.to_string());
+        }
+        assert!(recorder.for_variant("one", "more").is_none());
+        recorder.forget_variant("drop-rates", "treatment");
+        assert!(recorder.for_variant("one", "more").is_some());
     }
 }

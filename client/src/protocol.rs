@@ -145,6 +145,79 @@ pub struct MetricsReport {
     pub histograms: BTreeMap<String, EncodedHistogram>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub custom: BTreeMap<String, f64>,
+    /// The same metrics split by experiment variant: each entry covers the
+    /// players of this report the server resolved into that variant, so
+    /// experiments can compare variants on server metrics (absent when the
+    /// server runs none).
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "capped::variants"
+    )]
+    pub experiments: Vec<VariantMetrics>,
+}
+
+/// One variant's share of a `metrics` frame: the players the server
+/// resolved into `variant` of `experiment`, with their counters,
+/// histograms and custom metrics over the same window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VariantMetrics {
+    pub experiment: String,
+    pub variant: String,
+    pub players: u32,
+    #[serde(default)]
+    pub sessions_started: u64,
+    #[serde(default)]
+    pub sessions_ended: u64,
+    #[serde(default)]
+    pub churned: u64,
+    #[serde(default)]
+    pub crashes: u64,
+    #[serde(default)]
+    pub errors: u64,
+    #[serde(default)]
+    pub requests: u64,
+    #[serde(default)]
+    pub complaints: u64,
+    #[serde(default)]
+    pub purchases: u64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub histograms: BTreeMap<String, EncodedHistogram>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub custom: BTreeMap<String, f64>,
+}
+
+impl MetricsReport {
+    /// The counters, in [`crate::metrics::names::COUNTERS`]' order.
+    pub fn counters(&self) -> [u64; 8] {
+        [
+            self.sessions_started,
+            self.sessions_ended,
+            self.churned,
+            self.crashes,
+            self.errors,
+            self.requests,
+            self.complaints,
+            self.purchases,
+        ]
+    }
+}
+
+impl VariantMetrics {
+    /// The counters, in [`crate::metrics::names::COUNTERS`]' order.
+    pub fn counters(&self) -> [u64; 8] {
+        [
+            self.sessions_started,
+            self.sessions_ended,
+            self.churned,
+            self.crashes,
+            self.errors,
+            self.requests,
+            self.complaints,
+            self.purchases,
+        ]
+    }
 }
 
 /// A histogram on the wire: sparse `[value, count]` pairs, or HdrHistogram
@@ -194,6 +267,26 @@ impl<'de> Deserialize<'de> for EncodedHistogram {
 /// (serde's own cap preallocates up to 1 MiB per sequence).
 mod capped {
     use serde::{Deserializer, de::SeqAccess};
+
+    pub fn variants<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<super::VariantMetrics>, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Vec<super::VariantMetrics>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of variant metrics")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4));
+                while let Some(item) = seq.next_element()? {
+                    out.push(item);
+                }
+                Ok(out)
+            }
+        }
+        deserializer.deserialize_seq(Visitor)
+    }
 
     pub fn strings<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
         struct Visitor;

@@ -173,6 +173,7 @@ impl PlayerModel {
             purchases,
             histograms,
             custom: BTreeMap::new(),
+            experiments: Vec::new(),
         }
     }
 }

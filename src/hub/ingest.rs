@@ -38,6 +38,12 @@ impl Hub {
         let _ = self.report_sink.set(sink);
     }
 
+    /// Sends each report's split by experiment variant to `sink` (once;
+    /// later calls are ignored).
+    pub fn set_variant_sink(&self, sink: super::VariantSink) {
+        let _ = self.variant_sink.set(sink);
+    }
+
     /// Where what `record`'s players report goes. Cheap enough to run under
     /// the registry's lock, which the metric path does to copy nothing of
     /// the record (lock order: registry, then serving, then a run's record;

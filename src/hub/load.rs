@@ -133,6 +133,7 @@ impl Hub {
             sent_away_from: std::sync::OnceLock::new(),
             liveops_frame: std::sync::RwLock::new(None),
             report_sink: std::sync::OnceLock::new(),
+            variant_sink: std::sync::OnceLock::new(),
             stats: HubStats::default(),
         });
         hub.resume(unfinished).await?;

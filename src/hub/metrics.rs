@@ -1,15 +1,22 @@
 //! Checking `metrics` frames and decoding them once (HdrHistogram V2 bytes
-//! into sparse pairs) for the deployment windows and the minute aggregates.
+//! into sparse pairs) for the deployment windows and the minute aggregates,
+//! and their split by experiment variant for experiments.
 
 use super::hdr;
-use crate::domain::window::Report;
+use crate::domain::{
+    experiments::metrics::{Moments, VariantSample},
+    window::Report,
+};
 use hotswap_client::{
-    metrics::names,
+    metrics::{MAX_VARIANTS, names},
     protocol::{EncodedHistogram, MetricsReport},
 };
+use std::collections::BTreeMap;
 
 const MAX_HISTOGRAMS: usize = 32;
 const MAX_PAIRS: usize = 10_000;
+/// Pairs over all the variant shares of one report, at most.
+const VARIANT_PAIRS: usize = 4 * MAX_PAIRS;
 const MAX_ENCODED_BYTES: usize = 256 * 1024;
 /// Any counter or histogram count of one report, at most (sums over a
 /// fleet and a window stay far from overflowing).
@@ -70,18 +77,46 @@ pub fn validate(report: &MetricsReport, max_players: u32) -> Result<Histograms, 
             report.players
         ));
     }
-    if report.histograms.len() > MAX_HISTOGRAMS {
+    check_counters(report.players, report.counters())?;
+    let mut decoded = Histograms::default();
+    let mut budget = MAX_HISTOGRAMS * MAX_PAIRS;
+    for (name, pairs) in check_histograms(&report.histograms, &mut budget)? {
+        let slot = match name {
+            names::LATENCY_MS => &mut decoded.latency_ms,
+            names::SESSION_SECS => &mut decoded.session_secs,
+            names::FPS => &mut decoded.fps,
+            // Other names are checked, not kept.
+            _ => continue,
+        };
+        *slot = pairs;
+    }
+    check_custom(&report.custom)?;
+    Ok(decoded)
+}
+
+/// A histogram's name and its sparse pairs.
+type Named<'a> = (&'a str, Vec<(u64, u64)>);
+
+/// Every histogram of a report (or of a variant's share), checked and
+/// decoded to sparse pairs, at most `budget` pairs in all (what is decoded
+/// is taken from it).
+fn check_histograms<'a>(
+    histograms: &'a BTreeMap<String, EncodedHistogram>,
+    budget: &mut usize,
+) -> Result<Vec<Named<'a>>, String> {
+    if histograms.len() > MAX_HISTOGRAMS {
         return Err(format!("at most {MAX_HISTOGRAMS} histograms per report"));
     }
-    check_counters(report)?;
-    let mut decoded = Histograms::default();
-    for (name, histogram) in &report.histograms {
+    let mut decoded = Vec::with_capacity(histograms.len());
+    for (name, histogram) in histograms {
         metric_name("histogram", name)?;
+        let most = MAX_PAIRS.min(*budget);
         let pairs = match histogram {
             EncodedHistogram::Sparse(pairs) => {
-                if pairs.len() > MAX_PAIRS {
+                if pairs.len() > most {
                     return Err(format!(
-                        "histogram {name}: at most {MAX_PAIRS} [value, count] pairs"
+                        "histogram {name}: at most {most} [value, count] pairs \
+                         ({MAX_PAIRS} per histogram, {VARIANT_PAIRS} over a report's variant shares)"
                     ));
                 }
                 pairs.clone()
@@ -92,7 +127,7 @@ pub fn validate(report: &MetricsReport, max_players: u32) -> Result<Histograms, 
                         "histogram {name}: larger than {MAX_ENCODED_BYTES} bytes"
                     ));
                 }
-                hdr::decode_pairs(bytes, MAX_PAIRS).map_err(|e| {
+                hdr::decode_pairs(bytes, most).map_err(|e| {
                     format!("histogram {name}: not an HdrHistogram V2 encoding the hub takes: {e}")
                 })?
             }
@@ -109,19 +144,17 @@ pub fn validate(report: &MetricsReport, max_players: u32) -> Result<Histograms, 
                 "histogram {name}: more than {MAX_COUNT} samples in one report"
             ));
         }
-        let slot = match name.as_str() {
-            names::LATENCY_MS => &mut decoded.latency_ms,
-            names::SESSION_SECS => &mut decoded.session_secs,
-            names::FPS => &mut decoded.fps,
-            // Other names are checked, not kept.
-            _ => continue,
-        };
-        *slot = pairs;
+        *budget -= pairs.len();
+        decoded.push((name.as_str(), pairs));
     }
-    if report.custom.len() > MAX_CUSTOM {
+    Ok(decoded)
+}
+
+fn check_custom(custom: &BTreeMap<String, f64>) -> Result<(), String> {
+    if custom.len() > MAX_CUSTOM {
         return Err(format!("custom: at most {MAX_CUSTOM} metrics"));
     }
-    for (name, value) in &report.custom {
+    for (name, value) in custom {
         metric_name("custom metric", name)?;
         if !value.is_finite() || value.abs() > MAX_CUSTOM_VALUE {
             return Err(format!(
@@ -129,30 +162,28 @@ pub fn validate(report: &MetricsReport, max_players: u32) -> Result<Histograms, 
             ));
         }
     }
-    Ok(decoded)
+    Ok(())
 }
 
 /// Counters one server can have counted over one report: per player for
 /// what players do (a churned player leaves once; crashes and complaints a
 /// few times), and no counter past [`MAX_COUNT`]. A report cannot
-/// outweigh a fleet, nor overflow a sum.
-fn check_counters(report: &MetricsReport) -> Result<(), String> {
-    let players = u64::from(report.players);
+/// outweigh a fleet, nor overflow a sum. `counters` in
+/// [`names::COUNTERS`]' order.
+fn check_counters(players: u32, counters: [u64; 8]) -> Result<(), String> {
+    let players = u64::from(players);
+    let requests = counters[5];
     let limits = [
-        ("churned", report.churned, players),
-        ("crashes", report.crashes, players * 8 + 8),
-        ("complaints", report.complaints, players * 8 + 8),
-        (
-            "sessionsStarted",
-            report.sessions_started,
-            players * 64 + 64,
-        ),
-        ("sessionsEnded", report.sessions_ended, players * 64 + 64),
-        ("purchases", report.purchases, players * 64 + 64),
-        ("requests", report.requests, MAX_COUNT),
-        ("errors", report.errors, report.requests.min(MAX_COUNT)),
+        players * 64 + 64,
+        players * 64 + 64,
+        players,
+        players * 8 + 8,
+        requests.min(MAX_COUNT),
+        MAX_COUNT,
+        players * 8 + 8,
+        players * 64 + 64,
     ];
-    for (name, value, limit) in limits {
+    for ((name, value), limit) in names::COUNTERS.iter().zip(counters).zip(limits) {
         if value > limit {
             return Err(format!(
                 "{name} is {value}, more than {limit} for {players} players"
@@ -160,6 +191,62 @@ fn check_counters(report: &MetricsReport) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Checks the report's split by experiment variant and decodes it: at
+/// most [`MAX_VARIANTS`] shares, each named by an experiment and a variant
+/// (once), with no more players than the report and, per experiment, no
+/// more than the report's players in all its variants together.
+pub fn validate_variants(report: &MetricsReport) -> Result<Vec<VariantSample>, String> {
+    if report.experiments.len() > MAX_VARIANTS {
+        return Err(format!(
+            "experiments: at most {MAX_VARIANTS} variant shares per report"
+        ));
+    }
+    let mut players_per_experiment: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut samples: Vec<VariantSample> = Vec::with_capacity(report.experiments.len());
+    let mut budget = VARIANT_PAIRS;
+    for (index, share) in report.experiments.iter().enumerate() {
+        let at = format!("experiments[{index}]");
+        metric_name("experiment", &share.experiment).map_err(|e| format!("{at}: {e}"))?;
+        metric_name("variant", &share.variant).map_err(|e| format!("{at}: {e}"))?;
+        if samples
+            .iter()
+            .any(|s| s.experiment == share.experiment && s.variant == share.variant)
+        {
+            return Err(format!(
+                "{at}: {}/{} is split out twice",
+                share.experiment, share.variant
+            ));
+        }
+        let together = players_per_experiment
+            .entry(share.experiment.as_str())
+            .or_default();
+        *together += u64::from(share.players);
+        if *together > u64::from(report.players) {
+            return Err(format!(
+                "{at}: the variants of {} count more players than the report's {}",
+                share.experiment, report.players
+            ));
+        }
+        let counters = share.counters();
+        check_counters(share.players, counters).map_err(|e| format!("{at}: {e}"))?;
+        let histograms = check_histograms(&share.histograms, &mut budget)
+            .map_err(|e| format!("{at}: {e}"))?
+            .into_iter()
+            .map(|(name, pairs)| (name.to_owned(), Moments::of(&pairs)))
+            .collect();
+        check_custom(&share.custom).map_err(|e| format!("{at}: {e}"))?;
+        samples.push(VariantSample {
+            experiment: share.experiment.clone(),
+            variant: share.variant.clone(),
+            players: share.players,
+            counters,
+            histograms,
+            custom: share.custom.iter().map(|(n, v)| (n.clone(), *v)).collect(),
+        });
+    }
+    Ok(samples)
 }
 
 /// A validated report, for every window and aggregate it feeds. Players
@@ -265,6 +352,86 @@ mod tests {
             (decoded.players, decoded.crashes, decoded.healthy),
             (10, 3, false)
         );
+    }
+
+    fn share(
+        experiment: &str,
+        variant: &str,
+        players: u32,
+    ) -> hotswap_client::protocol::VariantMetrics {
+        hotswap_client::protocol::VariantMetrics {
+            experiment: experiment.into(),
+            variant: variant.into(),
+            players,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_split_by_variant_is_decoded_into_samples() {
+        let mut r = report();
+        let mut hot = share("rifle", "hot", 6);
+        hot.crashes = 2;
+        hot.histograms.insert(
+            "latencyMs".into(),
+            EncodedHistogram::Sparse(vec![(10, 3), (30, 1)]),
+        );
+        hot.custom.insert("gold".into(), 12.0);
+        r.experiments = vec![share("rifle", "control", 4), hot];
+        let samples = validate_variants(&r).unwrap();
+        assert_eq!(samples.len(), 2);
+        assert_eq!(samples[1].counters[3], 2);
+        assert_eq!(
+            samples[1].histograms,
+            vec![(
+                "latencyMs".to_owned(),
+                Moments {
+                    count: 4,
+                    sum: 60.0
+                }
+            )]
+        );
+        assert_eq!(samples[1].custom, vec![("gold".to_owned(), 12.0)]);
+        assert!(validate_variants(&report()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_split_that_does_not_add_up_is_refused() {
+        let refused = |experiments: Vec<hotswap_client::protocol::VariantMetrics>| {
+            let mut r = report();
+            r.experiments = experiments;
+            validate_variants(&r).unwrap_err()
+        };
+        // More players in an experiment's variants than in the report.
+        assert!(refused(vec![share("e", "a", 6), share("e", "b", 5)]).contains("more players"));
+        // Two experiments each cover the report's players: fine.
+        let mut r = report();
+        r.experiments = vec![share("e", "a", 10), share("f", "a", 10)];
+        assert!(validate_variants(&r).is_ok());
+        assert!(refused(vec![share("e", "a", 1), share("e", "a", 1)]).contains("twice"));
+        assert!(refused(vec![share("bad name", "a", 1)]).contains("experiment names"));
+        assert!(refused(vec![share("e", "", 1)]).contains("variant names"));
+        let many = (0..=MAX_VARIANTS)
+            .map(|n| share("e", &n.to_string(), 0))
+            .collect();
+        assert!(refused(many).contains("at most"));
+        let mut crashing = share("e", "a", 2);
+        crashing.crashes = 100;
+        assert!(refused(vec![crashing]).contains("crashes"));
+        let mut nan = share("e", "a", 2);
+        nan.custom.insert("x".into(), f64::INFINITY);
+        assert!(refused(vec![nan]).contains("custom"));
+        // The variants' histograms share one budget of pairs.
+        let wide = |variant: &str| {
+            let mut s = share("e", variant, 0);
+            s.histograms.insert(
+                "h".into(),
+                EncodedHistogram::Sparse((0..MAX_PAIRS as u64).map(|v| (v, 1)).collect()),
+            );
+            s
+        };
+        let shares: Vec<_> = (0..5).map(|n| wide(&n.to_string())).collect();
+        assert!(refused(shares).contains("pairs"));
     }
 
     #[test]

@@ -66,6 +66,9 @@ use std::{
 /// A consumer of every metrics report (its server's region, the report,
 /// when): cheap, synchronous, called on the metric path.
 pub type ReportSink = Box<dyn Fn(&str, &crate::domain::window::Report, i64) + Send + Sync>;
+/// Where each report's split by experiment variant goes (checked).
+pub type VariantSink =
+    Box<dyn Fn(Vec<crate::domain::experiments::metrics::VariantSample>) + Send + Sync>;
 
 /// Counters for observability and the load test.
 #[derive(Debug, Default)]
@@ -105,6 +108,7 @@ pub struct Hub {
     stopping: AtomicBool,
     /// Where metric reports also go (live events' engagement), set once.
     report_sink: std::sync::OnceLock<ReportSink>,
+    variant_sink: std::sync::OnceLock<VariantSink>,
     /// The latest `liveops` frame (live-ops definitions), for servers that
     /// ask in their `hello`.
     liveops_frame: RwLock<Option<(i64, bytes::Bytes)>>,

@@ -427,6 +427,8 @@ impl SessionHost for HubHost {
         let allowed = metrics::players_allowed(capacity, hub.settings.max_players_per_server);
         let histograms = metrics::validate(&report, allowed)
             .map_err(|why| FrameError::new("invalid_metrics", why))?;
+        let variants = metrics::validate_variants(&report)
+            .map_err(|why| FrameError::new("invalid_metrics", why))?;
         hub.stats.metrics_frames.fetch_add(1, Ordering::Relaxed);
         let at = now_ms();
         let counted = hub.registry.update_then(server_id, |record| {
@@ -440,6 +442,11 @@ impl SessionHost for HubHost {
             let elapsed = u64::try_from(at - since).unwrap_or(0);
             (hub.destinations(record, true, at), elapsed)
         });
+        if let (Some(_), false, Some(sink)) =
+            (&counted, variants.is_empty(), hub.variant_sink.get())
+        {
+            sink(variants);
+        }
         if let Some((to, elapsed)) = counted {
             let decoded = Arc::new(metrics::decode(
                 &report,

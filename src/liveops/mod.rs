@@ -225,6 +225,8 @@ pub struct LiveOps {
     assignments: experiments::Assignments,
     /// The smallest sequential p-value seen, per experiment id.
     looks: Mutex<HashMap<String, crate::domain::experiments::results::Looks>>,
+    /// Observations over server metrics not yet stored.
+    server_sums: experiments::ServerSums,
     /// The watcher task of each started experiment.
     watchers: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
     /// Whether a telemetry event type is registered (set by telemetry).
@@ -417,6 +419,7 @@ impl LiveOps {
             engagement: Mutex::new(Default::default()),
             assignments,
             looks: Mutex::new(looks),
+            server_sums: Default::default(),
             watchers: Mutex::new(HashMap::new()),
             event_types: RwLock::new(None),
         });
@@ -428,6 +431,12 @@ impl LiveOps {
                     liveops.fold_engagement(region, report);
                 }
             }));
+        let sink = Arc::downgrade(&liveops);
+        liveops.hub.set_variant_sink(Box::new(move |samples| {
+            if let Some(liveops) = sink.upgrade() {
+                liveops.fold_variant_samples(samples);
+            }
+        }));
         liveops.change(|_| {});
         Ok(liveops)
     }
@@ -450,6 +459,7 @@ impl LiveOps {
         for name in started {
             self.watch_experiment(&name);
         }
+        self.start_server_sums();
     }
 
     /// Lets experiment definitions check their metrics' event types.
@@ -557,6 +567,7 @@ impl LiveOps {
             watcher.abort();
         }
         self.assignments.flush().await;
+        self.flush_server_sums().await;
     }
 }
 

@@ -291,3 +291,53 @@ pub async fn metric_sums(
         .fetch_all(&mut **conn)
         .await?)
 }
+
+/// One (experiment, metric, variant)'s observations from server reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSumsRow {
+    pub experiment_id: String,
+    pub metric: String,
+    pub variant: String,
+    pub reports: i64,
+    pub total: f64,
+    pub squares: f64,
+}
+
+/// Adds observations to the stored sums (a row is created the first time).
+pub async fn add_server_sums(tx: &mut Tx, rows: &[ServerSumsRow]) -> StoreResult<()> {
+    for row in rows {
+        sqlx::query(
+            "INSERT INTO experiment_server_sums \
+               (experiment_id, metric, variant, reports, total, squares) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (experiment_id, metric, variant) DO UPDATE SET \
+               reports = experiment_server_sums.reports + excluded.reports, \
+               total = experiment_server_sums.total + excluded.total, \
+               squares = experiment_server_sums.squares + excluded.squares",
+        )
+        .bind(&row.experiment_id)
+        .bind(&row.metric)
+        .bind(&row.variant)
+        .bind(row.reports)
+        .bind(row.total)
+        .bind(row.squares)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// An experiment's stored sums over server reports: (metric, variant,
+/// reports, total, squares).
+pub async fn server_sums(
+    conn: &mut Conn,
+    experiment_id: &str,
+) -> StoreResult<Vec<(String, String, i64, f64, f64)>> {
+    Ok(sqlx::query_as(
+        "SELECT metric, variant, reports, total, squares FROM experiment_server_sums \
+         WHERE experiment_id = $1",
+    )
+    .bind(experiment_id)
+    .fetch_all(&mut **conn)
+    .await?)
+}

@@ -569,9 +569,147 @@ async fn bad_experiments_are_refused_naming_the_path(app: TestApp) {
     assert_eq!(list.status, 403, "{:?}", list.body);
 }
 
+/// Servers split their metrics by variant; the experiment compares the
+/// variants on them (a crash share, a latency mean, a custom total per
+/// player), and a guardrail on the crash share pauses the variant that
+/// crashes more, as one over telemetry does.
+async fn server_metrics_split_by_variant_are_compared_and_guarded(app: TestApp) {
+    setup(&app).await;
+    let body = json!({
+        "name": "crashy-rifle",
+        "config": "weapon-balance",
+        "variants": [
+            {"id": "control", "weight": 50, "patch": {}},
+            {"id": "hot", "weight": 50, "patch": {"weapons": {"rifle": {"damage": 60}}}}
+        ],
+        "metrics": [
+            {"name": "crash", "kind": "binomial", "serverMetric": "crashes"},
+            {"name": "latency", "kind": "duration", "serverMetric": "latencyMs"},
+            {"name": "gold", "kind": "sum", "serverMetric": "gold"}
+        ],
+        "guardrails": [{"metric": "crash", "maxIncrease": 0.5, "minUnits": 20}]
+    });
+    let created = app.post_json("/api/v1/experiments", &body).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let started = app
+        .post_empty("/api/v1/experiments/crashy-rifle/start")
+        .await;
+    assert_eq!(started.status, 200, "{:?}", started.body);
+    let (key, _) = app.server_key(&[], &[]).await;
+    let mut servers = Vec::new();
+    for n in 0..3 {
+        servers.push(connected(sdk_config(&app, &key, &format!("arena-{n}"))).await);
+    }
+    let recorders: Vec<_> = servers
+        .iter()
+        .map(|server| {
+            server.set_players(100);
+            let split = |variant| {
+                let recorder = server
+                    .metrics()
+                    .for_variant("crashy-rifle", variant)
+                    .expect("room for the variant");
+                recorder.set_players(50);
+                recorder
+            };
+            (split("control"), split("hot"))
+        })
+        .collect();
+    // Every 50 ms each server's hot players crash about four times as
+    // often as control's, lag twice as much and earn half as much again.
+    let mut view = Value::Null;
+    for tick in 0..400_u32 {
+        for (control, hot) in &recorders {
+            if tick % 9 == 0 {
+                control.record_crash();
+            }
+            if tick % 2 == 0 {
+                hot.record_crash();
+            }
+            control.record_latency_ms(20);
+            hot.record_latency_ms(40);
+            control.set_custom("gold", 100.0);
+            hot.set_custom("gold", 150.0);
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        if tick % 10 == 9 {
+            view = app.get("/api/v1/experiments/crashy-rifle").await.body;
+            if view["status"] == "Paused" {
+                break;
+            }
+        }
+    }
+    assert_eq!(view["status"], "Paused", "{view:?}");
+    let reason = view["statusReason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("crash") && reason.contains("hot"),
+        "{reason}"
+    );
+    let results = app
+        .get("/api/v1/experiments/crashy-rifle/results")
+        .await
+        .body;
+    let crash_control = metric(&results, "crash", "control");
+    let crash_hot = metric(&results, "crash", "hot");
+    assert!(crash_control["units"].as_u64().unwrap() >= 20, "{results}");
+    assert!(
+        crash_hot["value"].as_f64().unwrap() > 2.0 * crash_control["value"].as_f64().unwrap(),
+        "{results}"
+    );
+    assert!(
+        crash_hot["vsControl"]["sequentialPValue"].as_f64().unwrap() < 0.05,
+        "{results}"
+    );
+    let server_metric = results["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["source"] == "server");
+    assert!(server_metric, "{results}");
+    // A histogram's mean per report, and a custom total per player.
+    let near = |value: &Value, expected: f64| (value.as_f64().unwrap() - expected).abs() < 0.5;
+    assert!(
+        near(&metric(&results, "latency", "control")["value"], 20.0),
+        "{results}"
+    );
+    assert!(
+        near(&metric(&results, "latency", "hot")["value"], 40.0),
+        "{results}"
+    );
+    assert!(
+        near(&metric(&results, "gold", "control")["value"], 2.0),
+        "{results}"
+    );
+    assert!(
+        near(&metric(&results, "gold", "hot")["value"], 3.0),
+        "{results}"
+    );
+    // Paused: later reports no longer count.
+    let reports = crash_hot["units"].as_u64().unwrap();
+    actix_web::rt::time::sleep(Duration::from_millis(1000)).await;
+    let later = app
+        .get("/api/v1/experiments/crashy-rifle/results")
+        .await
+        .body;
+    assert_eq!(metric(&later, "crash", "hot")["units"], reports, "{later}");
+    for server in servers {
+        server.stop().await;
+    }
+    // What was stored survives a restart.
+    app.shutdown.shutdown().await;
+    let (db, url, dir) = app.into_parts();
+    let app = spawn_app_on(db, url, dir, quick_guardrails).await;
+    let again = app
+        .get("/api/v1/experiments/crashy-rifle/results")
+        .await
+        .body;
+    assert_eq!(metric(&again, "crash", "hot")["units"], reports, "{again}");
+}
+
 on_both_databases!(
     an_experiment_runs_from_assignment_to_promotion,
     assignments_stick_across_weight_changes_and_restarts with quick_flush,
     a_guardrail_pauses_a_variant_that_harms_players with quick_guardrails,
+    server_metrics_split_by_variant_are_compared_and_guarded with quick_guardrails,
     bad_experiments_are_refused_naming_the_path,
 );

@@ -83,7 +83,7 @@ pub fn metric_outcome(
         .zip(sums)
         .enumerate()
         .map(|(index, (variant, s))| {
-            let (value, interval, comparison, unit_variance) = if definition.kind.is_rate() {
+            let (value, interval, comparison, unit_variance) = if definition.is_rate() {
                 let sample = rate(s);
                 let base = rate(&sums[control]);
                 let pooled = if sample.n + base.n == 0 {
@@ -119,7 +119,7 @@ pub fn metric_outcome(
                 let key = (definition.name.clone(), variant.id.clone());
                 let kept = looks.entry(key).or_insert(1.0);
                 *kept = kept.min(p);
-                let control_value = if definition.kind.is_rate() {
+                let control_value = if definition.is_rate() {
                     rate(&sums[control]).rate()
                 } else {
                     mean(&sums[control]).mean

@@ -15,6 +15,9 @@ use crate::domain::{
 use serde_json::Value;
 use std::collections::BTreeSet;
 
+use super::metrics::parse_metrics;
+pub use super::metrics::{MetricKind, MetricSource, MetricSpec, ServerMetric};
+
 /// Most variants, the control included.
 pub const MAX_VARIANTS: usize = 8;
 /// Most metrics one experiment reads.
@@ -92,57 +95,6 @@ pub fn next_status(status: Status, control: Control) -> Result<Status, String> {
     }
 }
 
-/// How a metric reads a unit's telemetry events of one type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetricKind {
-    /// Whether the unit sent at least one such event (with `field`: one
-    /// whose field is true or non-zero): a rate.
-    Binomial,
-    /// How many such events the unit sent: a mean per unit.
-    Count,
-    /// The sum of `field` over the unit's events: a mean per unit.
-    Sum,
-    /// The mean of `field` over the unit's events, among units that sent
-    /// one (a session's length, a run's duration).
-    Duration,
-}
-
-impl MetricKind {
-    pub const ALL: [(&'static str, MetricKind); 4] = [
-        ("binomial", MetricKind::Binomial),
-        ("count", MetricKind::Count),
-        ("sum", MetricKind::Sum),
-        ("duration", MetricKind::Duration),
-    ];
-
-    pub fn name(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(_, k)| *k == self)
-            .map(|(n, _)| *n)
-            .expect("every kind is listed")
-    }
-
-    /// A rate (binomial) rather than a mean.
-    pub fn is_rate(self) -> bool {
-        self == MetricKind::Binomial
-    }
-}
-
-/// One metric: the first of an experiment's is its primary metric.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MetricSpec {
-    pub name: String,
-    pub kind: MetricKind,
-    /// The telemetry event type it reads.
-    pub event: String,
-    /// The payload field it reads (a top-level key).
-    pub field: Option<String>,
-    /// A binomial metric over a text field: the unit sent an event whose
-    /// field equals this (`run_end` with `outcome` `win`).
-    pub equals: Option<String>,
-}
-
 /// Which way a metric must not move.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Harm {
@@ -203,14 +155,14 @@ const FIELDS: [&str; 10] = [
     "guardrails",
 ];
 
-fn error(path: &str, message: impl Into<String>) -> FieldError {
+pub(super) fn error(path: &str, message: impl Into<String>) -> FieldError {
     FieldError {
         path: path.to_owned(),
         message: message.into(),
     }
 }
 
-fn keys_known(
+pub(super) fn keys_known(
     object: &serde_json::Map<String, Value>,
     at: &str,
     known: &[&str],
@@ -222,7 +174,11 @@ fn keys_known(
 }
 
 /// A short name: letters, digits, `_`, `-`, `.`, 1 to `max` characters.
-fn short_name(value: Option<&Value>, at: &str, max: usize) -> Result<String, FieldError> {
+pub(super) fn short_name(
+    value: Option<&Value>,
+    at: &str,
+    max: usize,
+) -> Result<String, FieldError> {
     value
         .and_then(Value::as_str)
         .filter(|t| {
@@ -430,87 +386,6 @@ fn parse_variants(value: Option<&Value>) -> Result<(Vec<Variant>, usize), FieldE
         ));
     }
     Ok((variants, control))
-}
-
-fn parse_metrics(value: Option<&Value>) -> Result<Vec<MetricSpec>, FieldError> {
-    let list = match value {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Array(list)) if list.len() <= MAX_METRICS => list,
-        Some(_) => {
-            return Err(error(
-                "/metrics",
-                format!("at most {MAX_METRICS} metrics [{{name, kind, event, field}}]"),
-            ));
-        }
-    };
-    let mut seen = BTreeSet::new();
-    let mut metrics = Vec::with_capacity(list.len());
-    for (index, item) in list.iter().enumerate() {
-        let at = format!("/metrics/{index}");
-        let Some(object) = item.as_object() else {
-            return Err(error(&at, "an object {name, kind, event, field}"));
-        };
-        keys_known(object, &at, &["name", "kind", "event", "field", "equals"])?;
-        let name = short_name(object.get("name"), &format!("{at}/name"), 64)?;
-        if !seen.insert(name.clone()) {
-            return Err(error(
-                &format!("{at}/name"),
-                format!("{name} is named twice"),
-            ));
-        }
-        let kind = object
-            .get("kind")
-            .and_then(Value::as_str)
-            .and_then(|k| MetricKind::ALL.iter().find(|(n, _)| *n == k))
-            .map(|(_, k)| *k)
-            .ok_or_else(|| error(&format!("{at}/kind"), "binomial, count, sum or duration"))?;
-        let event = short_name(object.get("event"), &format!("{at}/event"), 64)?;
-        let field = match object.get("field") {
-            None | Some(Value::Null) => None,
-            value => Some(short_name(value, &format!("{at}/field"), 64)?),
-        };
-        match (kind, &field) {
-            (MetricKind::Sum | MetricKind::Duration, None) => {
-                return Err(error(
-                    &format!("{at}/field"),
-                    format!("a {} metric reads a payload field: name it", kind.name()),
-                ));
-            }
-            (MetricKind::Count, Some(_)) => {
-                return Err(error(
-                    &format!("{at}/field"),
-                    "a count metric counts events: it reads no field",
-                ));
-            }
-            _ => {}
-        }
-        let equals = match object.get("equals") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(text))
-                if kind == MetricKind::Binomial
-                    && field.is_some()
-                    && !text.is_empty()
-                    && text.chars().count() <= 128
-                    && !text.chars().any(char::is_control) =>
-            {
-                Some(text.clone())
-            }
-            Some(_) => {
-                return Err(error(
-                    &format!("{at}/equals"),
-                    "a text of 1 to 128 characters, on a binomial metric with a field",
-                ));
-            }
-        };
-        metrics.push(MetricSpec {
-            name,
-            kind,
-            event,
-            field,
-            equals,
-        });
-    }
-    Ok(metrics)
 }
 
 fn parse_guardrails(

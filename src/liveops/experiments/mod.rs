@@ -12,14 +12,18 @@
 //! - `results.rs`: results from telemetry (`store/`'s sums, the domain's
 //!   statistics), the guardrails, and the watcher task of each started
 //!   experiment (its end time, its guardrails).
+//! - `server_metrics.rs`: observations from the servers' reports split by
+//!   variant, summed and stored in batches, for metrics over server metrics.
 //! - `views.rs`: response bodies.
 
 mod assignments;
 mod results;
+mod server_metrics;
 pub mod views;
 
 pub(super) use assignments::{Assignments, pins_of};
 pub(super) use results::looks_of;
+pub(super) use server_metrics::ServerSums;
 
 use super::{LiveOps, LiveOpsError, LiveOpsResult, invalid};
 use crate::{
@@ -221,12 +225,11 @@ impl LiveOps {
         let known = hotswap_client::sync::read(&self.event_types).clone();
         if let Some(known) = known {
             for (index, metric) in spec.metrics.iter().enumerate() {
-                if !known(&metric.event) {
+                if let Some(event) = metric.event().filter(|event| !known(event)) {
                     return Err(invalid(
                         &format!("/metrics/{index}/event"),
                         format!(
-                            "{:?} is not a registered telemetry event type (GET /api/v1/telemetry/event-types)",
-                            metric.event
+                            "{event:?} is not a registered telemetry event type (GET /api/v1/telemetry/event-types)"
                         ),
                     ));
                 }

@@ -1,6 +1,7 @@
 //! An experiment's results, read from the units' telemetry: per metric and
 //! variant the store's sums over units (events after each player's
-//! assignment), then the domain's statistics. The smallest sequential
+//! assignment), or over reports for server metrics
+//! (`server_metrics.rs`), then the domain's statistics. The smallest sequential
 //! p-value of each (metric, variant) is kept in memory and in the store,
 //! so the always-valid p-value survives a restart.
 //!
@@ -16,7 +17,7 @@ use crate::{
     catalog::Actor,
     domain::experiments::{
         results::{Looks, MetricOutcome, Sums, guardrail_breach, metric_outcome, split_check},
-        spec::{Control, MetricKind, Status},
+        spec::{Control, MetricKind, MetricSource, Status},
     },
     store::experiments::{self as store, Reading},
 };
@@ -65,8 +66,39 @@ impl LiveOps {
             .iter()
             .map(|v| assigned.get(&v.id).copied().unwrap_or(0).max(0) as u64)
             .collect();
+        let from_servers = if entry
+            .spec
+            .metrics
+            .iter()
+            .any(|m| matches!(m.source, MetricSource::Server { .. }))
+        {
+            self.server_metric_sums(&entry.id).await?
+        } else {
+            HashMap::new()
+        };
         let mut sums_per_metric = Vec::with_capacity(entry.spec.metrics.len());
         for metric in &entry.spec.metrics {
+            let MetricSource::Telemetry {
+                event,
+                field,
+                equals,
+            } = &metric.source
+            else {
+                sums_per_metric.push(
+                    entry
+                        .spec
+                        .variants
+                        .iter()
+                        .map(|v| {
+                            from_servers
+                                .get(&(metric.name.clone(), v.id.clone()))
+                                .copied()
+                                .unwrap_or_default()
+                        })
+                        .collect::<Vec<Sums>>(),
+                );
+                continue;
+            };
             let reading = match metric.kind {
                 MetricKind::Binomial => Reading::Any,
                 MetricKind::Count => Reading::Count,
@@ -77,9 +109,9 @@ impl LiveOps {
                 &mut conn,
                 self.store.backend(),
                 &entry.id,
-                &metric.event,
-                metric.field.as_deref(),
-                metric.equals.as_deref(),
+                event,
+                field.as_deref(),
+                equals.as_deref(),
                 reading,
                 until,
             )
@@ -201,8 +233,26 @@ impl LiveOps {
                 return;
             }
         };
-        let control = units[entry.spec.control];
-        let Some(breach) = guardrail_breach(&entry.spec.guardrails, &outcomes, |_| control) else {
+        // Units in control: its assigned units for a telemetry metric, its
+        // reports for a server metric.
+        let assigned = units[entry.spec.control];
+        let control_units = |metric: &str| {
+            let from_servers = entry
+                .spec
+                .metrics
+                .iter()
+                .any(|m| m.name == metric && matches!(m.source, MetricSource::Server { .. }));
+            if from_servers {
+                outcomes
+                    .iter()
+                    .find(|o| o.metric == metric)
+                    .map_or(0, |o| o.variants[entry.spec.control].units)
+            } else {
+                assigned
+            }
+        };
+        let Some(breach) = guardrail_breach(&entry.spec.guardrails, &outcomes, control_units)
+        else {
             return;
         };
         tracing::warn!(experiment = %entry.name(), variant = %breach.variant, metric = %breach.metric,

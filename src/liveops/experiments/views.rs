@@ -5,7 +5,7 @@ use crate::{
     catalog::views::rfc3339,
     domain::{
         experiment_stats::{Interval, SampleRatio},
-        experiments::results::MetricOutcome,
+        experiments::{metrics::MetricSource, results::MetricOutcome},
     },
 };
 use serde::Serialize;
@@ -128,6 +128,10 @@ pub struct MetricResultView {
     pub name: String,
     /// `binomial`, `count`, `sum`, `duration`.
     pub kind: String,
+    /// `telemetry` (each variant's `units` are units), or `server` (the
+    /// servers' reports split by variant: `units` counts reports, each one
+    /// observation of the variant's players over its window).
+    pub source: String,
     pub primary: bool,
     pub variants: Vec<VariantResultView>,
 }
@@ -187,6 +191,11 @@ pub fn results_view(
             .map(|(index, outcome)| MetricResultView {
                 name: outcome.metric.clone(),
                 kind: outcome.kind.name().to_owned(),
+                source: match entry.spec.metrics.get(index).map(|m| &m.source) {
+                    Some(MetricSource::Server { .. }) => "server",
+                    _ => "telemetry",
+                }
+                .to_owned(),
                 primary: index == 0,
                 variants: outcome
                     .variants

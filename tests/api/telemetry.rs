@@ -89,6 +89,30 @@ async fn a_batch_is_answered_per_event_and_a_retry_is_stored_once(app: TestApp) 
         )
         .await;
     assert_eq!(envelope, 3, "the envelope is kept with each event");
+    // An eventId identifies an event within the UTC day of its eventTime:
+    // a resend restamped later that day is the same event, stored once;
+    // the same id on another day is another event.
+    let yesterday = (Utc::now() - Span::days(1)).date_naive();
+    let at_hour = |day: chrono::NaiveDate, hour: u32| {
+        day.and_hms_opt(hour, 0, 0)
+            .unwrap()
+            .and_utc()
+            .to_rfc3339_opts(SecondsFormat::Millis, true)
+    };
+    let once = |time: String| {
+        json!({"playerId": "p-resend", "events": [{"eventType": "session_start",
+               "eventTime": time, "eventId": "resend-1", "payload": {}}]})
+    };
+    let stored_once = "SELECT COUNT(*) FROM telemetry_events WHERE player_id = 'p-resend'";
+    for time in [at_hour(yesterday, 10), at_hour(yesterday, 11)] {
+        let sent = app.telemetry(&key, &once(time)).await;
+        assert_eq!((sent.status, sent.body["accepted"].as_u64()), (200, Some(1)));
+    }
+    assert_eq!(app.count_rows(stored_once).await, 1);
+    let other_day = at_hour(yesterday - Span::days(1), 10);
+    let sent = app.telemetry(&key, &once(other_day)).await;
+    assert_eq!(sent.status, 200, "{:?}", sent.body);
+    assert_eq!(app.count_rows(stored_once).await, 2);
 
     // The envelope itself is checked whole.
     let mut no_player = good_batch("p2");

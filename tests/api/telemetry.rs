@@ -106,7 +106,10 @@ async fn a_batch_is_answered_per_event_and_a_retry_is_stored_once(app: TestApp) 
     let stored_once = "SELECT COUNT(*) FROM telemetry_events WHERE player_id = 'p-resend'";
     for time in [at_hour(yesterday, 10), at_hour(yesterday, 11)] {
         let sent = app.telemetry(&key, &once(time)).await;
-        assert_eq!((sent.status, sent.body["accepted"].as_u64()), (200, Some(1)));
+        assert_eq!(
+            (sent.status, sent.body["accepted"].as_u64()),
+            (200, Some(1))
+        );
     }
     assert_eq!(app.count_rows(stored_once).await, 1);
     let other_day = at_hour(yesterday - Span::days(1), 10);

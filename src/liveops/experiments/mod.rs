@@ -387,9 +387,44 @@ impl LiveOps {
         )
         .await?;
         let view = views::experiment_view(&next);
+        let repin = next.status != Status::Draft && next.spec.weights() != current.spec.weights();
+        let id = next.id.clone();
         self.publish_experiment(next);
+        if repin {
+            // A lookup that read the old weights just before the new ones
+            // were published stored its first variant after the pins were
+            // worked out: pin those too, once they are written.
+            self.pin_stragglers(name, &id).await;
+        }
         drop(writing);
         Ok(view)
+    }
+
+    /// Works the pins of a started experiment out again from every stored
+    /// assignment and publishes them if some were missing.
+    async fn pin_stragglers(&self, name: &str, id: &str) {
+        let pins = async {
+            if !self.assignments.flush().await {
+                return None;
+            }
+            let mut conn = self.store.conn().await.ok()?;
+            store::unit_variants(&mut conn, id).await.ok()
+        }
+        .await;
+        let Some(units) = pins else {
+            tracing::warn!(experiment = %name, "assignments stored during a weight change not read; pinned at the next start-up");
+            return;
+        };
+        let Ok(entry) = self.experiment_entry(name) else {
+            return;
+        };
+        let pins = pins_of(&entry.spec, units);
+        if pins.len() <= entry.definition.pins.len() || pins.len() > self.settings.max_pins {
+            return;
+        }
+        let mut next = (*entry).clone();
+        next.definition = Arc::new(definition_of(&entry.spec, pins));
+        self.publish_experiment(next);
     }
 
     /// Writes `next` over `current` (compare-and-swap on the revision)

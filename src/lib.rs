@@ -39,7 +39,7 @@ pub use catalog::{Actor, BUILTIN_SCHEMAS, Catalog};
 pub use crypto::KeyMaterial;
 pub use http::auth::DOCS_COOKIE;
 pub use hub::{Hub, metrics as metric_frames};
-pub use liveops::{LiveOps, PlayerRequest};
+pub use liveops::{LiveOps, PlayerRequest, attribute_value};
 pub use store::Store;
 pub use telemetry::{
     Telemetry,

@@ -38,6 +38,10 @@ enum Command {
         /// Lifetime: 3600, 30m, 8h, 7d or PT8H.
         #[arg(long, default_value = "8h", value_parser = jwt::parse_duration)]
         ttl: std::time::Duration,
+        /// A player attribute the token vouches for, `name=value` (a
+        /// player token's `attrs` claim; repeat it for more).
+        #[arg(long = "attr")]
+        attrs: Vec<String>,
     },
     /// Reports from stored telemetry.
     Report {
@@ -102,17 +106,37 @@ async fn main() -> anyhow::Result<()> {
             store.close().await;
             tracing::info!("migrations applied");
         }
-        Command::Token { role, sub, ttl } => {
+        Command::Token {
+            role,
+            sub,
+            ttl,
+            attrs,
+        } => {
             anyhow::ensure!(
                 !sub.is_empty() && sub.len() <= 256,
                 "--sub must be 1-256 characters"
             );
+            anyhow::ensure!(
+                attrs.is_empty() || role == hotswap::Role::Player,
+                "--attr is for player tokens (--role player)"
+            );
+            let mut vouched = serde_json::Map::new();
+            for attr in &attrs {
+                let (name, value) = attr
+                    .split_once('=')
+                    .with_context(|| format!("--attr {attr:?}: name=value"))?;
+                vouched.insert(name.to_owned(), hotswap::attribute_value(value));
+            }
             let setup = jwt::Authenticator::from_settings(
                 &settings.auth,
                 settings.environment,
                 &settings.data_dir,
             )?;
-            println!("{}", setup.authenticator.mint(&sub, role, ttl)?);
+            let vouched = (!vouched.is_empty()).then_some(vouched);
+            println!(
+                "{}",
+                setup.authenticator.mint_with(&sub, role, ttl, vouched)?
+            );
         }
         Command::Secrets {
             action: SecretsAction::Rotate,

@@ -33,6 +33,41 @@ struct Claims {
     iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     aud: Option<String>,
+    /// Player attributes the issuer vouches for (`{"guild": "g-7", "tier": 3}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    attrs: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Most attributes a token vouches for.
+pub const MAX_TOKEN_ATTRIBUTES: usize = 16;
+
+/// Checks an `attrs` claim: at most [`MAX_TOKEN_ATTRIBUTES`] names of 1-64
+/// letters, digits, `_`, `-` or `.`, each a string of at most 256
+/// characters, a number or a boolean.
+pub fn check_attributes(attrs: &serde_json::Map<String, serde_json::Value>) -> Result<(), String> {
+    if attrs.len() > MAX_TOKEN_ATTRIBUTES {
+        return Err(format!("attrs: at most {MAX_TOKEN_ATTRIBUTES} attributes"));
+    }
+    for (key, value) in attrs {
+        let key_ok = !key.is_empty()
+            && key.len() <= 64
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        let value_ok = match value {
+            serde_json::Value::String(text) => text.chars().count() <= 256,
+            serde_json::Value::Number(_) | serde_json::Value::Bool(_) => true,
+            _ => false,
+        };
+        if !key_ok || !value_ok {
+            return Err(
+                "attrs: names are 1-64 letters, digits, '_', '-' or '.'; values a string of at most \
+                 256 characters, a number or a boolean"
+                    .into(),
+            );
+        }
+    }
+    Ok(())
 }
 
 impl Claims {
@@ -234,9 +269,17 @@ impl Authenticator {
         {
             return Err(AuthError::Invalid("sub must be 1-256 characters".into()));
         }
+        if let Some(attrs) = &data.claims.attrs {
+            check_attributes(attrs).map_err(AuthError::Invalid)?;
+        }
         let principal = Principal {
             subject: data.claims.sub,
             role,
+            attributes: data
+                .claims
+                .attrs
+                .filter(|attrs| !attrs.is_empty())
+                .map(std::sync::Arc::new),
         };
         if token.len() <= VERIFIED_MAX_CHARS && now < data.claims.exp {
             let mut kept = write(&self.verified);
@@ -253,6 +296,20 @@ impl Authenticator {
 
     /// Mints an HS256 token (needs the secret).
     pub fn mint(&self, subject: &str, role: Role, ttl: Duration) -> anyhow::Result<String> {
+        self.mint_with(subject, role, ttl, None)
+    }
+
+    /// Mints an HS256 token vouching for player attributes (`attrs`).
+    pub fn mint_with(
+        &self,
+        subject: &str,
+        role: Role,
+        ttl: Duration,
+        attrs: Option<serde_json::Map<String, serde_json::Value>>,
+    ) -> anyhow::Result<String> {
+        if let Some(attrs) = &attrs {
+            check_attributes(attrs).map_err(anyhow::Error::msg)?;
+        }
         let (_, key) = self
             .hs256
             .as_ref()
@@ -266,6 +323,7 @@ impl Authenticator {
             iat: Some(now),
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
+            attrs,
         };
         Ok(jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
@@ -356,9 +414,47 @@ mod tests {
             auth.verify(&token).unwrap(),
             Principal {
                 subject: "alice".into(),
-                role: Role::Operator
+                role: Role::Operator,
+                attributes: None,
             }
         );
+    }
+
+    #[test]
+    fn a_player_token_vouches_for_bounded_attributes() {
+        let auth = authenticator(&settings());
+        let attrs = serde_json::json!({"guild": "g-7", "tier": 3, "whale": true});
+        let token = auth
+            .mint_with(
+                "p-1",
+                Role::Player,
+                Duration::from_secs(60),
+                attrs.as_object().cloned(),
+            )
+            .unwrap();
+        let principal = auth.verify(&token).unwrap();
+        assert_eq!(principal.attributes.as_deref(), attrs.as_object());
+        for bad in [
+            serde_json::json!({"with space": 1}),
+            serde_json::json!({"nested": {"a": 1}}),
+            serde_json::json!({"long": "x".repeat(257)}),
+            serde_json::json!(
+                (0..17)
+                    .map(|n| (n.to_string(), serde_json::json!(n)))
+                    .collect::<serde_json::Map<_, _>>()
+            ),
+        ] {
+            assert!(check_attributes(bad.as_object().unwrap()).is_err(), "{bad}");
+            assert!(
+                auth.mint_with(
+                    "p-1",
+                    Role::Player,
+                    Duration::from_secs(60),
+                    bad.as_object().cloned()
+                )
+                .is_err()
+            );
+        }
     }
 
     #[test]
@@ -399,6 +495,7 @@ mod tests {
             iat: None,
             iss: None,
             aud: None,
+            attrs: None,
         };
         assert_eq!(claims.role(), Some(Role::Admin));
     }

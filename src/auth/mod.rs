@@ -21,6 +21,10 @@ pub use crate::domain::policy::Role;
 pub struct Principal {
     pub subject: String,
     pub role: Role,
+    /// A player token's `attrs` claim: player attributes its issuer (the
+    /// studio's login service) vouches for, which outrank what the player
+    /// says in a request.
+    pub attributes: Option<std::sync::Arc<serde_json::Map<String, serde_json::Value>>>,
 }
 
 /// Why a request is not allowed.

@@ -16,7 +16,7 @@ use actix_web::{
     middleware::Next,
     web,
 };
-use std::{future::Future, marker::PhantomData, pin::Pin};
+use std::{future::Future, marker::PhantomData, pin::Pin, sync::Arc};
 
 /// Name of the cookie holding the explorer's token.
 pub const DOCS_COOKIE: &str = "hotswap_docs";
@@ -395,9 +395,30 @@ pub struct PlayerCaller {
     pub player: Option<String>,
     /// A game server's key sent the request.
     pub server: bool,
+    /// What a player's token vouches for (its `attrs` claim).
+    pub vouched: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
 }
 
 impl PlayerCaller {
+    /// A player's own request says who it is only as far as the hub cannot
+    /// know better: the attributes its token vouches for replace what the
+    /// request says, and the ones telemetry keeps (`firstSeen`,
+    /// `lastSeen`, `sessions`, `purchases`) are the hub's record, never the
+    /// player's word. Staff and game servers are taken at their word.
+    pub fn settle(&self, attributes: &mut serde_json::Map<String, serde_json::Value>) {
+        if self.player.is_none() {
+            return;
+        }
+        for kept in crate::liveops::KEPT_ATTRIBUTES {
+            attributes.remove(kept);
+        }
+        if let Some(vouched) = &self.vouched {
+            for (key, value) in vouched.iter() {
+                attributes.insert(key.clone(), value.clone());
+            }
+        }
+    }
+
     /// Refuses a player's token a staff view: a preview of another instant
     /// (unannounced events) or which layer set each path.
     pub fn may_preview(&self, at: bool, explain: bool) -> Result<(), ApiError> {
@@ -446,9 +467,13 @@ impl FromRequest for PlayerCaller {
                     }
                     Ok(principal)
                 });
-            return Box::pin(std::future::ready(checked.map(|principal| PlayerCaller {
-                player: (principal.role == Role::Player).then_some(principal.subject),
-                server: false,
+            return Box::pin(std::future::ready(checked.map(|principal| {
+                let player = principal.role == Role::Player;
+                PlayerCaller {
+                    player: player.then_some(principal.subject),
+                    server: false,
+                    vouched: principal.attributes.filter(|_| player),
+                }
             })));
         }
         let caller = key_or_token(request, Role::Viewer);
@@ -456,6 +481,7 @@ impl FromRequest for PlayerCaller {
             caller.await.map(|_| PlayerCaller {
                 player: None,
                 server: true,
+                vouched: None,
             })
         })
     }

@@ -253,6 +253,7 @@ pub async fn assignments(
         (None, Some(own)) => own.clone(),
         (None, None) => return Err(ApiError::InvalidQuery("playerId: required".into())),
     };
+    caller.settle(&mut attributes);
     let player = PlayerRequest {
         player_id,
         attributes,

@@ -460,6 +460,7 @@ pub async fn active_events(
                     attributes.insert(key.into(), Value::String(value.clone()));
                 }
             }
+            caller.settle(&mut attributes);
             let player = PlayerRequest {
                 player_id: id.clone(),
                 attributes,
@@ -516,6 +517,7 @@ pub async fn player_config(
             }
         }
     }
+    caller.settle(&mut attributes);
     let player = PlayerRequest {
         player_id: id.into_inner(),
         attributes,
@@ -544,7 +546,7 @@ pub async fn player_config(
 pub async fn resolve_players(
     caller: PlayerCaller,
     liveops: web::Data<Arc<LiveOps>>,
-    Body(request): Body<ResolveRequest>,
+    Body(mut request): Body<ResolveRequest>,
 ) -> Result<HttpResponse, ApiError> {
     if request.players.is_empty() || request.players.len() > crate::liveops::MAX_PLAYERS {
         return Err(ApiError::InvalidBody {
@@ -552,7 +554,8 @@ pub async fn resolve_players(
             message: format!("1 to {} players", crate::liveops::MAX_PLAYERS),
         });
     }
-    for (index, player) in request.players.iter().enumerate() {
+    for (index, player) in request.players.iter_mut().enumerate() {
+        caller.settle(&mut player.attributes);
         player.check(&format!("/players/{index}"))?;
         caller.may_read(&player.player_id)?;
     }

@@ -63,6 +63,21 @@ pub async fn manifest(
                 .into(),
         )));
     }
+    // A region or platform the player's token vouches for wins.
+    if let Some(vouched) = caller
+        .vouched
+        .as_deref()
+        .filter(|_| caller.player.is_some())
+    {
+        for (key, slot) in [
+            ("region", &mut read.region),
+            ("platform", &mut read.platform),
+        ] {
+            if let Some(value) = vouched.get(key).and_then(serde_json::Value::as_str) {
+                *slot = Some(value.to_owned());
+            }
+        }
+    }
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(liveops.manifest(read).await?))

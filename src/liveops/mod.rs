@@ -31,6 +31,7 @@ mod players;
 mod segments;
 pub mod views;
 
+pub use kept::KEPT as KEPT_ATTRIBUTES;
 pub use manifest::{ManifestQuery, ManifestView};
 pub use players::{MAX_PLAYERS, PlayerRequest, ResolveRequest, attribute_value};
 pub use segments::{MembersRequest, SegmentRequest};

@@ -229,6 +229,49 @@ fn the_first_run_prints_an_admin_token_that_works_and_survives_a_restart() {
         String::from_utf8_lossy(&minted.stderr)
     );
     let token = String::from_utf8(minted.stdout).unwrap().trim().to_owned();
+    // A player token vouching for attributes carries them in `attrs`.
+    let mint = |args: &[&str]| {
+        Command::new(BINARY)
+            .arg("token")
+            .args(args)
+            .env("HOTSWAP_DATA_DIR", dir.path())
+            .env_remove("HOTSWAP_AUTH__JWT_SECRET")
+            .output()
+            .unwrap()
+    };
+    let player = mint(&[
+        "--role",
+        "player",
+        "--sub",
+        "p-7",
+        "--attr",
+        "guild=g-7",
+        "--attr",
+        "tier=3",
+    ]);
+    assert!(
+        player.status.success(),
+        "{}",
+        String::from_utf8_lossy(&player.stderr)
+    );
+    let text = String::from_utf8(player.stdout).unwrap();
+    let payload = text.trim().split('.').nth(1).unwrap();
+    use base64::Engine as _;
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        claims["attrs"],
+        serde_json::json!({"guild": "g-7", "tier": 3})
+    );
+    let refused = mint(&["--role", "operator", "--sub", "x", "--attr", "guild=g"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("player tokens"));
+    let refused = mint(&["--role", "player", "--sub", "x", "--attr", "bad name=g"]);
+    assert!(!refused.status.success());
     let third = Hub::start(dir.path(), &[]);
     let created = http(
         third.port,

@@ -706,10 +706,106 @@ async fn server_metrics_split_by_variant_are_compared_and_guarded(app: TestApp) 
     assert_eq!(metric(&again, "crash", "hot")["units"], reports, "{again}");
 }
 
+/// A player's token vouching for its unit (`attrs` claim) is placed by
+/// it, whatever the request says; without the claim the request's word is
+/// taken.
+async fn a_player_token_vouches_for_the_unit_it_is_placed_by(app: TestApp) {
+    setup(&app).await;
+    let mut body = experiment("guild-rifle", [50, 50]);
+    body["unit"] = json!("guild");
+    let created = app.post_json("/api/v1/experiments", &body).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let started = app
+        .post_empty("/api/v1/experiments/guild-rifle/start")
+        .await;
+    assert_eq!(started.status, 200, "{:?}", started.body);
+    let (key, _) = app.server_key(&[], &[]).await;
+    let variant = |answer: &Value| {
+        answer["assignments"][0]["variantId"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    // Guilds as a game server sees them: one in each variant.
+    let mut by_variant = std::collections::BTreeMap::new();
+    for n in 0..64 {
+        let guild = format!("guild-{n}");
+        let answer = app
+            .request(
+                "GET",
+                &format!("/api/v1/experiments/assignments?playerId=probe-{n}&guild={guild}"),
+                Some(&key),
+                None,
+            )
+            .await;
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        by_variant
+            .entry(variant(&answer.body).unwrap())
+            .or_insert(guild);
+        if by_variant.len() == 2 {
+            break;
+        }
+    }
+    let (control, hot) = (&by_variant["control"], &by_variant["hot"]);
+    let vouched = app
+        .authenticator
+        .mint_with(
+            "p-member",
+            hotswap::Role::Player,
+            Duration::from_secs(600),
+            json!({"guild": control}).as_object().cloned(),
+        )
+        .unwrap();
+    let answer = app
+        .request(
+            "GET",
+            &format!("/api/v1/experiments/assignments?guild={hot}"),
+            Some(&vouched),
+            None,
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    assert_eq!(
+        variant(&answer.body).as_deref(),
+        Some("control"),
+        "{:?}",
+        answer.body
+    );
+    let config = app
+        .request(
+            "GET",
+            &format!("/api/v1/players/p-member/config?configs=weapon-balance&guild={hot}"),
+            Some(&vouched),
+            None,
+        )
+        .await;
+    assert_eq!(config.status, 200, "{:?}", config.body);
+    assert_eq!(
+        config.body["configs"]["weapon-balance"]["document"]["weapons"]["rifle"]["damage"], 45,
+        "{:?}",
+        config.body
+    );
+    let unvouched = app.token(hotswap::Role::Player, "p-loner");
+    let answer = app
+        .request(
+            "GET",
+            &format!("/api/v1/experiments/assignments?guild={hot}"),
+            Some(&unvouched),
+            None,
+        )
+        .await;
+    assert_eq!(
+        variant(&answer.body).as_deref(),
+        Some("hot"),
+        "{:?}",
+        answer.body
+    );
+}
+
 on_both_databases!(
     an_experiment_runs_from_assignment_to_promotion,
     assignments_stick_across_weight_changes_and_restarts with quick_flush,
     a_guardrail_pauses_a_variant_that_harms_players with quick_guardrails,
     server_metrics_split_by_variant_are_compared_and_guarded with quick_guardrails,
+    a_player_token_vouches_for_the_unit_it_is_placed_by,
     bad_experiments_are_refused_naming_the_path,
 );

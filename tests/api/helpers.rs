@@ -99,7 +99,7 @@ pub struct TestApp {
     /// The clock live ops read; a test moves it to cross a schedule's instants.
     pub clock: hotswap_actors::Clock,
     client: awc::Client,
-    authenticator: Authenticator,
+    pub authenticator: Authenticator,
     _dir: tempfile::TempDir,
 }
 

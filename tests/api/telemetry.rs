@@ -397,7 +397,8 @@ async fn sees(app: &TestApp, player: &str, extra: &str) -> Value {
 
 /// Telemetry keeps each player's `firstSeen`, `lastSeen`, sessions and
 /// purchases; a segment reading them places players from that record
-/// when the caller gives none of them (a caller's own values win).
+/// when the caller gives none of them (a server's or staff's own values
+/// win; a player's token never does).
 async fn kept_attributes_place_players_in_segments(app: TestApp) {
     assert_eq!(
         app.create_config("loadout", "Custom", "staging")
@@ -472,6 +473,21 @@ async fn kept_attributes_place_players_in_segments(app: TestApp) {
         sees(&app, "p-once", "&sessions=7").await,
         json!({"slots": 5, "banner": "none"}),
         "given sessions, firstSeen is not read: not new"
+    );
+    // A player's own token cannot claim sessions: its record is read.
+    let own = app.token(hotswap::Role::Player, "p-once");
+    let claimed = app
+        .request(
+            "GET",
+            "/api/v1/players/p-once/config?configs=loadout&sessions=7",
+            Some(&own),
+            None,
+        )
+        .await;
+    assert_eq!(claimed.status, 200, "{:?}", claimed.body);
+    assert_eq!(
+        claimed.body["configs"]["loadout"]["document"],
+        json!({"slots": 3, "banner": "welcome"})
     );
     // The player's events as clients ask for them agree.
     let active = app.get("/api/v1/events/active?playerId=p-regular").await;

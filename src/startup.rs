@@ -64,6 +64,8 @@ impl ShutdownHandle {
         actix_web::rt::time::sleep(Duration::from_millis(200)).await;
         let draining = std::time::Instant::now();
         self.server.stop(true).await;
+        // What sessions and requests brought while draining.
+        self.liveops.flush_writes().await;
         let drained = draining.elapsed();
         if drained > Duration::from_secs(5) {
             // Connections that outlived the servers' reconnect: worth knowing.

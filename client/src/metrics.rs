@@ -197,14 +197,21 @@ impl MetricsRecorder {
 
     /// Everything recorded since the last call, as a report; the recorder starts over.
     pub fn take(&self, window_ms: u64, players: u32) -> MetricsReport {
-        let experiments = lock(&self.variants)
+        // Each experiment's variants together never count more players
+        // than the report (players join and leave between the counts).
+        let mut room: BTreeMap<&str, u32> = BTreeMap::new();
+        let variants = lock(&self.variants);
+        let experiments = variants
             .iter()
             .map(|((experiment, variant), recorder)| {
                 let part = recorder.take(window_ms, recorder.players.load(Ordering::Relaxed));
+                let left = room.entry(experiment.as_str()).or_insert(players);
+                let counted = part.players.min(*left);
+                *left -= counted;
                 VariantMetrics {
                     experiment: experiment.clone(),
                     variant: variant.clone(),
-                    players: part.players.min(players),
+                    players: counted,
                     sessions_started: part.sessions_started,
                     sessions_ended: part.sessions_ended,
                     churned: part.churned,
@@ -218,6 +225,7 @@ impl MetricsRecorder {
                 }
             })
             .collect();
+        drop(variants);
         let c = &self.counters;
         let take = |counter: &AtomicU64| counter.swap(0, Ordering::Relaxed);
         let histograms = std::mem::take(&mut *lock(&self.histograms))
@@ -313,5 +321,13 @@ mod tests {
         assert!(recorder.for_variant("one", "more").is_none());
         recorder.forget_variant("drop-rates", "treatment");
         assert!(recorder.for_variant("one", "more").is_some());
+        // An experiment's variants share the report's players.
+        let split = MetricsRecorder::new();
+        for variant in ["a", "b"] {
+            split.for_variant("e", variant).unwrap().set_players(15);
+        }
+        let report = split.take(1000, 20);
+        let players: Vec<u32> = report.experiments.iter().map(|p| p.players).collect();
+        assert_eq!(players, vec![15, 5]);
     }
 }

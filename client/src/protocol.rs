@@ -278,10 +278,17 @@ mod capped {
                 f.write_str("an array of variant metrics")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                // One more than the hub takes is kept (so it refuses the
+                // report); the rest are read past without being built.
+                let keep = crate::metrics::MAX_VARIANTS + 1;
                 let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4));
-                while let Some(item) = seq.next_element()? {
-                    out.push(item);
+                while out.len() < keep {
+                    match seq.next_element()? {
+                        Some(item) => out.push(item),
+                        None => return Ok(out),
+                    }
                 }
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
                 Ok(out)
             }
         }

@@ -33,9 +33,11 @@ struct Claims {
     iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     aud: Option<String>,
-    /// Player attributes the issuer vouches for (`{"guild": "g-7", "tier": 3}`).
+    /// Player attributes the issuer vouches for (`{"guild": "g-7", "tier": 3}`),
+    /// read on player tokens only (other tokens may carry a claim of that
+    /// name meaning something else).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    attrs: Option<serde_json::Map<String, serde_json::Value>>,
+    attrs: Option<serde_json::Value>,
 }
 
 /// Most attributes a token vouches for.
@@ -269,17 +271,22 @@ impl Authenticator {
         {
             return Err(AuthError::Invalid("sub must be 1-256 characters".into()));
         }
-        if let Some(attrs) = &data.claims.attrs {
-            check_attributes(attrs).map_err(AuthError::Invalid)?;
-        }
+        let attributes = match data.claims.attrs {
+            Some(serde_json::Value::Object(attrs)) if role == Role::Player => {
+                check_attributes(&attrs).map_err(AuthError::Invalid)?;
+                (!attrs.is_empty()).then(|| std::sync::Arc::new(attrs))
+            }
+            Some(_) if role == Role::Player => {
+                return Err(AuthError::Invalid(
+                    "attrs: an object of player attributes".into(),
+                ));
+            }
+            _ => None,
+        };
         let principal = Principal {
             subject: data.claims.sub,
             role,
-            attributes: data
-                .claims
-                .attrs
-                .filter(|attrs| !attrs.is_empty())
-                .map(std::sync::Arc::new),
+            attributes,
         };
         if token.len() <= VERIFIED_MAX_CHARS && now < data.claims.exp {
             let mut kept = write(&self.verified);
@@ -308,6 +315,7 @@ impl Authenticator {
         attrs: Option<serde_json::Map<String, serde_json::Value>>,
     ) -> anyhow::Result<String> {
         if let Some(attrs) = &attrs {
+            anyhow::ensure!(role == Role::Player, "attrs are for player tokens");
             check_attributes(attrs).map_err(anyhow::Error::msg)?;
         }
         let (_, key) = self
@@ -323,7 +331,7 @@ impl Authenticator {
             iat: Some(now),
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
-            attrs,
+            attrs: attrs.map(serde_json::Value::Object),
         };
         Ok(jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),

@@ -409,13 +409,13 @@ impl PlayerCaller {
         if self.player.is_none() {
             return;
         }
-        for kept in crate::liveops::KEPT_ATTRIBUTES {
-            attributes.remove(kept);
-        }
         if let Some(vouched) = &self.vouched {
             for (key, value) in vouched.iter() {
                 attributes.insert(key.clone(), value.clone());
             }
+        }
+        for kept in crate::liveops::KEPT_ATTRIBUTES {
+            attributes.remove(kept);
         }
     }
 

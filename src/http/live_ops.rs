@@ -448,7 +448,8 @@ pub async fn active_events(
     liveops: web::Data<Arc<LiveOps>>,
     query: web::Query<ActiveQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let player = match &query.player_id {
+    // A player's token asks for its own player, named or not.
+    let player = match query.player_id.as_ref().or(caller.player.as_ref()) {
         Some(id) => {
             let mut attributes = Map::new();
             for (key, value) in [

@@ -230,7 +230,18 @@ pub fn validate_variants(report: &MetricsReport) -> Result<Vec<VariantSample>, S
             ));
         }
         let counters = share.counters();
-        check_counters(share.players, counters).map_err(|e| format!("{at}: {e}"))?;
+        // Against the report's players: a share's players are counted when
+        // the report is taken, after its churned players left.
+        check_counters(report.players, counters).map_err(|e| format!("{at}: {e}"))?;
+        if let Some((name, _)) = share
+            .histograms
+            .iter()
+            .find(|(_, h)| matches!(h, EncodedHistogram::HdrV2(_)))
+        {
+            return Err(format!(
+                "{at}: histogram {name}: a variant's histograms are sparse [value, count] pairs"
+            ));
+        }
         let histograms = check_histograms(&share.histograms, &mut budget)
             .map_err(|e| format!("{at}: {e}"))?
             .into_iter()
@@ -418,6 +429,17 @@ mod tests {
         let mut crashing = share("e", "a", 2);
         crashing.crashes = 100;
         assert!(refused(vec![crashing]).contains("crashes"));
+        // A share's churned players left before it was counted.
+        let mut churned = share("e", "a", 0);
+        churned.churned = 1;
+        let mut r = report();
+        r.experiments = vec![churned];
+        assert!(validate_variants(&r).is_ok());
+        let mut encoded = share("e", "a", 1);
+        encoded
+            .histograms
+            .insert("h".into(), EncodedHistogram::HdrV2(vec![0; 40]));
+        assert!(refused(vec![encoded]).contains("sparse"));
         let mut nan = share("e", "a", 2);
         nan.custom.insert("x".into(), f64::INFINITY);
         assert!(refused(vec![nan]).contains("custom"));

@@ -66,9 +66,10 @@ use std::{
 /// A consumer of every metrics report (its server's region, the report,
 /// when): cheap, synchronous, called on the metric path.
 pub type ReportSink = Box<dyn Fn(&str, &crate::domain::window::Report, i64) + Send + Sync>;
-/// Where each report's split by experiment variant goes (checked).
+/// Where each report's split by experiment variant goes (checked), with
+/// the sending server's subscriptions.
 pub type VariantSink =
-    Box<dyn Fn(Vec<crate::domain::experiments::metrics::VariantSample>) + Send + Sync>;
+    Box<dyn Fn(&[String], Vec<crate::domain::experiments::metrics::VariantSample>) + Send + Sync>;
 
 /// Counters for observability and the load test.
 #[derive(Debug, Default)]

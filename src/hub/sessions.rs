@@ -427,8 +427,13 @@ impl SessionHost for HubHost {
         let allowed = metrics::players_allowed(capacity, hub.settings.max_players_per_server);
         let histograms = metrics::validate(&report, allowed)
             .map_err(|why| FrameError::new("invalid_metrics", why))?;
-        let variants = metrics::validate_variants(&report)
-            .map_err(|why| FrameError::new("invalid_metrics", why))?;
+        // A split that does not add up costs the split only: the report
+        // still counts (deployments judge on it), and the server is told.
+        let (samples, bad_split) = match metrics::validate_variants(&report) {
+            Ok(samples) => (samples, None),
+            Err(why) => (Vec::new(), Some(why)),
+        };
+        let split = !samples.is_empty();
         hub.stats.metrics_frames.fetch_add(1, Ordering::Relaxed);
         let at = now_ms();
         let counted = hub.registry.update_then(server_id, |record| {
@@ -440,13 +445,15 @@ impl SessionHost for HubHost {
                 .unwrap_or(at);
             record.last_metrics_ms = Some(at);
             let elapsed = u64::try_from(at - since).unwrap_or(0);
-            (hub.destinations(record, true, at), elapsed)
+            let subscriptions = split.then(|| record.subscriptions.clone());
+            (hub.destinations(record, true, at), elapsed, subscriptions)
         });
-        if let (Some(_), false, Some(sink)) =
-            (&counted, variants.is_empty(), hub.variant_sink.get())
-        {
-            sink(variants);
-        }
+        let counted = counted.map(|(to, elapsed, subscriptions)| {
+            if let (Some(subscriptions), Some(sink)) = (subscriptions, hub.variant_sink.get()) {
+                sink(&subscriptions, samples);
+            }
+            (to, elapsed)
+        });
         if let Some((to, elapsed)) = counted {
             let decoded = Arc::new(metrics::decode(
                 &report,
@@ -457,7 +464,10 @@ impl SessionHost for HubHost {
             ));
             hub.ingest(to, Ingest::Report(decoded));
         }
-        Ok(())
+        match bad_split {
+            Some(why) => Err(FrameError::new("invalid_variant_metrics", why)),
+            None => Ok(()),
+        }
     }
 
     fn closed(&self, server_id: &str, session_id: &str, stale: bool, reason: Option<CloseReason>) {

@@ -433,11 +433,13 @@ impl LiveOps {
                 }
             }));
         let sink = Arc::downgrade(&liveops);
-        liveops.hub.set_variant_sink(Box::new(move |samples| {
-            if let Some(liveops) = sink.upgrade() {
-                liveops.fold_variant_samples(samples);
-            }
-        }));
+        liveops
+            .hub
+            .set_variant_sink(Box::new(move |subscriptions, samples| {
+                if let Some(liveops) = sink.upgrade() {
+                    liveops.fold_variant_samples(subscriptions, samples);
+                }
+            }));
         liveops.change(|_| {});
         Ok(liveops)
     }
@@ -567,6 +569,12 @@ impl LiveOps {
         for (_, watcher) in lock(&self.watchers).drain() {
             watcher.abort();
         }
+        self.flush_writes().await;
+    }
+
+    /// Stores what is queued: first assignments and server-metric
+    /// observations (the hub calls it again once its sessions closed).
+    pub async fn flush_writes(&self) {
         self.assignments.flush().await;
         self.flush_server_sums().await;
     }

@@ -2,6 +2,7 @@
 //! the per-variant sums of a metric over the units' telemetry.
 
 use super::{Backend, Conn, StoreResult, Tx};
+use crate::domain::experiments::metrics::RatioSums;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ExperimentRow {
@@ -296,11 +297,10 @@ pub async fn metric_sums(
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerSumsRow {
     pub experiment_id: String,
+    /// The metric's storage key.
     pub metric: String,
     pub variant: String,
-    pub reports: i64,
-    pub total: f64,
-    pub squares: f64,
+    pub sums: RatioSums,
 }
 
 /// Adds observations to the stored sums (a row is created the first time).
@@ -308,36 +308,59 @@ pub async fn add_server_sums(tx: &mut Tx, rows: &[ServerSumsRow]) -> StoreResult
     for row in rows {
         sqlx::query(
             "INSERT INTO experiment_server_sums \
-               (experiment_id, metric, variant, reports, total, squares) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
+               (experiment_id, metric, variant, reports, x, n, xx, nn, xn) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (experiment_id, metric, variant) DO UPDATE SET \
                reports = experiment_server_sums.reports + excluded.reports, \
-               total = experiment_server_sums.total + excluded.total, \
-               squares = experiment_server_sums.squares + excluded.squares",
+               x = experiment_server_sums.x + excluded.x, \
+               n = experiment_server_sums.n + excluded.n, \
+               xx = experiment_server_sums.xx + excluded.xx, \
+               nn = experiment_server_sums.nn + excluded.nn, \
+               xn = experiment_server_sums.xn + excluded.xn",
         )
         .bind(&row.experiment_id)
         .bind(&row.metric)
         .bind(&row.variant)
-        .bind(row.reports)
-        .bind(row.total)
-        .bind(row.squares)
+        .bind(i64::try_from(row.sums.reports).unwrap_or(i64::MAX))
+        .bind(row.sums.x)
+        .bind(row.sums.n)
+        .bind(row.sums.xx)
+        .bind(row.sums.nn)
+        .bind(row.sums.xn)
         .execute(&mut **tx)
         .await?;
     }
     Ok(())
 }
 
-/// An experiment's stored sums over server reports: (metric, variant,
-/// reports, total, squares).
-pub async fn server_sums(
-    conn: &mut Conn,
-    experiment_id: &str,
-) -> StoreResult<Vec<(String, String, i64, f64, f64)>> {
-    Ok(sqlx::query_as(
-        "SELECT metric, variant, reports, total, squares FROM experiment_server_sums \
+/// (metric, variant, reports, x, n, xx, nn, xn) as stored.
+type StoredSums = (String, String, i64, f64, f64, f64, f64, f64);
+
+/// An experiment's stored sums over server reports.
+pub async fn server_sums(conn: &mut Conn, experiment_id: &str) -> StoreResult<Vec<ServerSumsRow>> {
+    let rows: Vec<StoredSums> = sqlx::query_as(
+        "SELECT metric, variant, reports, x, n, xx, nn, xn FROM experiment_server_sums \
          WHERE experiment_id = $1",
     )
     .bind(experiment_id)
     .fetch_all(&mut **conn)
-    .await?)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(metric, variant, reports, x, n, xx, nn, xn)| ServerSumsRow {
+                experiment_id: experiment_id.to_owned(),
+                metric,
+                variant,
+                sums: RatioSums {
+                    reports: reports.max(0) as u64,
+                    x,
+                    n,
+                    xx,
+                    nn,
+                    xn,
+                },
+            },
+        )
+        .collect())
 }

@@ -99,6 +99,50 @@ async fn a_server_counts_no_more_players_than_it_declared_nor_more_time_than_pas
     .await;
     assert_eq!(next_error(&mut hasty).await.0, "invalid_metrics");
     assert_eq!(server(&app, "hasty").await["metricsFrames"], 4);
+    // A split by variant that does not add up costs the split only: the
+    // report counts, and the server is told why its split did not.
+    actix_web::rt::time::sleep(Duration::from_millis(400)).await;
+    let split = |variant: &str, players| hotswap_client::protocol::VariantMetrics {
+        experiment: "rifle".into(),
+        variant: variant.into(),
+        players,
+        ..Default::default()
+    };
+    let overcounted = MetricsReport {
+        seq: 6,
+        window_ms: 300,
+        players: 10,
+        experiments: vec![split("control", 8), split("hot", 8)],
+        ..Default::default()
+    };
+    send(
+        &mut hasty,
+        protocol::encode(&ServerMessage::Metrics(Box::new(overcounted))),
+    )
+    .await;
+    let (code, message) = next_error(&mut hasty).await;
+    assert_eq!(code, "invalid_variant_metrics");
+    assert!(message.contains("more players"), "{message}");
+    assert_eq!(server(&app, "hasty").await["metricsFrames"], 5);
+    // Past the 16 shares a report may carry, the rest are read past,
+    // never built, and the split refused.
+    actix_web::rt::time::sleep(Duration::from_millis(400)).await;
+    let crowded = MetricsReport {
+        seq: 7,
+        window_ms: 300,
+        players: 10,
+        experiments: (0..1_500).map(|n| split(&n.to_string(), 0)).collect(),
+        ..Default::default()
+    };
+    send(
+        &mut hasty,
+        protocol::encode(&ServerMessage::Metrics(Box::new(crowded))),
+    )
+    .await;
+    let (code, message) = next_error(&mut hasty).await;
+    assert_eq!(code, "invalid_variant_metrics");
+    assert!(message.contains("at most 16"), "{message}");
+    assert_eq!(server(&app, "hasty").await["metricsFrames"], 6);
 }
 
 // ---- 6. Snapshots bought with a few bytes of resync ------------------------

@@ -5,7 +5,7 @@
 //! one variant's share of one report becomes one observation.
 
 use super::spec::{MAX_METRICS, error, keys_known, short_name};
-use crate::domain::live_event::FieldError;
+use crate::domain::{experiment_stats::MeanSample, live_event::FieldError};
 use hotswap_client::metrics::names::COUNTERS;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -87,6 +87,18 @@ impl MetricSpec {
     /// server binomials included (a share per report), compares means.
     pub fn is_rate(&self) -> bool {
         self.kind == MetricKind::Binomial && matches!(self.source, MetricSource::Telemetry { .. })
+    }
+
+    /// What its stored sums and looks are kept under: its name, and for a
+    /// server metric what it reads too, so a metric dropped and added back
+    /// reading something else starts afresh.
+    pub fn storage_key(&self) -> String {
+        match &self.source {
+            MetricSource::Telemetry { .. } => self.name.clone(),
+            MetricSource::Server { name, .. } => {
+                format!("{}@{}:{name}", self.name, self.kind.name())
+            }
+        }
     }
 
     /// The telemetry event type it reads, if it reads telemetry.
@@ -285,11 +297,19 @@ impl VariantSample {
     }
 }
 
-/// The observation one report gives a server metric, or none (no players
-/// for a per-player value, no samples for a mean, the metric not sent).
-pub fn observe(kind: MetricKind, metric: &ServerMetric, sample: &VariantSample) -> Option<f64> {
+/// What one report gives a server metric: an amount `x` over a weight
+/// `n` — the events, samples' sum or total of the variant's players over
+/// their number (or over the histogram's samples for a mean) — or none
+/// (no players, no samples, the metric not sent where it must be). A
+/// variant's value is the ratio Σx / Σn over its reports, so a report
+/// weighs as many players (or samples) as it covers.
+pub fn observe(
+    kind: MetricKind,
+    metric: &ServerMetric,
+    sample: &VariantSample,
+) -> Option<(f64, f64)> {
     let players = f64::from(sample.players);
-    let per_player = |total: f64| (sample.players > 0).then(|| total / players);
+    let per_player = |total: f64| (sample.players > 0).then_some((total, players));
     match (kind, metric) {
         (MetricKind::Binomial, ServerMetric::Counter(index)) => {
             per_player(sample.counters[*index].min(u64::from(sample.players)) as f64)
@@ -298,12 +318,76 @@ pub fn observe(kind: MetricKind, metric: &ServerMetric, sample: &VariantSample) 
         (_, ServerMetric::Histogram(name)) => {
             per_player(sample.histogram(name).map_or(0.0, |m| m.count as f64))
         }
-        (_, ServerMetric::Custom(name)) => sample.custom(name).and_then(per_player),
+        // A custom total not sent: nothing happened in that window.
+        (_, ServerMetric::Custom(name)) => per_player(sample.custom(name).unwrap_or(0.0)),
         (_, ServerMetric::HistogramOrCustom(name)) => match sample.histogram(name) {
-            Some(m) if m.count > 0 => Some(m.sum / m.count as f64),
+            Some(m) if m.count > 0 => Some((m.sum, m.count as f64)),
             Some(_) => None,
-            None => sample.custom(name),
+            None => sample.custom(name).map(|value| (value, 1.0)),
         },
+    }
+}
+
+/// A variant's reports for one server metric: how many, and the sums of
+/// `x`, `n`, `x²`, `n²` and `x·n` over them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RatioSums {
+    pub reports: u64,
+    pub x: f64,
+    pub n: f64,
+    pub xx: f64,
+    pub nn: f64,
+    pub xn: f64,
+}
+
+impl RatioSums {
+    pub fn add(&mut self, x: f64, n: f64) {
+        self.merge(&RatioSums {
+            reports: 1,
+            x,
+            n,
+            xx: x * x,
+            nn: n * n,
+            xn: x * n,
+        });
+    }
+
+    pub fn merge(&mut self, other: &RatioSums) {
+        self.reports += other.reports;
+        self.x += other.x;
+        self.n += other.n;
+        self.xx += other.xx;
+        self.nn += other.nn;
+        self.xn += other.xn;
+    }
+
+    /// The ratio Σx / Σn as a mean whose `variance / n` is the ratio's
+    /// variance with reports as clusters (the delta method:
+    /// Σ(xᵢ − R·nᵢ)² / (k (k − 1) n̄²)), so Welch's t, the interval and
+    /// the sequential test read it as any mean.
+    pub fn sample(&self) -> MeanSample {
+        let k = self.reports as f64;
+        if self.reports == 0 || self.n <= 0.0 {
+            return MeanSample {
+                n: self.reports,
+                mean: 0.0,
+                variance: 0.0,
+            };
+        }
+        let ratio = self.x / self.n;
+        let variance = if self.reports < 2 {
+            0.0
+        } else {
+            let mean_n = self.n / k;
+            let residual = (self.xx - 2.0 * ratio * self.xn + ratio * ratio * self.nn).max(0.0);
+            // Var(R) · k.
+            residual / ((k - 1.0) * mean_n * mean_n)
+        };
+        MeanSample {
+            n: self.reports,
+            mean: ratio,
+            variance: if variance.is_finite() { variance } else { 0.0 },
+        }
     }
 }
 
@@ -375,7 +459,7 @@ mod tests {
     }
 
     #[test]
-    fn a_report_gives_one_observation_per_metric() {
+    fn a_report_gives_an_amount_over_a_weight_per_metric() {
         let sample = VariantSample {
             experiment: "e".into(),
             variant: "v".into(),
@@ -388,37 +472,42 @@ mod tests {
         // A share never passes 1, though a player may crash twice.
         assert_eq!(
             at(MetricKind::Binomial, ServerMetric::Counter(3)),
-            Some(1.0)
+            Some((40.0, 40.0))
         );
-        assert_eq!(at(MetricKind::Count, ServerMetric::Counter(0)), Some(2.0));
+        assert_eq!(
+            at(MetricKind::Count, ServerMetric::Counter(0)),
+            Some((80.0, 40.0))
+        );
         assert_eq!(
             at(
                 MetricKind::Count,
                 ServerMetric::Histogram("latencyMs".into())
             ),
-            Some(0.1)
+            Some((4.0, 40.0))
         );
+        // A mean over the histogram's samples.
         assert_eq!(
             at(
                 MetricKind::Duration,
                 ServerMetric::HistogramOrCustom("latencyMs".into())
             ),
-            Some(15.0)
+            Some((60.0, 4.0))
         );
         assert_eq!(
             at(
                 MetricKind::Duration,
                 ServerMetric::HistogramOrCustom("gold".into())
             ),
-            Some(200.0)
+            Some((200.0, 1.0))
         );
         assert_eq!(
             at(MetricKind::Sum, ServerMetric::Custom("gold".into())),
-            Some(5.0)
+            Some((200.0, 40.0))
         );
+        // A total not sent is nothing earned.
         assert_eq!(
             at(MetricKind::Sum, ServerMetric::Custom("absent".into())),
-            None
+            Some((0.0, 40.0))
         );
         let empty = VariantSample {
             players: 0,
@@ -437,5 +526,45 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn a_ratio_weighs_reports_by_their_players_with_a_cluster_variance() {
+        // One big server at 10 % and two small ones at 50 %: the ratio is
+        // the players' rate, not the mean of the reports' rates.
+        let mut sums = RatioSums::default();
+        for (x, n) in [(50.0, 500.0), (5.0, 10.0), (5.0, 10.0)] {
+            sums.add(x, n);
+        }
+        let sample = sums.sample();
+        assert_eq!(sample.n, 3);
+        assert!((sample.mean - 60.0 / 520.0).abs() < 1e-12);
+        // Var(R) = Σ(xᵢ − R nᵢ)² / (k (k − 1) n̄²), worked out by hand.
+        let r = 60.0 / 520.0;
+        let residual: f64 = [(50.0, 500.0), (5.0, 10.0), (5.0, 10.0)]
+            .iter()
+            .map(|(x, n): &(f64, f64)| (x - r * n).powi(2))
+            .sum();
+        let mean_n = 520.0 / 3.0;
+        let expected = residual / (3.0 * 2.0 * mean_n * mean_n);
+        assert!(
+            (sample.variance / 3.0 - expected).abs() < 1e-15,
+            "{sample:?}"
+        );
+        let mut merged = RatioSums::default();
+        merged.merge(&sums);
+        assert_eq!(merged, sums);
+        assert_eq!(RatioSums::default().sample().mean, 0.0);
+    }
+
+    #[test]
+    fn a_server_metric_is_stored_under_what_it_reads() {
+        let crashes =
+            parse(json!({"name": "m", "kind": "binomial", "serverMetric": "crashes"})).unwrap();
+        let errors =
+            parse(json!({"name": "m", "kind": "binomial", "serverMetric": "errors"})).unwrap();
+        assert_ne!(crashes.storage_key(), errors.storage_key());
+        let telemetry = parse(json!({"name": "m", "kind": "count", "event": "run_end"})).unwrap();
+        assert_eq!(telemetry.storage_key(), "m");
     }
 }

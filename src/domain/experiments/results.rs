@@ -62,68 +62,109 @@ fn mixture_tau2(unit_variance: f64) -> f64 {
     0.01 * unit_variance
 }
 
-/// One metric's results from each variant's sums (in the spec's order),
-/// updating `looks` with this look's sequential p-values.
+/// A variant's data for one metric: a rate, or a mean.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sample {
+    Rate(RateSample),
+    Mean(MeanSample),
+}
+
+impl Sample {
+    fn units(&self) -> u64 {
+        match self {
+            Sample::Rate(rate) => rate.n,
+            Sample::Mean(mean) => mean.n,
+        }
+    }
+
+    fn value(&self) -> f64 {
+        match self {
+            Sample::Rate(rate) => rate.rate(),
+            Sample::Mean(mean) => mean.mean,
+        }
+    }
+}
+
+impl Sums {
+    /// As a rate (`total` units converted) or a mean per unit.
+    pub fn sample(&self, rate: bool) -> Sample {
+        if rate {
+            Sample::Rate(RateSample {
+                n: self.units,
+                successes: self.total.round().max(0.0) as u64,
+            })
+        } else {
+            Sample::Mean(MeanSample::from_sums(self.units, self.total, self.squares))
+        }
+    }
+}
+
+/// One metric's results from each variant's sums over units (in the
+/// spec's order), updating `looks` with this look's sequential p-values.
 pub fn metric_outcome(
     spec: &ExperimentSpec,
     metric: usize,
     sums: &[Sums],
     looks: &mut Looks,
 ) -> MetricOutcome {
+    let rate = spec.metrics[metric].is_rate();
+    let samples: Vec<Sample> = sums.iter().map(|s| s.sample(rate)).collect();
+    metric_outcome_of(spec, metric, &samples, looks)
+}
+
+/// One metric's results from each variant's sample (in the spec's order),
+/// updating `looks` (kept under the metric's storage key).
+pub fn metric_outcome_of(
+    spec: &ExperimentSpec,
+    metric: usize,
+    samples: &[Sample],
+    looks: &mut Looks,
+) -> MetricOutcome {
     let definition = &spec.metrics[metric];
     let control = spec.control;
-    let rate = |s: &Sums| RateSample {
-        n: s.units,
-        successes: s.total.round().max(0.0) as u64,
-    };
-    let mean = |s: &Sums| MeanSample::from_sums(s.units, s.total, s.squares);
     let variants = spec
         .variants
         .iter()
-        .zip(sums)
+        .zip(samples)
         .enumerate()
         .map(|(index, (variant, s))| {
-            let (value, interval, comparison, unit_variance) = if definition.is_rate() {
-                let sample = rate(s);
-                let base = rate(&sums[control]);
-                let pooled = if sample.n + base.n == 0 {
-                    0.0
-                } else {
-                    (sample.successes + base.successes) as f64 / (sample.n + base.n) as f64
-                };
-                (
-                    sample.rate(),
-                    rate_interval(&sample),
-                    (index != control)
-                        .then(|| two_proportion(&base, &sample))
-                        .flatten(),
-                    pooled * (1.0 - pooled),
-                )
-            } else {
-                let sample = mean(s);
-                let base = mean(&sums[control]);
-                let n = (sample.n + base.n).max(1) as f64;
-                (
-                    sample.mean,
-                    mean_interval(&sample),
-                    (index != control).then(|| welch(&base, &sample)).flatten(),
-                    (sample.variance * sample.n as f64 + base.variance * base.n as f64) / n,
-                )
+            let (interval, comparison, unit_variance) = match (s, &samples[control]) {
+                (Sample::Rate(sample), Sample::Rate(base)) => {
+                    let pooled = if sample.n + base.n == 0 {
+                        0.0
+                    } else {
+                        (sample.successes + base.successes) as f64 / (sample.n + base.n) as f64
+                    };
+                    (
+                        rate_interval(sample),
+                        (index != control)
+                            .then(|| two_proportion(base, sample))
+                            .flatten(),
+                        pooled * (1.0 - pooled),
+                    )
+                }
+                (Sample::Mean(sample), Sample::Mean(base)) => {
+                    let n = (sample.n + base.n).max(1) as f64;
+                    (
+                        mean_interval(sample),
+                        (index != control).then(|| welch(base, sample)).flatten(),
+                        (sample.variance * sample.n as f64 + base.variance * base.n as f64) / n,
+                    )
+                }
+                // Never mixed: one metric reads one way.
+                _ => (None, None, 0.0),
             };
+            let value = s.value();
             let versus_control = comparison.map(|comparison| {
                 let p = sequential_p(
                     comparison.difference,
                     comparison.variance,
                     mixture_tau2(unit_variance),
                 );
-                let key = (definition.name.clone(), variant.id.clone());
+                let key = (definition.storage_key(), variant.id.clone());
                 let kept = looks.entry(key).or_insert(1.0);
                 *kept = kept.min(p);
-                let control_value = if definition.is_rate() {
-                    rate(&sums[control]).rate()
-                } else {
-                    mean(&sums[control]).mean
-                };
+                let control_value = samples[control].value();
                 Versus {
                     relative: (control_value != 0.0)
                         .then(|| comparison.difference / control_value.abs()),
@@ -133,7 +174,7 @@ pub fn metric_outcome(
             });
             VariantOutcome {
                 variant: variant.id.clone(),
-                units: s.units,
+                units: s.units(),
                 value,
                 interval,
                 versus_control,

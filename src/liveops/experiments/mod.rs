@@ -419,7 +419,12 @@ impl LiveOps {
             return;
         };
         let pins = pins_of(&entry.spec, units);
-        if pins.len() <= entry.definition.pins.len() || pins.len() > self.settings.max_pins {
+        if pins.len() <= entry.definition.pins.len() {
+            return;
+        }
+        if pins.len() > self.settings.max_pins {
+            tracing::warn!(experiment = %name, pins = pins.len(), max = self.settings.max_pins,
+                "players placed during a weight change are past liveops.max_pins: not pinned until the next start-up");
             return;
         }
         let mut next = (*entry).clone();

@@ -16,7 +16,9 @@ use super::{
 use crate::{
     catalog::Actor,
     domain::experiments::{
-        results::{Looks, MetricOutcome, Sums, guardrail_breach, metric_outcome, split_check},
+        results::{
+            Looks, MetricOutcome, Sample, Sums, guardrail_breach, metric_outcome_of, split_check,
+        },
         spec::{Control, MetricKind, MetricSource, Status},
     },
     store::experiments::{self as store, Reading},
@@ -55,6 +57,17 @@ impl LiveOps {
             .finished_at
             .unwrap_or_else(|| self.now_ms().max(crate::store::now_ms()))
             + 1;
+        // Read before a connection is held: it takes one of its own.
+        let from_servers = if entry
+            .spec
+            .metrics
+            .iter()
+            .any(|m| matches!(m.source, MetricSource::Server { .. }))
+        {
+            self.server_metric_sums(&entry.id).await?
+        } else {
+            HashMap::new()
+        };
         let mut conn = self.store.conn().await?;
         let assigned: HashMap<String, i64> = store::units_per_variant(&mut conn, &entry.id)
             .await?
@@ -66,17 +79,7 @@ impl LiveOps {
             .iter()
             .map(|v| assigned.get(&v.id).copied().unwrap_or(0).max(0) as u64)
             .collect();
-        let from_servers = if entry
-            .spec
-            .metrics
-            .iter()
-            .any(|m| matches!(m.source, MetricSource::Server { .. }))
-        {
-            self.server_metric_sums(&entry.id).await?
-        } else {
-            HashMap::new()
-        };
-        let mut sums_per_metric = Vec::with_capacity(entry.spec.metrics.len());
+        let mut samples_per_metric = Vec::with_capacity(entry.spec.metrics.len());
         for metric in &entry.spec.metrics {
             let MetricSource::Telemetry {
                 event,
@@ -84,18 +87,22 @@ impl LiveOps {
                 equals,
             } = &metric.source
             else {
-                sums_per_metric.push(
+                let key = metric.storage_key();
+                samples_per_metric.push(
                     entry
                         .spec
                         .variants
                         .iter()
                         .map(|v| {
-                            from_servers
-                                .get(&(metric.name.clone(), v.id.clone()))
-                                .copied()
-                                .unwrap_or_default()
+                            Sample::Mean(
+                                from_servers
+                                    .get(&(key.clone(), v.id.clone()))
+                                    .copied()
+                                    .unwrap_or_default()
+                                    .sample(),
+                            )
                         })
-                        .collect::<Vec<Sums>>(),
+                        .collect::<Vec<Sample>>(),
                 );
                 continue;
             };
@@ -129,23 +136,29 @@ impl LiveOps {
                     )
                 })
                 .collect();
-            sums_per_metric.push(
+            samples_per_metric.push(
                 entry
                     .spec
                     .variants
                     .iter()
-                    .map(|v| by_variant.get(&v.id).copied().unwrap_or_default())
-                    .collect::<Vec<Sums>>(),
+                    .map(|v| {
+                        by_variant
+                            .get(&v.id)
+                            .copied()
+                            .unwrap_or_default()
+                            .sample(metric.is_rate())
+                    })
+                    .collect::<Vec<Sample>>(),
             );
         }
         drop(conn);
         let (outcomes, json) = {
             let mut all = lock(&self.looks);
             let looks = all.entry(entry.id.clone()).or_default();
-            let outcomes: Vec<MetricOutcome> = sums_per_metric
+            let outcomes: Vec<MetricOutcome> = samples_per_metric
                 .iter()
                 .enumerate()
-                .map(|(index, sums)| metric_outcome(&entry.spec, index, sums, looks))
+                .map(|(index, samples)| metric_outcome_of(&entry.spec, index, samples, looks))
                 .collect();
             (outcomes, looks_json(looks))
         };

@@ -1,17 +1,20 @@
 //! Experiments over server metrics. Game servers split each `metrics`
 //! frame by experiment variant (the players they resolved into each); the
-//! hub checks the split at the edge (`hub::metrics`) and hands it here.
-//! Each variant's share of a report is one observation per server metric
-//! of its running experiment (`domain::experiments::metrics::observe`),
-//! summed in memory and added to the store's sums in batches by one task
-//! (every `liveops.assignment_flush_ms`). Results read the store after a
-//! flush, so what was accepted before a read is in it.
+//! hub checks the split at the edge (`hub::metrics`) and hands it here
+//! with the sending server's subscriptions. A share counts only for a
+//! running experiment on a config the server subscribes to, and only for
+//! a variant the experiment has. Each share gives each server metric an
+//! amount over a weight (`domain::experiments::metrics::observe`), summed
+//! per (experiment, metric, variant) in memory and added to the store's
+//! sums in batches by one task (every `liveops.assignment_flush_ms`, and
+//! once more when the hub stops). Results read the store's sums plus what
+//! is still in memory, under the same lock the writer holds, so nothing
+//! is counted twice or missed and a read never writes.
 
 use super::LiveOps;
 use crate::{
     domain::experiments::{
-        metrics::{MetricSource, VariantSample, observe},
-        results::Sums,
+        metrics::{MetricSource, RatioSums, VariantSample, observe},
         spec::Status,
     },
     store::experiments::{self as store, ServerSumsRow},
@@ -23,43 +26,47 @@ use std::{
     time::Duration,
 };
 
-/// (experiment id, metric, variant).
+/// (experiment id, metric storage key, variant).
 type Key = (String, String, String);
 
 /// Observations not yet stored.
 #[derive(Debug, Default)]
 pub struct ServerSums {
-    pending: Mutex<HashMap<Key, Sums>>,
-    /// One write at a time: a read after a flush sees every earlier one.
+    pending: Mutex<HashMap<Key, RatioSums>>,
+    /// Held through each write, and by readers: a read sees every
+    /// observation once, stored or pending.
     writing: tokio::sync::Mutex<()>,
 }
 
-/// Keys kept in memory between writes, at most (one per experiment,
-/// server metric and variant: at most 8 × 10 per running experiment).
+/// Keys kept in memory between writes, at most (one per running
+/// experiment, server metric and variant: at most 8 × 10 each).
 const PENDING_KEYS: usize = 100_000;
 
-fn add(pending: &mut HashMap<Key, Sums>, key: Key, more: Sums) {
+fn add(pending: &mut HashMap<Key, RatioSums>, key: Key, more: &RatioSums) {
     if pending.len() >= PENDING_KEYS && !pending.contains_key(&key) {
         return;
     }
-    let sums = pending.entry(key).or_default();
-    sums.units += more.units;
-    sums.total += more.total;
-    sums.squares += more.squares;
+    pending.entry(key).or_default().merge(more);
 }
 
 impl LiveOps {
     /// Folds a report's variant shares into the running experiments that
-    /// read server metrics (shares of other experiments, or of variants an
-    /// experiment does not have, are left out).
-    pub(in crate::liveops) fn fold_variant_samples(&self, samples: Vec<VariantSample>) {
+    /// read server metrics. `subscriptions`: the sending server's configs.
+    pub(in crate::liveops) fn fold_variant_samples(
+        &self,
+        subscriptions: &[String],
+        samples: Vec<VariantSample>,
+    ) {
         let definitions = self.definitions();
-        let mut observed = Vec::new();
+        let mut observed: Vec<(Key, f64, f64)> = Vec::new();
         for sample in &samples {
             let Some(entry) = definitions.experiments.get(&sample.experiment) else {
                 continue;
             };
             if entry.status != Status::Running
+                || !subscriptions
+                    .iter()
+                    .any(|c| c.as_str() == entry.spec.config.as_str())
                 || !entry.spec.variants.iter().any(|v| v.id == sample.variant)
             {
                 continue;
@@ -68,18 +75,15 @@ impl LiveOps {
                 let MetricSource::Server { metric: read, .. } = &metric.source else {
                     continue;
                 };
-                if let Some(x) = observe(metric.kind, read, sample) {
+                if let Some((x, n)) = observe(metric.kind, read, sample) {
                     observed.push((
                         (
                             entry.id.clone(),
-                            metric.name.clone(),
+                            metric.storage_key(),
                             sample.variant.clone(),
                         ),
-                        Sums {
-                            units: 1,
-                            total: x,
-                            squares: x * x,
-                        },
+                        x,
+                        n,
                     ));
                 }
             }
@@ -88,8 +92,10 @@ impl LiveOps {
             return;
         }
         let mut pending = lock(&self.server_sums.pending);
-        for (key, sums) in observed {
-            add(&mut pending, key, sums);
+        for (key, x, n) in observed {
+            let mut one = RatioSums::default();
+            one.add(x, n);
+            add(&mut pending, key, &one);
         }
     }
 
@@ -107,9 +113,7 @@ impl LiveOps {
                 experiment_id: experiment_id.clone(),
                 metric: metric.clone(),
                 variant: variant.clone(),
-                reports: i64::try_from(sums.units).unwrap_or(i64::MAX),
-                total: sums.total,
-                squares: sums.squares,
+                sums: *sums,
             })
             .collect();
         let written = async {
@@ -125,38 +129,40 @@ impl LiveOps {
                 tracing::warn!(%error, rows = rows.len(), "experiment server metrics not stored; retried");
                 let mut pending = lock(&self.server_sums.pending);
                 for (key, sums) in taken {
-                    add(&mut pending, key, sums);
+                    add(&mut pending, key, &sums);
                 }
                 false
             }
         }
     }
 
-    /// Per server metric of the experiment, by metric name, each variant's
-    /// stored sums (after a flush).
+    /// An experiment's sums over server reports by (metric storage key,
+    /// variant): the stored ones plus those still in memory.
     pub(in crate::liveops) async fn server_metric_sums(
         &self,
         experiment_id: &str,
-    ) -> crate::store::StoreResult<HashMap<(String, String), Sums>> {
-        self.flush_server_sums().await;
+    ) -> crate::store::StoreResult<HashMap<(String, String), RatioSums>> {
+        let _writing = self.server_sums.writing.lock().await;
         let mut conn = self.store.conn().await?;
-        Ok(store::server_sums(&mut conn, experiment_id)
-            .await?
-            .into_iter()
-            .map(|(metric, variant, reports, total, squares)| {
-                (
-                    (metric, variant),
-                    Sums {
-                        units: reports.max(0) as u64,
-                        total,
-                        squares,
-                    },
-                )
-            })
-            .collect())
+        let mut sums: HashMap<(String, String), RatioSums> =
+            store::server_sums(&mut conn, experiment_id)
+                .await?
+                .into_iter()
+                .map(|row| ((row.metric, row.variant), row.sums))
+                .collect();
+        drop(conn);
+        for ((id, metric, variant), more) in lock(&self.server_sums.pending).iter() {
+            if id == experiment_id {
+                sums.entry((metric.clone(), variant.clone()))
+                    .or_default()
+                    .merge(more);
+            }
+        }
+        Ok(sums)
     }
 
-    /// Starts the task that stores observations in batches.
+    /// Starts the task that stores observations in batches (it ends when
+    /// the hub's live ops go).
     pub(in crate::liveops) fn start_server_sums(self: &Arc<Self>) {
         let liveops = Arc::downgrade(self);
         let every = Duration::from_millis(self.settings.assignment_flush_ms.max(10));
@@ -167,6 +173,9 @@ impl LiveOps {
                 let Some(liveops) = liveops.upgrade() else {
                     return;
                 };
+                if liveops.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
                 liveops.flush_server_sums().await;
             }
         });

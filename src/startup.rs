@@ -231,7 +231,12 @@ impl Application {
             telemetry.set_stored_sink(Box::new(move |batch| {
                 if let Some(liveops) = stored.upgrade() {
                     liveops.note_kept(batch.kept);
-                    liveops.note_exposure(batch.player, batch.envelope, batch.earliest_ms);
+                    liveops.note_exposure(
+                        batch.player,
+                        batch.envelope,
+                        batch.vouched,
+                        batch.earliest_ms,
+                    );
                 }
             }));
         }

@@ -64,7 +64,7 @@ pub async fn batch(
 ) -> Result<HttpResponse, ApiError> {
     let sender = match (caller.server, caller.player) {
         (true, _) => Sender::Server,
-        (false, Some(player)) => Sender::Player(player),
+        (false, Some(player)) => Sender::Player(player, caller.vouched),
         (false, None) => {
             return Err(ApiError::Forbidden(AuthError::Denied(
                 "telemetry comes from a game server's API key or a player's token".into(),

@@ -121,7 +121,8 @@ pub struct BatchAnswer {
 #[derive(Debug, Clone)]
 pub enum Sender {
     Server,
-    Player(String),
+    /// The token's player, and the attributes the token vouches for.
+    Player(String, Option<Arc<serde_json::Map<String, Value>>>),
 }
 
 /// A batch just stored, as live ops hear of it.
@@ -134,6 +135,8 @@ pub struct Stored<'a> {
     /// The kept attributes of the players the write touched, as they now
     /// stand (this batch's player and others written with it).
     pub kept: &'a [store::PlayerRow],
+    /// What the sender's player token vouches for.
+    pub vouched: Option<&'a serde_json::Map<String, Value>>,
 }
 
 /// Hears of every batch stored (experiments' exposures, kept attributes).
@@ -352,9 +355,9 @@ impl Telemetry {
         let (mut envelope, events) = parse_batch(body, self.settings.max_batch_events)
             .map_err(|r| invalid(&r.path, r.message))?;
         let player = match (&sender, &envelope.player_id) {
-            (Sender::Player(id), None) => id.clone(),
-            (Sender::Player(id), Some(named)) if named == id => id.clone(),
-            (Sender::Player(_), Some(_)) => {
+            (Sender::Player(id, _), None) => id.clone(),
+            (Sender::Player(id, _), Some(named)) if named == id => id.clone(),
+            (Sender::Player(..), Some(_)) => {
                 return Err(TelemetryError::Forbidden(
                     "a player token sends its own player's telemetry: leave playerId out".into(),
                 ));
@@ -382,6 +385,17 @@ impl Telemetry {
                     continue;
                 }
             };
+            // A purchase is the economy's word, not a client's: it would
+            // buy the player a place in spenders' segments and count in
+            // revenue.
+            if matches!(sender, Sender::Player(..)) && event.event_type == "purchase" {
+                rejected.push(Rejected {
+                    index,
+                    reason: "purchase events come from the game's servers (an API key), not a player's token"
+                        .into(),
+                });
+                continue;
+            }
             let Some(event_type) = types.get(&event.event_type) else {
                 rejected.push(Rejected {
                     index,
@@ -457,6 +471,10 @@ impl Telemetry {
                     envelope: &envelope,
                     earliest_ms: earliest,
                     kept: &kept,
+                    vouched: match &sender {
+                        Sender::Player(_, vouched) => vouched.as_deref(),
+                        Sender::Server => None,
+                    },
                 });
             }
         }

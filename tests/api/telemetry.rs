@@ -165,10 +165,17 @@ async fn players_send_their_own_telemetry_and_staff_none(app: TestApp) {
         )
         .await;
     assert_eq!(own.status, 200, "{:?}", own.body);
+    // Its purchase is refused: purchases are the game servers' word.
+    let refused = rejected(&own.body);
+    let purchase = refused.iter().find(|(index, _)| *index == 5);
+    assert!(
+        purchase.is_some_and(|(_, reason)| reason.contains("purchase events come from")),
+        "{refused:?}"
+    );
     assert_eq!(
         app.count_rows("SELECT COUNT(*) FROM telemetry_events WHERE player_id = 'p7'")
             .await,
-        3,
+        2,
         "the token's player is attached"
     );
     let other = app

@@ -290,6 +290,7 @@ impl LiveOps {
         &self,
         player_id: &str,
         envelope: &crate::domain::telemetry::Envelope,
+        vouched: Option<&serde_json::Map<String, serde_json::Value>>,
         earliest_event_ms: i64,
     ) {
         let definitions = self.definitions();
@@ -309,6 +310,10 @@ impl LiveOps {
             if let Some(value) = value {
                 attributes.insert(key.into(), serde_json::Value::String(value.clone()));
             }
+        }
+        // What a player's token vouches for outranks its envelope.
+        for (key, value) in vouched.into_iter().flatten() {
+            attributes.insert(key.clone(), value.clone());
         }
         let player = PlayerRequest {
             player_id: player_id.to_owned(),

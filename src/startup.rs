@@ -127,7 +127,9 @@ impl Application {
                 "chained audit rows written before the chain existed"
             );
         }
-        let catalog = Catalog::new(store.clone(), settings.limits.clone(), keys.clone());
+        let meters = Arc::new(crate::observability::meters::Meters::new());
+        let catalog =
+            Catalog::new(store.clone(), settings.limits.clone(), keys.clone()).with_meters(meters);
         catalog
             .install_builtin_schemas()
             .await

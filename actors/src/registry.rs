@@ -444,6 +444,33 @@ impl Registry {
     pub fn connected_count(&self) -> usize {
         self.read().entries().filter(|e| e.outbox.is_some()).count()
     }
+
+    /// The fleet in one pass: servers known, connected, connected and
+    /// healthy, and the players on connected servers.
+    pub fn fleet(&self) -> Fleet {
+        let inner = self.read();
+        let mut fleet = Fleet::default();
+        for entry in inner.entries() {
+            fleet.known += 1;
+            if entry.outbox.is_some() {
+                fleet.connected += 1;
+                fleet.players += u64::from(entry.record.players);
+                if entry.record.status == Health::Healthy {
+                    fleet.healthy += 1;
+                }
+            }
+        }
+        fleet
+    }
+}
+
+/// A summary of the fleet (see [`Registry::fleet`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fleet {
+    pub known: u64,
+    pub connected: u64,
+    pub healthy: u64,
+    pub players: u64,
 }
 
 #[cfg(test)]

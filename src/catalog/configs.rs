@@ -247,6 +247,7 @@ impl Catalog {
         )
         .await?;
         tx.commit().await.map_err(crate::store::StoreError::from)?;
+        self.meters.configs_created.inc();
         self.get_config(name.as_str()).await
     }
 

@@ -212,6 +212,8 @@ pub struct Catalog {
     keys: Arc<KeyMaterial>,
     /// Validations running at once (see [`Catalog::off_thread`]).
     validation_slots: Arc<Semaphore>,
+    /// The hub's Prometheus metrics (shared by every component).
+    meters: Arc<crate::observability::meters::Meters>,
 }
 
 impl Catalog {
@@ -224,7 +226,19 @@ impl Catalog {
             validation_slots: Arc::new(Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
+            meters: Default::default(),
         }
+    }
+
+    /// Counts into `meters` (the hub's; a catalog alone has its own).
+    pub fn with_meters(mut self, meters: Arc<crate::observability::meters::Meters>) -> Self {
+        self.meters = meters;
+        self
+    }
+
+    /// The hub's Prometheus metrics.
+    pub fn meters(&self) -> &Arc<crate::observability::meters::Meters> {
+        &self.meters
     }
 
     /// Runs `work` (a validation) on the blocking pool, one per core at a

@@ -96,32 +96,43 @@ impl Catalog {
         content: Value,
         previous: Option<Value>,
     ) -> CatalogResult<Validated> {
-        self.off_thread(move || {
-            let ValidationInputs {
-                ever_sealed,
-                schema,
-            } = inputs;
-            let (report, secret_paths) = match schema {
-                None => {
-                    let to_seal = secrets::paths_to_seal(&[], &ever_sealed, &content);
-                    let report = validation::validate(None, &content, previous.as_ref(), &to_seal)
-                        .map_err(|too_costly| CatalogError::ValidationTooCostly {
-                            budget: too_costly.budget,
-                        })?;
-                    (report, to_seal)
-                }
-                Some((row, compiled)) => {
-                    compiled.validate(&row, &content, previous.as_ref(), &ever_sealed)?
-                }
-            };
-            Ok(Validated {
-                report,
-                secret_paths,
-                content,
-                previous,
+        let started = std::time::Instant::now();
+        let validated = self
+            .off_thread(move || {
+                let ValidationInputs {
+                    ever_sealed,
+                    schema,
+                } = inputs;
+                let (report, secret_paths) = match schema {
+                    None => {
+                        let to_seal = secrets::paths_to_seal(&[], &ever_sealed, &content);
+                        let report =
+                            validation::validate(None, &content, previous.as_ref(), &to_seal)
+                                .map_err(|too_costly| CatalogError::ValidationTooCostly {
+                                    budget: too_costly.budget,
+                                })?;
+                        (report, to_seal)
+                    }
+                    Some((row, compiled)) => {
+                        compiled.validate(&row, &content, previous.as_ref(), &ever_sealed)?
+                    }
+                };
+                Ok(Validated {
+                    report,
+                    secret_paths,
+                    content,
+                    previous,
+                })
             })
-        })
-        .await
+            .await;
+        let meters = &self.meters;
+        meters
+            .validation_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if !matches!(&validated, Ok(v) if v.report.valid) {
+            meters.validation_failures.inc();
+        }
+        validated
     }
 
     /// Records who approved a version; approving twice keeps the first approval.

@@ -171,6 +171,7 @@ impl Catalog {
         )
         .await?;
         tx.commit().await.map_err(crate::store::StoreError::from)?;
+        self.meters.versions_uploaded.inc();
 
         let mut conn = self.store.conn().await?;
         let stored = self.version(&mut conn, &config, &version_text).await?;

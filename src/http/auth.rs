@@ -271,10 +271,11 @@ pub async fn docs_guard(
     Ok(next.call(request).await?.map_into_boxed_body())
 }
 
-/// Spends one token of the caller's address on every API and explorer request.
+/// Spends one token of the caller's address on every API, explorer and
+/// metrics request (`/metrics` is open, and costs a pass over the fleet).
 pub fn check_address(request: &HttpRequest) -> Result<(), ApiError> {
     let path = request.path();
-    if !(path.starts_with("/api/") || path.starts_with("/docs")) {
+    if !(path.starts_with("/api/") || path.starts_with("/docs") || path == "/metrics") {
         return Ok(());
     }
     let Ok(control) = access(request) else {

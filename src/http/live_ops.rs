@@ -472,6 +472,7 @@ pub async fn active_events(
         }
         None => None,
     };
+    let _timed = liveops.meters().resolution(1);
     Ok(HttpResponse::Ok().json(liveops.active_events(player.as_ref(), query.region.as_deref())))
 }
 
@@ -526,6 +527,7 @@ pub async fn player_config(
     player.check("/query")?;
     caller.may_read(&player.player_id)?;
     caller.may_preview(at.is_some(), explain)?;
+    let _timed = liveops.meters().resolution(1);
     let answers = liveops
         .resolve_players(std::slice::from_ref(&player), &configs, at, explain)
         .await?;
@@ -573,6 +575,7 @@ pub async fn resolve_players(
         })
         .transpose()?;
     caller.may_preview(at.is_some(), request.explain)?;
+    let _timed = liveops.meters().resolution(request.players.len() as u64);
     let players = liveops
         .resolve_players(&request.players, &request.configs, at, request.explain)
         .await?;

@@ -17,6 +17,7 @@ pub mod live_ops;
 pub mod manifest;
 pub mod openapi;
 pub mod problem;
+pub mod prometheus;
 pub mod schemas;
 pub mod security;
 pub mod telemetry;
@@ -42,6 +43,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     // The OpenAPI route lives under /api/v1 too: it must come before the
     // scope, which would otherwise answer it with its own 404.
     cfg.configure(health::configure)
+        .configure(prometheus::configure)
         .configure(crate::ws::servers::configure)
         .configure(openapi::configure)
         .service(

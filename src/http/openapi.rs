@@ -19,6 +19,7 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
     paths(
         super::health::health,
         super::health::ready,
+        super::prometheus::metrics,
         super::configs::create_config,
         super::configs::list_configs,
         super::configs::get_config,

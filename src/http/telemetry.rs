@@ -60,6 +60,7 @@ pub async fn kpi(
 pub async fn batch(
     caller: PlayerCaller,
     telemetry: web::Data<Arc<Telemetry>>,
+    catalog: web::Data<crate::catalog::Catalog>,
     Body(body): Body<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let sender = match (caller.server, caller.player) {
@@ -71,7 +72,13 @@ pub async fn batch(
             )));
         }
     };
-    Ok(HttpResponse::Ok().json(telemetry.ingest(sender, body).await?))
+    let answer = telemetry.ingest(sender, body).await?;
+    let meters = catalog.meters();
+    meters.telemetry_accepted.inc_by(answer.accepted as u64);
+    meters
+        .telemetry_rejected
+        .inc_by(answer.rejected.len() as u64);
+    Ok(HttpResponse::Ok().json(answer))
 }
 
 /// Register an event type, or replace one's schema (events stored are kept).

@@ -113,6 +113,7 @@ impl Hub {
             registry.clone(),
             settings.max_server_ids_per_key,
         );
+        let catalog_meters = catalog.meters().clone();
         let hub = Arc::new(Hub {
             catalog,
             store,
@@ -135,6 +136,7 @@ impl Hub {
             report_sink: std::sync::OnceLock::new(),
             variant_sink: std::sync::OnceLock::new(),
             stats: HubStats::default(),
+            meters: catalog_meters,
         });
         hub.resume(unfinished).await?;
         Ok(hub)

@@ -110,6 +110,8 @@ pub struct Hub {
     /// Where metric reports also go (live events' engagement), set once.
     report_sink: std::sync::OnceLock<ReportSink>,
     variant_sink: std::sync::OnceLock<VariantSink>,
+    /// The hub's Prometheus metrics (the catalog's).
+    pub(crate) meters: Arc<crate::observability::meters::Meters>,
     /// The latest `liveops` frame (live-ops definitions), for servers that
     /// ask in their `hello`.
     liveops_frame: RwLock<Option<(i64, bytes::Bytes)>>,

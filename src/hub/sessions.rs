@@ -269,8 +269,17 @@ impl Hub {
             .serving_read()
             .get(&config)
             .and_then(|s| s.live().map(|l| l.record.clone()));
-        if let Some(record) = live {
-            record.ack(server_id, revision, ok, error, apply_micros);
+        if ok {
+            self.meters
+                .reload_seconds
+                .observe(apply_micros as f64 / 1_000_000.0);
+        }
+        if let Some(delivered_ms) =
+            live.and_then(|record| record.ack(server_id, revision, ok, error, apply_micros))
+        {
+            self.meters
+                .delivery_seconds
+                .observe(delivered_ms as f64 / 1000.0);
         }
         Ok(())
     }

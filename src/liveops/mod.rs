@@ -465,6 +465,27 @@ impl LiveOps {
         self.start_server_sums();
     }
 
+    /// The hub's Prometheus metrics.
+    pub fn meters(&self) -> &Arc<crate::observability::meters::Meters> {
+        &self.hub.meters
+    }
+
+    /// Live ops' state for a Prometheus scrape (the hub's too).
+    pub fn scrape(&self, into: &mut crate::observability::meters::Scrape) {
+        self.hub.scrape(into);
+        let definitions = self.definitions();
+        into.live_events_active = definitions
+            .events
+            .values()
+            .filter(|e| e.progress.state == EventState::Active)
+            .count() as u64;
+        into.experiments_running = definitions
+            .experiments
+            .values()
+            .filter(|e| e.status == crate::domain::experiments::spec::Status::Running)
+            .count() as u64;
+    }
+
     /// Lets experiment definitions check their metrics' event types.
     pub fn set_event_type_check(&self, check: EventTypeCheck) {
         *write(&self.event_types) = Some(check);

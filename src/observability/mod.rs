@@ -1,4 +1,7 @@
-//! Logs: `tracing` with a human or a JSON formatter.
+//! Logs: `tracing` with a human or a JSON formatter; the hub's own
+//! Prometheus metrics (`meters.rs`).
+
+pub mod meters;
 
 use crate::settings::{LogFormat, LogSettings};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};

@@ -136,6 +136,13 @@ impl Store {
         Ok(())
     }
 
+    /// The pool's connections: (idle, in use).
+    pub fn pool_usage(&self) -> (u64, u64) {
+        let size = u64::from(self.pool.size());
+        let idle = self.pool.num_idle() as u64;
+        (idle, size.saturating_sub(idle))
+    }
+
     pub async fn conn(&self) -> StoreResult<Conn> {
         Ok(self.pool.acquire().await?)
     }

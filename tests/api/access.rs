@@ -731,7 +731,7 @@ async fn every_route_checks_tokens_and_roles(app: TestApp) {
         403
     );
     // Only these stay open.
-    for open in ["/health", "/ready"] {
+    for open in ["/health", "/ready", "/metrics"] {
         assert_eq!(
             app.request("GET", open, None, None).await.status,
             200,
@@ -822,6 +822,7 @@ async fn the_table_covers_every_route_of_the_openapi_document() {
                 // Open: checked in every_route_checks_tokens_and_roles.
                 "/health",
                 "/ready",
+                "/metrics",
                 // Game servers: checked with keys and tokens above.
                 "/api/v1/server/whoami",
                 "/ws/v1/servers",

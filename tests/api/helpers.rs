@@ -98,7 +98,7 @@ pub struct TestApp {
     pub hub: std::sync::Arc<hotswap::Hub>,
     /// The clock live ops read; a test moves it to cross a schedule's instants.
     pub clock: hotswap_actors::Clock,
-    client: awc::Client,
+    pub client: awc::Client,
     pub authenticator: Authenticator,
     _dir: tempfile::TempDir,
 }

@@ -19,6 +19,7 @@ mod hub;
 mod kpis;
 mod live_events;
 mod manifest;
+mod observability;
 mod progressive;
 mod schema_attacks;
 mod schemas;

@@ -239,9 +239,10 @@ impl RunRecord {
         }
     }
 
-    /// Records a server's ack of `revision`; false if the server was not
-    /// waited on for it. Only a target of this deployment (a server a frame
-    /// went to) counts: an ack from any other server changes nothing.
+    /// Records a server's ack of `revision`. Only a target of this
+    /// deployment (a server a frame went to) counts: an ack from any other
+    /// server changes nothing. `Some(ms)`: the first good ack of the frame
+    /// pushed `ms` ago (its delivery latency).
     pub fn ack(
         &self,
         server_id: &str,
@@ -249,12 +250,13 @@ impl RunRecord {
         ok: bool,
         error: Option<String>,
         apply_micros: u64,
-    ) -> bool {
+    ) -> Option<i64> {
         let mut servers = lock(&self.servers);
-        if !servers.contains_key(server_id) {
-            return false;
-        }
-        ack(
+        let pushed_at = servers.get(server_id)?;
+        let pushed_at =
+            (ok && pushed_at.revision == revision && pushed_at.state == ServerState::Pushed)
+                .then_some(pushed_at.updated_at_ms);
+        let counted = ack(
             &mut servers,
             server_id,
             || unreachable!("the server is in the map"),
@@ -262,7 +264,10 @@ impl RunRecord {
             ok,
             error,
             apply_micros,
-        )
+        );
+        pushed_at
+            .filter(|_| counted)
+            .map(|at| (now_ms() - at).max(0))
     }
 
     /// The hub found a server already on `revision` (it came back holding

@@ -211,6 +211,7 @@ impl Hub {
             self.unreserve(&target.config, &id);
             return Err(error.into());
         }
+        self.meters.deployment_started(strategy.as_str());
         record.set_row(row);
         // Stored: from here the config stays reserved (a restart resumes it).
         let run = DeploymentRun::new(self.clone(), record.clone(), plan)?;

@@ -117,6 +117,37 @@ impl Hub {
 impl Hub {
     /// The config's active revision (what servers outside every narrowed
     /// layer and deployment run).
+    /// The hub's state for a Prometheus scrape: the fleet, configs with
+    /// an active revision, deployments in flight, frames and acks.
+    pub fn scrape(&self, into: &mut crate::observability::meters::Scrape) {
+        let fleet = self.registry.fleet();
+        into.servers_registered = fleet.known;
+        into.servers_connected = fleet.connected;
+        into.servers_healthy = fleet.healthy;
+        into.players_online = fleet.players;
+        {
+            let serving = self.serving_read();
+            into.configs_active = serving
+                .values()
+                .filter(|s| s.layers().active.is_some())
+                .count() as u64;
+            into.deployments_in_progress =
+                serving.values().filter(|s| s.live().is_some()).count() as u64;
+        }
+        let stats = &self.stats;
+        into.frames_sent = stats
+            .frames_pushed
+            .load(std::sync::atomic::Ordering::Relaxed);
+        into.acks = stats.acks.load(std::sync::atomic::Ordering::Relaxed);
+        into.metric_frames = stats
+            .metrics_frames
+            .load(std::sync::atomic::Ordering::Relaxed);
+        into.slow_consumers = stats
+            .slow_consumers
+            .load(std::sync::atomic::Ordering::Relaxed);
+        (into.store_connections_idle, into.store_connections_in_use) = self.store.pool_usage();
+    }
+
     pub fn active_revision(&self, config: &str) -> Option<i64> {
         self.serving_read().get(config)?.layers().active
     }

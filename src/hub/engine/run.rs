@@ -42,6 +42,8 @@ pub(super) struct DeploymentRun {
     evaluated_at: Option<i64>,
     pub(super) warning: Option<String>,
     pub(super) rollback_deadline_ms: Option<i64>,
+    /// When this run decided to roll back (for the rollback's duration).
+    rollback_began_ms: Option<i64>,
     handle: Option<RunHandle>,
 }
 
@@ -77,6 +79,7 @@ impl DeploymentRun {
             evaluated_at: None,
             warning: None,
             rollback_deadline_ms,
+            rollback_began_ms: None,
             handle: None,
         })
     }
@@ -185,6 +188,27 @@ impl DeploymentRun {
         .await?;
         tx.commit().await.map_err(StoreError::from)?;
         tracing::info!(deployment = %row.id, config = %row.config_name, status = %row.status, phase = row.phase, action, "deployment moved");
+        let meters = &self.hub.meters;
+        match next {
+            DeploymentState::Completed if self.state != DeploymentState::Completed => {
+                meters.deployments_completed.inc();
+                meters
+                    .deployment_seconds
+                    .observe((now - row.created_at).max(0) as f64 / 1000.0);
+            }
+            DeploymentState::RollingBack if self.state != DeploymentState::RollingBack => {
+                meters.deployments_rolled_back.inc();
+                self.rollback_began_ms = Some(now);
+            }
+            DeploymentState::RolledBack => {
+                if let Some(began) = self.rollback_began_ms.take() {
+                    meters
+                        .rollback_seconds
+                        .observe((now - began).max(0) as f64 / 1000.0);
+                }
+            }
+            _ => {}
+        }
         self.row = row.clone();
         self.state = next;
         self.record.set_row(row);

@@ -21,6 +21,7 @@
 mod auth;
 mod catalog;
 mod crypto;
+pub mod ctl;
 pub mod domain;
 mod http;
 mod hub;

@@ -43,6 +43,9 @@ enum Command {
         #[arg(long = "attr")]
         attrs: Vec<String>,
     },
+    /// The operator CLI against a hub (`--url`, `--token`).
+    #[command(after_help = hotswap::ctl::EXIT_CODES)]
+    Ctl(hotswap::ctl::CtlArgs),
     /// Reports from stored telemetry.
     Report {
         #[command(subcommand)]
@@ -92,9 +95,15 @@ enum SecretsAction {
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // The CLI talks to a hub: it reads none of the hub's settings.
+    let command = match cli.command.unwrap_or(Command::Serve) {
+        Command::Ctl(args) => std::process::exit(hotswap::ctl::run(args).await),
+        other => other,
+    };
     let settings = Settings::load(cli.config.as_deref())?;
     hotswap::observability::init_logging(&settings.log);
-    match cli.command.unwrap_or(Command::Serve) {
+    match command {
+        Command::Ctl(_) => unreachable!("run above"),
         Command::Serve => {
             hotswap::startup::raise_open_files_limit();
             let application = Application::build(settings).await?;

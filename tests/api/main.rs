@@ -11,6 +11,7 @@ mod audit;
 mod binary;
 mod configs;
 mod crash;
+mod ctl;
 mod durability;
 mod edges;
 mod experiments;

@@ -129,7 +129,7 @@ impl Catalog {
         meters
             .validation_seconds
             .observe(started.elapsed().as_secs_f64());
-        if !matches!(&validated, Ok(v) if v.report.valid) {
+        if matches!(&validated, Ok(v) if !v.report.valid) {
             meters.validation_failures.inc();
         }
         validated

@@ -72,8 +72,8 @@ enum CtlCommand {
         #[arg(value_name = "CONFIG")]
         config_name: String,
         version: String,
-        /// Canary, Rolling, BlueGreen, Direct, Geographic or ABTest.
-        #[arg(long, default_value = "Canary")]
+        /// Canary, Rolling, BlueGreen, Direct, Geographic or ABTest (any case).
+        #[arg(long, default_value = "Canary", value_parser = strategy_name)]
         strategy: String,
         /// Phase percentages, e.g. 10,50,100.
         #[arg(long, value_delimiter = ',')]
@@ -185,6 +185,40 @@ enum ExperimentsAction {
 #[derive(Debug, clap::Subcommand)]
 enum ServersAction {
     List,
+}
+
+/// A strategy's name as the hub spells it, from any case.
+fn strategy_name(text: &str) -> Result<String, String> {
+    crate::domain::kinds::Strategy::ALL
+        .iter()
+        .find(|s| s.as_str().eq_ignore_ascii_case(text))
+        .map(|s| s.as_str().to_owned())
+        .ok_or_else(|| {
+            let names: Vec<&str> = crate::domain::kinds::Strategy::ALL
+                .iter()
+                .map(|s| s.as_str())
+                .collect();
+            format!("one of {}", names.join(", "))
+        })
+}
+
+/// Every item of a paged list (`{items, nextCursor}`), at most 100 pages.
+async fn all_pages(api: &Api, path: &str) -> Result<Value, CallError> {
+    let mut all = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..100 {
+        let page_path = match &cursor {
+            Some(cursor) => format!("{path}?cursor={}", encode(cursor)),
+            None => path.to_owned(),
+        };
+        let page = api.get(&page_path).await?;
+        all.extend(items(&page));
+        match page["nextCursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    Ok(json!({ "items": all }))
 }
 
 /// Reads `url = ...` / `token = ...` lines (quotes optional).
@@ -341,7 +375,7 @@ async fn command(api: &Api, output: Output, command: CtlCommand) -> Result<i32, 
         CtlCommand::Deployments { action } => {
             let (path, body) = match &action {
                 DeploymentsAction::List => {
-                    let list = api.get("/api/v1/deployments").await?;
+                    let list = all_pages(api, "/api/v1/deployments").await?;
                     print(output, &list, |l| table(&items(l), &DEPLOYMENT_COLUMNS));
                     return Ok(exit::OK);
                 }
@@ -385,10 +419,10 @@ async fn command(api: &Api, output: Output, command: CtlCommand) -> Result<i32, 
                             &items(l),
                             &[
                                 ("NAME", "/name"),
-                                ("TYPE", "/eventType"),
+                                ("TYPE", "/definition/eventType"),
                                 ("STATE", "/state"),
-                                ("REGIONS", "/regions"),
-                                ("PRIORITY", "/priority"),
+                                ("REGIONS", "/definition/regions"),
+                                ("PRIORITY", "/definition/priority"),
                             ],
                         )
                     });
@@ -408,9 +442,9 @@ async fn command(api: &Api, output: Output, command: CtlCommand) -> Result<i32, 
                             &[
                                 ("EVENT", "/event"),
                                 ("STATE", "/state"),
-                                ("START", "/occurrence/start"),
-                                ("END", "/occurrence/end"),
-                                ("REGION", "/occurrence/region"),
+                                ("START", "/start"),
+                                ("END", "/end"),
+                                ("REGION", "/region"),
                                 ("OVERLAPS", "/overlaps"),
                             ],
                         )
@@ -501,7 +535,7 @@ async fn command(api: &Api, output: Output, command: CtlCommand) -> Result<i32, 
 async fn configs(api: &Api, output: Output, action: ConfigsAction) -> Result<i32, Failure> {
     match action {
         ConfigsAction::List => {
-            let list = api.get("/api/v1/configs").await?;
+            let list = all_pages(api, "/api/v1/configs").await?;
             print(output, &list, |l| {
                 table(
                     &items(l),
@@ -621,8 +655,19 @@ fn final_code(status: &str) -> Option<i32> {
     }
 }
 
+/// Whether a failed poll is worth another try before the deadline: no
+/// answer, the rate limit, or the hub unavailable or failing.
+fn passing(error: &CallError) -> bool {
+    match error {
+        CallError::Transport(_) => true,
+        CallError::Problem { status, .. } => *status == 429 || *status >= 500,
+    }
+}
+
 /// Follows a deployment, printing a line each time it moves, until it
-/// ends or `timeout` passes.
+/// ends or `timeout` passes. Polls every 2 s; a poll that fails in passing
+/// (no answer, 429, 5xx: a hub restarting, a shared token's rate limit)
+/// is tried again until the deadline; any other refusal ends the watch.
 async fn watch_deployment(
     api: &Api,
     output: Output,
@@ -631,45 +676,84 @@ async fn watch_deployment(
 ) -> Result<i32, CallError> {
     let deadline = std::time::Instant::now() + timeout;
     let path = format!("/api/v1/deployments/{}", encode(id));
-    let mut last = String::new();
+    let mut last_line = String::new();
+    let mut last: Option<Value> = None;
+    let mut told = false;
     loop {
-        let deployment = api.get(&path).await?;
-        let status = deployment["status"].as_str().unwrap_or("?").to_owned();
-        let line = format!(
-            "{status}  phase {}  acked {}/{}  failed {}{}",
-            output::cell(&deployment["phase"]),
-            output::cell(&deployment["acked"]),
-            output::cell(&deployment["targets"]),
-            output::cell(&deployment["failed"]),
-            deployment["rollback"]["reason"]
-                .as_str()
-                .map(|r| format!("  rollback: {r}"))
-                .unwrap_or_default(),
-        );
-        if line != last && output == Output::Table {
-            println!("{line}");
-            last = line;
-        }
-        if let Some(code) = final_code(&status) {
-            if output == Output::Json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&deployment).unwrap_or_default()
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let polled =
+            actix_web::rt::time::timeout(left.max(Duration::from_millis(100)), api.get(&path))
+                .await;
+        match polled {
+            Ok(Ok(deployment)) => {
+                let status = deployment["status"].as_str().unwrap_or("?").to_owned();
+                let line = format!(
+                    "{status}  phase {}  acked {}/{}  failed {}{}",
+                    output::cell(&deployment["phase"]),
+                    output::cell(&deployment["acked"]),
+                    output::cell(&deployment["targets"]),
+                    output::cell(&deployment["failed"]),
+                    deployment["rollback"]["reason"]
+                        .as_str()
+                        .map(|r| format!("  rollback: {r}"))
+                        .unwrap_or_default(),
                 );
+                if line != last_line && output == Output::Table {
+                    println!("{line}");
+                    last_line = line;
+                }
+                if let Some(code) = final_code(&status) {
+                    if output == Output::Json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&deployment).unwrap_or_default()
+                        );
+                    }
+                    return Ok(code);
+                }
+                last = Some(deployment);
             }
-            return Ok(code);
+            Ok(Err(error)) if passing(&error) => {
+                if !told {
+                    eprintln!("warning: {error}; trying again until the timeout");
+                    told = true;
+                }
+            }
+            Ok(Err(error)) => return Err(error),
+            Err(_) => {}
         }
         if std::time::Instant::now() >= deadline {
-            eprintln!("error: deployment {id} is still {status} after {timeout:?}");
+            eprintln!("error: deployment {id} did not end within {timeout:?}");
+            if let (Output::Json, Some(last)) = (output, &last) {
+                println!("{}", serde_json::to_string_pretty(last).unwrap_or_default());
+            }
             return Ok(exit::TIMEOUT);
         }
-        actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+        let pause = deadline
+            .saturating_duration_since(std::time::Instant::now())
+            .min(Duration::from_secs(2));
+        actix_web::rt::time::sleep(pause).await;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strategies_read_in_any_case_and_passing_failures_are_retried() {
+        assert_eq!(strategy_name("canary").unwrap(), "Canary");
+        assert_eq!(strategy_name("BLUEGREEN").unwrap(), "BlueGreen");
+        assert!(strategy_name("yolo").unwrap_err().contains("Canary"));
+        let problem = |status| CallError::Problem {
+            status,
+            code: "x".into(),
+            message: "y".into(),
+        };
+        assert!(passing(&problem(429)) && passing(&problem(503)));
+        assert!(!passing(&problem(404)) && !passing(&problem(401)));
+        assert!(passing(&CallError::Transport("down".into())));
+    }
 
     #[test]
     fn a_deployments_end_is_its_exit_code() {

@@ -35,6 +35,7 @@ pub mod server_hello;
 pub mod stats;
 pub mod strategy;
 pub mod telemetry;
+pub mod trace_context;
 pub mod validation;
 pub mod window;
 

@@ -260,7 +260,7 @@ pub async fn assignments(
     };
     player.check("/query")?;
     caller.may_read(&player.player_id)?;
-    let _timed = liveops.meters().resolution(1);
+    let _timed = liveops.meters().resolution();
     Ok(HttpResponse::Ok().json(AssignmentsView {
         assignments: liveops.assignments_for(&player),
         player_id: player.player_id,

@@ -472,7 +472,7 @@ pub async fn active_events(
         }
         None => None,
     };
-    let _timed = liveops.meters().resolution(1);
+    let _timed = liveops.meters().resolution();
     Ok(HttpResponse::Ok().json(liveops.active_events(player.as_ref(), query.region.as_deref())))
 }
 
@@ -527,7 +527,7 @@ pub async fn player_config(
     player.check("/query")?;
     caller.may_read(&player.player_id)?;
     caller.may_preview(at.is_some(), explain)?;
-    let _timed = liveops.meters().resolution(1);
+    let _timed = liveops.meters().resolution();
     let answers = liveops
         .resolve_players(std::slice::from_ref(&player), &configs, at, explain)
         .await?;
@@ -575,7 +575,7 @@ pub async fn resolve_players(
         })
         .transpose()?;
     caller.may_preview(at.is_some(), request.explain)?;
-    let _timed = liveops.meters().resolution(request.players.len() as u64);
+    let _timed = liveops.meters().resolution();
     let players = liveops
         .resolve_players(&request.players, &request.configs, at, request.explain)
         .await?;

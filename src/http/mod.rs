@@ -23,6 +23,7 @@ pub mod security;
 pub mod telemetry;
 pub mod yaml;
 
+use crate::domain::trace_context::TraceContext;
 use actix_web::{
     Error, HttpMessage, HttpRequest, HttpResponse,
     body::MessageBody,
@@ -37,6 +38,7 @@ use std::time::Instant;
 use tracing::Instrument;
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// All routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -132,11 +134,26 @@ pub async fn request_context(
         }
         return Ok(response.map_into_right_body());
     }
-    let span = tracing::info_span!("http", method = %request.method(), path = %request.path(), request_id = %id);
+    // The caller's trace, joined (W3C Trace Context); a new one otherwise.
+    let mut random = [0u8; 24];
+    let _ = getrandom::fill(&mut random);
+    let trace = TraceContext::for_request(
+        request
+            .headers()
+            .get(&TRACEPARENT)
+            .and_then(|v| v.to_str().ok()),
+        random,
+    );
+    request.extensions_mut().insert(trace);
+    let span = tracing::info_span!("http", method = %request.method(), path = %request.path(),
+        request_id = %id, trace_id = %trace.trace_id_hex(), span_id = %trace.span_id_hex());
     let started = Instant::now();
     let mut response = next.call(request).instrument(span.clone()).await?;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID.clone(), value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&trace.traceparent()) {
+        response.headers_mut().insert(TRACEPARENT.clone(), value);
     }
     span.in_scope(|| {
         tracing::info!(

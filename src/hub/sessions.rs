@@ -269,7 +269,7 @@ impl Hub {
             .serving_read()
             .get(&config)
             .and_then(|s| s.live().map(|l| l.record.clone()));
-        if ok {
+        if ok && apply_micros > 0 {
             self.meters
                 .reload_seconds
                 .observe(apply_micros as f64 / 1_000_000.0);

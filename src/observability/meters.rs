@@ -175,12 +175,12 @@ impl Meters {
         );
         r.register(
             "config_validation_failures",
-            "Config documents refused by their schema",
+            "Config documents refused by their schema (uploads, revalidations, patch checks)",
             self.validation_failures.clone(),
         );
         r.register_with_unit(
             "config_validation_duration",
-            "Time to validate a config document against its schema",
+            "Time to validate a config document against its schema (waiting for a validation slot included)",
             Unit::Seconds,
             self.validation_seconds.clone(),
         );
@@ -225,7 +225,7 @@ impl Meters {
         );
         r.register(
             "resolution_requests",
-            "Player resolutions asked for (lookups, rosters, active events, assignments)",
+            "Player resolution requests (lookups, rosters, active events, assignments)",
             self.resolutions.clone(),
         );
         r.register_with_unit(
@@ -312,9 +312,9 @@ impl Meters {
         );
     }
 
-    /// Counts `players` resolutions and times them until the guard drops.
-    pub fn resolution(&self, players: u64) -> Timed<'_> {
-        self.resolutions.inc_by(players);
+    /// Counts a resolution request and times it until the guard drops.
+    pub fn resolution(&self) -> Timed<'_> {
+        self.resolutions.inc();
         Timed {
             histogram: &self.resolution_seconds,
             started: std::time::Instant::now(),
@@ -336,7 +336,8 @@ impl Meters {
             (&self.metric_frames, scrape.metric_frames),
             (&self.slow_consumers, scrape.slow_consumers),
         ] {
-            counter.inner().store(value, Ordering::Relaxed);
+            // Never backwards, even with two scrapes at once.
+            counter.inner().fetch_max(value, Ordering::Relaxed);
         }
         for (g, value) in [
             (&self.configs_active, scrape.configs_active),

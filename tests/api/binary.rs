@@ -175,8 +175,35 @@ fn the_binary_serves_logs_json_and_stops_cleanly_on_sigterm() {
         dir.path().join("db").join("hotswap.db").exists(),
         "the SQLite file and its folder are created"
     );
+    // A caller's W3C trace is joined: the answer names the hub's span in
+    // it, and the request's log line carries the trace id.
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut stream = TcpStream::connect(("127.0.0.1", hub.port)).unwrap();
+    write!(
+        stream,
+        "GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         traceparent: 00-{trace}-00f067aa0ba902b7-01\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let given = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("traceparent: "))
+        .unwrap_or_else(|| panic!("{answer}"));
+    assert!(given.starts_with(&format!("00-{trace}-")), "{given}");
+    assert!(
+        !given.contains("00f067aa0ba902b7"),
+        "the hub's own span: {given}"
+    );
     let output = hub.stop();
     let lines = json_lines(&output);
+    assert!(
+        lines.iter().any(|l| l["message"] == "request served"
+            && l["span"]["trace_id"] == trace
+            && l["span"]["path"] == "/health"),
+        "{output}"
+    );
     assert!(
         lines.iter().any(|l| l["message"] == "hub listening"),
         "{output}"

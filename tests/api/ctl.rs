@@ -110,7 +110,7 @@ async fn the_cli_drives_a_hub_and_ci_can_gate_on_it(app: TestApp) {
             "weapon-balance",
             "1.0.0",
             "--strategy",
-            "Direct",
+            "direct",
             "--watch",
             "--timeout",
             "60",

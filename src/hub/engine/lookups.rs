@@ -115,8 +115,6 @@ impl Hub {
 }
 
 impl Hub {
-    /// The config's active revision (what servers outside every narrowed
-    /// layer and deployment run).
     /// The hub's state for a Prometheus scrape: the fleet, configs with
     /// an active revision, deployments in flight, frames and acks.
     pub fn scrape(&self, into: &mut crate::observability::meters::Scrape) {
@@ -148,6 +146,8 @@ impl Hub {
         (into.store_connections_idle, into.store_connections_in_use) = self.store.pool_usage();
     }
 
+    /// The config's active revision (what servers outside every narrowed
+    /// layer and deployment run).
     pub fn active_revision(&self, config: &str) -> Option<i64> {
         self.serving_read().get(config)?.layers().active
     }

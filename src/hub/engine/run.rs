@@ -187,7 +187,7 @@ impl DeploymentRun {
         )
         .await?;
         tx.commit().await.map_err(StoreError::from)?;
-        tracing::info!(deployment = %row.id, config = %row.config_name, status = %row.status, phase = row.phase, action, "deployment moved");
+        tracing::info!(deployment = %row.id, config = %row.config_name, version = %row.version, status = %row.status, phase = row.phase, action, "deployment moved");
         let meters = &self.hub.meters;
         match next {
             DeploymentState::Completed if self.state != DeploymentState::Completed => {

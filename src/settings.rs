@@ -35,6 +35,28 @@ pub struct Settings {
     pub liveops: LiveOpsSettings,
     #[serde(default)]
     pub telemetry: TelemetrySettings,
+    #[serde(default)]
+    pub otel: OtelSettings,
+}
+
+/// OpenTelemetry traces.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct OtelSettings {
+    /// An OTLP/HTTP collector (`http://collector:4318`): spans are posted
+    /// to `{endpoint}/v1/traces`. Unset: no traces.
+    pub endpoint: Option<String>,
+    /// The `service.name` of the spans.
+    pub service_name: String,
+}
+
+impl Default for OtelSettings {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            service_name: "hotswap".into(),
+        }
+    }
 }
 
 /// Telemetry ingestion.

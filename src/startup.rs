@@ -128,8 +128,19 @@ impl Application {
             );
         }
         let meters = Arc::new(crate::observability::meters::Meters::new());
-        let catalog =
-            Catalog::new(store.clone(), settings.limits.clone(), keys.clone()).with_meters(meters);
+        let tracer = match &settings.otel.endpoint {
+            Some(endpoint) => {
+                tracing::info!(%endpoint, "exporting traces over OTLP/HTTP");
+                crate::observability::traces::Tracer::exporting(
+                    endpoint,
+                    &settings.otel.service_name,
+                )
+            }
+            None => crate::observability::traces::Tracer::disabled(),
+        };
+        let catalog = Catalog::new(store.clone(), settings.limits.clone(), keys.clone())
+            .with_meters(meters)
+            .with_tracer(tracer);
         catalog
             .install_builtin_schemas()
             .await

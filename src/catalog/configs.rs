@@ -186,6 +186,25 @@ impl Catalog {
         actor: &Actor,
         request: NewConfigRequest,
     ) -> CatalogResult<ConfigView> {
+        let mut span = self
+            .tracer
+            .start("config.create", crate::observability::traces::current());
+        span.set(
+            "config",
+            crate::observability::traces::AttrValue::Text(request.name.chars().take(64).collect()),
+        );
+        let created = self.create_config_traced(actor, request).await;
+        if let Err(error) = &created {
+            span.fail(error.to_string());
+        }
+        created
+    }
+
+    async fn create_config_traced(
+        &self,
+        actor: &Actor,
+        request: NewConfigRequest,
+    ) -> CatalogResult<ConfigView> {
         let name =
             Slug::parse(&request.name).map_err(|why| invalid("/name", format!("name {why}")))?;
         check_text("/description", request.description.as_deref())?;

@@ -214,6 +214,9 @@ pub struct Catalog {
     validation_slots: Arc<Semaphore>,
     /// The hub's Prometheus metrics (shared by every component).
     meters: Arc<crate::observability::meters::Meters>,
+    /// The hub's traces (shared by every component; records nothing
+    /// without `otel.endpoint`).
+    tracer: Arc<crate::observability::traces::Tracer>,
 }
 
 impl Catalog {
@@ -227,7 +230,19 @@ impl Catalog {
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             )),
             meters: Default::default(),
+            tracer: crate::observability::traces::Tracer::disabled(),
         }
+    }
+
+    /// Records spans into `tracer` (the hub's).
+    pub fn with_tracer(mut self, tracer: Arc<crate::observability::traces::Tracer>) -> Self {
+        self.tracer = tracer;
+        self
+    }
+
+    /// The hub's traces.
+    pub fn tracer(&self) -> &Arc<crate::observability::traces::Tracer> {
+        &self.tracer
     }
 
     /// Counts into `meters` (the hub's; a catalog alone has its own).

@@ -97,6 +97,9 @@ impl Catalog {
         previous: Option<Value>,
     ) -> CatalogResult<Validated> {
         let started = std::time::Instant::now();
+        let mut span = self
+            .tracer
+            .start("config.validate", crate::observability::traces::current());
         let validated = self
             .off_thread(move || {
                 let ValidationInputs {
@@ -129,9 +132,15 @@ impl Catalog {
         meters
             .validation_seconds
             .observe(started.elapsed().as_secs_f64());
-        if matches!(&validated, Ok(v) if !v.report.valid) {
-            meters.validation_failures.inc();
+        match &validated {
+            Ok(v) if !v.report.valid => {
+                meters.validation_failures.inc();
+                span.fail(format!("{} problems", v.report.errors.len()));
+            }
+            Ok(_) => {}
+            Err(error) => span.fail(error.to_string()),
         }
+        span.end();
         validated
     }
 

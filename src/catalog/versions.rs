@@ -28,19 +28,35 @@ impl Catalog {
         name: &str,
         request: NewVersionRequest,
     ) -> CatalogResult<VersionView> {
-        let label = parse_semver("/version", &request.version)?;
-        check_text("/message", request.message.as_deref())?;
-        let tags = parse_tags(&request.tags)?;
-        self.add_version(
-            actor,
-            name,
-            label,
-            request.content,
-            request.message,
-            tags,
-            None,
-        )
-        .await
+        use crate::observability::traces::{AttrValue, CURRENT, current};
+        let mut span = self.tracer.start("config.version.upload", current());
+        span.set("config", AttrValue::Text(name.chars().take(64).collect()));
+        span.set(
+            "version",
+            AttrValue::Text(request.version.chars().take(64).collect()),
+        );
+        let added = CURRENT
+            .scope(span.parent(), async {
+                let label = parse_semver("/version", &request.version)?;
+                check_text("/message", request.message.as_deref())?;
+                let tags = parse_tags(&request.tags)?;
+                self.add_version(
+                    actor,
+                    name,
+                    label,
+                    request.content,
+                    request.message,
+                    tags,
+                    None,
+                )
+                .await
+            })
+            .await;
+        match &added {
+            Ok(view) => span.set("revision", AttrValue::Int(view.summary.revision)),
+            Err(error) => span.fail(error.to_string()),
+        }
+        added
     }
 
     /// Shared by uploads and rollbacks: checks, validates, and writes the

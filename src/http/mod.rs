@@ -23,7 +23,10 @@ pub mod security;
 pub mod telemetry;
 pub mod yaml;
 
-use crate::domain::trace_context::TraceContext;
+use crate::{
+    domain::trace_context::TraceContext,
+    observability::traces::{AttrValue, CURRENT, SpanParent},
+};
 use actix_web::{
     Error, HttpMessage, HttpRequest, HttpResponse,
     body::MessageBody,
@@ -105,6 +108,21 @@ fn check_header_size(request: &HttpRequest) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Whether a request's own span is exported: operators' API calls, not
+/// players' lookups, telemetry or the sockets (hot paths, sampled never).
+fn traced_path(path: &str) -> bool {
+    path.starts_with("/api/v1/")
+        && ![
+            "/api/v1/players/",
+            "/api/v1/events/active",
+            "/api/v1/experiments/assignments",
+            "/api/v1/telemetry/batch",
+            "/api/v1/manifest",
+        ]
+        .iter()
+        .any(|hot| path.starts_with(hot))
+}
+
 fn sane_request_id(value: &HeaderValue) -> Option<String> {
     let text = value.to_str().ok()?;
     (!text.is_empty() && text.len() <= 128 && text.bytes().all(|b| b.is_ascii_graphic()))
@@ -147,8 +165,43 @@ pub async fn request_context(
     request.extensions_mut().insert(trace);
     let span = tracing::info_span!("http", method = %request.method(), path = %request.path(),
         request_id = %id, trace_id = %trace.trace_id_hex(), span_id = %trace.span_id_hex());
+    // Operators' calls are traced (players' lookups and telemetry, the
+    // hot paths, only carry the context).
+    let mut exported = request
+        .app_data::<web::Data<crate::catalog::Catalog>>()
+        .map(|catalog| catalog.tracer().clone())
+        .filter(|tracer| tracer.enabled() && traced_path(request.path()))
+        .map(|tracer| {
+            let mut server = tracer.start_request(&trace);
+            server.set(
+                "http.request.method",
+                AttrValue::Text(request.method().to_string()),
+            );
+            server.set(
+                "url.path",
+                AttrValue::Text(request.path().chars().take(256).collect()),
+            );
+            server.set("request.id", AttrValue::Text(id.clone()));
+            server
+        });
     let started = Instant::now();
-    let mut response = next.call(request).instrument(span.clone()).await?;
+    let mut response = CURRENT
+        .scope(
+            SpanParent::from(&trace),
+            next.call(request).instrument(span.clone()),
+        )
+        .await?;
+    if let Some(server) = exported.as_mut() {
+        let status = response.status().as_u16();
+        server.set(
+            "http.response.status_code",
+            AttrValue::Int(i64::from(status)),
+        );
+        if status >= 500 {
+            server.fail(format!("status {status}"));
+        }
+    }
+    drop(exported);
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID.clone(), value);
     }

@@ -114,6 +114,7 @@ impl Hub {
             settings.max_server_ids_per_key,
         );
         let catalog_meters = catalog.meters().clone();
+        let catalog_tracer = catalog.tracer().clone();
         let hub = Arc::new(Hub {
             catalog,
             store,
@@ -137,6 +138,8 @@ impl Hub {
             variant_sink: std::sync::OnceLock::new(),
             stats: HubStats::default(),
             meters: catalog_meters,
+            tracer: catalog_tracer,
+            deploy_spans: std::sync::Mutex::new(HashMap::new()),
         });
         hub.resume(unfinished).await?;
         Ok(hub)

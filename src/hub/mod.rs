@@ -112,6 +112,10 @@ pub struct Hub {
     variant_sink: std::sync::OnceLock<VariantSink>,
     /// The hub's Prometheus metrics (the catalog's).
     pub(crate) meters: Arc<crate::observability::meters::Meters>,
+    /// The hub's traces (the catalog's), and each running deployment's
+    /// `config.deploy` span, ended when the deployment ends.
+    pub(crate) tracer: Arc<crate::observability::traces::Tracer>,
+    pub(crate) deploy_spans: std::sync::Mutex<HashMap<String, crate::observability::traces::Span>>,
     /// The latest `liveops` frame (live-ops definitions), for servers that
     /// ask in their `hello`.
     liveops_frame: RwLock<Option<(i64, bytes::Bytes)>>,

@@ -274,14 +274,54 @@ impl Hub {
                 .reload_seconds
                 .observe(apply_micros as f64 / 1_000_000.0);
         }
-        if let Some(delivered_ms) =
-            live.and_then(|record| record.ack(server_id, revision, ok, error, apply_micros))
-        {
+        let delivered = live.and_then(|record| {
+            record
+                .ack(server_id, revision, ok, error, apply_micros)
+                .map(|ms| (ms, record))
+        });
+        if let Some((delivered_ms, record)) = delivered {
             self.meters
                 .delivery_seconds
                 .observe(delivered_ms as f64 / 1000.0);
+            if self.tracer.enabled() {
+                self.instance_span(&record, server_id, revision, delivered_ms, apply_micros);
+            }
         }
         Ok(())
+    }
+
+    /// A `config.deploy.instance` span for one server's push and ack (the
+    /// first few of each deployment).
+    fn instance_span(
+        &self,
+        record: &crate::hub::deployments::RunRecord,
+        server_id: &str,
+        revision: i64,
+        delivered_ms: i64,
+        apply_micros: u64,
+    ) {
+        use crate::observability::traces::AttrValue;
+        let deployment = hotswap_client::sync::lock(&record.row).id.clone();
+        let Some(parent) = self.deploy_parent(&deployment) else {
+            return;
+        };
+        if !self.tracer.sample_instance(&deployment) {
+            return;
+        }
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let started = now_ns.saturating_sub(delivered_ms.max(0) as u64 * 1_000_000);
+        let mut span = self
+            .tracer
+            .start_at("config.deploy.instance", Some(parent), started);
+        span.set("server.id", AttrValue::Text(server_id.to_owned()));
+        span.set("revision", AttrValue::Int(revision));
+        span.set(
+            "apply.micros",
+            AttrValue::Int(apply_micros.min(i64::MAX as u64) as i64),
+        );
+        span.end();
     }
 
     /// Whether `record` subscribed to `config` and the config is served in

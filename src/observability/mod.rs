@@ -1,7 +1,9 @@
 //! Logs: `tracing` with a human or a JSON formatter; the hub's own
-//! Prometheus metrics (`meters.rs`).
+//! Prometheus metrics (`meters.rs`); OpenTelemetry traces over OTLP
+//! (`traces.rs`).
 
 pub mod meters;
+pub mod traces;
 
 use crate::settings::{LogFormat, LogSettings};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};

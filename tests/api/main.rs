@@ -28,5 +28,6 @@ mod sdk;
 mod security;
 mod session_attacks;
 mod telemetry;
+mod traces;
 mod upkeep;
 mod versions;

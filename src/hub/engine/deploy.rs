@@ -212,6 +212,15 @@ impl Hub {
             return Err(error.into());
         }
         self.meters.deployment_started(strategy.as_str());
+        if self.tracer.enabled() {
+            use crate::observability::traces::{AttrValue, current};
+            let mut span = self.tracer.start("config.deploy", current());
+            span.set("deployment.id", AttrValue::Text(row.id.clone()));
+            span.set("config", AttrValue::Text(row.config_name.clone()));
+            span.set("version", AttrValue::Text(row.version.clone()));
+            span.set("strategy", AttrValue::Text(strategy.as_str().to_owned()));
+            hotswap_client::sync::lock(&self.deploy_spans).insert(row.id.clone(), span);
+        }
         record.set_row(row);
         // Stored: from here the config stays reserved (a restart resumes it).
         let run = DeploymentRun::new(self.clone(), record.clone(), plan)?;

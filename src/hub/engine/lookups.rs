@@ -115,6 +115,19 @@ impl Hub {
 }
 
 impl Hub {
+    /// Where a running deployment's spans hang (its `config.deploy`).
+    pub(crate) fn deploy_parent(
+        &self,
+        deployment_id: &str,
+    ) -> Option<crate::observability::traces::SpanParent> {
+        if !self.tracer.enabled() {
+            return None;
+        }
+        hotswap_client::sync::lock(&self.deploy_spans)
+            .get(deployment_id)
+            .map(|span| span.parent())
+    }
+
     /// The hub's state for a Prometheus scrape: the fleet, configs with
     /// an active revision, deployments in flight, frames and acks.
     pub fn scrape(&self, into: &mut crate::observability::meters::Scrape) {

@@ -44,6 +44,8 @@ pub(super) struct DeploymentRun {
     pub(super) rollback_deadline_ms: Option<i64>,
     /// When this run decided to roll back (for the rollback's duration).
     rollback_began_ms: Option<i64>,
+    /// The `rollback.execute` span while it rolls back.
+    rollback_span: Option<crate::observability::traces::Span>,
     handle: Option<RunHandle>,
 }
 
@@ -80,6 +82,7 @@ impl DeploymentRun {
             warning: None,
             rollback_deadline_ms,
             rollback_began_ms: None,
+            rollback_span: None,
             handle: None,
         })
     }
@@ -199,6 +202,14 @@ impl DeploymentRun {
             DeploymentState::RollingBack if self.state != DeploymentState::RollingBack => {
                 meters.deployments_rolled_back.inc();
                 self.rollback_began_ms = Some(now);
+                if let Some(parent) = self.hub.deploy_parent(&row.id) {
+                    let mut span = self.hub.tracer.start("rollback.execute", Some(parent));
+                    span.set(
+                        "reason",
+                        crate::observability::traces::AttrValue::Text(action.to_owned()),
+                    );
+                    self.rollback_span = Some(span);
+                }
             }
             DeploymentState::RolledBack => {
                 if let Some(began) = self.rollback_began_ms.take() {
@@ -206,8 +217,26 @@ impl DeploymentRun {
                         .rollback_seconds
                         .observe((now - began).max(0) as f64 / 1000.0);
                 }
+                if let Some(span) = self.rollback_span.take() {
+                    span.end();
+                }
             }
             _ => {}
+        }
+        if next.is_finished() {
+            // The deployment's own span ends with it.
+            let span = hotswap_client::sync::lock(&self.hub.deploy_spans).remove(&row.id);
+            if let Some(mut span) = span {
+                span.set(
+                    "status",
+                    crate::observability::traces::AttrValue::Text(row.status.clone()),
+                );
+                if next != DeploymentState::Completed {
+                    span.fail(format!("deployment {}", row.status));
+                }
+                span.end();
+            }
+            self.hub.tracer.forget(&row.id);
         }
         self.row = row.clone();
         self.state = next;
@@ -244,7 +273,18 @@ impl DeploymentRun {
                 _ => entry.fly(assignment, self.live_run()),
             }
         }
+        let span = self
+            .hub
+            .deploy_parent(&self.row.id)
+            .map(|parent| self.hub.tracer.start("config.distribute", Some(parent)));
         self.hub.reconcile(&config).await;
+        if let Some(mut span) = span {
+            span.set(
+                "status",
+                crate::observability::traces::AttrValue::Text(self.row.status.clone()),
+            );
+            span.end();
+        }
     }
 
     /// The run as the hot paths see it while it is in flight.

@@ -326,7 +326,19 @@ impl DeploymentRun {
                 return Ok(());
             }
         };
+        let collect = self
+            .hub
+            .deploy_parent(&self.row.id)
+            .filter(|_| self.hub.tracer.sample_collect(&self.row.id, now))
+            .map(|parent| self.hub.tracer.start("metrics.collect", Some(parent)));
         let verdict = self.evaluate(now);
+        if let Some(mut span) = collect {
+            span.set(
+                "verdict",
+                crate::observability::traces::AttrValue::Text(format!("{verdict:?}")),
+            );
+            span.end();
+        }
         let can_roll_back = self.row.previous_revision.is_some() || self.plan.scoped(self.strategy);
         let next = match strategy::on_verdict(running, paused, verdict, can_roll_back) {
             Some(next) => next,

@@ -23,6 +23,7 @@ mod catalog;
 mod crypto;
 pub mod ctl;
 pub mod domain;
+mod feed;
 mod http;
 mod hub;
 mod liveops;

@@ -256,6 +256,9 @@ impl Application {
         let telemetry_data = web::Data::new(telemetry.clone());
         let liveops_data = web::Data::new(liveops.clone());
         let hub_data = web::Data::new(hub.clone());
+        let feed = hub.feed.clone();
+        feed.start(hub.clone(), Arc::downgrade(&liveops));
+        let feed_data = web::Data::new(feed);
         let catalog = web::Data::new(catalog);
         let body_limits = web::Data::new(BodyLimits {
             max_bytes: settings.limits.max_body_bytes(),
@@ -266,6 +269,7 @@ impl Application {
                 .wrap(middleware::from_fn(http::request_context))
                 .app_data(catalog.clone())
                 .app_data(hub_data.clone())
+                .app_data(feed_data.clone())
                 .app_data(liveops_data.clone())
                 .app_data(telemetry_data.clone())
                 .app_data(access.clone())

@@ -64,7 +64,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(game_servers::configure)
                 .configure(deployments::configure)
                 .configure(live_ops::configure)
-                .configure(experiments::configure),
+                .configure(experiments::configure)
+                .configure(crate::feed::socket::configure),
         );
 }
 

@@ -20,6 +20,7 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
         super::health::health,
         super::health::ready,
         super::prometheus::metrics,
+        crate::feed::socket::stream,
         super::configs::create_config,
         super::configs::list_configs,
         super::configs::get_config,

@@ -140,6 +140,7 @@ impl Hub {
             meters: catalog_meters,
             tracer: catalog_tracer,
             deploy_spans: std::sync::Mutex::new(HashMap::new()),
+            feed: crate::feed::Feed::new(),
         });
         hub.resume(unfinished).await?;
         Ok(hub)

@@ -116,6 +116,8 @@ pub struct Hub {
     /// `config.deploy` span, ended when the deployment ends.
     pub(crate) tracer: Arc<crate::observability::traces::Tracer>,
     pub(crate) deploy_spans: std::sync::Mutex<HashMap<String, crate::observability::traces::Span>>,
+    /// The dashboards' feed, told when a deployment moves.
+    pub(crate) feed: Arc<crate::feed::Feed>,
     /// The latest `liveops` frame (live-ops definitions), for servers that
     /// ask in their `hello`.
     liveops_frame: RwLock<Option<(i64, bytes::Bytes)>>,

@@ -27,6 +27,7 @@ mod schemas;
 mod sdk;
 mod security;
 mod session_attacks;
+mod stream;
 mod telemetry;
 mod traces;
 mod upkeep;

@@ -413,6 +413,7 @@ impl DeploymentRun {
                 regions,
             });
         }
+        self.hub.feed.deployment_changed(&self.row.id);
         self.record.set_live(LiveStatus {
             cohorts,
             judgement: self.last.clone(),

@@ -58,17 +58,95 @@ pub struct Api {
     http: awc::Client,
 }
 
-impl Api {
-    pub fn new(base: &str, token: Option<String>) -> Result<Api, CallError> {
-        let base = base.trim_end_matches('/').to_owned();
-        if !base.starts_with("http://") {
-            return Err(CallError::Transport(format!(
-                "--url {base:?}: an http:// address of a hub (put TLS in front of the CLI's hub with a local proxy)"
-            )));
+/// The certificates an `https://` hub is checked against: the system's
+/// bundle (`SSL_CERT_FILE`, or Debian's and Red Hat's usual places), and
+/// `extra` (a hub's own CA or self-signed certificate).
+fn tls_config(extra: Option<&std::path::Path>) -> Result<rustls::ClientConfig, CallError> {
+    use rustls_pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    let system = std::env::var_os("SSL_CERT_FILE")
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .chain(
+            [
+                "/etc/ssl/certs/ca-certificates.crt",
+                "/etc/pki/tls/certs/ca-bundle.crt",
+            ]
+            .map(std::path::PathBuf::from),
+        )
+        .find(|path| path.exists());
+    let mut read = |path: &std::path::Path, required: bool| -> Result<(), CallError> {
+        let certificates = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>());
+        match certificates {
+            Ok(certificates) => {
+                let (added, _) = roots.add_parsable_certificates(certificates);
+                if required && added == 0 {
+                    return Err(CallError::Transport(format!(
+                        "{}: no certificate in it",
+                        path.display()
+                    )));
+                }
+                Ok(())
+            }
+            Err(error) if required => {
+                Err(CallError::Transport(format!("{}: {error}", path.display())))
+            }
+            Err(_) => Ok(()),
         }
-        let http = awc::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .finish();
+    };
+    if let Some(path) = &system {
+        read(path, false)?;
+    }
+    if let Some(path) = extra {
+        read(path, true)?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| CallError::Transport(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// Whether a URL's host is this machine.
+fn loopback(base: &str) -> bool {
+    let host = base
+        .split("://")
+        .nth(1)
+        .unwrap_or("")
+        .split(['/', ':'])
+        .next()
+        .unwrap_or("");
+    host == "localhost" || host.starts_with("127.") || base.contains("://[::1]")
+}
+
+impl Api {
+    /// A hub at `base` (`http://` or `https://`; `ca_cert`: a certificate
+    /// an https hub's is checked against besides the system's).
+    pub fn new(
+        base: &str,
+        token: Option<String>,
+        ca_cert: Option<&std::path::Path>,
+    ) -> Result<Api, CallError> {
+        let base = base.trim_end_matches('/').to_owned();
+        let builder = awc::Client::builder().timeout(Duration::from_secs(30));
+        let http = if base.starts_with("https://") {
+            let connector =
+                awc::Connector::new().rustls_0_23(std::sync::Arc::new(tls_config(ca_cert)?));
+            builder.connector(connector).finish()
+        } else if base.starts_with("http://") {
+            if token.is_some() && !loopback(&base) {
+                eprintln!(
+                    "warning: {base} is plain http: the token crosses the network in the clear (use https://)"
+                );
+            }
+            builder.finish()
+        } else {
+            return Err(CallError::Transport(format!(
+                "--url {base:?}: the hub's http:// or https:// address"
+            )));
+        };
         Ok(Api { base, token, http })
     }
 
@@ -153,5 +231,7 @@ mod tests {
             "422 invalid_deployment: the plan is invalid\n  /phases/0: between 0 and 100"
         );
         assert_eq!(encode("a b/ü"), "a%20b%2F%C3%BC");
+        assert!(loopback("http://127.0.0.1:8080") && loopback("http://localhost/x"));
+        assert!(!loopback("http://hub.example.com:8080"));
     }
 }

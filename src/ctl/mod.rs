@@ -53,6 +53,10 @@ pub struct CtlArgs {
     /// ~/.config/hotswap/ctl.toml when it exists).
     #[arg(long = "ctl-config")]
     ctl_config: Option<PathBuf>,
+    /// A PEM certificate (a CA's, or the hub's own) an https:// hub's
+    /// certificate is checked against, besides the system's.
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
     /// `table` (default) or `json`.
     #[arg(long, value_enum, default_value = "table", global = true)]
     output: Output,
@@ -311,7 +315,7 @@ pub async fn run(args: CtlArgs) -> i32 {
         eprintln!("error: which hub? give --url, HOTSWAP_URL or a ctl config file");
         return exit::REFUSED;
     };
-    let api = match Api::new(&url, token) {
+    let api = match Api::new(&url, token, args.ca_cert.as_deref()) {
         Ok(api) => api,
         Err(why) => {
             eprintln!("error: {why}");

@@ -385,6 +385,10 @@ fn the_hub_serves_https_when_given_a_certificate() {
             "1",
             "-subj",
             "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
         ])
         .arg("-keyout")
         .arg(&key)
@@ -456,6 +460,29 @@ fn the_hub_serves_https_when_given_a_certificate() {
         .unwrap_or_else(|| panic!("no cookie: {answer}"));
     assert!(cookie.contains("; secure"), "{cookie}");
     assert!(cookie.contains("httponly"), "{cookie}");
+    // The CLI speaks TLS: trusting the hub's certificate when told to,
+    // and refusing it (exit 5, no hub it trusts) when not.
+    let ctl = |extra: &[&std::ffi::OsStr]| {
+        Command::new(BINARY)
+            .args(["ctl", "--url", &format!("https://localhost:{port}")])
+            .args(extra)
+            .args(["configs", "list"])
+            .env("HOTSWAP_TOKEN", &token)
+            .env("SSL_CERT_FILE", "/nonexistent")
+            .env("HOME", dir.path())
+            .output()
+            .unwrap()
+    };
+    let trusted = ctl(&["--ca-cert".as_ref(), cert.as_os_str()]);
+    assert_eq!(
+        trusted.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    assert!(String::from_utf8_lossy(&trusted.stdout).starts_with("NAME"));
+    let untrusted = ctl(&[]);
+    assert_eq!(untrusted.status.code(), Some(5));
     // Plain HTTP on the TLS port gets no answer.
     assert!(get(port, "/health").is_none_or(|r| !r.starts_with("HTTP/1.1 200")));
     let _ = child.kill();

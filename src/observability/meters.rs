@@ -8,16 +8,82 @@
 //! a server or a config.
 
 use prometheus_client::{
-    encoding::text::encode,
+    encoding::{EncodeMetric, MetricEncoder, NoLabelSet, text::encode},
     metrics::{
-        counter::Counter,
-        family::Family,
-        gauge::Gauge,
-        histogram::{Histogram, exponential_buckets},
+        MetricType, counter::Counter, family::Family, gauge::Gauge, histogram::exponential_buckets,
     },
     registry::{Registry, Unit},
 };
-use std::sync::atomic::Ordering;
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
+/// A histogram of seconds observed with atomic adds only (no lock: acks
+/// and player lookups observe it on the hot path), its sum kept in
+/// nanoseconds. Encoded as prometheus-client's own histograms are.
+#[derive(Debug, Clone)]
+pub struct Histogram(Arc<Buckets>);
+
+#[derive(Debug)]
+struct Buckets {
+    /// Upper bounds, ascending; the last bucket (+Inf) is past them.
+    bounds: Vec<f64>,
+    counts: Vec<AtomicU64>,
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    pub fn new(bounds: impl IntoIterator<Item = f64>) -> Histogram {
+        let bounds: Vec<f64> = bounds.into_iter().collect();
+        let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
+        Histogram(Arc::new(Buckets {
+            bounds,
+            counts,
+            count: AtomicU64::new(0),
+            sum_nanos: AtomicU64::new(0),
+        }))
+    }
+
+    /// Counts one observation of `seconds` (negative or NaN as 0).
+    pub fn observe(&self, seconds: f64) {
+        let seconds = if seconds.is_finite() && seconds > 0.0 {
+            seconds
+        } else {
+            0.0
+        };
+        let buckets = &self.0;
+        let index = buckets.bounds.partition_point(|bound| *bound < seconds);
+        buckets.counts[index].fetch_add(1, Ordering::Relaxed);
+        buckets.count.fetch_add(1, Ordering::Relaxed);
+        buckets.sum_nanos.fetch_add(
+            (seconds * 1e9).min(u64::MAX as f64) as u64,
+            Ordering::Relaxed,
+        );
+    }
+}
+
+impl EncodeMetric for Histogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let buckets = &self.0;
+        let per_bucket: Vec<(f64, u64)> = buckets
+            .bounds
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::MAX))
+            .zip(&buckets.counts)
+            .map(|(bound, count)| (bound, count.load(Ordering::Relaxed)))
+            .collect();
+        let count = per_bucket.iter().map(|(_, n)| n).sum();
+        let sum = buckets.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &per_bucket, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
 
 /// One label, with a value from a fixed set.
 pub type Label = [(&'static str, &'static str); 1];
@@ -413,6 +479,32 @@ mod tests {
         );
         assert!(text.contains("# TYPE hotswap_deployment_duration_seconds histogram"));
         assert!(text.trim_end().ends_with("# EOF"));
+        // Buckets count up to each bound (cumulative), +Inf holds them all.
+        assert_eq!(
+            sample(
+                &text,
+                "hotswap_config_validation_duration_seconds_bucket{le=\"0.004\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "hotswap_config_validation_duration_seconds_bucket{le=\"0.002\"}"
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "hotswap_config_validation_duration_seconds_bucket{le=\"+Inf\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, "hotswap_config_validation_duration_seconds_sum"),
+            Some(0.004)
+        );
         // A later scrape reads the state again.
         let later = meters.render(&Scrape::default());
         assert_eq!(sample(&later, "hotswap_players_online"), Some(0.0));

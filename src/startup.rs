@@ -59,6 +59,8 @@ impl ShutdownHandle {
         let started = std::time::Instant::now();
         // Live events stop first: what they committed resumes on the next start.
         self.liveops.stop().await;
+        // Dashboards' sockets close now, not at the drain's end.
+        self.hub.feed.close();
         self.hub.shutdown().await;
         // Let the reconnect frames and close frames leave before the workers stop.
         actix_web::rt::time::sleep(Duration::from_millis(200)).await;
@@ -134,7 +136,7 @@ impl Application {
                 crate::observability::traces::Tracer::exporting(
                     endpoint,
                     &settings.otel.service_name,
-                )
+                )?
             }
             None => crate::observability::traces::Tracer::disabled(),
         };
@@ -257,7 +259,7 @@ impl Application {
         let liveops_data = web::Data::new(liveops.clone());
         let hub_data = web::Data::new(hub.clone());
         let feed = hub.feed.clone();
-        feed.start(hub.clone(), Arc::downgrade(&liveops));
+        feed.start(Arc::downgrade(&hub), Arc::downgrade(&liveops));
         let feed_data = web::Data::new(feed);
         let catalog = web::Data::new(catalog);
         let body_limits = web::Data::new(BodyLimits {

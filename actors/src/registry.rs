@@ -445,6 +445,14 @@ impl Registry {
         self.read().entries().filter(|e| e.outbox.is_some()).count()
     }
 
+    /// Visits every known server under the read lock, without a copy
+    /// (keep `visit` short: hellos wait for the lock).
+    pub fn visit(&self, mut visit: impl FnMut(&ServerRecord, bool)) {
+        for entry in self.read().entries() {
+            visit(&entry.record, entry.outbox.is_some());
+        }
+    }
+
     /// The fleet in one pass: servers known, connected, connected and
     /// healthy, and the players on connected servers.
     pub fn fleet(&self) -> Fleet {

@@ -61,7 +61,9 @@ pub struct Api {
 /// The certificates an `https://` hub is checked against: the system's
 /// bundle (`SSL_CERT_FILE`, or Debian's and Red Hat's usual places), and
 /// `extra` (a hub's own CA or self-signed certificate).
-fn tls_config(extra: Option<&std::path::Path>) -> Result<rustls::ClientConfig, CallError> {
+pub(crate) fn tls_config(
+    extra: Option<&std::path::Path>,
+) -> Result<rustls::ClientConfig, CallError> {
     use rustls_pki_types::{CertificateDer, pem::PemObject};
     let mut roots = rustls::RootCertStore::empty();
     let system = std::env::var_os("SSL_CERT_FILE")

@@ -18,6 +18,8 @@
 mod client;
 mod output;
 
+pub(crate) use client::tls_config;
+
 use client::{Api, CallError, encode};
 use output::{Output, fields, print, table};
 use serde_json::{Value, json};

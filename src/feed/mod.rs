@@ -2,10 +2,13 @@
 //! JSON): a `snapshot` on connect, then changes as they happen. One feed
 //! task owns it: deployment runs tell it when a deployment moved
 //! ([`Feed::deployment_changed`], from each publish); live ops' and the
-//! fleet's state it reads every [`TICK`] and sends when it changed. Every
-//! change is serialized once and broadcast; each socket reads the
-//! broadcast at its own pace, and one that falls [`BACKLOG`] messages
-//! behind is closed (4008): a slow dashboard never slows the hub.
+//! fleet's state it reads every [`TICK`] and sends when it changed (a
+//! deployment only when its view changed). Every change is serialized
+//! once and broadcast; each socket reads the broadcast at its own pace:
+//! one that falls [`BACKLOG`] messages behind is closed (4008), one that
+//! stops reading is dropped after [`socket::SEND_TIMEOUT`], and every
+//! socket is closed (1001) when the hub stops: a dashboard never holds the
+//! hub up.
 //!
 //! Messages: `{"type": "snapshot", "fleet", "deployments", "events",
 //! "timeline", "experiments"}`; `{"type": "deployment", "deployment"}`
@@ -41,6 +44,10 @@ pub struct Feed {
     moved: Mutex<BTreeSet<String>>,
     /// What was last sent of each part (to send only changes).
     last: Mutex<BTreeMap<&'static str, Value>>,
+    /// What was last sent of each running deployment.
+    deployments: Mutex<std::collections::HashMap<String, Value>>,
+    /// Set when the hub stops: sockets close, the task ends.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Default for Feed {
@@ -51,6 +58,8 @@ impl Default for Feed {
             wake: Notify::new(),
             moved: Mutex::new(BTreeSet::new()),
             last: Mutex::new(BTreeMap::new()),
+            deployments: Mutex::new(Default::default()),
+            closing: tokio::sync::watch::channel(false).0,
         }
     }
 }
@@ -78,8 +87,7 @@ pub fn fleet_json(hub: &Hub) -> Value {
     let mut environments: BTreeMap<String, Tally> = BTreeMap::new();
     let mut revisions: BTreeMap<String, BTreeMap<i64, u64>> = BTreeMap::new();
     let mut total = Tally::default();
-    for record in hub.registry().list(&Default::default()) {
-        let connected = record.connected;
+    hub.registry().visit(|record, connected| {
         let healthy = connected && record.status == hotswap_client::protocol::Health::Healthy;
         let players = if connected {
             u64::from(record.players)
@@ -103,7 +111,7 @@ pub fn fleet_json(hub: &Hub) -> Value {
                 .entry(*revision)
                 .or_default() += 1;
         }
-    }
+    });
     let tally = |t: &Tally| {
         json!({"servers": t.servers, "connected": t.connected, "healthy": t.healthy,
                "stale": t.servers - t.connected, "players": t.players})
@@ -116,7 +124,8 @@ pub fn fleet_json(hub: &Hub) -> Value {
     })
 }
 
-/// Live events now and the next 30 days' occurrences (with overlaps).
+/// Live events, and the occurrences from 7 days back to 30 ahead (with
+/// overlaps).
 fn events_json(liveops: &LiveOps) -> (Value, Value) {
     let now = liveops.now_ms();
     let events = serde_json::to_value(liveops.events(None, None, None)).unwrap_or(Value::Null);
@@ -193,16 +202,53 @@ impl Feed {
         self.send(message(value));
     }
 
-    /// Starts the feed task (it ends with the hub's live ops).
-    pub fn start(self: &Arc<Self>, hub: Arc<Hub>, liveops: Weak<LiveOps>) {
+    /// Closes every socket (the hub is stopping) and ends the task.
+    pub fn close(&self) {
+        let _ = self.closing.send(true);
+        self.wake.notify_one();
+    }
+
+    /// Tells a socket when the hub stops.
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    /// Sends a moved deployment's view unless it is what was sent last.
+    fn send_deployment(&self, id: &str, view: &crate::hub::DeploymentView) {
+        let value = deployment_json(view);
+        let finished = matches!(
+            view.status.as_str(),
+            "Completed" | "RolledBack" | "Cancelled" | "Failed"
+        );
+        let mut sent = lock(&self.deployments);
+        if sent.get(id) == Some(&value) {
+            return;
+        }
+        if finished {
+            sent.remove(id);
+        } else {
+            sent.insert(id.to_owned(), value.clone());
+        }
+        drop(sent);
+        self.send(json!({"type": "deployment", "deployment": value}));
+    }
+
+    /// Starts the feed task (it ends when the hub stops or goes).
+    pub fn start(self: &Arc<Self>, hub: Weak<Hub>, liveops: Weak<LiveOps>) {
         let feed = Arc::downgrade(self);
         tokio::spawn(async move {
+            let mut next_tick = tokio::time::Instant::now() + TICK;
             loop {
                 let Some(current) = feed.upgrade() else {
                     return;
                 };
-                let woken = tokio::time::timeout(TICK, current.wake.notified()).await;
-                let Some(liveops) = liveops.upgrade() else {
+                // Woken by a deployment, or at the tick's fixed deadline
+                // (deployments waking it often never push the tick back).
+                let _ = tokio::time::timeout_at(next_tick, current.wake.notified()).await;
+                if *current.closing.borrow() {
+                    return;
+                }
+                let (Some(hub), Some(liveops)) = (hub.upgrade(), liveops.upgrade()) else {
                     return;
                 };
                 let moved = std::mem::take(&mut *lock(&current.moved));
@@ -210,25 +256,28 @@ impl Feed {
                 if listening {
                     for id in moved {
                         if let Ok(view) = hub.deployment(&id).await {
-                            current.send(
-                                json!({"type": "deployment", "deployment": deployment_json(&view)}),
-                            );
+                            current.send_deployment(&id, &view);
                         }
                     }
                 }
-                // Fleet, events and experiments each tick (a wake-up for a
-                // deployment need not look at them).
-                if listening && woken.is_err() {
+                let tick_due = tokio::time::Instant::now() >= next_tick;
+                if tick_due {
+                    next_tick = tokio::time::Instant::now() + TICK;
+                }
+                if listening && tick_due {
                     current.send_changed(
                         "fleet",
                         fleet_json(&hub),
                         |fleet| json!({"type": "fleet", "fleet": fleet}),
                     );
+                    // Compared without the timeline's window, which moves
+                    // with the clock.
                     let (events, timeline) = events_json(&liveops);
+                    let key = json!([events, timeline["items"], timeline["truncated"]]);
                     current.send_changed(
                         "events",
-                        json!([events, timeline]),
-                        |both| json!({"type": "events", "events": both[0], "timeline": both[1]}),
+                        key,
+                        |_| json!({"type": "events", "events": events, "timeline": timeline}),
                     );
                     current.send_changed(
                         "experiments",
@@ -239,6 +288,7 @@ impl Feed {
                 if !listening {
                     // Nobody to tell: the next listener starts from a snapshot.
                     lock(&current.last).clear();
+                    lock(&current.deployments).clear();
                 }
             }
         });

@@ -1,7 +1,9 @@
 //! `GET /api/v1/stream`: the feed as a WebSocket of JSON text frames, for
-//! any staff token (a bearer header, or the dashboard's session cookie).
-//! The snapshot first, then each change; a socket that falls behind is
-//! closed with 4008 and a reason (it reconnects and gets a snapshot).
+//! any staff token (a bearer header; checked at the upgrade). The
+//! snapshot first, then each change; a socket that falls behind is closed
+//! with 4008 and a reason (it reconnects and gets a snapshot), one that
+//! takes no frame for [`SEND_TIMEOUT`] is dropped, a ping goes out every
+//! [`PING_EVERY`], and the hub's stop closes it with 1001.
 
 use super::Feed;
 use crate::{
@@ -20,6 +22,10 @@ use tokio::sync::broadcast::error::RecvError;
 
 /// The close code of a socket that fell behind.
 pub const TOO_SLOW: u16 = 4008;
+/// A frame the client does not take within this long drops it.
+pub const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often the hub pings an idle dashboard.
+pub const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(20);
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/stream", web::get().to(stream));
@@ -41,44 +47,64 @@ pub async fn stream(
     let (response, mut session, incoming) =
         actix_ws::handle(&request, body).map_err(|e| ApiError::BadUpgrade(e.to_string()))?;
     let (mut changes, snapshot) = feed.join(&hub, &liveops).await;
+    let mut closing = feed.closing();
     let mut incoming = incoming.max_frame_size(4096);
     actix_web::rt::spawn(async move {
-        if session.text(snapshot).await.is_err() {
+        let in_time = |result: Result<
+            Result<(), actix_ws::Closed>,
+            tokio::time::error::Elapsed,
+        >| { matches!(result, Ok(Ok(()))) };
+        if !in_time(tokio::time::timeout(SEND_TIMEOUT, session.text(snapshot)).await) {
             return;
         }
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.tick().await;
         loop {
             tokio::select! {
+                _ = closing.changed() => {
+                    let bye = CloseReason {
+                        code: CloseCode::Away,
+                        description: Some("the hub is stopping".into()),
+                    };
+                    let _ = tokio::time::timeout(SEND_TIMEOUT, session.close(Some(bye))).await;
+                    return;
+                }
+                _ = ping.tick() => {
+                    if !in_time(tokio::time::timeout(SEND_TIMEOUT, session.ping(b"")).await) {
+                        return;
+                    }
+                }
                 change = changes.recv() => match change {
                     Ok(text) => {
-                        if session.text(text.to_string()).await.is_err() {
+                        let frame = session.text(text.to_string());
+                        if !in_time(tokio::time::timeout(SEND_TIMEOUT, frame).await) {
                             return;
                         }
                     }
                     Err(RecvError::Lagged(missed)) => {
-                        let _ = session
-                            .close(Some(CloseReason {
-                                code: CloseCode::Other(TOO_SLOW),
-                                description: Some(format!(
-                                    "too slow: {missed} changes behind; reconnect for a snapshot"
-                                )),
-                            }))
-                            .await;
+                        let bye = CloseReason {
+                            code: CloseCode::Other(TOO_SLOW),
+                            description: Some(format!(
+                                "too slow: {missed} changes behind; reconnect for a snapshot"
+                            )),
+                        };
+                        let _ = tokio::time::timeout(SEND_TIMEOUT, session.close(Some(bye))).await;
                         return;
                     }
                     Err(RecvError::Closed) => {
-                        let _ = session.close(None).await;
+                        let _ = tokio::time::timeout(SEND_TIMEOUT, session.close(None)).await;
                         return;
                     }
                 },
                 message = incoming.next() => match message {
                     Some(Ok(Message::Ping(bytes))) => {
-                        if session.pong(&bytes).await.is_err() {
+                        if !in_time(tokio::time::timeout(SEND_TIMEOUT, session.pong(&bytes)).await) {
                             return;
                         }
                     }
                     // The feed is one way: anything else but a close is ignored.
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
-                        let _ = session.close(None).await;
+                        let _ = tokio::time::timeout(SEND_TIMEOUT, session.close(None)).await;
                         return;
                     }
                     Some(Ok(_)) => {}

@@ -212,6 +212,18 @@ impl Hub {
         // read (under the registry's lock) sees it (see `on_hello`).
         self.stopping.store(true, Ordering::Release);
         self.stop_runs().await;
+        // Deployments still running resume on the next start; their spans
+        // end here, said so.
+        let running: Vec<String> = hotswap_client::sync::lock(&self.deploy_spans)
+            .keys()
+            .cloned()
+            .collect();
+        for id in running {
+            self.end_deploy_span(
+                &id,
+                "the hub stopped; the deployment resumes on its next start",
+            );
+        }
         let outboxes = self.registry.all_outboxes();
         let _ = self.sent_away_from.set(std::time::Instant::now());
         tracing::info!(

@@ -158,16 +158,28 @@ impl Tracer {
 
     /// Exports to `{endpoint}/v1/traces` as `service` (starts the
     /// exporter on the current runtime).
-    pub fn exporting(endpoint: &str, service: &str) -> Arc<Tracer> {
+    pub fn exporting(endpoint: &str, service: &str) -> anyhow::Result<Arc<Tracer>> {
         let (queue, spans) = mpsc::channel(QUEUE);
         let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
-        actix_web::rt::spawn(export_loop(url, service.to_owned(), spans));
-        Arc::new(Tracer {
+        let builder = awc::Client::builder().timeout(Duration::from_secs(10));
+        let client = if url.starts_with("https://") {
+            // The system's CA bundle (SSL_CERT_FILE to choose another).
+            let tls = crate::ctl::tls_config(None).map_err(|e| anyhow::anyhow!("{e}"))?;
+            builder
+                .connector(awc::Connector::new().rustls_0_23(Arc::new(tls)))
+                .finish()
+        } else if url.starts_with("http://") {
+            builder.finish()
+        } else {
+            anyhow::bail!("otel.endpoint {endpoint:?}: an http:// or https:// address");
+        };
+        actix_web::rt::spawn(export_loop(client, url, service.to_owned(), spans));
+        Ok(Arc::new(Tracer {
             queue: Some(queue),
             dropped: AtomicU64::new(0),
             recorded: AtomicU64::new(0),
             sampling: Mutex::new(Default::default()),
-        })
+        }))
     }
 
     pub fn enabled(&self) -> bool {
@@ -255,10 +267,12 @@ impl Tracer {
     }
 }
 
-async fn export_loop(url: String, service: String, mut spans: mpsc::Receiver<SpanRecord>) {
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .finish();
+async fn export_loop(
+    client: awc::Client,
+    url: String,
+    service: String,
+    mut spans: mpsc::Receiver<SpanRecord>,
+) {
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         let first = match actix_web::rt::time::timeout(Duration::from_secs(1), spans.recv()).await {
@@ -374,14 +388,15 @@ pub fn encode_request(service: &str, spans: &[SpanRecord]) -> Vec<u8> {
                     for (name, value) in &span.attributes {
                         key_value(s, 9, name, value);
                     }
-                    message(s, 15, |status| {
-                        if let Some(why) = &span.error {
+                    // Status left unset on success, as instrumentation
+                    // should; ERROR (2) with its message otherwise.
+                    if let Some(why) = &span.error {
+                        message(s, 15, |status| {
                             bytes_field(status, 2, why.as_bytes());
-                        }
-                        key(status, 3, 0);
-                        // 1 OK, 2 ERROR.
-                        varint(status, if span.error.is_some() { 2 } else { 1 });
-                    });
+                            key(status, 3, 0);
+                            varint(status, 2);
+                        });
+                    }
                 });
             }
         });

@@ -221,9 +221,16 @@ impl Hub {
             span.set("strategy", AttrValue::Text(strategy.as_str().to_owned()));
             hotswap_client::sync::lock(&self.deploy_spans).insert(row.id.clone(), span);
         }
+        let span_id = row.id.clone();
         record.set_row(row);
         // Stored: from here the config stays reserved (a restart resumes it).
-        let run = DeploymentRun::new(self.clone(), record.clone(), plan)?;
+        let run = match DeploymentRun::new(self.clone(), record.clone(), plan) {
+            Ok(run) => run,
+            Err(error) => {
+                self.end_deploy_span(&span_id, &error.to_string());
+                return Err(error);
+            }
+        };
         // The actor runs the deployment from its first step; the answer
         // waits for that step (its frames are out, a Direct deployment with
         // nothing to wait for is complete).
@@ -238,6 +245,7 @@ impl Hub {
         if sent.is_err() || started.await.is_err() {
             // The hub is stopping: the deployment is stored and resumes
             // with the next start.
+            self.end_deploy_span(&span_id, "the hub stopped before its first step");
             return Err(DeploymentError::Stopping);
         }
         Ok(record.view())

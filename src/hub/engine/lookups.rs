@@ -115,6 +115,17 @@ impl Hub {
 }
 
 impl Hub {
+    /// Ends a deployment's `config.deploy` span as failed (a start that
+    /// did not happen; a hub stopping).
+    pub(crate) fn end_deploy_span(&self, deployment_id: &str, why: &str) {
+        let span = hotswap_client::sync::lock(&self.deploy_spans).remove(deployment_id);
+        if let Some(mut span) = span {
+            span.fail(why);
+            span.end();
+        }
+        self.tracer.forget(deployment_id);
+    }
+
     /// Where a running deployment's spans hang (its `config.deploy`).
     pub(crate) fn deploy_parent(
         &self,

@@ -413,7 +413,6 @@ impl DeploymentRun {
                 regions,
             });
         }
-        self.hub.feed.deployment_changed(&self.row.id);
         self.record.set_live(LiveStatus {
             cohorts,
             judgement: self.last.clone(),
@@ -423,5 +422,7 @@ impl DeploymentRun {
             window_ms: settings.window_ms,
             fast_window_ms: settings.fast_window_ms,
         });
+        // After the live status, so the feed reads the new one.
+        self.hub.feed.deployment_changed(&self.row.id);
     }
 }

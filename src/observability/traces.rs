@@ -45,6 +45,9 @@ pub enum AttrValue {
 pub struct SpanParent {
     pub trace_id: [u8; 16],
     pub span_id: [u8; 8],
+    /// Whether the trace is recorded: a caller that sent `traceparent`
+    /// with the sampled flag off gets no span of its request's work.
+    pub sampled: bool,
 }
 
 impl From<&TraceContext> for SpanParent {
@@ -52,6 +55,7 @@ impl From<&TraceContext> for SpanParent {
         SpanParent {
             trace_id: context.trace_id,
             span_id: context.span_id,
+            sampled: context.sampled,
         }
     }
 }
@@ -100,6 +104,7 @@ impl Span {
         SpanParent {
             trace_id: self.record.trace_id,
             span_id: self.record.span_id,
+            sampled: self.tracer.is_some(),
         }
     }
 
@@ -198,8 +203,9 @@ impl Tracer {
         parent: Option<SpanParent>,
         start_ns: u64,
     ) -> Span {
+        let sampled = parent.is_none_or(|p| p.sampled);
         Span {
-            tracer: self.enabled().then(|| self.clone()),
+            tracer: (self.enabled() && sampled).then(|| self.clone()),
             record: SpanRecord {
                 trace_id: parent.map_or_else(random_id::<16>, |p| p.trace_id),
                 span_id: random_id::<8>(),
@@ -219,6 +225,9 @@ impl Tracer {
     /// `traceparent` names (so the caller's trace links to it).
     pub fn start_request(self: &Arc<Self>, context: &TraceContext) -> Span {
         let mut span = self.start("http.request", None);
+        if !context.sampled {
+            span.tracer = None;
+        }
         span.record.trace_id = context.trace_id;
         span.record.span_id = context.span_id;
         span.record.parent_id = context.parent_id;
@@ -456,5 +465,39 @@ mod tests {
         assert!(!tracer.sample_collect("d-1", 25_000));
         assert!(tracer.sample_collect("d-1", 30_000));
         assert!(!Tracer::disabled().sample_instance("d-1"));
+    }
+
+    #[test]
+    fn an_unsampled_trace_records_nothing_of_its_work() {
+        let (queue, mut spans) = mpsc::channel(8);
+        let tracer = Arc::new(Tracer {
+            queue: Some(queue),
+            dropped: AtomicU64::new(0),
+            recorded: AtomicU64::new(0),
+            sampling: Mutex::new(Default::default()),
+        });
+        let unsampled = SpanParent {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            sampled: false,
+        };
+        let parent = tracer.start("config.deploy", Some(unsampled));
+        assert!(!parent.parent().sampled);
+        tracer
+            .start("config.distribute", Some(parent.parent()))
+            .end();
+        parent.end();
+        let sampled = tracer.start(
+            "config.create",
+            Some(SpanParent {
+                sampled: true,
+                ..unsampled
+            }),
+        );
+        sampled.end();
+        let got: Vec<&str> = std::iter::from_fn(|| spans.try_recv().ok())
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(got, ["config.create"]);
     }
 }

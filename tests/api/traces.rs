@@ -268,11 +268,61 @@ async fn spans_follow_config_operations(db: Db) {
         .get("/api/v1/players/p-1/config?configs=weapon-balance")
         .await;
     assert_eq!(lookup.status, 200);
-    assert!(!got.iter().any(|s| {
+    // A caller whose trace is not sampled gets none of its work recorded
+    // (the context still comes back).
+    const UNSAMPLED: &str = "44444444444444444444444444444444";
+    let quiet = app
+        .client
+        .post(app.url("/api/v1/configs"))
+        .insert_header(("Authorization", format!("Bearer {}", app.admin_token)))
+        .insert_header(("traceparent", format!("00-{UNSAMPLED}-00f067aa0ba902b7-00")))
+        .send_json(&json!({"name": "quiet", "configType": "GameBalance", "environment": "staging"}))
+        .await
+        .unwrap();
+    assert_eq!(quiet.status().as_u16(), 201);
+    let given = quiet
+        .headers()
+        .get("traceparent")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        given.starts_with(&format!("00-{UNSAMPLED}-")) && given.ends_with("-00"),
+        "{given}"
+    );
+    // Read past an export of a call made after both.
+    let marker = app.get("/api/v1/configs").await;
+    assert_eq!(marker.status, 200);
+    let mut later = Vec::new();
+    for _ in 0..50 {
+        later = spans(&receiver);
+        if later.iter().any(|s| {
+            s["attributes"]["url.path"] == "/api/v1/configs"
+                && s["attributes"]["http.request.method"] == "GET"
+        }) {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        later
+            .iter()
+            .any(|s| s["attributes"]["url.path"] == "/api/v1/configs"
+                && s["attributes"]["http.request.method"] == "GET"),
+        "the operator's call after the lookup was exported: {later:#?}"
+    );
+    assert!(!later.iter().any(|s| {
         s["attributes"]["url.path"]
             .as_str()
             .is_some_and(|p| p.contains("/players/"))
     }));
+    assert!(
+        !later.iter().any(|s| s["traceId"] == UNSAMPLED),
+        "{later:#?}"
+    );
+    // Success leaves the status unset; failure is an error.
+    assert_eq!(find("config.create", CREATE)["status"], 0);
     server.stop().await;
     app.hub.stop_runs().await;
     let _ = std::io::stdout().flush();

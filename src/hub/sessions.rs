@@ -279,12 +279,15 @@ impl Hub {
                 .ack(server_id, revision, ok, error, apply_micros)
                 .map(|ms| (ms, record))
         });
-        if let Some((delivered_ms, record)) = delivered {
+        if let Some((acked_ms, record)) = delivered {
+            // Push to ack, less the server's own apply time: the delivery.
+            let apply_ms = i64::try_from(apply_micros / 1000).unwrap_or(i64::MAX);
+            let delivered_ms = acked_ms.saturating_sub(apply_ms).max(0);
             self.meters
                 .delivery_seconds
                 .observe(delivered_ms as f64 / 1000.0);
             if self.tracer.enabled() {
-                self.instance_span(&record, server_id, revision, delivered_ms, apply_micros);
+                self.instance_span(&record, server_id, revision, acked_ms, apply_micros);
             }
         }
         Ok(())

@@ -106,7 +106,8 @@ pub struct Meters {
     pub rollback_seconds: Histogram,
     /// How long servers took to apply a config (their acks' `applyMicros`).
     pub reload_seconds: Histogram,
-    /// From a deployment's frame leaving the hub to the server's ack.
+    /// From a deployment's frame leaving the hub to the server's ack, less
+    /// the server's own apply time.
     pub delivery_seconds: Histogram,
     pub resolutions: Counter,
     pub resolution_seconds: Histogram,
@@ -285,7 +286,7 @@ impl Meters {
         );
         r.register_with_unit(
             "delivery_latency",
-            "Time from a deployment's frame leaving the hub to the server's ack",
+            "Time from a deployment's frame leaving the hub to the server's ack, less its apply time",
             Unit::Seconds,
             self.delivery_seconds.clone(),
         );

@@ -58,6 +58,14 @@ impl std::fmt::Debug for DeploymentRun {
     }
 }
 
+/// When a stored rollback record says the rollback started (Unix ms).
+fn rollback_started_at(record: Option<&str>) -> Option<i64> {
+    let record: serde_json::Value = serde_json::from_str(record?).ok()?;
+    chrono::DateTime::parse_from_rfc3339(record["rollbackStartedAt"].as_str()?)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
 impl DeploymentRun {
     pub fn new(hub: Arc<Hub>, record: Arc<RunRecord>, plan: Plan) -> Result<Self, DeploymentError> {
         let row = record.row();
@@ -68,6 +76,11 @@ impl DeploymentRun {
         let state = DeploymentState::from_stored(&row.status, row.phase);
         let rollback_deadline_ms = (state == DeploymentState::RollingBack)
             .then(|| now_ms() + hub.deployment_settings.rollback_ack_timeout_ms as i64);
+        // A rollback resumed after a restart: its duration runs from when
+        // it was decided, as stored.
+        let rollback_began_ms = (state == DeploymentState::RollingBack)
+            .then(|| rollback_started_at(row.rollback.as_deref()))
+            .flatten();
         Ok(Self {
             hub,
             record,
@@ -81,7 +94,7 @@ impl DeploymentRun {
             evaluated_at: None,
             warning: None,
             rollback_deadline_ms,
-            rollback_began_ms: None,
+            rollback_began_ms,
             rollback_span: None,
             handle: None,
         })
@@ -424,5 +437,19 @@ impl DeploymentRun {
         });
         // After the live status, so the feed reads the new one.
         self.hub.feed.deployment_changed(&self.row.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rollback_started_at;
+
+    #[test]
+    fn a_resumed_rollback_is_timed_from_its_stored_start() {
+        let record = r#"{"trigger":"manual","rollbackStartedAt":"2026-12-03T10:00:00.250Z"}"#;
+        assert_eq!(rollback_started_at(Some(record)), Some(1_796_292_000_250));
+        assert_eq!(rollback_started_at(Some("{}")), None);
+        assert_eq!(rollback_started_at(Some("not json")), None);
+        assert_eq!(rollback_started_at(None), None);
     }
 }

@@ -19,6 +19,7 @@
 pub mod socket;
 
 use crate::{hub::Hub, liveops::LiveOps};
+use bytestring::ByteString;
 use hotswap_client::sync::lock;
 use serde_json::{Value, json};
 use std::{
@@ -38,7 +39,7 @@ const SNAPSHOT_DEPLOYMENTS: i64 = 20;
 /// The feed of one hub.
 #[derive(Debug)]
 pub struct Feed {
-    sender: broadcast::Sender<Arc<str>>,
+    sender: broadcast::Sender<ByteString>,
     wake: Notify,
     /// Deployments that moved since the feed last sent them.
     moved: Mutex<BTreeSet<String>>,
@@ -165,7 +166,7 @@ impl Feed {
         &self,
         hub: &Hub,
         liveops: &LiveOps,
-    ) -> (broadcast::Receiver<Arc<str>>, String) {
+    ) -> (broadcast::Receiver<ByteString>, String) {
         let changes = self.sender.subscribe();
         let deployments: Vec<Value> = hub
             .deployments(None, SNAPSHOT_DEPLOYMENTS)
@@ -188,7 +189,7 @@ impl Feed {
 
     fn send(&self, message: Value) {
         // No listener: nothing to do (an error only says so).
-        let _ = self.sender.send(Arc::from(message.to_string()));
+        let _ = self.sender.send(ByteString::from(message.to_string()));
     }
 
     /// Sends `part` when it differs from what was last sent of it.

@@ -76,7 +76,8 @@ pub async fn stream(
                 }
                 change = changes.recv() => match change {
                     Ok(text) => {
-                        let frame = session.text(text.to_string());
+                        // A shared buffer: no copy per socket.
+                        let frame = session.text(text);
                         if !in_time(tokio::time::timeout(SEND_TIMEOUT, frame).await) {
                             return;
                         }

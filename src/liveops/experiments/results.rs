@@ -79,6 +79,15 @@ impl LiveOps {
             .iter()
             .map(|v| assigned.get(&v.id).copied().unwrap_or(0).max(0) as u64)
             .collect();
+        // Each variant's sample, in the spec's order.
+        let in_order = |sample_of: &dyn Fn(&str) -> Sample| -> Vec<Sample> {
+            entry
+                .spec
+                .variants
+                .iter()
+                .map(|v| sample_of(&v.id))
+                .collect()
+        };
         let mut samples_per_metric = Vec::with_capacity(entry.spec.metrics.len());
         for metric in &entry.spec.metrics {
             let MetricSource::Telemetry {
@@ -88,22 +97,10 @@ impl LiveOps {
             } = &metric.source
             else {
                 let key = metric.storage_key();
-                samples_per_metric.push(
-                    entry
-                        .spec
-                        .variants
-                        .iter()
-                        .map(|v| {
-                            Sample::Mean(
-                                from_servers
-                                    .get(&(key.clone(), v.id.clone()))
-                                    .copied()
-                                    .unwrap_or_default()
-                                    .sample(),
-                            )
-                        })
-                        .collect::<Vec<Sample>>(),
-                );
+                samples_per_metric.push(in_order(&|variant| {
+                    let sums = from_servers.get(&(key.clone(), variant.to_owned()));
+                    Sample::Mean(sums.copied().unwrap_or_default().sample())
+                }));
                 continue;
             };
             let reading = match metric.kind {
@@ -136,20 +133,14 @@ impl LiveOps {
                     )
                 })
                 .collect();
-            samples_per_metric.push(
-                entry
-                    .spec
-                    .variants
-                    .iter()
-                    .map(|v| {
-                        by_variant
-                            .get(&v.id)
-                            .copied()
-                            .unwrap_or_default()
-                            .sample(metric.is_rate())
-                    })
-                    .collect::<Vec<Sample>>(),
-            );
+            let rate = metric.is_rate();
+            samples_per_metric.push(in_order(&|variant| {
+                by_variant
+                    .get(variant)
+                    .copied()
+                    .unwrap_or_default()
+                    .sample(rate)
+            }));
         }
         drop(conn);
         let (outcomes, json) = {

@@ -22,6 +22,7 @@ mod auth;
 mod catalog;
 mod crypto;
 pub mod ctl;
+mod dashboard;
 pub mod domain;
 mod feed;
 mod http;

@@ -250,6 +250,11 @@ pub struct HttpSettings {
     /// believed, read from the right.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Origins besides the hub's own (`Host`) whose pages may use the
+    /// dashboard's session cookie, e.g. `https://ops.studio.example` when
+    /// a proxy rewrites `Host`.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

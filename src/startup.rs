@@ -206,6 +206,9 @@ impl Application {
                 networks,
             },
         });
+        let origins = web::Data::new(http::session::AllowedOrigins::new(
+            &settings.http.allowed_origins,
+        ));
         let forget_idle = access.clone();
         actix_web::rt::spawn(async move {
             let mut every = actix_web::rt::time::interval(Duration::from_secs(60));
@@ -275,6 +278,7 @@ impl Application {
                 .app_data(liveops_data.clone())
                 .app_data(telemetry_data.clone())
                 .app_data(access.clone())
+                .app_data(origins.clone())
                 .app_data(body_limits.clone())
                 .app_data(web::QueryConfig::default().error_handler(query_error))
                 .app_data(web::PathConfig::default().error_handler(path_error))

@@ -10,9 +10,10 @@
 //! socket is closed (1001) when the hub stops: a dashboard never holds the
 //! hub up.
 //!
-//! Messages: `{"type": "snapshot", "fleet", "deployments", "events",
-//! "timeline", "experiments"}`; `{"type": "deployment", "deployment"}`
-//! (a deployment's view, without its per-server list); `{"type":
+//! Messages: `{"type": "snapshot", "fleet", "deployments", "history",
+//! "events", "timeline", "experiments"}`; `{"type": "deployment",
+//! "deployment", "point"}` (a deployment's view, without its per-server
+//! list, and its charts' newest point); `{"type":
 //! "fleet", "fleet"}`; `{"type": "events", "events", "timeline"}`;
 //! `{"type": "experiments", "experiments"}`.
 
@@ -35,6 +36,12 @@ pub const TICK: Duration = Duration::from_secs(1);
 pub const BACKLOG: usize = 256;
 /// Deployments a snapshot carries (the newest).
 const SNAPSHOT_DEPLOYMENTS: i64 = 20;
+/// Chart points kept per deployment: ten minutes at one a second.
+const HISTORY_POINTS: usize = 600;
+/// Deployments whose chart points are kept (the most recently moved).
+const HISTORY_DEPLOYMENTS: usize = 20;
+/// Points within one such span of the clock replace each other.
+const POINT_EVERY_MS: i64 = 1_000;
 
 /// The feed of one hub.
 #[derive(Debug)]
@@ -47,6 +54,8 @@ pub struct Feed {
     last: Mutex<BTreeMap<&'static str, Value>>,
     /// What was last sent of each running deployment.
     deployments: Mutex<std::collections::HashMap<String, Value>>,
+    /// Each recent deployment's chart points, oldest first.
+    history: Mutex<History>,
     /// Set when the hub stops: sockets close, the task ends.
     closing: tokio::sync::watch::Sender<bool>,
 }
@@ -60,6 +69,7 @@ impl Default for Feed {
             moved: Mutex::new(BTreeSet::new()),
             last: Mutex::new(BTreeMap::new()),
             deployments: Mutex::new(Default::default()),
+            history: Mutex::new(History::default()),
             closing: tokio::sync::watch::channel(false).0,
         }
     }
@@ -72,6 +82,80 @@ pub fn deployment_json(view: &crate::hub::DeploymentView) -> Value {
         object.remove("servers");
     }
     value
+}
+
+/// One point of a deployment's charts: per cohort, its fast window's
+/// latency p50 and p99 (ms) and crash rate, at `at_ms`; `None` while the
+/// hub does not judge it (no cohorts).
+pub fn chart_point(view: &crate::hub::DeploymentView, at_ms: i64) -> Option<Value> {
+    let live = view.live.as_ref()?;
+    if live.cohorts.is_empty() {
+        return None;
+    }
+    let cohorts: serde_json::Map<String, Value> = live
+        .cohorts
+        .iter()
+        .map(|c| {
+            let latency = c.fast_window.latency_ms.as_ref();
+            (
+                c.cohort.clone(),
+                json!({
+                    "servers": c.servers,
+                    "p50": latency.map(|p| p.p50),
+                    "p99": latency.map(|p| p.p99),
+                    "crashRate": c.fast_window.crash_rate,
+                }),
+            )
+        })
+        .collect();
+    Some(json!({"at": at_ms, "cohorts": cohorts}))
+}
+
+/// Recent deployments' chart points, bounded in deployments and points.
+#[derive(Debug, Default)]
+struct History {
+    points: std::collections::HashMap<String, std::collections::VecDeque<Value>>,
+    /// Deployment ids, least recently moved first.
+    order: std::collections::VecDeque<String>,
+}
+
+impl History {
+    /// Adds `point` (replacing the last one when both fall in the same
+    /// [`POINT_EVERY_MS`]).
+    fn add(&mut self, id: &str, point: Value) {
+        if let Some(at) = self.order.iter().position(|known| known == id) {
+            self.order.remove(at);
+        }
+        self.order.push_back(id.to_owned());
+        while self.order.len() > HISTORY_DEPLOYMENTS {
+            if let Some(gone) = self.order.pop_front() {
+                self.points.remove(&gone);
+            }
+        }
+        let points = self.points.entry(id.to_owned()).or_default();
+        let at = |p: &Value| p["at"].as_i64().unwrap_or_default();
+        // One point per second of the clock: a later one in the same
+        // second replaces it.
+        if points
+            .back()
+            .is_some_and(|last| at(&point) / POINT_EVERY_MS == at(last) / POINT_EVERY_MS)
+        {
+            points.pop_back();
+        }
+        points.push_back(point);
+        while points.len() > HISTORY_POINTS {
+            points.pop_front();
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        Value::Object(
+            self.points
+                .iter()
+                .map(|(id, points)| (id.clone(), Value::Array(points.iter().cloned().collect())))
+                .collect(),
+        )
+    }
 }
 
 /// The fleet by region, environment and revision: servers known,
@@ -180,6 +264,7 @@ impl Feed {
             "type": "snapshot",
             "fleet": fleet_json(hub),
             "deployments": deployments,
+            "history": lock(&self.history).to_json(),
             "events": events,
             "timeline": timeline,
             "experiments": experiments_json(liveops),
@@ -214,8 +299,16 @@ impl Feed {
         self.closing.subscribe()
     }
 
-    /// Sends a moved deployment's view unless it is what was sent last.
-    fn send_deployment(&self, id: &str, view: &crate::hub::DeploymentView) {
+    /// Keeps a moved deployment's chart point, and sends its view (with
+    /// the point) to listeners unless it is what was sent last.
+    fn send_deployment(&self, id: &str, view: &crate::hub::DeploymentView, listening: bool) {
+        let point = chart_point(view, chrono::Utc::now().timestamp_millis());
+        if let Some(point) = &point {
+            lock(&self.history).add(id, point.clone());
+        }
+        if !listening {
+            return;
+        }
         let value = deployment_json(view);
         let finished = matches!(
             view.status.as_str(),
@@ -231,7 +324,7 @@ impl Feed {
             sent.insert(id.to_owned(), value.clone());
         }
         drop(sent);
-        self.send(json!({"type": "deployment", "deployment": value}));
+        self.send(json!({"type": "deployment", "deployment": value, "point": point}));
     }
 
     /// Starts the feed task (it ends when the hub stops or goes).
@@ -254,11 +347,11 @@ impl Feed {
                 };
                 let moved = std::mem::take(&mut *lock(&current.moved));
                 let listening = current.listeners() > 0;
-                if listening {
-                    for id in moved {
-                        if let Ok(view) = hub.deployment(&id).await {
-                            current.send_deployment(&id, &view);
-                        }
+                // Chart points are kept with nobody listening: a dashboard
+                // opened later draws the last minutes.
+                for id in moved {
+                    if let Ok(view) = hub.deployment(&id).await {
+                        current.send_deployment(&id, &view, listening);
                     }
                 }
                 let tick_due = tokio::time::Instant::now() >= next_tick;
@@ -335,5 +428,33 @@ mod tests {
         feed.deployment_changed("d-1");
         feed.deployment_changed("d-1");
         assert_eq!(lock(&feed.moved).len(), 1);
+    }
+
+    #[test]
+    fn chart_history_is_bounded_in_points_and_deployments() {
+        let mut history = History::default();
+        let point = |at: i64| json!({"at": at, "cohorts": {}});
+        history.add("d-0", point(0));
+        history.add("d-0", point(500));
+        assert_eq!(history.points["d-0"].len(), 1, "the same second: replaced");
+        assert_eq!(history.points["d-0"][0]["at"], 500);
+        // Points every 300 ms still give one a second.
+        let mut frequent = History::default();
+        for n in 0..10 {
+            frequent.add("d", point(n * 300));
+        }
+        let kept: Vec<i64> = frequent.points["d"].iter().map(|p| p["at"].as_i64().unwrap()).collect();
+        assert_eq!(kept, [900, 1800, 2700]);
+        for n in 1..=(HISTORY_POINTS as i64 + 5) {
+            history.add("d-0", point(n * 1_000));
+        }
+        assert_eq!(history.points["d-0"].len(), HISTORY_POINTS);
+        assert_eq!(history.points["d-0"][0]["at"], 6_000, "the oldest went first");
+        for d in 1..=HISTORY_DEPLOYMENTS {
+            history.add(&format!("d-{d}"), point(0));
+        }
+        assert_eq!(history.points.len(), HISTORY_DEPLOYMENTS);
+        assert!(!history.points.contains_key("d-0"), "least recently moved went");
+        assert!(history.to_json()["d-1"].is_array());
     }
 }

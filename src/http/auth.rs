@@ -1,7 +1,8 @@
 //! Authorization at the edge. Each handler names the role it needs in its
 //! signature (`Authorized<Developer>`); game servers present an API key
 //! (`ServerKey`); the API explorer takes a viewer token once and keeps it in
-//! an HttpOnly cookie.
+//! an HttpOnly cookie; the dashboard's session cookie stands for a bearer
+//! token wherever a role is asked (`session`).
 
 use super::{client_address::TrustedProxies, extract::RequestId, problem::ApiError};
 use crate::{
@@ -126,7 +127,7 @@ fn check_token(
 }
 
 /// [`check_token`], and the actor the request acts as.
-fn authorize(
+pub(crate) fn authorize(
     request: &HttpRequest,
     token: Option<&str>,
     need: Role,
@@ -150,13 +151,18 @@ impl<P: Permission> FromRequest for Authorized<P> {
     type Future = std::future::Ready<Result<Self, ApiError>>;
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(
-            authorize(request, bearer(request), P::ROLE).map(|(actor, role)| Authorized {
-                actor,
-                role,
-                _permission: PhantomData,
-            }),
-        )
+        // A bearer token, or the dashboard's session cookie (which must
+        // pass its origin and CSRF checks).
+        let checked = match bearer(request) {
+            Some(token) => authorize(request, Some(token), P::ROLE),
+            None => super::session::session_token(request)
+                .and_then(|token| authorize(request, token.as_deref(), P::ROLE)),
+        };
+        std::future::ready(checked.map(|(actor, role)| Authorized {
+            actor,
+            role,
+            _permission: PhantomData,
+        }))
     }
 }
 
@@ -275,7 +281,11 @@ pub async fn docs_guard(
 /// metrics request (`/metrics` is open, and costs a pass over the fleet).
 pub fn check_address(request: &HttpRequest) -> Result<(), ApiError> {
     let path = request.path();
-    if !(path.starts_with("/api/") || path.starts_with("/docs") || path == "/metrics") {
+    if !(path.starts_with("/api/")
+        || path.starts_with("/docs")
+        || path.starts_with("/dashboard")
+        || path == "/metrics")
+    {
         return Ok(());
     }
     let Ok(control) = access(request) else {

@@ -20,6 +20,7 @@ pub mod problem;
 pub mod prometheus;
 pub mod schemas;
 pub mod security;
+pub mod session;
 pub mod telemetry;
 pub mod yaml;
 
@@ -51,6 +52,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(prometheus::configure)
         .configure(crate::ws::servers::configure)
         .configure(openapi::configure)
+        .configure(crate::dashboard::configure)
         .service(
             web::scope("/api/v1")
                 .configure(live_ops::configure_players)

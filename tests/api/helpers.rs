@@ -148,13 +148,13 @@ fn postgres_base_url() -> String {
 
 /// Any non-empty `CI` counts: a PostgreSQL test that cannot run there
 /// fails rather than passing as skipped.
-fn under_ci() -> bool {
+pub(crate) fn under_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.trim().is_empty())
 }
 
 /// Says a test was skipped straight to stderr (cargo's capture does not
 /// swallow it), so a skip is never silent.
-fn announce_skip(reason: &str) {
+pub(crate) fn announce_skip(reason: &str) {
     let test = std::thread::current().name().unwrap_or("a test").to_owned();
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
 }

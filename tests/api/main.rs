@@ -12,6 +12,7 @@ mod binary;
 mod configs;
 mod crash;
 mod ctl;
+mod dashboard;
 mod durability;
 mod edges;
 mod experiments;

@@ -15,12 +15,12 @@ use std::{
 };
 
 const WAIT: Duration = Duration::from_secs(15);
-const CONFIG: &str = "loot-tables";
+pub(crate) const CONFIG: &str = "loot-tables";
 
 /// How the players of servers on the bad revision behave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-enum Mode {
+pub(crate) enum Mode {
     Healthy = 0,
     Crashes,
     Churn,
@@ -48,7 +48,7 @@ const ALL_MODES: [Mode; 10] = [
 ];
 
 /// Simulated game servers: each reports its players every 100 ms.
-struct Fleet {
+pub(crate) struct Fleet {
     clients: Vec<Arc<Client>>,
     mode: Arc<AtomicU8>,
     bad_revision: Arc<AtomicI64>,
@@ -57,7 +57,7 @@ struct Fleet {
 }
 
 impl Fleet {
-    async fn start(
+    pub(crate) async fn start(
         app: &TestApp,
         key: &str,
         n: usize,
@@ -119,12 +119,12 @@ impl Fleet {
         }
     }
 
-    fn regress(&self, revision: i64, mode: Mode) {
+    pub(crate) fn regress(&self, revision: i64, mode: Mode) {
         self.bad_revision.store(revision, Ordering::Relaxed);
         self.mode.store(mode as u8, Ordering::Relaxed);
     }
 
-    fn on(&self, revision: i64) -> BTreeSet<usize> {
+    pub(crate) fn on(&self, revision: i64) -> BTreeSet<usize> {
         self.clients
             .iter()
             .enumerate()
@@ -134,7 +134,7 @@ impl Fleet {
     }
 
     /// Waits until every server runs exactly `revision` (rollbacks go down).
-    async fn all_on(&self, revision: i64) -> bool {
+    pub(crate) async fn all_on(&self, revision: i64) -> bool {
         let deadline = Instant::now() + WAIT;
         while self.on(revision).len() < self.clients.len() {
             if Instant::now() > deadline {
@@ -145,7 +145,7 @@ impl Fleet {
         true
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
         for client in self.clients {
             if let Ok(client) = Arc::try_unwrap(client) {
@@ -213,7 +213,7 @@ fn simulate(client: &Client, mode: Mode, tiny: bool, noise: &mut impl FnMut(u64)
     }
 }
 
-async fn setup(app: &TestApp) -> String {
+pub(crate) async fn setup(app: &TestApp) -> String {
     assert_eq!(
         app.create_config(CONFIG, "GameBalance", "staging")
             .await
@@ -229,7 +229,7 @@ async fn setup(app: &TestApp) -> String {
     app.server_key(&[], &[]).await.0
 }
 
-async fn start_deployment(app: &TestApp, version: &str, damage: u32, plan: Value) -> String {
+pub(crate) async fn start_deployment(app: &TestApp, version: &str, damage: u32, plan: Value) -> String {
     let uploaded = app.post_version(CONFIG, version, balance(damage)).await;
     assert_eq!(uploaded.status, 201, "{:?}", uploaded.body);
     let mut body = json!({ "config": CONFIG, "version": version });
@@ -268,7 +268,7 @@ async fn newcomer_in(
     got
 }
 
-async fn deployment(app: &TestApp, id: &str) -> Value {
+pub(crate) async fn deployment(app: &TestApp, id: &str) -> Value {
     app.get(&format!("/api/v1/deployments/{id}")).await.body
 }
 

@@ -451,11 +451,72 @@ async fn the_dashboard_shows_a_canary_rolled_back_without_a_reload(app: TestApp)
     fleet.stop().await;
 }
 
+/// Live events on a second config (two overlapping now, one ahead) and
+/// a running experiment with players assigned.
+async fn live_ops(app: &TestApp) {
+    let made = app
+        .create_config("weapon-balance", "GameBalance", "staging")
+        .await;
+    assert_eq!(made.status, 201, "{:?}", made.body);
+    app.deploy("weapon-balance", "1.0.0", crate::helpers::balance(45))
+        .await;
+    let at = |hours: i64| {
+        (chrono::Utc::now() + chrono::Duration::hours(hours))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    for (name, from, to, damage) in [
+        ("double-xp", -1, 2, 50),
+        ("rifle-week", -2, 3, 55),
+        ("winter-fest", 48, 72, 60),
+    ] {
+        let event = json!({
+            "name": name, "displayName": name, "eventType": "LimitedTimeOffer",
+            "rules": {"rewardMultipliers": {"xp": 2.0}},
+            "overrides": [{"config": "weapon-balance", "patch": {"weapons": {"rifle": {"damage": damage}}}}],
+            "schedule": {"startTime": at(from), "endTime": at(to)},
+            "allowOverlap": true,
+        });
+        let created = app.post_json("/api/v1/live-events", &event).await;
+        assert_eq!(created.status, 201, "{:?}", created.body);
+    }
+    let kind = json!({"name": "match_result", "schema": {"type": "object",
+        "properties": {"won": {"type": "boolean"}}, "required": ["won"]}});
+    assert_eq!(
+        app.post_json("/api/v1/telemetry/event-types", &kind)
+            .await
+            .status,
+        201
+    );
+    let experiment = json!({
+        "name": "hot-rifle", "config": "weapon-balance",
+        "variants": [{"id": "control", "weight": 50, "patch": {}},
+                     {"id": "hot", "weight": 50, "patch": {"weapons": {"rifle": {"damage": 65}}}}],
+        "metrics": [{"name": "win", "kind": "binomial", "event": "match_result", "field": "won"}],
+    });
+    assert_eq!(
+        app.post_json("/api/v1/experiments", &experiment)
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        app.post_empty("/api/v1/experiments/hot-rifle/start")
+            .await
+            .status,
+        200
+    );
+    for n in 0..40 {
+        let path = format!("/api/v1/players/p-{n}/config?configs=weapon-balance&region=EU-WEST");
+        assert_eq!(app.get(&path).await.status, 200);
+    }
+}
+
 async fn an_operator_pauses_from_the_dashboard_as_a_viewer_watches(app: TestApp) {
     if !browser_ready() {
         return;
     }
     let key = setup(&app).await;
+    live_ops(&app).await;
     let fleet = Fleet::start(&app, &key, 10, |_| "EU-WEST").await;
     assert!(fleet.all_on(1).await);
     let (id, _) = running_canary(&app, &fleet).await;
@@ -465,6 +526,8 @@ async fn an_operator_pauses_from_the_dashboard_as_a_viewer_watches(app: TestApp)
     browser.finish();
     let view = deployment(&app, &id).await;
     assert_eq!(view["status"], "Paused");
+    let ended = app.get("/api/v1/live-events/rifle-week").await;
+    assert_eq!(ended.body["state"], "Ended", "ended from the dashboard: {:?}", ended.body);
     let audit = app.get("/api/v1/audit?limit=20").await;
     assert!(
         audit.body.to_string().contains("olivia"),

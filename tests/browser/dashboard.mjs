@@ -107,11 +107,22 @@ try {
     // The viewer's page follows through the feed.
     await viewer.waitForSelector('#deployment-view[data-status="Paused"]', { timeout: 10000 });
     await page.screenshot({ path: join(shots, 'paused.png'), fullPage: true });
-    for (const view of ['events', 'experiments']) {
-      await page.click(`nav a[data-view="${view}"]`);
-      await page.waitForSelector(`#${view}-view`, { timeout: 5000 });
-      await page.screenshot({ path: join(shots, `${view}.png`), fullPage: true });
-    }
+    // Live events: occurrences now (overlapping) and ahead, participation,
+    // and an event ended from its row.
+    await page.click('nav a[data-view="events"]');
+    await page.waitForSelector('.gantt-row[data-event="double-xp"] .bar[data-phase="active"].overlap', { timeout: 10000 });
+    await page.waitForSelector('.gantt-row[data-event="winter-fest"] .bar[data-phase="scheduled"]', { timeout: 5000 });
+    await page.click('tr[data-event="double-xp"] a');
+    await page.waitForSelector('.participation[data-event="double-xp"] table', { timeout: 10000 });
+    await page.click('tr[data-event="rifle-week"] button[data-action="end:rifle-week"]');
+    await page.waitForSelector('tr[data-event="rifle-week"] .badge[data-status="Ended"]', { timeout: 10000 });
+    await page.screenshot({ path: join(shots, 'events.png'), fullPage: true });
+    // Experiments: units per variant with the split's check, and lift.
+    await page.click('nav a[data-view="experiments"]');
+    await page.waitForSelector('.results[data-experiment="hot-rifle"] table', { timeout: 10000 });
+    const split = await page.textContent('.results[data-experiment="hot-rifle"] p');
+    if (!/control \d+ · hot \d+/.test(split) || !/split|mismatch/.test(split)) fail(`the split reads: ${split}`);
+    await page.screenshot({ path: join(shots, 'experiments.png'), fullPage: true });
     // Signing out forgets the cookie: the sign-in form again.
     await page.click('#sign-out');
     await page.waitForSelector('#token', { timeout: 5000 });

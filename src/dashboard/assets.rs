@@ -39,11 +39,31 @@ const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 
 static ASSETS: [Asset; 7] = [
-    Asset::new("app.js", JS, include_bytes!("../../assets/dashboard/app.js")),
-    Asset::new("views.js", JS, include_bytes!("../../assets/dashboard/views.js")),
-    Asset::new("dom.js", JS, include_bytes!("../../assets/dashboard/dom.js")),
-    Asset::new("charts.js", JS, include_bytes!("../../assets/dashboard/charts.js")),
-    Asset::new("style.css", CSS, include_bytes!("../../assets/dashboard/style.css")),
+    Asset::new(
+        "app.js",
+        JS,
+        include_bytes!("../../assets/dashboard/app.js"),
+    ),
+    Asset::new(
+        "views.js",
+        JS,
+        include_bytes!("../../assets/dashboard/views.js"),
+    ),
+    Asset::new(
+        "dom.js",
+        JS,
+        include_bytes!("../../assets/dashboard/dom.js"),
+    ),
+    Asset::new(
+        "charts.js",
+        JS,
+        include_bytes!("../../assets/dashboard/charts.js"),
+    ),
+    Asset::new(
+        "style.css",
+        CSS,
+        include_bytes!("../../assets/dashboard/style.css"),
+    ),
     Asset::new(
         "uPlot.iife.min.js",
         JS,
@@ -85,6 +105,9 @@ mod tests {
             }
         }
         assert!(find("../Cargo.toml").is_none());
-        assert_ne!(find("app.js").unwrap().etag(), find("dom.js").unwrap().etag());
+        assert_ne!(
+            find("app.js").unwrap().etag(),
+            find("dom.js").unwrap().etag()
+        );
     }
 }

@@ -90,9 +90,8 @@ fn sign_in_page(status: StatusCode, refused: Option<&str>) -> HttpResponse {
 
 /// The session's principal, if the request carries a live session cookie.
 fn signed_in(request: &HttpRequest) -> Result<(String, Role, String), ApiError> {
-    let token = session::session_token(request)?.ok_or(ApiError::Unauthorized(
-        crate::auth::AuthError::Missing,
-    ))?;
+    let token = session::session_token(request)?
+        .ok_or(ApiError::Unauthorized(crate::auth::AuthError::Missing))?;
     let (actor, role) = authorize(request, Some(&token), Role::Viewer)?;
     Ok((actor.subject, role, session::csrf_token(&token)))
 }
@@ -106,7 +105,9 @@ async fn page(request: HttpRequest) -> HttpResponse {
             .body(assets::INDEX_PAGE),
         // An expired or revoked session: sign in again.
         Err(ApiError::Unauthorized(_)) => sign_in_page(StatusCode::OK, None),
-        Err(ApiError::Forbidden(why)) => sign_in_page(StatusCode::FORBIDDEN, Some(&why.to_string())),
+        Err(ApiError::Forbidden(why)) => {
+            sign_in_page(StatusCode::FORBIDDEN, Some(&why.to_string()))
+        }
         Err(other) => sign_in_page(other.status_code(), Some(&other.to_string())),
     }
 }
@@ -141,7 +142,9 @@ async fn sign_in(request: HttpRequest, form: web::Form<SignIn>) -> HttpResponse 
         Err(ApiError::RateLimited { retry_after_secs }) => {
             let mut page = sign_in_page(
                 StatusCode::TOO_MANY_REQUESTS,
-                Some(&format!("too many attempts: try again in {retry_after_secs} s")),
+                Some(&format!(
+                    "too many attempts: try again in {retry_after_secs} s"
+                )),
             );
             if let Ok(value) = header::HeaderValue::from_str(&retry_after_secs.to_string()) {
                 page.headers_mut().insert(header::RETRY_AFTER, value);

@@ -443,18 +443,27 @@ mod tests {
         for n in 0..10 {
             frequent.add("d", point(n * 300));
         }
-        let kept: Vec<i64> = frequent.points["d"].iter().map(|p| p["at"].as_i64().unwrap()).collect();
+        let kept: Vec<i64> = frequent.points["d"]
+            .iter()
+            .map(|p| p["at"].as_i64().unwrap())
+            .collect();
         assert_eq!(kept, [900, 1800, 2700]);
         for n in 1..=(HISTORY_POINTS as i64 + 5) {
             history.add("d-0", point(n * 1_000));
         }
         assert_eq!(history.points["d-0"].len(), HISTORY_POINTS);
-        assert_eq!(history.points["d-0"][0]["at"], 6_000, "the oldest went first");
+        assert_eq!(
+            history.points["d-0"][0]["at"], 6_000,
+            "the oldest went first"
+        );
         for d in 1..=HISTORY_DEPLOYMENTS {
             history.add(&format!("d-{d}"), point(0));
         }
         assert_eq!(history.points.len(), HISTORY_DEPLOYMENTS);
-        assert!(!history.points.contains_key("d-0"), "least recently moved went");
+        assert!(
+            !history.points.contains_key("d-0"),
+            "least recently moved went"
+        );
         assert!(history.to_json()["d-1"].is_array());
     }
 }

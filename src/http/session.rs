@@ -61,7 +61,7 @@ pub fn csrf_token(session_token: &str) -> String {
 /// or one of `allowed`. `null` and anything unparsable never match.
 pub fn origin_allowed(origin: &str, host: Option<&str>, allowed: &AllowedOrigins) -> bool {
     let origin = origin.trim().to_ascii_lowercase();
-    if allowed.0.iter().any(|a| *a == origin) {
+    if allowed.0.contains(&origin) {
         return true;
     }
     let Some(authority) = origin

@@ -123,13 +123,35 @@ async fn the_session_cookie_stands_for_a_token_behind_origin_and_csrf_checks(app
     assert_eq!(moved.header("location"), "/dashboard/");
     let page = send(&app, "GET", "/dashboard/", &[], None).await;
     assert_eq!(page.status, 200);
-    assert!(page.text.contains("action=\"/dashboard/session\""), "{}", page.text);
-    assert!(page.header("content-security-policy").contains("script-src 'self'"));
-    assert!(page.header("content-security-policy").contains("frame-ancestors 'none'"));
-    assert_eq!(send(&app, "GET", "/dashboard/session", &[], None).await.status, 401);
+    assert!(
+        page.text.contains("action=\"/dashboard/session\""),
+        "{}",
+        page.text
+    );
+    assert!(
+        page.header("content-security-policy")
+            .contains("script-src 'self'")
+    );
+    assert!(
+        page.header("content-security-policy")
+            .contains("frame-ancestors 'none'")
+    );
+    assert_eq!(
+        send(&app, "GET", "/dashboard/session", &[], None)
+            .await
+            .status,
+        401
+    );
 
     // Bad tokens are refused on the form, their reason escaped.
-    let bad = send(&app, "POST", "/dashboard/session", &[], Some("token=%3Cscript%3E")).await;
+    let bad = send(
+        &app,
+        "POST",
+        "/dashboard/session",
+        &[],
+        Some("token=%3Cscript%3E"),
+    )
+    .await;
     assert_eq!(bad.status, 401, "{}", bad.text);
     assert!(bad.text.contains("not accepted") && !bad.text.contains("<script>"));
     let player = app.token(hotswap::Role::Player, "p-1");
@@ -159,7 +181,14 @@ async fn the_session_cookie_stands_for_a_token_behind_origin_and_csrf_checks(app
     let page = send(&app, "GET", "/dashboard/", &[("cookie", &cookie)], None).await;
     assert_eq!(page.status, 200);
     assert!(page.text.contains("/dashboard/assets/app.js"));
-    let me = send(&app, "GET", "/dashboard/session", &[("cookie", &cookie)], None).await;
+    let me = send(
+        &app,
+        "GET",
+        "/dashboard/session",
+        &[("cookie", &cookie)],
+        None,
+    )
+    .await;
     assert_eq!(me.status, 200, "{}", me.text);
     assert_eq!(me.json()["subject"], "olivia");
     assert_eq!(me.json()["role"], "operator");
@@ -179,7 +208,14 @@ async fn the_session_cookie_stands_for_a_token_behind_origin_and_csrf_checks(app
         .deploy(CONFIG, "1.0.1", crate::helpers::balance(46))
         .await;
     let id = deployed.body["id"].as_str().unwrap().to_owned();
-    let listed = send(&app, "GET", "/api/v1/deployments", &[("cookie", &cookie)], None).await;
+    let listed = send(
+        &app,
+        "GET",
+        "/api/v1/deployments",
+        &[("cookie", &cookie)],
+        None,
+    )
+    .await;
     assert_eq!(listed.status, 200, "{}", listed.text);
 
     // Writes need the CSRF token, from the hub's own origin.
@@ -187,7 +223,10 @@ async fn the_session_cookie_stands_for_a_token_behind_origin_and_csrf_checks(app
     for (headers, why) in [
         (vec![("cookie", cookie.as_str())], "no CSRF token"),
         (
-            vec![("cookie", cookie.as_str()), ("x-csrf-token", "0".repeat(64).leak())],
+            vec![
+                ("cookie", cookie.as_str()),
+                ("x-csrf-token", "0".repeat(64).leak()),
+            ],
             "a wrong CSRF token",
         ),
         (
@@ -220,7 +259,11 @@ async fn the_session_cookie_stands_for_a_token_behind_origin_and_csrf_checks(app
         None,
     )
     .await;
-    assert_eq!(done.status, 200, "the kill switch from the dashboard: {}", done.text);
+    assert_eq!(
+        done.status, 200,
+        "the kill switch from the dashboard: {}",
+        done.text
+    );
     let audit = app.get("/api/v1/audit?limit=5").await;
     assert!(
         audit.body.to_string().contains("olivia"),
@@ -230,7 +273,14 @@ async fn the_session_cookie_stands_for_a_token_behind_origin_and_csrf_checks(app
 
     // A viewer's session reads, and is refused writes by role.
     let viewer = sign_in(&app, &app.token(hotswap::Role::Viewer, "vera")).await;
-    let viewer_me = send(&app, "GET", "/dashboard/session", &[("cookie", &viewer)], None).await;
+    let viewer_me = send(
+        &app,
+        "GET",
+        "/dashboard/session",
+        &[("cookie", &viewer)],
+        None,
+    )
+    .await;
     let viewer_csrf = viewer_me.json()["csrfToken"].as_str().unwrap().to_owned();
     assert_ne!(viewer_csrf, csrf, "each session has its own CSRF token");
     let pause = send(
@@ -245,13 +295,23 @@ async fn the_session_cookie_stands_for_a_token_behind_origin_and_csrf_checks(app
     assert!(pause.text.contains("operator"), "{}", pause.text);
 
     // The feed takes the cookie from the hub's own pages only.
-    assert_eq!(feed_with(&app, &viewer, "http://evil.example").await.err(), Some(403));
+    assert_eq!(
+        feed_with(&app, &viewer, "http://evil.example").await.err(),
+        Some(403)
+    );
     let snapshot = feed_with(&app, &viewer, &own).await.unwrap();
     assert_eq!(snapshot["type"], "snapshot");
     assert!(snapshot["history"].is_object(), "{snapshot}");
 
     // Signing out needs the CSRF token too, and forgets the cookie.
-    let out = send(&app, "POST", "/dashboard/session/end", &[("cookie", &viewer)], None).await;
+    let out = send(
+        &app,
+        "POST",
+        "/dashboard/session/end",
+        &[("cookie", &viewer)],
+        None,
+    )
+    .await;
     assert_eq!(out.status, 403);
     let out = send(
         &app,
@@ -262,7 +322,11 @@ async fn the_session_cookie_stands_for_a_token_behind_origin_and_csrf_checks(app
     )
     .await;
     assert_eq!(out.status, 204);
-    assert!(out.header("set-cookie").contains("Max-Age=0"), "{}", out.header("set-cookie"));
+    assert!(
+        out.header("set-cookie").contains("Max-Age=0"),
+        "{}",
+        out.header("set-cookie")
+    );
 }
 
 async fn the_assets_are_embedded_and_revalidated(app: TestApp) {
@@ -283,7 +347,14 @@ async fn the_assets_are_embedded_and_revalidated(app: TestApp) {
         assert!(again.text.is_empty());
     }
     for missing in ["nope.js", "..%2FCargo.toml", "%2e%2e"] {
-        let answer = send(&app, "GET", &format!("/dashboard/assets/{missing}"), &[], None).await;
+        let answer = send(
+            &app,
+            "GET",
+            &format!("/dashboard/assets/{missing}"),
+            &[],
+            None,
+        )
+        .await;
         assert_eq!(answer.status, 404, "{missing}");
         assert_eq!(answer.header("content-type"), "application/problem+json");
     }
@@ -307,9 +378,7 @@ fn browser_dir() -> PathBuf {
 /// chromium and playwright-core).
 fn browser_ready() -> bool {
     let missing = if !Path::new(CHROMIUM).exists() {
-        Some(format!(
-            "{CHROMIUM} is absent (apt-get install chromium)"
-        ))
+        Some(format!("{CHROMIUM} is absent (apt-get install chromium)"))
     } else if !browser_dir().join("node_modules/playwright-core").exists() {
         Some("playwright-core is not installed (npm ci --prefix tests/browser)".to_owned())
     } else if Command::new("node").arg("--version").output().is_err() {
@@ -374,7 +443,10 @@ impl Browser {
                 .await
                 .expect("the browser script answers in time")
                 .expect("the browser script is still running");
-            if ["READY", "PASS", "FAIL"].iter().any(|w| line.starts_with(w)) {
+            if ["READY", "PASS", "FAIL"]
+                .iter()
+                .any(|w| line.starts_with(w))
+            {
                 return line;
             }
         }
@@ -527,7 +599,11 @@ async fn an_operator_pauses_from_the_dashboard_as_a_viewer_watches(app: TestApp)
     let view = deployment(&app, &id).await;
     assert_eq!(view["status"], "Paused");
     let ended = app.get("/api/v1/live-events/rifle-week").await;
-    assert_eq!(ended.body["state"], "Ended", "ended from the dashboard: {:?}", ended.body);
+    assert_eq!(
+        ended.body["state"], "Ended",
+        "ended from the dashboard: {:?}",
+        ended.body
+    );
     let audit = app.get("/api/v1/audit?limit=20").await;
     assert!(
         audit.body.to_string().contains("olivia"),

@@ -229,7 +229,12 @@ pub(crate) async fn setup(app: &TestApp) -> String {
     app.server_key(&[], &[]).await.0
 }
 
-pub(crate) async fn start_deployment(app: &TestApp, version: &str, damage: u32, plan: Value) -> String {
+pub(crate) async fn start_deployment(
+    app: &TestApp,
+    version: &str,
+    damage: u32,
+    plan: Value,
+) -> String {
     let uploaded = app.post_version(CONFIG, version, balance(damage)).await;
     assert_eq!(uploaded.status, 201, "{:?}", uploaded.body);
     let mut body = json!({ "config": CONFIG, "version": version });

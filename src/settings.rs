@@ -255,6 +255,11 @@ pub struct HttpSettings {
     /// a proxy rewrites `Host`.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// Browsers reach the hub over HTTPS through a proxy that ends TLS:
+    /// the dashboard's cookie is `Secure` (and `__Host-` named) and only
+    /// `https://` origins pass, as when the hub serves TLS itself.
+    #[serde(default)]
+    pub secure_cookies: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

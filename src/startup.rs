@@ -206,9 +206,11 @@ impl Application {
                 networks,
             },
         });
-        let origins = web::Data::new(http::session::AllowedOrigins::new(
+        let origins = web::Data::new(http::session::BrowserPolicy::new(
             &settings.http.allowed_origins,
+            settings.http.secure_cookies || tls.is_some(),
         ));
+        let sessions = web::Data::new(http::session::Sessions::default());
         let forget_idle = access.clone();
         actix_web::rt::spawn(async move {
             let mut every = actix_web::rt::time::interval(Duration::from_secs(60));
@@ -279,6 +281,7 @@ impl Application {
                 .app_data(telemetry_data.clone())
                 .app_data(access.clone())
                 .app_data(origins.clone())
+                .app_data(sessions.clone())
                 .app_data(body_limits.clone())
                 .app_data(web::QueryConfig::default().error_handler(query_error))
                 .app_data(web::PathConfig::default().error_handler(path_error))

@@ -6,7 +6,11 @@ import { h, morph } from './dom.js';
 import { fleetView, deploymentsView, deploymentView, eventsView, experimentsView, mountCharts } from './views.js';
 
 const HISTORY_POINTS = 600;
-const POLL_MS = 5000;
+// Results and participation are read every 10 s, at most 5 experiments,
+// only while their view is shown and the tab visible: a session shares its
+// principal's rate limit (100 a minute by default) with the operator's CLI.
+const POLL_MS = 10000;
+const POLLED_EXPERIMENTS = 5;
 
 const state = {
   fleet: null,
@@ -66,12 +70,19 @@ async function signedOut() {
 
 /** A read of the REST API, given to `then` (failures shown once). */
 const loading = new Set();
+// Reads wait this long after a 429 (its Retry-After).
+let quietUntil = 0;
 async function load(path, then) {
-  if (loading.has(path)) return;
+  if (loading.has(path) || Date.now() < quietUntil) return;
   loading.add(path);
   try {
     const response = await fetch(path, { credentials: 'same-origin', headers: { accept: 'application/json' } });
     if (response.status === 401) return signedOut();
+    // Over the rate limit: no reads until Retry-After has passed.
+    if (response.status === 429) {
+      quietUntil = Date.now() + 1000 * Math.max(1, Number(response.headers.get('retry-after')) || 10);
+      return;
+    }
     if (!response.ok) {
       toast(`${path}: ${await problem(response)}`, 'bad');
       return;
@@ -187,9 +198,12 @@ function setConnection(kind, text) {
 }
 
 /** Experiment results and the selected event's participation, polled. */
-function loadResults() {
-  if (route().view !== 'experiments') return;
-  for (const e of (state.experiments?.items || []).filter((x) => x.status !== 'Draft').slice(0, 10)) {
+function loadResults(polled = false) {
+  if (route().view !== 'experiments' || (polled && document.hidden)) return;
+  const shown = (state.experiments?.items || []).filter((x) => x.status !== 'Draft').slice(0, POLLED_EXPERIMENTS);
+  // A finished experiment's results are read once.
+  const due = shown.filter((e) => !polled || !state.results.has(e.name) || e.status === 'Running' || e.status === 'Paused');
+  for (const e of due) {
     load(`/api/v1/experiments/${encodeURIComponent(e.name)}/results`, (r) => {
       state.results.set(e.name, r);
       render();
@@ -197,9 +211,9 @@ function loadResults() {
   }
 }
 
-function loadEventMetrics() {
+function loadEventMetrics(polled = false) {
   const name = ctx.selectedEvent;
-  if (!name || route().view !== 'events') return;
+  if (!name || route().view !== 'events' || (polled && document.hidden)) return;
   load(`/api/v1/live-events/${encodeURIComponent(name)}/metrics`, (m) => {
     state.eventMetrics.set(name, m);
     render();
@@ -208,7 +222,12 @@ function loadEventMetrics() {
 
 function route() {
   const [view, id] = location.hash.replace(/^#/, '').split('/');
-  return { view: view || 'fleet', id: id ? decodeURIComponent(id) : null };
+  try {
+    return { view: view || 'fleet', id: id ? decodeURIComponent(id) : null };
+  } catch {
+    // A malformed link: the fleet, rather than a page that stops updating.
+    return { view: 'fleet', id: null };
+  }
 }
 
 let scheduled = false;
@@ -251,8 +270,8 @@ async function start() {
     render();
   });
   setInterval(() => {
-    loadResults();
-    loadEventMetrics();
+    loadResults(true);
+    loadEventMetrics(true);
   }, POLL_MS);
   connect();
   render();

@@ -300,6 +300,6 @@ export function experimentsView(ctx) {
     h('h2', {}, 'Experiments'),
     table(['experiment', 'status', 'config', 'unit', 'variants', 'started'], items.map((e) => [
       e.name, badge(e.status), e.config, e.unit, (e.variants || []).map((v) => `${v.id} (${v.weight})`).join(', '), when(e.startedAt)])),
-    items.filter((e) => e.status !== 'Draft').slice(0, 10).map((e) => h('div', { class: 'experiment' },
+    items.filter((e) => e.status !== 'Draft').slice(0, 5).map((e) => h('div', { class: 'experiment' },
       h('h3', {}, e.name, ' ', badge(e.status)), results(ctx, e.name))));
 }

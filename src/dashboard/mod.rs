@@ -12,7 +12,7 @@ mod assets;
 use crate::{
     auth::Role,
     http::{
-        auth::authorize,
+        auth::{authorize, authorize_session},
         problem::ApiError,
         session::{self, MAX_TOKEN_CHARS},
     },
@@ -47,6 +47,18 @@ fn guarded(mut builder: actix_web::HttpResponseBuilder) -> actix_web::HttpRespon
         .insert_header(("X-Content-Type-Options", "nosniff"))
         .insert_header(("Referrer-Policy", "same-origin"))
         .insert_header(("X-Frame-Options", "DENY"));
+    builder
+}
+
+/// [`guarded`], with HSTS when the hub is reached over HTTPS.
+fn guarded_for(
+    request: &HttpRequest,
+    builder: actix_web::HttpResponseBuilder,
+) -> actix_web::HttpResponseBuilder {
+    let mut builder = guarded(builder);
+    if session::secure(request) {
+        builder.insert_header(("Strict-Transport-Security", "max-age=31536000"));
+    }
     builder
 }
 
@@ -88,18 +100,19 @@ fn sign_in_page(status: StatusCode, refused: Option<&str>) -> HttpResponse {
         .body(page)
 }
 
-/// The session's principal, if the request carries a live session cookie.
+/// The session's principal and CSRF token, if the request carries a
+/// live session cookie (whose token still verifies).
 fn signed_in(request: &HttpRequest) -> Result<(String, Role, String), ApiError> {
-    let token = session::session_token(request)?
+    let session = session::presented(request)?
         .ok_or(ApiError::Unauthorized(crate::auth::AuthError::Missing))?;
-    let (actor, role) = authorize(request, Some(&token), Role::Viewer)?;
-    Ok((actor.subject, role, session::csrf_token(&token)))
+    let (actor, role) = authorize_session(request, &session.token, Role::Viewer)?;
+    Ok((actor.subject, role, session.csrf))
 }
 
 /// The dashboard itself once signed in; the sign-in page before.
 async fn page(request: HttpRequest) -> HttpResponse {
     match signed_in(&request) {
-        Ok(_) => guarded(HttpResponse::Ok())
+        Ok(_) => guarded_for(&request, HttpResponse::Ok())
             .content_type("text/html; charset=utf-8")
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .body(assets::INDEX_PAGE),
@@ -132,12 +145,16 @@ async fn sign_in(request: HttpRequest, form: web::Form<SignIn>) -> HttpResponse 
     }
     match authorize(&request, Some(&token), Role::Viewer) {
         Ok((actor, role)) => {
-            tracing::info!(subject = %actor.subject, %role, source = ?actor.source, "dashboard sign-in");
-            HttpResponse::SeeOther()
-                .insert_header((header::LOCATION, "/dashboard/"))
-                .insert_header((header::CACHE_CONTROL, "no-store"))
-                .cookie(session::session_cookie(&request, token))
-                .finish()
+            // Debug-quoted: a subject is the token's word, newlines and all.
+            tracing::info!(subject = ?actor.subject, %role, source = ?actor.source, "dashboard sign-in");
+            match session::open(&request, token, &actor.subject) {
+                Ok(cookie) => HttpResponse::SeeOther()
+                    .insert_header((header::LOCATION, "/dashboard/"))
+                    .insert_header((header::CACHE_CONTROL, "no-store"))
+                    .cookie(cookie)
+                    .finish(),
+                Err(error) => sign_in_page(error.status_code(), Some(&error.to_string())),
+            }
         }
         Err(ApiError::RateLimited { retry_after_secs }) => {
             let mut page = sign_in_page(
@@ -175,11 +192,12 @@ async fn whoami(request: HttpRequest) -> Result<HttpResponse, ApiError> {
         }))
 }
 
-/// Forgets the session cookie (the same checks as any write with it).
+/// Ends the session and forgets its cookie (the same checks as any write
+/// with it).
 async fn sign_out(request: HttpRequest) -> Result<HttpResponse, ApiError> {
-    session::session_token(&request)?;
+    session::presented(&request)?;
     Ok(HttpResponse::NoContent()
-        .cookie(session::session_cookie(&request, String::new()))
+        .cookie(session::close(&request))
         .finish())
 }
 

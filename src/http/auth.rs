@@ -96,12 +96,31 @@ fn bearer(request: &HttpRequest) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// Which rate-limit bucket a request spends from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bucket {
+    /// The principal's own.
+    Principal,
+    /// A dashboard session's reads: a bucket of their own, so a page
+    /// polling never spends what its operator's actions need.
+    SessionReads,
+}
+
 /// Verifies `token` for at least `need`, and spends one of the
 /// principal's tokens.
 fn check_token(
     control: &AccessControl,
     token: Option<&str>,
     need: Role,
+) -> Result<Principal, ApiError> {
+    check_token_in(control, token, need, Bucket::Principal)
+}
+
+fn check_token_in(
+    control: &AccessControl,
+    token: Option<&str>,
+    need: Role,
+    bucket: Bucket,
 ) -> Result<Principal, ApiError> {
     let token = token.ok_or(ApiError::Unauthorized(AuthError::Missing))?;
     let principal = control
@@ -117,9 +136,13 @@ fn check_token(
             need,
         }));
     }
+    let key = match bucket {
+        Bucket::Principal => std::borrow::Cow::Borrowed(principal.subject.as_str()),
+        Bucket::SessionReads => format!("{}\u{0}dashboard-reads", principal.subject).into(),
+    };
     control
         .rate_limits
-        .check_principal(&principal.subject)
+        .check_principal(&key)
         .map_err(|wait| ApiError::RateLimited {
             retry_after_secs: wait.as_secs() + 1,
         })?;
@@ -132,8 +155,33 @@ pub(crate) fn authorize(
     token: Option<&str>,
     need: Role,
 ) -> Result<(Actor, Role), ApiError> {
+    authorize_in(request, token, need, Bucket::Principal)
+}
+
+/// [`authorize`] for a dashboard session's token: its reads spend from a
+/// bucket of their own.
+pub(crate) fn authorize_session(
+    request: &HttpRequest,
+    token: &str,
+    need: Role,
+) -> Result<(Actor, Role), ApiError> {
+    let read = matches!(request.method().as_str(), "GET" | "HEAD" | "OPTIONS");
+    let bucket = if read {
+        Bucket::SessionReads
+    } else {
+        Bucket::Principal
+    };
+    authorize_in(request, Some(token), need, bucket)
+}
+
+fn authorize_in(
+    request: &HttpRequest,
+    token: Option<&str>,
+    need: Role,
+    bucket: Bucket,
+) -> Result<(Actor, Role), ApiError> {
     let control = access(request)?;
-    let principal = check_token(control, token, need)?;
+    let principal = check_token_in(control, token, need, bucket)?;
     let actor = Actor {
         subject: principal.subject,
         role: Some(principal.role),
@@ -155,8 +203,11 @@ impl<P: Permission> FromRequest for Authorized<P> {
         // pass its origin and CSRF checks).
         let checked = match bearer(request) {
             Some(token) => authorize(request, Some(token), P::ROLE),
-            None => super::session::session_token(request)
-                .and_then(|token| authorize(request, token.as_deref(), P::ROLE)),
+            None => match super::session::presented(request) {
+                Ok(Some(session)) => authorize_session(request, &session.token, P::ROLE),
+                Ok(None) => authorize(request, None, P::ROLE),
+                Err(refused) => Err(refused),
+            },
         };
         std::future::ready(checked.map(|(actor, role)| Authorized {
             actor,

@@ -1,72 +1,206 @@
-//! The dashboard's browser session: sign-in with a token sets it in an
-//! HttpOnly, SameSite=Strict cookie, and the REST API and the feed take
-//! that cookie as they take a bearer token — with two checks a bearer
-//! token needs not, because a browser sends cookies by itself:
+//! The dashboard's browser session. Sign-in checks a token once and opens
+//! a session: a random id in an HttpOnly, SameSite=Strict cookie
+//! (`__Host-` prefixed and `Secure` under TLS or `http.secure_cookies`),
+//! the token kept in this node's memory and checked again on every
+//! request (its expiry and role still rule). The cookie is not a bearer
+//! token: it is worth nothing as an `Authorization` header, nothing after
+//! sign-out, and nothing to another node or after a restart (sign in
+//! again). The REST API and the feed take it as they take a bearer token,
+//! behind two checks a bearer token needs not, because a browser sends
+//! cookies by itself:
 //!
 //! - **Origin.** A request carrying an `Origin` header must come from this
-//!   hub's own origin (its `Host`) or one of `http.allowed_origins` (a
-//!   proxy that rewrites `Host`). Browsers always send `Origin` on a
-//!   WebSocket upgrade and on cross-origin writes, so another site's page
-//!   can neither open the feed nor post with the cookie.
+//!   hub's own origin (its scheme and `Host`) or one of
+//!   `http.allowed_origins` (a proxy that rewrites `Host`). Browsers always
+//!   send `Origin` on a WebSocket upgrade and on cross-origin writes, so
+//!   another site's page can neither open the feed nor post with the
+//!   cookie.
 //! - **CSRF.** A request that changes something (any method but GET, HEAD
-//!   and OPTIONS) must carry `X-CSRF-Token`: a digest of the session's
+//!   and OPTIONS) must carry `X-CSRF-Token`: the session's own random
 //!   token, which the page learns from `GET /dashboard/session` (a
-//!   same-origin read) and no other site can compute or read.
+//!   same-origin read) and no other site can read.
 //!
-//! The token is the session: any node holding the hub's verification key
-//! checks the cookie, and the session ends when the token expires or the
-//! browser signs out.
+//! A session's reads are counted in a rate-limit bucket of their own: a
+//! dashboard polling never spends the budget its operator's actions (or
+//! CLI) need.
 
 use super::problem::ApiError;
 use crate::auth::AuthError;
 use actix_web::{HttpRequest, http::header};
+use hotswap_client::sync::lock;
 use sha2::{Digest, Sha256};
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
-/// Name of the dashboard's session cookie.
+/// Name of the dashboard's session cookie over plain HTTP.
 pub const SESSION_COOKIE: &str = "hotswap_session";
+/// Its name when cookies are secure: the browser then refuses it from
+/// anything but this host over HTTPS, with `Path=/` and no `Domain`.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-hotswap_session";
 /// Header carrying the session's CSRF token.
 pub const CSRF_HEADER: &str = "x-csrf-token";
-/// Longest a session cookie lives (the token's own expiry may end it sooner).
+/// Longest a session lives (the token's own expiry may end it sooner).
 pub const SESSION_HOURS: i64 = 8;
-/// Longest token the cookie takes (browsers keep cookies under 4 KiB).
+/// Longest token a session takes.
 pub const MAX_TOKEN_CHARS: usize = 3_500;
+/// Sessions one node keeps; past it the oldest goes.
+pub const MAX_SESSIONS: usize = 10_000;
+/// Sessions one subject keeps; past it its oldest goes.
+pub const MAX_SESSIONS_PER_SUBJECT: usize = 16;
 
-/// Origins allowed besides the hub's own, lower-cased, without a trailing
-/// slash (`http.allowed_origins`).
+/// What the browser side of the session must respect: origins allowed
+/// besides the hub's own (lower-cased, no trailing slash), and whether
+/// the hub is reached over HTTPS (TLS here, or `http.secure_cookies`
+/// behind a proxy that ends TLS).
 #[derive(Debug, Clone, Default)]
-pub struct AllowedOrigins(pub Vec<String>);
+pub struct BrowserPolicy {
+    pub origins: Vec<String>,
+    pub secure: bool,
+}
 
-impl AllowedOrigins {
-    pub fn new(origins: &[String]) -> Self {
-        AllowedOrigins(
-            origins
+impl BrowserPolicy {
+    pub fn new(origins: &[String], secure: bool) -> Self {
+        BrowserPolicy {
+            origins: origins
                 .iter()
                 .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
                 .filter(|o| !o.is_empty())
                 .collect(),
-        )
+            secure,
+        }
+    }
+
+    fn of(request: &HttpRequest) -> BrowserPolicy {
+        let mut policy = request
+            .app_data::<actix_web::web::Data<BrowserPolicy>>()
+            .map(|data| data.get_ref().clone())
+            .unwrap_or_default();
+        policy.secure |= request.app_config().secure();
+        policy
+    }
+
+    fn cookie_name(&self) -> &'static str {
+        if self.secure {
+            SECURE_SESSION_COOKIE
+        } else {
+            SESSION_COOKIE
+        }
     }
 }
 
-/// The CSRF token of a session: SHA-256 of a fixed label and the
-/// session's token, in hex.
-pub fn csrf_token(session_token: &str) -> String {
-    let mut digest = Sha256::new();
-    digest.update(b"hotswap-dashboard-csrf\0");
-    digest.update(session_token.as_bytes());
-    hex::encode(digest.finalize())
+/// One signed-in browser.
+#[derive(Debug, Clone)]
+struct Session {
+    token: String,
+    subject: String,
+    csrf: String,
+    expires: Instant,
+    opened: Instant,
 }
 
-/// Whether `origin` (an `Origin` header) names `host` (a `Host` header)
-/// or one of `allowed`. `null` and anything unparsable never match.
-pub fn origin_allowed(origin: &str, host: Option<&str>, allowed: &AllowedOrigins) -> bool {
+/// The sessions this node opened, by the SHA-256 of their id.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    open: Mutex<HashMap<String, Session>>,
+}
+
+fn digest(id: &str) -> String {
+    hex::encode(Sha256::digest(id.as_bytes()))
+}
+
+fn random_hex() -> Result<String, ApiError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| ApiError::Internal(format!("no randomness for a session: {e}")))?;
+    Ok(hex::encode(bytes))
+}
+
+/// A live session the request presented.
+#[derive(Debug, Clone)]
+pub struct Presented {
+    pub token: String,
+    pub csrf: String,
+}
+
+impl Sessions {
+    /// Opens a session for `token` (already checked) naming `subject`;
+    /// its id, for the cookie.
+    pub fn open(&self, token: String, subject: &str) -> Result<String, ApiError> {
+        self.open_at(token, subject, Instant::now())
+    }
+
+    fn open_at(&self, token: String, subject: &str, now: Instant) -> Result<String, ApiError> {
+        let id = random_hex()?;
+        let session = Session {
+            token,
+            subject: subject.to_owned(),
+            csrf: random_hex()?,
+            expires: now + Duration::from_secs(SESSION_HOURS as u64 * 3600),
+            opened: now,
+        };
+        let mut open = lock(&self.open);
+        open.retain(|_, s| s.expires > now);
+        let oldest = |open: &HashMap<String, Session>, of: Option<&str>| {
+            open.iter()
+                .filter(|(_, s)| of.is_none_or(|subject| s.subject == subject))
+                .min_by_key(|(_, s)| s.opened)
+                .map(|(key, _)| key.clone())
+        };
+        if open.values().filter(|s| s.subject == subject).count() >= MAX_SESSIONS_PER_SUBJECT
+            && let Some(key) = oldest(&open, Some(subject))
+        {
+            open.remove(&key);
+        }
+        if open.len() >= MAX_SESSIONS
+            && let Some(key) = oldest(&open, None)
+        {
+            open.remove(&key);
+        }
+        open.insert(digest(&id), session);
+        Ok(id)
+    }
+
+    fn find(&self, id: &str, now: Instant) -> Option<Presented> {
+        let key = digest(id);
+        let mut open = lock(&self.open);
+        match open.get(&key) {
+            Some(s) if s.expires > now => Some(Presented {
+                token: s.token.clone(),
+                csrf: s.csrf.clone(),
+            }),
+            Some(_) => {
+                open.remove(&key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn close(&self, id: &str) {
+        lock(&self.open).remove(&digest(id));
+    }
+
+    /// Sessions open now.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        lock(&self.open).len()
+    }
+}
+
+/// Whether `origin` (an `Origin` header) is `scheme://host` (`host` a
+/// `Host` header) or one of `allowed`. `null` and anything unparsable
+/// never match.
+pub fn origin_allowed(origin: &str, scheme: &str, host: Option<&str>, allowed: &[String]) -> bool {
     let origin = origin.trim().to_ascii_lowercase();
-    if allowed.0.contains(&origin) {
+    if allowed.contains(&origin) {
         return true;
     }
     let Some(authority) = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
+        .strip_prefix(scheme)
+        .and_then(|rest| rest.strip_prefix("://"))
     else {
         return false;
     };
@@ -90,66 +224,103 @@ pub fn check_origin(request: &HttpRequest) -> Result<(), ApiError> {
     let Some(origin) = request.headers().get(header::ORIGIN) else {
         return Ok(());
     };
-    let allowed = request
-        .app_data::<actix_web::web::Data<AllowedOrigins>>()
-        .map(|data| data.get_ref().clone())
-        .unwrap_or_default();
+    let policy = BrowserPolicy::of(request);
+    let scheme = if policy.secure { "https" } else { "http" };
     let host = request
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok());
     match origin.to_str() {
-        Ok(origin) if origin_allowed(origin, host, &allowed) => Ok(()),
+        Ok(origin) if origin_allowed(origin, scheme, host, &policy.origins) => Ok(()),
         _ => Err(refused(
             "this request comes from another site's page: the dashboard's session works only from the hub's own origin (or http.allowed_origins)",
         )),
     }
 }
 
-/// The session's token, when the request carries the session cookie and
-/// passes the origin and CSRF checks; `None` without the cookie.
-pub fn session_token(request: &HttpRequest) -> Result<Option<String>, ApiError> {
-    let Some(cookie) = request.cookie(SESSION_COOKIE) else {
+fn sessions(request: &HttpRequest) -> Option<&Sessions> {
+    request
+        .app_data::<actix_web::web::Data<Sessions>>()
+        .map(|data| data.get_ref())
+}
+
+fn session_id(request: &HttpRequest) -> Option<String> {
+    let cookie = request.cookie(BrowserPolicy::of(request).cookie_name())?;
+    let id = cookie.value();
+    (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_owned())
+}
+
+/// The session the request carries, when it is live and passes the
+/// origin and CSRF checks; `None` without a session cookie, or with one
+/// this node does not know (ended, expired, another node's): the caller
+/// then has no credentials.
+pub fn presented(request: &HttpRequest) -> Result<Option<Presented>, ApiError> {
+    let Some(id) = session_id(request) else {
         return Ok(None);
     };
-    let token = cookie.value().to_owned();
-    if token.is_empty() {
+    let Some(session) = sessions(request).and_then(|s| s.find(&id, Instant::now())) else {
         return Ok(None);
-    }
+    };
     check_origin(request)?;
     let safe = matches!(request.method().as_str(), "GET" | "HEAD" | "OPTIONS");
     if !safe {
-        let expected = csrf_token(&token);
-        let presented = request
+        let given = request
             .headers()
             .get(CSRF_HEADER)
             .map(|v| v.as_bytes())
             .unwrap_or_default();
-        if !same_bytes(presented, expected.as_bytes()) {
+        if !same_bytes(given, session.csrf.as_bytes()) {
             return Err(refused(
                 "a change made with the dashboard's session cookie needs its X-CSRF-Token header (from GET /dashboard/session)",
             ));
         }
     }
-    Ok(Some(token))
+    Ok(Some(session))
 }
 
-/// The session cookie holding `token` (`Max-Age` 0 with an empty token:
-/// the browser forgets it): HttpOnly, SameSite=Strict, path `/`, and
-/// `Secure` when the hub serves TLS.
-pub fn session_cookie(request: &HttpRequest, token: String) -> actix_web::cookie::Cookie<'static> {
-    let age = if token.is_empty() {
+/// Opens a session for a checked `token`: the cookie that carries it.
+pub fn open(
+    request: &HttpRequest,
+    token: String,
+    subject: &str,
+) -> Result<actix_web::cookie::Cookie<'static>, ApiError> {
+    let sessions =
+        sessions(request).ok_or_else(|| ApiError::Internal("no session store".into()))?;
+    let id = sessions.open(token, subject)?;
+    Ok(cookie(request, id))
+}
+
+/// Ends the request's session (the caller checked it): the cookie that
+/// makes the browser forget it.
+pub fn close(request: &HttpRequest) -> actix_web::cookie::Cookie<'static> {
+    if let (Some(id), Some(sessions)) = (session_id(request), sessions(request)) {
+        sessions.close(&id);
+    }
+    cookie(request, String::new())
+}
+
+/// The session cookie holding `id` (`Max-Age` 0 with an empty id: the
+/// browser forgets it): HttpOnly, SameSite=Strict, path `/`, and `Secure`
+/// (with the `__Host-` name) when the hub is reached over HTTPS.
+fn cookie(request: &HttpRequest, id: String) -> actix_web::cookie::Cookie<'static> {
+    let policy = BrowserPolicy::of(request);
+    let age = if id.is_empty() {
         actix_web::cookie::time::Duration::ZERO
     } else {
         actix_web::cookie::time::Duration::hours(SESSION_HOURS)
     };
-    actix_web::cookie::Cookie::build(SESSION_COOKIE, token)
+    actix_web::cookie::Cookie::build(policy.cookie_name(), id)
         .path("/")
         .http_only(true)
-        .secure(request.app_config().secure())
+        .secure(policy.secure)
         .same_site(actix_web::cookie::SameSite::Strict)
         .max_age(age)
         .finish()
+}
+
+/// Whether the hub is reached over HTTPS (for HSTS).
+pub fn secure(request: &HttpRequest) -> bool {
+    BrowserPolicy::of(request).secure
 }
 
 #[cfg(test)]
@@ -158,46 +329,105 @@ mod tests {
 
     #[test]
     fn only_the_hubs_own_origin_or_an_allowed_one_passes() {
-        let none = AllowedOrigins::default();
+        let none: Vec<String> = Vec::new();
         assert!(origin_allowed(
             "http://127.0.0.1:8080",
+            "http",
             Some("127.0.0.1:8080"),
             &none
         ));
         assert!(origin_allowed(
             "https://Hub.Example:443",
+            "https",
             Some("hub.example:443"),
             &none
         ));
-        for (origin, host) in [
-            ("http://evil.example", Some("127.0.0.1:8080")),
-            ("http://127.0.0.1:8081", Some("127.0.0.1:8080")),
-            ("null", Some("127.0.0.1:8080")),
-            ("http://127.0.0.1:8080", None),
-            ("ftp://127.0.0.1:8080", Some("127.0.0.1:8080")),
-            ("http://a@127.0.0.1:8080", Some("a@127.0.0.1:8080")),
-            ("http://", Some("")),
+        for (origin, scheme, host) in [
+            ("http://evil.example", "http", Some("127.0.0.1:8080")),
+            ("http://127.0.0.1:8081", "http", Some("127.0.0.1:8080")),
+            ("https://127.0.0.1:8080", "http", Some("127.0.0.1:8080")),
+            ("http://hub.example", "https", Some("hub.example")),
+            ("null", "http", Some("127.0.0.1:8080")),
+            ("http://127.0.0.1:8080", "http", None),
+            ("ftp://127.0.0.1:8080", "http", Some("127.0.0.1:8080")),
+            ("http://a@127.0.0.1:8080", "http", Some("a@127.0.0.1:8080")),
+            ("http://", "http", Some("")),
         ] {
-            assert!(!origin_allowed(origin, host, &none), "{origin} {host:?}");
+            assert!(
+                !origin_allowed(origin, scheme, host, &none),
+                "{origin} {scheme} {host:?}"
+            );
         }
-        let proxied = AllowedOrigins::new(&["https://ops.studio.example/".into()]);
+        let proxied = BrowserPolicy::new(&["https://ops.studio.example/".into()], true);
         assert!(origin_allowed(
             "https://ops.studio.example",
+            "https",
             Some("10.0.0.7:8080"),
-            &proxied
+            &proxied.origins
         ));
         assert!(!origin_allowed(
             "https://ops.studio.example.evil",
+            "https",
             Some("10.0.0.7:8080"),
-            &proxied
+            &proxied.origins
         ));
     }
 
     #[test]
-    fn the_csrf_token_is_fixed_per_session_and_differs_between_them() {
-        assert_eq!(csrf_token("a"), csrf_token("a"));
-        assert_ne!(csrf_token("a"), csrf_token("b"));
-        assert_eq!(csrf_token("a").len(), 64);
+    fn a_session_is_found_by_its_id_until_it_ends_or_expires() {
+        let sessions = Sessions::default();
+        let now = Instant::now();
+        let id = sessions.open_at("token-a".into(), "alice", now).unwrap();
+        assert_eq!(id.len(), 64);
+        let found = sessions.find(&id, now).unwrap();
+        assert_eq!(found.token, "token-a");
+        assert_eq!(found.csrf.len(), 64);
+        let other = sessions.open_at("token-a".into(), "alice", now).unwrap();
+        assert_ne!(
+            sessions.find(&other, now).unwrap().csrf,
+            found.csrf,
+            "each session has its own CSRF token"
+        );
+        assert!(sessions.find(&"0".repeat(64), now).is_none());
+        sessions.close(&id);
+        assert!(sessions.find(&id, now).is_none(), "signed out");
+        let later = now + Duration::from_secs(SESSION_HOURS as u64 * 3600 + 1);
+        assert!(sessions.find(&other, later).is_none(), "expired");
+        assert_eq!(sessions.len(), 0, "an expired session is forgotten");
+    }
+
+    #[test]
+    fn sessions_are_bounded_per_subject_and_in_all() {
+        let sessions = Sessions::default();
+        let start = Instant::now();
+        let ids: Vec<String> = (0..MAX_SESSIONS_PER_SUBJECT + 1)
+            .map(|n| {
+                let at = start + Duration::from_millis(n as u64);
+                sessions.open_at("t".into(), "bob", at).unwrap()
+            })
+            .collect();
+        assert_eq!(sessions.len(), MAX_SESSIONS_PER_SUBJECT);
+        let at = start + Duration::from_secs(1);
+        assert!(sessions.find(&ids[0], at).is_none(), "bob's oldest went");
+        assert!(sessions.find(&ids[1], at).is_some());
+        for n in 0..MAX_SESSIONS {
+            sessions
+                .open_at(
+                    "t".into(),
+                    &format!("user-{n}"),
+                    at + Duration::from_millis(n as u64),
+                )
+                .unwrap();
+        }
+        assert_eq!(sessions.len(), MAX_SESSIONS);
+        assert!(
+            sessions.find(&ids[1], at).is_none(),
+            "the oldest of all went"
+        );
+    }
+
+    #[test]
+    fn csrf_comparison_is_exact() {
         assert!(same_bytes(b"abc", b"abc"));
         assert!(!same_bytes(b"abc", b"abd"));
         assert!(!same_bytes(b"abc", b"ab"));

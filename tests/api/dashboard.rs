@@ -194,6 +194,14 @@ async fn the_session_cookie_stands_for_a_token_behind_origin_and_csrf_checks(app
     assert_eq!(me.json()["role"], "operator");
     let csrf = me.json()["csrfToken"].as_str().unwrap().to_owned();
     assert_eq!(csrf.len(), 64);
+    // The cookie names a session; it is no bearer token.
+    let id = cookie.split_once('=').unwrap().1.to_owned();
+    assert_eq!(id.len(), 64);
+    assert!(!id.contains('.'), "not the token: {id}");
+    let as_bearer = app
+        .request("GET", "/api/v1/deployments", Some(&id), None)
+        .await;
+    assert_eq!(as_bearer.status, 401);
 
     // The cookie reads the API as a bearer token would.
     assert_eq!(
@@ -303,7 +311,8 @@ async fn the_session_cookie_stands_for_a_token_behind_origin_and_csrf_checks(app
     assert_eq!(snapshot["type"], "snapshot");
     assert!(snapshot["history"].is_object(), "{snapshot}");
 
-    // Signing out needs the CSRF token too, and forgets the cookie.
+    // Signing out needs the CSRF token too, ends the session and forgets
+    // the cookie.
     let out = send(
         &app,
         "POST",
@@ -326,6 +335,18 @@ async fn the_session_cookie_stands_for_a_token_behind_origin_and_csrf_checks(app
         out.header("set-cookie").contains("Max-Age=0"),
         "{}",
         out.header("set-cookie")
+    );
+    let after = send(
+        &app,
+        "GET",
+        "/dashboard/session",
+        &[("cookie", &viewer)],
+        None,
+    )
+    .await;
+    assert_eq!(
+        after.status, 401,
+        "the session is over, whatever the browser keeps"
     );
 }
 
@@ -360,9 +381,128 @@ async fn the_assets_are_embedded_and_revalidated(app: TestApp) {
     }
 }
 
+fn tight_limits(settings: &mut hotswap::settings::Settings) {
+    settings.rate_limit.principal_per_minute = 60;
+    settings.rate_limit.principal_burst = 20;
+}
+
+/// A session's reads spend a bucket of their own: a page polling never
+/// leaves its operator's actions (or CLI) rate-limited.
+async fn a_sessions_reads_never_spend_its_operators_budget(app: TestApp) {
+    let token = app.token(hotswap::Role::Operator, "olivia");
+    let cookie = sign_in(&app, &token).await;
+    let me = send(
+        &app,
+        "GET",
+        "/dashboard/session",
+        &[("cookie", &cookie)],
+        None,
+    )
+    .await;
+    let csrf = me.json()["csrfToken"].as_str().unwrap().to_owned();
+    let mut limited = 0;
+    for _ in 0..30 {
+        let read = send(
+            &app,
+            "GET",
+            "/api/v1/deployments",
+            &[("cookie", &cookie)],
+            None,
+        )
+        .await;
+        limited += usize::from(read.status == 429);
+    }
+    assert!(limited > 0, "the session's reads are limited too");
+    let write = send(
+        &app,
+        "POST",
+        "/api/v1/deployments/nope/pause",
+        &[("cookie", &cookie), ("x-csrf-token", &csrf)],
+        None,
+    )
+    .await;
+    assert_eq!(
+        write.status, 404,
+        "the operator's action still goes: {}",
+        write.text
+    );
+    let own = app
+        .request("GET", "/api/v1/deployments", Some(&token), None)
+        .await;
+    assert_eq!(own.status, 200, "and so does the CLI with her token");
+}
+
+fn behind_a_tls_proxy(settings: &mut hotswap::settings::Settings) {
+    settings.http.secure_cookies = true;
+}
+
+/// Behind a proxy that ends TLS (`http.secure_cookies`): a `__Host-`
+/// cookie marked Secure, HSTS, and only the `https://` origin passes.
+async fn behind_tls_the_cookie_is_secure_and_origins_are_https(app: TestApp) {
+    let host = app.address.trim_start_matches("http://").to_owned();
+    let token = app.token(hotswap::Role::Operator, "olivia");
+    let answer = send(
+        &app,
+        "POST",
+        "/dashboard/session",
+        &[],
+        Some(&format!("token={token}")),
+    )
+    .await;
+    assert_eq!(answer.status, 303, "{}", answer.text);
+    let set = answer.header("set-cookie").to_owned();
+    assert!(set.starts_with("__Host-hotswap_session="), "{set}");
+    assert!(
+        set.contains("Secure") && set.contains("Path=/") && !set.contains("Domain"),
+        "{set}"
+    );
+    let cookie = set.split(';').next().unwrap().to_owned();
+    let page = send(&app, "GET", "/dashboard/", &[("cookie", &cookie)], None).await;
+    assert!(
+        page.header("strict-transport-security")
+            .contains("max-age=")
+    );
+    let me = send(
+        &app,
+        "GET",
+        "/dashboard/session",
+        &[("cookie", &cookie)],
+        None,
+    )
+    .await;
+    let csrf = me.json()["csrfToken"].as_str().unwrap().to_owned();
+    let end = |origin: String| {
+        let (cookie, csrf) = (cookie.clone(), csrf.clone());
+        let app = &app;
+        async move {
+            send(
+                app,
+                "POST",
+                "/dashboard/session/end",
+                &[
+                    ("cookie", &cookie),
+                    ("x-csrf-token", &csrf),
+                    ("origin", &origin),
+                ],
+                None,
+            )
+            .await
+            .status
+        }
+    };
+    assert_eq!(
+        end(format!("http://{host}")).await,
+        403,
+        "plain http is another origin"
+    );
+    assert_eq!(end(format!("https://{host}")).await, 204);
+}
+
 on_both_databases!(
     the_session_cookie_stands_for_a_token_behind_origin_and_csrf_checks,
     the_assets_are_embedded_and_revalidated,
+    behind_tls_the_cookie_is_secure_and_origins_are_https with behind_a_tls_proxy,
+    a_sessions_reads_never_spend_its_operators_budget with tight_limits,
 );
 
 // ---- In a real browser ----

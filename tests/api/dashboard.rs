@@ -67,16 +67,27 @@ async fn send(
     }
 }
 
+/// The sign-in form posted with `token` and these headers.
+async fn post_sign_in(app: &TestApp, token: &str, headers: &[(&str, &str)]) -> Answer {
+    let form = format!("token={token}");
+    send(app, "POST", "/dashboard/session", headers, Some(&form)).await
+}
+
+/// `GET /dashboard/session` with the session cookie `cookie`.
+async fn whoami(app: &TestApp, cookie: &str) -> Answer {
+    send(
+        app,
+        "GET",
+        "/dashboard/session",
+        &[("cookie", cookie)],
+        None,
+    )
+    .await
+}
+
 /// Signs in with `token`; the session cookie's `name=value`.
 async fn sign_in(app: &TestApp, token: &str) -> String {
-    let answer = send(
-        app,
-        "POST",
-        "/dashboard/session",
-        &[],
-        Some(&format!("token={token}")),
-    )
-    .await;
+    let answer = post_sign_in(app, token, &[]).await;
     assert_eq!(answer.status, 303, "{}", answer.text);
     assert_eq!(answer.header("location"), "/dashboard/");
     let cookie = answer.header("set-cookie").to_owned();
@@ -144,35 +155,14 @@ async fn the_session_cookie_stands_for_a_token_behind_origin_and_csrf_checks(app
     );
 
     // Bad tokens are refused on the form, their reason escaped.
-    let bad = send(
-        &app,
-        "POST",
-        "/dashboard/session",
-        &[],
-        Some("token=%3Cscript%3E"),
-    )
-    .await;
+    let bad = post_sign_in(&app, "%3Cscript%3E", &[]).await;
     assert_eq!(bad.status, 401, "{}", bad.text);
     assert!(bad.text.contains("not accepted") && !bad.text.contains("<script>"));
     let player = app.token(hotswap::Role::Player, "p-1");
-    let refused = send(
-        &app,
-        "POST",
-        "/dashboard/session",
-        &[],
-        Some(&format!("token={player}")),
-    )
-    .await;
+    let refused = post_sign_in(&app, &player, &[]).await;
     assert_eq!(refused.status, 403, "a player's token opens no dashboard");
     let operator = app.token(hotswap::Role::Operator, "olivia");
-    let elsewhere = send(
-        &app,
-        "POST",
-        "/dashboard/session",
-        &[("origin", "http://evil.example")],
-        Some(&format!("token={operator}")),
-    )
-    .await;
+    let elsewhere = post_sign_in(&app, &operator, &[("origin", "http://evil.example")]).await;
     assert_eq!(elsewhere.status, 403, "another site's form signs nobody in");
     assert!(elsewhere.header("set-cookie").is_empty());
 
@@ -181,14 +171,7 @@ async fn the_session_cookie_stands_for_a_token_behind_origin_and_csrf_checks(app
     let page = send(&app, "GET", "/dashboard/", &[("cookie", &cookie)], None).await;
     assert_eq!(page.status, 200);
     assert!(page.text.contains("/dashboard/assets/app.js"));
-    let me = send(
-        &app,
-        "GET",
-        "/dashboard/session",
-        &[("cookie", &cookie)],
-        None,
-    )
-    .await;
+    let me = whoami(&app, &cookie).await;
     assert_eq!(me.status, 200, "{}", me.text);
     assert_eq!(me.json()["subject"], "olivia");
     assert_eq!(me.json()["role"], "operator");
@@ -281,14 +264,7 @@ async fn the_session_cookie_stands_for_a_token_behind_origin_and_csrf_checks(app
 
     // A viewer's session reads, and is refused writes by role.
     let viewer = sign_in(&app, &app.token(hotswap::Role::Viewer, "vera")).await;
-    let viewer_me = send(
-        &app,
-        "GET",
-        "/dashboard/session",
-        &[("cookie", &viewer)],
-        None,
-    )
-    .await;
+    let viewer_me = whoami(&app, &viewer).await;
     let viewer_csrf = viewer_me.json()["csrfToken"].as_str().unwrap().to_owned();
     assert_ne!(viewer_csrf, csrf, "each session has its own CSRF token");
     let pause = send(
@@ -336,14 +312,7 @@ async fn the_session_cookie_stands_for_a_token_behind_origin_and_csrf_checks(app
         "{}",
         out.header("set-cookie")
     );
-    let after = send(
-        &app,
-        "GET",
-        "/dashboard/session",
-        &[("cookie", &viewer)],
-        None,
-    )
-    .await;
+    let after = whoami(&app, &viewer).await;
     assert_eq!(
         after.status, 401,
         "the session is over, whatever the browser keeps"
@@ -391,14 +360,7 @@ fn tight_limits(settings: &mut hotswap::settings::Settings) {
 async fn a_sessions_reads_never_spend_its_operators_budget(app: TestApp) {
     let token = app.token(hotswap::Role::Operator, "olivia");
     let cookie = sign_in(&app, &token).await;
-    let me = send(
-        &app,
-        "GET",
-        "/dashboard/session",
-        &[("cookie", &cookie)],
-        None,
-    )
-    .await;
+    let me = whoami(&app, &cookie).await;
     let csrf = me.json()["csrfToken"].as_str().unwrap().to_owned();
     let mut limited = 0;
     for _ in 0..30 {
@@ -441,14 +403,7 @@ fn behind_a_tls_proxy(settings: &mut hotswap::settings::Settings) {
 async fn behind_tls_the_cookie_is_secure_and_origins_are_https(app: TestApp) {
     let host = app.address.trim_start_matches("http://").to_owned();
     let token = app.token(hotswap::Role::Operator, "olivia");
-    let answer = send(
-        &app,
-        "POST",
-        "/dashboard/session",
-        &[],
-        Some(&format!("token={token}")),
-    )
-    .await;
+    let answer = post_sign_in(&app, &token, &[]).await;
     assert_eq!(answer.status, 303, "{}", answer.text);
     let set = answer.header("set-cookie").to_owned();
     assert!(set.starts_with("__Host-hotswap_session="), "{set}");
@@ -462,14 +417,7 @@ async fn behind_tls_the_cookie_is_secure_and_origins_are_https(app: TestApp) {
         page.header("strict-transport-security")
             .contains("max-age=")
     );
-    let me = send(
-        &app,
-        "GET",
-        "/dashboard/session",
-        &[("cookie", &cookie)],
-        None,
-    )
-    .await;
+    let me = whoami(&app, &cookie).await;
     let csrf = me.json()["csrfToken"].as_str().unwrap().to_owned();
     let end = |origin: String| {
         let (cookie, csrf) = (cookie.clone(), csrf.clone());
@@ -621,20 +569,7 @@ async fn running_canary(app: &TestApp, fleet: &Fleet) -> (String, i64) {
     )
     .await;
     let revision = deployment(app, &id).await["revision"].as_i64().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while fleet.on(revision).is_empty()
-        || deployment(app, &id).await["live"]["cohorts"]
-            .as_array()
-            .is_none_or(|c| {
-                c.iter()
-                    .filter(|c| c["window"]["reports"].as_u64() > Some(20))
-                    .count()
-                    < 2
-            })
-    {
-        assert!(Instant::now() < deadline, "cohorts never filled");
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-    }
+    fleet.wait_cohorts_filled(app, &id, revision).await;
     (id, revision)
 }
 

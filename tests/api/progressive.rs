@@ -119,6 +119,16 @@ impl Fleet {
         }
     }
 
+    /// Waits (up to [`WAIT`]) until the deployment's revision reached a
+    /// server and both its cohorts have more than 20 reports.
+    pub(crate) async fn wait_cohorts_filled(&self, app: &TestApp, id: &str, revision: i64) {
+        let deadline = Instant::now() + WAIT;
+        while self.on(revision).is_empty() || !cohorts_filled(&deployment(app, id).await) {
+            assert!(Instant::now() < deadline, "cohorts never filled");
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub(crate) fn regress(&self, revision: i64, mode: Mode) {
         self.bad_revision.store(revision, Ordering::Relaxed);
         self.mode.store(mode as u8, Ordering::Relaxed);
@@ -273,6 +283,16 @@ async fn newcomer_in(
     got
 }
 
+/// Whether a deployment's view has two cohorts with more than 20 reports.
+fn cohorts_filled(view: &Value) -> bool {
+    view["live"]["cohorts"].as_array().is_some_and(|c| {
+        c.iter()
+            .filter(|c| c["window"]["reports"].as_u64() > Some(20))
+            .count()
+            >= 2
+    })
+}
+
 pub(crate) async fn deployment(app: &TestApp, id: &str) -> Value {
     app.get(&format!("/api/v1/deployments/{id}")).await.body
 }
@@ -370,20 +390,7 @@ async fn each_critical_rule_rolls_back_by_itself(app: TestApp) {
         let revision = view["revision"].as_i64().unwrap();
         let previous = view["previousRevision"].as_i64().unwrap();
         // Let both cohorts report healthy numbers first.
-        let deadline = Instant::now() + WAIT;
-        while fleet.on(revision).is_empty()
-            || deployment(&app, &id).await["live"]["cohorts"]
-                .as_array()
-                .is_none_or(|c| {
-                    c.iter()
-                        .filter(|c| c["window"]["reports"].as_u64() > Some(20))
-                        .count()
-                        < 2
-                })
-        {
-            assert!(Instant::now() < deadline, "cohorts never filled");
-            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-        }
+        fleet.wait_cohorts_filled(&app, &id, revision).await;
         let canary = fleet.on(revision);
         assert!(
             (5..=25).contains(&canary.len()),
@@ -1205,15 +1212,7 @@ async fn a_live_event_guardrail_breach_ends_the_event_and_restores_servers(app: 
     loop {
         let deployments = app.get("/api/v1/deployments").await.body;
         let id = deployments["items"][0]["id"].as_str().unwrap().to_owned();
-        let filled = deployment(&app, &id).await["live"]["cohorts"]
-            .as_array()
-            .is_some_and(|c| {
-                c.iter()
-                    .filter(|c| c["window"]["reports"].as_u64() > Some(20))
-                    .count()
-                    >= 2
-            });
-        if filled {
+        if cohorts_filled(&deployment(&app, &id).await) {
             break;
         }
         assert!(Instant::now() < deadline, "cohorts never filled");

@@ -3,7 +3,7 @@
 // sent through the REST API with the session's CSRF token.
 
 import { h, morph } from './dom.js';
-import { fleetView, deploymentsView, deploymentView, eventsView, experimentsView, mountCharts } from './views.js';
+import { fleetView, deploymentsView, deploymentView, eventsView, experimentsView, mountCharts, shownExperiments } from './views.js';
 
 const HISTORY_POINTS = 600;
 // Results and participation are read every 10 s, at most 5 experiments,
@@ -33,6 +33,12 @@ const ctx = {
   newestCompleted: (config) => ctx.sortedDeployments().find((d) => d.config === config && d.status === 'Completed')?.id,
   upsertDeployment(view) {
     state.deployments.set(view.id, view);
+    render();
+  },
+  selectedExperiment: null,
+  selectExperiment(name) {
+    ctx.selectedExperiment = name;
+    loadResults();
     render();
   },
   selectEvent(name) {
@@ -200,7 +206,7 @@ function setConnection(kind, text) {
 /** Experiment results and the selected event's participation, polled. */
 function loadResults(polled = false) {
   if (route().view !== 'experiments' || (polled && document.hidden)) return;
-  const shown = (state.experiments?.items || []).filter((x) => x.status !== 'Draft').slice(0, POLLED_EXPERIMENTS);
+  const shown = shownExperiments(ctx).slice(0, POLLED_EXPERIMENTS);
   // A finished experiment's results are read once.
   const due = shown.filter((e) => !polled || !state.results.has(e.name) || e.status === 'Running' || e.status === 'Paused');
   for (const e of due) {

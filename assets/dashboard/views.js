@@ -294,12 +294,22 @@ function results(ctx, name) {
       })));
 }
 
+/** The experiments whose results are shown: the one picked, then running ones (5 in all). */
+export function shownExperiments(ctx) {
+  const items = (ctx.state.experiments?.items || []).filter((e) => e.status !== 'Draft');
+  const picked = items.filter((e) => e.name === ctx.selectedExperiment);
+  const live = items.filter((e) => e.name !== ctx.selectedExperiment && (e.status === 'Running' || e.status === 'Paused'));
+  return [...picked, ...live].slice(0, 5);
+}
+
 export function experimentsView(ctx) {
   const items = ctx.state.experiments?.items || [];
   return h('section', { id: 'experiments-view' },
     h('h2', {}, 'Experiments'),
-    table(['experiment', 'status', 'config', 'unit', 'variants', 'started'], items.map((e) => [
-      e.name, badge(e.status), e.config, e.unit, (e.variants || []).map((v) => `${v.id} (${v.weight})`).join(', '), when(e.startedAt)])),
-    items.filter((e) => e.status !== 'Draft').slice(0, 5).map((e) => h('div', { class: 'experiment' },
+    table(['experiment', 'status', 'config', 'unit', 'variants', 'started'], items.map((e) => h('tr', {
+      class: 'link', 'data-experiment': e.name, onclick: () => ctx.selectExperiment(e.name),
+    }, h('td', {}, e.name), h('td', {}, badge(e.status)), h('td', {}, e.config), h('td', {}, e.unit),
+    h('td', {}, (e.variants || []).map((v) => `${v.id} (${v.weight})`).join(', ')), h('td', {}, when(e.startedAt))))),
+    shownExperiments(ctx).map((e) => h('div', { class: 'experiment' },
       h('h3', {}, e.name, ' ', badge(e.status)), results(ctx, e.name))));
 }

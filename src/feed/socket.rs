@@ -3,12 +3,15 @@
 //! snapshot first, then each change; a socket that falls behind is closed
 //! with 4008 and a reason (it reconnects and gets a snapshot), one that
 //! takes no frame for [`SEND_TIMEOUT`] is dropped, a ping goes out every
-//! [`PING_EVERY`], and the hub's stop closes it with 1001.
+//! [`PING_EVERY`], and the hub's stop closes it with 1001. What the socket
+//! stands on is looked at again every [`RECHECK_EVERY`]: once its token
+//! expires (or no longer holds a staff role) or its dashboard session
+//! ends, it is closed with 1008.
 
 use super::Feed;
 use crate::{
     http::{
-        auth::{Authorized, Viewer},
+        auth::{Authorized, Recheck, Viewer},
         problem::ApiError,
     },
     hub::Hub,
@@ -26,6 +29,8 @@ pub const TOO_SLOW: u16 = 4008;
 pub const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How often the hub pings an idle dashboard.
 pub const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(20);
+/// How often a socket's token or session is looked at again.
+pub const RECHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/stream", web::get().to(stream));
@@ -44,6 +49,8 @@ pub async fn stream(
     hub: web::Data<Arc<Hub>>,
     liveops: web::Data<Arc<LiveOps>>,
 ) -> Result<HttpResponse, ApiError> {
+    let recheck = Recheck::of(&request, crate::auth::Role::Viewer)
+        .ok_or_else(|| ApiError::Internal("the feed's caller has no credentials".into()))?;
     let (response, mut session, incoming) =
         actix_ws::handle(&request, body).map_err(|e| ApiError::BadUpgrade(e.to_string()))?;
     let (mut changes, snapshot) = feed.join(&hub, &liveops).await;
@@ -59,6 +66,8 @@ pub async fn stream(
         }
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.tick().await;
+        let mut again = tokio::time::interval(RECHECK_EVERY);
+        again.tick().await;
         loop {
             tokio::select! {
                 _ = closing.changed() => {
@@ -68,6 +77,16 @@ pub async fn stream(
                     };
                     let _ = tokio::time::timeout(SEND_TIMEOUT, session.close(Some(bye))).await;
                     return;
+                }
+                _ = again.tick() => {
+                    if !recheck.holds() {
+                        let bye = CloseReason {
+                            code: CloseCode::Policy,
+                            description: Some("the token expired or the session ended: sign in again".into()),
+                        };
+                        let _ = tokio::time::timeout(SEND_TIMEOUT, session.close(Some(bye))).await;
+                        return;
+                    }
                 }
                 _ = ping.tick() => {
                     if !in_time(tokio::time::timeout(SEND_TIMEOUT, session.ping(b"")).await) {

@@ -217,6 +217,54 @@ impl<P: Permission> FromRequest for Authorized<P> {
     }
 }
 
+/// What a long-lived connection (the dashboards' feed) stands on, looked
+/// at again while it lasts: a bearer token expires, a dashboard session
+/// ends at sign-out.
+pub struct Recheck {
+    control: web::Data<AccessControl>,
+    sessions: Option<web::Data<super::session::Sessions>>,
+    standing: Standing,
+    need: Role,
+}
+
+enum Standing {
+    Bearer(String),
+    Session(String),
+}
+
+impl Recheck {
+    /// What the request presented (checked already by its extractor).
+    pub fn of(request: &HttpRequest, need: Role) -> Option<Recheck> {
+        let standing = match bearer(request) {
+            Some(token) => Standing::Bearer(token.to_owned()),
+            None => Standing::Session(super::session::session_id(request)?),
+        };
+        Some(Recheck {
+            control: request.app_data::<web::Data<AccessControl>>()?.clone(),
+            sessions: request
+                .app_data::<web::Data<super::session::Sessions>>()
+                .cloned(),
+            standing,
+            need,
+        })
+    }
+
+    /// Whether the token still verifies with the role, and the session is
+    /// still open. No rate limit is spent.
+    pub fn holds(&self) -> bool {
+        let token = match &self.standing {
+            Standing::Bearer(token) => Some(token.clone()),
+            Standing::Session(id) => self.sessions.as_ref().and_then(|s| s.token_of(id)),
+        };
+        token.is_some_and(|token| {
+            self.control
+                .authenticator
+                .verify(&token)
+                .is_ok_and(|principal| principal.role >= self.need)
+        })
+    }
+}
+
 /// A viewer of the API description: a bearer token, or the explorer's cookie.
 #[derive(Debug)]
 pub struct DocsViewer;

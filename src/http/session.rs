@@ -179,6 +179,11 @@ impl Sessions {
         }
     }
 
+    /// The token of the live session `id`, if any.
+    pub fn token_of(&self, id: &str) -> Option<String> {
+        self.find(id, Instant::now()).map(|s| s.token)
+    }
+
     fn close(&self, id: &str) {
         lock(&self.open).remove(&digest(id));
     }
@@ -244,7 +249,8 @@ fn sessions(request: &HttpRequest) -> Option<&Sessions> {
         .map(|data| data.get_ref())
 }
 
-fn session_id(request: &HttpRequest) -> Option<String> {
+/// The id the request's session cookie names (well-formed, not checked).
+pub fn session_id(request: &HttpRequest) -> Option<String> {
     let cookie = request.cookie(BrowserPolicy::of(request).cookie_name())?;
     let id = cookie.value();
     (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_owned())

@@ -98,6 +98,17 @@ async fn sign_in(app: &TestApp, token: &str) -> String {
 }
 
 async fn feed_with(app: &TestApp, cookie: &str, origin: &str) -> Result<Value, u16> {
+    open_feed(app, cookie, origin)
+        .await
+        .map(|(_, snapshot)| snapshot)
+}
+
+/// The feed opened with a session cookie from `origin`, and its snapshot.
+async fn open_feed(
+    app: &TestApp,
+    cookie: &str,
+    origin: &str,
+) -> Result<(crate::sockets::Socket, Value), u16> {
     let mut request = format!("{}/api/v1/stream", app.ws_url())
         .into_client_request()
         .unwrap();
@@ -117,7 +128,7 @@ async fn feed_with(app: &TestApp, cookie: &str, origin: &str) -> Result<Value, u
             let Message::Text(text) = first else {
                 panic!("{first:?}")
             };
-            Ok(serde_json::from_str(&text).unwrap())
+            Ok((socket, serde_json::from_str(&text).unwrap()))
         }
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             Err(response.status().as_u16())
@@ -287,6 +298,8 @@ async fn the_session_cookie_stands_for_a_token_behind_origin_and_csrf_checks(app
     assert_eq!(snapshot["type"], "snapshot");
     assert!(snapshot["history"].is_object(), "{snapshot}");
 
+    let (mut watching, _) = open_feed(&app, &viewer, &own).await.unwrap();
+
     // Signing out needs the CSRF token too, ends the session and forgets
     // the cookie.
     let out = send(
@@ -317,6 +330,21 @@ async fn the_session_cookie_stands_for_a_token_behind_origin_and_csrf_checks(app
         after.status, 401,
         "the session is over, whatever the browser keeps"
     );
+    // Its feed is closed within a recheck (5 s).
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match watching.next().await {
+                Some(Ok(Message::Close(Some(frame)))) => return Some(frame),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("the feed closes after sign-out")
+    .expect("with a close frame");
+    assert_eq!(u16::from(closed.code), 1008, "{closed:?}");
+    assert!(closed.reason.contains("sign in again"), "{closed:?}");
 }
 
 async fn the_assets_are_embedded_and_revalidated(app: TestApp) {

@@ -119,6 +119,7 @@ try {
     await page.screenshot({ path: join(shots, 'events.png'), fullPage: true });
     // Experiments: units per variant with the split's check, and lift.
     await page.click('nav a[data-view="experiments"]');
+    await page.click('tr[data-experiment="hot-rifle"]');
     await page.waitForSelector('.results[data-experiment="hot-rifle"] table', { timeout: 10000 });
     const split = await page.textContent('.results[data-experiment="hot-rifle"] p');
     if (!/control \d+ · hot \d+/.test(split) || !/split|mismatch/.test(split)) fail(`the split reads: ${split}`);

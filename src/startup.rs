@@ -211,6 +211,12 @@ impl Application {
             settings.http.secure_cookies || tls.is_some(),
         ));
         let sessions = web::Data::new(http::session::Sessions::default());
+        let docs_sessions = web::Data::new(http::session::DocsSessions::default());
+        if !origins.secure && origins.origins.iter().any(|o| o.starts_with("https://")) {
+            tracing::warn!(
+                "http.allowed_origins names https:// origins but http.secure_cookies is false: the dashboard's cookie is not marked Secure"
+            );
+        }
         let forget_idle = access.clone();
         actix_web::rt::spawn(async move {
             let mut every = actix_web::rt::time::interval(Duration::from_secs(60));
@@ -282,6 +288,7 @@ impl Application {
                 .app_data(access.clone())
                 .app_data(origins.clone())
                 .app_data(sessions.clone())
+                .app_data(docs_sessions.clone())
                 .app_data(body_limits.clone())
                 .app_data(web::QueryConfig::default().error_handler(query_error))
                 .app_data(web::PathConfig::default().error_handler(path_error))

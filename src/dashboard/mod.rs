@@ -118,6 +118,15 @@ async fn page(request: HttpRequest) -> HttpResponse {
             .body(assets::INDEX_PAGE),
         // An expired or revoked session: sign in again.
         Err(ApiError::Unauthorized(_)) => sign_in_page(StatusCode::OK, None),
+        // Signed in, but over the session's read budget: no form (a new
+        // session would not help), just when to come back.
+        Err(ApiError::RateLimited { retry_after_secs }) => guarded(HttpResponse::TooManyRequests())
+            .content_type("text/plain; charset=utf-8")
+            .insert_header((header::RETRY_AFTER, retry_after_secs.to_string()))
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .body(format!(
+                "Too many requests from this session: reload in {retry_after_secs} s."
+            )),
         Err(ApiError::Forbidden(why)) => {
             sign_in_page(StatusCode::FORBIDDEN, Some(&why.to_string()))
         }

@@ -270,9 +270,13 @@ impl Recheck {
 pub struct DocsViewer;
 
 fn docs_token(request: &HttpRequest) -> Option<String> {
-    bearer(request)
-        .map(str::to_owned)
-        .or_else(|| request.cookie(DOCS_COOKIE).map(|c| c.value().to_owned()))
+    bearer(request).map(str::to_owned).or_else(|| {
+        let id = super::session::cookie_id(request, DOCS_COOKIE)?;
+        request
+            .app_data::<web::Data<super::session::DocsSessions>>()?
+            .0
+            .token_of(&id)
+    })
 }
 
 impl FromRequest for DocsViewer {
@@ -306,16 +310,25 @@ fn sign_in_page(status: actix_web::http::StatusCode) -> HttpResponse {
         .body(SIGN_IN_PAGE)
 }
 
-/// The explorer's cookie holding `token`: HttpOnly, SameSite=Strict, and
-/// `Secure` when the hub serves TLS.
-fn docs_cookie(request: &HttpRequest, token: String) -> actix_web::cookie::Cookie<'static> {
-    actix_web::cookie::Cookie::build(DOCS_COOKIE, token)
+/// The explorer's cookie naming a session of `token` (the token stays in
+/// the node's memory): HttpOnly, SameSite=Strict, and `Secure` when the
+/// hub is reached over HTTPS.
+fn docs_cookie(
+    request: &HttpRequest,
+    token: String,
+    subject: &str,
+) -> Result<actix_web::cookie::Cookie<'static>, ApiError> {
+    let sessions = request
+        .app_data::<web::Data<super::session::DocsSessions>>()
+        .ok_or_else(|| ApiError::Internal("no session store".into()))?;
+    let id = sessions.0.open(token, subject)?;
+    Ok(actix_web::cookie::Cookie::build(DOCS_COOKIE, id)
         .path("/")
         .http_only(true)
-        .secure(request.app_config().secure())
+        .secure(super::session::secure(request))
         .same_site(actix_web::cookie::SameSite::Strict)
         .max_age(actix_web::cookie::time::Duration::hours(8))
-        .finish()
+        .finish())
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -332,13 +345,13 @@ pub async fn docs_guard(
     mut request: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let signed_in = |request: ServiceRequest, token: String| {
-        let cookie = docs_cookie(request.request(), token);
+    let signed_in = |request: ServiceRequest, token: String, subject: String| {
+        let cookie = docs_cookie(request.request(), token, &subject)?;
         let response = HttpResponse::SeeOther()
             .insert_header((header::LOCATION, "/docs/"))
             .cookie(cookie)
             .finish();
-        request.into_response(response)
+        Ok::<_, ApiError>(request.into_response(response))
     };
     if request.path() == "/docs/login" {
         if request.method() != actix_web::http::Method::POST {
@@ -350,16 +363,16 @@ pub async fn docs_guard(
             .await
             .map_err(|e| ApiError::InvalidQuery(format!("the sign-in form: {e}")))?;
         let token = form.into_inner().token.trim().to_owned();
-        authorize(request.request(), Some(&token), Role::Viewer)?;
-        return Ok(signed_in(request, token));
+        let (actor, _) = authorize(request.request(), Some(&token), Role::Viewer)?;
+        return Ok(signed_in(request, token, actor.subject)?);
     }
     let query_token =
         web::Query::<std::collections::HashMap<String, String>>::from_query(request.query_string())
             .ok()
             .and_then(|q| q.get("token").cloned());
     if let Some(token) = query_token {
-        authorize(request.request(), Some(&token), Role::Viewer)?;
-        return Ok(signed_in(request, token));
+        let (actor, _) = authorize(request.request(), Some(&token), Role::Viewer)?;
+        return Ok(signed_in(request, token, actor.subject)?);
     }
     if request.path() == "/docs" {
         let response = HttpResponse::PermanentRedirect()

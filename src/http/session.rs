@@ -50,6 +50,9 @@ pub const MAX_TOKEN_CHARS: usize = 3_500;
 pub const MAX_SESSIONS: usize = 10_000;
 /// Sessions one subject keeps; past it its oldest goes.
 pub const MAX_SESSIONS_PER_SUBJECT: usize = 16;
+/// A session unused this long ends (an open dashboard uses its session
+/// at least every few seconds: its feed is re-checked every 5 s).
+pub const IDLE: Duration = Duration::from_secs(30 * 60);
 
 /// What the browser side of the session must respect: origins allowed
 /// besides the hub's own (lower-cased, no trailing slash), and whether
@@ -99,12 +102,24 @@ struct Session {
     csrf: String,
     expires: Instant,
     opened: Instant,
+    used: Instant,
 }
 
 /// The sessions this node opened, by the SHA-256 of their id.
 #[derive(Debug, Default)]
 pub struct Sessions {
     open: Mutex<HashMap<String, Session>>,
+}
+
+/// The API explorer's sessions (`/docs`): the same kind, kept apart, so
+/// its cookie opens the explorer and never the API.
+#[derive(Debug, Default)]
+pub struct DocsSessions(pub Sessions);
+
+impl Session {
+    fn live(&self, now: Instant) -> bool {
+        self.expires > now && now.duration_since(self.used) < IDLE
+    }
 }
 
 fn digest(id: &str) -> String {
@@ -140,9 +155,10 @@ impl Sessions {
             csrf: random_hex()?,
             expires: now + Duration::from_secs(SESSION_HOURS as u64 * 3600),
             opened: now,
+            used: now,
         };
         let mut open = lock(&self.open);
-        open.retain(|_, s| s.expires > now);
+        open.retain(|_, s| s.live(now));
         let oldest = |open: &HashMap<String, Session>, of: Option<&str>| {
             open.iter()
                 .filter(|(_, s)| of.is_none_or(|subject| s.subject == subject))
@@ -166,11 +182,14 @@ impl Sessions {
     fn find(&self, id: &str, now: Instant) -> Option<Presented> {
         let key = digest(id);
         let mut open = lock(&self.open);
-        match open.get(&key) {
-            Some(s) if s.expires > now => Some(Presented {
-                token: s.token.clone(),
-                csrf: s.csrf.clone(),
-            }),
+        match open.get_mut(&key) {
+            Some(s) if s.live(now) => {
+                s.used = now;
+                Some(Presented {
+                    token: s.token.clone(),
+                    csrf: s.csrf.clone(),
+                })
+            }
             Some(_) => {
                 open.remove(&key);
                 None
@@ -179,12 +198,13 @@ impl Sessions {
         }
     }
 
-    /// The token of the live session `id`, if any.
+    /// The token of the live session `id`, if any (the session is used).
     pub fn token_of(&self, id: &str) -> Option<String> {
         self.find(id, Instant::now()).map(|s| s.token)
     }
 
-    fn close(&self, id: &str) {
+    /// Ends the session `id`.
+    pub fn close(&self, id: &str) {
         lock(&self.open).remove(&digest(id));
     }
 
@@ -251,9 +271,20 @@ fn sessions(request: &HttpRequest) -> Option<&Sessions> {
 
 /// The id the request's session cookie names (well-formed, not checked).
 pub fn session_id(request: &HttpRequest) -> Option<String> {
-    let cookie = request.cookie(BrowserPolicy::of(request).cookie_name())?;
-    let id = cookie.value();
-    (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_owned())
+    cookie_id(request, BrowserPolicy::of(request).cookie_name())
+}
+
+/// The session id in the cookie `name`: none when the request carries
+/// two cookies of that name (one planted by another service on the host
+/// under a longer path would otherwise be read first).
+pub fn cookie_id(request: &HttpRequest, name: &str) -> Option<String> {
+    let cookies = request.cookies().ok()?;
+    let mut named = cookies.iter().filter(|c| c.name() == name);
+    let id = named.next()?.value().to_owned();
+    if named.next().is_some() {
+        return None;
+    }
+    (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
 }
 
 /// The session the request carries, when it is live and passes the
@@ -397,6 +428,18 @@ mod tests {
         assert!(sessions.find(&"0".repeat(64), now).is_none());
         sessions.close(&id);
         assert!(sessions.find(&id, now).is_none(), "signed out");
+        let used = now + IDLE / 2;
+        assert!(
+            sessions.find(&other, used).is_some(),
+            "used: the idle clock restarts"
+        );
+        assert!(
+            sessions
+                .find(&other, used + IDLE / 2 + Duration::from_secs(1))
+                .is_some()
+        );
+        let idle = sessions.open_at("token-b".into(), "bob", now).unwrap();
+        assert!(sessions.find(&idle, now + IDLE).is_none(), "idle too long");
         let later = now + Duration::from_secs(SESSION_HOURS as u64 * 3600 + 1);
         assert!(sessions.find(&other, later).is_none(), "expired");
         assert_eq!(sessions.len(), 0, "an expired session is forgotten");

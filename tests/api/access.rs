@@ -920,6 +920,12 @@ async fn the_api_explorer_takes_a_token_once_and_keeps_it_in_a_cookie() {
     );
     assert!(set_cookie.contains("HttpOnly"), "{set_cookie}");
     let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    // It names a session; the token stays in the hub.
+    let id = cookie.split_once('=').unwrap().1;
+    assert!(
+        id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{cookie}"
+    );
     let mut page = client
         .get(app.url("/docs/"))
         .insert_header(("cookie", cookie.clone()))

@@ -298,6 +298,10 @@ async fn the_session_cookie_stands_for_a_token_behind_origin_and_csrf_checks(app
     assert_eq!(snapshot["type"], "snapshot");
     assert!(snapshot["history"].is_object(), "{snapshot}");
 
+    // Two session cookies (one planted by another service on the host,
+    // under a longer path): neither is believed.
+    let both = format!("{cookie}; {viewer}");
+    assert_eq!(whoami(&app, &both).await.status, 401);
     let (mut watching, _) = open_feed(&app, &viewer, &own).await.unwrap();
 
     // Signing out needs the CSRF token too, ends the session and forgets

@@ -20,6 +20,7 @@
 
 mod auth;
 mod catalog;
+mod cluster;
 mod crypto;
 pub mod ctl;
 mod dashboard;

@@ -37,6 +37,27 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     #[serde(default)]
     pub otel: OtelSettings,
+    #[serde(default)]
+    pub redis: RedisSettings,
+}
+
+/// Redis, for more than one node. Unset: a single node, no Redis.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RedisSettings {
+    /// `redis://host:6379/0` (`rediss://` for TLS).
+    pub url: Option<SecretString>,
+    /// Longest wait to connect or for an answer, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            timeout_ms: 1_000,
+        }
+    }
 }
 
 /// OpenTelemetry traces.

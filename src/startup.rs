@@ -210,6 +210,7 @@ impl Application {
             &settings.http.allowed_origins,
             settings.http.secure_cookies || tls.is_some(),
         ));
+        let redis = crate::cluster::Redis::from_settings(&settings.redis)?.map(web::Data::new);
         let sessions = web::Data::new(http::session::Sessions::default());
         let docs_sessions = web::Data::new(http::session::DocsSessions::default());
         if !origins.secure && origins.origins.iter().any(|o| o.starts_with("https://")) {
@@ -289,6 +290,12 @@ impl Application {
                 .app_data(origins.clone())
                 .app_data(sessions.clone())
                 .app_data(docs_sessions.clone())
+                .configure(|cfg| {
+                    // Only with `redis.url`: readiness asks for it if present.
+                    if let Some(redis) = redis.clone() {
+                        cfg.app_data(redis);
+                    }
+                })
                 .app_data(body_limits.clone())
                 .app_data(web::QueryConfig::default().error_handler(query_error))
                 .app_data(web::PathConfig::default().error_handler(path_error))

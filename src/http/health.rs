@@ -16,16 +16,28 @@ pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// The store answers.
+/// The store answers, and Redis when one is configured.
 #[utoipa::path(get, path = "/ready", tag = "health", security(()), responses(
     (status = 200, description = "ready"),
     (status = 503, description = "a dependency is down", body = super::problem::Problem)
 ))]
-pub async fn ready(catalog: web::Data<Catalog>) -> Result<HttpResponse, ApiError> {
-    match catalog.store().ping().await {
-        Ok(()) => Ok(HttpResponse::Ok().json(json!({ "status": "ready", "store": "ok" }))),
+pub async fn ready(
+    catalog: web::Data<Catalog>,
+    redis: Option<web::Data<crate::cluster::Redis>>,
+) -> Result<HttpResponse, ApiError> {
+    if let Err(error) = catalog.store().ping().await {
+        tracing::warn!(%error, "readiness check failed: the store");
+        return Err(ApiError::NotReady);
+    }
+    let Some(redis) = redis else {
+        return Ok(HttpResponse::Ok().json(json!({ "status": "ready", "store": "ok" })));
+    };
+    match redis.ping().await {
+        Ok(()) => {
+            Ok(HttpResponse::Ok().json(json!({ "status": "ready", "store": "ok", "redis": "ok" })))
+        }
         Err(error) => {
-            tracing::warn!(%error, "readiness check failed");
+            tracing::warn!(%error, "readiness check failed: Redis");
             Err(ApiError::NotReady)
         }
     }

@@ -109,3 +109,97 @@ async fn data_survives_a_restart_on_the_same_sqlite_file() {
     assert_eq!(version.status, 200);
     assert_eq!(version.body["content"]["weapons"]["rifle"]["damage"], 45);
 }
+
+/// A private `redis-server` on a free port (killed when dropped).
+struct PrivateRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl PrivateRedis {
+    fn start(port: Option<u16>) -> PrivateRedis {
+        let port = port.unwrap_or_else(|| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        });
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server starts (Debian's redis-server)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server never listened"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        PrivateRedis { child, port }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `GET /ready` says Redis is down while it is, and ready again once it is
+/// back, without a restart of the hub.
+async fn ready_reports_redis_and_recovers_with_it(db: Db) {
+    let redis = PrivateRedis::start(None);
+    let port = redis.port;
+    let Some(app) = crate::helpers::spawn_app_with(db, move |settings| {
+        settings.redis.url = Some(hotswap::settings::SecretString::new(format!(
+            "redis://127.0.0.1:{port}/0"
+        )));
+        settings.redis.timeout_ms = 300;
+    })
+    .await
+    else {
+        return;
+    };
+    let ready = app.get("/ready").await;
+    assert_eq!(ready.status, 200, "{:?}", ready.body);
+    assert_eq!(ready.body["redis"], "ok");
+    drop(redis);
+    let down = app.get("/ready").await;
+    assert_eq!(down.status, 503, "{:?}", down.body);
+    assert_eq!(
+        down.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert_eq!(app.get("/health").await.status, 200, "alive all the same");
+    let _back = PrivateRedis::start(Some(port));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let ready = app.get("/ready").await;
+        if ready.status == 200 {
+            assert_eq!(ready.body["redis"], "ok");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never ready again: {:?}",
+            ready.body
+        );
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    app.hub.stop_runs().await;
+}
+
+#[actix_web::test]
+async fn ready_reports_redis_on_sqlite() {
+    ready_reports_redis_and_recovers_with_it(Db::Sqlite).await;
+}
+
+#[actix_web::test]
+async fn ready_reports_redis_on_postgres() {
+    ready_reports_redis_and_recovers_with_it(Db::Postgres).await;
+}

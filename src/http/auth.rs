@@ -165,8 +165,7 @@ pub(crate) fn authorize_session(
     token: &str,
     need: Role,
 ) -> Result<(Actor, Role), ApiError> {
-    let read = matches!(request.method().as_str(), "GET" | "HEAD" | "OPTIONS");
-    let bucket = if read {
+    let bucket = if super::session::is_read(request) {
         Bucket::SessionReads
     } else {
         Bucket::Principal

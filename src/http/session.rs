@@ -76,22 +76,35 @@ impl BrowserPolicy {
         }
     }
 
-    fn of(request: &HttpRequest) -> BrowserPolicy {
-        let mut policy = request
+    /// The origins allowed besides the hub's own (read where they live).
+    fn origins(request: &HttpRequest) -> &[String] {
+        request
             .app_data::<actix_web::web::Data<BrowserPolicy>>()
-            .map(|data| data.get_ref().clone())
-            .unwrap_or_default();
-        policy.secure |= request.app_config().secure();
-        policy
+            .map_or(&[], |data| data.origins.as_slice())
     }
+}
 
-    fn cookie_name(&self) -> &'static str {
-        if self.secure {
-            SECURE_SESSION_COOKIE
-        } else {
-            SESSION_COOKIE
-        }
+/// Whether the hub is reached over HTTPS: it serves TLS, or
+/// `http.secure_cookies` says a proxy ends it.
+pub fn secure(request: &HttpRequest) -> bool {
+    request.app_config().secure()
+        || request
+            .app_data::<actix_web::web::Data<BrowserPolicy>>()
+            .is_some_and(|data| data.secure)
+}
+
+fn cookie_name(request: &HttpRequest) -> &'static str {
+    if secure(request) {
+        SECURE_SESSION_COOKIE
+    } else {
+        SESSION_COOKIE
     }
+}
+
+/// Whether the request only reads (GET, HEAD, OPTIONS): no CSRF token,
+/// and a session's own rate-limit bucket.
+pub fn is_read(request: &HttpRequest) -> bool {
+    matches!(request.method().as_str(), "GET" | "HEAD" | "OPTIONS")
 }
 
 /// One signed-in browser.
@@ -249,14 +262,15 @@ pub fn check_origin(request: &HttpRequest) -> Result<(), ApiError> {
     let Some(origin) = request.headers().get(header::ORIGIN) else {
         return Ok(());
     };
-    let policy = BrowserPolicy::of(request);
-    let scheme = if policy.secure { "https" } else { "http" };
+    let scheme = if secure(request) { "https" } else { "http" };
     let host = request
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok());
     match origin.to_str() {
-        Ok(origin) if origin_allowed(origin, scheme, host, &policy.origins) => Ok(()),
+        Ok(origin) if origin_allowed(origin, scheme, host, BrowserPolicy::origins(request)) => {
+            Ok(())
+        }
         _ => Err(refused(
             "this request comes from another site's page: the dashboard's session works only from the hub's own origin (or http.allowed_origins)",
         )),
@@ -271,7 +285,7 @@ fn sessions(request: &HttpRequest) -> Option<&Sessions> {
 
 /// The id the request's session cookie names (well-formed, not checked).
 pub fn session_id(request: &HttpRequest) -> Option<String> {
-    cookie_id(request, BrowserPolicy::of(request).cookie_name())
+    cookie_id(request, cookie_name(request))
 }
 
 /// The session id in the cookie `name`: none when the request carries
@@ -299,8 +313,7 @@ pub fn presented(request: &HttpRequest) -> Result<Option<Presented>, ApiError> {
         return Ok(None);
     };
     check_origin(request)?;
-    let safe = matches!(request.method().as_str(), "GET" | "HEAD" | "OPTIONS");
-    if !safe {
+    if !is_read(request) {
         let given = request
             .headers()
             .get(CSRF_HEADER)
@@ -340,24 +353,18 @@ pub fn close(request: &HttpRequest) -> actix_web::cookie::Cookie<'static> {
 /// browser forgets it): HttpOnly, SameSite=Strict, path `/`, and `Secure`
 /// (with the `__Host-` name) when the hub is reached over HTTPS.
 fn cookie(request: &HttpRequest, id: String) -> actix_web::cookie::Cookie<'static> {
-    let policy = BrowserPolicy::of(request);
     let age = if id.is_empty() {
         actix_web::cookie::time::Duration::ZERO
     } else {
         actix_web::cookie::time::Duration::hours(SESSION_HOURS)
     };
-    actix_web::cookie::Cookie::build(policy.cookie_name(), id)
+    actix_web::cookie::Cookie::build(cookie_name(request), id)
         .path("/")
         .http_only(true)
-        .secure(policy.secure)
+        .secure(secure(request))
         .same_site(actix_web::cookie::SameSite::Strict)
         .max_age(age)
         .finish()
-}
-
-/// Whether the hub is reached over HTTPS (for HSTS).
-pub fn secure(request: &HttpRequest) -> bool {
-    BrowserPolicy::of(request).secure
 }
 
 #[cfg(test)]

@@ -73,6 +73,18 @@ async fn post_sign_in(app: &TestApp, token: &str, headers: &[(&str, &str)]) -> A
     send(app, "POST", "/dashboard/session", headers, Some(&form)).await
 }
 
+/// `GET /api/v1/deployments` with the session cookie `cookie` alone.
+async fn list_with(app: &TestApp, cookie: &str) -> Answer {
+    send(
+        app,
+        "GET",
+        "/api/v1/deployments",
+        &[("cookie", cookie)],
+        None,
+    )
+    .await
+}
+
 /// `GET /dashboard/session` with the session cookie `cookie`.
 async fn whoami(app: &TestApp, cookie: &str) -> Answer {
     send(
@@ -210,14 +222,7 @@ async fn the_session_cookie_stands_for_a_token_behind_origin_and_csrf_checks(app
         .deploy(CONFIG, "1.0.1", crate::helpers::balance(46))
         .await;
     let id = deployed.body["id"].as_str().unwrap().to_owned();
-    let listed = send(
-        &app,
-        "GET",
-        "/api/v1/deployments",
-        &[("cookie", &cookie)],
-        None,
-    )
-    .await;
+    let listed = list_with(&app, &cookie).await;
     assert_eq!(listed.status, 200, "{}", listed.text);
 
     // Writes need the CSRF token, from the hub's own origin.
@@ -396,14 +401,7 @@ async fn a_sessions_reads_never_spend_its_operators_budget(app: TestApp) {
     let csrf = me.json()["csrfToken"].as_str().unwrap().to_owned();
     let mut limited = 0;
     for _ in 0..30 {
-        let read = send(
-            &app,
-            "GET",
-            "/api/v1/deployments",
-            &[("cookie", &cookie)],
-            None,
-        )
-        .await;
+        let read = list_with(&app, &cookie).await;
         limited += usize::from(read.status == 429);
     }
     assert!(limited > 0, "the session's reads are limited too");

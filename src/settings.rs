@@ -39,6 +39,43 @@ pub struct Settings {
     pub otel: OtelSettings,
     #[serde(default)]
     pub redis: RedisSettings,
+    #[serde(default)]
+    pub cluster: ClusterSettings,
+}
+
+/// More than one node (with `redis.url`, on PostgreSQL).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ClusterSettings {
+    /// The cluster's name: its nodes talk on the Redis channel
+    /// `{name}:cluster`, so clusters sharing one Redis never hear each other.
+    pub name: String,
+    /// This node's name among the others (leases and announcements carry
+    /// it); unset: the host name and the process id.
+    pub node_id: Option<String>,
+    /// How long a node's lease on a deployment lasts unless renewed (a
+    /// third of it), in milliseconds: a dead node's deployments are taken
+    /// over after at most this long.
+    pub lease_ms: u64,
+    /// How often each node reads the desired state back from the store
+    /// and brings its servers to it, and looks for deployments whose
+    /// lease lapsed (announcements over Redis do it at once).
+    pub reconcile_ms: u64,
+    /// How often a node sends the owner of a deployment its servers'
+    /// acks and metric slices (at most).
+    pub share_ms: u64,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            name: "hotswap".into(),
+            node_id: None,
+            lease_ms: 3_000,
+            reconcile_ms: 2_000,
+            share_ms: 100,
+        }
+    }
 }
 
 /// Redis, for more than one node. Unset: a single node, no Redis.

@@ -226,15 +226,38 @@ impl Application {
                 forget_idle.rate_limits.forget_idle();
             }
         });
+        // With Redis this node is one of several; they share PostgreSQL.
+        let cluster = match &redis {
+            Some(_) if store.backend() != crate::store::Backend::Postgres => {
+                anyhow::bail!(
+                    "redis.url makes this hub one node of several, which share a PostgreSQL database: set database.url to postgres://…, or unset redis.url for a single node on SQLite"
+                );
+            }
+            Some(redis) => {
+                let (cluster, inbound) =
+                    crate::cluster::Cluster::start(redis, settings.cluster.clone());
+                tracing::info!(node = %cluster.node, "one node of a cluster");
+                Some((cluster, inbound))
+            }
+            None => None,
+        };
+        let (cluster, inbound) = match cluster {
+            Some((cluster, inbound)) => (Some(cluster), Some(inbound)),
+            None => (None, None),
+        };
         let hub = Hub::load(
             catalog.clone(),
             store.clone(),
             settings.hub.clone(),
             settings.deployments.clone(),
+            cluster,
         )
         .await
         .context("loading the hub's state")?;
         hub.start_background_tasks();
+        if let Some(inbound) = inbound {
+            hub.start_cluster(inbound);
+        }
         let liveops = crate::liveops::LiveOps::load(
             store.clone(),
             catalog.clone(),

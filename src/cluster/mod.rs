@@ -1,7 +1,19 @@
-//! More than one node (issue 19, in progress): what this node shares with
-//! the others through Redis. Today: the connection itself, which
-//! readiness reports. With no `redis.url` nothing here runs and a node is
-//! whole on its own.
+//! More than one node: what this node shares with the others through
+//! Redis. PostgreSQL is the truth; Redis is the doorbell. Every decision is
+//! committed to the store first, then announced on one pub/sub channel
+//! ([`Message::Changed`]); every node reads the desired state back and
+//! brings its own servers to it, and also does so every
+//! `cluster.reconcile_ms` and after its subscription comes back (it may
+//! have missed announcements), so pub/sub is never the only path. A
+//! deployment's owner gets the acks ([`Message::Progress`]) and metric
+//! slices ([`Message::Slices`]) of the servers connected elsewhere.
+//!
+//! This module is the transport only: messages in and out, bounded. What
+//! a node does with them is `hub/cluster.rs`'s. With no `redis.url` nothing
+//! here runs and a node is whole on its own.
+
+pub mod wire;
+pub use wire::{Envelope, Inbound, Message, ProgressEntry, SliceEntry};
 
 use crate::settings::RedisSettings;
 use anyhow::Context as _;
@@ -13,6 +25,7 @@ use std::time::Duration;
 /// keeps serving, while Redis is down).
 #[derive(Clone)]
 pub struct Redis {
+    client: redis::Client,
     connection: ConnectionManager,
     timeout: Duration,
 }
@@ -38,9 +51,10 @@ impl Redis {
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1);
-        let connection = ConnectionManager::new_lazy_with_config(client, config)
+        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)
             .context("the Redis connection")?;
         Ok(Some(Redis {
+            client,
             connection,
             timeout,
         }))
@@ -60,5 +74,182 @@ impl Redis {
             Ok(Err(error)) => Err(error.to_string()),
             Err(_) => Err(format!("no answer within {} ms", self.timeout.as_millis())),
         }
+    }
+}
+
+/// Messages waiting to be published; past it a message is dropped (and
+/// counted): the periodic reconcile catches up what it would have said.
+const OUTBOUND_QUEUE: usize = 4_096;
+
+/// This node among the others: its name, its settings, and the link.
+pub struct Cluster {
+    pub node: std::sync::Arc<str>,
+    pub settings: crate::settings::ClusterSettings,
+    outbound: tokio::sync::mpsc::Sender<Vec<u8>>,
+    /// Messages dropped: the queue was full.
+    pub dropped: std::sync::atomic::AtomicU64,
+    /// Messages received that were malformed or out of bounds.
+    pub refused: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Starts publishing and listening; what arrives from other nodes
+    /// (and each time the subscription is made again) comes out of the
+    /// receiver.
+    pub fn start(
+        redis: &Redis,
+        settings: crate::settings::ClusterSettings,
+    ) -> (
+        std::sync::Arc<Cluster>,
+        tokio::sync::mpsc::Receiver<Inbound>,
+    ) {
+        let node: std::sync::Arc<str> = std::sync::Arc::from(
+            settings
+                .node_id
+                .clone()
+                .filter(|n| !n.trim().is_empty())
+                .unwrap_or_else(default_node_id)
+                .as_str(),
+        );
+        let (outbound, queue) = tokio::sync::mpsc::channel(OUTBOUND_QUEUE);
+        let (inbound, received) = tokio::sync::mpsc::channel(OUTBOUND_QUEUE);
+        let cluster = std::sync::Arc::new(Cluster {
+            node: node.clone(),
+            settings,
+            outbound,
+            dropped: Default::default(),
+            refused: Default::default(),
+        });
+        let channel = format!("{}:cluster", cluster.settings.name);
+        actix_web::rt::spawn(publish(redis.clone(), channel.clone(), queue));
+        actix_web::rt::spawn(listen(redis.clone(), channel, cluster.clone(), inbound));
+        (cluster, received)
+    }
+
+    /// Queues `message` for the other nodes, never waiting: a full queue
+    /// drops it (the periodic reconcile covers what it said).
+    pub fn send(&self, message: Message) {
+        let envelope = Envelope {
+            from: self.node.to_string(),
+            message,
+        };
+        let bytes = serde_json::to_vec(&envelope).expect("messages serialize");
+        if self.outbound.try_send(bytes).is_err() {
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// The host name and process id: unique among nodes on one host too.
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Publishes what is queued, in order. While Redis is down each message
+/// fails after the timeout and is dropped (logged once per outage).
+async fn publish(redis: Redis, channel: String, mut queue: tokio::sync::mpsc::Receiver<Vec<u8>>) {
+    let mut connection = redis.connection.clone();
+    let mut down = false;
+    while let Some(bytes) = queue.recv().await {
+        let sent = tokio::time::timeout(
+            redis.timeout,
+            redis::cmd("PUBLISH")
+                .arg(&channel)
+                .arg(bytes)
+                .query_async::<i64>(&mut connection),
+        )
+        .await;
+        match sent {
+            Ok(Ok(_)) if down => {
+                down = false;
+                tracing::info!("publishing to Redis again");
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) if !down => {
+                down = true;
+                tracing::warn!(error = %error, "cannot publish to Redis; nodes catch up from the store");
+            }
+            Err(_) if !down => {
+                down = true;
+                tracing::warn!(
+                    "Redis did not take a message in time; nodes catch up from the store"
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Listens on the channel, subscribing again (with a growing pause, at
+/// most 2 s) whenever the subscription is lost; each new subscription is
+/// announced as [`Inbound::Subscribed`] (the node catches up: it may have
+/// missed announcements meanwhile).
+async fn listen(
+    redis: Redis,
+    channel: String,
+    cluster: std::sync::Arc<Cluster>,
+    inbound: tokio::sync::mpsc::Sender<Inbound>,
+) {
+    use futures_util::StreamExt as _;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let subscribed = async {
+            let mut pubsub = tokio::time::timeout(redis.timeout, redis.client.get_async_pubsub())
+                .await
+                .map_err(|_| "no connection in time".to_owned())?
+                .map_err(|e| e.to_string())?;
+            tokio::time::timeout(redis.timeout, pubsub.subscribe(&channel))
+                .await
+                .map_err(|_| "no subscription in time".to_owned())?
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(pubsub)
+        }
+        .await;
+        let pubsub = match subscribed {
+            Ok(pubsub) => pubsub,
+            Err(error) => {
+                tracing::debug!(%error, "cannot subscribe to Redis yet");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        pause = Duration::from_millis(100);
+        tracing::info!(node = %cluster.node, "listening to the other nodes");
+        if inbound.send(Inbound::Subscribed).await.is_err() {
+            return;
+        }
+        let mut messages = pubsub.into_on_message();
+        while let Some(message) = messages.next().await {
+            match wire::read(message.get_payload_bytes()) {
+                Ok(envelope) if *envelope.from == *cluster.node => {}
+                Ok(envelope) => {
+                    if inbound.send(Inbound::Message(envelope)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(why) => {
+                    cluster
+                        .refused
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(%why, "refused a cluster message");
+                }
+            }
+        }
+        tracing::warn!("the Redis subscription ended; subscribing again");
     }
 }

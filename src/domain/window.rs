@@ -228,6 +228,174 @@ impl SlidingWindow {
     pub fn clear(&mut self) {
         self.slots.clear();
     }
+
+    /// Adds a slice another node gathered for the slot of `at_ms`: into
+    /// that slot if the window still holds it (a slice crosses the network
+    /// after its second began), as the newest slot if it is newer, not at
+    /// all if the window has moved past it.
+    pub fn merge(&mut self, at_ms: i64, slice: &Slice) {
+        let index = at_ms.div_euclid(self.slot_ms);
+        let newest = self.slots.back().map(|s| s.index);
+        if newest.is_some_and(|newest| index < newest - self.span + 1) {
+            return;
+        }
+        if newest.is_none_or(|newest| newest < index) {
+            self.evict(index);
+            if let Some(closed) = self.slots.back_mut() {
+                closed.tally.compact();
+            }
+            self.slots.push_back(Slot {
+                index,
+                ..Default::default()
+            });
+        }
+        let at = match self.slots.iter().position(|s| s.index >= index) {
+            Some(at) if self.slots[at].index == index => at,
+            Some(at) => {
+                self.slots.insert(
+                    at,
+                    Slot {
+                        index,
+                        ..Default::default()
+                    },
+                );
+                at
+            }
+            None => unreachable!("the newest slot is at least `index`"),
+        };
+        self.slots[at].tally.merge(slice);
+    }
+}
+
+/// A slot's tally as one node sends it to another (a deployment's owner
+/// judges cohorts whose servers are connected all over the cluster): the
+/// counters, the custom metrics' sums, and the histograms merged. Read
+/// from the network, so [`Slice::check`] bounds it before it is merged.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Slice {
+    /// Players, sessions started, sessions ended, churned, crashes,
+    /// errors, requests, complaints, health checks, health failures,
+    /// purchases, reports.
+    pub counts: [u64; 12],
+    /// Custom metric, sum, samples.
+    pub custom: Vec<(String, f64, u64)>,
+    pub latency_ms: Vec<(u64, u64)>,
+    pub session_secs: Vec<(u64, u64)>,
+    pub fps: Vec<(u64, u64)>,
+}
+
+/// The most (value, count) pairs one histogram of a slice may carry (a
+/// merged histogram of HDR buckets has a few hundred).
+pub const MAX_SLICE_PAIRS: usize = 16_384;
+
+impl Slice {
+    /// Whether the slice is within bounds: histograms, custom metrics and
+    /// their names, finite sums.
+    pub fn check(&self) -> Result<(), String> {
+        for (name, pairs) in [
+            ("latencyMs", &self.latency_ms),
+            ("sessionSecs", &self.session_secs),
+            ("fps", &self.fps),
+        ] {
+            if pairs.len() > MAX_SLICE_PAIRS {
+                return Err(format!(
+                    "{name} has {} pairs, more than {MAX_SLICE_PAIRS}",
+                    pairs.len()
+                ));
+            }
+        }
+        if self.custom.len() > super::judgement::MAX_CUSTOM_METRICS {
+            return Err(format!("{} custom metrics", self.custom.len()));
+        }
+        if self
+            .custom
+            .iter()
+            .any(|(name, sum, _)| name.is_empty() || name.len() > 128 || !sum.is_finite())
+        {
+            return Err("a custom metric's name or sum is out of bounds".into());
+        }
+        Ok(())
+    }
+
+    /// Whether nothing was gathered.
+    pub fn is_empty(&self) -> bool {
+        self.counts.iter().all(|c| *c == 0)
+    }
+}
+
+impl Tally {
+    /// What was gathered as a [`Slice`]; the tally starts over empty.
+    pub fn take_slice(&mut self) -> Slice {
+        self.compact();
+        let taken = std::mem::take(self);
+        let c = taken.counts;
+        Slice {
+            counts: [
+                c.players,
+                c.sessions_started,
+                c.sessions_ended,
+                c.churned,
+                c.crashes,
+                c.errors,
+                c.requests,
+                c.complaints,
+                c.health_checks,
+                c.health_failures,
+                c.purchases,
+                c.reports,
+            ],
+            custom: c
+                .custom
+                .into_iter()
+                .map(|(name, (sum, n))| (name, sum, n))
+                .collect(),
+            latency_ms: taken.latency.pairs,
+            session_secs: taken.sessions.pairs,
+            fps: taken.fps.pairs,
+        }
+    }
+
+    /// Adds another node's slice.
+    pub fn merge(&mut self, slice: &Slice) {
+        let [
+            players,
+            sessions_started,
+            sessions_ended,
+            churned,
+            crashes,
+            errors,
+            requests,
+            complaints,
+            health_checks,
+            health_failures,
+            purchases,
+            reports,
+        ] = slice.counts;
+        let mut other = CohortWindow {
+            players,
+            sessions_started,
+            sessions_ended,
+            churned,
+            crashes,
+            errors,
+            requests,
+            complaints,
+            health_checks,
+            health_failures,
+            purchases,
+            reports,
+            ..Default::default()
+        };
+        other.custom = slice
+            .custom
+            .iter()
+            .map(|(name, sum, n)| (name.clone(), (*sum, *n)))
+            .collect();
+        self.counts.add_counters(&other);
+        self.latency.extend(&slice.latency_ms);
+        self.sessions.extend(&slice.session_secs);
+        self.fps.extend(&slice.fps);
+    }
 }
 
 #[cfg(test)]
@@ -278,6 +446,47 @@ mod tests {
         let now = window.snapshot(5_000);
         assert_eq!(now.latency_ms.count(), 100_000);
         assert_eq!(now.latency_ms.buckets().len(), 100);
+    }
+
+    #[test]
+    fn a_slice_from_another_node_counts_as_its_reports_did() {
+        // Node B gathers two reports into a slice; the owner's window,
+        // with one report of its own, then reads as if all three were its own.
+        let mut gathered = Tally::default();
+        gathered.fold(&report(100, 1, &[(20, 5), (30, 5)]));
+        gathered.fold(&report(50, 2, &[(20, 1)]));
+        let slice = gathered.take_slice();
+        assert!(gathered.take_slice().is_empty(), "taking it starts over");
+        assert_eq!(slice.latency_ms, [(20, 6), (30, 5)], "merged once");
+        slice.check().unwrap();
+        let wire = serde_json::to_string(&slice).unwrap();
+        let slice: Slice = serde_json::from_str(&wire).unwrap();
+        let mut mine = SlidingWindow::new(3_000, 1_000);
+        mine.fold(12_100, &report(10, 0, &[(40, 1)]));
+        // It arrives after the owner's own newer report: its own slot.
+        mine.merge(11_900, &slice);
+        let now = mine.snapshot(12_500);
+        assert_eq!((now.reports, now.players, now.crashes), (3, 160, 3));
+        assert_eq!(now.latency_ms.buckets(), &[(20, 6), (30, 5), (40, 1)]);
+        assert_eq!(now.custom["queueSecs"], (12.0, 3));
+        assert_eq!(
+            mine.snapshot_last(12_500, 1_000).players,
+            10,
+            "not in the newest second"
+        );
+        // Newer than anything held: a slot of its own.
+        mine.merge(13_100, &slice);
+        assert_eq!(mine.snapshot_last(13_500, 1_000).players, 150);
+        // Older than the window: nothing.
+        mine.merge(9_000, &slice);
+        assert_eq!(mine.snapshot(13_500).players, 310);
+        // Out of bounds.
+        let mut huge = slice.clone();
+        huge.fps = (0..=MAX_SLICE_PAIRS as u64).map(|v| (v, 1)).collect();
+        assert!(huge.check().is_err());
+        let mut nan = slice;
+        nan.custom.push(("x".into(), f64::NAN, 1));
+        assert!(nan.check().is_err());
     }
 
     #[test]

@@ -21,8 +21,12 @@ pub(crate) struct Destinations {
     at_ms: i64,
     region: Arc<str>,
     pub(super) healthy: bool,
-    cohorts: Vec<(Option<RunHandle>, Arc<str>, Arc<str>)>,
+    cohorts: Vec<Cohort>,
 }
+
+/// Per deployment: its actor here (none while it is being created, or when
+/// another node drives it: `mirror`), its id, the cohort.
+type Cohort = (Option<RunHandle>, bool, Arc<str>, Arc<str>);
 
 /// The minute aggregates' key for every server of every deployment.
 fn everyone() -> (Arc<str>, Arc<str>) {
@@ -79,7 +83,12 @@ impl Hub {
             {
                 continue;
             }
-            cohorts.push((live.handle.clone(), live.deployment_id.clone(), cohort));
+            cohorts.push((
+                live.handle.clone(),
+                live.mirror,
+                live.deployment_id.clone(),
+                cohort,
+            ));
         }
         Destinations {
             at_ms,
@@ -106,7 +115,7 @@ impl Hub {
             Ingest::Report(report) => self.aggregates.fold(at, &region, &all, &everyone, report),
             Ingest::Complaints(n) => self.aggregates.complaints(at, &region, &all, &everyone, *n),
         }
-        for (handle, deployment, cohort) in cohorts {
+        for (handle, mirror, deployment, cohort) in cohorts {
             match &ingest {
                 Ingest::Report(report) => {
                     self.aggregates
@@ -118,6 +127,10 @@ impl Hub {
                 }
             }
             let Some(handle) = handle else {
+                if mirror {
+                    // Its owner is another node: gathered into a slice.
+                    self.gather_slice(&deployment, &cohort, &region, at, &ingest);
+                }
                 continue;
             };
             let event = match &ingest {

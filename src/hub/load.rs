@@ -25,6 +25,7 @@ impl Hub {
         store: Store,
         settings: HubSettings,
         deployment_settings: DeploymentSettings,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
     ) -> anyhow::Result<Arc<Self>> {
         let mut conn = store.conn().await?;
         let mut serving: HashMap<String, Serving> = HashMap::new();
@@ -133,6 +134,7 @@ impl Hub {
             first_seen: Mutex::new(first_seen),
             stopping: AtomicBool::new(false),
             sent_away_from: std::sync::OnceLock::new(),
+            cluster: cluster.map(super::cluster::Node::new),
             liveops_frame: std::sync::RwLock::new(None),
             report_sink: std::sync::OnceLock::new(),
             variant_sink: std::sync::OnceLock::new(),
@@ -142,7 +144,13 @@ impl Hub {
             deploy_spans: std::sync::Mutex::new(HashMap::new()),
             feed: crate::feed::Feed::new(),
         });
-        hub.resume(unfinished).await?;
+        // In a cluster, only the deployments whose lease this node takes;
+        // the others are served as their owners say (`hub/cluster.rs`).
+        let unfinished = hub.lease_to_resume(unfinished).await?;
+        hub.resume(unfinished, None).await?;
+        if hub.cluster.is_some() {
+            hub.refresh_from_store().await?;
+        }
         Ok(hub)
     }
 }

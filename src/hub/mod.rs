@@ -25,6 +25,7 @@
 
 mod aggregates;
 mod bindings;
+mod cluster;
 pub mod deployments;
 mod documents;
 pub mod engine;
@@ -123,6 +124,9 @@ pub struct Hub {
     liveops_frame: RwLock<Option<(i64, bytes::Bytes)>>,
     /// When the servers were told to reconnect: their window's start.
     sent_away_from: std::sync::OnceLock<std::time::Instant>,
+    /// The other nodes (with `redis.url`): leases held, metric slices
+    /// gathered for deployments other nodes drive.
+    cluster: Option<cluster::Node>,
     pub stats: HubStats,
 }
 

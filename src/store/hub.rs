@@ -193,7 +193,7 @@ pub struct DeploymentRow {
     pub scoped: i64,
 }
 
-const DEPLOYMENT_COLUMNS: &str = "id, config_id, config_name, version, revision, previous_revision, strategy, \
+pub(super) const DEPLOYMENT_COLUMNS: &str = "id, config_id, config_name, version, revision, previous_revision, strategy, \
      environment, status, created_by, created_at, completed_at, target_count, acked_count, failed_count, \
      spec, phase, phase_started_at, cover_bucket, approved_by, rollback, updated_at, scoped";
 

@@ -14,6 +14,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod cluster;
 pub mod configs;
 pub mod experiments;
 pub mod hub;

@@ -110,50 +110,10 @@ async fn data_survives_a_restart_on_the_same_sqlite_file() {
     assert_eq!(version.body["content"]["weapons"]["rifle"]["damage"], 45);
 }
 
-/// A private `redis-server` on a free port (killed when dropped).
-struct PrivateRedis {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl PrivateRedis {
-    fn start(port: Option<u16>) -> PrivateRedis {
-        let port = port.unwrap_or_else(|| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        });
-        let child = std::process::Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server starts (Debian's redis-server)");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server never listened"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        PrivateRedis { child, port }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `GET /ready` says Redis is down while it is, and ready again once it is
 /// back, without a restart of the hub.
 async fn ready_reports_redis_and_recovers_with_it(db: Db) {
-    let redis = PrivateRedis::start(None);
+    let redis = crate::helpers::PrivateRedis::start(None);
     let port = redis.port;
     let Some(app) = crate::helpers::spawn_app_with(db, move |settings| {
         settings.redis.url = Some(hotswap::settings::SecretString::new(format!(
@@ -176,7 +136,7 @@ async fn ready_reports_redis_and_recovers_with_it(db: Db) {
         Some("application/problem+json")
     );
     assert_eq!(app.get("/health").await.status, 200, "alive all the same");
-    let _back = PrivateRedis::start(Some(port));
+    let _back = crate::helpers::PrivateRedis::start(Some(port));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let ready = app.get("/ready").await;
@@ -194,9 +154,24 @@ async fn ready_reports_redis_and_recovers_with_it(db: Db) {
     app.hub.stop_runs().await;
 }
 
+/// Redis makes a hub one node of several, which share PostgreSQL: on
+/// SQLite it refuses to start, saying so.
 #[actix_web::test]
-async fn ready_reports_redis_on_sqlite() {
-    ready_reports_redis_and_recovers_with_it(Db::Sqlite).await;
+async fn redis_with_sqlite_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("hotswap.db").display());
+    let mut settings = crate::helpers::test_settings(&url, dir.path());
+    settings.redis.url = Some(hotswap::settings::SecretString::new(
+        "redis://127.0.0.1:1/0",
+    ));
+    let Err(error) = hotswap::startup::Application::build(settings).await else {
+        panic!("a SQLite hub with redis.url started");
+    };
+    let text = format!("{error:#}");
+    assert!(
+        text.contains("PostgreSQL") && text.contains("redis.url"),
+        "{text}"
+    );
 }
 
 #[actix_web::test]

@@ -9,6 +9,7 @@ mod access;
 mod attacks;
 mod audit;
 mod binary;
+mod cluster;
 mod configs;
 mod crash;
 mod ctl;

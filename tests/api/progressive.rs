@@ -63,17 +63,28 @@ impl Fleet {
         n: usize,
         region: impl Fn(usize) -> &'static str,
     ) -> Self {
+        Self::start_on(&[app], key, n, region).await
+    }
+
+    /// Server `i` connects to `apps[i % apps.len()]` (nodes of a cluster).
+    pub(crate) async fn start_on(
+        apps: &[&TestApp],
+        key: &str,
+        n: usize,
+        region: impl Fn(usize) -> &'static str,
+    ) -> Self {
         let mode = Arc::new(AtomicU8::new(Mode::Healthy as u8));
         let bad_revision = Arc::new(AtomicI64::new(-1));
         let tiny = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let mut clients = Vec::new();
         for i in 0..n {
-            let config = ClientConfig::new(app.ws_url(), key, format!("gs-{i:03}"))
-                .region(region(i))
-                .environment("staging")
-                .subscribe(CONFIG)
-                .backoff(Duration::from_millis(50), Duration::from_millis(300));
+            let config =
+                ClientConfig::new(apps[i % apps.len()].ws_url(), key, format!("gs-{i:03}"))
+                    .region(region(i))
+                    .environment("staging")
+                    .subscribe(CONFIG)
+                    .backoff(Duration::from_millis(50), Duration::from_millis(300));
             let client = Arc::new(Client::start(config).expect("client starts"));
             clients.push(client.clone());
             let (mode, bad, tiny, stop) = (

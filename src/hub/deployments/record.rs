@@ -59,6 +59,15 @@ pub(in crate::hub) type ServerMap = HashMap<Arc<str>, ServerProgress>;
 pub(in crate::hub) struct Claims<'a> {
     servers: std::sync::MutexGuard<'a, ServerMap>,
     at_ms: i64,
+    /// The record's change count, moved when the pass ends.
+    changes: &'a std::sync::atomic::AtomicU64,
+}
+
+impl Drop for Claims<'_> {
+    fn drop(&mut self) {
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Claims<'_> {
@@ -178,6 +187,14 @@ pub(in crate::hub) struct RunRecord {
     pub row: Mutex<store_hub::DeploymentRow>,
     pub live: Mutex<LiveStatus>,
     pub servers: Mutex<ServerMap>,
+    /// Bumped whenever a server's part may have changed (a node serving
+    /// another's deployment sends its part when this moved).
+    changes: std::sync::atomic::AtomicU64,
+    /// Serving another node's deployment: the stored state (its
+    /// `updated_at`) this node's servers were last brought to.
+    served: std::sync::atomic::AtomicI64,
+    /// Driving it: per other node, the state it last said it served.
+    peers: Mutex<HashMap<String, i64>>,
 }
 
 impl RunRecord {
@@ -186,7 +203,100 @@ impl RunRecord {
             row: Mutex::new(row),
             live: Mutex::new(LiveStatus::default()),
             servers: Mutex::new(ServerMap::new()),
+            changes: Default::default(),
+            served: Default::default(),
+            peers: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// This node's servers were brought to the stored state `version`.
+    pub fn set_served(&self, version: i64) {
+        self.served
+            .store(version, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn served(&self) -> i64 {
+        self.served.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Of `alive` nodes, how many have not said they served the
+    /// deployment's current stored state.
+    pub fn peers_behind<'a>(&self, alive: impl Iterator<Item = &'a str>) -> usize {
+        let current = lock(&self.row).updated_at.unwrap_or(0);
+        let peers = lock(&self.peers);
+        alive
+            .filter(|node| peers.get(*node).is_none_or(|v| *v < current))
+            .count()
+    }
+
+    fn changed(&self) {
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A number that moves whenever a server's part may have changed.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Every server's part, for the deployment's owner on another node.
+    pub fn progress_entries(&self) -> Vec<crate::cluster::ProgressEntry> {
+        lock(&self.servers)
+            .iter()
+            .map(|(id, p)| crate::cluster::ProgressEntry {
+                server: id.to_string(),
+                revision: p.revision,
+                state: match p.state {
+                    ServerState::Pushed => "pushed",
+                    ServerState::Acked => "acked",
+                    ServerState::Failed => "failed",
+                }
+                .into(),
+                error: p.error.clone(),
+                apply_micros: p.apply_micros,
+                at: p.updated_at_ms,
+            })
+            .collect()
+    }
+
+    /// Merges what another node saw of its servers: each entry replaces
+    /// what this record holds of that server unless this record's is newer
+    /// (a server that moved between nodes), or it would take back an ack
+    /// of the same revision.
+    pub fn merge_remote(&self, from: &str, served: i64, entries: &[crate::cluster::ProgressEntry]) {
+        let mut servers = lock(&self.servers);
+        for entry in entries {
+            let state = match entry.state.as_str() {
+                "pushed" => ServerState::Pushed,
+                "acked" => ServerState::Acked,
+                _ => ServerState::Failed,
+            };
+            let progress = ServerProgress {
+                revision: entry.revision,
+                state,
+                error: entry.error.clone(),
+                apply_micros: entry.apply_micros,
+                updated_at_ms: entry.at,
+            };
+            match servers.get_mut(entry.server.as_str()) {
+                Some(mine)
+                    if mine.updated_at_ms > entry.at
+                        || mine.revision == entry.revision
+                            && mine.state == ServerState::Acked
+                            && state == ServerState::Pushed => {}
+                Some(mine) => *mine = progress,
+                None => {
+                    servers.insert(Arc::from(entry.server.as_str()), progress);
+                }
+            }
+        }
+        drop(servers);
+        self.changed();
+        // After its servers: an owner that reads the node as done reads
+        // what it did too.
+        let mut peers = lock(&self.peers);
+        let known = peers.entry(from.to_owned()).or_insert(served);
+        *known = (*known).max(served);
     }
 
     pub fn row(&self) -> store_hub::DeploymentRow {
@@ -214,6 +324,7 @@ impl RunRecord {
             revision,
             now_ms(),
         );
+        self.changed();
     }
 
     /// Whether the deployment has sent this server anything.
@@ -236,6 +347,7 @@ impl RunRecord {
         Claims {
             servers: lock(&self.servers),
             at_ms: now_ms(),
+            changes: &self.changes,
         }
     }
 
@@ -265,6 +377,8 @@ impl RunRecord {
             error,
             apply_micros,
         );
+        drop(servers);
+        self.changed();
         pushed_at
             .filter(|_| counted)
             .map(|at| (now_ms() - at).max(0))
@@ -282,6 +396,7 @@ impl RunRecord {
             None,
             0,
         );
+        self.changed();
     }
 
     /// A server went away: what it had not acked failed.
@@ -293,6 +408,7 @@ impl RunRecord {
             progress.state = ServerState::Failed;
             progress.error = Some("disconnected before acking".into());
             progress.updated_at_ms = now_ms();
+            self.changed();
         }
     }
 

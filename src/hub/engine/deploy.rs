@@ -156,6 +156,7 @@ impl Hub {
                                 record: record.clone(),
                                 handle: None,
                                 variant_names: Arc::from(Vec::new()),
+                                mirror: false,
                             },
                         );
                         self.runs.insert(record);
@@ -195,6 +196,8 @@ impl Hub {
         let stored = async {
             let mut tx = self.store.begin().await?;
             store_hub::insert_deployment(&mut tx, &row).await?;
+            // In a cluster this node drives it: its lease commits with it.
+            self.lease_new(&mut tx, &row.id).await?;
             audit::record(
                 &mut tx,
                 actor.audit_entry(
@@ -364,6 +367,8 @@ impl Hub {
                 ));
             }
         }
+        // In a cluster this node drives the rollback: it takes the lease.
+        self.lease_take(&row.id).await?;
         let record = RunRecord::new(row.clone());
         self.runs.insert(record.clone());
         let run = DeploymentRun::new(self.clone(), record, plan)?;
@@ -403,9 +408,13 @@ impl Hub {
     }
 
     /// Resumes the deployments a previous run left unfinished.
+    /// In a cluster, `records` are what this node tracked of a deployment
+    /// it served as a mirror before taking it over: its own servers' part
+    /// carries on.
     pub(in crate::hub) async fn resume(
         self: &Arc<Self>,
         rows: Vec<store_hub::DeploymentRow>,
+        records: Option<&std::collections::HashMap<String, Arc<RunRecord>>>,
     ) -> anyhow::Result<()> {
         for row in rows {
             let plan: Plan = match serde_json::from_str(&row.spec) {
@@ -421,7 +430,13 @@ impl Hub {
                     continue;
                 }
             };
-            let record = RunRecord::new(row.clone());
+            let record = match records.and_then(|r| r.get(&row.id)) {
+                Some(record) => {
+                    record.set_row(row.clone());
+                    record.clone()
+                }
+                None => RunRecord::new(row.clone()),
+            };
             let state = DeploymentState::from_stored(&row.status, row.phase);
             // A rollback interrupted by a restart waits for the servers it
             // was moving back (recorded with its decision) until they ack
@@ -456,6 +471,7 @@ impl Hub {
                         record,
                         handle: Some(handle),
                         variant_names,
+                        mirror: false,
                     },
                 );
             tracing::info!(deployment = %row.id, status = %row.status, phase = row.phase, "resuming a deployment");
@@ -483,5 +499,7 @@ impl Hub {
         {
             tracing::warn!("a deployment actor did not stop within 5 s");
         }
+        // In a cluster, another node takes them over at once.
+        self.release_leases().await;
     }
 }

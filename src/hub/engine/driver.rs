@@ -30,11 +30,20 @@ impl DeploymentDriver for DeploymentRun {
                 count,
                 at_ms,
             } => self.fold(cohort, region, at_ms, |w, at| w.add_complaints(at, count)),
+            Event::Slice {
+                cohort,
+                region,
+                slice,
+                at_ms,
+            } => self.fold(cohort, region, at_ms, |w, at| w.merge(at, &slice)),
         }
     }
 
     fn command(&mut self, command: Command) -> LocalBoxFuture<'_, Flow> {
         Box::pin(async move {
+            if self.lost_lease() {
+                return Flow::Stop;
+            }
             match command {
                 Command::Shutdown => return Flow::Stop,
                 Command::Start { actor, reply } => {
@@ -63,6 +72,15 @@ impl DeploymentDriver for DeploymentRun {
 
     fn tick(&mut self) -> LocalBoxFuture<'_, Flow> {
         Box::pin(async move {
+            if self.lost_lease() {
+                return Flow::Stop;
+            }
+            if !self.hub.lease_current(&self.row.id) {
+                // Not renewed in time (this node was paused, or the store
+                // is slow): nothing moves until the keeper renews it, or
+                // finds another node took it.
+                return Flow::Continue;
+            }
             if let Err(error) = self.step(Frames::Reconcile).await {
                 tracing::warn!(deployment = %self.row.id, error = %error, "deployment step failed; will retry");
             }
@@ -72,6 +90,18 @@ impl DeploymentDriver for DeploymentRun {
 }
 
 impl DeploymentRun {
+    /// Whether another node took this deployment over (this node's lease
+    /// lapsed): its actor stops, and the node serves the deployment as
+    /// the new owner stores it.
+    fn lost_lease(&self) -> bool {
+        if self.hub.lease_held(&self.row.id) {
+            return false;
+        }
+        tracing::warn!(deployment = %self.row.id, "another node drives this deployment now; stopping its actor here");
+        self.hub.demote(&self.row.config_name, &self.row.id);
+        true
+    }
+
     /// A finished deployment's actor stops.
     fn flow(&self) -> Flow {
         if self.state.is_finished() {

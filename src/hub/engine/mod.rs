@@ -41,8 +41,8 @@ mod run;
 mod serving;
 mod step;
 
-pub(super) use serving::LiveRun;
 pub use serving::Serving;
+pub(super) use serving::{BASELINE, CANARY, LiveRun};
 
 use super::deployments::{RollbackRequest, ThresholdsRequest};
 use crate::{catalog::Actor, domain::window::Report};
@@ -113,6 +113,13 @@ pub(super) enum Event {
         cohort: Arc<str>,
         region: Arc<str>,
         count: u64,
+        at_ms: i64,
+    },
+    /// Another node's servers' metrics for the slot of `at_ms`.
+    Slice {
+        cohort: Arc<str>,
+        region: Arc<str>,
+        slice: Box<crate::domain::window::Slice>,
         at_ms: i64,
     },
 }

@@ -190,6 +190,8 @@ impl DeploymentRun {
             serde_json::to_string(&ids).expect("ids serialize")
         });
         let mut tx = self.hub.store.begin().await?;
+        // In a cluster: only while this node still holds the lease.
+        self.hub.fence(&mut tx, &row.id, &row.config_name).await?;
         store_hub::save_deployment(&mut tx, &row).await?;
         if let Some(ids) = &moved_back {
             store_hub::set_rollback_targets(&mut tx, &row.id, ids).await?;
@@ -237,6 +239,7 @@ impl DeploymentRun {
             _ => {}
         }
         if next.is_finished() {
+            self.hub.lease_done(&row.id);
             // The deployment's own span ends with it.
             let span = hotswap_client::sync::lock(&self.hub.deploy_spans).remove(&row.id);
             if let Some(mut span) = span {
@@ -291,6 +294,8 @@ impl DeploymentRun {
             .deploy_parent(&self.row.id)
             .map(|parent| self.hub.tracer.start("config.distribute", Some(parent)));
         self.hub.reconcile(&config).await;
+        // The other nodes bring their servers to the state just stored.
+        self.hub.announce_change(&config);
         if let Some(mut span) = span {
             span.set(
                 "status",
@@ -307,6 +312,7 @@ impl DeploymentRun {
             record: self.record.clone(),
             handle: self.handle.clone(),
             variant_names: self.variant_names(),
+            mirror: false,
         }
     }
 

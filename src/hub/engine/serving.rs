@@ -25,6 +25,10 @@ pub(in crate::hub) struct LiveRun {
     pub handle: Option<RunHandle>,
     /// Cohort names: variants (A/B) by index.
     pub variant_names: Arc<[Arc<str>]>,
+    /// Driven by another node: this node serves its state as stored,
+    /// tracks its own servers' part in `record` and sends it to the owner
+    /// (`hub/cluster.rs`).
+    pub mirror: bool,
 }
 
 /// How the hub serves one config. The in-flight layer and [`LiveRun`]
@@ -81,6 +85,10 @@ impl Serving {
 
     pub(in crate::hub) fn live(&self) -> Option<&LiveRun> {
         self.live.as_ref()
+    }
+
+    pub(in crate::hub) fn live_mut(&mut self) -> Option<&mut LiveRun> {
+        self.live.as_mut()
     }
 
     /// What the server should run, and which layer says so.

@@ -310,9 +310,11 @@ impl DeploymentRun {
         let system = Actor::system();
         if self.state == DeploymentState::RollingBack {
             let overdue = self.rollback_deadline_ms.is_some_and(|d| now >= d);
-            if strategy::on_rolling_back(self.record.waiting().len(), overdue)
-                == Next::FinishRollback
-            {
+            // In a cluster, the nodes up that have not yet moved their
+            // servers back count as servers still to ack.
+            let waiting =
+                self.record.waiting().len() + self.hub.peers_behind(&self.record) as usize;
+            if strategy::on_rolling_back(waiting, overdue) == Next::FinishRollback {
                 self.finish_rollback(now).await?;
             }
             self.publish();
@@ -351,7 +353,9 @@ impl DeploymentRun {
                 let tally = self.record.tally();
                 let progress = Progress {
                     phase: self.phase(),
-                    unacked: tally.pushed,
+                    // In a cluster, each node up that has not yet served
+                    // this state counts as a server still to ack.
+                    unacked: tally.pushed + self.hub.peers_behind(&self.record),
                     // Only a rolling deployment that stops on failure asks.
                     first_failure: (self.strategy == Strategy::Rolling
                         && self.plan.stop_on_failure)

@@ -1,0 +1,214 @@
+//! What nodes say to each other on the channel, JSON, read into bounded
+//! values: a message from another node is input like any other.
+
+use crate::domain::window::Slice;
+use serde::{Deserialize, Serialize};
+
+/// The largest message read (a deployment's progress on 10,000 servers
+/// is about 1 MB).
+pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
+/// The most servers one progress message names.
+pub const MAX_SERVERS: usize = 100_000;
+/// The most slices one message carries.
+pub const MAX_SLICES: usize = 4_096;
+/// The longest name (node, config, deployment, server, cohort, region).
+const MAX_NAME: usize = 256;
+/// The longest error a server gave.
+const MAX_ERROR: usize = 500;
+
+/// A message and the node that sent it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope {
+    pub from: String,
+    pub message: Message,
+}
+
+/// What comes out of the subscription.
+#[derive(Debug)]
+pub enum Inbound {
+    /// Subscribed (again): announcements may have been missed meanwhile.
+    Subscribed,
+    Message(Envelope),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
+pub enum Message {
+    /// The sender is up (every second): owners wait for the nodes that are.
+    Alive,
+    /// What `config`'s servers should run changed in the store.
+    Changed { config: String },
+    /// The sender's servers' part in a deployment (every server it tracks).
+    #[serde(rename_all = "camelCase")]
+    Progress {
+        deployment: String,
+        /// The deployment's stored state (its `updated_at`) the sender's
+        /// servers were last brought to: the owner waits for every node
+        /// that is up to have served its latest move.
+        served: i64,
+        servers: Vec<ProgressEntry>,
+    },
+    /// The sender's servers' metrics for a deployment's cohorts since its
+    /// last slices.
+    #[serde(rename_all = "camelCase")]
+    Slices {
+        deployment: String,
+        slices: Vec<SliceEntry>,
+    },
+}
+
+/// One server's part in a deployment, as the node it is connected to saw it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProgressEntry {
+    pub server: String,
+    pub revision: i64,
+    /// `pushed`, `acked` or `failed`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apply_micros: Option<u64>,
+    /// When it last changed (Unix ms).
+    pub at: i64,
+}
+
+/// One cohort's metrics in one region for the slot of `at`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SliceEntry {
+    pub cohort: String,
+    pub region: String,
+    pub at: i64,
+    pub slice: Slice,
+}
+
+/// A message read and checked: sizes, counts, names, states.
+pub fn read(bytes: &[u8]) -> Result<Envelope, String> {
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(format!("{} bytes", bytes.len()));
+    }
+    let envelope: Envelope = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let name = |what: &str, text: &str| {
+        if text.is_empty() || text.len() > MAX_NAME {
+            Err(format!("{what} of {} bytes", text.len()))
+        } else {
+            Ok(())
+        }
+    };
+    name("node", &envelope.from)?;
+    match &envelope.message {
+        Message::Alive => {}
+        Message::Changed { config } => name("config", config)?,
+        Message::Progress {
+            deployment,
+            servers,
+            ..
+        } => {
+            name("deployment", deployment)?;
+            if servers.len() > MAX_SERVERS {
+                return Err(format!("{} servers", servers.len()));
+            }
+            for entry in servers {
+                name("server", &entry.server)?;
+                if !matches!(entry.state.as_str(), "pushed" | "acked" | "failed") {
+                    return Err(format!("state {:?}", entry.state));
+                }
+                if entry.error.as_ref().is_some_and(|e| e.len() > MAX_ERROR) {
+                    return Err("an error past 500 bytes".into());
+                }
+            }
+        }
+        Message::Slices { deployment, slices } => {
+            name("deployment", deployment)?;
+            if slices.len() > MAX_SLICES {
+                return Err(format!("{} slices", slices.len()));
+            }
+            for entry in slices {
+                name("cohort", &entry.cohort)?;
+                name("region", &entry.region)?;
+                entry.slice.check()?;
+            }
+        }
+    }
+    Ok(envelope)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(message: Message) -> Vec<u8> {
+        serde_json::to_vec(&Envelope {
+            from: "hub-a".into(),
+            message,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn messages_travel_and_bad_ones_are_refused() {
+        let progress = Message::Progress {
+            deployment: "d1".into(),
+            served: 7,
+            servers: vec![ProgressEntry {
+                server: "eu-1".into(),
+                revision: 3,
+                state: "acked".into(),
+                error: None,
+                apply_micros: Some(40),
+                at: 1_000,
+            }],
+        };
+        assert_eq!(read(&envelope(progress.clone())).unwrap().message, progress);
+        let changed = Message::Changed {
+            config: "economy".into(),
+        };
+        assert_eq!(read(&envelope(changed.clone())).unwrap().message, changed);
+        assert_eq!(
+            read(&envelope(Message::Alive)).unwrap().message,
+            Message::Alive
+        );
+        let bad_state = Message::Progress {
+            deployment: "d1".into(),
+            served: 7,
+            servers: vec![ProgressEntry {
+                server: "eu-1".into(),
+                revision: 3,
+                state: "done".into(),
+                error: None,
+                apply_micros: None,
+                at: 0,
+            }],
+        };
+        assert!(read(&envelope(bad_state)).is_err());
+        assert!(
+            read(&envelope(Message::Changed {
+                config: String::new()
+            }))
+            .is_err()
+        );
+        assert!(
+            read(
+                b"{\"from\":\"a\",\"message\":{\"type\":\"changed\",\"config\":\"x\",\"more\":1}}"
+            )
+            .is_err()
+        );
+        assert!(read(b"not json").is_err());
+        assert!(read(&vec![b' '; MAX_MESSAGE_BYTES + 1]).is_err());
+        let slice = crate::domain::window::Slice {
+            fps: vec![(1, 1); crate::domain::window::MAX_SLICE_PAIRS + 1],
+            ..Default::default()
+        };
+        let slices = Message::Slices {
+            deployment: "d1".into(),
+            slices: vec![SliceEntry {
+                cohort: "canary".into(),
+                region: "eu".into(),
+                at: 0,
+                slice,
+            }],
+        };
+        assert!(read(&envelope(slices)).is_err());
+    }
+}

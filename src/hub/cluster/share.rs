@@ -1,0 +1,173 @@
+//! What this node's servers did for deployments other nodes drive, sent
+//! to their owners; and what other nodes send for the ones this node drives.
+
+use crate::{
+    cluster::{Message, SliceEntry},
+    hub::{
+        Hub, Ingest,
+        deployments::RunRecord,
+        engine::{BASELINE, CANARY, Event},
+    },
+};
+use hotswap_client::sync::lock;
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+/// Metrics gathered for another node's deployment: per (deployment,
+/// cohort, region, slot start).
+pub(super) type SliceKey = (Arc<str>, Arc<str>, Arc<str>, i64);
+
+/// The slot slices are gathered in.
+const SLOT_MS: i64 = 1_000;
+
+/// A mirror's whole part is sent at least this often (a message lost on
+/// the way is made up for).
+const FULL_PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+impl Hub {
+    /// Another node's metric slices, into the windows of the deployment
+    /// this node drives (cohorts it does not have are ignored).
+    pub(super) fn take_slices(&self, deployment: &str, slices: Vec<SliceEntry>) {
+        let Some(live) = self
+            .serving_read()
+            .values()
+            .filter_map(|s| s.live())
+            .find(|l| *l.deployment_id == *deployment && !l.mirror)
+            .cloned()
+        else {
+            return;
+        };
+        let Some(handle) = live.handle else {
+            return;
+        };
+        for entry in slices {
+            let cohort: Arc<str> = match entry.cohort.as_str() {
+                BASELINE | CANARY => Arc::from(entry.cohort.as_str()),
+                name => match live.variant_names.iter().find(|v| ***v == *name) {
+                    Some(name) => name.clone(),
+                    None => continue,
+                },
+            };
+            let event = Event::Slice {
+                cohort,
+                region: Arc::from(entry.region.as_str()),
+                slice: Box::new(entry.slice),
+                at_ms: entry.at,
+            };
+            if !handle.event(event) {
+                self.stats
+                    .metric_events_dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Folds a report from one of this node's servers for a deployment
+    /// another node drives into the slice sent to it.
+    pub(in crate::hub) fn gather_slice(
+        &self,
+        deployment: &Arc<str>,
+        cohort: &Arc<str>,
+        region: &Arc<str>,
+        at_ms: i64,
+        ingest: &Ingest,
+    ) {
+        let Some(node) = &self.cluster else {
+            return;
+        };
+        let slot = at_ms.div_euclid(SLOT_MS) * SLOT_MS;
+        let mut slices = lock(&node.slices);
+        let tally = slices
+            .entry((deployment.clone(), cohort.clone(), region.clone(), slot))
+            .or_default();
+        match ingest {
+            Ingest::Report(report) => tally.fold(report),
+            Ingest::Complaints(count) => tally.add_complaints(*count),
+        }
+    }
+
+    /// Sends owners what this node's servers did for their deployments:
+    /// each mirror's part when it moved (and every 2 s whatever happens),
+    /// and the metric slices gathered since the last call.
+    pub(super) fn share(&self) {
+        let Some(node) = &self.cluster else {
+            return;
+        };
+        let mirrors: Vec<(Arc<str>, Arc<RunRecord>)> = self
+            .serving_read()
+            .values()
+            .filter_map(|s| s.live())
+            .filter(|l| l.mirror)
+            .map(|l| (l.deployment_id.clone(), l.record.clone()))
+            .collect();
+        let now = Instant::now();
+        {
+            let mut said = lock(&node.said_alive);
+            if said.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
+                *said = Some(now);
+                node.cluster.send(Message::Alive);
+            }
+        }
+        {
+            let mut sent = lock(&node.sent);
+            sent.retain(|id, _| mirrors.iter().any(|(m, _)| m == id));
+            for (id, record) in &mirrors {
+                let (changes, served) = (record.changes(), record.served());
+                if served == 0 {
+                    // Not brought to any state yet: nothing to say.
+                    continue;
+                }
+                let due = sent.get(id).is_none_or(|(last, last_served, at)| {
+                    *last != changes
+                        || *last_served != served
+                        || now.duration_since(*at) >= FULL_PROGRESS_EVERY
+                });
+                if !due {
+                    continue;
+                }
+                sent.insert(id.clone(), (changes, served, now));
+                let servers = record.progress_entries();
+                let mut chunks: Vec<&[crate::cluster::ProgressEntry]> =
+                    servers.chunks(crate::cluster::wire::MAX_SERVERS).collect();
+                if chunks.is_empty() {
+                    chunks.push(&[]);
+                }
+                for servers in chunks {
+                    node.cluster.send(Message::Progress {
+                        deployment: id.to_string(),
+                        served,
+                        servers: servers.to_vec(),
+                    });
+                }
+            }
+        }
+        let gathered = std::mem::take(&mut *lock(&node.slices));
+        let mut by_deployment: HashMap<Arc<str>, Vec<SliceEntry>> = HashMap::new();
+        for ((deployment, cohort, region, at), mut tally) in gathered {
+            let slice = tally.take_slice();
+            if slice.is_empty() {
+                continue;
+            }
+            by_deployment
+                .entry(deployment)
+                .or_default()
+                .push(SliceEntry {
+                    cohort: cohort.to_string(),
+                    region: region.to_string(),
+                    at,
+                    slice,
+                });
+        }
+        for (deployment, slices) in by_deployment {
+            for slices in slices.chunks(crate::cluster::wire::MAX_SLICES) {
+                node.cluster.send(Message::Slices {
+                    deployment: deployment.to_string(),
+                    slices: slices.to_vec(),
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! Several hubs on one PostgreSQL database and one Redis: a deployment
+//! started on one node reaches the servers connected to the others, its
+//! owner waits for their acks and judges their metrics, and rolls back
+//! servers wherever they are connected.
+//!
+//! The nodes here run in this test's process (each a whole hub on its
+//! own port with its own node id, store pool, Redis link and tasks);
+//! `cluster_processes.rs` kills real hub processes.
+
+use crate::helpers::balance;
+use crate::helpers::{Db, PrivateRedis, TestApp, postgres_schema_url, spawn_app_on};
+use crate::progressive::{CONFIG, Fleet, Mode, deployment, start_deployment};
+use hotswap::settings::SecretString;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+/// Nodes of one cluster, its Redis and the key folder they share.
+pub(crate) struct Cluster {
+    pub(crate) nodes: Vec<TestApp>,
+    _redis: PrivateRedis,
+    _keys: tempfile::TempDir,
+}
+
+/// `n` nodes on a fresh PostgreSQL schema and a private Redis; `None`
+/// (with a printed reason) when PostgreSQL is unreachable outside CI.
+pub(crate) async fn cluster(n: usize) -> Option<Cluster> {
+    let url = postgres_schema_url().await?;
+    let redis = PrivateRedis::start(None);
+    let keys = tempfile::tempdir().unwrap();
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        let (redis_url, keys) = (redis.url(), keys.path().to_owned());
+        let node = spawn_app_on(
+            Db::Postgres,
+            url.clone(),
+            tempfile::tempdir().unwrap(),
+            move |settings| {
+                // One signing and secrets key for the cluster.
+                settings.data_dir = keys;
+                settings.redis.url = Some(SecretString::new(redis_url));
+                settings.redis.timeout_ms = 300;
+                settings.cluster.node_id = Some(format!("node-{}", char::from(b'a' + i as u8)));
+                settings.cluster.lease_ms = 1_500;
+                settings.cluster.reconcile_ms = 500;
+                settings.cluster.share_ms = 50;
+            },
+        )
+        .await;
+        nodes.push(node);
+    }
+    Some(Cluster {
+        nodes,
+        _redis: redis,
+        _keys: keys,
+    })
+}
+
+impl Cluster {
+    pub(crate) async fn stop(self) {
+        for node in &self.nodes {
+            node.hub.stop_runs().await;
+        }
+        // Cluster tasks in the middle of a query finish it and end.
+        actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The config and its first version, deployed from `node` (it completes
+/// once every node up said it served it), and a server key.
+pub(crate) async fn setup(node: &TestApp) -> String {
+    assert_eq!(
+        node.create_config(CONFIG, "GameBalance", "staging")
+            .await
+            .status,
+        201
+    );
+    let first = node.deploy(CONFIG, "1.0.0", balance(45)).await;
+    let id = first.body["id"].as_str().unwrap().to_owned();
+    node.wait_deployment_status(&id, "Completed").await;
+    node.server_key(&[], &[]).await.0
+}
+
+async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "never: {what}");
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Servers on all three nodes; a Direct deployment created on node A:
+/// every server gets it, and A completes it only once the servers on B
+/// and C acked (their acks cross to A); B and C read it as A stored it.
+#[actix_web::test]
+async fn a_deployment_started_on_one_node_reaches_servers_on_every_node() {
+    let Some(cluster) = cluster(3).await else {
+        return;
+    };
+    let [a, b, c] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
+    let key = setup(a).await;
+    let fleet = Fleet::start_on(&[a, b, c], &key, 9, |_| "EU-WEST").await;
+    assert!(
+        fleet.all_on(1).await,
+        "servers on B and C get the active revision A deployed"
+    );
+    let id = start_deployment(a, "1.1.0", 50, json!({ "strategy": "Direct" })).await;
+    assert!(fleet.all_on(2).await, "every server, wherever connected");
+    let view = a.wait_deployment_status(&id, "Completed").await;
+    assert_eq!(
+        (view["targets"].as_i64(), view["acked"].as_i64()),
+        (Some(9), Some(9)),
+        "A counted the acks of the servers on B and C: {view}"
+    );
+    for node in [b, c] {
+        let seen = deployment(node, &id).await;
+        assert_eq!(seen["status"], "Completed", "{seen}");
+    }
+    // A second deployment of the config from node B while none is in
+    // flight works the same way round.
+    let second = start_deployment(b, "1.2.0", 51, json!({ "strategy": "Direct" })).await;
+    assert!(fleet.all_on(3).await);
+    let view = b.wait_deployment_status(&second, "Completed").await;
+    assert_eq!(view["acked"].as_i64(), Some(9), "{view}");
+    fleet.stop().await;
+    cluster.stop().await;
+}
+
+/// No server on node A; a canary created there is judged on the metrics
+/// of the servers on B and C (sent as slices), rolled back by A, and the
+/// rollback reaches every server.
+#[actix_web::test]
+async fn a_canary_is_judged_on_metrics_from_other_nodes_and_rolled_back_everywhere() {
+    let Some(cluster) = cluster(3).await else {
+        return;
+    };
+    let [a, b, c] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
+    let key = setup(a).await;
+    let fleet = Fleet::start_on(&[b, c], &key, 30, |_| "EU-WEST").await;
+    assert!(fleet.all_on(1).await);
+    let id = start_deployment(
+        a,
+        "1.1.0",
+        50,
+        json!({ "strategy": "Canary", "phases": [50, 100], "phaseInterval": "PT1H" }),
+    )
+    .await;
+    fleet.wait_cohorts_filled(a, &id, 2).await;
+    let canary = fleet.on(2);
+    assert!((5..=25).contains(&canary.len()), "{}", canary.len());
+    let view = deployment(a, &id).await;
+    assert_eq!(view["status"], "InProgress", "healthy: {view}");
+    assert_eq!(
+        view["targets"].as_i64(),
+        Some(canary.len() as i64),
+        "A tracks the canary servers on B and C: {view}"
+    );
+    let injected = Instant::now();
+    fleet.regress(2, Mode::Crashes);
+    let view = a.wait_deployment_status(&id, "RolledBack").await;
+    assert!(fleet.all_on(1).await, "every server back");
+    eprintln!(
+        "cluster canary: regression to every server back in {} ms",
+        injected.elapsed().as_millis()
+    );
+    assert_eq!(view["rollback"]["trigger"], "automatic", "{view}");
+    assert_eq!(view["rollback"]["metric"], "crashRate", "{view}");
+    assert_eq!(view["rollback"]["unacked"], json!([]), "{view}");
+    wait_for("B reads the rollback", async || {
+        deployment(b, &id).await["status"] == "RolledBack"
+    })
+    .await;
+    fleet.stop().await;
+    cluster.stop().await;
+}

@@ -98,7 +98,13 @@ async fn a_deployment_started_on_one_node_reaches_servers_on_every_node() {
     };
     let [a, b, c] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
     let key = setup(a).await;
-    let fleet = Fleet::start_on(&[a, b, c], &key, 9, |_| "EU-WEST").await;
+    let fleet = Fleet::start_on(
+        &[a.ws_url(), b.ws_url(), c.ws_url()],
+        &key,
+        9,
+        |_| "EU-WEST",
+    )
+    .await;
     assert!(
         fleet.all_on(1).await,
         "servers on B and C get the active revision A deployed"
@@ -135,7 +141,7 @@ async fn a_canary_is_judged_on_metrics_from_other_nodes_and_rolled_back_everywhe
     };
     let [a, b, c] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
     let key = setup(a).await;
-    let fleet = Fleet::start_on(&[b, c], &key, 30, |_| "EU-WEST").await;
+    let fleet = Fleet::start_on(&[b.ws_url(), c.ws_url()], &key, 30, |_| "EU-WEST").await;
     assert!(fleet.all_on(1).await);
     let id = start_deployment(
         a,

@@ -10,6 +10,7 @@ mod attacks;
 mod audit;
 mod binary;
 mod cluster;
+mod cluster_processes;
 mod configs;
 mod crash;
 mod ctl;

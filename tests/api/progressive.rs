@@ -63,12 +63,12 @@ impl Fleet {
         n: usize,
         region: impl Fn(usize) -> &'static str,
     ) -> Self {
-        Self::start_on(&[app], key, n, region).await
+        Self::start_on(&[app.ws_url()], key, n, region).await
     }
 
-    /// Server `i` connects to `apps[i % apps.len()]` (nodes of a cluster).
+    /// Server `i` connects to `urls[i % urls.len()]` (nodes of a cluster).
     pub(crate) async fn start_on(
-        apps: &[&TestApp],
+        urls: &[String],
         key: &str,
         n: usize,
         region: impl Fn(usize) -> &'static str,
@@ -79,12 +79,11 @@ impl Fleet {
         let stop = Arc::new(AtomicBool::new(false));
         let mut clients = Vec::new();
         for i in 0..n {
-            let config =
-                ClientConfig::new(apps[i % apps.len()].ws_url(), key, format!("gs-{i:03}"))
-                    .region(region(i))
-                    .environment("staging")
-                    .subscribe(CONFIG)
-                    .backoff(Duration::from_millis(50), Duration::from_millis(300));
+            let config = ClientConfig::new(urls[i % urls.len()].clone(), key, format!("gs-{i:03}"))
+                .region(region(i))
+                .environment("staging")
+                .subscribe(CONFIG)
+                .backoff(Duration::from_millis(50), Duration::from_millis(300));
             let client = Arc::new(Client::start(config).expect("client starts"));
             clients.push(client.clone());
             let (mode, bad, tiny, stop) = (

@@ -45,7 +45,7 @@ use tokio::sync::Semaphore;
 use views::{AuditEntryView, Page};
 
 /// Who asks for a change, from where, and in which request (for the audit trail).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Actor {
     pub subject: String,
     /// `None` for the hub itself.

@@ -48,6 +48,27 @@ pub enum Message {
         served: i64,
         servers: Vec<ProgressEntry>,
     },
+    /// An operator's action on a deployment another node drives, for its
+    /// owner to carry out and answer.
+    #[serde(rename_all = "camelCase")]
+    Command {
+        request: String,
+        deployment: String,
+        /// The action as `hub/cluster/commands.rs` writes it.
+        action: serde_json::Value,
+        /// Who asked, as the audit trail names them.
+        actor: serde_json::Value,
+    },
+    /// The owner's answer to `request`, for node `to`.
+    #[serde(rename_all = "camelCase")]
+    Reply {
+        request: String,
+        to: String,
+        /// `ok`, or the kind of error.
+        outcome: String,
+        #[serde(default)]
+        message: String,
+    },
     /// The sender's servers' metrics for a deployment's cohorts since its
     /// last slices.
     #[serde(rename_all = "camelCase")]
@@ -100,6 +121,27 @@ pub fn read(bytes: &[u8]) -> Result<Envelope, String> {
     match &envelope.message {
         Message::Alive => {}
         Message::Changed { config } => name("config", config)?,
+        Message::Command {
+            request,
+            deployment,
+            ..
+        } => {
+            name("request", request)?;
+            name("deployment", deployment)?;
+        }
+        Message::Reply {
+            request,
+            to,
+            outcome,
+            message,
+        } => {
+            name("request", request)?;
+            name("node", to)?;
+            name("outcome", outcome)?;
+            if message.len() > 4_096 {
+                return Err("a reply's message past 4 KiB".into());
+            }
+        }
         Message::Progress {
             deployment,
             servers,

@@ -181,6 +181,9 @@ impl ApiError {
                 DeploymentError::Conflict(_) => (StatusCode::CONFLICT, "invalid_transition"),
                 DeploymentError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
                 DeploymentError::Stopping => (StatusCode::SERVICE_UNAVAILABLE, "stopping"),
+                DeploymentError::OwnerUnreachable(_) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "owner_unreachable")
+                }
                 DeploymentError::ApprovalRequired { .. } => {
                     (StatusCode::CONFLICT, "approval_required")
                 }

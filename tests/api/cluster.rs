@@ -178,3 +178,60 @@ async fn a_canary_is_judged_on_metrics_from_other_nodes_and_rolled_back_everywhe
     fleet.stop().await;
     cluster.stop().await;
 }
+
+/// A canary driven by node A, paused from node B, resumed from node C and
+/// rolled back from B: each action is carried out by A (the owner), and
+/// the answer reads what A stored.
+#[actix_web::test]
+async fn operators_act_on_a_deployment_from_any_node() {
+    let Some(cluster) = cluster(3).await else {
+        return;
+    };
+    let [a, b, c] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
+    let key = setup(a).await;
+    let fleet = Fleet::start_on(
+        &[a.ws_url(), b.ws_url(), c.ws_url()],
+        &key,
+        12,
+        |_| "EU-WEST",
+    )
+    .await;
+    assert!(fleet.all_on(1).await);
+    let id = start_deployment(
+        a,
+        "1.1.0",
+        50,
+        json!({ "strategy": "Canary", "phases": [50, 100], "phaseInterval": "PT1H" }),
+    )
+    .await;
+    let act = async |node: &TestApp, action: &str| {
+        node.post_empty(&format!("/api/v1/deployments/{id}/{action}"))
+            .await
+    };
+    let paused = act(b, "pause").await;
+    assert_eq!(paused.status, 200, "{:?}", paused.body);
+    assert_eq!(paused.body["status"], "Paused", "{:?}", paused.body);
+    assert_eq!(deployment(a, &id).await["status"], "Paused");
+    let refused = act(c, "pause").await;
+    assert_eq!(
+        refused.status, 409,
+        "the owner's refusal: {:?}",
+        refused.body
+    );
+    let resumed = act(c, "resume").await;
+    assert_eq!(resumed.status, 200, "{:?}", resumed.body);
+    assert_eq!(resumed.body["status"], "InProgress", "{:?}", resumed.body);
+    let rolled = b
+        .post_json(
+            &format!("/api/v1/deployments/{id}/rollback"),
+            &json!({ "reason": "from node B" }),
+        )
+        .await;
+    assert_eq!(rolled.status, 200, "{:?}", rolled.body);
+    assert!(fleet.all_on(1).await, "every server back");
+    let view = a.wait_deployment_status(&id, "RolledBack").await;
+    assert_eq!(view["rollback"]["reason"], "from node B", "{view}");
+    assert_eq!(view["rollback"]["by"], crate::helpers::TEST_ADMIN, "{view}");
+    fleet.stop().await;
+    cluster.stop().await;
+}

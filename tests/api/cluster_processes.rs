@@ -388,21 +388,38 @@ async fn a_node_killed_mid_canary_is_taken_over_and_its_servers_reconnect_elsewh
     a.signal("KILL");
     let killed = Instant::now();
     balancer.point_to(b.port);
-    let mut owner = String::new();
-    wait_for(
-        "another node takes the lease",
-        Duration::from_secs(10),
-        async || match lease(&setup.database, &id).await {
-            Some((node, epoch)) if node != "node-a" => {
-                assert!(epoch >= 2, "a takeover moves the epoch on");
-                owner = node;
-                true
-            }
-            _ => false,
-        },
-    )
-    .await;
-    let took_over = killed.elapsed();
+    // An action sent to B meanwhile is forwarded to A, which never
+    // answers: 503 with Retry-After, and nothing is done (the takeover,
+    // timed alongside, does not hear an action sent before it).
+    let forwarded = setup.api.call(
+        "POST",
+        b.url(&format!("/api/v1/deployments/{id}/pause")),
+        None,
+    );
+    let takeover = async {
+        let mut owner = String::new();
+        wait_for(
+            "another node takes the lease",
+            Duration::from_secs(10),
+            async || match lease(&setup.database, &id).await {
+                Some((node, epoch)) if node != "node-a" => {
+                    assert!(epoch >= 2, "a takeover moves the epoch on");
+                    owner = node;
+                    true
+                }
+                _ => false,
+            },
+        )
+        .await;
+        (owner, killed.elapsed())
+    };
+    let ((status, answer), (owner, took_over)) =
+        futures_util::future::join(forwarded, takeover).await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (503, Some("owner_unreachable")),
+        "{answer}"
+    );
     eprintln!(
         "cluster kill -9: {owner} took the deployment over {} ms after the kill",
         took_over.as_millis()
@@ -433,7 +450,7 @@ async fn a_node_killed_mid_canary_is_taken_over_and_its_servers_reconnect_elsewh
     fleet.stop().await;
 }
 
-/// Node A drives a canary that would move to its next phase 3 s in, and
+/// Node A drives a canary that would move to its next phase 5 s in, and
 /// is paused (SIGSTOP) past its lease. Another node takes the deployment
 /// and an operator pauses it there. A, resumed, finds its lease gone: it
 /// writes nothing and its servers keep what the new owner says.
@@ -445,7 +462,7 @@ async fn an_owner_paused_past_its_lease_cannot_move_its_deployment_again() {
     let [a, b, c] = [&setup.nodes[0], &setup.nodes[1], &setup.nodes[2]];
     let fleet = Fleet::start_on(&[b.ws_url(), c.ws_url()], &setup.key, 20, |_| "EU-WEST").await;
     assert!(fleet.all_on(1).await);
-    let id = start_canary(&setup, a, &fleet, "PT3S").await;
+    let id = start_canary(&setup, a, &fleet, "PT5S").await;
     let canary = fleet.on(2);
     a.signal("STOP");
     let mut owner = String::new();
@@ -469,8 +486,8 @@ async fn an_owner_paused_past_its_lease_cannot_move_its_deployment_again() {
     let before = stored(&setup.database, &id).await;
     assert_eq!((before.0.as_str(), before.1), ("Paused", 0), "{before:?}");
     a.signal("CONT");
-    // Unfenced, A would advance the phase it had run for over 3 s now.
-    actix_web::rt::time::sleep(Duration::from_secs(4)).await;
+    // Unfenced, A would advance the phase it had run for over 5 s now.
+    actix_web::rt::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(
         stored(&setup.database, &id).await,
         before,

@@ -63,11 +63,13 @@ impl Hub {
         tx: &mut Tx,
         id: &str,
         config: &str,
+        epoch: Option<i64>,
     ) -> Result<(), DeploymentError> {
         let Some(node) = &self.cluster else {
             return Ok(());
         };
-        let Some(held) = lock(&node.held).get(id).copied() else {
+        // The epoch the run was started under, which this node still holds.
+        let Some(epoch) = epoch.filter(|e| self.lease_epoch(id) == Some(*e)) else {
             return Err(DeploymentError::Conflict(format!(
                 "deployment {id} is driven by another node"
             )));
@@ -77,16 +79,20 @@ impl Hub {
             tx,
             &leases::deployment_resource(id),
             &node.cluster.node,
-            held.epoch,
+            epoch,
             node.ttl_ms(),
         )
         .await?
         {
-            node.hold(id, held.epoch, since);
+            node.hold(id, epoch, since);
             node.bump(config);
             Ok(())
         } else {
-            lock(&node.held).remove(id);
+            let mut held = lock(&node.held);
+            if held.get(id).is_some_and(|h| h.epoch == epoch) {
+                held.remove(id);
+            }
+            drop(held);
             tracing::warn!(deployment = %id, "this node's lease lapsed or was taken: the write is refused");
             Err(DeploymentError::Conflict(format!(
                 "deployment {id} is driven by another node"
@@ -117,6 +123,15 @@ impl Hub {
     }
 
     /// Whether this node holds the deployment's lease (always, alone).
+    /// The epoch under which this node holds the deployment's lease
+    /// (`Some(0)` alone: a single node holds everything).
+    pub(in crate::hub) fn lease_epoch(&self, id: &str) -> Option<i64> {
+        match &self.cluster {
+            None => Some(0),
+            Some(node) => lock(&node.held).get(id).map(|h| h.epoch),
+        }
+    }
+
     pub(in crate::hub) fn lease_held(&self, id: &str) -> bool {
         self.cluster
             .as_ref()

@@ -26,6 +26,7 @@
 //! - `mirror.rs`: the desired state read back from the store and served.
 //! - `share.rs`: acks and metric slices sent to owners, and taken in.
 
+mod commands;
 mod leases;
 mod mirror;
 mod share;
@@ -76,6 +77,8 @@ pub(super) struct Node {
     said_alive: Mutex<Option<Instant>>,
     /// Set when the node stops its deployments: its cluster tasks end.
     stopped: std::sync::atomic::AtomicBool,
+    /// Actions forwarded to other nodes, waiting for their answer.
+    pending: Mutex<HashMap<String, tokio::sync::oneshot::Sender<(String, String)>>>,
 }
 
 impl Node {
@@ -90,6 +93,7 @@ impl Node {
             peers: Mutex::new(HashMap::new()),
             said_alive: Mutex::new(None),
             stopped: Default::default(),
+            pending: Mutex::new(HashMap::new()),
         }
     }
 
@@ -239,6 +243,22 @@ impl Hub {
                     }
                 }
                 Message::Slices { deployment, slices } => self.take_slices(&deployment, slices),
+                Message::Command {
+                    request,
+                    deployment,
+                    action,
+                    actor,
+                } => self.on_command(envelope.from, request, deployment, action, actor),
+                Message::Reply {
+                    request,
+                    to,
+                    outcome,
+                    message,
+                } => {
+                    if *to == *node.cluster.node {
+                        self.on_reply(&request, outcome, message);
+                    }
+                }
             }
         }
     }
@@ -267,6 +287,11 @@ impl Hub {
     /// Another node took deployment `id` over: this node serves it as a
     /// mirror from here on (the next read fills in the owner's state).
     pub(in crate::hub) fn demote(&self, config: &str, id: &str) {
+        if self.lease_held(id) {
+            // This node took it again (it lapsed while the store was
+            // away): a new run drives it here.
+            return;
+        }
         if let Some(live) = self
             .serving_write()
             .get_mut(config)

@@ -20,7 +20,7 @@ use crate::{
     },
     store::StoreError,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// `POST /api/v1/deployments`. Durations are ISO 8601 (`PT5M`) or seconds.
@@ -76,7 +76,7 @@ pub struct VariantRequest {
 }
 
 /// A rollback rule, or a change to a default one.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuleRequest {
     pub metric: Metric,
@@ -89,7 +89,7 @@ pub struct RuleRequest {
 }
 
 /// `POST /deployments/{id}/rollback-thresholds`.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ThresholdsRequest {
     pub thresholds: Vec<RuleRequest>,
@@ -97,7 +97,7 @@ pub struct ThresholdsRequest {
 }
 
 /// `POST /deployments/{id}/rollback` (body optional).
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(as = DeploymentRollbackRequest)]
 pub struct RollbackRequest {
@@ -202,6 +202,9 @@ pub enum DeploymentError {
     Forbidden(String),
     #[error("the deployment engine is shutting down")]
     Stopping,
+    /// In a cluster: the node driving the deployment did not answer.
+    #[error("{0}")]
+    OwnerUnreachable(String),
 }
 
 impl From<StoreError> for DeploymentError {

@@ -165,6 +165,14 @@ impl Hub {
                 }
             };
             match superseded {
+                Some(live) if live.mirror => {
+                    // Driven by another node: cancelled there, then read back.
+                    self.forward(&live.deployment_id, &Action::Supersede(id.clone()), actor)
+                        .await?;
+                    self.refresh_from_store()
+                        .await
+                        .map_err(|e| DeploymentError::OwnerUnreachable(e.to_string()))?;
+                }
                 Some(live) => {
                     let Some(handle) = live.handle else {
                         return Err(DeploymentError::InProgress(live.deployment_id.to_string()));
@@ -271,7 +279,7 @@ impl Hub {
     }
 
     /// Sends an action to a running deployment's actor and waits for its answer.
-    async fn send(
+    pub(in crate::hub) async fn send(
         &self,
         handle: &RunHandle,
         action: Action,
@@ -305,6 +313,14 @@ impl Hub {
             .and_then(|l| l.handle.clone());
         match handle {
             Some(handle) => self.send(&handle, action, actor).await?,
+            // In a cluster: the node driving it carries it out.
+            None if self.driven_elsewhere(&row.id, &row.status) => {
+                self.forward(&row.id, &action, actor).await?;
+                // Its answer came after its commit: read what it stored.
+                self.refresh_from_store()
+                    .await
+                    .map_err(|e| DeploymentError::OwnerUnreachable(e.to_string()))?;
+            }
             None => match action {
                 Action::Rollback(request) if row.status == DeploymentState::Completed.name() => {
                     self.kill_switch(row, request, actor, false).await?
@@ -402,6 +418,10 @@ impl Hub {
             Some(handle) => self.send(&handle, Action::Rollback(request), actor).await,
             None if row.status == DeploymentState::Completed.name() => {
                 self.kill_switch(row, request, actor, true).await
+            }
+            None if self.driven_elsewhere(&row.id, &row.status) => {
+                self.forward(&row.id, &Action::Rollback(request), actor)
+                    .await
             }
             None => Ok(()),
         }

@@ -94,7 +94,7 @@ impl DeploymentRun {
     /// lapsed): its actor stops, and the node serves the deployment as
     /// the new owner stores it.
     fn lost_lease(&self) -> bool {
-        if self.hub.lease_held(&self.row.id) {
+        if self.hub.lease_epoch(&self.row.id) == self.epoch {
             return false;
         }
         tracing::warn!(deployment = %self.row.id, "another node drives this deployment now; stopping its actor here");

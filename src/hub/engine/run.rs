@@ -47,6 +47,11 @@ pub(super) struct DeploymentRun {
     /// The `rollback.execute` span while it rolls back.
     rollback_span: Option<crate::observability::traces::Span>,
     handle: Option<RunHandle>,
+    /// In a cluster, the epoch of the lease this run was started under:
+    /// its writes are fenced by it, and it stops once the node no longer
+    /// holds the lease under it (another node, or this one again after it
+    /// lapsed, drives the deployment with a new run).
+    pub(super) epoch: Option<i64>,
 }
 
 impl std::fmt::Debug for DeploymentRun {
@@ -81,6 +86,7 @@ impl DeploymentRun {
         let rollback_began_ms = (state == DeploymentState::RollingBack)
             .then(|| rollback_started_at(row.rollback.as_deref()))
             .flatten();
+        let epoch = hub.lease_epoch(&row.id);
         Ok(Self {
             hub,
             record,
@@ -97,6 +103,7 @@ impl DeploymentRun {
             rollback_began_ms,
             rollback_span: None,
             handle: None,
+            epoch,
         })
     }
 
@@ -191,7 +198,9 @@ impl DeploymentRun {
         });
         let mut tx = self.hub.store.begin().await?;
         // In a cluster: only while this node still holds the lease.
-        self.hub.fence(&mut tx, &row.id, &row.config_name).await?;
+        self.hub
+            .fence(&mut tx, &row.id, &row.config_name, self.epoch)
+            .await?;
         store_hub::save_deployment(&mut tx, &row).await?;
         if let Some(ids) = &moved_back {
             store_hub::set_rollback_targets(&mut tx, &row.id, ids).await?;

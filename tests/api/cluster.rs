@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 /// Nodes of one cluster, its Redis and the key folder they share.
 pub(crate) struct Cluster {
     pub(crate) nodes: Vec<TestApp>,
-    _redis: PrivateRedis,
+    pub(crate) redis: Option<PrivateRedis>,
     _keys: tempfile::TempDir,
 }
 
@@ -50,7 +50,7 @@ pub(crate) async fn cluster(n: usize) -> Option<Cluster> {
     }
     Some(Cluster {
         nodes,
-        _redis: redis,
+        redis: Some(redis),
         _keys: keys,
     })
 }
@@ -232,6 +232,60 @@ async fn operators_act_on_a_deployment_from_any_node() {
     let view = a.wait_deployment_status(&id, "RolledBack").await;
     assert_eq!(view["rollback"]["reason"], "from node B", "{view}");
     assert_eq!(view["rollback"]["by"], crate::helpers::TEST_ADMIN, "{view}");
+    fleet.stop().await;
+    cluster.stop().await;
+}
+
+/// Redis goes away: the nodes keep serving their servers and REST, and a
+/// deployment still reaches every server (each node reads the store every
+/// `reconcile_ms`); Redis comes back on its port and, without a restart,
+/// announcements and acks cross again.
+#[actix_web::test]
+async fn with_redis_down_nodes_keep_serving_and_catch_up_from_the_store() {
+    let Some(mut cluster) = cluster(3).await else {
+        return;
+    };
+    let key = setup(&cluster.nodes[0]).await;
+    let [a, b, c] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
+    let fleet = Fleet::start_on(
+        &[a.ws_url(), b.ws_url(), c.ws_url()],
+        &key,
+        9,
+        |_| "EU-WEST",
+    )
+    .await;
+    assert!(fleet.all_on(1).await);
+    let redis = cluster.redis.take().unwrap();
+    let port = redis.port;
+    drop(redis);
+    let down = Instant::now();
+    let id = start_deployment(a, "1.1.0", 50, json!({ "strategy": "Direct" })).await;
+    assert!(fleet.all_on(2).await, "every server, through the store");
+    eprintln!(
+        "cluster without Redis: every server on the new revision {} ms after the deployment began",
+        down.elapsed().as_millis()
+    );
+    a.wait_deployment_status(&id, "Completed").await;
+    for node in [b, c] {
+        let seen = node.get(&format!("/api/v1/deployments/{id}")).await;
+        assert_eq!(seen.status, 200, "{:?}", seen.body);
+        let ready = node.get("/ready").await;
+        assert_eq!(ready.status, 503, "Redis is down: {:?}", ready.body);
+    }
+    let _back = PrivateRedis::start(Some(port));
+    for node in [a, b, c] {
+        wait_for("ready again", async || {
+            node.get("/ready").await.status == 200
+        })
+        .await;
+    }
+    // Subscriptions come back within 2 s, and nodes hear each other's
+    // `alive` every second.
+    actix_web::rt::time::sleep(Duration::from_secs(3)).await;
+    let second = start_deployment(b, "1.2.0", 51, json!({ "strategy": "Direct" })).await;
+    assert!(fleet.all_on(3).await);
+    let view = b.wait_deployment_status(&second, "Completed").await;
+    assert_eq!(view["acked"].as_i64(), Some(9), "acks cross again: {view}");
     fleet.stop().await;
     cluster.stop().await;
 }

@@ -11,6 +11,9 @@ pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
 pub const MAX_SERVERS: usize = 100_000;
 /// The most slices one message carries.
 pub const MAX_SLICES: usize = 4_096;
+/// The longest `event` frame forwarded, base64 (a frame is a few hundred
+/// bytes; its rules are bounded when the event is defined).
+pub const MAX_FRAME_BASE64: usize = 256 << 10;
 /// The longest name (node, config, deployment, server, cohort, region).
 const MAX_NAME: usize = 256;
 /// The longest error a server gave.
@@ -58,6 +61,23 @@ pub enum Message {
         action: serde_json::Value,
         /// Who asked, as the audit trail names them.
         actor: serde_json::Value,
+    },
+    /// An operator's control of a live event (or `refresh`: its
+    /// definition changed), for the node driving it.
+    #[serde(rename_all = "camelCase")]
+    EventCommand {
+        request: String,
+        event: String,
+        control: String,
+        actor: serde_json::Value,
+    },
+    /// A live event's `event` frame its owner sent its own servers, for
+    /// the servers of `regions` (all, when empty) on the other nodes.
+    #[serde(rename_all = "camelCase")]
+    EventFrame {
+        regions: Vec<String>,
+        /// The encoded frame, base64.
+        frame: String,
     },
     /// The owner's answer to `request`, for node `to`.
     #[serde(rename_all = "camelCase")]
@@ -128,6 +148,27 @@ pub fn read(bytes: &[u8]) -> Result<Envelope, String> {
         } => {
             name("request", request)?;
             name("deployment", deployment)?;
+        }
+        Message::EventCommand {
+            request,
+            event,
+            control,
+            ..
+        } => {
+            name("request", request)?;
+            name("event", event)?;
+            name("control", control)?;
+        }
+        Message::EventFrame { regions, frame } => {
+            if regions.len() > 256 {
+                return Err(format!("{} regions", regions.len()));
+            }
+            for region in regions {
+                name("region", region)?;
+            }
+            if frame.len() > MAX_FRAME_BASE64 {
+                return Err(format!("a frame of {} bytes", frame.len()));
+            }
         }
         Message::Reply {
             request,

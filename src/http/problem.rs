@@ -205,6 +205,9 @@ impl ApiError {
                     (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
                 }
                 LiveOpsError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "stopping"),
+                LiveOpsError::Elsewhere(_) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "owner_unreachable")
+                }
                 LiveOpsError::Effect(_) => (StatusCode::CONFLICT, "event_effect_failed"),
                 LiveOpsError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
                 LiveOpsError::ExperimentNotFound(_) => {

@@ -12,7 +12,7 @@ use super::{
 use crate::{
     catalog::Actor,
     domain::event_progress::{Control, EventState, LATE_AFTER_MS, Phase, Progress, Slot, control},
-    store::{StoreError, audit, live_ops as store},
+    store::{StoreError, audit, cluster::event_resource, live_ops as store},
 };
 use futures_util::future::LocalBoxFuture;
 use hotswap_actors::{Flow, LiveEventDriver, LiveEventHandle};
@@ -42,6 +42,13 @@ const RETRY_MS: i64 = 1_000;
 
 pub(super) fn spawn(liveops: Arc<LiveOps>, name: String) -> LiveEventHandle<Command> {
     let clock = liveops.clock.clone();
+    let resource = liveops
+        .definitions()
+        .events
+        .get(&name)
+        .map(|e| event_resource(&e.id))
+        .unwrap_or_default();
+    let epoch = liveops.hub.held_epoch(&resource);
     hotswap_actors::live_event::spawn(
         16,
         clock,
@@ -55,6 +62,8 @@ pub(super) fn spawn(liveops: Arc<LiveOps>, name: String) -> LiveEventHandle<Comm
             made_for: HashMap::new(),
             announced: HashMap::new(),
             started: HashSet::new(),
+            resource,
+            epoch,
         },
     )
 }
@@ -62,6 +71,11 @@ pub(super) fn spawn(liveops: Arc<LiveOps>, name: String) -> LiveEventHandle<Comm
 struct EventDriver {
     liveops: Arc<LiveOps>,
     name: String,
+    /// The event's lease (`event:<id>`) and the epoch this actor was
+    /// started under: in a cluster its writes are fenced by it, and it
+    /// stops once this node no longer holds it so.
+    resource: String,
+    epoch: Option<i64>,
     next: Option<i64>,
     /// Occurrences started and not ended in the store: (start, region or '').
     recorded: Option<HashSet<(i64, String)>>,
@@ -128,9 +142,19 @@ impl EventDriver {
     async fn step(&mut self) -> LiveOpsResult<Flow> {
         let Some(entry) = self.liveops.definitions().events.get(&self.name).cloned() else {
             self.next = None;
+            self.liveops.hub.give_up_lease(&self.resource);
             return Ok(Flow::Stop);
         };
         let now = self.liveops.now_ms();
+        if self.liveops.hub.held_epoch(&self.resource) != self.epoch {
+            return Ok(self.stand_down());
+        }
+        if !self.liveops.hub.lease_is_current(&self.resource) {
+            // Not renewed lately (this node was paused, or the store is
+            // slow): nothing moves until the keeper renews it or finds it gone.
+            self.next = Some(now + RETRY_MS);
+            return Ok(Flow::Continue);
+        }
         let recorded = match self.recorded.take() {
             Some(recorded) => recorded,
             None => {
@@ -186,6 +210,14 @@ impl EventDriver {
             .unwrap_or(0);
         let system = Actor::system();
         let mut tx = self.liveops.store.begin().await?;
+        if !self
+            .liveops
+            .hub
+            .fence_lease(&mut tx, &self.resource, self.epoch)
+            .await?
+        {
+            return Ok(self.stand_down());
+        }
         for slot in &started {
             let late = now - slot.start_ms;
             store::start_occurrence(
@@ -231,6 +263,7 @@ impl EventDriver {
             .await?;
         }
         tx.commit().await.map_err(StoreError::from)?;
+        self.liveops.hub.announce_liveops();
         if late_ms > 0 {
             tracing::warn!(event = %self.name, late_ms, "a live event started late (the hub was down at its start, or it was created after it)");
         }
@@ -307,6 +340,14 @@ impl EventDriver {
                 ..entry.progress.clone()
             };
             let mut tx = self.liveops.store.begin().await?;
+            if !self
+                .liveops
+                .hub
+                .fence_lease(&mut tx, &self.resource, self.epoch)
+                .await?
+            {
+                return Ok(self.stand_down());
+            }
             store::save_progress(&mut tx, &entry.id, &progress_row(&progress), now).await?;
             audit::record(
                 &mut tx,
@@ -318,6 +359,7 @@ impl EventDriver {
             )
             .await?;
             tx.commit().await.map_err(StoreError::from)?;
+            self.liveops.hub.announce_liveops();
             tracing::warn!(event = %self.name, "a live event's guardrail breached: the event is rolled back");
             self.liveops.modify_event(&self.name, |e| {
                 e.progress = progress;
@@ -454,11 +496,20 @@ impl EventDriver {
         let finished = entry.progress.state.is_finished() && !pending && !again;
         Ok(
             if finished && entry.timetable().next_wake(&entry.progress, now).is_none() {
+                // Nothing left to drive: another node need not take it.
+                self.liveops.hub.give_up_lease(&self.resource);
                 Flow::Stop
             } else {
                 Flow::Continue
             },
         )
+    }
+
+    /// Another node drives the event now: this actor stops, writing nothing.
+    fn stand_down(&mut self) -> Flow {
+        tracing::warn!(event = %self.name, "another node drives this live event now; stopping its actor here");
+        self.next = None;
+        Flow::Stop
     }
 
     /// Announces each occurrence whose phase changed since it was last
@@ -518,6 +569,17 @@ impl EventDriver {
                 }
             })?;
         let mut tx = self.liveops.store.begin().await?;
+        if !self
+            .liveops
+            .hub
+            .fence_lease(&mut tx, &self.resource, self.epoch)
+            .await?
+        {
+            return Err(LiveOpsError::Elsewhere(format!(
+                "live event {} is driven by another node now; retry",
+                self.name
+            )));
+        }
         store::save_progress(&mut tx, &entry.id, &progress_row(&progress), now).await?;
         audit::record(
             &mut tx,
@@ -529,6 +591,7 @@ impl EventDriver {
         )
         .await?;
         tx.commit().await.map_err(StoreError::from)?;
+        self.liveops.hub.announce_liveops();
         self.liveops
             .modify_event(&self.name, |e| e.progress = progress);
         Ok(())

@@ -295,11 +295,7 @@ impl LiveOps {
             sent_at_ms: self.now_ms(),
         }));
         let regions = regions_of(entry, slot);
-        self.hub.announce(frame, |server| {
-            regions.is_empty()
-                || regions
-                    .iter()
-                    .any(|r| r.eq_ignore_ascii_case(&server.region))
-        })
+        // In a cluster the other nodes' servers get it too.
+        self.hub.announce_event(frame, &regions)
     }
 }

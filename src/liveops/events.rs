@@ -325,8 +325,7 @@ impl LiveOps {
         // Its actor starts it at once when an occurrence is under way.
         // Written and published: the next change need not wait for the actor.
         drop(writing);
-        self.command(&name, |reply| actor::Command::Refresh { reply })
-            .await?;
+        self.refresh_event(&name, actor).await?;
         self.event(&name)
     }
 
@@ -407,8 +406,7 @@ impl LiveOps {
             entry.updated_at = now;
         });
         drop(writing);
-        self.command(name, |reply| actor::Command::Refresh { reply })
-            .await?;
+        self.refresh_event(name, actor).await?;
         self.event(name)
     }
 
@@ -448,11 +446,14 @@ impl LiveOps {
         )
         .await?;
         tx.commit().await.map_err(StoreError::from)?;
+        self.hub.announce_liveops();
         // Stopped once the deletion is stored.
         let running = super::lock(&self.actors).remove(name);
         if let Some(handle) = running {
             let _ = handle.command(actor::Command::Stop).await;
         }
+        self.hub
+            .give_up_lease(&crate::store::cluster::event_resource(&current.id));
         let name = name.to_owned();
         self.change(|d| {
             d.events.remove(&name);
@@ -505,6 +506,13 @@ impl LiveOps {
         if !self.definitions().events.contains_key(name) {
             return Err(LiveOpsError::EventNotFound(name.to_owned()));
         }
+        if self.drive(name).await?.is_none() {
+            // In a cluster, another node drives it: carried out there,
+            // then read back.
+            self.forward(name, Some(control), actor).await?;
+            self.reload_events().await?;
+            return self.event(name);
+        }
         self.command(name, |reply| actor::Command::Control {
             control,
             actor: actor.clone(),
@@ -514,16 +522,29 @@ impl LiveOps {
         self.event(name)
     }
 
+    /// Tells the event's actor its definition changed (in a cluster, the
+    /// node that drives it, which reads it back first).
+    async fn refresh_event(self: &Arc<Self>, name: &str, actor: &Actor) -> LiveOpsResult<()> {
+        self.hub.announce_liveops();
+        if self.drive(name).await?.is_none() {
+            return self.forward(name, None, actor).await;
+        }
+        self.command(name, |reply| actor::Command::Refresh { reply })
+            .await
+    }
+
     /// Sends a command to the event's actor and waits for its answer. An
     /// actor that was finishing (its event over) when the command came
     /// drops it unanswered: a fresh actor takes it then.
-    async fn command(
+    pub(super) async fn command(
         self: &Arc<Self>,
         name: &str,
         make: impl Fn(oneshot::Sender<LiveOpsResult<()>>) -> actor::Command,
     ) -> LiveOpsResult<()> {
         for _ in 0..3 {
-            let handle = self.actor_for(name).ok_or(LiveOpsError::Stopped)?;
+            let handle = self.drive(name).await?.ok_or_else(|| {
+                LiveOpsError::Elsewhere(format!("live event {name} is driven by another node"))
+            })?;
             let (reply, answer) = oneshot::channel();
             if handle.command(make(reply)).await.is_ok()
                 && let Ok(answered) = answer.await

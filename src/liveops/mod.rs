@@ -21,6 +21,7 @@
 //! - `views.rs`: response bodies.
 
 mod actor;
+mod cluster;
 mod effects;
 mod engagement;
 mod events;
@@ -95,6 +96,10 @@ pub enum LiveOpsError {
     },
     #[error("the live event's actor has stopped; retry")]
     Stopped,
+    /// In a cluster: the node driving the event did not answer, or this
+    /// node no longer drives it.
+    #[error("{0}")]
+    Elsewhere(String),
     /// Carrying an override to servers failed (a deployment refused).
     #[error("the event's effect on servers failed: {0}")]
     Effect(String),
@@ -327,37 +332,9 @@ impl LiveOps {
         }
         let mut events = BTreeMap::new();
         for row in store::live_events(&mut conn).await? {
-            let body: Value = match serde_json::from_str(&row.spec) {
-                Ok(body) => body,
-                Err(error) => {
-                    tracing::error!(event = %row.name, %error, "a stored live event is not JSON; skipped");
-                    continue;
-                }
-            };
-            let spec = match LiveEventSpec::parse(&body) {
-                Ok(spec) => spec,
-                Err(error) => {
-                    tracing::error!(event = %row.name, path = %error.path, message = %error.message,
-                        "a stored live event no longer parses; skipped");
-                    continue;
-                }
-            };
-            let entry = EventEntry {
-                id: row.id.clone(),
-                revision: row.revision,
-                zones: zones_of(&zones, &spec),
-                body,
-                spec,
-                progress: progress_of(&row),
-                applied: Vec::new(),
-                late_ms: 0,
-                effect_error: None,
-                pending_effects: false,
-                created_by: row.created_by.clone(),
-                created_at: row.created_at,
-                updated_at: row.updated_at,
-            };
-            events.insert(row.name.clone(), Arc::new(entry));
+            if let Some(entry) = entry_of(&zones, &row) {
+                events.insert(row.name.clone(), Arc::new(entry));
+            }
         }
         let assignments = experiments::Assignments::start(
             store.clone(),
@@ -440,6 +417,22 @@ impl LiveOps {
                     liveops.fold_variant_samples(subscriptions, samples);
                 }
             }));
+        let tick = Arc::downgrade(&liveops);
+        liveops.hub.set_cluster_tick(Box::new(move || {
+            let liveops = tick.upgrade();
+            Box::pin(async move {
+                if let Some(liveops) = liveops {
+                    liveops.cluster_tick().await;
+                }
+            })
+        }));
+        let commands = Arc::downgrade(&liveops);
+        liveops
+            .hub
+            .set_event_commands(Box::new(move |event, control, actor| {
+                let liveops = commands.upgrade();
+                Box::pin(async move { liveops?.on_forwarded(event, control, actor).await })
+            }));
         liveops.change(|_| {});
         Ok(liveops)
     }
@@ -455,8 +448,21 @@ impl LiveOps {
             .values()
             .map(|e| e.name().to_owned())
             .collect();
-        for name in names {
-            self.actor_for(&name);
+        if self.hub.in_cluster() {
+            // Only the events whose lease this node takes (each catches up
+            // and, finished, gives it up); the others' owners drive them.
+            let liveops = self.clone();
+            actix_web::rt::spawn(async move {
+                for name in names {
+                    if let Err(error) = liveops.drive(&name).await {
+                        tracing::warn!(event = %name, %error, "cannot take a live event's lease");
+                    }
+                }
+            });
+        } else {
+            for name in names {
+                self.actor_for(&name);
+            }
         }
         let started: Vec<String> = self.definitions().experiments.keys().cloned().collect();
         for name in started {
@@ -599,6 +605,41 @@ impl LiveOps {
         self.assignments.flush().await;
         self.flush_server_sums().await;
     }
+}
+
+/// A stored live event as the hub keeps it (nothing applied yet); `None`
+/// (logged) when it no longer reads.
+fn entry_of(zones: &BTreeMap<String, Tz>, row: &store::LiveEventRow) -> Option<EventEntry> {
+    let body: Value = match serde_json::from_str(&row.spec) {
+        Ok(body) => body,
+        Err(error) => {
+            tracing::error!(event = %row.name, %error, "a stored live event is not JSON; skipped");
+            return None;
+        }
+    };
+    let spec = match LiveEventSpec::parse(&body) {
+        Ok(spec) => spec,
+        Err(error) => {
+            tracing::error!(event = %row.name, path = %error.path, message = %error.message,
+                "a stored live event no longer parses; skipped");
+            return None;
+        }
+    };
+    Some(EventEntry {
+        id: row.id.clone(),
+        revision: row.revision,
+        zones: zones_of(zones, &spec),
+        body,
+        spec,
+        progress: progress_of(row),
+        applied: Vec::new(),
+        late_ms: 0,
+        effect_error: None,
+        pending_effects: false,
+        created_by: row.created_by.clone(),
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
 }
 
 /// The zones of an event's regions (those the settings know).

@@ -13,6 +13,11 @@ pub fn deployment_resource(id: &str) -> String {
     format!("deployment:{id}")
 }
 
+/// The lease resource of live event `id`.
+pub fn event_resource(id: &str) -> String {
+    format!("event:{id}")
+}
+
 /// Takes `resource` for `owner` for `ttl_ms`: a new lease at epoch 1, or
 /// one that lapsed at its epoch + 1. `None` while another node holds it.
 /// In a transaction (a new deployment's row and its lease commit together)

@@ -289,3 +289,68 @@ async fn with_redis_down_nodes_keep_serving_and_catch_up_from_the_store() {
     fleet.stop().await;
     cluster.stop().await;
 }
+
+/// A server-wide live event created on node B starts once (one node holds
+/// its lease and activates it; one deployment carries its override to the
+/// servers on every node), every node's REST answers show it active, and
+/// an operator ends it from node C (carried out by the event's owner).
+#[actix_web::test]
+async fn a_live_event_activates_once_and_is_ended_from_any_node() {
+    let Some(cluster) = cluster(3).await else {
+        return;
+    };
+    let [a, b, c] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
+    let key = setup(a).await;
+    let fleet = Fleet::start_on(
+        &[a.ws_url(), b.ws_url(), c.ws_url()],
+        &key,
+        9,
+        |_| "EU-WEST",
+    )
+    .await;
+    assert!(fleet.all_on(1).await);
+    let start = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let event = json!({
+        "name": "double-loot",
+        "displayName": "Double loot",
+        "eventType": "LimitedTimeOffer",
+        "overrides": [{ "config": CONFIG, "patch": { "weapons": { "rifle": { "damage": 90 } } } }],
+        "schedule": {
+            "startTime": start.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "endTime": (start + chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        },
+    });
+    let created = b.post_json("/api/v1/live-events", &event).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    assert!(
+        fleet.all_on(2).await,
+        "the event's override reached every server"
+    );
+    for node in [a, b, c] {
+        wait_for("every node shows the event active", async || {
+            node.get("/api/v1/live-events/double-loot").await.body["state"] == "Active"
+        })
+        .await;
+    }
+    let ended = c.post_empty("/api/v1/live-events/double-loot/end").await;
+    assert_eq!(ended.status, 200, "{:?}", ended.body);
+    assert!(fleet.all_on(1).await, "the override is undone everywhere");
+    // Once: one activation in the trail, one deployment for its override.
+    let trail = a.get("/api/v1/audit?limit=1000").await;
+    let started = trail.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|row| row["action"] == "live-event.state" && row["summary"]["to"] == "Active")
+        .count();
+    assert_eq!(started, 1, "{}", trail.body);
+    let deployments = a.get(&format!("/api/v1/deployments?config={CONFIG}")).await;
+    assert_eq!(
+        deployments.body["items"].as_array().map(Vec::len),
+        Some(2),
+        "the first version's and the event's: {}",
+        deployments.body
+    );
+    fleet.stop().await;
+    cluster.stop().await;
+}

@@ -184,6 +184,82 @@ impl Hub {
         });
     }
 
+    /// Sends a live event's control (or `refresh`) to the node driving it
+    /// and waits (at most 5 s) for its answer: (kind, message) when refused.
+    pub(crate) async fn forward_event(
+        &self,
+        event: &str,
+        control: &str,
+        actor: &Actor,
+    ) -> Result<(), (String, String)> {
+        let unreachable = |why: String| Err(("unavailable".to_owned(), why));
+        let Some(node) = &self.cluster else {
+            return unreachable(format!("live event {event} has no driver"));
+        };
+        let request = uuid::Uuid::now_v7().to_string();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        {
+            let mut pending = lock(&node.pending);
+            if pending.len() >= MAX_PENDING {
+                return unreachable("too many actions wait for other nodes; retry".into());
+            }
+            pending.insert(request.clone(), reply);
+        }
+        node.cluster.send(Message::EventCommand {
+            request: request.clone(),
+            event: event.to_owned(),
+            control: control.to_owned(),
+            actor: serde_json::to_value(actor).expect("an actor serializes"),
+        });
+        let answered = tokio::time::timeout(ANSWER_WITHIN, answer).await;
+        lock(&node.pending).remove(&request);
+        match answered {
+            Ok(Ok((outcome, _))) if outcome == "ok" => Ok(()),
+            Ok(Ok((outcome, message))) => Err((outcome, message)),
+            _ => unreachable(format!(
+                "the node driving live event {event} did not answer within 5 s; retry"
+            )),
+        }
+    }
+
+    /// Another node's control of a live event: carried out by live ops
+    /// when this node drives it, then answered.
+    pub(in crate::hub) fn on_event_command(
+        &self,
+        from: String,
+        request: String,
+        event: String,
+        control: String,
+        actor: Value,
+    ) {
+        let Some(node) = &self.cluster else {
+            return;
+        };
+        let Some(commands) = node.event_commands.get() else {
+            return;
+        };
+        let Ok(actor) = serde_json::from_value::<Actor>(actor) else {
+            return;
+        };
+        let answer = commands(event, control, actor);
+        let cluster = node.cluster.clone();
+        actix_web::rt::spawn(async move {
+            let Some(result) = answer.await else {
+                return;
+            };
+            let (outcome, message) = match result {
+                Ok(()) => ("ok".to_owned(), String::new()),
+                Err((outcome, message)) => (outcome, message.chars().take(4_000).collect()),
+            };
+            cluster.send(Message::Reply {
+                request,
+                to: from,
+                outcome,
+                message,
+            });
+        });
+    }
+
     /// The owner's answer to an action this node forwarded.
     pub(in crate::hub) fn on_reply(&self, request: &str, outcome: String, message: String) {
         if let Some(node) = &self.cluster

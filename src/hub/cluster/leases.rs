@@ -1,4 +1,6 @@
-//! Leases: one node drives each deployment (`store/cluster.rs`).
+//! Leases: one node drives each deployment and each live event
+//! (`store/cluster.rs`). This node's leases are kept by resource
+//! (`deployment:<id>`, `event:<id>`) with the epoch it holds them under.
 
 use super::Held;
 use crate::{
@@ -11,53 +13,129 @@ use crate::{
 use hotswap_client::sync::lock;
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
+fn driven_elsewhere(id: &str) -> DeploymentError {
+    DeploymentError::Conflict(format!("deployment {id} is driven by another node"))
+}
+
 impl Hub {
-    /// Takes a new deployment's lease in the transaction that stores it.
-    pub(in crate::hub) async fn lease_new(&self, tx: &mut Tx, id: &str) -> StoreResult<()> {
+    /// Whether this hub is one node of several.
+    pub(crate) fn in_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// The epoch under which this node holds `resource`'s lease (`Some(0)`
+    /// alone: a single node holds everything).
+    pub(crate) fn held_epoch(&self, resource: &str) -> Option<i64> {
+        match &self.cluster {
+            None => Some(0),
+            Some(node) => lock(&node.held).get(resource).map(|h| h.epoch),
+        }
+    }
+
+    /// Takes `resource`'s lease for this node (new, or lapsed: its epoch
+    /// moves on); `None` while another node holds it. On `conn`, which
+    /// may be a transaction's. Alone: `Some(0)`.
+    pub(crate) async fn take_lease(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        resource: &str,
+    ) -> StoreResult<Option<i64>> {
         let Some(node) = &self.cluster else {
-            return Ok(());
+            return Ok(Some(0));
         };
         let since = Instant::now();
-        let epoch = leases::take(
-            tx,
-            &leases::deployment_resource(id),
-            &node.cluster.node,
-            node.ttl_ms(),
-        )
-        .await?
-        .ok_or(StoreError::Conflict)?;
-        node.hold(id, epoch, since);
-        Ok(())
+        let epoch = leases::take(conn, resource, &node.cluster.node, node.ttl_ms()).await?;
+        if let Some(epoch) = epoch {
+            node.hold(resource, epoch, since);
+        }
+        Ok(epoch)
+    }
+
+    /// In a write's transaction: this node still holds `resource` under
+    /// `epoch` (renewed by the write); false when it does not, and the
+    /// write must not happen. Alone: true.
+    pub(crate) async fn fence_lease(
+        &self,
+        tx: &mut Tx,
+        resource: &str,
+        epoch: Option<i64>,
+    ) -> StoreResult<bool> {
+        let Some(node) = &self.cluster else {
+            return Ok(true);
+        };
+        let Some(epoch) = epoch.filter(|e| self.held_epoch(resource) == Some(*e)) else {
+            return Ok(false);
+        };
+        let since = Instant::now();
+        if leases::fence(tx, resource, &node.cluster.node, epoch, node.ttl_ms()).await? {
+            node.hold(resource, epoch, since);
+            return Ok(true);
+        }
+        let mut held = lock(&node.held);
+        if held.get(resource).is_some_and(|h| h.epoch == epoch) {
+            held.remove(resource);
+        }
+        drop(held);
+        tracing::warn!(%resource, "this node's lease lapsed or was taken: the write is refused");
+        Ok(false)
+    }
+
+    /// Gives `resource`'s lease up (what it covers finished).
+    pub(crate) fn give_up_lease(&self, resource: &str) {
+        let Some(node) = &self.cluster else {
+            return;
+        };
+        let Some(held) = lock(&node.held).remove(resource) else {
+            return;
+        };
+        let (store, owner, resource) = (
+            self.store.clone(),
+            node.cluster.node.clone(),
+            resource.to_owned(),
+        );
+        actix_web::rt::spawn(async move {
+            if let Ok(mut conn) = store.conn().await {
+                let _ = leases::release(&mut conn, &resource, &owner, held.epoch).await;
+            }
+        });
+    }
+
+    /// Whether this node may act under `resource`'s lease now: it holds
+    /// it and renewed it lately enough (always, alone).
+    pub(crate) fn lease_is_current(&self, resource: &str) -> bool {
+        self.cluster.as_ref().is_none_or(|n| {
+            lock(&n.held)
+                .get(resource)
+                .is_some_and(|h| h.valid_until > Instant::now())
+        })
+    }
+
+    /// Takes a new deployment's lease in the transaction that stores it.
+    pub(in crate::hub) async fn lease_new(&self, tx: &mut Tx, id: &str) -> StoreResult<()> {
+        self.take_lease(tx, &leases::deployment_resource(id))
+            .await?
+            .ok_or(StoreError::Conflict)
+            .map(|_| ())
     }
 
     /// Takes the lease of an existing deployment (the kill switch of a
     /// completed one); a conflict while another node holds it.
     pub(in crate::hub) async fn lease_take(&self, id: &str) -> Result<(), DeploymentError> {
-        let Some(node) = &self.cluster else {
+        if !self.in_cluster() {
             return Ok(());
-        };
-        let since = Instant::now();
+        }
         let mut conn = self.store.conn().await?;
-        match leases::take(
-            &mut conn,
-            &leases::deployment_resource(id),
-            &node.cluster.node,
-            node.ttl_ms(),
-        )
-        .await?
+        match self
+            .take_lease(&mut conn, &leases::deployment_resource(id))
+            .await?
         {
-            Some(epoch) => {
-                node.hold(id, epoch, since);
-                Ok(())
-            }
-            None => Err(DeploymentError::Conflict(format!(
-                "deployment {id} is driven by another node"
-            ))),
+            Some(_) => Ok(()),
+            None => Err(driven_elsewhere(id)),
         }
     }
 
-    /// In a write's transaction: this node still holds the deployment's
-    /// lease (renewed by the write), or the write is refused.
+    /// In a deployment write's transaction: this node still holds its
+    /// lease under the run's `epoch`, or the write is refused.
     pub(in crate::hub) async fn fence(
         &self,
         tx: &mut Tx,
@@ -68,95 +146,47 @@ impl Hub {
         let Some(node) = &self.cluster else {
             return Ok(());
         };
-        // The epoch the run was started under, which this node still holds.
-        let Some(epoch) = epoch.filter(|e| self.lease_epoch(id) == Some(*e)) else {
-            return Err(DeploymentError::Conflict(format!(
-                "deployment {id} is driven by another node"
-            )));
-        };
-        let since = Instant::now();
-        if leases::fence(
-            tx,
-            &leases::deployment_resource(id),
-            &node.cluster.node,
-            epoch,
-            node.ttl_ms(),
-        )
-        .await?
+        if self
+            .fence_lease(tx, &leases::deployment_resource(id), epoch)
+            .await?
         {
-            node.hold(id, epoch, since);
             node.bump(config);
             Ok(())
         } else {
-            let mut held = lock(&node.held);
-            if held.get(id).is_some_and(|h| h.epoch == epoch) {
-                held.remove(id);
-            }
-            drop(held);
-            tracing::warn!(deployment = %id, "this node's lease lapsed or was taken: the write is refused");
-            Err(DeploymentError::Conflict(format!(
-                "deployment {id} is driven by another node"
-            )))
+            Err(driven_elsewhere(id))
         }
     }
 
     /// A deployment finished: its lease is given up.
     pub(in crate::hub) fn lease_done(&self, id: &str) {
-        let Some(node) = &self.cluster else {
-            return;
-        };
-        let Some(held) = lock(&node.held).remove(id) else {
-            return;
-        };
-        let (store, owner, id) = (self.store.clone(), node.cluster.node.clone(), id.to_owned());
-        actix_web::rt::spawn(async move {
-            if let Ok(mut conn) = store.conn().await {
-                let _ = leases::release(
-                    &mut conn,
-                    &leases::deployment_resource(&id),
-                    &owner,
-                    held.epoch,
-                )
-                .await;
-            }
-        });
+        self.give_up_lease(&leases::deployment_resource(id));
     }
 
-    /// Whether this node holds the deployment's lease (always, alone).
     /// The epoch under which this node holds the deployment's lease
     /// (`Some(0)` alone: a single node holds everything).
     pub(in crate::hub) fn lease_epoch(&self, id: &str) -> Option<i64> {
-        match &self.cluster {
-            None => Some(0),
-            Some(node) => lock(&node.held).get(id).map(|h| h.epoch),
-        }
+        self.held_epoch(&leases::deployment_resource(id))
     }
 
+    /// Whether this node holds the deployment's lease (always, alone).
     pub(in crate::hub) fn lease_held(&self, id: &str) -> bool {
-        self.cluster
-            .as_ref()
-            .is_none_or(|n| lock(&n.held).contains_key(id))
+        self.lease_epoch(id).is_some()
     }
 
-    /// Whether this node may act on the deployment now: it holds the lease
-    /// and renewed it lately enough (always, alone).
+    /// Whether this node may act on the deployment now (always, alone).
     pub(in crate::hub) fn lease_current(&self, id: &str) -> bool {
-        self.cluster.as_ref().is_none_or(|n| {
-            lock(&n.held)
-                .get(id)
-                .is_some_and(|h| h.valid_until > Instant::now())
-        })
+        self.lease_is_current(&leases::deployment_resource(id))
     }
 
     /// Renews every lease this node holds; one another node took (or that
-    /// lapsed) is dropped, and its actor stops at its next turn.
+    /// lapsed) is dropped, and what it drove stops at its next turn.
     pub(super) async fn renew_leases(&self) {
         let Some(node) = &self.cluster else {
             return;
         };
         let held: Vec<(String, Held)> = lock(&node.held)
             .iter()
-            .map(|(id, h)| (id.clone(), *h))
+            .map(|(resource, h)| (resource.clone(), *h))
             .collect();
         if held.is_empty() {
             return;
@@ -165,11 +195,11 @@ impl Hub {
             tracing::warn!("cannot renew leases: the store is unavailable");
             return;
         };
-        for (id, was) in held {
+        for (resource, was) in held {
             let since = Instant::now();
             match leases::extend(
                 &mut conn,
-                &leases::deployment_resource(&id),
+                &resource,
                 &node.cluster.node,
                 was.epoch,
                 node.ttl_ms(),
@@ -179,9 +209,9 @@ impl Hub {
                 Ok(true) => {
                     let mut map = lock(&node.held);
                     // Unless it finished or was lost meanwhile.
-                    if map.get(&id).is_some_and(|h| h.epoch == was.epoch) {
+                    if map.get(&resource).is_some_and(|h| h.epoch == was.epoch) {
                         map.insert(
-                            id,
+                            resource,
                             Held {
                                 epoch: was.epoch,
                                 valid_until: since + node.trusted_for(),
@@ -190,14 +220,14 @@ impl Hub {
                     }
                 }
                 Ok(false) => {
-                    tracing::warn!(deployment = %id, "this node's lease lapsed or was taken");
+                    tracing::warn!(%resource, "this node's lease lapsed or was taken");
                     let mut map = lock(&node.held);
-                    if map.get(&id).is_some_and(|h| h.epoch == was.epoch) {
-                        map.remove(&id);
+                    if map.get(&resource).is_some_and(|h| h.epoch == was.epoch) {
+                        map.remove(&resource);
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(deployment = %id, error = %error, "cannot renew a lease");
+                    tracing::warn!(%resource, error = %error, "cannot renew a lease");
                 }
             }
         }
@@ -209,22 +239,17 @@ impl Hub {
         &self,
         rows: Vec<store_hub::DeploymentRow>,
     ) -> anyhow::Result<Vec<store_hub::DeploymentRow>> {
-        let Some(node) = &self.cluster else {
+        if !self.in_cluster() {
             return Ok(rows);
-        };
+        }
         let mut conn = self.store.conn().await?;
         let mut mine = Vec::new();
         for row in rows {
-            let since = Instant::now();
-            if let Some(epoch) = leases::take(
-                &mut conn,
-                &leases::deployment_resource(&row.id),
-                &node.cluster.node,
-                node.ttl_ms(),
-            )
-            .await?
+            if self
+                .take_lease(&mut conn, &leases::deployment_resource(&row.id))
+                .await?
+                .is_some()
             {
-                node.hold(&row.id, epoch, since);
                 mine.push(row);
             }
         }
@@ -242,17 +267,11 @@ impl Hub {
         let orphans = leases::orphaned_deployments(&mut conn).await?;
         let mut taken = Vec::new();
         for row in orphans {
-            let since = Instant::now();
-            if let Some(epoch) = leases::take(
-                &mut conn,
-                &leases::deployment_resource(&row.id),
-                &node.cluster.node,
-                node.ttl_ms(),
-            )
-            .await?
+            if let Some(epoch) = self
+                .take_lease(&mut conn, &leases::deployment_resource(&row.id))
+                .await?
             {
                 tracing::warn!(deployment = %row.id, config = %row.config_name, epoch, "took over a deployment whose lease lapsed");
-                node.hold(&row.id, epoch, since);
                 node.bump(&row.config_name);
                 taken.push(row);
             }
@@ -272,7 +291,7 @@ impl Hub {
     }
 
     /// Gives up every lease this node holds (it is stopping): another node
-    /// takes its deployments over at once rather than after they lapse.
+    /// takes over at once rather than after they lapse.
     pub(in crate::hub) async fn release_leases(&self) {
         let Some(node) = &self.cluster else {
             return;
@@ -283,14 +302,8 @@ impl Hub {
         let Ok(mut conn) = self.store.conn().await else {
             return;
         };
-        for (id, held) in held {
-            let _ = leases::release(
-                &mut conn,
-                &leases::deployment_resource(&id),
-                &node.cluster.node,
-                held.epoch,
-            )
-            .await;
+        for (resource, held) in held {
+            let _ = leases::release(&mut conn, &resource, &node.cluster.node, held.epoch).await;
         }
     }
 }

@@ -79,7 +79,27 @@ pub(super) struct Node {
     stopped: std::sync::atomic::AtomicBool,
     /// Actions forwarded to other nodes, waiting for their answer.
     pending: Mutex<HashMap<String, tokio::sync::oneshot::Sender<(String, String)>>>,
+    /// What live ops does each time the cluster's state may have moved.
+    tick: std::sync::OnceLock<ClusterTick>,
+    /// Live ops' side of another node's control of a live event.
+    event_commands: std::sync::OnceLock<EventCommands>,
 }
+
+/// Live ops' part of each refresh (set once).
+pub type ClusterTick =
+    Box<dyn Fn() -> futures_util::future::LocalBoxFuture<'static, ()> + Send + Sync>;
+/// Another node's control of a live event (name, control, who): `None`
+/// when this node does not drive it, else the outcome (kind, message).
+pub type EventCommands = Box<
+    dyn Fn(
+            String,
+            String,
+            crate::catalog::Actor,
+        )
+            -> futures_util::future::LocalBoxFuture<'static, Option<Result<(), (String, String)>>>
+        + Send
+        + Sync,
+>;
 
 impl Node {
     pub(in crate::hub) fn new(cluster: Arc<Cluster>) -> Node {
@@ -94,6 +114,8 @@ impl Node {
             said_alive: Mutex::new(None),
             stopped: Default::default(),
             pending: Mutex::new(HashMap::new()),
+            tick: std::sync::OnceLock::new(),
+            event_commands: std::sync::OnceLock::new(),
         }
     }
 
@@ -162,6 +184,9 @@ impl Hub {
                 if let Err(error) = hub.take_over_lapsed().await {
                     tracing::warn!(error = %error, "cannot look for lapsed leases; retrying");
                 }
+                if let Some(tick) = hub.cluster.as_ref().and_then(|n| n.tick.get()) {
+                    tick().await;
+                }
             }
         });
         let hub = self.clone();
@@ -197,6 +222,62 @@ impl Hub {
                 .cluster
                 .as_ref()
                 .is_some_and(|n| n.stopped.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Live ops' part of each refresh (once; nothing alone).
+    pub fn set_cluster_tick(&self, tick: ClusterTick) {
+        if let Some(node) = &self.cluster {
+            let _ = node.tick.set(tick);
+        }
+    }
+
+    /// Live ops' side of other nodes' controls of live events (once).
+    pub fn set_event_commands(&self, commands: EventCommands) {
+        if let Some(node) = &self.cluster {
+            let _ = node.event_commands.set(commands);
+        }
+    }
+
+    /// Tells the other nodes the live-ops definitions changed in the store.
+    pub(crate) fn announce_liveops(&self) {
+        if let Some(node) = &self.cluster {
+            node.cluster.send(Message::Changed {
+                config: "liveops".into(),
+            });
+        }
+    }
+
+    /// A live event's `event` frame: to this node's servers of `regions`
+    /// (all, when empty), and in a cluster to the other nodes' too.
+    pub(crate) fn announce_event(&self, frame: bytes::Bytes, regions: &[String]) -> usize {
+        if let Some(node) = &self.cluster {
+            use base64::Engine as _;
+            node.cluster.send(Message::EventFrame {
+                regions: regions.to_vec(),
+                frame: base64::engine::general_purpose::STANDARD.encode(&frame),
+            });
+        }
+        self.announce_to_regions(frame, regions)
+    }
+
+    fn announce_to_regions(&self, frame: bytes::Bytes, regions: &[String]) -> usize {
+        self.announce(frame, |server| {
+            regions.is_empty()
+                || regions
+                    .iter()
+                    .any(|r| r.eq_ignore_ascii_case(&server.region))
+        })
+    }
+
+    /// Another node's `event` frame, to this node's servers.
+    fn on_event_frame(&self, regions: &[String], frame: &str) {
+        use base64::Engine as _;
+        match base64::engine::general_purpose::STANDARD.decode(frame) {
+            Ok(frame) => {
+                self.announce_to_regions(bytes::Bytes::from(frame), regions);
+            }
+            Err(error) => tracing::warn!(%error, "refused an event frame from another node"),
+        }
     }
 
     /// This node's name among the others, if it is in a cluster.
@@ -249,6 +330,13 @@ impl Hub {
                     action,
                     actor,
                 } => self.on_command(envelope.from, request, deployment, action, actor),
+                Message::EventCommand {
+                    request,
+                    event,
+                    control,
+                    actor,
+                } => self.on_event_command(envelope.from, request, event, control, actor),
+                Message::EventFrame { regions, frame } => self.on_event_frame(&regions, &frame),
                 Message::Reply {
                     request,
                     to,

@@ -59,6 +59,17 @@ struct Cli {
     /// Soak: seconds of hub CPU measured with metrics off, then on.
     #[arg(long, default_value_t = 10)]
     ingest_window: u64,
+    /// Hub nodes the harness starts (a cluster on --database-url and
+    /// --redis-url); the simulated servers are spread over them, and the
+    /// deployments are made on the first (it drives them).
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// With --nodes above 1: the PostgreSQL database the nodes share.
+    #[arg(long, env = "HOTSWAP_LOADTEST_DATABASE_URL")]
+    database_url: Option<String>,
+    /// With --nodes above 1: the Redis the nodes share.
+    #[arg(long, env = "HOTSWAP_LOADTEST_REDIS_URL")]
+    redis_url: Option<String>,
     /// Target a running hub (http://127.0.0.x:port) instead of starting one.
     #[arg(long)]
     hub_url: Option<String>,
@@ -190,6 +201,9 @@ fn main() -> anyhow::Result<()> {
             ..PlayerModel::default()
         },
         hub_env: cli.hub_env,
+        nodes: cli.nodes.max(1),
+        database_url: cli.database_url,
+        redis_url: cli.redis_url,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

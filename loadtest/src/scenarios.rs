@@ -78,6 +78,11 @@ pub struct Options {
     pub model: PlayerModel,
     /// Extra `KEY=VALUE` environment for a hub the harness starts.
     pub hub_env: Vec<(String, String)>,
+    /// Hub nodes the harness starts (more than one: a cluster on
+    /// `database_url` and `redis_url`).
+    pub nodes: usize,
+    pub database_url: Option<String>,
+    pub redis_url: Option<String>,
 }
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -90,11 +95,73 @@ struct FloorRun {
     last_ack: Vec<f64>,
 }
 
+/// The settings that make each node the harness starts one of a
+/// cluster: the shared database and Redis, a cluster name of its own, and
+/// one folder of keys (signing, secrets, tokens) for all.
+fn cluster_settings(opts: &Options) -> anyhow::Result<Vec<(String, String)>> {
+    let database = opts
+        .database_url
+        .clone()
+        .context("--nodes above 1 needs --database-url (PostgreSQL)")?;
+    let redis = opts
+        .redis_url
+        .clone()
+        .context("--nodes above 1 needs --redis-url")?;
+    let keys = opts.out.join("keys");
+    std::fs::create_dir_all(&keys)?;
+    let keys = std::fs::canonicalize(keys)?;
+    // A schema of this run's own (with `psql`): runs never meet each
+    // other's servers, keys or deployments.
+    let schema = format!("hotswap_loadtest_{}", now_us());
+    let created = std::process::Command::new("psql")
+        .args([
+            database.as_str(),
+            "-q",
+            "-c",
+            &format!("CREATE SCHEMA {schema}"),
+        ])
+        .output()
+        .context("running psql (Debian's postgresql-client) to create the run's schema")?;
+    if !created.status.success() {
+        bail!(
+            "psql could not create schema {schema}: {}",
+            String::from_utf8_lossy(&created.stderr).trim()
+        );
+    }
+    let separator = if database.contains('?') { '&' } else { '?' };
+    let database = format!("{database}{separator}options=-c%20search_path%3D{schema}");
+    eprintln!("the cluster's store: schema {schema}");
+    Ok(vec![
+        ("HOTSWAP_DATABASE__URL".to_owned(), database),
+        ("HOTSWAP_REDIS__URL".to_owned(), redis),
+        (
+            "HOTSWAP_CLUSTER__NAME".to_owned(),
+            format!("loadtest-{}", now_us()),
+        ),
+        ("HOTSWAP_DATA_DIR".to_owned(), keys.display().to_string()),
+    ])
+}
+
+/// CPU and memory of every node: summed.
+fn nodes_usage(hub: &HubProcess, others: &[HubProcess]) -> Usage {
+    let mut total = Usage::default();
+    for node in std::iter::once(hub).chain(others) {
+        if let Some(usage) = node.usage() {
+            total.cpu_seconds += usage.cpu_seconds;
+            total.rss_bytes += usage.rss_bytes;
+            total.peak_rss_bytes += usage.peak_rss_bytes;
+        }
+    }
+    total
+}
+
 /// A run in progress.
 struct Run {
     opts: Options,
     api: Api,
     hub: Option<HubProcess>,
+    /// The other nodes of a cluster the harness started.
+    others: Vec<HubProcess>,
     fleet: Fleet,
     report: Report,
     config: String,
@@ -109,6 +176,16 @@ struct Run {
 /// Runs the chosen scenario and writes the report; returns it.
 pub async fn run(opts: Options) -> anyhow::Result<Report> {
     let mut hub = None;
+    let mut others = Vec::new();
+    if opts.nodes > 1 && opts.hub_url.is_some() {
+        bail!("--nodes starts the nodes itself: drop --hub-url");
+    }
+    if opts.nodes > 1 && matches!(opts.scenario, Scenario::ReconnectStorm | Scenario::Chaos) {
+        bail!(
+            "{} restarts one hub: run it with one node",
+            opts.scenario.name()
+        );
+    }
     let api = match &opts.hub_url {
         Some(url) => Api::new(
             url,
@@ -125,9 +202,29 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
                 "HOTSWAP_HUB__METRICS_MS".to_owned(),
                 opts.metrics_ms.to_string(),
             )];
+            if opts.nodes > 1 {
+                settings.extend(cluster_settings(&opts)?);
+            }
             settings.extend(opts.hub_env.iter().cloned());
             eprintln!("starting the hub ({})", binary.display());
-            let process = HubProcess::start(&binary, &opts.out.join("hub"), &settings).await?;
+            let node = |i: usize| {
+                let mut settings = settings.clone();
+                if opts.nodes > 1 {
+                    settings.push((
+                        "HOTSWAP_CLUSTER__NODE_ID".to_owned(),
+                        format!("loadtest-node-{i}"),
+                    ));
+                }
+                settings
+            };
+            let process = HubProcess::start(&binary, &opts.out.join("hub"), &node(0)).await?;
+            for i in 1..opts.nodes {
+                eprintln!("starting node {i} of the cluster");
+                others.push(
+                    HubProcess::start(&binary, &opts.out.join(format!("hub-{i}")), &node(i))
+                        .await?,
+                );
+            }
             let api = Api::new(&process.base_url(), &process.admin_token().await?)?;
             hub = Some(process);
             api
@@ -159,16 +256,28 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         .to_owned();
     let usage = |hub: &Option<HubProcess>, pid: Option<u32>| -> Option<Usage> {
         match hub {
-            Some(hub) => hub.usage(),
+            Some(hub) => Some(nodes_usage(hub, &others)),
             None => crate::hubproc::usage(pid?),
         }
     };
     let before = usage(&hub, opts.hub_pid);
     let ws_url = format!("ws://{}/ws/v1/servers", api.host());
+    let urls: Vec<String> = if others.is_empty() {
+        Vec::new()
+    } else {
+        std::iter::once(ws_url.clone())
+            .chain(
+                others
+                    .iter()
+                    .map(|o| format!("ws://127.0.0.1:{}/ws/v1/servers", o.port)),
+            )
+            .collect()
+    };
     let per_server =
         (opts.players / opts.servers.max(1) as u64).clamp(1, u64::from(u32::MAX)) as u32;
     let template = WorkerSpec {
         url: ws_url,
+        urls,
         key,
         config: config.clone(),
         environment: "staging".into(),
@@ -189,6 +298,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     let mut run = Run {
         api,
         hub,
+        others,
         fleet,
         report: Report::default(),
         config,
@@ -204,6 +314,9 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     run.fleet.stop().await;
     if let Some(hub) = &mut run.hub {
         let _ = hub.stop().await;
+    }
+    for node in &mut run.others {
+        let _ = node.stop().await;
     }
     result?;
     let mut report = run.report;
@@ -226,7 +339,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
 impl Run {
     fn usage(&self) -> Option<Usage> {
         match &self.hub {
-            Some(hub) => hub.usage(),
+            Some(hub) => Some(nodes_usage(hub, &self.others)),
             None => crate::hubproc::usage(self.opts.hub_pid?),
         }
     }
@@ -241,6 +354,7 @@ impl Run {
         let opts = self.opts.clone();
         self.report.set("scenario", json!(opts.scenario.name()));
         self.report.set("servers", json!(opts.servers));
+        self.report.set("nodes", json!(opts.nodes));
         self.report.set("players", json!(opts.players));
         self.report.set("processes", json!(self.fleet.processes()));
         self.report.set("metricsMs", json!(opts.metrics_ms));

@@ -44,6 +44,10 @@ pub const REGIONS: [&str; 5] = ["NA-WEST", "NA-EAST", "EU-WEST", "EU-EAST", "APA
 pub struct WorkerSpec {
     /// `ws://host:port/ws/v1/servers`.
     pub url: String,
+    /// The nodes of a cluster (`ws://…/ws/v1/servers` each): server
+    /// `global` connects to `urls[global % len]`; empty, all to `url`.
+    #[serde(default)]
+    pub urls: Vec<String>,
     pub key: String,
     pub config: String,
     pub environment: String,
@@ -110,7 +114,8 @@ pub struct Delivery {
 
 struct Shared {
     spec: WorkerSpec,
-    hub: SocketAddr,
+    /// Per node (one alone), its address.
+    hubs: Vec<SocketAddr>,
     connected: AtomicUsize,
     welcomes: AtomicU64,
     revisions: Vec<AtomicI64>,
@@ -141,10 +146,16 @@ struct Shared {
 
 /// Runs a worker until `stop` (or stdin closes).
 pub async fn run(spec: WorkerSpec) -> anyhow::Result<()> {
-    let hub = resolve(&spec.url).await?;
+    let mut hubs = Vec::new();
+    if spec.urls.is_empty() {
+        hubs.push(resolve(&spec.url).await?);
+    }
+    for url in &spec.urls {
+        hubs.push(resolve(url).await?);
+    }
     let (stop, _) = watch::channel(false);
     let shared = Arc::new(Shared {
-        hub,
+        hubs,
         connected: AtomicUsize::new(0),
         welcomes: AtomicU64::new(0),
         revisions: (0..spec.count).map(|_| AtomicI64::new(0)).collect(),
@@ -454,10 +465,15 @@ async fn session(
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> anyhow::Result<Option<Duration>> {
     let spec = &shared.spec;
-    let stream = client_socket(spec.source)?.connect(shared.hub).await?;
+    // Each server keeps to one node of a cluster.
+    let node = global % shared.hubs.len();
+    let url = spec.urls.get(node).unwrap_or(&spec.url);
+    let stream = client_socket(spec.source)?
+        .connect(shared.hubs[node])
+        .await?;
     stream.set_nodelay(true)?;
     let stream = StampedStream::new(stream)?;
-    let mut request = spec.url.as_str().into_client_request()?;
+    let mut request = url.as_str().into_client_request()?;
     request.headers_mut().insert(
         "authorization",
         HeaderValue::from_str(&format!("Bearer {}", spec.key))?,

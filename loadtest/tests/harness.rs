@@ -274,3 +274,111 @@ fn a_hub_killed_mid_deployment_loses_nothing() {
     summary(&report, "chaos", "restartMs");
     summary(&report, "chaos", "killToAllServersSettledMs");
 }
+
+/// PostgreSQL for the cluster runs (`HOTSWAP_TEST_POSTGRES_URL`, as the
+/// hub's tests); `None` with a printed reason when it is unreachable
+/// outside CI (under `CI` the test fails instead).
+fn postgres() -> Option<String> {
+    let url = std::env::var("HOTSWAP_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    if std::net::TcpStream::connect(("127.0.0.1", 5432)).is_ok() {
+        return Some(url);
+    }
+    let reason = "PostgreSQL is unreachable on 127.0.0.1:5432";
+    assert!(
+        std::env::var("CI").map_or(true, |v| v.trim().is_empty()),
+        "{reason} (CI=true requires the cluster runs)"
+    );
+    eprintln!("SKIPPED the cluster runs of the harness: {reason}");
+    None
+}
+
+/// A private `redis-server` on a free port, killed when dropped.
+struct Redis(std::process::Child, u16);
+
+impl Redis {
+    fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server never listened"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Redis(child, port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Three nodes on one PostgreSQL and one Redis: the servers spread over
+/// them get every push of a deployment the first node drives, and a
+/// regressing canary is rolled back on all of them.
+#[test]
+fn a_cluster_of_three_fans_out_and_rolls_back() {
+    let Some(database) = postgres() else {
+        return;
+    };
+    let redis = Redis::start();
+    let redis_url = format!("redis://127.0.0.1:{}/0", redis.1);
+    let cluster = [
+        "--nodes",
+        "3",
+        "--database-url",
+        &database,
+        "--redis-url",
+        &redis_url,
+    ];
+    let mut args = vec![
+        "--scenario",
+        "fanout",
+        "--servers",
+        "30",
+        "--players",
+        "3000",
+        "--rounds",
+        "3",
+    ];
+    args.extend(cluster);
+    let report = run("cluster-fanout", &args);
+    assert_eq!(report["nodes"], 3, "{report}");
+    summary(&report, "fanout", "lastDeliveryMs");
+    let mut args = vec![
+        "--scenario",
+        "canary-rollback",
+        "--servers",
+        "30",
+        "--players",
+        "30000",
+        "--crashes-per-player-hour",
+        "100",
+        "--warmup",
+        "3",
+        "--hub-env",
+        "HOTSWAP_DEPLOYMENTS__FAST_WINDOW_MS=2000",
+        "--hub-env",
+        "HOTSWAP_DEPLOYMENTS__EVALUATE_EVERY_MS=100",
+    ];
+    args.extend(cluster);
+    let report = run("cluster-canary", &args);
+    let round = &report["canaryRollback"]["round1"];
+    assert_eq!(round["rollback"]["trigger"], "automatic", "{report}");
+    summary(&report, "canaryRollback", "regressionToLastAckMs");
+}

@@ -24,7 +24,11 @@ pub(crate) struct Cluster {
 /// `n` nodes on a fresh PostgreSQL schema and a private Redis; `None`
 /// (with a printed reason) when PostgreSQL is unreachable outside CI.
 pub(crate) async fn cluster(n: usize) -> Option<Cluster> {
-    let url = postgres_schema_url().await?;
+    Some(cluster_on(n, postgres_schema_url().await?).await)
+}
+
+/// `n` nodes on the database at `url` and a private Redis.
+pub(crate) async fn cluster_on(n: usize, url: String) -> Cluster {
     let redis = PrivateRedis::start(None);
     let keys = tempfile::tempdir().unwrap();
     let mut nodes = Vec::new();
@@ -48,11 +52,11 @@ pub(crate) async fn cluster(n: usize) -> Option<Cluster> {
         .await;
         nodes.push(node);
     }
-    Some(Cluster {
+    Cluster {
         nodes,
         redis: Some(redis),
         _keys: keys,
-    })
+    }
 }
 
 impl Cluster {

@@ -11,6 +11,7 @@ mod audit;
 mod binary;
 mod cluster;
 mod cluster_processes;
+mod cluster_store;
 mod configs;
 mod crash;
 mod ctl;

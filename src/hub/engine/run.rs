@@ -298,13 +298,14 @@ impl DeploymentRun {
                 _ => entry.fly(assignment, self.live_run()),
             }
         }
+        // The other nodes bring their servers to the state just stored
+        // (committed already), while this node pushes to its own.
+        self.hub.announce_change(&config);
         let span = self
             .hub
             .deploy_parent(&self.row.id)
             .map(|parent| self.hub.tracer.start("config.distribute", Some(parent)));
         self.hub.reconcile(&config).await;
-        // The other nodes bring their servers to the state just stored.
-        self.hub.announce_change(&config);
         if let Some(mut span) = span {
             span.set(
                 "status",

@@ -50,6 +50,10 @@ pub struct ClusterSettings {
     /// The cluster's name: its nodes talk on the Redis channel
     /// `{name}:cluster`, so clusters sharing one Redis never hear each other.
     pub name: String,
+    /// The key every node signs its messages with (HMAC-SHA256), the same
+    /// on each; unset: derived from `auth.jwt_secret`, which the nodes
+    /// share anyway. A message that does not verify is refused.
+    pub secret: Option<SecretString>,
     /// This node's name among the others (leases and announcements carry
     /// it); unset: the host name and the process id.
     pub node_id: Option<String>,
@@ -70,6 +74,7 @@ impl Default for ClusterSettings {
     fn default() -> Self {
         Self {
             name: "hotswap".into(),
+            secret: None,
             node_id: None,
             lease_ms: 3_000,
             reconcile_ms: 2_000,

@@ -115,6 +115,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let setup =
             Authenticator::from_settings(&settings.auth, settings.environment, &settings.data_dir)?;
+        let derived_cluster_key = setup.derived_cluster_key;
         let keys = Arc::new(KeyMaterial::from_settings(&settings)?);
         let tls = tls_config(&settings.tls)?;
 
@@ -234,8 +235,22 @@ impl Application {
                 );
             }
             Some(redis) => {
+                let key = match settings
+                    .cluster
+                    .secret
+                    .as_ref()
+                    .filter(|s| !s.expose().is_empty())
+                {
+                    Some(secret) => {
+                        use sha2::Digest as _;
+                        <[u8; 32]>::from(sha2::Sha256::digest(secret.expose().as_bytes()))
+                    }
+                    None => derived_cluster_key.context(
+                        "the nodes of a cluster sign their messages: set cluster.secret (HOTSWAP_CLUSTER__SECRET), the same on every node, or auth.jwt_secret",
+                    )?,
+                };
                 let (cluster, inbound) =
-                    crate::cluster::Cluster::start(redis, settings.cluster.clone());
+                    crate::cluster::Cluster::start(redis, settings.cluster.clone(), key);
                 tracing::info!(node = %cluster.node, "one node of a cluster");
                 Some((cluster, inbound))
             }

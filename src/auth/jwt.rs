@@ -125,6 +125,10 @@ pub struct AuthSetup {
     pub authenticator: Authenticator,
     /// The development secret was generated just now.
     pub generated_secret: bool,
+    /// A key derived from the HS256 secret (which every node of a cluster
+    /// shares), for signing the nodes' messages when `cluster.secret` is
+    /// unset.
+    pub derived_cluster_key: Option<[u8; 32]>,
 }
 
 fn validation(algorithm: Algorithm, settings: &AuthSettings) -> Validation {
@@ -216,6 +220,13 @@ impl Authenticator {
                 "the JWT secret must be at least {MIN_SECRET_BYTES} bytes"
             );
         }
+        let derived_cluster_key = secret.as_ref().map(|secret| {
+            use sha2::Digest as _;
+            let mut hash = sha2::Sha256::new();
+            hash.update(b"hotswap-cluster-messages\0");
+            hash.update(secret);
+            <[u8; 32]>::from(hash.finalize())
+        });
         let hs256 = secret.map(|secret| {
             (
                 Verifier {
@@ -234,6 +245,7 @@ impl Authenticator {
                 verified: RwLock::new(HashMap::new()),
             },
             generated_secret,
+            derived_cluster_key,
         })
     }
 

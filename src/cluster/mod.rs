@@ -84,6 +84,8 @@ const OUTBOUND_QUEUE: usize = 4_096;
 /// This node among the others: its name, its settings, and the link.
 pub struct Cluster {
     pub node: std::sync::Arc<str>,
+    /// Signs every message this node sends and checks every one it reads.
+    key: [u8; 32],
     pub settings: crate::settings::ClusterSettings,
     outbound: tokio::sync::mpsc::Sender<Vec<u8>>,
     /// Messages dropped: the queue was full.
@@ -107,6 +109,7 @@ impl Cluster {
     pub fn start(
         redis: &Redis,
         settings: crate::settings::ClusterSettings,
+        key: [u8; 32],
     ) -> (
         std::sync::Arc<Cluster>,
         tokio::sync::mpsc::Receiver<Inbound>,
@@ -123,6 +126,7 @@ impl Cluster {
         let (inbound, received) = tokio::sync::mpsc::channel(OUTBOUND_QUEUE);
         let cluster = std::sync::Arc::new(Cluster {
             node: node.clone(),
+            key,
             settings,
             outbound,
             dropped: Default::default(),
@@ -139,9 +143,10 @@ impl Cluster {
     pub fn send(&self, message: Message) {
         let envelope = Envelope {
             from: self.node.to_string(),
+            at: crate::store::now_ms(),
             message,
         };
-        let bytes = serde_json::to_vec(&envelope).expect("messages serialize");
+        let bytes = wire::seal(&self.key, &envelope);
         if self.outbound.try_send(bytes).is_err() {
             self.dropped
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -235,7 +240,11 @@ async fn listen(
         }
         let mut messages = pubsub.into_on_message();
         while let Some(message) = messages.next().await {
-            match wire::read(message.get_payload_bytes()) {
+            match wire::open(
+                &cluster.key,
+                message.get_payload_bytes(),
+                crate::store::now_ms(),
+            ) {
                 Ok(envelope) if *envelope.from == *cluster.node => {}
                 Ok(envelope) => {
                     if inbound.send(Inbound::Message(envelope)).await.is_err() {

@@ -25,6 +25,8 @@ impl Hub {
             .serving_read()
             .values()
             .filter_map(|s| s.live())
+            // A deployment another node drives: its counts are the owner's to write.
+            .filter(|l| !l.mirror)
             .map(|l| {
                 let tally = l.record.tally();
                 (

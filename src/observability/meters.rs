@@ -118,6 +118,8 @@ pub struct Meters {
     acks: Counter,
     metric_frames: Counter,
     slow_consumers: Counter,
+    cluster_refused: Counter,
+    cluster_dropped: Counter,
     configs_active: Gauge,
     deployments_in_progress: Gauge,
     servers_registered: Gauge,
@@ -150,6 +152,10 @@ pub struct Scrape {
     pub acks: u64,
     pub metric_frames: u64,
     pub slow_consumers: u64,
+    /// Messages from other nodes refused (unsigned, stale, malformed).
+    pub cluster_refused: u64,
+    /// Messages for other nodes dropped (the outbound queue was full).
+    pub cluster_dropped: u64,
     pub configs_active: u64,
     pub deployments_in_progress: u64,
     pub servers_registered: u64,
@@ -206,6 +212,8 @@ impl Meters {
             acks: Counter::default(),
             metric_frames: Counter::default(),
             slow_consumers: Counter::default(),
+            cluster_refused: Counter::default(),
+            cluster_dropped: Counter::default(),
             configs_active: Gauge::default(),
             deployments_in_progress: Gauge::default(),
             servers_registered: Gauge::default(),
@@ -328,6 +336,16 @@ impl Meters {
             self.slow_consumers.clone(),
         );
         r.register(
+            "cluster_messages_refused",
+            "Messages from other nodes refused: not signed with the cluster's key, stale, or out of bounds",
+            self.cluster_refused.clone(),
+        );
+        r.register(
+            "cluster_messages_dropped",
+            "Messages for other nodes dropped because the outbound queue was full",
+            self.cluster_dropped.clone(),
+        );
+        r.register(
             "configs_active",
             "Configs with an active revision",
             self.configs_active.clone(),
@@ -402,6 +420,8 @@ impl Meters {
             (&self.acks, scrape.acks),
             (&self.metric_frames, scrape.metric_frames),
             (&self.slow_consumers, scrape.slow_consumers),
+            (&self.cluster_refused, scrape.cluster_refused),
+            (&self.cluster_dropped, scrape.cluster_dropped),
         ] {
             // Never backwards, even with two scrapes at once.
             counter.inner().fetch_max(value, Ordering::Relaxed);

@@ -31,7 +31,8 @@ pub async fn take(
     let row: Option<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO leases (resource, owner, epoch, expires_at) VALUES ($1, $2, 1, {NOW_MS} + $3) \
          ON CONFLICT (resource) DO UPDATE SET owner = EXCLUDED.owner, epoch = leases.epoch + 1, \
-         expires_at = EXCLUDED.expires_at WHERE leases.expires_at <= {NOW_MS} RETURNING epoch"
+         expires_at = EXCLUDED.expires_at \
+         WHERE leases.expires_at <= {NOW_MS} OR leases.owner = EXCLUDED.owner RETURNING epoch"
     )))
     .bind(resource)
     .bind(owner)
@@ -85,6 +86,37 @@ pub async fn release(conn: &mut Conn, resource: &str, owner: &str, epoch: i64) -
         .execute(&mut **conn)
         .await?;
     Ok(())
+}
+
+/// What every config's servers should run, read in one snapshot (a
+/// repeatable-read, read-only transaction): active revisions (name,
+/// environment, revision), standing layers (newest first) and unfinished
+/// deployments, never a mix of before and after one commit.
+pub async fn serving_snapshot(
+    conn: &mut Conn,
+) -> StoreResult<(
+    Vec<(String, String, i64)>,
+    Vec<DeploymentRow>,
+    Vec<DeploymentRow>,
+)> {
+    sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut **conn)
+        .await?;
+    let read = async {
+        Ok::<_, super::StoreError>((
+            super::hub::active_revisions(conn).await?,
+            super::hub::standing_layers(conn).await?,
+            super::hub::unfinished_deployments(conn).await?,
+        ))
+    }
+    .await;
+    let end = if read.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    if let Err(error) = sqlx::query(end).execute(&mut **conn).await {
+        // Never back to the pool inside a transaction.
+        conn.close_on_drop();
+        return Err(error.into());
+    }
+    read
 }
 
 /// Unfinished deployments no node holds a live lease on.

@@ -358,3 +358,63 @@ async fn a_live_event_activates_once_and_is_ended_from_any_node() {
     fleet.stop().await;
     cluster.stop().await;
 }
+
+/// Someone who can publish on Redis but does not have the cluster's key
+/// cannot act through it: a forged action (unsigned, or signed with
+/// another key) is refused and counted, and the deployment stays as it is.
+#[actix_web::test]
+async fn forged_messages_on_redis_are_refused() {
+    let Some(cluster) = cluster(2).await else {
+        return;
+    };
+    let [a, b] = [&cluster.nodes[0], &cluster.nodes[1]];
+    let key = setup(a).await;
+    let fleet = Fleet::start_on(&[a.ws_url(), b.ws_url()], &key, 6, |_| "EU-WEST").await;
+    assert!(fleet.all_on(1).await);
+    let id = start_deployment(
+        a,
+        "1.1.0",
+        50,
+        json!({ "strategy": "Canary", "phases": [50, 100], "phaseInterval": "PT1H" }),
+    )
+    .await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let forged = json!({
+        "from": "node-b",
+        "at": now,
+        "message": {
+            "type": "command", "request": "forged-1", "deployment": id,
+            "action": { "action": "pause" },
+            "actor": { "subject": "mallory", "role": "admin", "source": null, "request_id": null },
+        },
+    })
+    .to_string();
+    let port = cluster.redis.as_ref().unwrap().port.to_string();
+    for payload in [forged.clone(), format!("{}.{forged}", "0".repeat(64))] {
+        let published = std::process::Command::new("redis-cli")
+            .args(["-p", &port, "PUBLISH", "hotswap:cluster", &payload])
+            .output()
+            .expect("redis-cli runs");
+        assert!(published.status.success());
+    }
+    actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(deployment(a, &id).await["status"], "InProgress");
+    let metrics = a
+        .client
+        .get(a.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .body()
+        .await
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics);
+    let refused: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hotswap_cluster_messages_refused_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(refused >= 2.0, "both refused: {refused}");
+    fleet.stop().await;
+    cluster.stop().await;
+}

@@ -20,6 +20,21 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 /// Actions waiting for an answer on this node, at most.
 const MAX_PENDING: usize = 1_024;
 
+/// Removes a forwarded action's waiting entry however its wait ends
+/// (answered, timed out, or its caller gone).
+struct Waiting<'a>(
+    &'a std::sync::Mutex<
+        std::collections::HashMap<String, tokio::sync::oneshot::Sender<(String, String)>>,
+    >,
+    String,
+);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        lock(self.0).remove(&self.1);
+    }
+}
+
 /// An action as it travels.
 fn to_wire(action: &Action) -> Value {
     match action {
@@ -123,6 +138,7 @@ impl Hub {
             }
             pending.insert(request.clone(), reply);
         }
+        let _waiting = Waiting(&node.pending, request.clone());
         node.cluster.send(Message::Command {
             request: request.clone(),
             deployment: id.to_owned(),
@@ -130,7 +146,6 @@ impl Hub {
             actor: serde_json::to_value(actor).expect("an actor serializes"),
         });
         let answered = tokio::time::timeout(ANSWER_WITHIN, answer).await;
-        lock(&node.pending).remove(&request);
         match answered {
             Ok(Ok((outcome, message))) => error_of(&outcome, message),
             _ => Err(DeploymentError::OwnerUnreachable(format!(
@@ -205,6 +220,7 @@ impl Hub {
             }
             pending.insert(request.clone(), reply);
         }
+        let _waiting = Waiting(&node.pending, request.clone());
         node.cluster.send(Message::EventCommand {
             request: request.clone(),
             event: event.to_owned(),
@@ -212,7 +228,6 @@ impl Hub {
             actor: serde_json::to_value(actor).expect("an actor serializes"),
         });
         let answered = tokio::time::timeout(ANSWER_WITHIN, answer).await;
-        lock(&node.pending).remove(&request);
         match answered {
             Ok(Ok((outcome, _))) if outcome == "ok" => Ok(()),
             Ok(Ok((outcome, message))) => Err((outcome, message)),

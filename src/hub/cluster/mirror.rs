@@ -80,11 +80,12 @@ impl Hub {
         let Some(node) = &self.cluster else {
             return Ok(());
         };
+        // One refresh at a time: a read is never applied after a newer one.
+        let _one = node.refreshing.lock().await;
         let generations = node.generations();
         let mut conn = self.store.conn().await?;
-        let active = store_hub::active_revisions(&mut conn).await?;
-        let standing = store_hub::standing_layers(&mut conn).await?;
-        let unfinished = store_hub::unfinished_deployments(&mut conn).await?;
+        let (active, standing, unfinished) =
+            crate::store::cluster::serving_snapshot(&mut conn).await?;
         drop(conn);
         let mut desired: HashMap<String, Desired> = HashMap::new();
         let blank = |environment: &str| Desired {

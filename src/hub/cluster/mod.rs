@@ -77,6 +77,8 @@ pub(super) struct Node {
     said_alive: Mutex<Option<Instant>>,
     /// Set when the node stops its deployments: its cluster tasks end.
     stopped: std::sync::atomic::AtomicBool,
+    /// Held for a whole read-back of the store and what it serves.
+    refreshing: tokio::sync::Mutex<()>,
     /// Actions forwarded to other nodes, waiting for their answer.
     pending: Mutex<HashMap<String, tokio::sync::oneshot::Sender<(String, String)>>>,
     /// What live ops does each time the cluster's state may have moved.
@@ -113,6 +115,7 @@ impl Node {
             peers: Mutex::new(HashMap::new()),
             said_alive: Mutex::new(None),
             stopped: Default::default(),
+            refreshing: tokio::sync::Mutex::new(()),
             pending: Mutex::new(HashMap::new()),
             tick: std::sync::OnceLock::new(),
             event_commands: std::sync::OnceLock::new(),
@@ -272,12 +275,34 @@ impl Hub {
     /// Another node's `event` frame, to this node's servers.
     fn on_event_frame(&self, regions: &[String], frame: &str) {
         use base64::Engine as _;
-        match base64::engine::general_purpose::STANDARD.decode(frame) {
-            Ok(frame) => {
-                self.announce_to_regions(bytes::Bytes::from(frame), regions);
+        let frame = match base64::engine::general_purpose::STANDARD.decode(frame) {
+            Ok(frame) => frame,
+            Err(error) => {
+                tracing::warn!(%error, "refused an event frame from another node");
+                return;
             }
-            Err(error) => tracing::warn!(%error, "refused an event frame from another node"),
+        };
+        // Only a live event's phase: nothing else reaches servers this way.
+        if !matches!(
+            hotswap_client::protocol::decode::<hotswap_client::protocol::HubMessage>(
+                &frame,
+                hotswap_client::protocol::HUB_MESSAGE_TYPES
+            ),
+            Ok(hotswap_client::protocol::HubMessage::Event { .. })
+        ) {
+            tracing::warn!("refused a frame from another node that is not a live event's");
+            return;
         }
+        self.announce_to_regions(bytes::Bytes::from(frame), regions);
+    }
+
+    /// Messages refused from other nodes and dropped for them.
+    pub(crate) fn cluster_counts(&self) -> Option<(u64, u64)> {
+        let cluster = &self.cluster.as_ref()?.cluster;
+        Some((
+            cluster.refused.load(std::sync::atomic::Ordering::Relaxed),
+            cluster.dropped.load(std::sync::atomic::Ordering::Relaxed),
+        ))
     }
 
     /// This node's name among the others, if it is in a cluster.
@@ -348,6 +373,14 @@ impl Hub {
                     }
                 }
             }
+        }
+    }
+
+    /// This node changed `config`'s state (a commit): a read of the store
+    /// begun before is not applied over it.
+    pub(in crate::hub) fn bump_generation(&self, config: &str) {
+        if let Some(node) = &self.cluster {
+            node.bump(config);
         }
     }
 

@@ -43,7 +43,13 @@ impl Hub {
         let Some(handle) = live.handle else {
             return;
         };
+        let now = crate::store::now_ms();
         for entry in slices {
+            // A slice for another time (a clock far off) would move the
+            // windows; the sender's slot is at most a few seconds old.
+            if entry.at > now + 5_000 || entry.at < now - 120_000 {
+                continue;
+            }
             let cohort: Arc<str> = match entry.cohort.as_str() {
                 BASELINE | CANARY => Arc::from(entry.cohort.as_str()),
                 name => match live.variant_names.iter().find(|v| ***v == *name) {

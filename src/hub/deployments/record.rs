@@ -59,14 +59,18 @@ pub(in crate::hub) type ServerMap = HashMap<Arc<str>, ServerProgress>;
 pub(in crate::hub) struct Claims<'a> {
     servers: std::sync::MutexGuard<'a, ServerMap>,
     at_ms: i64,
-    /// The record's change count, moved when the pass ends.
+    /// The record's change count, moved when a pass that changed
+    /// something ends.
     changes: &'a std::sync::atomic::AtomicU64,
+    changed: bool,
 }
 
 impl Drop for Claims<'_> {
     fn drop(&mut self) {
-        self.changes
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if self.changed {
+            self.changes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 
@@ -84,13 +88,15 @@ impl Claims<'_> {
     /// else registers the push (before the frame leaves, so an early ack
     /// cannot be overwritten by its own registration) and returns true.
     pub fn claim(&mut self, server_id: &Arc<str>, revision: i64) -> bool {
-        claim(
+        let claimed = claim(
             &mut self.servers,
             server_id,
             || server_id.clone(),
             revision,
             self.at_ms,
-        )
+        );
+        self.changed |= claimed;
+        claimed
     }
 
     /// Whether the deployment has sent this server anything.
@@ -100,6 +106,7 @@ impl Claims<'_> {
 
     /// The server already runs `revision`: it counts as acked.
     pub fn already_on(&mut self, server_id: &Arc<str>, revision: i64) {
+        self.changed = true;
         ack(
             &mut self.servers,
             server_id,
@@ -223,6 +230,12 @@ impl RunRecord {
     /// deployment's current stored state.
     pub fn peers_behind<'a>(&self, alive: impl Iterator<Item = &'a str>) -> usize {
         let current = lock(&self.row).updated_at.unwrap_or(0);
+        // A node that has not served a state this long after it was stored
+        // is not waited for any more (its store link may be down): the
+        // deployment goes on, and that node catches up when it can.
+        if now_ms() - current > PEER_WAIT_MS {
+            return 0;
+        }
         let peers = lock(&self.peers);
         alive
             .filter(|node| peers.get(*node).is_none_or(|v| *v < current))
@@ -348,6 +361,7 @@ impl RunRecord {
             servers: lock(&self.servers),
             at_ms: now_ms(),
             changes: &self.changes,
+            changed: false,
         }
     }
 
@@ -514,6 +528,10 @@ fn by_id<'a>(
     matching.sort_unstable_by(|a, b| a.0.cmp(b.0));
     matching
 }
+
+/// How long after a stored move an owner waits for the other nodes up to
+/// serve it.
+const PEER_WAIT_MS: i64 = 10_000;
 
 /// Servers a deployment's view carries; the rest page through
 /// `GET /deployments/{id}/servers`.

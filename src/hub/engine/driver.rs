@@ -102,9 +102,11 @@ impl DeploymentRun {
         true
     }
 
-    /// A finished deployment's actor stops.
+    /// A finished deployment's actor stops (and gives its lease up: a
+    /// refused kill switch's run is finished from the start).
     fn flow(&self) -> Flow {
         if self.state.is_finished() {
+            self.hub.lease_done(&self.row.id);
             Flow::Stop
         } else {
             Flow::Continue

@@ -168,6 +168,9 @@ impl Hub {
             .slow_consumers
             .load(std::sync::atomic::Ordering::Relaxed);
         (into.store_connections_idle, into.store_connections_in_use) = self.store.pool_usage();
+        if let Some((refused, dropped)) = self.cluster_counts() {
+            (into.cluster_refused, into.cluster_dropped) = (refused, dropped);
+        }
     }
 
     /// The config's active revision (what servers outside every narrowed

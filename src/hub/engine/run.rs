@@ -214,6 +214,7 @@ impl DeploymentRun {
         )
         .await?;
         tx.commit().await.map_err(StoreError::from)?;
+        self.hub.bump_generation(&row.config_name);
         tracing::info!(deployment = %row.id, config = %row.config_name, version = %row.version, status = %row.status, phase = row.phase, action, "deployment moved");
         let meters = &self.hub.meters;
         match next {

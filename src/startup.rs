@@ -199,6 +199,7 @@ impl Application {
             .map(|text| Network::parse(text))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|why| anyhow::anyhow!("http.trusted_proxies: {why}"))?;
+        let redis = crate::cluster::Redis::from_settings(&settings.redis)?.map(web::Data::new);
         let access = web::Data::new(AccessControl {
             authenticator: setup.authenticator,
             rate_limits: RateLimits::new(&settings.rate_limit),
@@ -206,12 +207,19 @@ impl Application {
                 any_peer: settings.http.trust_forwarded_for,
                 networks,
             },
+            shared_limits: redis.as_ref().map(|redis| {
+                crate::cluster::rate::SharedLimits::new(
+                    redis,
+                    &settings.cluster.name,
+                    settings.rate_limit.principal_per_minute,
+                    settings.rate_limit.principal_burst,
+                )
+            }),
         });
         let origins = web::Data::new(http::session::BrowserPolicy::new(
             &settings.http.allowed_origins,
             settings.http.secure_cookies || tls.is_some(),
         ));
-        let redis = crate::cluster::Redis::from_settings(&settings.redis)?.map(web::Data::new);
         let sessions = web::Data::new(http::session::Sessions::default());
         let docs_sessions = web::Data::new(http::session::DocsSessions::default());
         if !origins.secure && origins.origins.iter().any(|o| o.starts_with("https://")) {

@@ -12,6 +12,7 @@
 //! a node does with them is `hub/cluster.rs`'s. With no `redis.url` nothing
 //! here runs and a node is whole on its own.
 
+pub mod rate;
 pub mod wire;
 pub use wire::{Envelope, Inbound, Message, ProgressEntry, SliceEntry};
 

@@ -28,6 +28,8 @@ pub struct AccessControl {
     pub authenticator: Authenticator,
     pub rate_limits: RateLimits,
     pub proxies: TrustedProxies,
+    /// On a cluster: the per-principal budget every node spends together.
+    pub shared_limits: Option<crate::cluster::rate::SharedLimits>,
 }
 
 impl AccessControl {
@@ -195,24 +197,48 @@ fn authorize_in(
 
 impl<P: Permission> FromRequest for Authorized<P> {
     type Error = ApiError;
-    type Future = std::future::Ready<Result<Self, ApiError>>;
+    type Future = futures_util::future::LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
         // A bearer token, or the dashboard's session cookie (which must
         // pass its origin and CSRF checks).
+        let mut session_reads = false;
         let checked = match bearer(request) {
             Some(token) => authorize(request, Some(token), P::ROLE),
             None => match super::session::presented(request) {
-                Ok(Some(session)) => authorize_session(request, &session.token, P::ROLE),
+                Ok(Some(session)) => {
+                    session_reads = super::session::is_read(request);
+                    authorize_session(request, &session.token, P::ROLE)
+                }
                 Ok(None) => authorize(request, None, P::ROLE),
                 Err(refused) => Err(refused),
             },
         };
-        std::future::ready(checked.map(|(actor, role)| Authorized {
-            actor,
-            role,
-            _permission: PhantomData,
-        }))
+        // On a cluster, the principal's budget is the cluster's too.
+        let shared = request
+            .app_data::<web::Data<AccessControl>>()
+            .and_then(|c| c.shared_limits.clone());
+        Box::pin(async move {
+            let (actor, role) = checked?;
+            if let Some(shared) = shared {
+                let bucket = if session_reads {
+                    format!("{}\u{0}dashboard-reads", actor.subject)
+                } else {
+                    actor.subject.clone()
+                };
+                shared
+                    .check(&bucket)
+                    .await
+                    .map_err(|wait| ApiError::RateLimited {
+                        retry_after_secs: wait.as_secs() + 1,
+                    })?;
+            }
+            Ok(Authorized {
+                actor,
+                role,
+                _permission: PhantomData,
+            })
+        })
     }
 }
 
@@ -649,6 +675,14 @@ fn key_or_token(
             .map_err(|wait| ApiError::RateLimited {
                 retry_after_secs: wait.as_secs() + 1,
             })?;
+        if let Some(shared) = &limits.shared_limits {
+            shared
+                .check(&subject)
+                .await
+                .map_err(|wait| ApiError::RateLimited {
+                    retry_after_secs: wait.as_secs() + 1,
+                })?;
+        }
         Ok(FeedbackCaller::Server {
             actor: Actor {
                 subject,

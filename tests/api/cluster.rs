@@ -29,11 +29,20 @@ pub(crate) async fn cluster(n: usize) -> Option<Cluster> {
 
 /// `n` nodes on the database at `url` and a private Redis.
 pub(crate) async fn cluster_on(n: usize, url: String) -> Cluster {
+    cluster_with(n, url, |_| {}).await
+}
+
+/// [`cluster_on`], each node's settings adjusted by `customize` last.
+pub(crate) async fn cluster_with(
+    n: usize,
+    url: String,
+    customize: impl Fn(&mut hotswap::settings::Settings) + Clone + 'static,
+) -> Cluster {
     let redis = PrivateRedis::start(None);
     let keys = tempfile::tempdir().unwrap();
     let mut nodes = Vec::new();
     for i in 0..n {
-        let (redis_url, keys) = (redis.url(), keys.path().to_owned());
+        let (redis_url, keys, customize) = (redis.url(), keys.path().to_owned(), customize.clone());
         let node = spawn_app_on(
             Db::Postgres,
             url.clone(),
@@ -47,6 +56,7 @@ pub(crate) async fn cluster_on(n: usize, url: String) -> Cluster {
                 settings.cluster.lease_ms = 1_500;
                 settings.cluster.reconcile_ms = 500;
                 settings.cluster.share_ms = 50;
+                customize(settings);
             },
         )
         .await;
@@ -416,5 +426,43 @@ async fn forged_messages_on_redis_are_refused() {
         .unwrap_or_else(|| panic!("{metrics}"));
     assert!(refused >= 2.0, "both refused: {refused}");
     fleet.stop().await;
+    cluster.stop().await;
+}
+
+/// A caller's rate limit is the cluster's: its burst spent on node A, the
+/// next request on node B is refused with Retry-After too.
+#[actix_web::test]
+async fn a_principal_spends_one_budget_across_the_nodes() {
+    let Some(url) = postgres_schema_url().await else {
+        return;
+    };
+    let cluster = cluster_with(2, url, |settings| {
+        settings.rate_limit.principal_per_minute = 6;
+        settings.rate_limit.principal_burst = 4;
+    })
+    .await;
+    let [a, b] = [&cluster.nodes[0], &cluster.nodes[1]];
+    let token = a.token(hotswap::Role::Viewer, "carol");
+    let get = async |node: &TestApp| {
+        node.request("GET", "/api/v1/configs", Some(&token), None)
+            .await
+    };
+    for _ in 0..2 {
+        assert_eq!(get(a).await.status, 200);
+        assert_eq!(get(b).await.status, 200);
+    }
+    // Each node alone would allow two more; the cluster's budget is spent.
+    let refused = get(b).await;
+    assert_eq!(refused.status, 429, "{:?}", refused.body);
+    assert!(refused.header("retry-after").is_some());
+    assert_eq!(get(a).await.status, 429);
+    // Another principal has its own budget.
+    let other = a.token(hotswap::Role::Viewer, "dave");
+    assert_eq!(
+        b.request("GET", "/api/v1/configs", Some(&other), None)
+            .await
+            .status,
+        200
+    );
     cluster.stop().await;
 }

@@ -143,6 +143,9 @@ impl LiveOps {
         if !self.hub.in_cluster() || self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
+        if let Err(error) = self.reload_segments().await {
+            tracing::warn!(%error, "cannot read segments back from the store");
+        }
         let refresh = match self.reload_events().await {
             Ok(refresh) => refresh,
             Err(error) => {
@@ -169,6 +172,31 @@ impl LiveOps {
                 tracing::warn!(event = %name, %error, "cannot take a live event's lease");
             }
         }
+    }
+
+    /// Reads the segments back from the store when another node changed
+    /// them (a segment's revision or time differs, or one came or went):
+    /// the book is rebuilt as at start-up.
+    async fn reload_segments(self: &Arc<Self>) -> anyhow::Result<()> {
+        let mut conn = self.store.conn().await?;
+        let rows = store::segments(&mut conn).await?;
+        let current = self.definitions();
+        let same = rows.len() == current.segments.len()
+            && rows.iter().all(|row| {
+                current.segments.get(&row.name).is_some_and(|mine| {
+                    mine.row.revision == row.revision && mine.row.updated_at == row.updated_at
+                })
+            });
+        if same {
+            return Ok(());
+        }
+        let (book, segments) = super::read_segments(&mut conn).await?;
+        drop(conn);
+        self.change(|d| {
+            d.book = Arc::new(book);
+            d.segments = segments;
+        });
+        Ok(())
     }
 
     /// Reads the events back from the store into the definitions; the names

@@ -280,56 +280,7 @@ impl LiveOps {
             zones.insert(region.to_ascii_uppercase(), tz);
         }
         let mut conn = store.conn().await?;
-        let mut book = SegmentBook::with_built_ins();
-        let mut segments = BTreeMap::new();
-        let rows = store::segments(&mut conn).await?;
-        // Lists first; rules may name segments defined after them, so they
-        // are defined in rounds until no more can be (a stored book was
-        // valid when written).
-        let mut pending = Vec::new();
-        for row in &rows {
-            if row.kind == "list" {
-                let members = store::members(&mut conn, &row.name).await?;
-                let count = members.len();
-                if book.define_list(&row.name, members).is_ok() {
-                    segments.insert(
-                        row.name.clone(),
-                        SegmentEntry {
-                            row: row.clone(),
-                            members: count,
-                        },
-                    );
-                    continue;
-                }
-            }
-            pending.push(row);
-        }
-        loop {
-            let before = pending.len();
-            pending.retain(|row| {
-                let rule = row
-                    .rule
-                    .as_deref()
-                    .and_then(|rule| serde_json::from_str::<Value>(rule).ok());
-                let defined = rule.is_some_and(|rule| book.define_rule(&row.name, &rule).is_ok());
-                if defined {
-                    segments.insert(
-                        row.name.clone(),
-                        SegmentEntry {
-                            row: (*row).clone(),
-                            members: 0,
-                        },
-                    );
-                }
-                !defined
-            });
-            if pending.is_empty() || pending.len() == before {
-                break;
-            }
-        }
-        for row in pending {
-            tracing::error!(segment = %row.name, "a stored segment cannot be defined; it matches no player");
-        }
+        let (book, segments) = read_segments(&mut conn).await?;
         let mut events = BTreeMap::new();
         for row in store::live_events(&mut conn).await? {
             if let Some(entry) = entry_of(&zones, &row) {
@@ -605,6 +556,65 @@ impl LiveOps {
         self.assignments.flush().await;
         self.flush_server_sums().await;
     }
+}
+
+/// The segment book and the segments as stored: lists first, then rules
+/// in rounds until no more can be defined (a rule may name a segment
+/// defined after it; a stored book was valid when written).
+async fn read_segments(
+    conn: &mut crate::store::Conn,
+) -> anyhow::Result<(SegmentBook, BTreeMap<String, SegmentEntry>)> {
+    let mut book = SegmentBook::with_built_ins();
+    let mut segments = BTreeMap::new();
+    let rows = store::segments(conn).await?;
+    // Lists first; rules may name segments defined after them, so they
+    // are defined in rounds until no more can be (a stored book was
+    // valid when written).
+    let mut pending = Vec::new();
+    for row in &rows {
+        if row.kind == "list" {
+            let members = store::members(conn, &row.name).await?;
+            let count = members.len();
+            if book.define_list(&row.name, members).is_ok() {
+                segments.insert(
+                    row.name.clone(),
+                    SegmentEntry {
+                        row: row.clone(),
+                        members: count,
+                    },
+                );
+                continue;
+            }
+        }
+        pending.push(row);
+    }
+    loop {
+        let before = pending.len();
+        pending.retain(|row| {
+            let rule = row
+                .rule
+                .as_deref()
+                .and_then(|rule| serde_json::from_str::<Value>(rule).ok());
+            let defined = rule.is_some_and(|rule| book.define_rule(&row.name, &rule).is_ok());
+            if defined {
+                segments.insert(
+                    row.name.clone(),
+                    SegmentEntry {
+                        row: (*row).clone(),
+                        members: 0,
+                    },
+                );
+            }
+            !defined
+        });
+        if pending.is_empty() || pending.len() == before {
+            break;
+        }
+    }
+    for row in pending {
+        tracing::error!(segment = %row.name, "a stored segment cannot be defined; it matches no player");
+    }
+    Ok((book, segments))
 }
 
 /// A stored live event as the hub keeps it (nothing applied yet); `None`

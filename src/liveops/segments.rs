@@ -224,6 +224,7 @@ impl LiveOps {
         )
         .await?;
         tx.commit().await.map_err(StoreError::from)?;
+        self.hub.announce_liveops();
         let entry = SegmentEntry {
             row,
             members: members.len(),
@@ -314,6 +315,7 @@ impl LiveOps {
         )
         .await?;
         tx.commit().await.map_err(StoreError::from)?;
+        self.hub.announce_liveops();
         let mut entry = current.clone();
         entry.row.description = description;
         entry.row.rule = rule;
@@ -390,6 +392,7 @@ impl LiveOps {
         )
         .await?;
         tx.commit().await.map_err(StoreError::from)?;
+        self.hub.announce_liveops();
         let mut entry = current.clone();
         entry.members = count;
         entry.row.revision += 1;
@@ -436,6 +439,7 @@ impl LiveOps {
         )
         .await?;
         tx.commit().await.map_err(StoreError::from)?;
+        self.hub.announce_liveops();
         let mut book = (*definitions.book).clone();
         book.remove(name);
         let name = name.to_owned();

@@ -466,3 +466,36 @@ async fn a_principal_spends_one_budget_across_the_nodes() {
     );
     cluster.stop().await;
 }
+
+/// A segment made and changed on node A is known on node B (its book
+/// rebuilt from the store), so B's players are matched against it.
+#[actix_web::test]
+async fn segments_changed_on_one_node_reach_the_others() {
+    let Some(cluster) = cluster(2).await else {
+        return;
+    };
+    let [a, b] = [&cluster.nodes[0], &cluster.nodes[1]];
+    let made = a
+        .post_json(
+            "/api/v1/segments",
+            &json!({ "name": "testers", "description": "QA accounts", "members": ["p1"] }),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{:?}", made.body);
+    wait_for("B knows the segment", async || {
+        b.get("/api/v1/segments/testers").await.body["members"] == 1
+    })
+    .await;
+    let moved = a
+        .post_json(
+            "/api/v1/segments/testers/members",
+            &json!({ "add": ["p2", "p3"] }),
+        )
+        .await;
+    assert_eq!(moved.status, 200, "{:?}", moved.body);
+    wait_for("B has its new members", async || {
+        b.get("/api/v1/segments/testers").await.body["members"] == 3
+    })
+    .await;
+    cluster.stop().await;
+}

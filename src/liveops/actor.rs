@@ -146,7 +146,9 @@ impl EventDriver {
             return Ok(Flow::Stop);
         };
         let now = self.liveops.now_ms();
-        if self.liveops.hub.held_epoch(&self.resource) != self.epoch {
+        // Alone the epoch is 0; in a cluster an actor without one could
+        // never write.
+        if self.epoch.is_none() || self.liveops.hub.held_epoch(&self.resource) != self.epoch {
             return Ok(self.stand_down());
         }
         if !self.liveops.hub.lease_is_current(&self.resource) {

@@ -110,12 +110,35 @@ impl Hub {
         })
     }
 
-    /// Takes a new deployment's lease in the transaction that stores it.
-    pub(in crate::hub) async fn lease_new(&self, tx: &mut Tx, id: &str) -> StoreResult<()> {
-        self.take_lease(tx, &leases::deployment_resource(id))
-            .await?
-            .ok_or(StoreError::Conflict)
-            .map(|_| ())
+    /// Takes a new deployment's lease in the transaction that stores it;
+    /// held by this node only once that commits ([`Hub::lease_committed`]):
+    /// until then no other connection sees it, and a renewal would find
+    /// it missing.
+    pub(in crate::hub) async fn lease_new(
+        &self,
+        tx: &mut Tx,
+        id: &str,
+    ) -> StoreResult<Option<(i64, Instant)>> {
+        let Some(node) = &self.cluster else {
+            return Ok(None);
+        };
+        let since = Instant::now();
+        leases::take(
+            tx,
+            &leases::deployment_resource(id),
+            &node.cluster.node,
+            node.ttl_ms(),
+        )
+        .await?
+        .map(|epoch| Some((epoch, since)))
+        .ok_or(StoreError::Conflict)
+    }
+
+    /// The transaction holding a new deployment's lease committed.
+    pub(in crate::hub) fn lease_committed(&self, id: &str, lease: Option<(i64, Instant)>) {
+        if let (Some(node), Some((epoch, since))) = (&self.cluster, lease) {
+            node.hold(&leases::deployment_resource(id), epoch, since);
+        }
     }
 
     /// Takes the lease of an existing deployment (the kill switch of a

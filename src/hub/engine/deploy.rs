@@ -204,8 +204,9 @@ impl Hub {
         let stored = async {
             let mut tx = self.store.begin().await?;
             store_hub::insert_deployment(&mut tx, &row).await?;
-            // In a cluster this node drives it: its lease commits with it.
-            self.lease_new(&mut tx, &row.id).await?;
+            // In a cluster this node drives it: its lease commits with it
+            // (and is held only once it is committed).
+            let lease = self.lease_new(&mut tx, &row.id).await?;
             audit::record(
                 &mut tx,
                 actor.audit_entry(
@@ -215,7 +216,9 @@ impl Hub {
                 ),
             )
             .await?;
-            tx.commit().await.map_err(StoreError::from)
+            tx.commit().await.map_err(StoreError::from)?;
+            self.lease_committed(&row.id, lease);
+            Ok::<_, StoreError>(())
         }
         .await;
         if let Err(error) = stored {

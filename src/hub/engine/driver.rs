@@ -94,7 +94,9 @@ impl DeploymentRun {
     /// lapsed): its actor stops, and the node serves the deployment as
     /// the new owner stores it.
     fn lost_lease(&self) -> bool {
-        if self.hub.lease_epoch(&self.row.id) == self.epoch {
+        // Alone every run holds epoch 0; in a cluster a run without an
+        // epoch could never write, and stands down as well.
+        if self.epoch.is_some() && self.hub.lease_epoch(&self.row.id) == self.epoch {
             return false;
         }
         tracing::warn!(deployment = %self.row.id, "another node drives this deployment now; stopping its actor here");

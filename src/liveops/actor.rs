@@ -212,12 +212,7 @@ impl EventDriver {
             .unwrap_or(0);
         let system = Actor::system();
         let mut tx = self.liveops.store.begin().await?;
-        if !self
-            .liveops
-            .hub
-            .fence_lease(&mut tx, &self.resource, self.epoch)
-            .await?
-        {
+        if !self.fenced(&mut tx).await? {
             return Ok(self.stand_down());
         }
         for slot in &started {
@@ -342,12 +337,7 @@ impl EventDriver {
                 ..entry.progress.clone()
             };
             let mut tx = self.liveops.store.begin().await?;
-            if !self
-                .liveops
-                .hub
-                .fence_lease(&mut tx, &self.resource, self.epoch)
-                .await?
-            {
+            if !self.fenced(&mut tx).await? {
                 return Ok(self.stand_down());
             }
             store::save_progress(&mut tx, &entry.id, &progress_row(&progress), now).await?;
@@ -507,6 +497,16 @@ impl EventDriver {
         )
     }
 
+    /// Whether this actor may write in `tx`: in a cluster, this node still
+    /// holds the event's lease under the actor's epoch (renewed by the write).
+    async fn fenced(&self, tx: &mut crate::store::Tx) -> LiveOpsResult<bool> {
+        Ok(self
+            .liveops
+            .hub
+            .fence_lease(tx, &self.resource, self.epoch)
+            .await?)
+    }
+
     /// Another node drives the event now: this actor stops, writing nothing.
     fn stand_down(&mut self) -> Flow {
         tracing::warn!(event = %self.name, "another node drives this live event now; stopping its actor here");
@@ -571,12 +571,7 @@ impl EventDriver {
                 }
             })?;
         let mut tx = self.liveops.store.begin().await?;
-        if !self
-            .liveops
-            .hub
-            .fence_lease(&mut tx, &self.resource, self.epoch)
-            .await?
-        {
+        if !self.fenced(&mut tx).await? {
             return Err(LiveOpsError::Elsewhere(format!(
                 "live event {} is driven by another node now; retry",
                 self.name

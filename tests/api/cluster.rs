@@ -94,6 +94,28 @@ pub(crate) async fn setup(node: &TestApp) -> String {
     node.server_key(&[], &[]).await.0
 }
 
+/// `n` servers spread over `nodes`, every one on the first version.
+async fn fleet_on(nodes: &[&TestApp], key: &str, n: usize) -> Fleet {
+    let urls: Vec<String> = nodes.iter().map(|node| node.ws_url()).collect();
+    let fleet = Fleet::start_on(&urls, key, n, |_| "EU-WEST").await;
+    assert!(
+        fleet.all_on(1).await,
+        "servers on every node run the first version"
+    );
+    fleet
+}
+
+/// A canary of version 1.1.0 from `node` (halves, one-hour phases).
+async fn start_canary(node: &TestApp) -> String {
+    start_deployment(
+        node,
+        "1.1.0",
+        50,
+        json!({ "strategy": "Canary", "phases": [50, 100], "phaseInterval": "PT1H" }),
+    )
+    .await
+}
+
 async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !check().await {
@@ -155,15 +177,8 @@ async fn a_canary_is_judged_on_metrics_from_other_nodes_and_rolled_back_everywhe
     };
     let [a, b, c] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
     let key = setup(a).await;
-    let fleet = Fleet::start_on(&[b.ws_url(), c.ws_url()], &key, 30, |_| "EU-WEST").await;
-    assert!(fleet.all_on(1).await);
-    let id = start_deployment(
-        a,
-        "1.1.0",
-        50,
-        json!({ "strategy": "Canary", "phases": [50, 100], "phaseInterval": "PT1H" }),
-    )
-    .await;
+    let fleet = fleet_on(&[b, c], &key, 30).await;
+    let id = start_canary(a).await;
     fleet.wait_cohorts_filled(a, &id, 2).await;
     let canary = fleet.on(2);
     assert!((5..=25).contains(&canary.len()), "{}", canary.len());
@@ -203,21 +218,8 @@ async fn operators_act_on_a_deployment_from_any_node() {
     };
     let [a, b, c] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
     let key = setup(a).await;
-    let fleet = Fleet::start_on(
-        &[a.ws_url(), b.ws_url(), c.ws_url()],
-        &key,
-        12,
-        |_| "EU-WEST",
-    )
-    .await;
-    assert!(fleet.all_on(1).await);
-    let id = start_deployment(
-        a,
-        "1.1.0",
-        50,
-        json!({ "strategy": "Canary", "phases": [50, 100], "phaseInterval": "PT1H" }),
-    )
-    .await;
+    let fleet = fleet_on(&[a, b, c], &key, 12).await;
+    let id = start_canary(a).await;
     let act = async |node: &TestApp, action: &str| {
         node.post_empty(&format!("/api/v1/deployments/{id}/{action}"))
             .await
@@ -261,14 +263,7 @@ async fn with_redis_down_nodes_keep_serving_and_catch_up_from_the_store() {
     };
     let key = setup(&cluster.nodes[0]).await;
     let [a, b, c] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
-    let fleet = Fleet::start_on(
-        &[a.ws_url(), b.ws_url(), c.ws_url()],
-        &key,
-        9,
-        |_| "EU-WEST",
-    )
-    .await;
-    assert!(fleet.all_on(1).await);
+    let fleet = fleet_on(&[a, b, c], &key, 9).await;
     let redis = cluster.redis.take().unwrap();
     let port = redis.port;
     drop(redis);
@@ -315,14 +310,7 @@ async fn a_live_event_activates_once_and_is_ended_from_any_node() {
     };
     let [a, b, c] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
     let key = setup(a).await;
-    let fleet = Fleet::start_on(
-        &[a.ws_url(), b.ws_url(), c.ws_url()],
-        &key,
-        9,
-        |_| "EU-WEST",
-    )
-    .await;
-    assert!(fleet.all_on(1).await);
+    let fleet = fleet_on(&[a, b, c], &key, 9).await;
     let start = chrono::Utc::now() + chrono::Duration::seconds(2);
     let event = json!({
         "name": "double-loot",
@@ -379,15 +367,8 @@ async fn forged_messages_on_redis_are_refused() {
     };
     let [a, b] = [&cluster.nodes[0], &cluster.nodes[1]];
     let key = setup(a).await;
-    let fleet = Fleet::start_on(&[a.ws_url(), b.ws_url()], &key, 6, |_| "EU-WEST").await;
-    assert!(fleet.all_on(1).await);
-    let id = start_deployment(
-        a,
-        "1.1.0",
-        50,
-        json!({ "strategy": "Canary", "phases": [50, 100], "phaseInterval": "PT1H" }),
-    )
-    .await;
+    let fleet = fleet_on(&[a, b], &key, 6).await;
+    let id = start_canary(a).await;
     let now = chrono::Utc::now().timestamp_millis();
     let forged = json!({
         "from": "node-b",

@@ -114,6 +114,30 @@ impl Hub {
             && !crate::domain::rollout::DeploymentState::from_stored(status, 0).is_finished()
     }
 
+    /// Sends the message `make` builds (given its request id) and waits at
+    /// most 5 s for the owner's answer: (outcome, message), or `Err(why)`
+    /// when none came (or too many wait already, or there is no cluster).
+    async fn ask(&self, make: impl FnOnce(String) -> Message) -> Result<(String, String), String> {
+        let Some(node) = &self.cluster else {
+            return Err("this hub is no cluster's node".into());
+        };
+        let request = uuid::Uuid::now_v7().to_string();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        {
+            let mut pending = lock(&node.pending);
+            if pending.len() >= MAX_PENDING {
+                return Err("too many actions wait for other nodes; retry".into());
+            }
+            pending.insert(request.clone(), reply);
+        }
+        let _waiting = Waiting(&node.pending, request.clone());
+        node.cluster.send(make(request));
+        match tokio::time::timeout(ANSWER_WITHIN, answer).await {
+            Ok(Ok(answered)) => Ok(answered),
+            _ => Err("the node driving it did not answer within 5 s; retry".into()),
+        }
+    }
+
     /// Sends `action` to the node driving deployment `id` and waits (at
     /// most 5 s) for its answer.
     pub(in crate::hub) async fn forward(
@@ -122,34 +146,18 @@ impl Hub {
         action: &Action,
         actor: &Actor,
     ) -> Result<(), DeploymentError> {
-        let Some(node) = &self.cluster else {
-            return Err(DeploymentError::Conflict(format!(
-                "deployment {id} has no driver"
-            )));
-        };
-        let request = uuid::Uuid::now_v7().to_string();
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        {
-            let mut pending = lock(&node.pending);
-            if pending.len() >= MAX_PENDING {
-                return Err(DeploymentError::OwnerUnreachable(
-                    "too many actions wait for other nodes; retry".into(),
-                ));
-            }
-            pending.insert(request.clone(), reply);
-        }
-        let _waiting = Waiting(&node.pending, request.clone());
-        node.cluster.send(Message::Command {
-            request: request.clone(),
-            deployment: id.to_owned(),
-            action: to_wire(action),
-            actor: serde_json::to_value(actor).expect("an actor serializes"),
-        });
-        let answered = tokio::time::timeout(ANSWER_WITHIN, answer).await;
+        let answered = self
+            .ask(|request| Message::Command {
+                request,
+                deployment: id.to_owned(),
+                action: to_wire(action),
+                actor: serde_json::to_value(actor).expect("an actor serializes"),
+            })
+            .await;
         match answered {
-            Ok(Ok((outcome, message))) => error_of(&outcome, message),
-            _ => Err(DeploymentError::OwnerUnreachable(format!(
-                "the node driving deployment {id} did not answer within 5 s; retry"
+            Ok((outcome, message)) => error_of(&outcome, message),
+            Err(why) => Err(DeploymentError::OwnerUnreachable(format!(
+                "deployment {id}: {why}"
             ))),
         }
     }
@@ -207,32 +215,20 @@ impl Hub {
         control: &str,
         actor: &Actor,
     ) -> Result<(), (String, String)> {
-        let unreachable = |why: String| Err(("unavailable".to_owned(), why));
-        let Some(node) = &self.cluster else {
-            return unreachable(format!("live event {event} has no driver"));
-        };
-        let request = uuid::Uuid::now_v7().to_string();
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        {
-            let mut pending = lock(&node.pending);
-            if pending.len() >= MAX_PENDING {
-                return unreachable("too many actions wait for other nodes; retry".into());
-            }
-            pending.insert(request.clone(), reply);
-        }
-        let _waiting = Waiting(&node.pending, request.clone());
-        node.cluster.send(Message::EventCommand {
-            request: request.clone(),
-            event: event.to_owned(),
-            control: control.to_owned(),
-            actor: serde_json::to_value(actor).expect("an actor serializes"),
-        });
-        let answered = tokio::time::timeout(ANSWER_WITHIN, answer).await;
+        let answered = self
+            .ask(|request| Message::EventCommand {
+                request,
+                event: event.to_owned(),
+                control: control.to_owned(),
+                actor: serde_json::to_value(actor).expect("an actor serializes"),
+            })
+            .await;
         match answered {
-            Ok(Ok((outcome, _))) if outcome == "ok" => Ok(()),
-            Ok(Ok((outcome, message))) => Err((outcome, message)),
-            _ => unreachable(format!(
-                "the node driving live event {event} did not answer within 5 s; retry"
+            Ok((outcome, _)) if outcome == "ok" => Ok(()),
+            Ok(refused) => Err(refused),
+            Err(why) => Err((
+                "unavailable".to_owned(),
+                format!("live event {event}: {why}"),
             )),
         }
     }

@@ -106,7 +106,11 @@ impl Claims<'_> {
 
     /// The server already runs `revision`: it counts as acked.
     pub fn already_on(&mut self, server_id: &Arc<str>, revision: i64) {
-        self.changed = true;
+        // Found on it again at each pass: a change only the first time.
+        self.changed |= !self
+            .servers
+            .get(&**server_id)
+            .is_some_and(|p| p.revision == revision && p.state == ServerState::Acked);
         ack(
             &mut self.servers,
             server_id,

@@ -11,8 +11,8 @@
 use super::{LiveOps, LiveOpsError, LiveOpsResult, actor, entry_of};
 use crate::{
     catalog::Actor,
-    domain::event_progress::Control,
-    store::{cluster::event_resource, live_ops as store},
+    domain::{event_progress::Control, experiments::spec::Status},
+    store::{cluster::event_resource, experiments as experiments_store, live_ops as store},
 };
 use std::sync::Arc;
 
@@ -172,6 +172,73 @@ impl LiveOps {
                 tracing::warn!(event = %name, %error, "cannot take a live event's lease");
             }
         }
+        if let Err(error) = self.reload_experiments().await {
+            tracing::warn!(%error, "cannot read experiments back from the store");
+            return;
+        }
+        let started: Vec<String> = self
+            .definitions()
+            .experiments
+            .iter()
+            .filter(|(_, e)| matches!(e.status, Status::Running | Status::Paused))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in started {
+            if !self.watching(&name) {
+                self.watch(&name).await;
+            }
+        }
+    }
+
+    /// Reads the experiments back from the store: each one another node
+    /// wrote a newer revision of replaces this node's (a started one with
+    /// its pins worked out again from the stored assignments, as at
+    /// start-up), so every node resolves players alike.
+    async fn reload_experiments(self: &Arc<Self>) -> LiveOpsResult<()> {
+        let mut conn = self.store.conn().await?;
+        let rows = experiments_store::all(&mut conn).await?;
+        let current = self.definitions();
+        let mut updates = Vec::new();
+        for row in rows {
+            if current
+                .experiments
+                .get(&row.name)
+                .is_some_and(|mine| mine.revision >= row.revision)
+            {
+                continue;
+            }
+            let Some(mut entry) = super::experiments::entry_of(&row) else {
+                continue;
+            };
+            if matches!(entry.status, Status::Running | Status::Paused) {
+                let units = experiments_store::unit_variants(&mut conn, &entry.id).await?;
+                let pins = super::experiments::pins_of(&entry.spec, units);
+                entry.definition = Arc::new(super::experiments::definition_of(&entry.spec, pins));
+            }
+            updates.push(entry);
+        }
+        drop(conn);
+        if updates.is_empty() {
+            return Ok(());
+        }
+        for entry in &updates {
+            if entry.status == Status::Finished {
+                self.assignments.forget(&entry.id);
+            }
+        }
+        self.change(|d| {
+            for entry in updates {
+                // Unless this node wrote a newer one meanwhile.
+                if d.experiments
+                    .get(entry.name())
+                    .is_none_or(|mine| mine.revision < entry.revision)
+                {
+                    d.experiments
+                        .insert(entry.name().to_owned(), Arc::new(entry));
+                }
+            }
+        });
+        Ok(())
     }
 
     /// Reads the segments back from the store when another node changed

@@ -416,8 +416,19 @@ impl LiveOps {
             }
         }
         let started: Vec<String> = self.definitions().experiments.keys().cloned().collect();
-        for name in started {
-            self.watch_experiment(&name);
+        if self.hub.in_cluster() {
+            // Those whose lease this node takes; the others' are watched
+            // by their nodes.
+            let liveops = self.clone();
+            actix_web::rt::spawn(async move {
+                for name in started {
+                    liveops.watch(&name).await;
+                }
+            });
+        } else {
+            for name in started {
+                self.watch_experiment(&name);
+            }
         }
         self.start_server_sums();
     }

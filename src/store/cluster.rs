@@ -18,6 +18,11 @@ pub fn event_resource(id: &str) -> String {
     format!("event:{id}")
 }
 
+/// The lease resource of experiment `id` (its watcher: end time, guardrails).
+pub fn experiment_resource(id: &str) -> String {
+    format!("experiment:{id}")
+}
+
 /// Takes `resource` for `owner` for `ttl_ms`: a new lease at epoch 1, or
 /// one that lapsed at its epoch + 1. `None` while another node holds it.
 /// In a transaction (a new deployment's row and its lease commit together)

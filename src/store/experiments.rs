@@ -10,6 +10,8 @@ pub struct ExperimentRow {
     pub name: String,
     pub revision: i64,
     pub spec: String,
+    /// The config its variants patch (one started experiment per config).
+    pub config: Option<String>,
     pub status: String,
     pub status_reason: Option<String>,
     pub winner: Option<String>,
@@ -22,14 +24,14 @@ pub struct ExperimentRow {
     pub updated_at: i64,
 }
 
-const COLUMNS: &str = "id, name, revision, spec, status, status_reason, winner, looks, \
+const COLUMNS: &str = "id, name, revision, spec, config, status, status_reason, winner, looks, \
     started_at, finished_at, created_by, created_at, updated_at";
 
 pub async fn insert(tx: &mut Tx, row: &ExperimentRow) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO experiments (id, name, revision, spec, status, status_reason, winner, looks, \
-         started_at, finished_at, created_by, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+         started_at, finished_at, created_by, created_at, updated_at, config) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(&row.id)
     .bind(&row.name)
@@ -44,17 +46,20 @@ pub async fn insert(tx: &mut Tx, row: &ExperimentRow) -> StoreResult<()> {
     .bind(&row.created_by)
     .bind(row.created_at)
     .bind(row.updated_at)
+    .bind(&row.config)
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
 /// Writes a row's definition and status if it is still at `revision`
-/// (the row carries the next one); false when it changed meanwhile.
+/// (the row carries the next one); false when it changed meanwhile,
+/// [`super::StoreError::Conflict`] when it would start a second experiment
+/// on its config.
 pub async fn update(tx: &mut Tx, row: &ExperimentRow, revision: i64) -> StoreResult<bool> {
     let done = sqlx::query(
         "UPDATE experiments SET revision = $1, spec = $2, status = $3, status_reason = $4, \
-         winner = $5, started_at = $6, finished_at = $7, updated_at = $8 \
+         winner = $5, started_at = $6, finished_at = $7, updated_at = $8, config = $11 \
          WHERE id = $9 AND revision = $10",
     )
     .bind(row.revision)
@@ -67,9 +72,20 @@ pub async fn update(tx: &mut Tx, row: &ExperimentRow, revision: i64) -> StoreRes
     .bind(row.updated_at)
     .bind(&row.id)
     .bind(revision)
+    .bind(&row.config)
     .execute(&mut **tx)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// The experiment running or paused on `config`, if one is.
+pub async fn started_on(conn: &mut Conn, config: &str) -> StoreResult<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT name FROM experiments WHERE config = $1 AND status IN ('Running', 'Paused')",
+    )
+    .bind(config)
+    .fetch_optional(&mut **conn)
+    .await?)
 }
 
 /// Keeps the smallest sequential p-values seen.

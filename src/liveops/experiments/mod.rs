@@ -37,7 +37,7 @@ use crate::{
         secrets,
     },
     hub::NewDeploymentRequest,
-    store::{StoreError, audit, experiments as store},
+    store::{StoreError, audit, cluster::experiment_resource, experiments as store},
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -75,6 +75,7 @@ impl ExperimentEntry {
             name: self.name().to_owned(),
             revision: self.revision,
             spec: self.body.to_string(),
+            config: Some(self.spec.config.as_str().to_owned()),
             status: self.status.name().to_owned(),
             status_reason: self.status_reason.clone(),
             winner: self.winner.clone(),
@@ -328,6 +329,7 @@ impl LiveOps {
         )
         .await?;
         tx.commit().await.map_err(StoreError::from)?;
+        self.hub.announce_liveops();
         let view = views::experiment_view(&entry);
         self.publish_experiment(entry);
         drop(writing);
@@ -443,8 +445,34 @@ impl LiveOps {
         details: Value,
     ) -> LiveOpsResult<()> {
         let mut tx = self.store.begin().await?;
-        if !store::update(&mut tx, &next.row(), current.revision).await? {
-            return Err(LiveOpsError::Catalog(CatalogError::Conflict));
+        // The hub's own moves (its end time, a guardrail) are its watcher's,
+        // which in a cluster runs on the node holding the experiment's
+        // lease: a node that lost it writes nothing.
+        if actor.role.is_none() && self.hub.in_cluster() {
+            let resource = experiment_resource(&next.id);
+            let epoch = self.hub.held_epoch(&resource);
+            if !self.hub.fence_lease(&mut tx, &resource, epoch).await? {
+                return Err(LiveOpsError::Elsewhere(format!(
+                    "experiment {} is watched by another node",
+                    next.name()
+                )));
+            }
+        }
+        match store::update(&mut tx, &next.row(), current.revision).await {
+            Ok(true) => {}
+            Ok(false) => return Err(LiveOpsError::Catalog(CatalogError::Conflict)),
+            // The one started experiment per config is the store's rule
+            // too: another node started one on it meanwhile.
+            Err(StoreError::Conflict) => {
+                drop(tx);
+                let config = next.spec.config.as_str().to_owned();
+                let mut conn = self.store.conn().await?;
+                let other = store::started_on(&mut conn, &config)
+                    .await?
+                    .unwrap_or_else(|| "another experiment".into());
+                return Err(LiveOpsError::ExperimentClash { config, other });
+            }
+            Err(error) => return Err(error.into()),
         }
         audit::record(
             &mut tx,
@@ -452,6 +480,7 @@ impl LiveOps {
         )
         .await?;
         tx.commit().await.map_err(StoreError::from)?;
+        self.hub.announce_liveops();
         Ok(())
     }
 
@@ -529,7 +558,7 @@ impl LiveOps {
         if status == Status::Finished {
             self.assignments.flush().await;
         } else {
-            self.watch_experiment(name);
+            self.watch(name).await;
         }
         Ok(view)
     }

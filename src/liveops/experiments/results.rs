@@ -21,6 +21,7 @@ use crate::{
         },
         spec::{Control, MetricKind, MetricSource, Status},
     },
+    store::cluster::experiment_resource,
     store::experiments::{self as store, Reading},
 };
 use hotswap_client::sync::lock;
@@ -174,8 +175,50 @@ impl LiveOps {
         ))
     }
 
+    /// Whether this node runs a watcher of experiment `name`.
+    pub(in crate::liveops) fn watching(&self, name: &str) -> bool {
+        lock(&self.watchers)
+            .get(name)
+            .is_some_and(|handle| !handle.is_finished())
+    }
+
+    /// Starts the watcher of a started experiment on this node, in a
+    /// cluster only if this node holds (or takes) its lease: one node
+    /// watches each experiment.
+    pub(in crate::liveops) async fn watch(self: &Arc<Self>, name: &str) {
+        if self.hub.in_cluster() && !self.watching(name) {
+            let Ok(entry) = self.experiment_entry(name) else {
+                return;
+            };
+            if !matches!(entry.status, Status::Running | Status::Paused) {
+                return;
+            }
+            let resource = experiment_resource(&entry.id);
+            if self.hub.held_epoch(&resource).is_none() {
+                let taken = match self.store.conn().await {
+                    Ok(mut conn) => self.hub.take_lease(&mut conn, &resource).await,
+                    Err(error) => Err(error),
+                };
+                match taken {
+                    Ok(Some(_)) => {
+                        tracing::info!(experiment = %name, "this node watches the experiment");
+                    }
+                    Ok(None) => return,
+                    Err(error) => {
+                        tracing::warn!(experiment = %name, %error, "cannot take an experiment's lease; retried");
+                        return;
+                    }
+                }
+            }
+        }
+        self.watch_experiment(name);
+    }
+
     /// Starts the watcher of a started experiment (one per experiment;
-    /// nothing for drafts and finished ones).
+    /// nothing for drafts and finished ones; in a cluster, only under its
+    /// lease: see [`LiveOps::watch`]). It stops when the experiment
+    /// finishes, and in a cluster when the lease is lost (given up once
+    /// the experiment finished).
     pub(in crate::liveops) fn watch_experiment(self: &Arc<Self>, name: &str) {
         let mut watchers = lock(&self.watchers);
         watchers.retain(|_, handle| !handle.is_finished());
@@ -193,7 +236,13 @@ impl LiveOps {
                 else {
                     return;
                 };
+                let resource = experiment_resource(&entry.id);
+                if liveops.hub.held_epoch(&resource).is_none() {
+                    // Another node took it over (this one was cut off).
+                    return;
+                }
                 if !matches!(entry.status, Status::Running | Status::Paused) {
+                    liveops.hub.give_up_lease(&resource);
                     return;
                 }
                 let now = liveops.now_ms();

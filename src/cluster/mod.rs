@@ -13,8 +13,9 @@
 //! here runs and a node is whole on its own.
 
 pub mod rate;
+pub mod roster;
 pub mod wire;
-pub use wire::{Envelope, Inbound, Message, ProgressEntry, SliceEntry};
+pub use wire::{Envelope, FleetCounts, FleetShare, Inbound, Message, ProgressEntry, SliceEntry};
 
 use crate::settings::RedisSettings;
 use anyhow::Context as _;
@@ -93,6 +94,8 @@ pub struct Cluster {
     pub dropped: std::sync::atomic::AtomicU64,
     /// Messages received that were malformed or out of bounds.
     pub refused: std::sync::atomic::AtomicU64,
+    /// The link, for what is kept in Redis rather than said (rosters).
+    redis: Redis,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -132,6 +135,7 @@ impl Cluster {
             outbound,
             dropped: Default::default(),
             refused: Default::default(),
+            redis: redis.clone(),
         });
         let channel = format!("{}:cluster", cluster.settings.name);
         actix_web::rt::spawn(publish(redis.clone(), channel.clone(), queue));

@@ -54,22 +54,25 @@ fn mac(key: &[u8; 32], data: &[u8]) -> [u8; 32] {
 /// An envelope as it travels: its HMAC under the cluster's key in hex, a
 /// dot, then its JSON.
 pub fn seal(key: &[u8; 32], envelope: &Envelope) -> Vec<u8> {
-    let json = serde_json::to_vec(envelope).expect("messages serialize");
-    let mut out = hex::encode(mac(key, &json)).into_bytes();
+    seal_bytes(
+        key,
+        &serde_json::to_vec(envelope).expect("messages serialize"),
+    )
+}
+
+/// `json` as it is kept where others could write (a roster's entry): its
+/// HMAC under the cluster's key in hex, a dot, then the JSON.
+pub fn seal_bytes(key: &[u8; 32], json: &[u8]) -> Vec<u8> {
+    let mut out = hex::encode(mac(key, json)).into_bytes();
     out.push(b'.');
-    out.extend_from_slice(&json);
+    out.extend_from_slice(json);
     out
 }
 
-/// A message from the channel, read only if its HMAC verifies under the
-/// cluster's key and its time is within [`FRESH_MS`] of `now_ms`; then
-/// checked as [`read`] does.
-pub fn open(key: &[u8; 32], bytes: &[u8], now_ms: i64) -> Result<Envelope, String> {
-    if bytes.len() > MAX_MESSAGE_BYTES + 65 {
-        return Err(format!("{} bytes", bytes.len()));
-    }
+/// The JSON of what [`seal_bytes`] made, if its HMAC verifies.
+pub fn open_bytes<'a>(key: &[u8; 32], bytes: &'a [u8]) -> Result<&'a [u8], String> {
     if bytes.len() < 65 || bytes[64] != b'.' {
-        return Err("not a signed message".into());
+        return Err("not a signed value".into());
     }
     let (given, json) = (&bytes[..64], &bytes[65..]);
     let expected = hex::encode(mac(key, json));
@@ -79,8 +82,20 @@ pub fn open(key: &[u8; 32], bytes: &[u8], now_ms: i64) -> Result<Envelope, Strin
         .zip(expected.as_bytes())
         .fold(0u8, |acc, (a, b)| acc | (a ^ b));
     if differs != 0 {
-        return Err("its signature does not verify (another cluster, or a forgery)".into());
+        return Err("its signature does not verify".into());
     }
+    Ok(json)
+}
+
+/// A message from the channel, read only if its HMAC verifies under the
+/// cluster's key and its time is within [`FRESH_MS`] of `now_ms`; then
+/// checked as [`read`] does.
+pub fn open(key: &[u8; 32], bytes: &[u8], now_ms: i64) -> Result<Envelope, String> {
+    if bytes.len() > MAX_MESSAGE_BYTES + 65 {
+        return Err(format!("{} bytes", bytes.len()));
+    }
+    let json =
+        open_bytes(key, bytes).map_err(|why| format!("{why} (another cluster, or a forgery)"))?;
     let envelope = read(json)?;
     if (now_ms - envelope.at).abs() > FRESH_MS {
         return Err(format!(
@@ -161,7 +176,54 @@ pub enum Message {
         deployment: String,
         slices: Vec<SliceEntry>,
     },
+    /// The sender's connected servers, counted (every second): the
+    /// dashboards' fleet on any node adds every node's up.
+    #[serde(rename_all = "camelCase")]
+    Fleet { fleet: FleetShare },
+    /// A deployment's view as its owner shows it (without its per-server
+    /// list), for the other nodes' API and dashboards.
+    #[serde(rename_all = "camelCase")]
+    View {
+        deployment: String,
+        view: serde_json::Value,
+    },
+    /// An operator set a server's tags: every node that knows the server
+    /// takes them (they follow it to whichever node it connects to).
+    #[serde(rename_all = "camelCase")]
+    ServerTags { server: String, tags: Vec<String> },
+    /// An admin deregistered a server (stored already): the node it is
+    /// connected to closes its session (4005) and every node forgets it.
+    #[serde(rename_all = "camelCase")]
+    ServerGone { server: String },
 }
+
+/// Connected servers, healthy ones, and their players.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetCounts {
+    pub connected: u64,
+    pub healthy: u64,
+    pub players: u64,
+}
+
+/// One node's connected servers counted by region and environment, and
+/// by the revision of each config they acked.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetShare {
+    pub regions: std::collections::BTreeMap<String, FleetCounts>,
+    pub environments: std::collections::BTreeMap<String, FleetCounts>,
+    /// Config → (revision, servers that acked it): pairs, since a map's
+    /// keys are text in JSON and this message is read through serde's
+    /// buffered (tagged) path, which does not read numbers from text.
+    pub revisions: std::collections::BTreeMap<String, Vec<(i64, u64)>>,
+}
+
+/// The most regions, environments or configs a fleet share names, and
+/// revisions per config.
+pub const MAX_FLEET_KEYS: usize = 4_096;
+/// The largest deployment view carried.
+pub const MAX_VIEW_BYTES: usize = 1 << 20;
 
 /// One server's part in a deployment, as the node it is connected to saw it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -267,6 +329,42 @@ pub fn read(bytes: &[u8]) -> Result<Envelope, String> {
                 }
             }
         }
+        Message::Fleet { fleet } => {
+            if fleet.regions.len() > MAX_FLEET_KEYS
+                || fleet.environments.len() > MAX_FLEET_KEYS
+                || fleet.revisions.len() > MAX_FLEET_KEYS
+                || fleet.revisions.values().any(|r| r.len() > MAX_FLEET_KEYS)
+            {
+                return Err("a fleet past its bounds".into());
+            }
+            for key in fleet
+                .regions
+                .keys()
+                .chain(fleet.environments.keys())
+                .chain(fleet.revisions.keys())
+            {
+                name("fleet key", key)?;
+            }
+        }
+        Message::View { deployment, view } => {
+            name("deployment", deployment)?;
+            if view.get("id").and_then(|id| id.as_str()) != Some(deployment.as_str()) {
+                return Err("a view of another deployment".into());
+            }
+            if serde_json::to_vec(view).map_or(usize::MAX, |v| v.len()) > MAX_VIEW_BYTES {
+                return Err("a view past 1 MiB".into());
+            }
+        }
+        Message::ServerTags { server, tags } => {
+            name("server", server)?;
+            if tags.len() > 32 {
+                return Err(format!("{} tags", tags.len()));
+            }
+            for tag in tags {
+                crate::domain::names::Tag::parse(tag).map_err(|why| format!("tag {why}"))?;
+            }
+        }
+        Message::ServerGone { server } => name("server", server)?,
         Message::Slices { deployment, slices } => {
             name("deployment", deployment)?;
             if slices.len() > MAX_SLICES {
@@ -293,6 +391,45 @@ mod tests {
             message,
         })
         .unwrap()
+    }
+
+    #[test]
+    fn a_fleet_and_a_view_travel_and_are_bounded() {
+        let mut fleet = FleetShare::default();
+        fleet.regions.insert(
+            "EU-WEST".into(),
+            FleetCounts {
+                connected: 2,
+                healthy: 1,
+                players: 40,
+            },
+        );
+        fleet.revisions.insert("loot".into(), vec![(3, 2)]);
+        let message = Message::Fleet { fleet };
+        assert_eq!(read(&envelope(message.clone())).unwrap().message, message);
+        let mut wide = FleetShare::default();
+        wide.revisions
+            .insert("loot".into(), vec![(1, 1); MAX_FLEET_KEYS + 1]);
+        assert!(read(&envelope(Message::Fleet { fleet: wide })).is_err());
+
+        let view = Message::View {
+            deployment: "d-1".into(),
+            view: serde_json::json!({"id": "d-1"}),
+        };
+        assert!(read(&envelope(view)).is_ok());
+        let other = Message::View {
+            deployment: "d-1".into(),
+            view: serde_json::json!({"id": "d-2"}),
+        };
+        assert!(
+            read(&envelope(other)).is_err(),
+            "a view of another deployment"
+        );
+        let tags = Message::ServerTags {
+            server: "gs-1".into(),
+            tags: vec!["not a tag!".into()],
+        };
+        assert!(read(&envelope(tags)).is_err());
     }
 
     #[test]

@@ -173,7 +173,7 @@ pub enum Level {
 }
 
 /// What one rule found.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RuleOutcome {
     pub metric: Metric,
@@ -364,7 +364,7 @@ fn classify(rule: &Rule, change: f64, significant: impl Fn(f64) -> bool) -> Leve
 }
 
 /// The rank test of one histogram metric.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RankOutcome {
     pub metric: Metric,
@@ -440,7 +440,7 @@ fn rank_outcome(
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Verdict {
     /// Nothing can be said yet (too few samples everywhere).
@@ -453,7 +453,7 @@ pub enum Verdict {
 }
 
 /// Everything one evaluation found.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Judgement {
     pub verdict: Verdict,

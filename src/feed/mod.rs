@@ -209,6 +209,80 @@ pub fn fleet_json(hub: &Hub) -> Value {
     })
 }
 
+/// The fleet as dashboards see it: this hub's alone ([`fleet_json`]); on
+/// a cluster, every node's connected servers (each node says its own
+/// every second) beside the servers the store knows, per region and
+/// environment, and the revisions connected servers acked.
+pub async fn fleet_now(hub: &Hub) -> Value {
+    if !hub.in_cluster() {
+        return fleet_json(hub);
+    }
+    let mut shares = hub.peer_fleets();
+    shares.push(hub.fleet_share());
+    let known = match hub.stored_server_counts().await {
+        Ok(known) => known,
+        Err(error) => {
+            tracing::debug!(%error, "known servers not counted; the fleet shows connected ones");
+            Vec::new()
+        }
+    };
+    cluster_fleet_json(&shares, &known)
+}
+
+/// [`fleet_now`]'s JSON from each node's share and the stored servers
+/// counted by (region, environment).
+fn cluster_fleet_json(
+    shares: &[crate::cluster::FleetShare],
+    known: &[(String, String, i64)],
+) -> Value {
+    use crate::cluster::FleetCounts;
+    let mut regions: BTreeMap<String, (u64, FleetCounts)> = BTreeMap::new();
+    let mut environments: BTreeMap<String, (u64, FleetCounts)> = BTreeMap::new();
+    let mut total: (u64, FleetCounts) = Default::default();
+    let mut revisions: BTreeMap<String, BTreeMap<i64, u64>> = BTreeMap::new();
+    let add = |into: &mut FleetCounts, counts: &FleetCounts| {
+        into.connected += counts.connected;
+        into.healthy += counts.healthy;
+        into.players += counts.players;
+    };
+    for share in shares {
+        for (region, counts) in &share.regions {
+            add(&mut regions.entry(region.clone()).or_default().1, counts);
+            add(&mut total.1, counts);
+        }
+        for (environment, counts) in &share.environments {
+            add(
+                &mut environments.entry(environment.clone()).or_default().1,
+                counts,
+            );
+        }
+        for (config, by_revision) in &share.revisions {
+            let into = revisions.entry(config.clone()).or_default();
+            for (revision, count) in by_revision {
+                *into.entry(*revision).or_default() += count;
+            }
+        }
+    }
+    for (region, environment, count) in known {
+        let count = (*count).max(0) as u64;
+        regions.entry(region.clone()).or_default().0 += count;
+        environments.entry(environment.clone()).or_default().0 += count;
+        total.0 += count;
+    }
+    let tally = |(known, counts): &(u64, FleetCounts)| {
+        // A server connected before its row is first stored is known too.
+        let servers = (*known).max(counts.connected);
+        json!({"servers": servers, "connected": counts.connected, "healthy": counts.healthy,
+               "stale": servers - counts.connected, "players": counts.players})
+    };
+    json!({
+        "total": tally(&total),
+        "regions": regions.iter().map(|(k, t)| (k.clone(), tally(t))).collect::<serde_json::Map<_, _>>(),
+        "environments": environments.iter().map(|(k, t)| (k.clone(), tally(t))).collect::<serde_json::Map<_, _>>(),
+        "revisions": revisions,
+    })
+}
+
 /// Live events, and the occurrences from 7 days back to 30 ahead (with
 /// overlaps).
 fn events_json(liveops: &LiveOps) -> (Value, Value) {
@@ -262,7 +336,7 @@ impl Feed {
         let (events, timeline) = events_json(liveops);
         let snapshot = json!({
             "type": "snapshot",
-            "fleet": fleet_json(hub),
+            "fleet": fleet_now(hub).await,
             "deployments": deployments,
             "history": lock(&self.history).to_json(),
             "events": events,
@@ -351,6 +425,8 @@ impl Feed {
                 // opened later draws the last minutes.
                 for id in moved {
                     if let Ok(view) = hub.deployment(&id).await {
+                        // The other nodes' dashboards see it move too.
+                        hub.share_view(&view);
                         current.send_deployment(&id, &view, listening);
                     }
                 }
@@ -361,7 +437,7 @@ impl Feed {
                 if listening && tick_due {
                     current.send_changed(
                         "fleet",
-                        fleet_json(&hub),
+                        fleet_now(&hub).await,
                         |fleet| json!({"type": "fleet", "fleet": fleet}),
                     );
                     // Compared without the timeline's window, which moves

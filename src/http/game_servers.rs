@@ -6,7 +6,10 @@ use super::{
     method_not_allowed,
     problem::{ApiError, Problem},
 };
-use crate::{catalog::views::rfc3339, hub::Hub};
+use crate::{
+    catalog::views::rfc3339,
+    hub::{Hub, KnownServer},
+};
 use actix_web::{HttpResponse, web};
 use hotswap_actors::{ServerFilter, ServerRecord};
 use hotswap_client::protocol::Health;
@@ -52,6 +55,18 @@ pub struct GameServerView {
     pub metrics_frames: u64,
     /// Why the hub closed the last session (`4003: ...`), when it did.
     pub disconnect_reason: Option<String>,
+    /// On a cluster, the node the server is connected to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+impl From<KnownServer> for GameServerView {
+    fn from(known: KnownServer) -> Self {
+        GameServerView {
+            node: known.node,
+            ..GameServerView::from(known.record)
+        }
+    }
 }
 
 impl From<ServerRecord> for GameServerView {
@@ -87,6 +102,7 @@ impl From<ServerRecord> for GameServerView {
             last_heartbeat: rfc3339(record.last_seen_ms),
             metrics_frames: record.metrics_frames,
             disconnect_reason: record.disconnect_reason,
+            node: None,
         }
     }
 }
@@ -95,7 +111,12 @@ impl From<ServerRecord> for GameServerView {
 #[serde(rename_all = "camelCase")]
 pub struct GameServerList {
     pub items: Vec<GameServerView>,
+    /// Connected servers (on a cluster, to any node).
     pub connected: usize,
+    /// On a cluster: another node's servers could not be read (Redis did
+    /// not answer), so the list holds what this node and the store know.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -135,15 +156,11 @@ pub async fn list_servers(
         revision: query.revision,
         connected: query.connected,
     };
-    let items: Vec<GameServerView> = hub
-        .registry()
-        .list(&filter)
-        .into_iter()
-        .map(GameServerView::from)
-        .collect();
+    let list = hub.list_servers(&filter).await?;
     Ok(HttpResponse::Ok().json(GameServerList {
-        items,
-        connected: hub.registry().connected_count(),
+        items: list.items.into_iter().map(GameServerView::from).collect(),
+        connected: list.connected,
+        partial: list.partial,
     }))
 }
 
@@ -175,8 +192,8 @@ pub async fn get_server(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = server_id(&id)?;
-    let record = hub.registry().get(id).ok_or_else(|| not_found(id))?;
-    Ok(HttpResponse::Ok().json(GameServerView::from(record)))
+    let known = hub.game_server(id).await?.ok_or_else(|| not_found(id))?;
+    Ok(HttpResponse::Ok().json(GameServerView::from(known)))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -215,12 +232,11 @@ pub async fn update_server(
     }
     tags.sort();
     tags.dedup();
-    if !hub.set_operator_tags(id, tags) {
-        return Err(not_found(id));
-    }
-    Ok(HttpResponse::Ok().json(GameServerView::from(
-        hub.registry().get(id).ok_or_else(|| not_found(id))?,
-    )))
+    let known = hub
+        .set_operator_tags(id, tags)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    Ok(HttpResponse::Ok().json(GameServerView::from(known)))
 }
 
 /// Deregister a server and release its id (admin): its session is closed

@@ -95,6 +95,12 @@ impl From<LiveOpsError> for ApiError {
     }
 }
 
+impl From<crate::store::StoreError> for ApiError {
+    fn from(error: crate::store::StoreError) -> Self {
+        ApiError::Catalog(error.into())
+    }
+}
+
 impl From<DeploymentError> for ApiError {
     fn from(error: DeploymentError) -> Self {
         match error {

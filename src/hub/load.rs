@@ -11,8 +11,7 @@ use crate::{
     settings::{DeploymentSettings, HubSettings},
     store::{Store, hub as store_hub},
 };
-use hotswap_actors::{GateLimits, Registry, ServerRecord, SessionGate};
-use hotswap_client::protocol::Health;
+use hotswap_actors::{GateLimits, Registry, SessionGate};
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, RwLock, atomic::AtomicBool},
@@ -79,33 +78,7 @@ impl Hub {
             rows.into_iter()
                 .map(|row| {
                     first_seen.insert(row.server_id.clone(), row.first_seen);
-                    ServerRecord {
-                        server_id: row.server_id,
-                        key_id: row.key_id,
-                        region: row.region,
-                        environment: row.environment,
-                        tags: serde_json::from_str(&row.tags).unwrap_or_default(),
-                        operator_tags: serde_json::from_str(&row.operator_tags).unwrap_or_default(),
-                        capacity: row.capacity as u32,
-                        players: row.players as u32,
-                        status: Health::Healthy,
-                        load: None,
-                        hostname: row.hostname,
-                        address: row.address,
-                        build: row.build,
-                        sdk: row.sdk,
-                        liveops: false,
-                        subscriptions: serde_json::from_str(&row.subscriptions).unwrap_or_default(),
-                        applied: serde_json::from_str(&row.applied).unwrap_or_default(),
-                        connected: false,
-                        session_id: None,
-                        connected_since_ms: None,
-                        last_seen_ms: row.last_seen,
-                        stale: false,
-                        disconnect_reason: None,
-                        metrics_frames: 0,
-                        last_metrics_ms: None,
-                    }
+                    super::servers::record_of_row(row)
                 })
                 .collect(),
         );

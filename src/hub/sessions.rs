@@ -94,6 +94,7 @@ impl Hub {
             return Ok(HelloOutcome { frames: Vec::new() });
         }
         self.claim_server_id(&hello.server_id, &key.key_id).await?;
+        let operator_tags = self.stored_operator_tags(&hello.server_id).await;
         let now = now_ms();
         let subscriptions = hello.subscription_names();
         let record = ServerRecord {
@@ -102,7 +103,7 @@ impl Hub {
             region: hello.region.clone(),
             environment: environment.to_owned(),
             tags: hello.tags.clone(),
-            operator_tags: Vec::new(),
+            operator_tags,
             capacity: hello.capacity,
             players: hello.players,
             status: Health::Healthy,

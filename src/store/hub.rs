@@ -136,14 +136,51 @@ pub async fn game_servers(conn: &mut Conn) -> StoreResult<Vec<GameServerRow>> {
     .await?)
 }
 
-pub async fn delete_game_servers(tx: &mut Tx, ids: &[String]) -> StoreResult<()> {
+/// Forgets servers; whether any was stored.
+pub async fn delete_game_servers(tx: &mut Tx, ids: &[String]) -> StoreResult<bool> {
+    let mut deleted = 0;
     for id in ids {
-        sqlx::query("DELETE FROM game_servers WHERE server_id = $1")
+        deleted += sqlx::query("DELETE FROM game_servers WHERE server_id = $1")
             .bind(id)
             .execute(&mut **tx)
-            .await?;
+            .await?
+            .rows_affected();
     }
-    Ok(())
+    Ok(deleted > 0)
+}
+
+/// One stored server.
+pub async fn game_server(conn: &mut Conn, server_id: &str) -> StoreResult<Option<GameServerRow>> {
+    Ok(sqlx::query_as::<_, GameServerRow>(
+        "SELECT server_id, key_id, region, environment, tags, operator_tags, capacity, players, hostname, \
+         address, build, sdk, subscriptions, applied, first_seen, last_seen FROM game_servers \
+         WHERE server_id = $1",
+    )
+    .bind(server_id)
+    .fetch_optional(&mut **conn)
+    .await?)
+}
+
+/// Sets a stored server's operator tags (a JSON array); whether it is stored.
+pub async fn set_operator_tags(conn: &mut Conn, server_id: &str, tags: &str) -> StoreResult<bool> {
+    Ok(
+        sqlx::query("UPDATE game_servers SET operator_tags = $1 WHERE server_id = $2")
+            .bind(tags)
+            .bind(server_id)
+            .execute(&mut **conn)
+            .await?
+            .rows_affected()
+            == 1,
+    )
+}
+
+/// Known servers counted by (region, environment).
+pub async fn server_counts(conn: &mut Conn) -> StoreResult<Vec<(String, String, i64)>> {
+    Ok(sqlx::query_as(
+        "SELECT region, environment, COUNT(*) FROM game_servers GROUP BY region, environment",
+    )
+    .fetch_all(&mut **conn)
+    .await?)
 }
 
 /// `(config name, environment, active revision)` of every live config that has one.

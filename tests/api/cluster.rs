@@ -280,6 +280,11 @@ async fn with_redis_down_nodes_keep_serving_and_catch_up_from_the_store() {
         assert_eq!(seen.status, 200, "{:?}", seen.body);
         let ready = node.get("/ready").await;
         assert_eq!(ready.status, 503, "Redis is down: {:?}", ready.body);
+        wait_for("the list says it is partial", async || {
+            let list = node.get("/api/v1/game-servers").await.body;
+            list["partial"] == true && list["items"].as_array().map(Vec::len) == Some(9)
+        })
+        .await;
     }
     let _back = PrivateRedis::start(Some(port));
     for node in [a, b, c] {
@@ -295,6 +300,11 @@ async fn with_redis_down_nodes_keep_serving_and_catch_up_from_the_store() {
     assert!(fleet.all_on(3).await);
     let view = b.wait_deployment_status(&second, "Completed").await;
     assert_eq!(view["acked"].as_i64(), Some(9), "acks cross again: {view}");
+    wait_for("whole lists again", async || {
+        let list = c.get("/api/v1/game-servers?connected=true").await.body;
+        list.get("partial").is_none() && list["connected"] == 9
+    })
+    .await;
     fleet.stop().await;
     cluster.stop().await;
 }
@@ -613,5 +623,111 @@ async fn an_experiment_is_run_from_any_node_and_watched_by_one() {
         "{:?}",
         refused.body
     );
+    cluster.stop().await;
+}
+
+/// Servers on A and B: either node lists them all with the node each is
+/// connected to, and reads one connected to the other; tags set on A for a
+/// server on B reach B's registry (and the store); a server on B
+/// deregistered from A is closed 4005 there and forgotten; A's dashboards
+/// count B's servers in the fleet, and see a canary B drives move, as B
+/// shows it (its cohorts).
+#[actix_web::test]
+async fn any_node_shows_the_clusters_servers_fleet_and_deployments() {
+    let Some(cluster) = cluster(2).await else {
+        return;
+    };
+    let [a, b] = [&cluster.nodes[0], &cluster.nodes[1]];
+    let key = setup(a).await;
+    let fleet = fleet_on(&[a, b], &key, 4).await;
+    wait_for("A lists every server, each with its node", async || {
+        let list = a.get("/api/v1/game-servers?connected=true").await.body;
+        list["connected"] == 4
+            && list["items"].as_array().is_some_and(|items| {
+                items.len() == 4
+                    && items.iter().all(|s| {
+                        let on_a = ["gs-000", "gs-002"].contains(&s["serverId"].as_str().unwrap());
+                        s["node"] == if on_a { "node-a" } else { "node-b" }
+                    })
+            })
+    })
+    .await;
+    let one = a.get("/api/v1/game-servers/gs-001").await;
+    assert_eq!(one.status, 200, "{:?}", one.body);
+    assert_eq!(one.body["connected"], true, "{:?}", one.body);
+    assert_eq!(one.body["node"], "node-b", "{:?}", one.body);
+
+    let tagged = a
+        .put_json(
+            "/api/v1/game-servers/gs-001",
+            &json!({ "operatorTags": ["pool-x"] }),
+        )
+        .await;
+    assert_eq!(tagged.status, 200, "{:?}", tagged.body);
+    assert_eq!(tagged.body["operatorTags"], json!(["pool-x"]));
+    wait_for("B's registry has the tags", async || {
+        b.hub
+            .registry()
+            .get("gs-001")
+            .is_some_and(|r| r.operator_tags == ["pool-x"])
+    })
+    .await;
+    wait_for("A lists gs-001 by its tag", async || {
+        let list = a.get("/api/v1/game-servers?tag=pool-x").await.body;
+        list["items"].as_array().map(Vec::len) == Some(1)
+    })
+    .await;
+
+    let mut lone = crate::sockets::raw(b, Some(&key)).await.unwrap();
+    crate::attacks::welcomed(&mut lone, crate::attacks::hello_as("lone-1", "staging")).await;
+    // A raw server beats by hand (the tests' heartbeat is 300 ms).
+    let beat = || {
+        hotswap_client::protocol::encode(&hotswap_client::protocol::ServerMessage::Heartbeat {
+            players: 0,
+            status: hotswap_client::protocol::Health::Healthy,
+            load: None,
+        })
+    };
+    wait_for("A sees lone-1 on B", async || {
+        crate::sockets::send(&mut lone, beat()).await;
+        a.get("/api/v1/game-servers/lone-1").await.body["node"] == "node-b"
+    })
+    .await;
+    assert_eq!(a.delete("/api/v1/game-servers/lone-1").await.status, 204);
+    assert_eq!(
+        crate::sockets::close_of(&mut lone).await.0,
+        Some(hotswap_client::protocol::close_code::DEREGISTERED),
+        "closed by B"
+    );
+    wait_for("forgotten everywhere", async || {
+        a.get("/api/v1/game-servers/lone-1").await.status == 404
+            && b.get("/api/v1/game-servers/lone-1").await.status == 404
+    })
+    .await;
+
+    let viewer = a.token(hotswap::Role::Viewer, "watcher");
+    let mut feed = crate::stream::feed(a, Some(&viewer)).await.unwrap();
+    let snapshot = crate::stream::next_where(&mut feed, |m| m["type"] == "snapshot").await;
+    if snapshot["fleet"]["total"]["connected"] != 4 {
+        crate::stream::next_where(&mut feed, |m| {
+            m["type"] == "fleet" && m["fleet"]["total"]["connected"] == 4
+        })
+        .await;
+    }
+    let id = start_canary(b).await;
+    let moved = crate::stream::next_where(&mut feed, |m| {
+        m["type"] == "deployment"
+            && m["deployment"]["id"] == id.as_str()
+            && m["deployment"]["live"]["cohorts"].is_array()
+    })
+    .await;
+    assert_eq!(moved["deployment"]["status"], "InProgress", "{moved}");
+    let seen = a.get(&format!("/api/v1/deployments/{id}")).await;
+    assert!(
+        seen.body["live"]["cohorts"].is_array(),
+        "A answers with B's view: {:?}",
+        seen.body
+    );
+    fleet.stop().await;
     cluster.stop().await;
 }

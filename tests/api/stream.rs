@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest, http::HeaderValue};
 
-async fn feed(app: &TestApp, token: Option<&str>) -> Result<Socket, u16> {
+pub(crate) async fn feed(app: &TestApp, token: Option<&str>) -> Result<Socket, u16> {
     let mut request = format!("{}/api/v1/stream", app.ws_url())
         .into_client_request()
         .unwrap();
@@ -30,7 +30,7 @@ async fn feed(app: &TestApp, token: Option<&str>) -> Result<Socket, u16> {
 }
 
 /// The next JSON message that `wanted` accepts (others skipped), within 10 s.
-async fn next_where(socket: &mut Socket, wanted: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn next_where(socket: &mut Socket, wanted: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

@@ -154,6 +154,10 @@ impl Hub {
                 actor: serde_json::to_value(actor).expect("an actor serializes"),
             })
             .await;
+        // The owner's view said before its answer is older than the
+        // action: the store (committed before the answer) is read instead,
+        // until the owner says a newer one.
+        self.forget_view(id);
         match answered {
             Ok((outcome, message)) => error_of(&outcome, message),
             Err(why) => Err(DeploymentError::OwnerUnreachable(format!(

@@ -25,11 +25,15 @@
 //!   over lapsed ones.
 //! - `mirror.rs`: the desired state read back from the store and served.
 //! - `share.rs`: acks and metric slices sent to owners, and taken in.
+//! - `servers.rs`: the cluster's game servers and fleet from any node.
+//! - `views.rs`: deployments as their owners show them, on every node.
 
 mod commands;
 mod leases;
 mod mirror;
+mod servers;
 mod share;
+mod views;
 
 use super::{Hub, deployments::RunRecord};
 use crate::{
@@ -56,6 +60,8 @@ struct Held {
 /// A node not heard from for this long is taken for gone: owners stop
 /// waiting for it to serve their moves.
 const PEER_SILENCE: Duration = Duration::from_secs(3);
+/// How often a node writes what changed of its servers to its roster.
+const ROSTER_EVERY: Duration = Duration::from_secs(1);
 
 /// This node's cluster state.
 pub(super) struct Node {
@@ -85,6 +91,14 @@ pub(super) struct Node {
     tick: std::sync::OnceLock<ClusterTick>,
     /// Live ops' side of another node's control of a live event.
     event_commands: std::sync::OnceLock<EventCommands>,
+    /// The other nodes' fleets, as each last said it.
+    fleets: Mutex<HashMap<String, crate::cluster::FleetShare>>,
+    /// This node's roster as last written: server id → fingerprint.
+    roster: tokio::sync::Mutex<HashMap<String, u64>>,
+    /// Deployments other nodes drive, as their owners last showed them.
+    views: Mutex<HashMap<String, (Arc<super::deployments::DeploymentView>, Instant)>>,
+    /// When this node last said each of its deployments' views.
+    views_sent: Mutex<HashMap<String, Instant>>,
 }
 
 /// Live ops' part of each refresh (set once).
@@ -119,6 +133,10 @@ impl Node {
             pending: Mutex::new(HashMap::new()),
             tick: std::sync::OnceLock::new(),
             event_commands: std::sync::OnceLock::new(),
+            fleets: Mutex::new(HashMap::new()),
+            roster: tokio::sync::Mutex::new(HashMap::new()),
+            views: Mutex::new(HashMap::new()),
+            views_sent: Mutex::new(HashMap::new()),
         }
     }
 
@@ -214,6 +232,18 @@ impl Hub {
                     return;
                 }
                 hub.share();
+            }
+        });
+        let hub = self.clone();
+        actix_web::rt::spawn(async move {
+            let mut every = tokio::time::interval(ROSTER_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if hub.cluster_stopped() {
+                    return;
+                }
+                hub.write_roster().await;
             }
         });
     }
@@ -362,6 +392,10 @@ impl Hub {
                     actor,
                 } => self.on_event_command(envelope.from, request, event, control, actor),
                 Message::EventFrame { regions, frame } => self.on_event_frame(&regions, &frame),
+                Message::Fleet { fleet } => self.on_fleet(envelope.from, fleet),
+                Message::View { deployment, view } => self.on_view(deployment, view),
+                Message::ServerTags { server, tags } => self.take_operator_tags(&server, tags),
+                Message::ServerGone { server } => self.forget_server(&server),
                 Message::Reply {
                     request,
                     to,

@@ -115,6 +115,10 @@ impl Hub {
             if said.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
                 *said = Some(now);
                 node.cluster.send(Message::Alive);
+                node.cluster.send(Message::Fleet {
+                    fleet: self.fleet_share(),
+                });
+                self.share_views();
             }
         }
         {

@@ -603,6 +603,15 @@ impl Runs {
         lock(&self.map).remove(id);
     }
 
+    /// The records of deployments not finished.
+    pub fn unfinished(&self) -> Vec<Arc<RunRecord>> {
+        lock(&self.map)
+            .values()
+            .filter(|r| !r.finished())
+            .cloned()
+            .collect()
+    }
+
     /// Deployments not finished.
     pub fn running(&self) -> usize {
         lock(&self.map).values().filter(|r| !r.finished()).count()

@@ -53,7 +53,7 @@ pub struct RollbackRecord {
 }
 
 /// One cohort's numbers in a window.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CohortSummary {
     pub reports: u64,
@@ -78,7 +78,7 @@ pub struct CohortSummary {
     pub custom: BTreeMap<String, f64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Percentiles {
     pub count: u64,
@@ -132,7 +132,7 @@ impl CohortSummary {
 }
 
 /// A cohort: which servers, how many, and their numbers over both windows.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CohortView {
     /// `baseline`, `canary`, or a variant's name.
@@ -145,7 +145,7 @@ pub struct CohortView {
 }
 
 /// What a deployment's actor last published.
-#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LiveStatus {
     pub cohorts: Vec<CohortView>,
@@ -161,7 +161,7 @@ pub struct LiveStatus {
 }
 
 /// What a deployment looks like through the API.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeploymentView {
     pub id: String,
@@ -197,7 +197,7 @@ pub struct DeploymentView {
     pub live: Option<LiveStatus>,
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServerProgressView {
     pub server_id: String,

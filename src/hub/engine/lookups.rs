@@ -30,10 +30,14 @@ impl Hub {
             .ok_or_else(|| DeploymentError::NotFound(id.to_owned()))
     }
 
-    /// A deployment: live progress if this hub drives it, else the stored record.
+    /// A deployment: live progress if this hub drives it, else (on a
+    /// cluster) as its owner showed it lately, else the stored record.
     pub async fn deployment(&self, id: &str) -> Result<DeploymentView, DeploymentError> {
         if let Some(record) = self.runs.get(id) {
             return Ok(record.view());
+        }
+        if let Some(view) = self.remote_view(id) {
+            return Ok(view);
         }
         Ok(view(&self.deployment_row(id).await?))
     }
@@ -64,10 +68,9 @@ impl Hub {
         let rows = store_hub::deployments(&mut conn, before, limit).await?;
         Ok(rows
             .iter()
-            .map(|row| {
-                self.runs
-                    .get(&row.id)
-                    .map_or_else(|| view(row), |r| r.view())
+            .map(|row| match self.runs.get(&row.id) {
+                Some(record) => record.view(),
+                None => self.remote_view(&row.id).unwrap_or_else(|| view(row)),
             })
             .collect())
     }

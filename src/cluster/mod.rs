@@ -24,11 +24,14 @@ use std::time::Duration;
 
 /// This node's link to Redis: one multiplexed connection, made on first
 /// use and remade by itself after Redis went away (a node starts, and
-/// keeps serving, while Redis is down).
+/// keeps serving, while Redis is down). A link that stops answering
+/// without closing (half-open: a dead NAT entry, a cable pulled) is made
+/// anew too: each command that gets no answer in time replaces it (at
+/// most once a second).
 #[derive(Clone)]
 pub struct Redis {
     client: redis::Client,
-    connection: ConnectionManager,
+    connection: std::sync::Arc<std::sync::RwLock<(ConnectionManager, Option<std::time::Instant>)>>,
     timeout: Duration,
 }
 
@@ -49,32 +52,73 @@ impl Redis {
         };
         let client = redis::Client::open(url.expose()).context("redis.url")?;
         let timeout = Duration::from_millis(settings.timeout_ms.max(1));
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1);
-        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)
-            .context("the Redis connection")?;
+        let connection = Self::link(&client, timeout).context("the Redis connection")?;
         Ok(Some(Redis {
             client,
-            connection,
+            connection: std::sync::Arc::new(std::sync::RwLock::new((connection, None))),
             timeout,
         }))
     }
 
+    fn link(client: &redis::Client, timeout: Duration) -> redis::RedisResult<ConnectionManager> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1);
+        ConnectionManager::new_lazy_with_config(client.clone(), config)
+    }
+
+    /// Runs a command (or pipeline) `run` makes on the link, within `within`
+    /// (at least the configured timeout); no answer in time renews the link.
+    pub async fn query<T, F, Fut>(&self, within: Duration, run: F) -> Result<T, String>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let connection = hotswap_client::sync::read(&self.connection).0.clone();
+        match tokio::time::timeout(within.max(self.timeout), run(connection)).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(error)) if error.is_timeout() => {
+                self.renew();
+                Err(error.to_string())
+            }
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => {
+                self.renew();
+                Err(format!(
+                    "no answer within {} ms",
+                    within.max(self.timeout).as_millis()
+                ))
+            }
+        }
+    }
+
+    /// Replaces a link that stopped answering (at most once a second).
+    fn renew(&self) {
+        let mut link = hotswap_client::sync::write(&self.connection);
+        if link
+            .1
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        if let Ok(fresh) = Self::link(&self.client, self.timeout) {
+            tracing::warn!("Redis did not answer in time; the link is made anew");
+            *link = (fresh, Some(std::time::Instant::now()));
+        }
+    }
+
     /// Whether Redis answers a `PING` within the timeout.
     pub async fn ping(&self) -> Result<(), String> {
-        let mut connection = self.connection.clone();
-        let answer = tokio::time::timeout(
-            self.timeout,
-            redis::cmd("PING").query_async::<String>(&mut connection),
-        )
-        .await;
-        match answer {
-            Ok(Ok(pong)) if pong == "PONG" => Ok(()),
-            Ok(Ok(other)) => Err(format!("PING answered {other:?}")),
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(_) => Err(format!("no answer within {} ms", self.timeout.as_millis())),
+        let pong: String = self
+            .query(self.timeout, |mut c| async move {
+                redis::cmd("PING").query_async(&mut c).await
+            })
+            .await?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(format!("PING answered {pong:?}"))
         }
     }
 }
@@ -82,6 +126,12 @@ impl Redis {
 /// Messages waiting to be published; past it a message is dropped (and
 /// counted): the periodic reconcile catches up what it would have said.
 const OUTBOUND_QUEUE: usize = 4_096;
+/// Bytes waiting to be published, at most (a progress message on 10,000
+/// servers is about 1 MB): past it a message is dropped too.
+const OUTBOUND_BYTES: usize = 64 << 20;
+/// A subscription that hears nothing (not even this node's own `alive`,
+/// said every second) for this long is made again.
+const SILENT_SUBSCRIPTION: Duration = Duration::from_secs(5);
 
 /// This node among the others: its name, its settings, and the link.
 pub struct Cluster {
@@ -90,6 +140,8 @@ pub struct Cluster {
     key: [u8; 32],
     pub settings: crate::settings::ClusterSettings,
     outbound: tokio::sync::mpsc::Sender<Vec<u8>>,
+    /// Bytes in `outbound`.
+    queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// Messages dropped: the queue was full.
     pub dropped: std::sync::atomic::AtomicU64,
     /// Messages received that were malformed or out of bounds.
@@ -136,9 +188,15 @@ impl Cluster {
             dropped: Default::default(),
             refused: Default::default(),
             redis: redis.clone(),
+            queued: Default::default(),
         });
         let channel = format!("{}:cluster", cluster.settings.name);
-        actix_web::rt::spawn(publish(redis.clone(), channel.clone(), queue));
+        actix_web::rt::spawn(publish(
+            redis.clone(),
+            channel.clone(),
+            queue,
+            cluster.queued.clone(),
+        ));
         actix_web::rt::spawn(listen(redis.clone(), channel, cluster.clone(), inbound));
         (cluster, received)
     }
@@ -151,10 +209,17 @@ impl Cluster {
             at: crate::store::now_ms(),
             message,
         };
+        use std::sync::atomic::Ordering::Relaxed;
         let bytes = wire::seal(&self.key, &envelope);
+        let size = bytes.len();
+        if self.queued.fetch_add(size, Relaxed) + size > OUTBOUND_BYTES {
+            self.queued.fetch_sub(size, Relaxed);
+            self.dropped.fetch_add(1, Relaxed);
+            return;
+        }
         if self.outbound.try_send(bytes).is_err() {
-            self.dropped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.queued.fetch_sub(size, Relaxed);
+            self.dropped.fetch_add(1, Relaxed);
         }
     }
 }
@@ -171,35 +236,38 @@ fn default_node_id() -> String {
 
 /// Publishes what is queued, in order. While Redis is down each message
 /// fails after the timeout and is dropped (logged once per outage).
-async fn publish(redis: Redis, channel: String, mut queue: tokio::sync::mpsc::Receiver<Vec<u8>>) {
-    let mut connection = redis.connection.clone();
+async fn publish(
+    redis: Redis,
+    channel: String,
+    mut queue: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
     let mut down = false;
     while let Some(bytes) = queue.recv().await {
-        let sent = tokio::time::timeout(
-            redis.timeout,
-            redis::cmd("PUBLISH")
-                .arg(&channel)
-                .arg(bytes)
-                .query_async::<i64>(&mut connection),
-        )
-        .await;
+        queued.fetch_sub(bytes.len(), std::sync::atomic::Ordering::Relaxed);
+        let sent = redis
+            .query(redis.timeout, |mut c| {
+                let channel = &channel;
+                async move {
+                    redis::cmd("PUBLISH")
+                        .arg(channel)
+                        .arg(bytes)
+                        .query_async::<i64>(&mut c)
+                        .await
+                }
+            })
+            .await;
         match sent {
-            Ok(Ok(_)) if down => {
+            Ok(_) if down => {
                 down = false;
                 tracing::info!("publishing to Redis again");
             }
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) if !down => {
+            Ok(_) => {}
+            Err(error) if !down => {
                 down = true;
-                tracing::warn!(error = %error, "cannot publish to Redis; nodes catch up from the store");
+                tracing::warn!(%error, "cannot publish to Redis; nodes catch up from the store");
             }
-            Err(_) if !down => {
-                down = true;
-                tracing::warn!(
-                    "Redis did not take a message in time; nodes catch up from the store"
-                );
-            }
-            _ => {}
+            Err(_) => {}
         }
     }
 }
@@ -244,7 +312,19 @@ async fn listen(
             return;
         }
         let mut messages = pubsub.into_on_message();
-        while let Some(message) = messages.next().await {
+        loop {
+            // Every node, this one too, says it is alive every second, and
+            // hears itself: a subscription silent for longer is dead (a
+            // half-open connection no error reports) and is made again.
+            let Ok(next) = tokio::time::timeout(SILENT_SUBSCRIPTION, messages.next()).await else {
+                tracing::warn!(
+                    "nothing heard on the Redis subscription for 5 s; subscribing again"
+                );
+                break;
+            };
+            let Some(message) = next else {
+                break;
+            };
             match wire::open(
                 &cluster.key,
                 message.get_payload_bytes(),

@@ -67,18 +67,19 @@ impl SharedLimits {
             self.prefix,
             hex::encode(sha2::Sha256::digest(principal.as_bytes()))
         );
-        let mut connection = self.redis.connection.clone();
-        let answer = tokio::time::timeout(
-            self.redis.timeout,
-            redis::cmd("EVAL")
-                .arg(GCRA)
-                .arg(1)
-                .arg(&key)
-                .arg(self.interval_us)
-                .arg(self.tolerance_us)
-                .query_async::<i64>(&mut connection),
-        )
-        .await;
+        let answer = self
+            .redis
+            .query(self.redis.timeout, |mut c| async move {
+                redis::cmd("EVAL")
+                    .arg(GCRA)
+                    .arg(1)
+                    .arg(&key)
+                    .arg(self.interval_us)
+                    .arg(self.tolerance_us)
+                    .query_async::<i64>(&mut c)
+                    .await
+            })
+            .await;
         let down = |why: String| {
             if !self.down.swap(true, std::sync::atomic::Ordering::Relaxed) {
                 tracing::warn!(%why, "shared rate limits unavailable; each node's own limits hold");
@@ -86,7 +87,7 @@ impl SharedLimits {
             Ok(())
         };
         match answer {
-            Ok(Ok(wait)) => {
+            Ok(wait) => {
                 if self.down.swap(false, std::sync::atomic::Ordering::Relaxed) {
                     tracing::info!("shared rate limits back");
                 }
@@ -96,8 +97,7 @@ impl SharedLimits {
                     Ok(())
                 }
             }
-            Ok(Err(error)) => down(error.to_string()),
-            Err(_) => down("no answer in time".into()),
+            Err(error) => down(error),
         }
     }
 }

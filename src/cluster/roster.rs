@@ -47,38 +47,36 @@ impl Cluster {
         pipe.cmd("PEXPIRE")
             .arg(&key)
             .arg(ROSTER_TTL.as_millis() as u64);
-        let mut connection = self.redis.connection.clone();
-        let renewed: (i64,) =
-            tokio::time::timeout(self.redis.timeout * 4, pipe.query_async(&mut connection))
-                .await
-                .map_err(|_| "Redis did not answer in time".to_owned())?
-                .map_err(|e| e.to_string())?;
+        let pipe = &pipe;
+        let renewed: (i64,) = self
+            .redis
+            .query(self.redis.timeout * 4, |mut c| async move {
+                pipe.query_async(&mut c).await
+            })
+            .await?;
         Ok(renewed.0 == 1)
     }
 
     /// Node `node`'s roster: each entry's JSON, checked (its seal, its
     /// size, and the roster's size before it is read).
     pub async fn read_roster(&self, node: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
-        let key = self.roster_key(node);
-        let mut connection = self.redis.connection.clone();
+        let key = &self.roster_key(node);
         let within = self.redis.timeout * 4;
-        let length: usize = tokio::time::timeout(
-            within,
-            redis::cmd("HLEN").arg(&key).query_async(&mut connection),
-        )
-        .await
-        .map_err(|_| "Redis did not answer in time".to_owned())?
-        .map_err(|e| e.to_string())?;
+        let length: usize = self
+            .redis
+            .query(within, |mut c| async move {
+                redis::cmd("HLEN").arg(key).query_async(&mut c).await
+            })
+            .await?;
         if length > MAX_ENTRIES {
             return Err(format!("node {node}'s roster has {length} entries"));
         }
-        let fields: Vec<(String, Vec<u8>)> = tokio::time::timeout(
-            within,
-            redis::cmd("HGETALL").arg(&key).query_async(&mut connection),
-        )
-        .await
-        .map_err(|_| "Redis did not answer in time".to_owned())?
-        .map_err(|e| e.to_string())?;
+        let fields: Vec<(String, Vec<u8>)> = self
+            .redis
+            .query(within, |mut c| async move {
+                redis::cmd("HGETALL").arg(key).query_async(&mut c).await
+            })
+            .await?;
         Ok(fields
             .into_iter()
             .filter_map(|(server, value)| Some((server, self.open_entry(&value)?)))
@@ -91,17 +89,17 @@ impl Cluster {
         node: &str,
         server: &str,
     ) -> Result<Option<Vec<u8>>, String> {
-        let mut connection = self.redis.connection.clone();
-        let value: Option<Vec<u8>> = tokio::time::timeout(
-            self.redis.timeout * 4,
-            redis::cmd("HGET")
-                .arg(self.roster_key(node))
-                .arg(server)
-                .query_async(&mut connection),
-        )
-        .await
-        .map_err(|_| "Redis did not answer in time".to_owned())?
-        .map_err(|e| e.to_string())?;
+        let key = &self.roster_key(node);
+        let value: Option<Vec<u8>> = self
+            .redis
+            .query(self.redis.timeout * 4, |mut c| async move {
+                redis::cmd("HGET")
+                    .arg(key)
+                    .arg(server)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
         Ok(value.and_then(|v| self.open_entry(&v)))
     }
 

@@ -731,3 +731,97 @@ async fn any_node_shows_the_clusters_servers_fleet_and_deployments() {
     fleet.stop().await;
     cluster.stop().await;
 }
+
+/// A TCP proxy that can freeze every connection made through it so far:
+/// bytes stop flowing, but neither side hears of a close (a half-open
+/// link, as a dead NAT entry or a cable pulled leaves it). New connections
+/// flow.
+struct FreezingProxy {
+    port: u16,
+    upstream: std::sync::Arc<std::sync::Mutex<String>>,
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+impl FreezingProxy {
+    fn start() -> FreezingProxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let upstream = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (generation, watching) = tokio::sync::watch::channel(0u64);
+        let target = upstream.clone();
+        actix_web::rt::spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let upstream = target.lock().unwrap().clone();
+                let mut watching = watching.clone();
+                let born = *watching.borrow();
+                actix_web::rt::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => return,
+                        _ = watching.wait_for(|g| *g > born) => {}
+                    }
+                    // Frozen: both sockets stay open, silent.
+                    std::future::pending::<()>().await;
+                    drop((inbound, outbound));
+                });
+            }
+        });
+        FreezingProxy {
+            port,
+            upstream,
+            generation,
+        }
+    }
+
+    fn freeze(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+}
+
+/// Node B's links to Redis go half-open (nothing flows, nothing closes):
+/// B notices its subscription went silent (it hears its own `alive` every
+/// second), makes its links again, and the nodes see each other again.
+#[actix_web::test]
+async fn a_half_open_link_to_redis_is_noticed_and_made_again() {
+    let Some(url) = postgres_schema_url().await else {
+        return;
+    };
+    let proxy = FreezingProxy::start();
+    let (port, upstream) = (proxy.port, proxy.upstream.clone());
+    let cluster = cluster_with(2, url, move |settings| {
+        if settings.cluster.node_id.as_deref() == Some("node-b") {
+            let direct = settings.redis.url.as_ref().unwrap().expose().to_owned();
+            *upstream.lock().unwrap() = direct
+                .trim_start_matches("redis://")
+                .trim_end_matches("/0")
+                .to_owned();
+            settings.redis.url = Some(SecretString::new(format!("redis://127.0.0.1:{port}/0")));
+        }
+    })
+    .await;
+    let [a, b] = [&cluster.nodes[0], &cluster.nodes[1]];
+    let key = setup(a).await;
+    let fleet = fleet_on(&[a, b], &key, 2).await;
+    let each_sees_the_other = async || {
+        b.get("/api/v1/game-servers/gs-000").await.body["node"] == "node-a"
+            && a.get("/api/v1/game-servers/gs-001").await.body["node"] == "node-b"
+    };
+    wait_for("the nodes see each other", each_sees_the_other).await;
+    proxy.freeze();
+    wait_for("B no longer hears A", async || {
+        b.get("/api/v1/game-servers/gs-000").await.body["node"].is_null()
+    })
+    .await;
+    let frozen = Instant::now();
+    wait_for("the nodes see each other again", each_sees_the_other).await;
+    eprintln!(
+        "a half-open link to Redis made again {} ms after it was noticed",
+        frozen.elapsed().as_millis()
+    );
+    fleet.stop().await;
+    cluster.stop().await;
+}

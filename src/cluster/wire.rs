@@ -60,6 +60,12 @@ pub fn seal(key: &[u8; 32], envelope: &Envelope) -> Vec<u8> {
     )
 }
 
+/// A key for one use of the cluster's key (`label` names it), so what is
+/// sealed for one use is never taken for another.
+pub fn derive(key: &[u8; 32], label: &str) -> [u8; 32] {
+    mac(key, label.as_bytes())
+}
+
 /// `json` as it is kept where others could write (a roster's entry): its
 /// HMAC under the cluster's key in hex, a dot, then the JSON.
 pub fn seal_bytes(key: &[u8; 32], json: &[u8]) -> Vec<u8> {
@@ -180,8 +186,8 @@ pub enum Message {
     /// dashboards' fleet on any node adds every node's up.
     #[serde(rename_all = "camelCase")]
     Fleet { fleet: FleetShare },
-    /// A deployment's view as its owner shows it (without its per-server
-    /// list), for the other nodes' API and dashboards.
+    /// A deployment's view as its owner shows it (with the first 100
+    /// servers, as the API does), for the other nodes' API and dashboards.
     #[serde(rename_all = "camelCase")]
     View {
         deployment: String,

@@ -219,12 +219,16 @@ pub async fn fleet_now(hub: &Hub) -> Value {
     }
     let mut shares = hub.peer_fleets();
     shares.push(hub.fleet_share());
-    let known = match hub.stored_server_counts().await {
-        Ok(known) => known,
-        Err(error) => {
+    // Bounded: a slow store never holds the feed's other parts up.
+    let known = match tokio::time::timeout(Duration::from_millis(300), hub.stored_server_counts())
+        .await
+    {
+        Ok(Ok(known)) => known,
+        Ok(Err(error)) => {
             tracing::debug!(%error, "known servers not counted; the fleet shows connected ones");
             Vec::new()
         }
+        Err(_) => Vec::new(),
     };
     cluster_fleet_json(&shares, &known)
 }

@@ -43,7 +43,7 @@ mod upkeep;
 pub use deployments::{DeploymentView, NewDeploymentRequest, ServerProgressView};
 pub use engine::Action;
 pub(crate) use ingest::Ingest;
-pub use servers::KnownServer;
+pub use servers::{KnownServer, ServerList};
 
 use crate::domain::policy::{EnvironmentPolicy, policy, stored_environment};
 use crate::{

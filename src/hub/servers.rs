@@ -4,7 +4,7 @@
 //! connected servers from its roster, those known but connected nowhere
 //! from the store).
 
-use super::{Dirty, Hub, sessions::key_revoked};
+use super::{Hub, sessions::key_revoked};
 use crate::store::{StoreResult, hub as store_hub, server_bindings};
 use hotswap_actors::{CloseReason, ServerFilter, ServerRecord};
 use hotswap_client::{
@@ -113,8 +113,8 @@ impl Hub {
 
     /// Closes a deregistered server's session here, if it has one (4005),
     /// and forgets it.
-    pub(super) fn forget_server(&self, server_id: &str) {
-        self.registry.remove(
+    pub(super) fn forget_server(&self, server_id: &str) -> bool {
+        let known = self.registry.remove(
             server_id,
             CloseReason::new(
                 close_code::DEREGISTERED,
@@ -123,6 +123,7 @@ impl Hub {
         );
         lock(&self.first_seen).remove(server_id);
         lock(&self.dirty).remove(server_id);
+        known.is_some()
     }
 
     /// Replaces a server's operator tags: `None` when the hub (the
@@ -134,20 +135,11 @@ impl Hub {
         server_id: &str,
         tags: Vec<String>,
     ) -> StoreResult<Option<KnownServer>> {
-        if !self.in_cluster() {
-            if !self.registry.set_operator_tags(server_id, tags) {
-                return Ok(None);
-            }
-            self.mark_dirty(server_id, Dirty::Row);
-            return Ok(self
-                .registry
-                .get(server_id)
-                .map(|record| KnownServer { record, node: None }));
-        }
         let Some(mut known) = self.game_server(server_id).await? else {
             return Ok(None);
         };
         {
+            // Stored first (a server not stored yet gets them with its row).
             let mut conn = self.store.conn().await?;
             store_hub::set_operator_tags(
                 &mut conn,
@@ -163,14 +155,9 @@ impl Hub {
     }
 
     /// Operator tags set (here or on another node): the registry's record
-    /// takes them, and a connected server's row is written again (a flush
-    /// of the old ones racing the store's update is overwritten).
+    /// takes them.
     pub(super) fn take_operator_tags(&self, server_id: &str, tags: Vec<String>) {
-        if self.registry.set_operator_tags(server_id, tags)
-            && self.registry.read_then(server_id, |r| r.connected) == Some(true)
-        {
-            self.mark_dirty(server_id, Dirty::Row);
-        }
+        self.registry.set_operator_tags(server_id, tags);
     }
 
     /// Servers matching `filter`, by id: this hub's alone; on a cluster,
@@ -188,9 +175,36 @@ impl Hub {
                 partial: false,
             });
         }
-        let stored = {
+        let whole = self.cluster_servers().await;
+        let items: Vec<KnownServer> = whole
+            .items
+            .iter()
+            .filter(|s| filter.matches(&s.record))
+            .cloned()
+            .collect();
+        Ok(ServerList {
+            items,
+            connected: whole.connected,
+            partial: whole.partial,
+        })
+    }
+
+    /// The whole cluster's servers by id, worked out anew: the stored ones
+    /// (none if the store cannot be read: the list is then partial),
+    /// overlaid with this node's registry (a disconnected record only if
+    /// it is not older than the stored row) and every other node's roster.
+    pub(super) async fn merge_cluster_servers(&self) -> ServerList {
+        let stored = async {
             let mut conn = self.store.conn().await?;
-            store_hub::game_servers(&mut conn).await?
+            store_hub::game_servers(&mut conn).await
+        }
+        .await;
+        let (stored, store_read) = match stored {
+            Ok(rows) => (rows, true),
+            Err(error) => {
+                tracing::warn!(%error, "stored servers not read; the list is partial");
+                (Vec::new(), false)
+            }
         };
         let (peers, partial) = self.peer_servers().await;
         let node = self.node_id().map(str::to_owned);
@@ -200,13 +214,19 @@ impl Hub {
             all.insert(record.server_id.clone(), KnownServer { record, node: None });
         }
         self.registry.visit(|record, connected| {
-            all.insert(
-                record.server_id.clone(),
-                KnownServer {
-                    record: record.clone(),
-                    node: connected.then(|| node.clone()).flatten(),
-                },
-            );
+            let newer = connected
+                || all
+                    .get(&record.server_id)
+                    .is_none_or(|s| s.record.last_seen_ms <= record.last_seen_ms);
+            if newer {
+                all.insert(
+                    record.server_id.clone(),
+                    KnownServer {
+                        record: record.clone(),
+                        node: connected.then(|| node.clone()).flatten(),
+                    },
+                );
+            }
         });
         for (peer, record) in peers {
             let take = match all.get(&record.server_id) {
@@ -230,25 +250,23 @@ impl Hub {
             }
         }
         let connected = all.values().filter(|s| s.record.connected).count();
-        let mut items: Vec<KnownServer> = all
-            .into_values()
-            .filter(|s| filter.matches(&s.record))
-            .collect();
+        let mut items: Vec<KnownServer> = all.into_values().collect();
         items.sort_by(|a, b| a.record.server_id.cmp(&b.record.server_id));
-        Ok(ServerList {
+        ServerList {
             items,
             connected,
-            partial,
-        })
+            partial: partial || !store_read,
+        }
     }
 
-    /// On a cluster, the operator tags of a server this node does not know
-    /// (it connected to another node before, where they may have been
-    /// set): the stored ones. None otherwise (a known server keeps its
-    /// record's, which every node updates when they change).
-    pub(super) async fn stored_operator_tags(&self, server_id: &str) -> Vec<String> {
-        if !self.in_cluster() || self.registry.read_then(server_id, |_| ()).is_some() {
-            return Vec::new();
+    /// On a cluster, a connecting server's stored operator tags (they may
+    /// have been set while it was connected to another node, and a message
+    /// saying so may have been lost); `None` alone, for a server not
+    /// stored, or when the store cannot say (the record keeps what this
+    /// node knew).
+    pub(super) async fn stored_operator_tags(&self, server_id: &str) -> Option<Vec<String>> {
+        if !self.in_cluster() {
+            return None;
         }
         let row = async {
             let mut conn = self.store.conn().await?;
@@ -256,12 +274,10 @@ impl Hub {
         }
         .await;
         match row {
-            Ok(row) => row
-                .and_then(|r| serde_json::from_str(&r.operator_tags).ok())
-                .unwrap_or_default(),
+            Ok(row) => row.and_then(|r| serde_json::from_str(&r.operator_tags).ok()),
             Err(error) => {
                 tracing::warn!(%error, "a server's stored operator tags not read");
-                Vec::new()
+                None
             }
         }
     }

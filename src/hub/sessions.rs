@@ -103,7 +103,7 @@ impl Hub {
             region: hello.region.clone(),
             environment: environment.to_owned(),
             tags: hello.tags.clone(),
-            operator_tags,
+            operator_tags: Vec::new(),
             capacity: hello.capacity,
             players: hello.players,
             status: Health::Healthy,
@@ -124,7 +124,11 @@ impl Hub {
             metrics_frames: 0,
             last_metrics_ms: None,
         };
-        if let Some(replaced) = self.registry.connect(record, outbox.clone()) {
+        let replaced = self.registry.connect(record, outbox.clone());
+        if let Some(tags) = operator_tags {
+            self.registry.set_operator_tags(&hello.server_id, tags);
+        }
+        if let Some(replaced) = replaced {
             replaced.close(CloseReason::new(
                 close_code::REPLACED,
                 "another connection with the same serverId replaced this one",

@@ -199,6 +199,7 @@ impl LiveOps {
         let rows = experiments_store::all(&mut conn).await?;
         let current = self.definitions();
         let mut updates = Vec::new();
+        let mut flushed = false;
         for row in rows {
             if current
                 .experiments
@@ -211,8 +212,24 @@ impl LiveOps {
                 continue;
             };
             if matches!(entry.status, Status::Running | Status::Paused) {
-                let units = experiments_store::unit_variants(&mut conn, &entry.id).await?;
-                let pins = super::experiments::pins_of(&entry.spec, units);
+                let mine = current.experiments.get(&row.name);
+                let same_weights = mine.is_some_and(|m| {
+                    m.status != Status::Draft && m.spec.weights() == entry.spec.weights()
+                });
+                let pins = match mine {
+                    Some(mine) if same_weights => mine.definition.pins.clone(),
+                    _ => {
+                        // New weights: the units this node placed and has
+                        // not stored yet are stored first, so the pins
+                        // worked out from the store include them.
+                        if !flushed {
+                            self.assignments.flush().await;
+                            flushed = true;
+                        }
+                        let units = experiments_store::unit_variants(&mut conn, &entry.id).await?;
+                        super::experiments::pins_of(&entry.spec, units)
+                    }
+                };
                 entry.definition = Arc::new(super::experiments::definition_of(&entry.spec, pins));
             }
             updates.push(entry);

@@ -43,7 +43,9 @@ pub(super) fn row_placeholders(conn: &sqlx::AnyConnection, row: usize, width: us
     format!("({})", params.join(", "))
 }
 
-/// Inserts or updates game servers, many rows per statement.
+/// Inserts or updates game servers, many rows per statement. A stored
+/// server's operator tags are left as they are: [`set_operator_tags`]
+/// alone changes them (a node's memory of them may be older).
 pub async fn upsert_game_servers(tx: &mut Tx, rows: &[GameServerRow]) -> StoreResult<()> {
     for chunk in rows.chunks(SERVERS_PER_STATEMENT) {
         let values: Vec<String> = (0..chunk.len())
@@ -54,7 +56,7 @@ pub async fn upsert_game_servers(tx: &mut Tx, rows: &[GameServerRow]) -> StoreRe
              players, hostname, address, build, sdk, subscriptions, applied, first_seen, last_seen) \
              VALUES {} \
              ON CONFLICT (server_id) DO UPDATE SET key_id = excluded.key_id, region = excluded.region, \
-             environment = excluded.environment, tags = excluded.tags, operator_tags = excluded.operator_tags, \
+             environment = excluded.environment, tags = excluded.tags, \
              capacity = excluded.capacity, players = excluded.players, hostname = excluded.hostname, \
              address = excluded.address, build = excluded.build, sdk = excluded.sdk, \
              subscriptions = excluded.subscriptions, applied = excluded.applied, last_seen = excluded.last_seen",

@@ -99,6 +99,8 @@ pub(super) struct Node {
     views: Mutex<HashMap<String, (Arc<super::deployments::DeploymentView>, Instant)>>,
     /// When this node last said each of its deployments' views.
     views_sent: Mutex<HashMap<String, Instant>>,
+    /// The cluster's servers as last worked out, and when.
+    server_list: tokio::sync::Mutex<Option<(Instant, Arc<super::ServerList>)>>,
 }
 
 /// Live ops' part of each refresh (set once).
@@ -137,6 +139,7 @@ impl Node {
             roster: tokio::sync::Mutex::new(HashMap::new()),
             views: Mutex::new(HashMap::new()),
             views_sent: Mutex::new(HashMap::new()),
+            server_list: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -395,7 +398,7 @@ impl Hub {
                 Message::Fleet { fleet } => self.on_fleet(envelope.from, fleet),
                 Message::View { deployment, view } => self.on_view(deployment, view),
                 Message::ServerTags { server, tags } => self.take_operator_tags(&server, tags),
-                Message::ServerGone { server } => self.forget_server(&server),
+                Message::ServerGone { server } => self.on_server_gone(server),
                 Message::Reply {
                     request,
                     to,

@@ -42,6 +42,9 @@ struct RosterEntry {
     metrics_frames: u64,
 }
 
+/// How long a worked-out list of the cluster's servers is reused.
+const LIST_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The most tags, subscriptions or applied configs an entry read holds
 /// (a `hello` holds far fewer).
 const MAX_LIST: usize = 1_024;
@@ -73,10 +76,14 @@ impl RosterEntry {
     }
 
     /// An entry read from node `node`'s roster under field `server`:
-    /// `None` unless it is that node's entry of that server, in bounds.
-    fn read(node: &str, server: &str, json: &[u8]) -> Option<ServerRecord> {
+    /// `None` unless it is that node's entry of that server, in bounds,
+    /// and heard from since `oldest_ms` (a connected server beats every
+    /// heartbeat and its entry is written again each time: an older one
+    /// was left behind, or replayed).
+    fn read(node: &str, server: &str, json: &[u8], oldest_ms: i64) -> Option<ServerRecord> {
         let e: RosterEntry = serde_json::from_slice(json).ok()?;
         let in_bounds = e.node == node
+            && e.last_seen_ms >= oldest_ms
             && e.server_id == server
             && crate::domain::server_hello::is_server_id(server)
             && e.tags.len() <= MAX_LIST
@@ -177,16 +184,52 @@ impl Hub {
             .cloned()
             .collect();
         match node.cluster.write_roster(&upserts, &gone).await {
-            Ok(true) => *written = now,
-            Ok(false) => {
-                // Lost (or empty): written whole next time.
-                written.clear();
+            Ok(was_there) if was_there || written.is_empty() => *written = now,
+            Ok(_) => {
+                // Redis lost it: what was just written stands, the rest is
+                // written next time.
+                let upserted: HashSet<&String> = upserts.iter().map(|(id, _)| id).collect();
+                for (id, print) in now.iter_mut() {
+                    if !upserted.contains(id) {
+                        *print = 0;
+                    }
+                }
+                *written = now;
             }
             Err(error) => {
+                // What landed is unknown: every entry is written again next
+                // time, and the gone ones removed again.
                 tracing::debug!(%error, "cannot write this node's roster; written whole next time");
-                written.clear();
+                for print in written.values_mut() {
+                    *print = 0;
+                }
+                for id in now.into_keys() {
+                    written.insert(id, 0);
+                }
             }
         }
+    }
+
+    /// The whole cluster's servers, worked out at most once a second and
+    /// shared by the callers meanwhile (a burst of lists costs one).
+    pub(in crate::hub) async fn cluster_servers(&self) -> std::sync::Arc<crate::hub::ServerList> {
+        let node = self.cluster.as_ref().expect("a cluster");
+        let mut cached = node.server_list.lock().await;
+        if let Some((at, list)) = cached.as_ref()
+            && at.elapsed() < LIST_FOR
+        {
+            return list.clone();
+        }
+        let list = std::sync::Arc::new(self.merge_cluster_servers().await);
+        *cached = Some((std::time::Instant::now(), list.clone()));
+        list
+    }
+
+    /// The oldest heartbeat a roster entry read may carry: a server silent
+    /// for three heartbeats is closed, and its node writes what changed
+    /// every second.
+    fn oldest_entry_ms(&self) -> i64 {
+        crate::store::now_ms() - 3 * self.settings.heartbeat_ms as i64 - 5_000
     }
 
     /// Every other node's connected servers (nodes heard from lately), and
@@ -196,6 +239,7 @@ impl Hub {
             return (Vec::new(), false);
         };
         let mut servers = Vec::new();
+        let oldest = self.oldest_entry_ms();
         let peers = node.alive();
         // No other node heard from: alone, or cut off from Redis (then the
         // others' servers are not known here).
@@ -205,7 +249,7 @@ impl Hub {
                 Ok(entries) => servers.extend(
                     entries
                         .iter()
-                        .filter_map(|(id, json)| RosterEntry::read(&peer, id, json))
+                        .filter_map(|(id, json)| RosterEntry::read(&peer, id, json, oldest))
                         .map(|record| (peer.clone(), record)),
                 ),
                 Err(error) => {
@@ -229,7 +273,7 @@ impl Hub {
             let Ok(Some(json)) = node.cluster.read_roster_entry(&peer, server_id).await else {
                 continue;
             };
-            if let Some(record) = RosterEntry::read(&peer, server_id, &json)
+            if let Some(record) = RosterEntry::read(&peer, server_id, &json, self.oldest_entry_ms())
                 && found
                     .as_ref()
                     .is_none_or(|(_, f)| f.connected_since_ms < record.connected_since_ms)
@@ -304,12 +348,46 @@ impl Hub {
         }
     }
 
-    /// Tells the other nodes a server was deregistered.
+    /// Tells the other nodes a server was deregistered: now, and again
+    /// after 1 s and 3 s (a message lost on the way would leave the server
+    /// connected to its node).
     pub(in crate::hub) fn announce_server_gone(&self, server_id: &str) {
-        if let Some(node) = &self.cluster {
-            node.cluster.send(Message::ServerGone {
-                server: server_id.to_owned(),
-            });
+        let Some(node) = &self.cluster else {
+            return;
+        };
+        let (cluster, server) = (node.cluster.clone(), server_id.to_owned());
+        cluster.send(Message::ServerGone {
+            server: server.clone(),
+        });
+        actix_web::rt::spawn(async move {
+            for pause in [1, 2] {
+                tokio::time::sleep(std::time::Duration::from_secs(pause)).await;
+                cluster.send(Message::ServerGone {
+                    server: server.clone(),
+                });
+            }
+        });
+    }
+
+    /// Another node deregistered a server: closed here if it is connected
+    /// here (4005) and forgotten; its row, which this node may have
+    /// written again meanwhile, deleted again.
+    pub(super) fn on_server_gone(&self, server_id: String) {
+        if !self.forget_server(&server_id) {
+            return;
         }
+        let store = self.store.clone();
+        actix_web::rt::spawn(async move {
+            let deleted = async {
+                let mut tx = store.begin().await?;
+                crate::store::hub::delete_game_servers(&mut tx, std::slice::from_ref(&server_id))
+                    .await?;
+                tx.commit().await.map_err(crate::store::StoreError::from)
+            }
+            .await;
+            if let Err(error) = deleted {
+                tracing::warn!(%error, "a deregistered server's row not deleted again");
+            }
+        });
     }
 }

@@ -143,10 +143,24 @@ impl LiveOps {
                     .sample(rate)
             }));
         }
+        // On a cluster every node looks: the smallest p-values any node
+        // stored are this node's too (a look never raises them).
+        let stored = if self.hub.in_cluster() {
+            store::by_name(&mut conn, entry.name())
+                .await?
+                .filter(|row| row.id == entry.id)
+                .map(|row| looks_of(&row.looks))
+        } else {
+            None
+        };
         drop(conn);
         let (outcomes, json) = {
             let mut all = lock(&self.looks);
             let looks = all.entry(entry.id.clone()).or_default();
+            for (key, p) in stored.into_iter().flatten() {
+                let mine = looks.entry(key).or_insert(p);
+                *mine = mine.min(p);
+            }
             let outcomes: Vec<MetricOutcome> = samples_per_metric
                 .iter()
                 .enumerate()
@@ -262,6 +276,7 @@ impl LiveOps {
                     {
                         tracing::warn!(experiment = %name_owned, %error, "an experiment could not finish at its end; retried");
                     } else {
+                        liveops.hub.give_up_lease(&resource);
                         return;
                     }
                 }

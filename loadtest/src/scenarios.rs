@@ -559,6 +559,9 @@ impl Run {
             self.revision = revision;
             self.note_usage();
         }
+        if self.opts.nodes > 1 {
+            self.cluster_server_list().await?;
+        }
         self.report.sample("fanout", "deliveryMs", &delivery);
         self.report
             .sample("fanout", "lastDeliveryMs", &last_delivery);
@@ -589,6 +592,42 @@ impl Run {
             &last_handled,
             &floor.last_handled,
         );
+        Ok(())
+    }
+
+    /// On a cluster: `GET /game-servers` on the first node lists every
+    /// node's servers (the stored rows, its registry and the other nodes'
+    /// rosters in Redis, worked out at most once a second). Reported as
+    /// `serverList.*`: a list worked out anew (wall time, and the hubs' CPU
+    /// summed over the nodes), and one of ten asked within that second.
+    async fn cluster_server_list(&mut self) -> anyhow::Result<()> {
+        let (mut fresh, mut cpu, mut shared) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(1_100)).await;
+            let before = self.usage().map(|u| u.cpu_seconds);
+            let started = std::time::Instant::now();
+            let reply = self.api.get("/api/v1/game-servers?connected=true").await?;
+            fresh.push(started.elapsed().as_secs_f64() * 1000.0);
+            if let (Some(before), Some(after)) = (before, self.usage()) {
+                cpu.push((after.cpu_seconds - before) * 1000.0);
+            }
+            let listed = reply.body["items"].as_array().map_or(0, Vec::len);
+            if reply.status != 200 || listed != self.opts.servers {
+                bail!(
+                    "GET /game-servers on the first node: {} with {listed} of {} servers",
+                    reply.status,
+                    self.opts.servers
+                );
+            }
+            let started = std::time::Instant::now();
+            for _ in 0..10 {
+                self.api.get("/api/v1/game-servers?connected=true").await?;
+            }
+            shared.push(started.elapsed().as_secs_f64() * 100.0);
+        }
+        self.report.sample("serverList", "freshMs", &fresh);
+        self.report.sample("serverList", "hubCpuMsFresh", &cpu);
+        self.report.sample("serverList", "sharedMs", &shared);
         Ok(())
     }
 

@@ -44,7 +44,7 @@ pub use crypto::KeyMaterial;
 pub use http::auth::DOCS_COOKIE;
 pub use hub::{Hub, metrics as metric_frames};
 pub use liveops::{LiveOps, PlayerRequest, attribute_value};
-pub use store::Store;
+pub use store::{Store, cluster as leases};
 pub use telemetry::{
     Telemetry,
     kpis::{BalanceQuery, balance_report},

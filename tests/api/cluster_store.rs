@@ -143,3 +143,58 @@ async fn with_postgres_down_reads_go_on_writes_wait_and_nothing_is_lost() {
     fleet.stop().await;
     cluster.stop().await;
 }
+
+/// The lease rules on PostgreSQL's clock, the store alone: one holder at
+/// a time; a lapsed lease taken by another node moves its epoch on; the
+/// old holder's renewal and its write's fence then fail, and its release
+/// leaves the new holder's lease alone.
+#[actix_web::test]
+async fn a_stale_epoch_is_fenced_out_by_the_store() {
+    use hotswap::leases::{extend, fence, release, take};
+    let Some(url) = postgres_schema_url().await else {
+        return;
+    };
+    let store = hotswap::Store::connect(&hotswap::settings::DatabaseSettings {
+        url: hotswap::settings::SecretString::new(url),
+        max_connections: 2,
+        acquire_timeout_secs: 5,
+    })
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    let lease = "deployment:00000000-0000-0000-0000-000000000001";
+    let mut conn = store.conn().await.unwrap();
+    assert_eq!(
+        take(&mut conn, lease, "node-a", 300).await.unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        take(&mut conn, lease, "node-b", 10_000).await.unwrap(),
+        None,
+        "held by node-a"
+    );
+    actix_web::rt::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        take(&mut conn, lease, "node-b", 10_000).await.unwrap(),
+        Some(2),
+        "lapsed: taken with the epoch moved on"
+    );
+    assert!(!extend(&mut conn, lease, "node-a", 1, 10_000).await.unwrap());
+    drop(conn);
+    let mut tx = store.begin().await.unwrap();
+    assert!(
+        !fence(&mut tx, lease, "node-a", 1, 10_000).await.unwrap(),
+        "the old holder's write is fenced out"
+    );
+    drop(tx);
+    let mut conn = store.conn().await.unwrap();
+    release(&mut conn, lease, "node-a", 1).await.unwrap();
+    assert!(
+        extend(&mut conn, lease, "node-b", 2, 10_000).await.unwrap(),
+        "the new holder's lease stands"
+    );
+    assert_eq!(
+        take(&mut conn, lease, "node-a", 10_000).await.unwrap(),
+        None
+    );
+}

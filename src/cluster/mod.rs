@@ -28,12 +28,20 @@ use std::time::Duration;
 /// without closing (half-open: a dead NAT entry, a cable pulled) is made
 /// anew too: each command that gets no answer in time replaces it (at
 /// most once a second).
+///
+/// Bulk work (the rosters: thousands of entries at once after a fan-out)
+/// goes over a second link of its own, so the channel's messages and the
+/// rate limits never wait behind it.
 #[derive(Clone)]
 pub struct Redis {
     client: redis::Client,
-    connection: std::sync::Arc<std::sync::RwLock<(ConnectionManager, Option<std::time::Instant>)>>,
+    connection: Link,
+    bulk: Link,
     timeout: Duration,
 }
+
+/// One multiplexed connection, and when it was last made anew.
+type Link = std::sync::Arc<std::sync::RwLock<(ConnectionManager, Option<std::time::Instant>)>>;
 
 impl std::fmt::Debug for Redis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -53,9 +61,11 @@ impl Redis {
         let client = redis::Client::open(url.expose()).context("redis.url")?;
         let timeout = Duration::from_millis(settings.timeout_ms.max(1));
         let connection = Self::link(&client, timeout).context("the Redis connection")?;
+        let bulk = Self::link(&client, timeout).context("the Redis connection")?;
         Ok(Some(Redis {
             client,
             connection: std::sync::Arc::new(std::sync::RwLock::new((connection, None))),
+            bulk: std::sync::Arc::new(std::sync::RwLock::new((bulk, None))),
             timeout,
         }))
     }
@@ -75,16 +85,33 @@ impl Redis {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let connection = hotswap_client::sync::read(&self.connection).0.clone();
+        self.query_on(&self.connection, within, run).await
+    }
+
+    /// [`Redis::query`] on the link for bulk work (the rosters).
+    pub async fn query_bulk<T, F, Fut>(&self, within: Duration, run: F) -> Result<T, String>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        self.query_on(&self.bulk, within, run).await
+    }
+
+    async fn query_on<T, F, Fut>(&self, link: &Link, within: Duration, run: F) -> Result<T, String>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let connection = hotswap_client::sync::read(link).0.clone();
         match tokio::time::timeout(within.max(self.timeout), run(connection)).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(error)) if error.is_timeout() => {
-                self.renew();
+                self.renew(link);
                 Err(error.to_string())
             }
             Ok(Err(error)) => Err(error.to_string()),
             Err(_) => {
-                self.renew();
+                self.renew(link);
                 Err(format!(
                     "no answer within {} ms",
                     within.max(self.timeout).as_millis()
@@ -94,8 +121,8 @@ impl Redis {
     }
 
     /// Replaces a link that stopped answering (at most once a second).
-    fn renew(&self) {
-        let mut link = hotswap_client::sync::write(&self.connection);
+    fn renew(&self, link: &Link) {
+        let mut link = hotswap_client::sync::write(link);
         if link
             .1
             .is_some_and(|at| at.elapsed() < Duration::from_secs(1))

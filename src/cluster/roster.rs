@@ -64,7 +64,7 @@ impl Cluster {
         let pipe = &pipe;
         let renewed: (i64,) = self
             .redis
-            .query(self.redis.timeout * 4, |mut c| async move {
+            .query_bulk(self.redis.timeout * 4, |mut c| async move {
                 pipe.query_async(&mut c).await
             })
             .await?;
@@ -82,7 +82,7 @@ impl Cluster {
         loop {
             let (next, fields): (u64, Vec<(String, Vec<u8>)>) = self
                 .redis
-                .query(within, |mut c| async move {
+                .query_bulk(within, |mut c| async move {
                     redis::cmd("HSCAN")
                         .arg(key)
                         .arg(cursor)
@@ -119,7 +119,7 @@ impl Cluster {
         let key = &self.roster_key(node);
         let value: Option<Vec<u8>> = self
             .redis
-            .query(self.redis.timeout * 4, |mut c| async move {
+            .query_bulk(self.redis.timeout * 4, |mut c| async move {
                 redis::cmd("HGET")
                     .arg(key)
                     .arg(server)

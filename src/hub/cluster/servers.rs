@@ -42,6 +42,9 @@ struct RosterEntry {
     metrics_frames: u64,
 }
 
+/// Entries written to a roster per write, at most (one write a second).
+const MAX_UPSERTS: usize = 2_000;
+
 /// How long a worked-out list of the cluster's servers is reused.
 const LIST_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -168,8 +171,13 @@ impl Hub {
         let mut upserts = Vec::new();
         let mut now = HashMap::with_capacity(connected.len());
         for record in &connected {
-            let print = fingerprint(record);
-            if written.get(&record.server_id) != Some(&print) {
+            let mut print = fingerprint(record);
+            let was = written.get(&record.server_id).copied();
+            if was != Some(print) && upserts.len() >= MAX_UPSERTS {
+                // Spread over the next writes (after a fan-out every entry
+                // moves at once): kept as last written, so it is again.
+                print = was.unwrap_or(0);
+            } else if was != Some(print) {
                 let entry = RosterEntry::of(&node.cluster.node, record);
                 upserts.push((
                     record.server_id.clone(),

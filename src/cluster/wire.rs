@@ -228,8 +228,6 @@ pub struct FleetShare {
 /// The most regions, environments or configs a fleet share names, and
 /// revisions per config.
 pub const MAX_FLEET_KEYS: usize = 4_096;
-/// The largest deployment view carried.
-pub const MAX_VIEW_BYTES: usize = 1 << 20;
 
 /// One server's part in a deployment, as the node it is connected to saw it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -356,9 +354,6 @@ pub fn read(bytes: &[u8]) -> Result<Envelope, String> {
             name("deployment", deployment)?;
             if view.get("id").and_then(|id| id.as_str()) != Some(deployment.as_str()) {
                 return Err("a view of another deployment".into());
-            }
-            if serde_json::to_vec(view).map_or(usize::MAX, |v| v.len()) > MAX_VIEW_BYTES {
-                return Err("a view past 1 MiB".into());
             }
         }
         Message::ServerTags { server, tags } => {

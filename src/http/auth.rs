@@ -145,9 +145,7 @@ fn check_token_in(
     control
         .rate_limits
         .check_principal(&key)
-        .map_err(|wait| ApiError::RateLimited {
-            retry_after_secs: wait.as_secs() + 1,
-        })?;
+        .map_err(rate_limited)?;
     Ok(principal)
 }
 
@@ -226,12 +224,7 @@ impl<P: Permission> FromRequest for Authorized<P> {
                 } else {
                     actor.subject.clone()
                 };
-                shared
-                    .check(&bucket)
-                    .await
-                    .map_err(|wait| ApiError::RateLimited {
-                        retry_after_secs: wait.as_secs() + 1,
-                    })?;
+                shared.check(&bucket).await.map_err(rate_limited)?;
             }
             Ok(Authorized {
                 actor,
@@ -429,14 +422,10 @@ pub fn check_address(request: &HttpRequest) -> Result<(), ApiError> {
         return Ok(());
     };
     match control.source(request) {
-        Some(source) => {
-            control
-                .rate_limits
-                .check_address(&source)
-                .map_err(|wait| ApiError::RateLimited {
-                    retry_after_secs: wait.as_secs() + 1,
-                })
-        }
+        Some(source) => control
+            .rate_limits
+            .check_address(&source)
+            .map_err(rate_limited),
         None => Ok(()),
     }
 }
@@ -480,9 +469,7 @@ impl FromRequest for AdmittedSocket {
         let control = request.app_data::<web::Data<AccessControl>>().cloned();
         Box::pin(async move {
             let (source, allowed) = checked?;
-            allowed.map_err(|wait| ApiError::RateLimited {
-                retry_after_secs: wait.as_secs() + 1,
-            })?;
+            allowed.map_err(rate_limited)?;
             let (Some(catalog), Some(hub), Some(control)) = (catalog, hub, control) else {
                 return Err(ApiError::Internal(
                     "the socket endpoint is not configured".into(),
@@ -672,16 +659,9 @@ fn key_or_token(
         limits
             .rate_limits
             .check_principal(&subject)
-            .map_err(|wait| ApiError::RateLimited {
-                retry_after_secs: wait.as_secs() + 1,
-            })?;
+            .map_err(rate_limited)?;
         if let Some(shared) = &limits.shared_limits {
-            shared
-                .check(&subject)
-                .await
-                .map_err(|wait| ApiError::RateLimited {
-                    retry_after_secs: wait.as_secs() + 1,
-                })?;
+            shared.check(&subject).await.map_err(rate_limited)?;
         }
         Ok(FeedbackCaller::Server {
             actor: Actor {
@@ -717,5 +697,13 @@ impl FromRequest for ServerKey {
                 })?;
             Ok(ServerKey(identity))
         })
+    }
+}
+
+/// A spent budget (this node's or the cluster's), answered 429 with the
+/// seconds to wait, rounded up.
+fn rate_limited(wait: std::time::Duration) -> ApiError {
+    ApiError::RateLimited {
+        retry_after_secs: wait.as_secs() + 1,
     }
 }

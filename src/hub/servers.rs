@@ -259,13 +259,15 @@ impl Hub {
         }
     }
 
-    /// On a cluster, a connecting server's stored operator tags (they may
-    /// have been set while it was connected to another node, and a message
-    /// saying so may have been lost); `None` alone, for a server not
-    /// stored, or when the store cannot say (the record keeps what this
-    /// node knew).
+    /// On a cluster, the stored operator tags of a server connecting here
+    /// from elsewhere (they may have been set while it was connected to
+    /// another node, and a message saying so may have been lost); `None`
+    /// alone, for a server still connected here, for one not stored, or
+    /// when the store cannot say (the record keeps what this node knew).
     pub(super) async fn stored_operator_tags(&self, server_id: &str) -> Option<Vec<String>> {
-        if !self.in_cluster() {
+        // A session replacing one still open here keeps this node's
+        // record; a server coming from elsewhere (or new here) is read.
+        if !self.in_cluster() || self.registry.read_then(server_id, |r| r.connected) == Some(true) {
             return None;
         }
         let row = async {

@@ -95,8 +95,14 @@ impl Hub {
         if self.lease_held(&deployment) {
             return;
         }
-        let view: DeploymentView = match serde_json::from_value(view) {
-            Ok(view) => view,
+        // Read into the view's own types (the message is bounded whole),
+        // and no longer than the API shows one.
+        let view = match serde_json::from_value::<DeploymentView>(view) {
+            Ok(view) if view.servers.len() <= crate::hub::deployments::VIEW_SERVERS => view,
+            Ok(_) => {
+                tracing::warn!("refused a deployment view listing too many servers");
+                return;
+            }
             Err(error) => {
                 tracing::warn!(%error, "refused a deployment view from another node");
                 return;

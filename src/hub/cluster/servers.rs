@@ -8,7 +8,7 @@ use crate::{
     cluster::{FleetCounts, FleetShare, Message},
     hub::Hub,
 };
-use hotswap_actors::{ServerFilter, ServerRecord};
+use hotswap_actors::ServerRecord;
 use hotswap_client::{protocol::Health, sync::lock};
 use serde::{Deserialize, Serialize};
 use std::{
@@ -164,28 +164,37 @@ impl Hub {
             return;
         };
         let mut written = node.roster.lock().await;
-        let connected = self.registry.list(&ServerFilter {
-            connected: Some(true),
-            ..ServerFilter::default()
-        });
-        let mut upserts = Vec::new();
-        let mut now = HashMap::with_capacity(connected.len());
-        for record in &connected {
+        // Every connected server is fingerprinted in place (nothing copied);
+        // only the entries that changed are built, one read at a time.
+        let mut now = HashMap::with_capacity(written.len());
+        let mut changed = Vec::new();
+        self.registry.visit(|record, connected| {
+            if !connected {
+                return;
+            }
             let mut print = fingerprint(record);
             let was = written.get(&record.server_id).copied();
-            if was != Some(print) && upserts.len() >= MAX_UPSERTS {
-                // Spread over the next writes (after a fan-out every entry
-                // moves at once): kept as last written, so it is again.
-                print = was.unwrap_or(0);
-            } else if was != Some(print) {
-                let entry = RosterEntry::of(&node.cluster.node, record);
-                upserts.push((
-                    record.server_id.clone(),
-                    serde_json::to_vec(&entry).expect("entries serialize"),
-                ));
+            if was != Some(print) {
+                if changed.len() < MAX_UPSERTS {
+                    changed.push(record.server_id.clone());
+                } else {
+                    // Spread over the next writes (after a fan-out every
+                    // entry moves at once): kept as last written, so it is
+                    // again.
+                    print = was.unwrap_or(0);
+                }
             }
             now.insert(record.server_id.clone(), print);
-        }
+        });
+        let upserts: Vec<(String, Vec<u8>)> = changed
+            .into_iter()
+            .filter_map(|id| {
+                let entry = self
+                    .registry
+                    .read_then(&id, |r| RosterEntry::of(&node.cluster.node, r))?;
+                Some((id, serde_json::to_vec(&entry).expect("entries serialize")))
+            })
+            .collect();
         let gone: Vec<String> = written
             .keys()
             .filter(|id| !now.contains_key(*id))

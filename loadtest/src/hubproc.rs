@@ -41,6 +41,16 @@ pub fn usage(pid: u32) -> Option<Usage> {
     })
 }
 
+/// This process's CPU time (user + system, every thread), to the
+/// microsecond (`/proc`'s ticks are 10 ms).
+pub fn own_cpu_seconds() -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |u| {
+        let (user, system) = (u.user_time(), u.system_time());
+        (user.tv_sec() + system.tv_sec()) as f64 + (user.tv_usec() + system.tv_usec()) as f64 / 1e6
+    })
+}
+
 fn clock_ticks() -> u64 {
     static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *TICKS.get_or_init(|| {

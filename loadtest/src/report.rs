@@ -68,7 +68,17 @@ impl Report {
     }
 
     /// A summary row for the table and `section.key` in the JSON.
+    /// A sample in milliseconds.
     pub fn sample(&mut self, section: &str, key: &str, values: &[f64]) {
+        self.sample_in(section, key, values, "ms");
+    }
+
+    /// A sample in microseconds (CPU per server or socket).
+    pub fn sample_us(&mut self, section: &str, key: &str, values: &[f64]) {
+        self.sample_in(section, key, values, "µs");
+    }
+
+    fn sample_in(&mut self, section: &str, key: &str, values: &[f64], unit: &str) {
         self.section(section, key, Summary::json(values));
         let text = match Summary::of(values) {
             Some(s) => format!(
@@ -77,7 +87,7 @@ impl Report {
             ),
             None => "no samples".to_owned(),
         };
-        self.rows.push((format!("{section}.{key} (ms)"), text));
+        self.rows.push((format!("{section}.{key} ({unit})"), text));
     }
 
     pub fn row(&mut self, name: &str, value: impl std::fmt::Display) {

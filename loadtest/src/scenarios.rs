@@ -93,6 +93,8 @@ struct FloorRun {
     last: Vec<f64>,
     last_handled: Vec<f64>,
     last_ack: Vec<f64>,
+    /// The floor's CPU per socket per write round, µs.
+    cpu_us: Vec<f64>,
 }
 
 /// The settings that make each node the harness starts one of a
@@ -572,6 +574,12 @@ impl Run {
         self.report.sample("fanout", "lastHandledMs", &last_handled);
         // CPU from upload to completion (REST, store, push, acks; 10 ms ticks).
         self.report.sample("fanout", "hubCpuMsPerPush", &hub_cpu);
+        let per_server: Vec<f64> = hub_cpu
+            .iter()
+            .map(|ms| ms * 1000.0 / self.opts.servers.max(1) as f64)
+            .collect();
+        self.report
+            .sample_us("fanout", "hubCpuUsPerServer", &per_server);
         self.report
             .sample("fanout", "clientCpuMsPerPush", &client_cpu);
         self.report
@@ -591,6 +599,14 @@ impl Run {
             "last handled / floor p50",
             &last_handled,
             &floor.last_handled,
+        );
+        // Upload to completion (the acks too) against the floor's writes.
+        self.ratio_to_floor(
+            "fanout",
+            "cpuRatioToFloor",
+            "hub CPU per server / floor CPU per socket p50",
+            &per_server,
+            &floor.cpu_us,
         );
         Ok(())
     }
@@ -661,7 +677,12 @@ impl Run {
         let (mut delivery, mut handled) = (Vec::new(), Vec::new());
         let since = |started: u64, at: u64| at.saturating_sub(started) as f64 / 1000.0;
         for _ in 0..self.opts.rounds {
+            let cpu_at = crate::hubproc::own_cpu_seconds();
             let started = floor.write_all(&frame).await?;
+            // The harness does nothing else meanwhile (the simulated
+            // servers are other processes): its CPU is the floor's writes.
+            run.cpu_us
+                .push((crate::hubproc::own_cpu_seconds() - cpu_at) * 1e6 / n.max(1) as f64);
             // (kernel receive time, read time, ack written) per socket.
             let mut received: Vec<(u64, u64, u64)> = Vec::new();
             let deadline = tokio::time::Instant::now() + WAIT;
@@ -695,6 +716,8 @@ impl Run {
         self.report
             .sample("floor", "lastHandledMs", &run.last_handled);
         self.report.sample("floor", "lastAckMs", &run.last_ack);
+        self.report
+            .sample_us("floor", "cpuUsPerSocket", &run.cpu_us);
         self.report
             .series
             .push(("floor: plain sockets".into(), delivery));

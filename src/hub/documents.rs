@@ -3,7 +3,7 @@
 //! patches between revisions, and encoded frames (`Bytes`) reused by every
 //! session they go to.
 
-use crate::catalog::{Catalog, CatalogResult, ServedVersion};
+use crate::catalog::{Catalog, CatalogError, ServedVersion};
 use crate::store::now_ms;
 use bytes::Bytes;
 use hotswap_client::protocol::{self, HubMessage};
@@ -11,7 +11,10 @@ use hotswap_client::sync::lock;
 use serde_json::Value;
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -39,9 +42,40 @@ enum FrameKey {
     },
 }
 
+/// A document being read from the store: every caller that misses it
+/// meanwhile waits for this one read (a reconnect storm of 10,000 servers
+/// behind on one revision reads it once, not 10,000 times).
+type Loading = Arc<tokio::sync::OnceCell<Result<Option<Arc<ServedVersion>>, Arc<CatalogError>>>>;
+
+/// Takes a read's cell out of the map when it is done, or when the last
+/// caller waiting on it goes (clones are made under the map's lock, so
+/// the count is exact there).
+struct Release<'a> {
+    cells: &'a Mutex<HashMap<(String, i64), Loading>>,
+    key: &'a (String, i64),
+    cell: &'a Loading,
+}
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        let mut cells = lock(self.cells);
+        let done_or_abandoned = self.cell.initialized() || Arc::strong_count(self.cell) == 2;
+        if done_or_abandoned
+            && cells
+                .get(self.key)
+                .is_some_and(|c| Arc::ptr_eq(c, self.cell))
+        {
+            cells.remove(self.key);
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct DocumentCache {
     documents: Mutex<HashMap<(String, i64), Arc<ServedVersion>>>,
+    loading: Mutex<HashMap<(String, i64), Loading>>,
+    /// Documents read from the store (`hotswap_document_loads_total`).
+    loads: AtomicU64,
     /// (patch, its compact JSON length) by (config, base, target).
     patches: Mutex<HashMap<PatchKey, (Arc<Value>, usize)>>,
     document_sizes: Mutex<HashMap<(String, i64), usize>>,
@@ -55,23 +89,64 @@ impl std::fmt::Debug for DocumentCache {
 }
 
 impl DocumentCache {
-    /// A version as servers receive it, from memory or the store.
+    /// A version as servers receive it, from memory or the store; read
+    /// from the store once however many callers miss it at the same time.
     pub async fn document(
         &self,
         catalog: &Catalog,
         config: &str,
         revision: i64,
-    ) -> CatalogResult<Option<Arc<ServedVersion>>> {
+    ) -> Result<Option<Arc<ServedVersion>>, Arc<CatalogError>> {
         let key = (config.to_owned(), revision);
         if let Some(found) = lock(&self.documents).get(&key) {
             return Ok(Some(found.clone()));
         }
-        let Some(served) = catalog.served_version(config, revision).await? else {
-            return Ok(None);
+        let loading = lock(&self.loading).entry(key.clone()).or_default().clone();
+        // Let go of the cell once read, or if this caller goes first (a
+        // resync cancelled mid-read): a later miss (an error, a revision
+        // evicted) reads again.
+        let _release = Release {
+            cells: &self.loading,
+            key: &key,
+            cell: &loading,
         };
-        let served = Arc::new(served);
+        loading
+            .get_or_init(|| async {
+                // Kept before this read ended? (A caller that missed just
+                // before another's read was kept and its cell let go.)
+                if let Some(found) = lock(&self.documents).get(&key) {
+                    return Ok(Some(found.clone()));
+                }
+                self.loads.fetch_add(1, Ordering::Relaxed);
+                let read = catalog
+                    .served_version(config, revision)
+                    .await
+                    .map(|served| served.map(Arc::new))
+                    .map_err(Arc::new);
+                match &read {
+                    Ok(Some(served)) => self.keep(&key, served.clone()),
+                    Ok(None) => {}
+                    // Said once here, not by each server waiting on it.
+                    Err(error) => {
+                        tracing::error!(%config, revision, %error, "cannot load a document for servers");
+                    }
+                }
+                read
+            })
+            .await
+            .clone()
+    }
+
+    /// Documents read from the store so far.
+    pub fn loads(&self) -> u64 {
+        self.loads.load(Ordering::Relaxed)
+    }
+
+    /// Keeps an opened version, and the newest few of its config.
+    fn keep(&self, key: &(String, i64), served: Arc<ServedVersion>) {
         let mut documents = lock(&self.documents);
-        documents.insert(key, served.clone());
+        documents.insert(key.clone(), served);
+        let config = &key.0;
         let mut revisions: Vec<i64> = documents
             .keys()
             .filter(|(c, _)| c == config)
@@ -80,10 +155,9 @@ impl DocumentCache {
         if revisions.len() > REVISIONS_PER_CONFIG {
             revisions.sort_unstable();
             for old in &revisions[..revisions.len() - REVISIONS_PER_CONFIG] {
-                documents.remove(&(config.to_owned(), *old));
+                documents.remove(&(config.clone(), *old));
             }
         }
-        Ok(Some(served))
     }
 
     fn frame(&self, key: FrameKey, build: impl FnOnce(i64) -> HubMessage) -> Bytes {

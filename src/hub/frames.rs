@@ -40,7 +40,8 @@ impl Hub {
             Ok(Some(doc)) => doc,
             Ok(None) => return None,
             Err(error) => {
-                tracing::error!(%config, target, error = %error, "cannot load a document for servers");
+                // Logged once by the read every waiting server shares.
+                tracing::debug!(%config, target, error = %error, "no document for this server");
                 return None;
             }
         };

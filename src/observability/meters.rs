@@ -118,6 +118,7 @@ pub struct Meters {
     acks: Counter,
     metric_frames: Counter,
     slow_consumers: Counter,
+    document_loads: Counter,
     cluster_refused: Counter,
     cluster_dropped: Counter,
     configs_active: Gauge,
@@ -152,6 +153,8 @@ pub struct Scrape {
     pub acks: u64,
     pub metric_frames: u64,
     pub slow_consumers: u64,
+    /// Version documents read from the store for game servers.
+    pub document_loads: u64,
     /// Messages from other nodes refused (unsigned, stale, malformed).
     pub cluster_refused: u64,
     /// Messages for other nodes dropped (the outbound queue was full).
@@ -212,6 +215,7 @@ impl Meters {
             acks: Counter::default(),
             metric_frames: Counter::default(),
             slow_consumers: Counter::default(),
+            document_loads: Counter::default(),
             cluster_refused: Counter::default(),
             cluster_dropped: Counter::default(),
             configs_active: Gauge::default(),
@@ -336,6 +340,11 @@ impl Meters {
             self.slow_consumers.clone(),
         );
         r.register(
+            "document_loads",
+            "Version documents read from the store for game servers (once however many servers miss one at the same time)",
+            self.document_loads.clone(),
+        );
+        r.register(
             "cluster_messages_refused",
             "Messages from other nodes refused: not signed with the cluster's key, stale, or out of bounds",
             self.cluster_refused.clone(),
@@ -420,6 +429,7 @@ impl Meters {
             (&self.acks, scrape.acks),
             (&self.metric_frames, scrape.metric_frames),
             (&self.slow_consumers, scrape.slow_consumers),
+            (&self.document_loads, scrape.document_loads),
             (&self.cluster_refused, scrape.cluster_refused),
             (&self.cluster_dropped, scrape.cluster_dropped),
         ] {

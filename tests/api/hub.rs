@@ -1121,7 +1121,79 @@ async fn a_server_returning_on_the_target_revision_completes_the_deployment(app:
     );
 }
 
+/// After a restart, many servers behind on one revision say hello at once:
+/// the hub reads the target and the base documents from the store once
+/// each, not once per server, and every server gets its delta.
+async fn a_reconnect_storm_reads_each_document_once(app: TestApp) {
+    let (key, _) = setup(&app).await;
+    let deployed = app.deploy("weapon-balance", "1.1.0", balance(60)).await;
+    let id = deployed.body["id"].as_str().unwrap().to_owned();
+    let mut status = Value::Null;
+    for _ in 0..200 {
+        status = app.get(&format!("/api/v1/deployments/{id}")).await.body["status"].clone();
+        if status == "Completed" {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, "Completed");
+    // A fresh hub: nothing opened in memory yet.
+    app.shutdown.shutdown().await;
+    let (db, url, dir) = app.into_parts();
+    let app = spawn_app_on(db, url, dir, |_| {}).await;
+    let before = app.hub.document_loads();
+
+    const SERVERS: usize = 40;
+    let mut sockets = Vec::new();
+    for _ in 0..SERVERS {
+        sockets.push(raw(&app, Some(&key)).await.expect("upgrade"));
+    }
+    let storm = sockets
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut socket)| async move {
+            let known = BTreeMap::from([("weapon-balance".to_owned(), 1)]);
+            send(&mut socket, hello(&format!("storm-{i}"), "staging", known)).await;
+            let mut got = Vec::new();
+            while got.len() < 2 {
+                got.push(
+                    next_message(&mut socket)
+                        .await
+                        .expect("welcome, then the delta"),
+                );
+            }
+            got
+        });
+    for got in futures_util::future::join_all(storm).await {
+        assert!(matches!(got[0], HubMessage::Welcome { .. }), "{got:?}");
+        assert!(
+            matches!(
+                got[1],
+                HubMessage::Delta {
+                    base_revision: 1,
+                    revision: 2,
+                    ..
+                }
+            ),
+            "{got:?}"
+        );
+    }
+    assert_eq!(
+        app.hub.document_loads() - before,
+        2,
+        "revision 2 (the target) and 1 (the base), each read once for {SERVERS} servers"
+    );
+    let scraped = crate::observability::scrape(&app).await;
+    assert!(
+        scraped
+            .lines()
+            .any(|l| l.starts_with("hotswap_document_loads_total ")),
+        "{scraped}"
+    );
+}
+
 on_both_databases!(
+    a_reconnect_storm_reads_each_document_once,
     a_server_returning_on_the_target_revision_completes_the_deployment,
     a_server_gets_a_snapshot_then_a_delta_and_acks_both,
     reconnecting_with_known_revisions_gets_nothing_or_a_delta,

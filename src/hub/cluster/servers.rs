@@ -186,15 +186,22 @@ impl Hub {
             }
             now.insert(record.server_id.clone(), print);
         });
-        let upserts: Vec<(String, Vec<u8>)> = changed
-            .into_iter()
-            .filter_map(|id| {
-                let entry = self
-                    .registry
-                    .read_then(&id, |r| RosterEntry::of(&node.cluster.node, r))?;
-                Some((id, serde_json::to_vec(&entry).expect("entries serialize")))
-            })
-            .collect();
+        let mut upserts: Vec<(String, Vec<u8>)> = Vec::with_capacity(changed.len());
+        for id in changed {
+            let entry = self.registry.read_then(&id, |r| {
+                r.connected.then(|| RosterEntry::of(&node.cluster.node, r))
+            });
+            match entry.flatten() {
+                Some(entry) => {
+                    upserts.push((id, serde_json::to_vec(&entry).expect("entries serialize")))
+                }
+                // Gone since it was fingerprinted: removed in this write,
+                // not shown as connected.
+                None => {
+                    now.remove(&id);
+                }
+            }
+        }
         let gone: Vec<String> = written
             .keys()
             .filter(|id| !now.contains_key(*id))

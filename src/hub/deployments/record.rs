@@ -197,7 +197,9 @@ fn ack(
 pub(in crate::hub) struct RunRecord {
     pub row: Mutex<store_hub::DeploymentRow>,
     pub live: Mutex<LiveStatus>,
-    pub servers: Mutex<ServerMap>,
+    /// Only grows: a server's entry is inserted when absent and never
+    /// taken out (`first_ids` relies on it).
+    servers: Mutex<ServerMap>,
     /// Bumped whenever a server's part may have changed (a node serving
     /// another's deployment sends its part when this moved).
     changes: std::sync::atomic::AtomicU64,
@@ -206,6 +208,11 @@ pub(in crate::hub) struct RunRecord {
     served: std::sync::atomic::AtomicI64,
     /// Driving it: per other node, the state it last said it served.
     peers: Mutex<HashMap<String, i64>>,
+    /// The view's first [`VIEW_SERVERS`] server ids, and how many servers
+    /// they were picked from: `servers` only grows, so the same count is
+    /// the same set (a dashboard or API polling a 10,000-server fan-out
+    /// does not sort the ids on every look).
+    first_ids: Mutex<(usize, Vec<Arc<str>>)>,
 }
 
 impl RunRecord {
@@ -217,6 +224,7 @@ impl RunRecord {
             changes: Default::default(),
             served: Default::default(),
             peers: Mutex::new(HashMap::new()),
+            first_ids: Mutex::new((0, Vec::new())),
         })
     }
 
@@ -486,10 +494,21 @@ impl RunRecord {
             (view.targets, view.pushed, view.acked, view.failed) =
                 (tally.targets, tally.pushed, tally.acked, tally.failed);
         }
-        view.servers = by_id(&servers, |_| true, None, VIEW_SERVERS)
-            .into_iter()
-            .map(|(id, p)| p.view(id))
-            .collect();
+        {
+            let mut first = lock(&self.first_ids);
+            if first.0 != servers.len() {
+                let ids = by_id(&servers, |_| true, None, VIEW_SERVERS)
+                    .into_iter()
+                    .filter_map(|(id, _)| servers.get_key_value(id).map(|(id, _)| id.clone()))
+                    .collect();
+                *first = (servers.len(), ids);
+            }
+            view.servers = first
+                .1
+                .iter()
+                .filter_map(|id| servers.get(id).map(|p| p.view(id)))
+                .collect();
+        }
         drop(servers);
         view.live = Some(self.live());
         view
@@ -737,5 +756,59 @@ mod tests {
             ["s-102", "s-105"]
         );
         assert!(by_id(&servers, |_| true, None, 0).is_empty());
+    }
+
+    #[test]
+    fn a_views_first_servers_follow_new_servers_and_their_states() {
+        let record = RunRecord::new(store_hub::DeploymentRow {
+            id: "d-1".into(),
+            config_id: "c-1".into(),
+            config_name: "loot".into(),
+            version: "1.0.0".into(),
+            revision: 2,
+            previous_revision: Some(1),
+            strategy: "Direct".into(),
+            environment: "staging".into(),
+            status: "InProgress".into(),
+            created_by: "test".into(),
+            created_at: 0,
+            completed_at: None,
+            target_count: 0,
+            acked_count: 0,
+            failed_count: 0,
+            spec: "{}".into(),
+            phase: 0,
+            phase_started_at: None,
+            cover_bucket: None,
+            approved_by: None,
+            rollback: None,
+            updated_at: None,
+            scoped: 0,
+        });
+        let shown = |record: &RunRecord| -> Vec<(String, ServerState)> {
+            record
+                .view()
+                .servers
+                .into_iter()
+                .map(|s| (s.server_id, s.state))
+                .collect()
+        };
+        for i in (100..250).rev() {
+            record.pushed(&format!("s-{i:03}"), 2);
+        }
+        let first = shown(&record);
+        assert_eq!(first.len(), VIEW_SERVERS);
+        assert_eq!(first[0], ("s-100".to_owned(), ServerState::Pushed));
+        assert_eq!(first[99].0, "s-199");
+        // A state change shows in the next look (the ids are kept, not
+        // the servers' parts).
+        record.ack("s-100", 2, true, None, 7);
+        assert_eq!(shown(&record)[0], ("s-100".to_owned(), ServerState::Acked));
+        // A server with a lower id joining moves the list.
+        record.pushed("s-050", 2);
+        let moved = shown(&record);
+        assert_eq!(moved[0].0, "s-050");
+        assert_eq!(moved[1].0, "s-100");
+        assert_eq!(moved[99].0, "s-198");
     }
 }

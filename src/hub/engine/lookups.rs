@@ -170,10 +170,16 @@ impl Hub {
         into.slow_consumers = stats
             .slow_consumers
             .load(std::sync::atomic::Ordering::Relaxed);
+        into.document_loads = self.documents.loads();
         (into.store_connections_idle, into.store_connections_in_use) = self.store.pool_usage();
         if let Some((refused, dropped)) = self.cluster_counts() {
             (into.cluster_refused, into.cluster_dropped) = (refused, dropped);
         }
+    }
+
+    /// Version documents read from the store for game servers so far.
+    pub fn document_loads(&self) -> u64 {
+        self.documents.loads()
     }
 
     /// The config's active revision (what servers outside every narrowed

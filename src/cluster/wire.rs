@@ -120,6 +120,11 @@ pub enum Inbound {
     Message(Envelope),
 }
 
+/// A progress message without `full` is whole (the sender's every server).
+fn full_by_default() -> bool {
+    true
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
 pub enum Message {
@@ -127,7 +132,9 @@ pub enum Message {
     Alive,
     /// What `config`'s servers should run changed in the store.
     Changed { config: String },
-    /// The sender's servers' part in a deployment (every server it tracks).
+    /// The sender's servers' part in a deployment: every server it tracks
+    /// (`full`, at least every 2 s), or those whose part moved since its
+    /// previous message for the deployment.
     #[serde(rename_all = "camelCase")]
     Progress {
         deployment: String,
@@ -136,6 +143,13 @@ pub enum Message {
         /// that is up to have served its latest move.
         served: i64,
         servers: Vec<ProgressEntry>,
+        /// The sender's count of its messages for this deployment: the
+        /// owner credits `served` only while it has every message since
+        /// the last full one (a lost one waits for the next full).
+        #[serde(default)]
+        seq: u64,
+        #[serde(default = "full_by_default")]
+        full: bool,
     },
     /// An operator's action on a deployment another node drives, for its
     /// owner to carry out and answer.
@@ -475,6 +489,8 @@ mod tests {
         let progress = Message::Progress {
             deployment: "d1".into(),
             served: 7,
+            seq: 4,
+            full: false,
             servers: vec![ProgressEntry {
                 server: "eu-1".into(),
                 revision: 3,
@@ -496,6 +512,8 @@ mod tests {
         let bad_state = Message::Progress {
             deployment: "d1".into(),
             served: 7,
+            seq: 0,
+            full: true,
             servers: vec![ProgressEntry {
                 server: "eu-1".into(),
                 revision: 3,

@@ -74,9 +74,8 @@ pub(super) struct Node {
     /// Wakes the refresher (an announcement, a new subscription, a lease
     /// given up).
     refresh: tokio::sync::Notify,
-    /// Per mirrored deployment: the record's change count and served
-    /// state last sent, when.
-    sent: Mutex<HashMap<Arc<str>, (u64, i64, Instant)>>,
+    /// Per mirrored deployment: what was last sent of it.
+    sent: Mutex<HashMap<Arc<str>, share::Sent>>,
     /// The other nodes, when each was last heard from.
     peers: Mutex<HashMap<String, Instant>>,
     /// When this node last said it is alive.
@@ -374,11 +373,13 @@ impl Hub {
                     deployment,
                     served,
                     servers,
+                    seq,
+                    full,
                 } => {
                     if self.lease_held(&deployment)
                         && let Some(record) = self.runs.get(&deployment)
                     {
-                        record.merge_remote(&envelope.from, served, &servers);
+                        record.merge_remote(&envelope.from, served, &servers, seq, full);
                     }
                 }
                 Message::Slices { deployment, slices } => self.take_slices(&deployment, slices),

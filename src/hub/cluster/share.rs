@@ -27,6 +27,34 @@ const SLOT_MS: i64 = 1_000;
 /// the way is made up for).
 const FULL_PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
+/// What a node serving another's deployment last sent its owner.
+pub(super) struct Sent {
+    /// The record it was sent from (a new one is sent whole).
+    record: Arc<RunRecord>,
+    /// The record's change count and served state when last sent.
+    changes: u64,
+    served: i64,
+    /// The number of the last message.
+    seq: u64,
+    /// When the whole part was last sent.
+    full_at: Instant,
+    /// Each server's part as last sent.
+    parts: HashMap<Arc<str>, crate::hub::deployments::SentPart>,
+}
+
+impl Sent {
+    fn new(record: Arc<RunRecord>, now: Instant) -> Self {
+        Sent {
+            record,
+            changes: 0,
+            served: 0,
+            seq: 0,
+            full_at: now,
+            parts: HashMap::new(),
+        }
+    }
+}
+
 impl Hub {
     /// Another node's metric slices, into the windows of the deployment
     /// this node drives (cohorts it does not have are ignored).
@@ -130,26 +158,41 @@ impl Hub {
                     // Not brought to any state yet: nothing to say.
                     continue;
                 }
-                let due = sent.get(id).is_none_or(|(last, last_served, at)| {
-                    *last != changes
-                        || *last_served != served
-                        || now.duration_since(*at) >= FULL_PROGRESS_EVERY
-                });
+                let same_record = |s: &Sent| Arc::ptr_eq(&s.record, record);
+                let last = sent.get(id).filter(|s| same_record(s));
+                let full =
+                    last.is_none_or(|s| now.duration_since(s.full_at) >= FULL_PROGRESS_EVERY);
+                let due = full || last.is_some_and(|s| s.changes != changes || s.served != served);
                 if !due {
                     continue;
                 }
-                sent.insert(id.clone(), (changes, served, now));
-                let servers = record.progress_entries();
+                let state = match sent.get_mut(id).filter(|s| same_record(s)) {
+                    Some(state) => state,
+                    None => {
+                        sent.insert(id.clone(), Sent::new(record.clone(), now));
+                        sent.get_mut(id).expect("just inserted")
+                    }
+                };
+                (state.changes, state.served) = (changes, served);
+                if full {
+                    state.full_at = now;
+                }
+                let servers = record.progress_since(&mut state.parts, full);
                 let mut chunks: Vec<&[crate::cluster::ProgressEntry]> =
                     servers.chunks(crate::cluster::wire::MAX_SERVERS).collect();
                 if chunks.is_empty() {
                     chunks.push(&[]);
                 }
-                for servers in chunks {
+                for (i, servers) in chunks.into_iter().enumerate() {
+                    state.seq = state.seq.wrapping_add(1);
                     node.cluster.send(Message::Progress {
                         deployment: id.to_string(),
                         served,
                         servers: servers.to_vec(),
+                        seq: state.seq,
+                        // A whole part cut in chunks: the first says so,
+                        // the rest follow it in order.
+                        full: full && i == 0,
                     });
                 }
             }

@@ -192,6 +192,23 @@ fn ack(
     true
 }
 
+/// What another node said of a deployment this node drives.
+#[derive(Debug, Default, Clone, Copy)]
+struct PeerProgress {
+    /// The stored state it last said it served (credited only while
+    /// `complete`).
+    served: i64,
+    /// Its last message's number.
+    seq: u64,
+    /// Every message since its last full one came: this record holds
+    /// its servers' whole part.
+    complete: bool,
+}
+
+/// What a node serving another's deployment last sent of one server's
+/// part: (revision, state, when it moved).
+pub(in crate::hub) type SentPart = (i64, ServerState, i64);
+
 /// The shared record of one deployment this hub drives.
 #[derive(Debug)]
 pub(in crate::hub) struct RunRecord {
@@ -206,8 +223,8 @@ pub(in crate::hub) struct RunRecord {
     /// Serving another node's deployment: the stored state (its
     /// `updated_at`) this node's servers were last brought to.
     served: std::sync::atomic::AtomicI64,
-    /// Driving it: per other node, the state it last said it served.
-    peers: Mutex<HashMap<String, i64>>,
+    /// Driving it: per other node, what it said of the deployment.
+    peers: Mutex<HashMap<String, PeerProgress>>,
     /// The view's first [`VIEW_SERVERS`] server ids, and how many servers
     /// they were picked from: `servers` only grows, so the same count is
     /// the same set (a dashboard or API polling a 10,000-server fan-out
@@ -250,7 +267,7 @@ impl RunRecord {
         }
         let peers = lock(&self.peers);
         alive
-            .filter(|node| peers.get(*node).is_none_or(|v| *v < current))
+            .filter(|node| peers.get(*node).is_none_or(|p| p.served < current))
             .count()
     }
 
@@ -264,11 +281,23 @@ impl RunRecord {
         self.changes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Every server's part, for the deployment's owner on another node.
-    pub fn progress_entries(&self) -> Vec<crate::cluster::ProgressEntry> {
-        lock(&self.servers)
-            .iter()
-            .map(|(id, p)| crate::cluster::ProgressEntry {
+    /// The servers' parts for the deployment's owner on another node:
+    /// every one when `full`, else those that moved since `sent` (what was
+    /// last sent, kept up to date here).
+    pub fn progress_since(
+        &self,
+        sent: &mut HashMap<Arc<str>, SentPart>,
+        full: bool,
+    ) -> Vec<crate::cluster::ProgressEntry> {
+        let servers = lock(&self.servers);
+        let mut entries = Vec::new();
+        for (id, p) in servers.iter() {
+            let part = (p.revision, p.state, p.updated_at_ms);
+            if !full && sent.get(id) == Some(&part) {
+                continue;
+            }
+            sent.insert(id.clone(), part);
+            entries.push(crate::cluster::ProgressEntry {
                 server: id.to_string(),
                 revision: p.revision,
                 state: match p.state {
@@ -280,15 +309,25 @@ impl RunRecord {
                 error: p.error.clone(),
                 apply_micros: p.apply_micros,
                 at: p.updated_at_ms,
-            })
-            .collect()
+            });
+        }
+        entries
     }
 
     /// Merges what another node saw of its servers: each entry replaces
     /// what this record holds of that server unless this record's is newer
     /// (a server that moved between nodes), or it would take back an ack
-    /// of the same revision.
-    pub fn merge_remote(&self, from: &str, served: i64, entries: &[crate::cluster::ProgressEntry]) {
+    /// of the same revision. `seq` and `full` are the message's: `served` is credited only while
+    /// this record has had every message of `from` since its last full
+    /// one (otherwise at its next full one, within 2 s).
+    pub fn merge_remote(
+        &self,
+        from: &str,
+        served: i64,
+        entries: &[crate::cluster::ProgressEntry],
+        seq: u64,
+        full: bool,
+    ) {
         let mut servers = lock(&self.servers);
         for entry in entries {
             let state = match entry.state.as_str() {
@@ -320,8 +359,12 @@ impl RunRecord {
         // After its servers: an owner that reads the node as done reads
         // what it did too.
         let mut peers = lock(&self.peers);
-        let known = peers.entry(from.to_owned()).or_insert(served);
-        *known = (*known).max(served);
+        let peer = peers.entry(from.to_owned()).or_default();
+        peer.complete = full || (peer.complete && seq == peer.seq.wrapping_add(1));
+        peer.seq = seq;
+        if peer.complete {
+            peer.served = peer.served.max(served);
+        }
     }
 
     pub fn row(&self) -> store_hub::DeploymentRow {
@@ -758,9 +801,8 @@ mod tests {
         assert!(by_id(&servers, |_| true, None, 0).is_empty());
     }
 
-    #[test]
-    fn a_views_first_servers_follow_new_servers_and_their_states() {
-        let record = RunRecord::new(store_hub::DeploymentRow {
+    fn record() -> Arc<RunRecord> {
+        RunRecord::new(store_hub::DeploymentRow {
             id: "d-1".into(),
             config_id: "c-1".into(),
             config_name: "loot".into(),
@@ -782,9 +824,14 @@ mod tests {
             cover_bucket: None,
             approved_by: None,
             rollback: None,
-            updated_at: None,
+            updated_at: Some(now_ms()),
             scoped: 0,
-        });
+        })
+    }
+
+    #[test]
+    fn a_views_first_servers_follow_new_servers_and_their_states() {
+        let record = record();
         let shown = |record: &RunRecord| -> Vec<(String, ServerState)> {
             record
                 .view()
@@ -810,5 +857,81 @@ mod tests {
         assert_eq!(moved[0].0, "s-050");
         assert_eq!(moved[1].0, "s-100");
         assert_eq!(moved[99].0, "s-198");
+    }
+
+    #[test]
+    fn progress_goes_whole_then_as_what_moved() {
+        let mirror = record();
+        for i in 0..5 {
+            mirror.pushed(&format!("s-{i}"), 2);
+        }
+        let mut sent = HashMap::new();
+        assert_eq!(mirror.progress_since(&mut sent, true).len(), 5);
+        assert!(mirror.progress_since(&mut sent, false).is_empty());
+        mirror.ack("s-3", 2, true, None, 9);
+        let moved = mirror.progress_since(&mut sent, false);
+        assert_eq!(moved.len(), 1);
+        assert_eq!(
+            (moved[0].server.as_str(), moved[0].state.as_str()),
+            ("s-3", "acked")
+        );
+        assert_eq!(
+            mirror.progress_since(&mut sent, true).len(),
+            5,
+            "whole again"
+        );
+    }
+
+    #[test]
+    fn an_owner_credits_a_node_only_while_it_has_all_its_messages() {
+        let owner = record();
+        let served = owner.row().updated_at.unwrap();
+        let entry = |server: &str, state: &str| crate::cluster::ProgressEntry {
+            server: server.into(),
+            revision: 2,
+            state: state.into(),
+            error: None,
+            apply_micros: None,
+            at: now_ms(),
+        };
+        let behind = |owner: &RunRecord| owner.peers_behind(["b"].into_iter());
+        assert_eq!(behind(&owner), 1, "not heard from");
+        // A delta first (this owner missed the full one): not credited.
+        owner.merge_remote("b", served, &[entry("s-1", "acked")], 5, false);
+        assert_eq!(behind(&owner), 1);
+        // The next full one: credited.
+        owner.merge_remote(
+            "b",
+            served,
+            &[entry("s-1", "acked"), entry("s-2", "pushed")],
+            6,
+            true,
+        );
+        assert_eq!(behind(&owner), 0);
+        assert_eq!(owner.tally().acked, 1);
+        // A later move: the contiguous delta is credited, a gap is not.
+        owner.set_row(store_hub::DeploymentRow {
+            updated_at: Some(served + 1),
+            ..owner.row()
+        });
+        owner.merge_remote("b", served + 1, &[entry("s-2", "acked")], 8, false);
+        assert_eq!(
+            behind(&owner),
+            1,
+            "message 7 was lost: s-2's part may be old"
+        );
+        owner.merge_remote("b", served + 1, &[], 9, false);
+        assert_eq!(behind(&owner), 1, "still not whole");
+        owner.merge_remote(
+            "b",
+            served + 1,
+            &[entry("s-1", "acked"), entry("s-2", "acked")],
+            10,
+            true,
+        );
+        assert_eq!(behind(&owner), 0);
+        owner.merge_remote("b", served + 1, &[], 11, false);
+        assert_eq!(behind(&owner), 0, "contiguous");
+        assert_eq!(owner.tally().acked, 2);
     }
 }

@@ -150,6 +150,10 @@ pub enum Message {
         seq: u64,
         #[serde(default = "full_by_default")]
         full: bool,
+        /// Drawn at random when the sender starts numbering (a restart, a
+        /// new record): a number from another epoch is not the next one.
+        #[serde(default)]
+        epoch: u64,
     },
     /// An operator's action on a deployment another node drives, for its
     /// owner to carry out and answer.
@@ -491,6 +495,7 @@ mod tests {
             served: 7,
             seq: 4,
             full: false,
+            epoch: 9,
             servers: vec![ProgressEntry {
                 server: "eu-1".into(),
                 revision: 3,
@@ -514,6 +519,7 @@ mod tests {
             served: 7,
             seq: 0,
             full: true,
+            epoch: 0,
             servers: vec![ProgressEntry {
                 server: "eu-1".into(),
                 revision: 3,

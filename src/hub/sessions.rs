@@ -124,6 +124,20 @@ impl Hub {
             metrics_frames: 0,
             last_metrics_ms: None,
         };
+        // The welcome goes out before the session is in the registry: a
+        // push from a deployment in flight (which may be waiting on the
+        // same document read as this hello) can never overtake it.
+        let welcome = Bytes::from(protocol::encode(&HubMessage::Welcome {
+            session_id: session_id.clone(),
+            heartbeat_ms: self.settings.heartbeat_ms,
+            metrics_ms: self.settings.metrics_ms,
+            server_time_ms: now,
+            hub_node: self.settings.node_name.clone(),
+        }));
+        if outbox.push(welcome).is_err() {
+            // Closed meanwhile: nothing to register.
+            return Ok(HelloOutcome { frames: Vec::new() });
+        }
         let replaced = self.registry.connect(record, outbox.clone());
         if let Some(tags) = operator_tags {
             self.registry.set_operator_tags(&hello.server_id, tags);
@@ -145,13 +159,7 @@ impl Hub {
             .or_insert(now);
         self.mark_dirty(&hello.server_id, Dirty::Row);
 
-        let mut frames = vec![Bytes::from(protocol::encode(&HubMessage::Welcome {
-            session_id: session_id.clone(),
-            heartbeat_ms: self.settings.heartbeat_ms,
-            metrics_ms: self.settings.metrics_ms,
-            server_time_ms: now,
-            hub_node: self.settings.node_name.clone(),
-        }))];
+        let mut frames = Vec::new();
         if hello.liveops
             && let Some((_, definitions)) = hotswap_client::sync::read(&self.liveops_frame).clone()
         {

@@ -375,11 +375,13 @@ impl Hub {
                     servers,
                     seq,
                     full,
+                    epoch,
                 } => {
                     if self.lease_held(&deployment)
                         && let Some(record) = self.runs.get(&deployment)
                     {
-                        record.merge_remote(&envelope.from, served, &servers, seq, full);
+                        let numbered = crate::hub::deployments::Numbered { epoch, seq, full };
+                        record.merge_remote(&envelope.from, served, &servers, numbered);
                     }
                 }
                 Message::Slices { deployment, slices } => self.take_slices(&deployment, slices),

@@ -23,6 +23,10 @@ pub(super) type SliceKey = (Arc<str>, Arc<str>, Arc<str>, i64);
 /// The slot slices are gathered in.
 const SLOT_MS: i64 = 1_000;
 
+/// Servers' parts per progress message, at most: about 100 bytes each,
+/// 600 with an error, well under the channel's 8 MB bound.
+const PROGRESS_CHUNK: usize = 5_000;
+
 /// A mirror's whole part is sent at least this often (a message lost on
 /// the way is made up for).
 const FULL_PROGRESS_EVERY: Duration = Duration::from_secs(2);
@@ -34,7 +38,8 @@ pub(super) struct Sent {
     /// The record's change count and served state when last sent.
     changes: u64,
     served: i64,
-    /// The number of the last message.
+    /// This numbering (drawn at random) and the last message's number.
+    epoch: u64,
     seq: u64,
     /// When the whole part was last sent.
     full_at: Instant,
@@ -48,6 +53,14 @@ impl Sent {
             record,
             changes: 0,
             served: 0,
+            epoch: {
+                let mut bytes = [0u8; 8];
+                // Without randomness, the time: still a new numbering.
+                if getrandom::fill(&mut bytes).is_err() {
+                    bytes = (crate::store::now_ms() as u64).to_le_bytes();
+                }
+                u64::from_le_bytes(bytes)
+            },
             seq: 0,
             full_at: now,
             parts: HashMap::new(),
@@ -173,26 +186,31 @@ impl Hub {
                         sent.get_mut(id).expect("just inserted")
                     }
                 };
+                let said = state.served;
                 (state.changes, state.served) = (changes, served);
                 if full {
                     state.full_at = now;
                 }
                 let servers = record.progress_since(&mut state.parts, full);
                 let mut chunks: Vec<&[crate::cluster::ProgressEntry]> =
-                    servers.chunks(crate::cluster::wire::MAX_SERVERS).collect();
+                    servers.chunks(PROGRESS_CHUNK).collect();
                 if chunks.is_empty() {
                     chunks.push(&[]);
                 }
+                let last = chunks.len() - 1;
                 for (i, servers) in chunks.into_iter().enumerate() {
                     state.seq = state.seq.wrapping_add(1);
                     node.cluster.send(Message::Progress {
                         deployment: id.to_string(),
-                        served,
+                        // Said with the last chunk only: the owner credits
+                        // it once every chunk before it came.
+                        served: if i == last { served } else { said },
                         servers: servers.to_vec(),
                         seq: state.seq,
                         // A whole part cut in chunks: the first says so,
                         // the rest follow it in order.
                         full: full && i == 0,
+                        epoch: state.epoch,
                     });
                 }
             }

@@ -5,7 +5,7 @@
 mod record;
 mod views;
 
-pub(in crate::hub) use record::{RunRecord, Runs, SentPart, VIEW_SERVERS};
+pub(in crate::hub) use record::{Numbered, RunRecord, Runs, SentPart, VIEW_SERVERS};
 pub(in crate::hub) use views::view;
 pub use views::{
     CohortSummary, CohortView, DeploymentView, LiveStatus, RollbackRecord, RollbackStatusView,

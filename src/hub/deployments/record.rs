@@ -195,14 +195,24 @@ fn ack(
 /// What another node said of a deployment this node drives.
 #[derive(Debug, Default, Clone, Copy)]
 struct PeerProgress {
-    /// The stored state it last said it served (credited only while
+    /// The stored state it last said it served (raised only while
     /// `complete`).
     served: i64,
-    /// Its last message's number.
+    /// Its numbering, and its last message's number.
+    epoch: u64,
     seq: u64,
     /// Every message since its last full one came: this record holds
-    /// its servers' whole part.
+    /// its servers' whole part. A node that is not is waited for.
     complete: bool,
+}
+
+/// A progress message's place in its sender's numbering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::hub) struct Numbered {
+    pub epoch: u64,
+    pub seq: u64,
+    /// The sender's whole part (its first chunk).
+    pub full: bool,
 }
 
 /// What a node serving another's deployment last sent of one server's
@@ -267,7 +277,11 @@ impl RunRecord {
         }
         let peers = lock(&self.peers);
         alive
-            .filter(|node| peers.get(*node).is_none_or(|p| p.served < current))
+            .filter(|node| {
+                peers
+                    .get(*node)
+                    .is_none_or(|p| !p.complete || p.served < current)
+            })
             .count()
     }
 
@@ -317,16 +331,17 @@ impl RunRecord {
     /// Merges what another node saw of its servers: each entry replaces
     /// what this record holds of that server unless this record's is newer
     /// (a server that moved between nodes), or it would take back an ack
-    /// of the same revision. `seq` and `full` are the message's: `served` is credited only while
-    /// this record has had every message of `from` since its last full
-    /// one (otherwise at its next full one, within 2 s).
+    /// of the same revision. `served` is credited only while this record
+    /// has had every message of `from` since its last full one; a gap
+    /// makes the node waited for again until its next full one (within
+    /// 2 s). A message already seen, or of another numbering but not
+    /// full (a replay, an old epoch), moves nothing but its entries.
     pub fn merge_remote(
         &self,
         from: &str,
         served: i64,
         entries: &[crate::cluster::ProgressEntry],
-        seq: u64,
-        full: bool,
+        numbered: Numbered,
     ) {
         let mut servers = lock(&self.servers);
         for entry in entries {
@@ -360,6 +375,25 @@ impl RunRecord {
         // what it did too.
         let mut peers = lock(&self.peers);
         let peer = peers.entry(from.to_owned()).or_default();
+        let Numbered { epoch, seq, full } = numbered;
+        if epoch != peer.epoch {
+            if !full {
+                return;
+            }
+            // A new numbering (the sender restarted, or its record is new)
+            // starts its credit afresh: an old one replayed credits nothing
+            // newer than it said then.
+            *peer = PeerProgress {
+                served,
+                epoch,
+                seq,
+                complete: true,
+            };
+            return;
+        }
+        if seq <= peer.seq {
+            return;
+        }
         peer.complete = full || (peer.complete && seq == peer.seq.wrapping_add(1));
         peer.seq = seq;
         if peer.complete {
@@ -894,19 +928,19 @@ mod tests {
             apply_micros: None,
             at: now_ms(),
         };
+        let n = |seq, full| Numbered {
+            epoch: 7,
+            seq,
+            full,
+        };
         let behind = |owner: &RunRecord| owner.peers_behind(["b"].into_iter());
         assert_eq!(behind(&owner), 1, "not heard from");
         // A delta first (this owner missed the full one): not credited.
-        owner.merge_remote("b", served, &[entry("s-1", "acked")], 5, false);
+        owner.merge_remote("b", served, &[entry("s-1", "acked")], n(5, false));
         assert_eq!(behind(&owner), 1);
         // The next full one: credited.
-        owner.merge_remote(
-            "b",
-            served,
-            &[entry("s-1", "acked"), entry("s-2", "pushed")],
-            6,
-            true,
-        );
+        let both = [entry("s-1", "acked"), entry("s-2", "pushed")];
+        owner.merge_remote("b", served, &both, n(6, true));
         assert_eq!(behind(&owner), 0);
         assert_eq!(owner.tally().acked, 1);
         // A later move: the contiguous delta is credited, a gap is not.
@@ -914,24 +948,42 @@ mod tests {
             updated_at: Some(served + 1),
             ..owner.row()
         });
-        owner.merge_remote("b", served + 1, &[entry("s-2", "acked")], 8, false);
+        let moved = served + 1;
+        owner.merge_remote("b", moved, &[entry("s-2", "acked")], n(8, false));
         assert_eq!(
             behind(&owner),
             1,
             "message 7 was lost: s-2's part may be old"
         );
-        owner.merge_remote("b", served + 1, &[], 9, false);
+        owner.merge_remote("b", moved, &[], n(9, false));
         assert_eq!(behind(&owner), 1, "still not whole");
-        owner.merge_remote(
-            "b",
-            served + 1,
-            &[entry("s-1", "acked"), entry("s-2", "acked")],
-            10,
-            true,
-        );
+        let acked = [entry("s-1", "acked"), entry("s-2", "acked")];
+        owner.merge_remote("b", moved, &acked, n(10, true));
         assert_eq!(behind(&owner), 0);
-        owner.merge_remote("b", served + 1, &[], 11, false);
+        owner.merge_remote("b", moved, &[], n(11, false));
         assert_eq!(behind(&owner), 0, "contiguous");
         assert_eq!(owner.tally().acked, 2);
+        // Replays: an old message of this numbering moves nothing.
+        owner.merge_remote("b", moved, &[], n(4, false));
+        owner.merge_remote("b", moved, &[], n(6, true));
+        assert_eq!(behind(&owner), 0);
+        // A gap found later takes the credit back until a full one.
+        owner.merge_remote("b", moved, &[], n(13, false));
+        assert_eq!(behind(&owner), 1, "message 12 was lost");
+        owner.merge_remote("b", moved, &acked, n(14, true));
+        assert_eq!(behind(&owner), 0);
+        // A full one of another numbering replayed credits only what it
+        // said then; the sender's own deltas wait for its next full one.
+        let old = Numbered {
+            epoch: 3,
+            seq: 99,
+            full: true,
+        };
+        owner.merge_remote("b", served, &both, old);
+        assert_eq!(behind(&owner), 1, "an old numbering's full part, replayed");
+        owner.merge_remote("b", moved, &[], n(15, false));
+        assert_eq!(behind(&owner), 1);
+        owner.merge_remote("b", moved, &acked, n(16, true));
+        assert_eq!(behind(&owner), 0);
     }
 }

@@ -150,10 +150,15 @@ async fn an_experiment_runs_from_assignment_to_promotion(app: TestApp) {
         let player = hotswap_client::liveops::Player::new(id.as_str()).with("region", "EU-WEST");
         let mut agreed = false;
         for _ in 0..250 {
-            let local = server
-                .for_player(&player)
-                .resolve_at("weapon-balance", Utc::now().timestamp_millis(), false)
-                .unwrap();
+            // `connected` returns at the welcome; the config follows it.
+            let Some(local) = server.for_player(&player).resolve_at(
+                "weapon-balance",
+                Utc::now().timestamp_millis(),
+                false,
+            ) else {
+                actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
             let answer = app.get(&player_config(id)).await.body;
             if answer["configs"]["weapon-balance"]["checksum"] == local.checksum.as_str()
                 && local

@@ -67,8 +67,8 @@ impl Report {
         }
     }
 
-    /// A summary row for the table and `section.key` in the JSON.
-    /// A sample in milliseconds.
+    /// A sample in milliseconds: a summary row for the table and
+    /// `section.key` in the JSON.
     pub fn sample(&mut self, section: &str, key: &str, values: &[f64]) {
         self.sample_in(section, key, values, "ms");
     }
@@ -78,6 +78,7 @@ impl Report {
         self.sample_in(section, key, values, "µs");
     }
 
+    /// [`Report::sample`] with the row's unit said.
     fn sample_in(&mut self, section: &str, key: &str, values: &[f64], unit: &str) {
         self.section(section, key, Summary::json(values));
         let text = match Summary::of(values) {

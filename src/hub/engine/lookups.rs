@@ -170,7 +170,7 @@ impl Hub {
         into.slow_consumers = stats
             .slow_consumers
             .load(std::sync::atomic::Ordering::Relaxed);
-        into.document_loads = self.documents.loads();
+        into.document_loads = self.document_loads();
         (into.store_connections_idle, into.store_connections_in_use) = self.store.pool_usage();
         if let Some((refused, dropped)) = self.cluster_counts() {
             (into.cluster_refused, into.cluster_dropped) = (refused, dropped);

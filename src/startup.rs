@@ -4,6 +4,7 @@
 //! `run_until_stopped()` serves until SIGINT/SIGTERM. Tests build the same
 //! application on port 0.
 
+use crate::ws::upgrade::UpgradeFactory;
 use crate::{
     auth::{Role, jwt::Authenticator, rate_limit::RateLimits},
     catalog::Catalog,
@@ -18,7 +19,12 @@ use crate::{
     settings::{Settings, TlsSettings},
     store::{Store, audit},
 };
-use actix_web::{App, HttpServer, dev::Server, middleware, web};
+use actix_service::{IntoServiceFactory, ServiceFactoryExt, map_config};
+use actix_web::{
+    App,
+    dev::{AppConfig, Server},
+    middleware, web,
+};
 use anyhow::Context;
 use std::{sync::Arc, time::Duration};
 
@@ -324,7 +330,7 @@ impl Application {
             max_bytes: settings.limits.max_body_bytes(),
             max_header_bytes: settings.limits.max_header_bytes,
         });
-        let server = HttpServer::new(move || {
+        let make_app = move || {
             App::new()
                 .wrap(middleware::from_fn(http::request_context))
                 .app_data(catalog.clone())
@@ -347,24 +353,53 @@ impl Application {
                 .app_data(web::PathConfig::default().error_handler(path_error))
                 .configure(http::configure)
                 .default_service(web::to(http::route_not_found))
-        })
-        .shutdown_timeout(SHUTDOWN_GRACE_SECS)
-        // Every frame to a game server is a whole message wanted now: no
-        // Nagle wait behind an unacknowledged pong.
-        .tcp_nodelay(true)
-        // Signals are ours (run_until_stopped): servers hear `reconnect` first.
-        .disable_signals()
-        .backlog(LISTEN_BACKLOG);
-        let server = match tls {
-            Some(config) => server.bind_rustls_0_23(&settings.bind, config),
-            None => server.bind(&settings.bind),
+        };
+        let listener = listen(&settings.bind, LISTEN_BACKLOG)
+            .with_context(|| format!("binding {}", settings.bind))?;
+        let addr = listener.local_addr()?;
+        let port = addr.port();
+        let secure = tls.is_some();
+        let builder = actix_server::Server::build()
+            .shutdown_timeout(SHUTDOWN_GRACE_SECS)
+            // Signals are ours (run_until_stopped): servers hear `reconnect` first.
+            .disable_signals()
+            .backlog(LISTEN_BACKLOG);
+        let draining = builder.graceful_shutdown_signal();
+        // actix-web's HttpServer, with one addition: an upgrade service,
+        // through which the hub takes game servers' sockets (`ws/upgrade.rs`).
+        macro_rules! http_service {
+            () => {{
+                let config = AppConfig::__priv_test_new(secure, addr.to_string(), addr);
+                let draining = draining.clone();
+                let app = make_app()
+                    .into_factory()
+                    .map_err(|error| error.error_response());
+                let upgrades = make_app().into_factory();
+                actix_http::HttpService::build()
+                    .keep_alive(actix_http::KeepAlive::default())
+                    .client_request_timeout(Duration::from_secs(5))
+                    .client_disconnect_timeout(Duration::from_secs(1))
+                    .h1_allow_half_closed(true)
+                    .local_addr(addr)
+                    // Every frame to a game server is a whole message wanted
+                    // now: no Nagle wait behind an unacknowledged pong.
+                    .tcp_nodelay(true)
+                    .graceful_shutdown_signal(move || {
+                        let draining = draining.clone();
+                        async move { draining.notified().await }
+                    })
+                    .upgrade(UpgradeFactory::new(upgrades, config.clone()))
+                    .finish(map_config(app, move |_| config.clone()))
+            }};
         }
-        .with_context(|| format!("binding {}", settings.bind))?;
-        let port = server
-            .addrs()
-            .first()
-            .map(|addr| addr.port())
-            .context("the bind address resolved to nothing")?;
+        let server = match tls {
+            Some(tls) => builder.listen("hotswap", listener, move || {
+                http_service!()
+                    .rustls_0_23_with_config(tls.clone(), actix_http::TlsAcceptorConfig::default())
+            }),
+            None => builder.listen("hotswap", listener, move || http_service!().tcp()),
+        }
+        .with_context(|| format!("serving {}", settings.bind))?;
         if let Some(token) = first_run_token {
             // Printed once, on the run that generated the secret: the operator's way in.
             println!(
@@ -445,6 +480,33 @@ impl Application {
 /// was down at once, within a few hundred milliseconds: the SYNs beyond the
 /// queue are dropped and those servers wait out TCP's 1 s (then 3 s) retry.
 const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the first address `bind` resolves to that takes it, with
+/// `backlog` (as actix-web's `HttpServer::bind` would).
+fn listen(bind: &str, backlog: u32) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::net::ToSocketAddrs;
+    let mut failure = None;
+    for addr in bind.to_socket_addrs()? {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        #[cfg(not(windows))]
+        socket.set_reuse_address(true)?;
+        let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+        match socket
+            .bind(&addr.into())
+            .and_then(|()| socket.listen(backlog))
+        {
+            Ok(()) => {
+                socket.set_nonblocking(true)?;
+                return Ok(socket.into());
+            }
+            Err(error) => failure = Some(error),
+        }
+    }
+    Err(failure.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "resolved to no address")
+    }))
+}
 
 /// Game servers one hub node is sized for (`ARCHITECTURE.md`).
 const SIZED_FOR_SERVERS: u64 = 10_000;

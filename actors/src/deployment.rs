@@ -118,7 +118,7 @@ pub fn spawn<D: DeploymentDriver>(
         dropped: Arc::new(AtomicU64::new(0)),
     };
     let mut driver = make(&handle);
-    actix_web::rt::spawn(async move {
+    actix::spawn(async move {
         // The first tick is one period away: a new deployment has just run
         // its first step (while its frames go out), a resumed one can wait.
         let period = driver.every();

@@ -18,11 +18,14 @@
 //!   that sleeps until its event's next instant, driving the hub's
 //!   [`LiveEventDriver`].
 //! - `outbox.rs`: [`Outbox`], a session's bounded queue of encoded frames,
-//!   which is the body of the socket's upgrade response, and [`Fanout`],
-//!   one frame queued to many sessions and woken per worker thread.
+//!   drained by the socket's writer, and [`Fanout`], one frame queued to
+//!   many sessions and woken per worker thread.
 //! - `registry.rs`: [`Registry`], every known game server, indexed by
 //!   subscription for fan-out, with the outboxes of the connected ones.
 //! - `session.rs`: [`ServerSession`], one actix actor per connected socket.
+//! - `socket.rs`: a socket the hub took from the HTTP server: its reader
+//!   (WebSocket frames parsed and bounded, polled by the session actor)
+//!   and its writer task (the outbox, straight to the stream).
 
 pub mod bucket;
 pub mod clock;
@@ -32,6 +35,7 @@ pub mod live_event;
 pub mod outbox;
 pub mod registry;
 pub mod session;
+pub mod socket;
 
 pub use clock::Clock;
 pub use deployment::{DeploymentDriver, DeploymentHandle, Flow, Stopped};

@@ -64,7 +64,7 @@ pub fn spawn<D: LiveEventDriver>(
     mut driver: D,
 ) -> LiveEventHandle<D::Command> {
     let (commands, mut command_rx) = mpsc::channel::<D::Command>(mailbox.clamp(1, 1024));
-    actix_web::rt::spawn(async move {
+    actix::spawn(async move {
         loop {
             let next = driver.next_wake_ms();
             // Commands first, even when an instant is due: a step that

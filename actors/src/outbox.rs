@@ -1,11 +1,10 @@
 //! A session's outgoing side: a bounded queue of already-encoded frames
-//! (`Bytes`, shared between every session a frame goes to) that is itself
-//! the body of the socket's upgrade response, so the HTTP dispatcher
-//! writes queued frames straight to the socket: no task or channel sits in
-//! between, and every frame queued when the dispatcher wakes goes out in
-//! one write. A full queue means the server is not reading: the push fails
-//! and the caller closes the session, so a slow server never delays the
-//! others or grows the hub's memory.
+//! (`Bytes`, shared between every session a frame goes to), drained by the
+//! socket's writer task (`socket.rs`) straight to the stream: every frame
+//! queued when the writer wakes goes out in one write. A full queue means
+//! the server is not reading: the push fails and the caller closes the
+//! session, so a slow server never delays the others or grows the hub's
+//! memory.
 //!
 //! A fan-out to many sessions goes through a [`Fanout`]: frames are queued
 //! at once, in order, but each session's writer is woken from the worker
@@ -17,21 +16,16 @@
 //! the acks they cause.
 
 use actix::{Arbiter, ArbiterHandle};
-use actix_web::{
-    HttpResponse,
-    body::{BodyStream, BoxBody},
-};
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::{Stream, task::AtomicWaker};
+use futures_util::task::AtomicWaker;
 use hotswap_client::sync::lock;
 use std::{
     collections::VecDeque,
-    pin::Pin,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
-    task::{Context, Poll},
+    task::Waker,
     thread::ThreadId,
 };
 
@@ -60,8 +54,8 @@ pub enum PushError {
     Closed,
 }
 
-/// Bytes handed to the dispatcher per poll, at most (it writes them and
-/// polls again).
+/// Bytes the writer takes from the queue per write, at most (it writes
+/// them and takes again).
 const MAX_CHUNK: usize = 64 * 1024;
 
 /// WebSocket opcodes the hub sends.
@@ -123,10 +117,10 @@ struct Home {
 #[derive(Debug, Default)]
 struct Queue {
     items: VecDeque<Outgoing>,
-    /// Set once, by [`Outbox::close`]: the body sends it and ends, dropping
-    /// what is queued.
+    /// Set once, by [`Outbox::close`]: the writer sends it and ends,
+    /// dropping what is queued.
     reason: Option<CloseReason>,
-    /// Every [`Outbox`] is gone: the body sends what is queued and a close.
+    /// Every [`Outbox`] is gone: the writer sends what is queued and a close.
     senders_gone: bool,
 }
 
@@ -135,8 +129,13 @@ struct Shared {
     queue: Mutex<Queue>,
     capacity: usize,
     closing: AtomicBool,
-    /// The body's task (the connection's dispatcher).
+    /// The writer's task.
     wake: AtomicWaker,
+    /// The writer stopped (the close is out, or the socket failed): the
+    /// reader ends too.
+    writer_gone: AtomicBool,
+    /// The reader's task (the session actor's), woken when the writer stops.
+    reader_wake: AtomicWaker,
     home: Option<Home>,
 }
 
@@ -171,8 +170,8 @@ impl Drop for Sender {
     }
 }
 
-/// The receiving end of an [`Outbox`]: drained by the socket's response
-/// body ([`Outbox::attach`]), or by hand in benchmarks.
+/// The receiving end of an [`Outbox`]: drained by the socket's writer
+/// (`socket.rs`), or by hand in benchmarks.
 #[derive(Debug)]
 pub struct OutboxReceiver {
     shared: Arc<Shared>,
@@ -186,66 +185,80 @@ impl OutboxReceiver {
             _ => None,
         }
     }
-}
 
-/// The body of a server socket's upgrade response: WebSocket frames from
-/// the queue, a close frame last.
-struct SocketBody {
-    shared: Arc<Shared>,
-    buf: BytesMut,
-    done: bool,
-    /// actix-ws's own (unused) body: dropping it tells its reader that the
-    /// connection is gone, so it lives exactly as long as this one.
-    _handshake: BoxBody,
-}
-
-impl Stream for SocketBody {
-    type Item = Result<Bytes, std::io::Error>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        if this.done {
-            return Poll::Ready(None);
+    /// A second handle on the same queue (the reader's, to learn the writer stopped).
+    pub(crate) fn clone_end(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
         }
+    }
+
+    /// Appends what is queued to `buf` as WebSocket frames (up to
+    /// [`MAX_CHUNK`] bytes), `waker` woken by the next push. True once the
+    /// close frame is in `buf`: nothing may follow it.
+    pub(crate) fn drain_into(&self, buf: &mut BytesMut, waker: &Waker) -> bool {
         // Registered before the queue is read: a push after the read wakes us.
-        this.shared.wake.register(cx.waker());
-        let mut queue = lock(&this.shared.queue);
+        self.shared.wake.register(waker);
+        let mut queue = lock(&self.shared.queue);
         // A close wins over what is queued: a server that stopped reading
         // must still be let go.
         if let Some(reason) = &queue.reason {
-            this.buf.clear();
-            put_close(&mut this.buf, Some(reason));
+            put_close(buf, Some(reason));
             queue.items.clear();
-            this.done = true;
-            return Poll::Ready(Some(Ok(this.buf.split().freeze())));
+            return true;
         }
-        while this.buf.len() < MAX_CHUNK {
+        while buf.len() < MAX_CHUNK {
             match queue.items.pop_front() {
-                Some(Outgoing::Frame(frame)) => put_frame(&mut this.buf, BINARY, &frame),
-                Some(Outgoing::Ping) => put_frame(&mut this.buf, PING, &[]),
+                Some(Outgoing::Frame(frame)) => put_frame(buf, BINARY, &frame),
+                Some(Outgoing::Ping) => put_frame(buf, PING, &[]),
                 Some(Outgoing::Pong(payload)) => {
-                    put_frame(&mut this.buf, PONG, &payload[..payload.len().min(125)]);
+                    put_frame(buf, PONG, &payload[..payload.len().min(125)]);
                 }
                 Some(Outgoing::Close(reason)) => {
-                    put_close(&mut this.buf, Some(&reason));
+                    put_close(buf, Some(&reason));
                     queue.items.clear();
-                    this.done = true;
-                    break;
+                    return true;
                 }
                 // Every sender is gone: the session is over.
                 None if queue.senders_gone => {
-                    put_close(&mut this.buf, None);
-                    this.done = true;
-                    break;
+                    put_close(buf, None);
+                    return true;
                 }
                 None => break,
             }
         }
-        drop(queue);
-        if this.buf.is_empty() {
-            return Poll::Pending;
+        false
+    }
+
+    /// Wakes the writer (the reader handed its half back).
+    pub(crate) fn wake_writer(&self) {
+        self.shared.wake.wake();
+    }
+
+    /// `waker` is woken by the next push or [`OutboxReceiver::wake_writer`].
+    pub(crate) fn register_writer(&self, waker: &Waker) {
+        self.shared.wake.register(waker);
+    }
+
+    /// The session is closing (the hub closed it or every sender is gone).
+    pub(crate) fn closing(&self) -> bool {
+        self.shared.closing.load(Ordering::Relaxed) || lock(&self.shared.queue).senders_gone
+    }
+
+    /// The writer stopped: later pushes fail and the reader ends.
+    pub(crate) fn writer_done(&self) {
+        self.shared.closing.store(true, Ordering::Relaxed);
+        self.shared.writer_gone.store(true, Ordering::Release);
+        self.shared.reader_wake.wake();
+    }
+
+    /// Whether the writer stopped; `cx` is woken when it does.
+    pub(crate) fn writer_gone(&self, cx: &mut std::task::Context<'_>) -> bool {
+        if self.shared.writer_gone.load(Ordering::Acquire) {
+            return true;
         }
-        Poll::Ready(Some(Ok(this.buf.split().freeze())))
+        self.shared.reader_wake.register(cx.waker());
+        self.shared.writer_gone.load(Ordering::Acquire)
     }
 }
 
@@ -256,6 +269,8 @@ impl Outbox {
             capacity: capacity.max(1),
             closing: AtomicBool::new(false),
             wake: AtomicWaker::new(),
+            writer_gone: AtomicBool::new(false),
+            reader_wake: AtomicWaker::new(),
             home,
         });
         let receiver = OutboxReceiver {
@@ -270,27 +285,14 @@ impl Outbox {
         Self::new(capacity, None)
     }
 
-    /// Creates the outbox of a socket from actix-ws's upgrade `response`:
-    /// the returned response's body is the outbox's queue, written by the
-    /// HTTP dispatcher as it is filled. Called on the worker that serves
-    /// the connection, which becomes the outbox's home.
-    pub fn attach(response: HttpResponse, capacity: usize) -> (Self, HttpResponse) {
+    /// The outbox of a socket served on this thread, which becomes its
+    /// home (a fan-out wakes its writer from here).
+    pub(crate) fn for_socket(capacity: usize) -> (Self, OutboxReceiver) {
         let home = Arbiter::try_current().map(|arbiter| Home {
             thread: std::thread::current().id(),
             arbiter,
         });
-        let (outbox, receiver) = Self::new(capacity, home);
-        let (response, handshake) = response.into_parts();
-        let body = SocketBody {
-            shared: receiver.shared,
-            buf: BytesMut::new(),
-            done: false,
-            _handshake: handshake,
-        };
-        let response = response
-            .set_body(BodyStream::new(body))
-            .map_into_boxed_body();
-        (outbox, response)
+        Self::new(capacity, home)
     }
 
     fn shared(&self) -> &Shared {
@@ -459,15 +461,41 @@ impl Drop for Fanout {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures_util::StreamExt;
+    use futures_util::{Stream, StreamExt};
+    use std::{
+        pin::Pin,
+        task::{Context, Poll},
+    };
+
+    /// The writer's side of the queue as a stream of chunks (each what
+    /// one write would carry), ending after the close frame.
+    struct SocketBody {
+        receiver: OutboxReceiver,
+        done: bool,
+    }
+
+    impl futures_util::Stream for SocketBody {
+        type Item = Result<Bytes, std::io::Error>;
+
+        fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            let this = self.get_mut();
+            if this.done {
+                return Poll::Ready(None);
+            }
+            let mut buf = BytesMut::new();
+            this.done = this.receiver.drain_into(&mut buf, cx.waker());
+            if buf.is_empty() {
+                return Poll::Pending;
+            }
+            Poll::Ready(Some(Ok(buf.freeze())))
+        }
+    }
 
     fn socket_body(capacity: usize) -> (Outbox, SocketBody) {
         let (outbox, receiver) = Outbox::channel(capacity);
         let body = SocketBody {
-            shared: receiver.shared,
-            buf: BytesMut::new(),
+            receiver,
             done: false,
-            _handshake: BoxBody::new(()),
         };
         (outbox, body)
     }
@@ -683,7 +711,7 @@ mod tests {
             let worker = Arbiter::new();
             let (made, made_rx) = std::sync::mpsc::channel();
             assert!(worker.spawn_fn(move || {
-                // As `attach` does, on the worker that serves the socket.
+                // As `for_socket` does, on the worker that serves the socket.
                 let home = Home {
                     thread: std::thread::current().id(),
                     arbiter: Arbiter::current(),
@@ -694,10 +722,8 @@ mod tests {
             }));
             let (outbox, receiver, worker_thread) = made_rx.recv().unwrap();
             let mut body = SocketBody {
-                shared: receiver.shared,
-                buf: BytesMut::new(),
+                receiver,
                 done: false,
-                _handshake: BoxBody::new(()),
             };
             let wakes = Arc::new(Wakes::default());
             assert!(poll_with(&mut body, &wakes).is_pending());

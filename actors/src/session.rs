@@ -1,5 +1,5 @@
-//! `ServerSession`: one actix actor per connected game server. It reads the
-//! socket (MessagePack frames), enforces the protocol (`hello` first within
+//! `ServerSession`: one actix actor per connected game server. It polls the
+//! socket's reader (`socket.rs`; MessagePack frames), enforces the protocol (`hello` first within
 //! 5 s, binary frames only, known types, size limit, heartbeats) and hands
 //! every decision to the hub through [`SessionHost`]. Frames go out through
 //! its [`Outbox`].
@@ -8,13 +8,13 @@ use crate::{
     bucket::TokenBucket,
     gate::SessionPermit,
     outbox::{CloseReason, Outbox, PushError},
+    socket::{Incoming, ReadError},
 };
 use actix::{
     Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Running, StreamHandler, WrapFuture,
 };
-use actix_ws::{AggregatedMessage, ProtocolError};
 use bytes::Bytes;
-use futures_util::{FutureExt, future::BoxFuture};
+use futures_util::{FutureExt, Stream, future::BoxFuture};
 use hotswap_client::protocol::{self, Health, MetricsReport, ServerMessage, close_code};
 use std::{
     collections::BTreeSet,
@@ -156,13 +156,14 @@ impl std::fmt::Debug for ServerSession {
 }
 
 impl ServerSession {
-    /// Starts the actor on the current arbiter, reading `stream`.
+    /// Starts the actor on the current arbiter, reading `stream` (the
+    /// socket's reader, polled by the actor's own task).
     pub fn start(
         session_id: String,
         key: KeyScope,
         permit: SessionPermit,
         outbox: Outbox,
-        stream: actix_ws::AggregatedMessageStream,
+        stream: impl Stream<Item = Result<Incoming, ReadError>> + 'static,
         host: Arc<dyn SessionHost>,
         settings: SessionSettings,
     ) {
@@ -434,20 +435,20 @@ impl Actor for ServerSession {
     }
 }
 
-impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for ServerSession {
-    fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Self::Context) {
+impl StreamHandler<Result<Incoming, ReadError>> for ServerSession {
+    fn handle(&mut self, item: Result<Incoming, ReadError>, ctx: &mut Self::Context) {
         self.last_heard = Instant::now();
         match item {
-            Ok(AggregatedMessage::Binary(frame)) => self.on_frame(ctx, frame),
-            Ok(AggregatedMessage::Text(_)) => self.close(
+            Ok(Incoming::Binary(frame)) => self.on_frame(ctx, frame),
+            Ok(Incoming::Text) => self.close(
                 ctx,
                 close_code::UNSUPPORTED_DATA,
                 "text frames are not accepted: send MessagePack in binary frames",
             ),
-            Ok(AggregatedMessage::Ping(payload)) => self.outbox.pong(payload),
-            Ok(AggregatedMessage::Pong(_)) => {}
-            Ok(AggregatedMessage::Close(_)) => ctx.stop(),
-            Err(ProtocolError::Overflow) => {
+            Ok(Incoming::Ping(payload)) => self.outbox.pong(payload),
+            Ok(Incoming::Pong) => {}
+            Ok(Incoming::Close(_)) => ctx.stop(),
+            Err(ReadError::Overflow) => {
                 let limit = self.settings.max_frame_bytes;
                 self.close(
                     ctx,
@@ -455,7 +456,12 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for ServerSession {
                     format!("frame larger than {limit} bytes"),
                 )
             }
-            Err(error) => self.close(ctx, close_code::PROTOCOL_ERROR, error.to_string()),
+            Err(ReadError::Protocol(why)) => self.close(ctx, close_code::PROTOCOL_ERROR, why),
+            // The connection failed: nobody is left to tell.
+            Err(ReadError::Io(error)) => {
+                tracing::debug!(session = %self.session_id, server = ?self.server_id, %error, "the socket failed");
+                ctx.stop();
+            }
         }
     }
 

@@ -1,14 +1,16 @@
 //! `GET /ws/v1/servers`: a game server's socket (`docs/PROTOCOL.md`). The
 //! socket is admitted before the upgrade (per-address upgrade limit, a live
 //! API key, room on the hub and for the key: 429, 401 or 503 otherwise);
-//! the session actor takes it from there.
+//! then the hub takes the connection from the HTTP server (`upgrade.rs`)
+//! and the session actor reads it, its writer writes it.
 
 use crate::{
     http::{auth::AdmittedSocket, problem::ApiError},
     hub::Hub,
+    ws::upgrade::{Takeover, UpgradeLane},
 };
-use actix_web::{HttpRequest, HttpResponse, web};
-use hotswap_actors::{CloseReason, KeyScope, Outbox, ServerSession, SessionSettings};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use hotswap_actors::{CloseReason, KeyScope, ServerSession, SessionSettings};
 use hotswap_client::protocol::close_code;
 use std::{sync::Arc, time::Duration};
 
@@ -28,44 +30,53 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 ))]
 pub async fn server_socket(
     request: HttpRequest,
-    body: web::Payload,
     AdmittedSocket { identity, permit }: AdmittedSocket,
     hub: web::Data<Arc<Hub>>,
 ) -> Result<HttpResponse, ApiError> {
-    // actix-ws reads the socket; its `Session` is not used: the outbox
-    // becomes the response body and writes the socket itself.
-    let (response, _, stream) =
-        actix_ws::handle(&request, body).map_err(|e| ApiError::BadUpgrade(e.to_string()))?;
+    if request.extensions().get::<UpgradeLane>().is_none() {
+        // Not an HTTP/1.1 upgrade (HTTP/2 has none): no connection to take.
+        return Err(ApiError::BadUpgrade(
+            "a game server's socket is an HTTP/1.1 WebSocket upgrade".into(),
+        ));
+    }
+    let handshake = actix_http::ws::handshake(request.head())
+        .map_err(|e| ApiError::BadUpgrade(e.to_string()))?
+        .finish();
+    let mut response = HttpResponse::from(handshake).map_into_boxed_body();
     let settings = hub.settings();
     let limit = settings.max_frame_bytes;
-    let stream = stream
-        .max_frame_size(limit)
-        .aggregate_continuations()
-        .max_continuation_size(limit);
-    let (outbox, response) = Outbox::attach(response, settings.session_queue);
-    // A revocation between the admission and now closes it at once.
-    permit.attach(
-        &outbox,
-        &CloseReason::new(close_code::KEY_REVOKED, "the API key was revoked"),
-    );
-    ServerSession::start(
-        uuid::Uuid::now_v7().to_string(),
-        KeyScope {
-            key_id: identity.key_id,
-            environments: identity.environments,
-            regions: identity.regions,
-        },
-        permit,
-        outbox,
-        stream,
-        hub.host(),
-        SessionSettings {
-            heartbeat: Duration::from_millis(settings.heartbeat_ms.max(50)),
-            hello_timeout: Duration::from_millis(settings.hello_timeout_ms.max(50)),
-            queue_capacity: settings.session_queue,
-            max_frame_bytes: limit,
-            metrics_interval: Duration::from_millis(settings.metrics_ms.max(10)),
-        },
-    );
+    let queue = settings.session_queue;
+    let session = SessionSettings {
+        heartbeat: Duration::from_millis(settings.heartbeat_ms.max(50)),
+        hello_timeout: Duration::from_millis(settings.hello_timeout_ms.max(50)),
+        queue_capacity: queue,
+        max_frame_bytes: limit,
+        metrics_interval: Duration::from_millis(settings.metrics_ms.max(10)),
+    };
+    let host = hub.host();
+    let key = KeyScope {
+        key_id: identity.key_id,
+        environments: identity.environments,
+        regions: identity.regions,
+    };
+    // Runs on this worker once the 101 is written: the session lives here.
+    let takeover = Takeover::new(move |io, read| {
+        let (outbox, reader) = hotswap_actors::socket::serve(io, read, queue, limit);
+        // A revocation between the admission and now closes it at once.
+        permit.attach(
+            &outbox,
+            &CloseReason::new(close_code::KEY_REVOKED, "the API key was revoked"),
+        );
+        ServerSession::start(
+            uuid::Uuid::now_v7().to_string(),
+            key,
+            permit,
+            outbox,
+            reader,
+            host,
+            session,
+        );
+    });
+    response.extensions_mut().insert(takeover);
     Ok(response)
 }

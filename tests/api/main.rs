@@ -36,5 +36,6 @@ mod session_attacks;
 mod stream;
 mod telemetry;
 mod traces;
+mod upgrades;
 mod upkeep;
 mod versions;

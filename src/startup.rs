@@ -68,9 +68,19 @@ impl ShutdownHandle {
         // Dashboards' sockets close now, not at the drain's end.
         self.hub.feed.close();
         self.hub.shutdown().await;
-        // Let the reconnect frames and close frames leave before the workers stop.
-        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
         let draining = std::time::Instant::now();
+        // The game servers' sockets are the hub's, not the HTTP server's:
+        // their reconnect and close frames leave before the workers stop.
+        let grace = Duration::from_secs(SHUTDOWN_GRACE_SECS);
+        if actix_web::rt::time::timeout(grace, self.hub.sockets.none_open())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = self.hub.sockets.count(),
+                "game servers' sockets still open after the grace; stopping anyway"
+            );
+        }
         self.server.stop(true).await;
         // What sessions and requests brought while draining.
         self.liveops.flush_writes().await;
@@ -354,10 +364,9 @@ impl Application {
                 .configure(http::configure)
                 .default_service(web::to(http::route_not_found))
         };
-        let listener = listen(&settings.bind, LISTEN_BACKLOG)
+        let listeners = listen(&settings.bind, LISTEN_BACKLOG)
             .with_context(|| format!("binding {}", settings.bind))?;
-        let addr = listener.local_addr()?;
-        let port = addr.port();
+        let port = listeners[0].local_addr()?.port();
         let secure = tls.is_some();
         let builder = actix_server::Server::build()
             .shutdown_timeout(SHUTDOWN_GRACE_SECS)
@@ -368,9 +377,11 @@ impl Application {
         // actix-web's HttpServer, with one addition: an upgrade service,
         // through which the hub takes game servers' sockets (`ws/upgrade.rs`).
         macro_rules! http_service {
-            () => {{
+            ($addr:expr, $make_app:expr, $draining:expr) => {{
+                let addr = $addr;
+                let make_app = &$make_app;
                 let config = AppConfig::__priv_test_new(secure, addr.to_string(), addr);
-                let draining = draining.clone();
+                let draining = $draining.clone();
                 let app = make_app()
                     .into_factory()
                     .map_err(|error| error.error_response());
@@ -392,14 +403,27 @@ impl Application {
                     .finish(map_config(app, move |_| config.clone()))
             }};
         }
-        let server = match tls {
-            Some(tls) => builder.listen("hotswap", listener, move || {
-                http_service!()
-                    .rustls_0_23_with_config(tls.clone(), actix_http::TlsAcceptorConfig::default())
-            }),
-            None => builder.listen("hotswap", listener, move || http_service!().tcp()),
+        let mut server = builder;
+        for listener in listeners {
+            let addr = listener.local_addr()?;
+            let make_app = make_app.clone();
+            let draining = draining.clone();
+            server = match &tls {
+                Some(tls) => {
+                    let tls = tls.clone();
+                    server.listen(format!("hotswap-{addr}"), listener, move || {
+                        http_service!(addr, make_app, draining).rustls_0_23_with_config(
+                            tls.clone(),
+                            actix_http::TlsAcceptorConfig::default(),
+                        )
+                    })
+                }
+                None => server.listen(format!("hotswap-{addr}"), listener, move || {
+                    http_service!(addr, make_app, draining).tcp()
+                }),
+            }
+            .with_context(|| format!("serving {}", settings.bind))?;
         }
-        .with_context(|| format!("serving {}", settings.bind))?;
         if let Some(token) = first_run_token {
             // Printed once, on the run that generated the secret: the operator's way in.
             println!(
@@ -481,31 +505,29 @@ impl Application {
 /// queue are dropped and those servers wait out TCP's 1 s (then 3 s) retry.
 const LISTEN_BACKLOG: u32 = 4096;
 
-/// Binds the first address `bind` resolves to that takes it, with
-/// `backlog` (as actix-web's `HttpServer::bind` would).
-fn listen(bind: &str, backlog: u32) -> std::io::Result<std::net::TcpListener> {
+/// Binds every address `bind` resolves to, with `backlog`, as actix-web's
+/// `HttpServer::bind` does (it fails if one of them cannot be bound).
+fn listen(bind: &str, backlog: u32) -> std::io::Result<Vec<std::net::TcpListener>> {
     use socket2::{Domain, Protocol, Socket, Type};
     use std::net::ToSocketAddrs;
-    let mut failure = None;
+    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+    let mut listeners = Vec::new();
     for addr in bind.to_socket_addrs()? {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         #[cfg(not(windows))]
         socket.set_reuse_address(true)?;
-        let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
-        match socket
-            .bind(&addr.into())
-            .and_then(|()| socket.listen(backlog))
-        {
-            Ok(()) => {
-                socket.set_nonblocking(true)?;
-                return Ok(socket.into());
-            }
-            Err(error) => failure = Some(error),
-        }
+        socket.bind(&addr.into())?;
+        socket.listen(backlog)?;
+        socket.set_nonblocking(true)?;
+        listeners.push(socket.into());
     }
-    Err(failure.unwrap_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, "resolved to no address")
-    }))
+    if listeners.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "resolved to no address",
+        ));
+    }
+    Ok(listeners)
 }
 
 /// Game servers one hub node is sized for (`ARCHITECTURE.md`).

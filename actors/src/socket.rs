@@ -23,7 +23,10 @@ use std::{
     future::Future,
     io,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -137,7 +140,12 @@ fn parse(
                 "control frames are at most 125 bytes and never fragmented",
             ));
         }
-        let held = partial.as_ref().map_or(0, |p| p.data.len()) as u64;
+        // A control frame between fragments is not part of the message.
+        let held = if control {
+            0
+        } else {
+            partial.as_ref().map_or(0, |p| p.data.len()) as u64
+        };
         if length.saturating_add(held) > max_message as u64 {
             return Err(ReadError::Overflow);
         }
@@ -339,6 +347,8 @@ struct SocketWriter<R, W> {
     closed: bool,
     /// Set once the session is closing and the socket would not take bytes.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Counts the socket open until the writer is done with it.
+    _open: OpenSocket,
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> SocketWriter<R, W> {
@@ -427,18 +437,65 @@ impl<R, W> Drop for SocketWriter<R, W> {
     }
 }
 
+/// The sockets a hub took and has not let go (their writers still run):
+/// the HTTP server no longer counts them, so a graceful shutdown waits on
+/// this for their last frames (`reconnect`, the close) to leave.
+#[derive(Debug, Default)]
+pub struct OpenSockets {
+    count: AtomicUsize,
+    none: tokio::sync::Notify,
+}
+
+impl OpenSockets {
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Returns once no socket is open.
+    pub async fn none_open(&self) {
+        loop {
+            let notified = self.none.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.count() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn open(self: &Arc<Self>) -> OpenSocket {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        OpenSocket(self.clone())
+    }
+}
+
+/// One socket counted in [`OpenSockets`] while this lives.
+#[derive(Debug)]
+struct OpenSocket(Arc<OpenSockets>);
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.none.notify_waiters();
+        }
+    }
+}
+
 /// A stream the hub took from the HTTP server after the upgrade.
 pub trait SocketIo: AsyncRead + AsyncWrite + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + 'static> SocketIo for T {}
 
 /// Serves a taken socket: `read` is what the client sent past the
-/// handshake. Spawns the writer on the current worker (the outbox's home)
-/// and returns the outbox and the reader for the session.
+/// handshake; the socket counts in `open` until its writer is done.
+/// Spawns the writer on the current worker (the outbox's home) and
+/// returns the outbox and the reader for the session.
 pub fn serve<Io: SocketIo>(
     io: Io,
     read: BytesMut,
     queue_capacity: usize,
     max_message: usize,
+    open: &Arc<OpenSockets>,
 ) -> (Outbox, FrameReader<ReadHalf<Io>>) {
     let (outbox, receiver) = Outbox::for_socket(queue_capacity);
     let (reader, writer) = tokio::io::split(io);
@@ -452,6 +509,7 @@ pub fn serve<Io: SocketIo>(
         buf: BytesMut::new(),
         closed: false,
         deadline: None,
+        _open: open.open(),
     };
     actix::spawn(writer);
     let mut buf = BytesMut::new();
@@ -608,6 +666,16 @@ mod tests {
     }
 
     #[test]
+    fn a_ping_between_fragments_does_not_count_toward_the_message() {
+        let mut bytes = frame(0x02, &[1; 1000]);
+        bytes.extend(frame(0x89, &[2; 100]));
+        bytes.extend(frame(0x80, &[3; 24]));
+        let parsed = parse_all(&bytes, 1024);
+        assert_eq!(parsed.len(), 2, "{parsed:?}");
+        assert!(matches!(&parsed[1], Ok(Incoming::Binary(b)) if b.len() == 1024));
+    }
+
+    #[test]
     fn close_frames_carry_their_code() {
         let mut payload = 4000u16.to_be_bytes().to_vec();
         payload.extend_from_slice(b"bye");
@@ -649,7 +717,7 @@ mod tests {
         local(async {
             let (hub_end, mut client) = tokio::io::duplex(64 * 1024);
             let early = BytesMut::from(&frame(0x82, b"early")[..]);
-            let (outbox, mut reader) = serve(hub_end, early, 8, 1024);
+            let (outbox, mut reader) = serve(hub_end, early, 8, 1024, &Arc::default());
             assert_eq!(
                 reader.next().await.unwrap().unwrap(),
                 Incoming::Binary(Bytes::from_static(b"early"))
@@ -686,7 +754,9 @@ mod tests {
             tokio::time::pause();
             // Room for little: the client never reads.
             let (hub_end, client) = tokio::io::duplex(64);
-            let (outbox, mut reader) = serve(hub_end, BytesMut::new(), 8, 1024);
+            let open = Arc::new(OpenSockets::default());
+            let (outbox, mut reader) = serve(hub_end, BytesMut::new(), 8, 1024, &open);
+            assert_eq!(open.count(), 1);
             outbox.push(Bytes::from(vec![7; 1000])).unwrap();
             tokio::task::yield_now().await;
             outbox.close(CloseReason::new(4008, "slow"));
@@ -700,6 +770,11 @@ mod tests {
                 waited >= CLOSE_GRACE && waited < CLOSE_GRACE * 2,
                 "{waited:?}"
             );
+            // The writer let the socket go: a shutdown waiting on it goes on.
+            tokio::time::timeout(Duration::from_secs(1), open.none_open())
+                .await
+                .expect("no socket open");
+            assert_eq!(open.count(), 0);
             drop(client);
         });
     }
@@ -708,7 +783,7 @@ mod tests {
     fn a_client_going_away_ends_the_reader() {
         local(async {
             let (hub_end, client) = tokio::io::duplex(1024);
-            let (_outbox, mut reader) = serve(hub_end, BytesMut::new(), 8, 1024);
+            let (_outbox, mut reader) = serve(hub_end, BytesMut::new(), 8, 1024, &Arc::default());
             drop(client);
             assert!(reader.next().await.is_none());
         });

@@ -116,6 +116,7 @@ impl Hub {
             tracer: catalog_tracer,
             deploy_spans: std::sync::Mutex::new(HashMap::new()),
             feed: crate::feed::Feed::new(),
+            sockets: Arc::default(),
         });
         // In a cluster, only the deployments whose lease this node takes;
         // the others are served as their owners say (`hub/cluster.rs`).

@@ -120,6 +120,8 @@ pub struct Hub {
     pub(crate) deploy_spans: std::sync::Mutex<HashMap<String, crate::observability::traces::Span>>,
     /// The dashboards' feed, told when a deployment moves.
     pub(crate) feed: Arc<crate::feed::Feed>,
+    /// Game servers' sockets taken off the HTTP server and still open.
+    pub(crate) sockets: Arc<hotswap_actors::socket::OpenSockets>,
     /// The latest `liveops` frame (live-ops definitions), for servers that
     /// ask in their `hello`.
     liveops_frame: RwLock<Option<(i64, bytes::Bytes)>>,

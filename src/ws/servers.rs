@@ -54,6 +54,7 @@ pub async fn server_socket(
         metrics_interval: Duration::from_millis(settings.metrics_ms.max(10)),
     };
     let host = hub.host();
+    let open = hub.sockets.clone();
     let key = KeyScope {
         key_id: identity.key_id,
         environments: identity.environments,
@@ -61,7 +62,7 @@ pub async fn server_socket(
     };
     // Runs on this worker once the 101 is written: the session lives here.
     let takeover = Takeover::new(move |io, read| {
-        let (outbox, reader) = hotswap_actors::socket::serve(io, read, queue, limit);
+        let (outbox, reader) = hotswap_actors::socket::serve(io, read, queue, limit, &open);
         // A revocation between the admission and now closes it at once.
         permit.attach(
             &outbox,

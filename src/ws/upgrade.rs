@@ -10,7 +10,12 @@
 //! - any other `101` (the dashboards' feed): its body is written to the
 //!   stream and what the client sends feeds the request's payload, as the
 //!   dispatcher did.
-//! - anything else (a refusal, a 404): written, then the connection closes.
+//! - anything else (a refusal, a 404): written, then the connection closes
+//!   (what the client still sends is read and dropped for up to 2 s, so
+//!   the answer is not lost to a reset).
+//!
+//! A request that is not a GET is answered 400 here, without the App: its
+//! body would reach a handler as a stream that never ends.
 //!
 //! Only a request that came this way can be taken: a handler checks
 //! [`UpgradeLane`] in the request's extensions before it answers 101.
@@ -54,6 +59,9 @@ impl Takeover {
 /// How long one write of a passed-through body may wait on a client that
 /// does not read before the connection is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the App may take to answer an upgrade request before the
+/// connection is dropped.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes read per read from a passed-through connection.
 const READ_CHUNK: usize = 4096;
 
@@ -120,14 +128,32 @@ where
     fn call(&self, (request, framed): (Request, Framed<T, h1::Codec>)) -> Self::Future {
         let app = self.app.clone();
         Box::pin(async move {
+            if request.method() != actix_http::Method::GET {
+                // Only a GET upgrades (RFC 6455 §4.1); a body here would
+                // reach the App as an endless stream.
+                let refusal = actix_web::ResponseError::error_response(
+                    &crate::http::problem::ApiError::BadUpgrade(
+                        "a WebSocket upgrade is a GET".into(),
+                    ),
+                );
+                let mut response: Response<BoxBody> = refusal.into();
+                response
+                    .head_mut()
+                    .set_connection_type(ConnectionType::Close);
+                let _ = tokio::time::timeout(WRITE_TIMEOUT, refuse(framed, response)).await;
+                return Ok(());
+            }
             request.extensions_mut().insert(UpgradeLane);
             // What the client sends after its request, for a handler that
             // reads it (the feed); the game-server socket's is taken instead.
             let (sender, receiver) = tokio::sync::mpsc::channel(4);
             let (request, _) = request.replace_payload(payload(receiver));
-            let response = match app.call(request).await {
-                Ok(response) => response.into_parts().1.map_into_boxed_body(),
-                Err(error) => actix_web::HttpResponse::from_error(error),
+            // Nothing feeds the payload before a 101: a handler waiting for
+            // a body here would wait for ever, so the answer has a deadline.
+            let response = match tokio::time::timeout(ANSWER_TIMEOUT, app.call(request)).await {
+                Ok(Ok(response)) => response.into_parts().1.map_into_boxed_body(),
+                Ok(Err(error)) => actix_web::HttpResponse::from_error(error),
+                Err(_) => return Ok(()),
             };
             let mut response: Response<BoxBody> = response.into();
             let takeover = response.extensions_mut().remove::<Takeover>();
@@ -141,10 +167,12 @@ where
             }
             let (head, body) = response.into_parts();
             let mut framed = framed;
-            framed
-                .send(h1::Message::Item((head, BodySize::None)))
-                .await
-                .map_err(actix_web::error::ErrorInternalServerError)?;
+            let sent = framed.send(h1::Message::Item((head, BodySize::None)));
+            match tokio::time::timeout(WRITE_TIMEOUT, sent).await {
+                Ok(Ok(())) => {}
+                // A client that does not read its 101 is let go.
+                Ok(Err(_)) | Err(_) => return Ok(()),
+            }
             let parts = framed.into_parts();
             match takeover {
                 Some(Takeover(start)) => {
@@ -177,9 +205,21 @@ async fn refuse<T: SocketIo>(mut framed: Framed<T, h1::Codec>, response: Respons
         framed.feed(h1::Message::Chunk(None)).await?;
         SinkExt::<h1::Message<(Response<()>, BodySize)>>::flush(&mut framed).await
     };
-    if sent.await.is_ok() {
-        let _ = framed.into_parts().io.shutdown().await;
+    if sent.await.is_err() {
+        return;
     }
+    let mut io = framed.into_parts().io;
+    if io.shutdown().await.is_err() {
+        return;
+    }
+    // What the client sent past its request is read and dropped until it
+    // closes (or the grace ends): a socket closed with unread bytes is
+    // reset, and a reset can take the answer with it.
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        let mut buf = [0u8; READ_CHUNK];
+        while matches!(io.read(&mut buf).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 type Sent = Result<Bytes, PayloadError>;

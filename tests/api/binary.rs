@@ -483,6 +483,35 @@ fn the_hub_serves_https_when_given_a_certificate() {
     assert!(String::from_utf8_lossy(&trusted.stdout).starts_with("NAME"));
     let untrusted = ctl(&[]);
     assert_eq!(untrusted.status.code(), Some(5));
+    // A game server over wss: the socket the hub takes off the HTTP server
+    // is a TLS stream here, read and written the same way.
+    let admin = Command::new(BINARY)
+        .args(["token", "--role", "admin", "--sub", "root", "--ttl", "1h"])
+        .env("HOTSWAP_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    let admin = String::from_utf8(admin.stdout).unwrap().trim().to_owned();
+    let created = Command::new("curl")
+        .args([
+            "-sk",
+            "--max-time",
+            "5",
+            "-H",
+            "content-type: application/json",
+        ])
+        .args(["-H", &format!("authorization: Bearer {admin}")])
+        .args([
+            "--data",
+            r#"{"name":"tls fleet","environments":["staging"]}"#,
+        ])
+        .arg(format!("https://127.0.0.1:{port}/api/v1/api-keys"))
+        .output()
+        .unwrap();
+    let created: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+    let server_key = created["key"].as_str().expect("a key").to_owned();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(wss_welcome(port, &cert, &server_key));
     // Plain HTTP on the TLS port gets no answer.
     assert!(get(port, "/health").is_none_or(|r| !r.starts_with("HTTP/1.1 200")));
     let _ = child.kill();
@@ -516,4 +545,84 @@ fn migrate_applies_migrations_and_exits() {
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("sqlite:// or postgres://"));
+}
+
+/// Connects a game server over wss (trusting `cert`), says hello and reads
+/// the welcome, then a pong to its ping.
+async fn wss_welcome(port: u16, cert: &Path, key: &str) {
+    use futures_util::{SinkExt, StreamExt};
+    use hotswap_client::protocol::{self, HubMessage, ServerMessage};
+    use rustls_pki_types::{CertificateDer, ServerName, pem::PemObject};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(cert).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("a TLS handshake");
+    let mut request = format!("wss://localhost:{port}/ws/v1/servers")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    let (mut socket, response) = tokio_tungstenite::client_async(request, tls)
+        .await
+        .expect("upgraded over TLS");
+    assert_eq!(response.status(), 101);
+    let hello = protocol::Hello {
+        server_id: "tls-1".into(),
+        region: "EU-WEST".into(),
+        environment: "staging".into(),
+        tags: vec![],
+        capacity: 10,
+        players: 0,
+        subscriptions: vec!["weapon-balance".into()],
+        known: Default::default(),
+        hostname: None,
+        address: None,
+        build: None,
+        sdk: Some("tls-test".into()),
+        liveops: false,
+    };
+    socket
+        .send(Message::Binary(
+            protocol::encode(&ServerMessage::Hello(hello)).into(),
+        ))
+        .await
+        .unwrap();
+    socket
+        .send(Message::Ping(b"over tls".to_vec().into()))
+        .await
+        .unwrap();
+    let (mut welcomed, mut ponged) = (false, false);
+    while !(welcomed && ponged) {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("frames in time")
+            .expect("open")
+            .expect("a frame");
+        match message {
+            Message::Binary(frame) => {
+                let message =
+                    protocol::decode::<HubMessage>(&frame, protocol::HUB_MESSAGE_TYPES).unwrap();
+                welcomed |= matches!(message, HubMessage::Welcome { .. });
+            }
+            Message::Pong(payload) => ponged = &payload[..] == b"over tls",
+            _ => {}
+        }
+    }
+    socket.close(None).await.unwrap();
 }

@@ -145,6 +145,22 @@ async fn refused_and_unknown_upgrades_get_a_problem_and_a_closed_connection(app:
     }
 }
 
+async fn an_upgrade_that_is_not_a_get_is_refused_at_once(app: TestApp) {
+    let mut stream = connect(&app).await;
+    let request = upgrade("/api/v1/configs", None).replacen("GET ", "POST ", 1);
+    // A body the App would otherwise wait on for ever.
+    let request = request.replacen("\r\n\r\n", "\r\ncontent-length: 2\r\n\r\n{}", 1);
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
+        .await
+        .expect("answered and closed at once")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("bad_upgrade"), "{answer}");
+}
+
 async fn the_server_socket_without_an_upgrade_is_a_bad_request(app: TestApp) {
     let (key, _) = key(&app, &["staging"]).await;
     let mut answer = app
@@ -240,6 +256,7 @@ on_both_databases!(
     a_hello_in_the_same_packet_as_the_upgrade_is_answered,
     refused_and_unknown_upgrades_get_a_problem_and_a_closed_connection,
     the_server_socket_without_an_upgrade_is_a_bad_request,
+    an_upgrade_that_is_not_a_get_is_refused_at_once,
     a_fragmented_hello_and_a_bad_frame_after_it,
     a_length_prefix_past_the_limit_closes_before_the_bytes,
 );

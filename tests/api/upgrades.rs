@@ -44,6 +44,30 @@ async fn connect(app: &TestApp) -> TcpStream {
     TcpStream::connect(address).await.expect("the hub accepts")
 }
 
+/// Sends `request` on a new connection; the whole answer, once the hub
+/// has closed the connection.
+async fn answered_and_closed(app: &TestApp, request: &str) -> String {
+    let mut stream = connect(app).await;
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
+        .await
+        .expect("the hub closes the connection after answering")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A game server's socket, upgraded by hand with `key`.
+async fn upgraded(app: &TestApp, key: &str) -> TcpStream {
+    let mut stream = connect(app).await;
+    stream
+        .write_all(upgrade("/ws/v1/servers", Some(key)).as_bytes())
+        .await
+        .unwrap();
+    assert!(head(&mut stream).await.starts_with("HTTP/1.1 101"));
+    stream
+}
+
 /// Reads up to the end of the response head.
 async fn head(stream: &mut TcpStream) -> String {
     let mut head = Vec::new();
@@ -120,17 +144,7 @@ async fn refused_and_unknown_upgrades_get_a_problem_and_a_closed_connection(app:
         ("/ws/v1/nowhere", None, "404"),
         ("/api/v1/configs", None, "401"),
     ] {
-        let mut stream = connect(&app).await;
-        stream
-            .write_all(upgrade(path, key).as_bytes())
-            .await
-            .unwrap();
-        let mut answer = Vec::new();
-        tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
-            .await
-            .expect("the hub closes the connection after answering")
-            .unwrap();
-        let answer = String::from_utf8_lossy(&answer);
+        let answer = answered_and_closed(&app, &upgrade(path, key)).await;
         assert!(
             answer.starts_with(&format!("HTTP/1.1 {status}")),
             "{path}: {answer}"
@@ -146,17 +160,10 @@ async fn refused_and_unknown_upgrades_get_a_problem_and_a_closed_connection(app:
 }
 
 async fn an_upgrade_that_is_not_a_get_is_refused_at_once(app: TestApp) {
-    let mut stream = connect(&app).await;
     let request = upgrade("/api/v1/configs", None).replacen("GET ", "POST ", 1);
     // A body the App would otherwise wait on for ever.
     let request = request.replacen("\r\n\r\n", "\r\ncontent-length: 2\r\n\r\n{}", 1);
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
-        .await
-        .expect("answered and closed at once")
-        .unwrap();
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = answered_and_closed(&app, &request).await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("bad_upgrade"), "{answer}");
 }
@@ -177,12 +184,7 @@ async fn the_server_socket_without_an_upgrade_is_a_bad_request(app: TestApp) {
 
 async fn a_fragmented_hello_and_a_bad_frame_after_it(app: TestApp) {
     let (key, _) = key(&app, &["staging"]).await;
-    let mut stream = connect(&app).await;
-    stream
-        .write_all(upgrade("/ws/v1/servers", Some(&key)).as_bytes())
-        .await
-        .unwrap();
-    assert!(head(&mut stream).await.starts_with("HTTP/1.1 101"));
+    let mut stream = upgraded(&app, &key).await;
     // The hello in three fragments, a ping between two of them.
     let hello = hello_as("fragments", "staging");
     let (first, rest) = hello.split_at(10);
@@ -228,12 +230,7 @@ async fn a_length_prefix_past_the_limit_closes_before_the_bytes(app: TestApp) {
     let (key, _) = key(&app, &["staging"]).await;
     let mut socket = raw(&app, Some(&key)).await.unwrap();
     welcomed(&mut socket, hello_as("neighbour", "staging")).await;
-    let mut stream = connect(&app).await;
-    stream
-        .write_all(upgrade("/ws/v1/servers", Some(&key)).as_bytes())
-        .await
-        .unwrap();
-    assert!(head(&mut stream).await.starts_with("HTTP/1.1 101"));
+    let mut stream = upgraded(&app, &key).await;
     // A frame header claiming 2^62 bytes, and nothing after it: refused
     // from the header alone.
     let mut header = vec![0x82, 0x80 | 127];

@@ -252,6 +252,11 @@ impl OutboxReceiver {
         self.shared.reader_wake.wake();
     }
 
+    /// Whether the writer stopped (a load: nothing registered).
+    pub(crate) fn writer_stopped(&self) -> bool {
+        self.shared.writer_gone.load(Ordering::Acquire)
+    }
+
     /// Whether the writer stopped; `cx` is woken when it does.
     pub(crate) fn writer_gone(&self, cx: &mut std::task::Context<'_>) -> bool {
         if self.shared.writer_gone.load(Ordering::Acquire) {

@@ -278,7 +278,7 @@ impl<R: AsyncRead + Unpin> Stream for FrameReader<R> {
             if let Some(item) = this.next_message() {
                 return Poll::Ready(Some(item));
             }
-            if this.outbox.writer_gone(cx) {
+            if this.outbox.writer_stopped() {
                 this.done = true;
                 return Poll::Ready(None);
             }
@@ -312,6 +312,12 @@ impl<R: AsyncRead + Unpin> Stream for FrameReader<R> {
                 Poll::Ready(Err(error)) => {
                     this.done = true;
                     return Poll::Ready(Some(Err(ReadError::Io(error))));
+                }
+                // Nothing to read: the writer stopping ends the reader too
+                // (its waker registered only here, not per frame).
+                Poll::Pending if this.outbox.writer_gone(cx) => {
+                    this.done = true;
+                    return Poll::Ready(None);
                 }
                 Poll::Pending => return Poll::Pending,
             }
@@ -702,6 +708,15 @@ mod tests {
         }
     }
 
+    /// The reader's next item, failing the test rather than hanging it.
+    async fn next_of<R: AsyncRead + Unpin>(
+        reader: &mut FrameReader<R>,
+    ) -> Option<Result<Incoming, ReadError>> {
+        tokio::time::timeout(Duration::from_secs(10), reader.next())
+            .await
+            .expect("the reader answers in time")
+    }
+
     /// Runs `test` on a current-thread runtime with a local set (the
     /// writer is spawned on the current worker, as on actix's).
     fn local(test: impl std::future::Future<Output = ()>) {
@@ -719,12 +734,12 @@ mod tests {
             let early = BytesMut::from(&frame(0x82, b"early")[..]);
             let (outbox, mut reader) = serve(hub_end, early, 8, 1024, &Arc::default());
             assert_eq!(
-                reader.next().await.unwrap().unwrap(),
+                next_of(&mut reader).await.unwrap().unwrap(),
                 Incoming::Binary(Bytes::from_static(b"early"))
             );
             client.write_all(&frame(0x82, b"later")).await.unwrap();
             assert_eq!(
-                reader.next().await.unwrap().unwrap(),
+                next_of(&mut reader).await.unwrap().unwrap(),
                 Incoming::Binary(Bytes::from_static(b"later"))
             );
             assert_eq!(reader.buf.capacity(), 0, "no buffer kept between frames");
@@ -732,15 +747,21 @@ mod tests {
             outbox.push(Bytes::from_static(b"ab")).unwrap();
             outbox.push(Bytes::from_static(b"c")).unwrap();
             let mut got = [0; 7];
-            client.read_exact(&mut got).await.unwrap();
+            tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut got))
+                .await
+                .expect("written in time")
+                .unwrap();
             assert_eq!(got, [0x82, 2, b'a', b'b', 0x82, 1, b'c']);
 
             outbox.close(CloseReason::new(4003, "bye"));
             let mut close = Vec::new();
-            client.read_to_end(&mut close).await.unwrap();
+            tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut close))
+                .await
+                .expect("closed in time")
+                .unwrap();
             assert_eq!(close, [0x88, 5, 0x0f, 0xa3, b'b', b'y', b'e']);
             // The writer is done: the reader ends too.
-            assert!(reader.next().await.is_none());
+            assert!(next_of(&mut reader).await.is_none());
             assert_eq!(
                 outbox.push(Bytes::from_static(b"x")),
                 Err(crate::PushError::Closed)
@@ -762,7 +783,7 @@ mod tests {
             outbox.close(CloseReason::new(4008, "slow"));
             let started = tokio::time::Instant::now();
             assert!(
-                reader.next().await.is_none(),
+                next_of(&mut reader).await.is_none(),
                 "the reader ends with the writer"
             );
             let waited = started.elapsed();
@@ -785,7 +806,7 @@ mod tests {
             let (hub_end, client) = tokio::io::duplex(1024);
             let (_outbox, mut reader) = serve(hub_end, BytesMut::new(), 8, 1024, &Arc::default());
             drop(client);
-            assert!(reader.next().await.is_none());
+            assert!(next_of(&mut reader).await.is_none());
         });
     }
 }

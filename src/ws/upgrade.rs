@@ -136,11 +136,7 @@ where
                         "a WebSocket upgrade is a GET".into(),
                     ),
                 );
-                let mut response: Response<BoxBody> = refusal.into();
-                response
-                    .head_mut()
-                    .set_connection_type(ConnectionType::Close);
-                let _ = tokio::time::timeout(WRITE_TIMEOUT, refuse(framed, response)).await;
+                let _ = tokio::time::timeout(WRITE_TIMEOUT, refuse(framed, refusal.into())).await;
                 return Ok(());
             }
             request.extensions_mut().insert(UpgradeLane);
@@ -159,9 +155,6 @@ where
             let takeover = response.extensions_mut().remove::<Takeover>();
             if response.status() != StatusCode::SWITCHING_PROTOCOLS {
                 // Refused or not a socket: answered, and the connection ends.
-                response
-                    .head_mut()
-                    .set_connection_type(ConnectionType::Close);
                 let _ = tokio::time::timeout(WRITE_TIMEOUT, refuse(framed, response)).await;
                 return Ok(());
             }
@@ -190,7 +183,10 @@ where
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
 /// Writes an answer that is not a `101`, then closes the connection.
-async fn refuse<T: SocketIo>(mut framed: Framed<T, h1::Codec>, response: Response<BoxBody>) {
+async fn refuse<T: SocketIo>(mut framed: Framed<T, h1::Codec>, mut response: Response<BoxBody>) {
+    response
+        .head_mut()
+        .set_connection_type(ConnectionType::Close);
     let (head, body) = response.into_parts();
     let Ok(body) = actix_http::body::to_bytes_limited(body, MAX_ANSWER_BYTES).await else {
         return;

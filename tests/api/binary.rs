@@ -430,15 +430,7 @@ fn the_hub_serves_https_when_given_a_certificate() {
     };
     assert!(body.contains("ok"), "{body}");
     // The explorer's sign-in sets a Secure cookie under TLS.
-    let minted = Command::new(BINARY)
-        .args([
-            "token", "--role", "viewer", "--sub", "reader", "--ttl", "1h",
-        ])
-        .env("HOTSWAP_DATA_DIR", dir.path())
-        .output()
-        .unwrap();
-    assert!(minted.status.success());
-    let token = String::from_utf8(minted.stdout).unwrap().trim().to_owned();
+    let token = mint(dir.path(), "viewer", "reader");
     let signed_in = Command::new("curl")
         .args([
             "-sk",
@@ -485,12 +477,7 @@ fn the_hub_serves_https_when_given_a_certificate() {
     assert_eq!(untrusted.status.code(), Some(5));
     // A game server over wss: the socket the hub takes off the HTTP server
     // is a TLS stream here, read and written the same way.
-    let admin = Command::new(BINARY)
-        .args(["token", "--role", "admin", "--sub", "root", "--ttl", "1h"])
-        .env("HOTSWAP_DATA_DIR", dir.path())
-        .output()
-        .unwrap();
-    let admin = String::from_utf8(admin.stdout).unwrap().trim().to_owned();
+    let admin = mint(dir.path(), "admin", "root");
     let created = Command::new("curl")
         .args([
             "-sk",
@@ -545,6 +532,21 @@ fn migrate_applies_migrations_and_exits() {
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("sqlite:// or postgres://"));
+}
+
+/// A one-hour token for `role`, minted by the binary from `data_dir`'s secret.
+fn mint(data_dir: &Path, role: &str, sub: &str) -> String {
+    let minted = Command::new(BINARY)
+        .args(["token", "--role", role, "--sub", sub, "--ttl", "1h"])
+        .env("HOTSWAP_DATA_DIR", data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        minted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&minted.stderr)
+    );
+    String::from_utf8(minted.stdout).unwrap().trim().to_owned()
 }
 
 /// Connects a game server over wss (trusting `cert`), says hello and reads

@@ -23,9 +23,12 @@
 //! - `registry.rs`: [`Registry`], every known game server, indexed by
 //!   subscription for fan-out, with the outboxes of the connected ones.
 //! - `session.rs`: [`ServerSession`], one actix actor per connected socket.
+//! - `reactor.rs`: a worker thread's own epoll set for the plain-TCP
+//!   sockets it took, read in batches when busy (one wake for many frames).
 //! - `socket.rs`: a socket the hub took from the HTTP server: its reader
-//!   (WebSocket frames parsed and bounded, polled by the session actor)
-//!   and its writer task (the outbox, straight to the stream).
+//!   (WebSocket frames, polled by the session actor) and its writer task
+//!   (the outbox, straight to the stream).
+//! - `wsframe.rs`: RFC 6455 client frames, parsed and bounded.
 
 pub mod bucket;
 pub mod clock;
@@ -33,9 +36,11 @@ pub mod deployment;
 pub mod gate;
 pub mod live_event;
 pub mod outbox;
+pub mod reactor;
 pub mod registry;
 pub mod session;
 pub mod socket;
+mod wsframe;
 
 pub use clock::Clock;
 pub use deployment::{DeploymentDriver, DeploymentHandle, Flow, Stopped};

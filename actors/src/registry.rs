@@ -128,11 +128,11 @@ fn gone(entry: &Entry, before_ms: i64) -> bool {
 #[derive(Default)]
 struct Inner {
     /// Server id (the entry's own, shared) → its slot in `slots`.
-    index: HashMap<Arc<str>, usize>,
+    index: HashMap<Arc<str>, usize, ahash::RandomState>,
     slots: Vec<Option<Entry>>,
     free: Vec<usize>,
     /// Config name → slots of the servers subscribed to it (connected or not).
-    by_config: HashMap<String, BTreeSet<usize>>,
+    by_config: HashMap<String, BTreeSet<usize>, ahash::RandomState>,
 }
 
 impl Inner {

@@ -139,7 +139,7 @@ pub struct ServerSession {
     host: Arc<dyn SessionHost>,
     settings: SessionSettings,
     /// Set once the hub accepted the `hello`.
-    server_id: Option<String>,
+    server_id: Option<std::rc::Rc<str>>,
     hello_received: bool,
     last_heard: Instant,
     stale: bool,
@@ -226,7 +226,7 @@ impl ServerSession {
                 .into_actor(self)
                 .map(move |outcome, actor, ctx| match outcome {
                     Ok(Ok(outcome)) => {
-                        actor.server_id = Some(id);
+                        actor.server_id = Some(id.into());
                         for frame in outcome.frames {
                             actor.push(ctx, frame);
                         }

@@ -31,7 +31,7 @@ struct Key {
 
 #[derive(Debug, Default)]
 pub(super) struct Aggregates {
-    pending: Mutex<HashMap<Key, Tally>>,
+    pending: Mutex<HashMap<Key, Tally, ahash::RandomState>>,
     /// Finished minutes whose write failed, retried at the next flush.
     unwritten: Mutex<Vec<MetricMinuteRow>>,
 }

@@ -27,7 +27,7 @@ impl Hub {
         cluster: Option<Arc<crate::cluster::Cluster>>,
     ) -> anyhow::Result<Arc<Self>> {
         let mut conn = store.conn().await?;
-        let mut serving: HashMap<String, Serving> = HashMap::new();
+        let mut serving = super::ServingMap::default();
         for (name, environment, revision) in store_hub::active_revisions(&mut conn).await? {
             serving
                 .entry(name)

@@ -54,6 +54,11 @@ use crate::{
 use deployments::Runs;
 use documents::DocumentCache;
 use engine::Serving;
+
+/// Configs being served, by name; read on every metrics frame and ack, so
+/// keyed with aHash (random keys per process, resistant to HashDoS) rather
+/// than the slower SipHash.
+type ServingMap = HashMap<String, Serving, ahash::RandomState>;
 use hotswap_actors::{Registry, SessionGate, SessionHost};
 use hotswap_client::sync::lock;
 use sessions::HubHost;
@@ -95,7 +100,7 @@ pub struct Hub {
     settings: HubSettings,
     deployment_settings: DeploymentSettings,
     /// Per config: active revision, standing layers, the deployment in flight.
-    serving: RwLock<HashMap<String, Serving>>,
+    serving: RwLock<ServingMap>,
     documents: DocumentCache,
     runs: Runs,
     aggregates: aggregates::Aggregates,

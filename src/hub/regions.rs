@@ -22,7 +22,7 @@ pub const OTHER: &str = "(other)";
 #[derive(Debug, Default)]
 struct Names {
     /// Region → the key whose server brought it.
-    names: HashMap<Arc<str>, Arc<str>>,
+    names: HashMap<Arc<str>, Arc<str>, ahash::RandomState>,
     per_key: HashMap<Arc<str>, usize>,
 }
 

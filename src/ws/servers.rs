@@ -62,7 +62,14 @@ pub async fn server_socket(
     };
     // Runs on this worker once the 101 is written: the session lives here.
     let takeover = Takeover::new(move |io, read| {
-        let (outbox, reader) = hotswap_actors::socket::serve(io, read, queue, limit, &open);
+        let (outbox, reader) = match hotswap_actors::socket::serve(io, read, queue, limit, &open) {
+            Ok(served) => served,
+            Err(error) => {
+                // The connection is dropped (the client sees it close
+                // after the 101); its place at the gate goes with `permit`.
+                return tracing::warn!(%error, "could not serve a game server's socket");
+            }
+        };
         // A revocation between the admission and now closes it at once.
         permit.attach(
             &outbox,

@@ -142,11 +142,11 @@ impl Serving {
 }
 
 impl Hub {
-    pub(in crate::hub) fn serving_read(&self) -> RwLockReadGuard<'_, HashMap<String, Serving>> {
+    pub(in crate::hub) fn serving_read(&self) -> RwLockReadGuard<'_, crate::hub::ServingMap> {
         hotswap_client::sync::read(&self.serving)
     }
 
-    pub(in crate::hub) fn serving_write(&self) -> RwLockWriteGuard<'_, HashMap<String, Serving>> {
+    pub(in crate::hub) fn serving_write(&self) -> RwLockWriteGuard<'_, crate::hub::ServingMap> {
         hotswap_client::sync::write(&self.serving)
     }
 

@@ -1,0 +1,575 @@
+//! Plain-TCP game-server sockets, woken in batches.
+//!
+//! On tokio's own reactor every socket that becomes readable wakes its
+//! worker thread: 10,000 servers sending a metrics frame a second each
+//! make thousands of thread wake-ups a second, each costing more than the
+//! frame's own work. Here a worker's taken sockets sit in an epoll set of
+//! their own (one per worker thread), watched two ways:
+//!
+//! - **Idle**: a watcher thread waits on the set and wakes the worker at
+//!   its first event, so a quiet socket's frame is read at once.
+//! - **Busy** (a second wake within [`BATCH_WINDOW`] of the last): nobody
+//!   waits on the set; the worker looks at it once a window and handles
+//!   what every socket got in the meantime in one wake. A read waits at
+//!   most about one window more (tokio's timer rounds up to the next
+//!   millisecond); writes go straight to the socket and wait only when
+//!   its buffer is full. The first look that finds nothing goes back to
+//!   idle, and the watcher reports at once anything that came in between.
+//!
+//! The watcher holds the set's descriptor in a poll of its own, added once
+//! while the set is empty: it never takes an event from the set, and the
+//! set never moves in or out of another (adding an epoll set to another
+//! walks every descriptor in it). Readiness follows tokio's rules
+//! (edge-triggered, cleared by a read or write that would block or came
+//! up short); the sockets' tasks, the set and its driver live on the
+//! worker thread.
+
+use mio::{Events, Interest, Token, unix::SourceFd};
+use slab::Slab;
+use std::{
+    cell::RefCell,
+    io::{self, Read, Write},
+    net::Shutdown,
+    os::fd::AsRawFd,
+    pin::Pin,
+    rc::Rc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll, Waker},
+    thread::Thread,
+    time::{Duration, Instant},
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// How long a busy worker lets socket events gather before it reads them.
+pub const BATCH_WINDOW: Duration = Duration::from_millis(1);
+
+/// Events taken per look at the set; more are taken by looking again.
+const EVENTS_PER_LOOK: usize = 1024;
+
+/// One socket's readiness and the tasks waiting on it.
+#[derive(Debug)]
+struct Readiness {
+    readable: bool,
+    writable: bool,
+    reader: Option<Waker>,
+    writer: Option<Waker>,
+}
+
+/// A worker thread's set of sockets.
+#[derive(Debug)]
+struct Reactor {
+    /// Registers sockets in the set (a duplicate of its descriptor).
+    registry: mio::Registry,
+    sockets: RefCell<Slab<Readiness>>,
+    /// Set if the driver stopped on an error: sockets then fail their
+    /// reads and writes, and the next socket gets a new set.
+    failed: RefCell<Option<io::ErrorKind>>,
+    /// Looks taken by the window (busy), for tests to see the mode used.
+    windowed: std::cell::Cell<u64>,
+}
+
+thread_local! {
+    static REACTOR: RefCell<Option<Rc<Reactor>>> = const { RefCell::new(None) };
+}
+
+impl Reactor {
+    /// This worker thread's set, made (its driver spawned on the thread's
+    /// local task set, its watcher thread started) on first use.
+    fn current() -> io::Result<Rc<Reactor>> {
+        REACTOR.with(|slot| {
+            let mut slot = slot.borrow_mut();
+            if let Some(reactor) = slot.as_ref().filter(|r| r.failed.borrow().is_none()) {
+                return Ok(reactor.clone());
+            }
+            let set = mio::Poll::new()?;
+            let reactor = Rc::new(Reactor {
+                registry: set.registry().try_clone()?,
+                sockets: RefCell::new(Slab::new()),
+                failed: RefCell::new(None),
+                windowed: std::cell::Cell::new(0),
+            });
+            // The watcher's own poll holds the set's descriptor, added
+            // once while the set is empty (adding an epoll set to another
+            // walks every descriptor in it).
+            let watcher_poll = mio::Poll::new()?;
+            watcher_poll.registry().register(
+                &mut SourceFd(&set.as_raw_fd()),
+                SET,
+                Interest::READABLE,
+            )?;
+            let watch = Arc::new(Watch {
+                armed: AtomicBool::new(false),
+                stop: AtomicBool::new(false),
+                failed: AtomicBool::new(false),
+                ready: tokio::sync::Notify::new(),
+                wake: mio::Waker::new(watcher_poll.registry(), STOP)?,
+            });
+            let watcher = std::thread::Builder::new()
+                .name("hotswap-socket-watch".into())
+                .spawn({
+                    let watch = watch.clone();
+                    move || watch_set(watcher_poll, &watch)
+                })?
+                .thread()
+                .clone();
+            tokio::task::spawn_local(drive(reactor.clone(), set, watch, watcher));
+            *slot = Some(reactor.clone());
+            Ok(reactor)
+        })
+    }
+
+    /// Takes every event the set holds and wakes the tasks waiting on
+    /// them; returns how many there were.
+    fn dispatch(&self, poll: &mut mio::Poll, events: &mut Events) -> io::Result<usize> {
+        let mut total = 0;
+        loop {
+            match poll.poll(events, Some(Duration::ZERO)) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(error),
+            }
+            let mut sockets = self.sockets.borrow_mut();
+            let mut taken = 0;
+            for event in events.iter() {
+                taken += 1;
+                // A token freed since (its socket closed) may name another
+                // socket now: a spurious wake, which the read or write that
+                // would block clears.
+                let Some(socket) = sockets.get_mut(event.token().0) else {
+                    continue;
+                };
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    socket.readable = true;
+                    if let Some(waker) = socket.reader.take() {
+                        waker.wake();
+                    }
+                }
+                if event.is_writable() || event.is_write_closed() || event.is_error() {
+                    socket.writable = true;
+                    if let Some(waker) = socket.writer.take() {
+                        waker.wake();
+                    }
+                }
+            }
+            total += taken;
+            if taken < EVENTS_PER_LOOK {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// The driver stopped: every waiting task learns it from its next
+    /// read or write.
+    fn fail(&self, kind: io::ErrorKind) {
+        *self.failed.borrow_mut() = Some(kind);
+        let wakers: Vec<Waker> = self
+            .sockets
+            .borrow_mut()
+            .iter_mut()
+            .flat_map(|(_, s)| [s.reader.take(), s.writer.take()])
+            .flatten()
+            .collect();
+        wakers.into_iter().for_each(Waker::wake);
+    }
+}
+
+/// The watcher's tokens: the set became readable, or it is told to stop.
+const SET: Token = Token(0);
+const STOP: Token = Token(1);
+
+/// What a worker and its watcher thread share.
+#[derive(Debug)]
+struct Watch {
+    /// The worker is idle: the watcher waits on the set for it.
+    armed: AtomicBool,
+    stop: AtomicBool,
+    /// The watcher's wait failed: the set can no longer be watched.
+    failed: AtomicBool,
+    /// The set holds an event (or the watcher failed).
+    ready: tokio::sync::Notify,
+    /// Breaks the watcher's wait when the driver goes away.
+    wake: mio::Waker,
+}
+
+/// The watcher thread: while the worker is idle, it waits on the set and
+/// wakes the worker at its first event; while the worker is busy it
+/// sleeps, so events gather with no wake-up at all.
+///
+/// It never takes an event from the set (the worker does): its own poll
+/// holds the set's descriptor, which reads ready while the set holds one.
+fn watch_set(mut poll: mio::Poll, watch: &Watch) {
+    let mut events = Events::with_capacity(4);
+    loop {
+        while !watch.armed.swap(false, Ordering::AcqRel) {
+            if watch.stop.load(Ordering::Acquire) {
+                return;
+            }
+            std::thread::park();
+        }
+        if watch.stop.load(Ordering::Acquire) {
+            return;
+        }
+        match poll.poll(&mut events, None) {
+            Ok(()) => watch.ready.notify_one(),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {
+                watch.armed.store(true, Ordering::Release);
+            }
+            Err(error) => {
+                tracing::error!(%error, "the socket set's watcher stopped");
+                watch.failed.store(true, Ordering::Release);
+                watch.ready.notify_one();
+                return;
+            }
+        }
+    }
+}
+
+/// The set's driver, on its worker: woken by the watcher while idle, by
+/// the window while busy.
+async fn drive(reactor: Rc<Reactor>, mut set: mio::Poll, watch: Arc<Watch>, watcher: Thread) {
+    let alive = DriverAlive {
+        reactor,
+        watch,
+        watcher,
+    };
+    let DriverAlive {
+        reactor,
+        watch,
+        watcher,
+    } = &alive;
+    let mut events = Events::with_capacity(EVENTS_PER_LOOK);
+    let mut last_wake: Option<Instant> = None;
+    let stopped = |error: io::Error| {
+        tracing::error!(%error, "the socket set's driver stopped");
+        reactor.fail(error.kind());
+    };
+    loop {
+        // Idle: the watcher wakes us on the set's first event.
+        watch.armed.store(true, Ordering::Release);
+        watcher.unpark();
+        watch.ready.notified().await;
+        if watch.failed.load(Ordering::Acquire) {
+            return stopped(io::Error::other("the watcher stopped"));
+        }
+        if let Err(error) = reactor.dispatch(&mut set, &mut events) {
+            return stopped(error);
+        }
+        let now = Instant::now();
+        let busy = last_wake.is_some_and(|last| now.duration_since(last) < BATCH_WINDOW);
+        last_wake = Some(now);
+        if !busy {
+            continue;
+        }
+        // Busy: the watcher sleeps; the set is read once a window.
+        loop {
+            tokio::time::sleep(BATCH_WINDOW).await;
+            reactor.windowed.set(reactor.windowed.get() + 1);
+            match reactor.dispatch(&mut set, &mut events) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(error) => return stopped(error),
+            }
+        }
+        // Back to idle: an event since the last look wakes us at once.
+        last_wake = None;
+    }
+}
+
+/// Stops the watcher, and marks the set failed, when the driver goes away
+/// (its runtime stopped): no event would reach its sockets any more.
+struct DriverAlive {
+    reactor: Rc<Reactor>,
+    watch: Arc<Watch>,
+    watcher: Thread,
+}
+
+impl Drop for DriverAlive {
+    fn drop(&mut self) {
+        self.watch.stop.store(true, Ordering::Release);
+        let _ = self.watch.wake.wake();
+        self.watcher.unpark();
+        if self.reactor.failed.borrow().is_none() {
+            self.reactor.fail(io::ErrorKind::BrokenPipe);
+        }
+    }
+}
+
+/// A socket in its worker's set; deregistered when both halves are gone.
+#[derive(Debug)]
+struct Socket {
+    io: mio::net::TcpStream,
+    token: usize,
+    reactor: Rc<Reactor>,
+}
+
+impl Socket {
+    /// Runs `op` once the socket is ready for it (`read` or write),
+    /// clearing readiness when it would block or came up short.
+    fn poll_io(
+        &self,
+        cx: &mut Context<'_>,
+        read: bool,
+        mut op: impl FnMut(&mio::net::TcpStream) -> io::Result<(usize, bool)>,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            if let Some(kind) = *self.reactor.failed.borrow() {
+                return Poll::Ready(Err(io::Error::new(kind, "the socket set's driver stopped")));
+            }
+            {
+                let mut sockets = self.reactor.sockets.borrow_mut();
+                let socket = &mut sockets[self.token];
+                let (ready, waker) = if read {
+                    (socket.readable, &mut socket.reader)
+                } else {
+                    (socket.writable, &mut socket.writer)
+                };
+                if !ready {
+                    match waker {
+                        Some(waker) if waker.will_wake(cx.waker()) => {}
+                        _ => *waker = Some(cx.waker().clone()),
+                    }
+                    return Poll::Pending;
+                }
+            }
+            match op(&self.io) {
+                Ok((n, short)) => {
+                    if short {
+                        // The kernel's buffer is drained (or full): the
+                        // next edge says when there is more.
+                        self.clear(read);
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => self.clear(read),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+        }
+    }
+
+    fn clear(&self, read: bool) {
+        let mut sockets = self.reactor.sockets.borrow_mut();
+        let socket = &mut sockets[self.token];
+        if read {
+            socket.readable = false;
+        } else {
+            socket.writable = false;
+        }
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        // Closing the descriptor would take it out of the set too; this
+        // says so at once, and frees the token.
+        let _ = self.reactor.registry.deregister(&mut self.io);
+        self.reactor.sockets.borrow_mut().try_remove(self.token);
+    }
+}
+
+/// The read half of a socket in its worker's set.
+#[derive(Debug)]
+pub struct TcpReader(Rc<Socket>);
+
+/// The write half of a socket in its worker's set.
+#[derive(Debug)]
+pub struct TcpWriter(Rc<Socket>);
+
+/// Moves `stream` from tokio's reactor into this worker's set. Must run on
+/// the worker thread (inside its local task set) that will use the halves.
+pub fn take(stream: tokio::net::TcpStream) -> io::Result<(TcpReader, TcpWriter)> {
+    let reactor = Reactor::current()?;
+    let mut io = mio::net::TcpStream::from_std(stream.into_std()?);
+    let token = reactor.sockets.borrow_mut().insert(Readiness {
+        // Unknown yet: the first read or write finds out.
+        readable: true,
+        writable: true,
+        reader: None,
+        writer: None,
+    });
+    if let Err(error) = reactor.registry.register(
+        &mut io,
+        Token(token),
+        Interest::READABLE | Interest::WRITABLE,
+    ) {
+        reactor.sockets.borrow_mut().remove(token);
+        return Err(error);
+    }
+    let socket = Rc::new(Socket { io, token, reactor });
+    Ok((TcpReader(socket.clone()), TcpWriter(socket)))
+}
+
+impl AsyncRead for TcpReader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let unfilled = buf.initialize_unfilled();
+        let room = unfilled.len();
+        let read = self.0.poll_io(cx, true, |mut io| {
+            let n = io.read(unfilled)?;
+            Ok((n, n > 0 && n < room))
+        });
+        match read {
+            Poll::Ready(Ok(n)) => {
+                buf.advance(n);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for TcpWriter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.0.poll_io(cx, false, |mut io| {
+            let n = io.write(data)?;
+            Ok((n, n > 0 && n < data.len()))
+        })
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.0.io.shutdown(Shutdown::Write) {
+            // Already gone: nothing left to shut.
+            Err(error) if error.kind() == io::ErrorKind::NotConnected => Poll::Ready(Ok(())),
+            result => Poll::Ready(result),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn local(test: impl std::future::Future<Output = ()>) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        tokio::task::LocalSet::new().block_on(&runtime, test);
+    }
+
+    async fn pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        (accepted.unwrap().0, client.unwrap())
+    }
+
+    fn within<F: std::future::Future>(f: F) -> tokio::time::Timeout<F> {
+        tokio::time::timeout(Duration::from_secs(10), f)
+    }
+
+    #[test]
+    fn bytes_cross_both_ways_and_a_close_ends_the_read() {
+        local(async {
+            let (hub, mut client) = pair().await;
+            let (mut reader, mut writer) = take(hub).unwrap();
+            client.write_all(b"hello").await.unwrap();
+            let mut got = [0; 5];
+            within(reader.read_exact(&mut got)).await.unwrap().unwrap();
+            assert_eq!(&got, b"hello");
+            writer.write_all(b"world").await.unwrap();
+            within(client.read_exact(&mut got)).await.unwrap().unwrap();
+            assert_eq!(&got, b"world");
+            writer.shutdown().await.unwrap();
+            let mut rest = Vec::new();
+            within(client.read_to_end(&mut rest))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(rest.is_empty(), "the write side is shut");
+            drop(client);
+            let n = within(reader.read(&mut got)).await.unwrap().unwrap();
+            assert_eq!(n, 0, "the client closed");
+        });
+    }
+
+    #[test]
+    fn many_sockets_busy_at_once_are_all_read() {
+        local(async {
+            let mut sockets = Vec::new();
+            for _ in 0..200 {
+                let (hub, client) = pair().await;
+                sockets.push((take(hub).unwrap(), client));
+            }
+            // Several rounds, each faster than the window: the set goes
+            // busy, is read by the window, then idle again in between.
+            for round in 0..5u8 {
+                for (_, client) in &mut sockets {
+                    client.write_all(&[round; 3]).await.unwrap();
+                }
+                for ((reader, _), _) in &mut sockets {
+                    let mut got = [0; 3];
+                    within(reader.read_exact(&mut got)).await.unwrap().unwrap();
+                    assert_eq!(got, [round; 3]);
+                }
+                tokio::time::sleep(BATCH_WINDOW * 5).await;
+            }
+            let reactor = Reactor::current().unwrap();
+            assert!(reactor.windowed.get() > 0, "the set went busy");
+            assert_eq!(reactor.sockets.borrow().len(), 200);
+        });
+    }
+
+    #[test]
+    fn a_full_send_buffer_waits_for_the_client_to_read() {
+        local(async {
+            let (hub, mut client) = pair().await;
+            let (_reader, mut writer) = take(hub).unwrap();
+            let block = vec![9u8; 1 << 20];
+            let sent = 8usize << 20;
+            let write = async {
+                for _ in 0..8 {
+                    writer.write_all(&block).await.unwrap();
+                }
+                writer.shutdown().await.unwrap();
+            };
+            let read = async {
+                let mut all = Vec::new();
+                client.read_to_end(&mut all).await.unwrap();
+                all.len()
+            };
+            let ((), got) = within(async { tokio::join!(write, read) }).await.unwrap();
+            assert_eq!(got, sent);
+        });
+    }
+
+    #[test]
+    fn a_dropped_socket_frees_its_place_and_is_closed() {
+        local(async {
+            let (hub, mut client) = pair().await;
+            let (reader, writer) = take(hub).unwrap();
+            let reactor = Reactor::current().unwrap();
+            assert_eq!(reactor.sockets.borrow().len(), 1);
+            drop(reader);
+            assert_eq!(
+                reactor.sockets.borrow().len(),
+                1,
+                "the writer still holds it"
+            );
+            drop(writer);
+            assert_eq!(reactor.sockets.borrow().len(), 0);
+            let mut rest = Vec::new();
+            within(client.read_to_end(&mut rest))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(rest.is_empty());
+        });
+    }
+}

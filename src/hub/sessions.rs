@@ -485,7 +485,13 @@ impl SessionHost for HubHost {
 
     fn metrics(&self, server_id: &str, report: MetricsReport) -> Result<(), FrameError> {
         let hub = &self.0;
-        let max_players = hub.settings.max_players_per_server;
+        let capacity = hub
+            .registry
+            .read_then(server_id, |record| record.capacity)
+            .unwrap_or(0);
+        let allowed = metrics::players_allowed(capacity, hub.settings.max_players_per_server);
+        let histograms = metrics::validate(&report, allowed)
+            .map_err(|why| FrameError::new("invalid_metrics", why))?;
         // A split that does not add up costs the split only: the report
         // still counts (deployments judge on it), and the server is told.
         let (samples, bad_split) = match metrics::validate_variants(&report) {
@@ -493,12 +499,9 @@ impl SessionHost for HubHost {
             Err(why) => (Vec::new(), Some(why)),
         };
         let split = !samples.is_empty();
+        hub.stats.metrics_frames.fetch_add(1, Ordering::Relaxed);
         let at = now_ms();
-        // One look at the record: validated against its capacity, then
-        // counted, under the same lock.
         let counted = hub.registry.update_then(server_id, |record| {
-            let allowed = metrics::players_allowed(record.capacity, max_players);
-            let histograms = metrics::validate(&report, allowed)?;
             record.metrics_frames += 1;
             record.players = report.players;
             let since = record
@@ -508,32 +511,15 @@ impl SessionHost for HubHost {
             record.last_metrics_ms = Some(at);
             let elapsed = u64::try_from(at - since).unwrap_or(0);
             let subscriptions = split.then(|| record.subscriptions.clone());
-            Ok::<_, String>((
-                hub.destinations(record, true, at),
-                elapsed,
-                subscriptions,
-                histograms,
-            ))
+            (hub.destinations(record, true, at), elapsed, subscriptions)
         });
-        let counted = match counted {
-            Some(Ok(counted)) => Some(counted),
-            Some(Err(why)) => return Err(FrameError::new("invalid_metrics", why)),
-            // Not a known server (any more): judged as one of no capacity,
-            // counted nowhere.
-            None => {
-                metrics::validate(&report, metrics::players_allowed(0, max_players))
-                    .map_err(|why| FrameError::new("invalid_metrics", why))?;
-                None
-            }
-        };
-        hub.stats.metrics_frames.fetch_add(1, Ordering::Relaxed);
-        let counted = counted.map(|(to, elapsed, subscriptions, histograms)| {
+        let counted = counted.map(|(to, elapsed, subscriptions)| {
             if let (Some(subscriptions), Some(sink)) = (subscriptions, hub.variant_sink.get()) {
                 sink(&subscriptions, samples);
             }
-            (to, elapsed, histograms)
+            (to, elapsed)
         });
-        if let Some((to, elapsed, histograms)) = counted {
+        if let Some((to, elapsed)) = counted {
             let decoded = Arc::new(metrics::decode(
                 &report,
                 histograms,

@@ -153,9 +153,10 @@ async fn a_deployment_started_on_one_node_reaches_servers_on_every_node() {
         (Some(9), Some(9)),
         "A counted the acks of the servers on B and C: {view}"
     );
+    // B and C learn it from A's next word on the deployment (at most a
+    // second or so later), not at the same instant.
     for node in [b, c] {
-        let seen = deployment(node, &id).await;
-        assert_eq!(seen["status"], "Completed", "{seen}");
+        node.wait_deployment_status(&id, "Completed").await;
     }
     // A second deployment of the config from node B while none is in
     // flight works the same way round.

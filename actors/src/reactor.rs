@@ -481,15 +481,8 @@ impl AsyncWrite for TcpWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::socket::tests::local;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    fn local(test: impl std::future::Future<Output = ()>) {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        tokio::task::LocalSet::new().block_on(&runtime, test);
-    }
 
     async fn pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -328,24 +328,20 @@ pub fn serve(
     max_message: usize,
     open: &Arc<OpenSockets>,
 ) -> io::Result<(Outbox, SocketReader)> {
-    if (&*io as &dyn Any).is::<tokio::net::TcpStream>() {
-        let any: Box<dyn Any> = io;
-        let tcp = any
-            .downcast::<tokio::net::TcpStream>()
-            .expect("checked just above");
-        let (reader, writer) = crate::reactor::take(*tcp)?;
-        return Ok(serve_halves(
-            Box::new(reader),
-            writer,
-            read,
-            queue_capacity,
-            max_message,
-            open,
-        ));
-    }
-    let (reader, writer) = tokio::io::split(io);
+    let (reader, writer): (Box<dyn AsyncRead + Unpin>, Box<dyn AsyncWrite + Unpin>) =
+        if (&*io as &dyn Any).is::<tokio::net::TcpStream>() {
+            let any: Box<dyn Any> = io;
+            let tcp = any
+                .downcast::<tokio::net::TcpStream>()
+                .expect("checked just above");
+            let (reader, writer) = crate::reactor::take(*tcp)?;
+            (Box::new(reader), Box::new(writer))
+        } else {
+            let (reader, writer) = tokio::io::split(io);
+            (Box::new(reader), Box::new(writer))
+        };
     Ok(serve_halves(
-        Box::new(reader),
+        reader,
         writer,
         read,
         queue_capacity,
@@ -391,7 +387,7 @@ fn serve_halves<W: AsyncWrite + Unpin + 'static>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::outbox::CloseReason;
     use crate::wsframe::tests::frame;
@@ -410,7 +406,7 @@ mod tests {
 
     /// Runs `test` on a current-thread runtime with a local set (the
     /// writer is spawned on the current worker, as on actix's).
-    fn local(test: impl std::future::Future<Output = ()>) {
+    pub(crate) fn local(test: impl std::future::Future<Output = ()>) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

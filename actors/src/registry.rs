@@ -293,6 +293,20 @@ impl Registry {
         self.read().get(server_id).map(|e| read(&e.record))
     }
 
+    /// What `read` takes from each of `server_ids`' records (the known
+    /// ones, in order), under one read lock.
+    pub fn read_each<'a, R>(
+        &self,
+        server_ids: impl IntoIterator<Item = &'a str>,
+        mut read: impl FnMut(&ServerRecord) -> R,
+    ) -> Vec<R> {
+        let inner = self.read();
+        server_ids
+            .into_iter()
+            .filter_map(|id| inner.get(id).map(|e| read(&e.record)))
+            .collect()
+    }
+
     /// Visits every connected server subscribed to `config` under one read
     /// lock, copying nothing (cohort counts over the whole fleet).
     pub fn for_each_connected(&self, config: &str, mut visit: impl FnMut(&ServerRecord)) {
@@ -553,6 +567,29 @@ mod tests {
         assert_eq!(ids(&registry.targets("maps", |_| true)), ["b", "d", "e"]);
         assert!(registry.get("a").is_none());
         assert_eq!(registry.connected_count(), 4);
+    }
+
+    #[test]
+    fn read_each_reads_the_known_servers_in_the_order_asked() {
+        let registry = Registry::default();
+        for id in ["a", "b", "c"] {
+            let (outbox, _) = Outbox::channel(4);
+            registry.connect(record(id, &["loot"]), outbox);
+        }
+        registry.update("b", |r| r.players = 7);
+        let read = registry.read_each(["c", "gone", "b", "a"], |r| {
+            (r.server_id.clone(), r.players)
+        });
+        assert_eq!(
+            read,
+            [
+                ("c".to_owned(), 0),
+                ("b".to_owned(), 7),
+                ("a".to_owned(), 0)
+            ],
+            "an unknown id is skipped, the rest keep the asked order"
+        );
+        assert!(registry.read_each([], |r| r.players).is_empty());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::{
     players::PlayerModel,
     progress,
     report::{Report, Summary},
-    worker::{Delivery, WorkerSpec},
+    worker::{Delivery, FloorClient, WorkerSpec},
 };
 use anyhow::{Context, bail};
 use hotswap_client::protocol::{self, HubMessage};
@@ -585,13 +585,20 @@ impl Run {
         self.report
             .series
             .push(("hub fan-out: delivery per server".into(), delivery));
-        let floor = self.floor().await?;
+        let (floor, raw) = self.floor().await?;
         self.ratio_to_floor(
             "fanout",
             "ratioToFloor",
             "last delivery / floor p50",
             &last_delivery,
             &floor.last,
+        );
+        self.ratio_to_floor(
+            "fanout",
+            "ratioToRawFloor",
+            "last delivery / bare-read floor p50",
+            &last_delivery,
+            &raw.last,
         );
         self.ratio_to_floor(
             "fanout",
@@ -650,8 +657,33 @@ impl Run {
     /// The floor, reported as `floor.*` and charted: `rounds` writes of one
     /// pre-encoded frame (a small delta's size) to as many plain sockets
     /// as there are servers, from a minimal loop, read and acked by the
-    /// same worker processes as the hub's frames.
-    async fn floor(&mut self) -> anyhow::Result<FloorRun> {
+    /// same worker processes as the hub's frames, through the same
+    /// WebSocket client and decode. Then the same with bare reads, as
+    /// `floorRaw.*` (less client work per frame than the hub's frames
+    /// cost; the floor before 2026-12-04), for comparison.
+    async fn floor(&mut self) -> anyhow::Result<(FloorRun, FloorRun)> {
+        let run = self.floor_with(FloorClient::WebSocket, "floor").await?;
+        let raw = self.floor_with(FloorClient::Raw, "floorRaw").await?;
+        let ratio = |a: &[f64], b: &[f64]| match (Summary::of(a), Summary::of(b)) {
+            (Some(a), Some(b)) if b.p50 > 0.0 => a.p50 / b.p50,
+            _ => f64::NAN,
+        };
+        // What the WebSocket client's own work adds to the machine's floor.
+        self.report.section(
+            "floor",
+            "lastAckOverRaw",
+            json!(ratio(&run.last_ack, &raw.last_ack)),
+        );
+        self.report.section(
+            "floor",
+            "lastDeliveryOverRaw",
+            json!(ratio(&run.last, &raw.last)),
+        );
+        Ok((run, raw))
+    }
+
+    /// One floor, its figures as `<section>.*`.
+    async fn floor_with(&mut self, client: FloorClient, section: &str) -> anyhow::Result<FloorRun> {
         let n = self.opts.servers;
         let frame = ws_binary_frame(&protocol::encode(&HubMessage::Delta {
             config: self.config.clone(),
@@ -668,8 +700,9 @@ impl Run {
         let addr = floor.addr()?;
         let (accepted, connected) = tokio::join!(
             floor.accept(n),
-            self.fleet
-                .call(json!({"op": "floor", "addr": addr, "frameLen": frame.len()}))
+            self.fleet.call(
+                json!({"op": "floor", "addr": addr, "frameLen": frame.len(), "client": client})
+            )
         );
         accepted?;
         connected?;
@@ -710,17 +743,17 @@ impl Run {
             run.last_ack.push(last(|r| r.2));
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        self.report.sample("floor", "deliveryMs", &delivery);
-        self.report.sample("floor", "lastDeliveryMs", &run.last);
-        self.report.sample("floor", "handledMs", &handled);
+        self.report.sample(section, "deliveryMs", &delivery);
+        self.report.sample(section, "lastDeliveryMs", &run.last);
+        self.report.sample(section, "handledMs", &handled);
         self.report
-            .sample("floor", "lastHandledMs", &run.last_handled);
-        self.report.sample("floor", "lastAckMs", &run.last_ack);
+            .sample(section, "lastHandledMs", &run.last_handled);
+        self.report.sample(section, "lastAckMs", &run.last_ack);
         self.report
-            .sample_us("floor", "cpuUsPerSocket", &run.cpu_us);
+            .sample_us(section, "cpuUsPerSocket", &run.cpu_us);
         self.report
             .series
-            .push(("floor: plain sockets".into(), delivery));
+            .push((format!("{section}: plain sockets"), delivery));
         Ok(run)
     }
 
@@ -879,13 +912,20 @@ impl Run {
         self.report
             .series
             .push(("kill switch: request to delivery".into(), delivery));
-        let floor = self.floor().await?;
+        let (floor, raw) = self.floor().await?;
         self.ratio_to_floor(
             "killSwitch",
             "ratioToFloor",
             "last ack / floor's last ack p50",
             &last_ack,
             &floor.last_ack,
+        );
+        self.ratio_to_floor(
+            "killSwitch",
+            "ratioToRawFloor",
+            "last ack / bare-read floor's last ack p50",
+            &last_ack,
+            &raw.last_ack,
         );
         Ok(())
     }

@@ -32,7 +32,10 @@ use tokio::{
     sync::watch,
 };
 use tokio_tungstenite::tungstenite::{
-    Message, client::IntoClientRequest, http::HeaderValue, protocol::WebSocketConfig,
+    Message,
+    client::IntoClientRequest,
+    http::HeaderValue,
+    protocol::{Role, WebSocketConfig},
 };
 
 /// Regions servers are spread over (round robin by index).
@@ -84,13 +87,29 @@ pub enum Command {
         revision: i64,
     },
     /// Open one plain socket per server to the floor server; each expects
-    /// frames of `frame_len` bytes.
+    /// frames of `frame_len` bytes, read as `client` says.
     Floor {
         addr: SocketAddr,
         frame_len: usize,
+        #[serde(default)]
+        client: FloorClient,
     },
     FloorCollect,
     Stop,
+}
+
+/// How a floor socket reads its frames and answers them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FloorClient {
+    /// As a simulated server reads the hub's frames: through
+    /// tokio-tungstenite (same buffers), the frame decoded and its ack
+    /// encoded and sent as a WebSocket message.
+    #[default]
+    WebSocket,
+    /// A bare `read_exact` of the frame's bytes and a pre-framed ack: less
+    /// client work than a hub frame costs a simulated server.
+    Raw,
 }
 
 /// One snapshot or delta as a server saw it.
@@ -288,7 +307,11 @@ async fn handle(shared: &Arc<Shared>, command: Command) -> Value {
                 "askedLastUs": asked_last_us,
             })
         }
-        Command::Floor { addr, frame_len } => match floor_connect(shared, addr, frame_len).await {
+        Command::Floor {
+            addr,
+            frame_len,
+            client,
+        } => match floor_connect(shared, addr, frame_len, client).await {
             Ok(()) => json!({ "ok": true }),
             Err(error) => json!({ "error": error.to_string() }),
         },
@@ -328,48 +351,114 @@ async fn floor_connect(
     shared: &Arc<Shared>,
     addr: SocketAddr,
     frame_len: usize,
+    client: FloorClient,
 ) -> anyhow::Result<()> {
     for index in 0..shared.spec.count {
         let stream = client_socket(shared.spec.source)?.connect(addr).await?;
         stream.set_nodelay(true)?;
-        let mut stream = StampedStream::new(stream)?;
-        let (shared, mut stop) = (shared.clone(), shared.stop.subscribe());
-        let mut rng = Rng::new(shared.spec.first as u64 + index as u64 + 7);
-        let config = shared.spec.config.clone();
-        tokio::spawn(async move {
-            let mut frame = vec![0u8; frame_len];
-            let mut counted = 0;
-            let mut revision = 0;
-            loop {
-                tokio::select! {
-                    read = stream.read_exact(&mut frame) => {
-                        if read.is_err() {
-                            return;
-                        }
-                        let (received, handled) = (stream.received_us(), now_us());
-                        revision += 1;
-                        let ack = ServerMessage::Ack(Ack {
-                            config: config.clone(),
-                            revision,
-                            ok: true,
-                            error: None,
-                            apply_micros: now_us().saturating_sub(handled),
-                        });
-                        let ack = masked_frame(&mut rng, &protocol::encode(&ack));
-                        if stream.write_all(&ack).await.is_err() {
-                            return;
-                        }
-                        let stamps = (received, handled, now_us());
-                        shared.floor_received.lock().unwrap().push(stamps);
-                        shared.unstamped_reads.fetch_add(stream.unstamped_reads() - counted, Relaxed);
-                        counted = stream.unstamped_reads();
-                    }
-                    _ = stop.changed() => return,
-                }
+        let stream = StampedStream::new(stream)?;
+        let (shared, stop) = (shared.clone(), shared.stop.subscribe());
+        let rng = Rng::new(shared.spec.first as u64 + index as u64 + 7);
+        match client {
+            FloorClient::WebSocket => {
+                tokio::spawn(floor_websocket(shared, stream, stop));
             }
-        });
+            FloorClient::Raw => {
+                tokio::spawn(floor_raw(shared, stream, stop, rng, frame_len));
+            }
+        }
     }
     Ok(())
+}
+
+/// A floor socket read as a simulated server reads the hub: the same
+/// WebSocket settings, the same frame decode, the same ack sent the same
+/// way (the socket is taken as already upgraded).
+async fn floor_websocket(
+    shared: Arc<Shared>,
+    stream: StampedStream,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        stream,
+        Role::Client,
+        Some(ws_config()),
+    )
+    .await;
+    let mut counted = 0;
+    loop {
+        tokio::select! {
+            frame = ws.next() => {
+                let bytes = match frame {
+                    Some(Ok(Message::Binary(bytes))) => bytes,
+                    Some(Ok(_)) => continue,
+                    _ => return,
+                };
+                let handled = now_us();
+                let received = ws.get_ref().received_us().min(handled);
+                let Ok(frame) = rmp_serde::from_slice::<Frame>(&bytes) else { return };
+                let (Some(config), Some(revision)) = (frame.config, frame.revision) else { return };
+                let ack = ServerMessage::Ack(Ack {
+                    config,
+                    revision,
+                    ok: true,
+                    error: None,
+                    apply_micros: now_us().saturating_sub(handled),
+                });
+                if ws.send(Message::Binary(protocol::encode(&ack).into())).await.is_err() {
+                    return;
+                }
+                let stamps = (received, handled, now_us());
+                shared.floor_received.lock().unwrap().push(stamps);
+                let unstamped = ws.get_ref().unstamped_reads();
+                shared.unstamped_reads.fetch_add(unstamped - counted, Relaxed);
+                counted = unstamped;
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// A floor socket read bare: `read_exact` of the frame's bytes, answered
+/// with a masked ack frame of a real ack's size.
+async fn floor_raw(
+    shared: Arc<Shared>,
+    mut stream: StampedStream,
+    mut stop: watch::Receiver<bool>,
+    mut rng: Rng,
+    frame_len: usize,
+) {
+    let config = shared.spec.config.clone();
+    let mut frame = vec![0u8; frame_len];
+    let mut counted = 0;
+    let mut revision = 0;
+    loop {
+        tokio::select! {
+            read = stream.read_exact(&mut frame) => {
+                if read.is_err() {
+                    return;
+                }
+                let (received, handled) = (stream.received_us(), now_us());
+                revision += 1;
+                let ack = ServerMessage::Ack(Ack {
+                    config: config.clone(),
+                    revision,
+                    ok: true,
+                    error: None,
+                    apply_micros: now_us().saturating_sub(handled),
+                });
+                let ack = masked_frame(&mut rng, &protocol::encode(&ack));
+                if stream.write_all(&ack).await.is_err() {
+                    return;
+                }
+                let stamps = (received, handled, now_us());
+                shared.floor_received.lock().unwrap().push(stamps);
+                shared.unstamped_reads.fetch_add(stream.unstamped_reads() - counted, Relaxed);
+                counted = stream.unstamped_reads();
+            }
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 /// A light view of a hub frame: only the fields the harness reads
@@ -455,6 +544,14 @@ fn client_socket(source: Option<IpAddr>) -> std::io::Result<TcpSocket> {
     Ok(socket)
 }
 
+/// A simulated server's WebSocket settings (the floor's too).
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_message_size(Some(4 << 20))
+}
+
 /// One session. `Ok(Some(d))`: the hub asked to come back after `d`.
 async fn session(
     shared: &Arc<Shared>,
@@ -478,12 +575,8 @@ async fn session(
         "authorization",
         HeaderValue::from_str(&format!("Bearer {}", spec.key))?,
     );
-    let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0)
-        .max_message_size(Some(4 << 20));
     let (mut ws, _) =
-        tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
+        tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config())).await?;
     let held = shared.revisions[index].load(Relaxed);
     let hello = ServerMessage::Hello(Hello {
         server_id: format!("lt-{global:05}"),

@@ -104,7 +104,16 @@ fn fanout_reports_delivery_against_the_floor() {
     assert!(
         floor_handled["max"].as_f64() <= summary(&report, "floor", "lastAckMs")["max"].as_f64()
     );
+    // Both floors, every socket every round: the WebSocket client the
+    // servers use, and bare reads.
+    assert_eq!(summary(&report, "floor", "deliveryMs")["count"], 90);
+    assert_eq!(summary(&report, "floorRaw", "deliveryMs")["count"], 90);
+    assert!(
+        report["floor"]["lastAckOverRaw"].as_f64() > Some(0.0),
+        "{report}"
+    );
     summary(&report, "fanout", "ratioToFloor");
+    summary(&report, "fanout", "ratioToRawFloor");
     summary(&report, "fanout", "handledRatioToFloor");
     assert!(report["unstampedReads"].is_u64(), "{report}");
 }
@@ -165,6 +174,11 @@ fn the_kill_switch_is_timed_to_the_last_ack() {
     let ratio = summary(&report, "killSwitch", "ratioToFloor");
     assert_eq!(ratio["count"], 2);
     assert!(ratio["p50"].as_f64().unwrap() > 0.0, "{report}");
+    assert_eq!(summary(&report, "floorRaw", "lastAckMs")["count"], 2);
+    assert_eq!(
+        summary(&report, "killSwitch", "ratioToRawFloor")["count"],
+        2
+    );
 }
 
 #[test]

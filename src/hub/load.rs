@@ -103,7 +103,7 @@ impl Hub {
             aggregates: aggregates::Aggregates::default(),
             regions: regions::RegionNames::default(),
             feedback_rate: feedback::feedback_rate(),
-            dirty: Mutex::new(HashMap::new()),
+            dirty: Mutex::new(HashMap::default()),
             first_seen: Mutex::new(first_seen),
             stopping: AtomicBool::new(false),
             sent_away_from: std::sync::OnceLock::new(),

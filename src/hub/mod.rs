@@ -109,7 +109,7 @@ pub struct Hub {
     /// Complaints over REST that may count in cohorts, per server.
     feedback_rate: feedback::FeedbackRate,
     /// Servers whose record changed since the last flush, and how much.
-    dirty: Mutex<HashMap<String, Dirty>>,
+    dirty: Mutex<HashMap<String, Dirty, ahash::RandomState>>,
     first_seen: Mutex<HashMap<String, i64>>,
     /// Set when shutdown begins: a server saying hello from then on is told
     /// to reconnect, not welcomed (it would hold the stopping hub open).

@@ -51,8 +51,9 @@ impl ServerProgress {
 /// Per server id, its part in a deployment. Keys are the registry's own
 /// ids (`Arc<str>`): a pass over 10,000 servers copies none. Hashed, not
 /// ordered: a fan-out claims every server, the API's id order is sorted
-/// out when asked for.
-pub(in crate::hub) type ServerMap = HashMap<Arc<str>, ServerProgress>;
+/// out when asked for. aHash with keys random per process: ids are chosen
+/// by clients, and every ack looks one up.
+pub(in crate::hub) type ServerMap = HashMap<Arc<str>, ServerProgress, ahash::RandomState>;
 
 /// A deployment's per-server progress, locked for one reconcile pass
 /// (whose pushes all leave at one time).
@@ -247,7 +248,7 @@ impl RunRecord {
         Arc::new(Self {
             row: Mutex::new(row),
             live: Mutex::new(LiveStatus::default()),
-            servers: Mutex::new(ServerMap::new()),
+            servers: Mutex::new(ServerMap::default()),
             changes: Default::default(),
             served: Default::default(),
             peers: Mutex::new(HashMap::new()),
@@ -720,7 +721,7 @@ mod tests {
 
     #[test]
     fn a_push_is_claimed_once_and_an_ack_settles_it() {
-        let mut servers = ServerMap::new();
+        let mut servers = ServerMap::default();
         let id: Arc<str> = Arc::from("eu-1");
         let key = || id.clone();
         assert!(claim(&mut servers, "eu-1", key, 2, 0), "first claim");
@@ -803,7 +804,7 @@ mod tests {
 
     #[test]
     fn pages_of_servers_come_in_id_order() {
-        let mut servers = ServerMap::new();
+        let mut servers = ServerMap::default();
         for i in (0..250).rev() {
             let id = format!("s-{i:03}");
             claim(&mut servers, &id, || Arc::from(id.as_str()), 1, 0);

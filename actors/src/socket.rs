@@ -29,7 +29,7 @@ use std::{
     rc::Rc,
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
@@ -265,16 +265,27 @@ impl<R, W> Drop for SocketWriter<R, W> {
 
 /// The sockets a hub took and has not let go (their writers still run):
 /// the HTTP server no longer counts them, so a graceful shutdown waits on
-/// this for their last frames (`reconnect`, the close) to leave.
+/// this for their last frames (`reconnect`, the close) to leave. Once the
+/// door is closed ([`OpenSockets::close_door`]) a new socket is served but
+/// not counted: servers sent away come back while the hub still accepts
+/// (at once, past the reconnect window), and counting them kept a stopping
+/// hub waiting out its whole grace.
 #[derive(Debug, Default)]
 pub struct OpenSockets {
     count: AtomicUsize,
     none: tokio::sync::Notify,
+    door_closed: AtomicBool,
 }
 
 impl OpenSockets {
     pub fn count(&self) -> usize {
         self.count.load(Ordering::Acquire)
+    }
+
+    /// From now on a new socket does not count: a shutdown waits only on
+    /// the sockets open when it began.
+    pub fn close_door(&self) {
+        self.door_closed.store(true, Ordering::Release);
     }
 
     /// Returns once no socket is open.
@@ -291,19 +302,25 @@ impl OpenSockets {
     }
 
     fn open(self: &Arc<Self>) -> OpenSocket {
+        if self.door_closed.load(Ordering::Acquire) {
+            return OpenSocket(None);
+        }
         self.count.fetch_add(1, Ordering::AcqRel);
-        OpenSocket(self.clone())
+        OpenSocket(Some(self.clone()))
     }
 }
 
-/// One socket counted in [`OpenSockets`] while this lives.
+/// One socket counted in [`OpenSockets`] while this lives (`None`: opened
+/// after the door closed, not counted).
 #[derive(Debug)]
-struct OpenSocket(Arc<OpenSockets>);
+struct OpenSocket(Option<Arc<OpenSockets>>);
 
 impl Drop for OpenSocket {
     fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.none.notify_waiters();
+        if let Some(open) = &self.0
+            && open.count.fetch_sub(1, Ordering::AcqRel) == 1
+        {
+            open.none.notify_waiters();
         }
     }
 }
@@ -505,6 +522,30 @@ pub(crate) mod tests {
                 .expect("no socket open");
             assert_eq!(open.count(), 0);
             drop(client);
+        });
+    }
+
+    #[test]
+    fn a_socket_served_after_the_door_closed_is_not_waited_for() {
+        local(async {
+            let open = Arc::new(OpenSockets::default());
+            let (before, _before_client) = tokio::io::duplex(1024);
+            let (before_outbox, _before_reader) =
+                serve(Box::new(before), BytesMut::new(), 8, 1024, &open).unwrap();
+            open.close_door();
+            let (after, _after_client) = tokio::io::duplex(1024);
+            let (_after_outbox, _after_reader) =
+                serve(Box::new(after), BytesMut::new(), 8, 1024, &open).unwrap();
+            assert_eq!(
+                open.count(),
+                1,
+                "only the socket from before the door closed"
+            );
+            // Its close lets a shutdown go on, the newer socket still open.
+            before_outbox.close(CloseReason::new(1001, "going away"));
+            tokio::time::timeout(Duration::from_secs(5), open.none_open())
+                .await
+                .expect("nothing counted is left open");
         });
     }
 

@@ -219,6 +219,10 @@ impl Hub {
         // Before the registry is read: a hello that registers after the
         // read (under the registry's lock) sees it (see `on_hello`).
         self.stopping.store(true, Ordering::Release);
+        // The shutdown waits on the sockets open now; those that come later
+        // (servers sent away come back while the listener still accepts)
+        // are sent away in turn, not waited for.
+        self.sockets.close_door();
         self.stop_runs().await;
         // Deployments still running resume on the next start; their spans
         // end here, said so.

@@ -1065,6 +1065,61 @@ async fn a_hello_during_shutdown_is_sent_away_not_welcomed(app: TestApp) {
         .unwrap();
 }
 
+/// Servers sent away come back while a stopping hub still accepts (at
+/// once, past the reconnect window). The hub waits on the sockets open
+/// when it began to stop, not on those: servers that keep coming back and
+/// hold their sockets without a word do not keep it up (each such socket
+/// held it for its 2 s close grace, so a fleet coming back in a loop held
+/// it for the whole 30 s grace).
+async fn servers_back_at_a_stopping_hub_do_not_hold_it_open(app: TestApp) {
+    let (key, _) = setup(&app).await;
+    let mut first = raw(&app, Some(&key)).await.unwrap();
+    send(&mut first, hello("early", "staging", BTreeMap::new())).await;
+    assert!(matches!(
+        next_message(&mut first).await,
+        Ok(HubMessage::Welcome { .. })
+    ));
+    let shutdown = app.shutdown.clone();
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
+    actix_web::rt::spawn(async move {
+        shutdown.shutdown().await;
+        let _ = done_tx.send(());
+    });
+    loop {
+        match next_message(&mut first).await {
+            Ok(HubMessage::Reconnect { .. }) => break,
+            Ok(_) => continue,
+            Err(code) => panic!("closed ({code:?}) before reconnect"),
+        }
+    }
+    // Back at once, upgraded and silent, again and again.
+    let mut held = vec![
+        raw(&app, Some(&key))
+            .await
+            .expect("a stopping hub still accepts"),
+    ];
+    let went = std::time::Instant::now();
+    drop(first);
+    loop {
+        if tokio::time::timeout(Duration::from_millis(100), &mut done_rx)
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            went.elapsed() < Duration::from_secs(10),
+            "the hub still runs {:?} after its last server went, {} sockets held",
+            went.elapsed(),
+            held.len()
+        );
+        if let Ok(socket) = raw(&app, Some(&key)).await {
+            held.push(socket);
+        }
+    }
+    drop(held);
+}
+
 /// The ack was lost with the connection, and the server comes back already
 /// on the target revision: it counts as acked and the deployment completes.
 async fn a_server_returning_on_the_target_revision_completes_the_deployment(app: TestApp) {
@@ -1211,6 +1266,7 @@ on_both_databases!(
     secret_fields_reach_game_servers_in_clear_and_nowhere_else,
     shutdown_tells_every_server_when_to_come_back,
     a_hello_during_shutdown_is_sent_away_not_welcomed,
+    servers_back_at_a_stopping_hub_do_not_hold_it_open,
     acked_revisions_reach_the_store_and_leave_the_rest_of_the_row,
 );
 

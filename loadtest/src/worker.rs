@@ -398,14 +398,7 @@ async fn floor_websocket(
                 let received = ws.get_ref().received_us().min(handled);
                 let Ok(frame) = rmp_serde::from_slice::<Frame>(&bytes) else { return };
                 let (Some(config), Some(revision)) = (frame.config, frame.revision) else { return };
-                let ack = ServerMessage::Ack(Ack {
-                    config,
-                    revision,
-                    ok: true,
-                    error: None,
-                    apply_micros: now_us().saturating_sub(handled),
-                });
-                if ws.send(Message::Binary(protocol::encode(&ack).into())).await.is_err() {
+                if ws.send(applied(config, revision, handled)).await.is_err() {
                     return;
                 }
                 let stamps = (received, handled, now_us());
@@ -544,6 +537,19 @@ fn client_socket(source: Option<IpAddr>) -> std::io::Result<TcpSocket> {
     Ok(socket)
 }
 
+/// The ack of `revision` of `config`, applied since `handled` (Unix µs),
+/// as a WebSocket message.
+fn applied(config: String, revision: i64, handled: u64) -> Message {
+    let ack = ServerMessage::Ack(Ack {
+        config,
+        revision,
+        ok: true,
+        error: None,
+        apply_micros: now_us().saturating_sub(handled),
+    });
+    Message::Binary(protocol::encode(&ack).into())
+}
+
 /// A simulated server's WebSocket settings (the floor's too).
 fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
@@ -661,14 +667,7 @@ async fn session(
                         }
                         shared.revisions[index].store(revision, Relaxed);
                         shared.received_us[index].store(received, Relaxed);
-                        let ack = ServerMessage::Ack(Ack {
-                            config,
-                            revision,
-                            ok: true,
-                            error: None,
-                            apply_micros: now_us().saturating_sub(handled),
-                        });
-                        ws.send(Message::Binary(protocol::encode(&ack).into())).await?;
+                        ws.send(applied(config, revision, handled)).await?;
                         let acked = now_us();
                         shared.deliveries.lock().unwrap().push(Delivery {
                             server: global as u32,

@@ -1020,6 +1020,43 @@ async fn shutdown_tells_every_server_when_to_come_back(app: TestApp) {
     assert!(delays.len() > 1, "jittered, not all the same: {delays:?}");
 }
 
+/// A welcomed server named `early`, and a shutdown started in the
+/// background (its receiver fires once the hub stopped).
+async fn welcomed_then_shutdown(
+    app: &TestApp,
+    key: &str,
+) -> (crate::sockets::Socket, tokio::sync::oneshot::Receiver<()>) {
+    let mut first = raw(app, Some(key)).await.unwrap();
+    send(&mut first, hello("early", "staging", BTreeMap::new())).await;
+    assert!(matches!(
+        next_message(&mut first).await,
+        Ok(HubMessage::Welcome { .. })
+    ));
+    (first, start_shutdown(app))
+}
+
+/// Starts the hub's shutdown; the receiver fires once it stopped.
+fn start_shutdown(app: &TestApp) -> tokio::sync::oneshot::Receiver<()> {
+    let shutdown = app.shutdown.clone();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    actix_web::rt::spawn(async move {
+        shutdown.shutdown().await;
+        let _ = done_tx.send(());
+    });
+    done_rx
+}
+
+/// Reads until the hub's `reconnect`.
+async fn until_reconnect(socket: &mut crate::sockets::Socket) {
+    loop {
+        match next_message(socket).await {
+            Ok(HubMessage::Reconnect { .. }) => break,
+            Ok(_) => continue,
+            Err(code) => panic!("closed ({code:?}) before reconnect"),
+        }
+    }
+}
+
 /// A hello that arrives once shutdown has begun (the listener still
 /// accepts until the sockets are closed) is answered like the others, with
 /// `reconnect` and a close, not welcomed: a welcomed server would hold the
@@ -1034,19 +1071,8 @@ async fn a_hello_during_shutdown_is_sent_away_not_welcomed(app: TestApp) {
     ));
     // Upgraded before the shutdown, hello after its broadcast.
     let mut late = raw(&app, Some(&key)).await.unwrap();
-    let shutdown = app.shutdown.clone();
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    actix_web::rt::spawn(async move {
-        shutdown.shutdown().await;
-        let _ = done_tx.send(());
-    });
-    loop {
-        match next_message(&mut first).await {
-            Ok(HubMessage::Reconnect { .. }) => break,
-            Ok(_) => continue,
-            Err(code) => panic!("closed ({code:?}) before reconnect"),
-        }
-    }
+    let done_rx = start_shutdown(&app);
+    until_reconnect(&mut first).await;
     send(&mut late, hello("late", "staging", BTreeMap::new())).await;
     match next_message(&mut late).await {
         Ok(HubMessage::Reconnect { retry_after_ms }) => assert!(retry_after_ms < 2000),
@@ -1073,25 +1099,8 @@ async fn a_hello_during_shutdown_is_sent_away_not_welcomed(app: TestApp) {
 /// it for the whole 30 s grace).
 async fn servers_back_at_a_stopping_hub_do_not_hold_it_open(app: TestApp) {
     let (key, _) = setup(&app).await;
-    let mut first = raw(&app, Some(&key)).await.unwrap();
-    send(&mut first, hello("early", "staging", BTreeMap::new())).await;
-    assert!(matches!(
-        next_message(&mut first).await,
-        Ok(HubMessage::Welcome { .. })
-    ));
-    let shutdown = app.shutdown.clone();
-    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
-    actix_web::rt::spawn(async move {
-        shutdown.shutdown().await;
-        let _ = done_tx.send(());
-    });
-    loop {
-        match next_message(&mut first).await {
-            Ok(HubMessage::Reconnect { .. }) => break,
-            Ok(_) => continue,
-            Err(code) => panic!("closed ({code:?}) before reconnect"),
-        }
-    }
+    let (mut first, mut done_rx) = welcomed_then_shutdown(&app, &key).await;
+    until_reconnect(&mut first).await;
     // Back at once, upgraded and silent, again and again.
     let mut held = vec![
         raw(&app, Some(&key))

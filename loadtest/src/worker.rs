@@ -396,8 +396,12 @@ async fn floor_websocket(
                 };
                 let handled = now_us();
                 let received = ws.get_ref().received_us().min(handled);
-                let Ok(frame) = rmp_serde::from_slice::<Frame>(&bytes) else { return };
-                let (Some(config), Some(revision)) = (frame.config, frame.revision) else { return };
+                let Ok(Frame { config: Some(config), revision: Some(revision), .. }) =
+                    rmp_serde::from_slice::<Frame>(&bytes)
+                else {
+                    *shared.hub_errors.lock().unwrap().entry("undecodable floor frame".into()).or_default() += 1;
+                    return;
+                };
                 if ws.send(applied(config, revision, handled)).await.is_err() {
                     return;
                 }

@@ -99,24 +99,9 @@ impl Store {
             Backend::Sqlite => prepare_sqlite_url(url)?,
             Backend::Postgres => url.to_owned(),
         };
-        let mut options = AnyPoolOptions::new()
+        let pool = AnyPoolOptions::new()
             .max_connections(settings.max_connections.max(1))
-            .acquire_timeout(Duration::from_secs(settings.acquire_timeout_secs.max(1)));
-        if backend == Backend::Sqlite {
-            // Statement journals (an UPDATE of many rows inside a
-            // transaction keeps one, to undo that statement alone) in
-            // memory, not in a temporary file written a page at a time:
-            // the flusher's 10,000-row updates after a push spent a third
-            // of their time in those writes. Durability is the WAL's, and
-            // unchanged.
-            options = options.after_connect(|conn, _| {
-                Box::pin(async move {
-                    sqlx::Executor::execute(&mut *conn, "PRAGMA temp_store = MEMORY").await?;
-                    Ok(())
-                })
-            });
-        }
-        let pool = options
+            .acquire_timeout(Duration::from_secs(settings.acquire_timeout_secs.max(1)))
             .connect(&url)
             .await
             .with_context(|| format!("connecting to the {backend:?} store"))?;
@@ -210,30 +195,4 @@ pub fn now_ms() -> i64 {
 /// `0`/`1` flags, the portable boolean.
 pub(crate) fn flag(value: bool) -> i64 {
     i64::from(value)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::settings::SecretString;
-
-    #[actix_web::test]
-    async fn every_sqlite_connection_keeps_its_statement_journals_in_memory() {
-        let dir = tempfile::tempdir().expect("a temporary folder");
-        let settings = DatabaseSettings {
-            url: SecretString::new(format!("sqlite://{}/hub.db", dir.path().display())),
-            max_connections: 2,
-            acquire_timeout_secs: 5,
-        };
-        let store = Store::connect(&settings).await.expect("the store opens");
-        // Two connections held at once: the setting is each one's own.
-        let (mut a, mut b) = (store.conn().await.unwrap(), store.conn().await.unwrap());
-        for conn in [&mut a, &mut b] {
-            let temp_store: i64 = sqlx::query_scalar("PRAGMA temp_store")
-                .fetch_one(&mut **conn)
-                .await
-                .unwrap();
-            assert_eq!(temp_store, 2, "2 is MEMORY");
-        }
-    }
 }

@@ -1,5 +1,6 @@
 //! The hub end to end: real SDK clients and raw sockets against a real hub.
 
+use crate::attacks::welcomed;
 use crate::helpers::{
     Db, TestApp, balance, connected as start, sdk_config as client_config, spawn_app_on,
 };
@@ -1020,21 +1021,6 @@ async fn shutdown_tells_every_server_when_to_come_back(app: TestApp) {
     assert!(delays.len() > 1, "jittered, not all the same: {delays:?}");
 }
 
-/// A welcomed server named `early`, and a shutdown started in the
-/// background (its receiver fires once the hub stopped).
-async fn welcomed_then_shutdown(
-    app: &TestApp,
-    key: &str,
-) -> (crate::sockets::Socket, tokio::sync::oneshot::Receiver<()>) {
-    let mut first = raw(app, Some(key)).await.unwrap();
-    send(&mut first, hello("early", "staging", BTreeMap::new())).await;
-    assert!(matches!(
-        next_message(&mut first).await,
-        Ok(HubMessage::Welcome { .. })
-    ));
-    (first, start_shutdown(app))
-}
-
 /// Starts the hub's shutdown; the receiver fires once it stopped.
 fn start_shutdown(app: &TestApp) -> tokio::sync::oneshot::Receiver<()> {
     let shutdown = app.shutdown.clone();
@@ -1064,11 +1050,7 @@ async fn until_reconnect(socket: &mut crate::sockets::Socket) {
 async fn a_hello_during_shutdown_is_sent_away_not_welcomed(app: TestApp) {
     let (key, _) = setup(&app).await;
     let mut first = raw(&app, Some(&key)).await.unwrap();
-    send(&mut first, hello("early", "staging", BTreeMap::new())).await;
-    assert!(matches!(
-        next_message(&mut first).await,
-        Ok(HubMessage::Welcome { .. })
-    ));
+    welcomed(&mut first, hello("early", "staging", BTreeMap::new())).await;
     // Upgraded before the shutdown, hello after its broadcast.
     let mut late = raw(&app, Some(&key)).await.unwrap();
     let done_rx = start_shutdown(&app);
@@ -1099,7 +1081,9 @@ async fn a_hello_during_shutdown_is_sent_away_not_welcomed(app: TestApp) {
 /// it for the whole 30 s grace).
 async fn servers_back_at_a_stopping_hub_do_not_hold_it_open(app: TestApp) {
     let (key, _) = setup(&app).await;
-    let (mut first, mut done_rx) = welcomed_then_shutdown(&app, &key).await;
+    let mut first = raw(&app, Some(&key)).await.unwrap();
+    welcomed(&mut first, hello("early", "staging", BTreeMap::new())).await;
+    let mut done_rx = start_shutdown(&app);
     until_reconnect(&mut first).await;
     // Back at once, upgraded and silent, again and again.
     let mut held = vec![

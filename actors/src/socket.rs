@@ -29,7 +29,7 @@ use std::{
     rc::Rc,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
@@ -272,20 +272,25 @@ impl<R, W> Drop for SocketWriter<R, W> {
 /// hub waiting out its whole grace.
 #[derive(Debug, Default)]
 pub struct OpenSockets {
+    /// The sockets counted, and [`DOOR_CLOSED`] once it is: one atomic,
+    /// so a socket is either counted before the door closes (and waited
+    /// for) or not counted at all, never counted after a wait that missed it.
     count: AtomicUsize,
     none: tokio::sync::Notify,
-    door_closed: AtomicBool,
 }
+
+/// [`OpenSockets::count`]'s top bit: the door is closed.
+const DOOR_CLOSED: usize = 1 << (usize::BITS - 1);
 
 impl OpenSockets {
     pub fn count(&self) -> usize {
-        self.count.load(Ordering::Acquire)
+        self.count.load(Ordering::Acquire) & !DOOR_CLOSED
     }
 
     /// From now on a new socket does not count: a shutdown waits only on
     /// the sockets open when it began.
     pub fn close_door(&self) {
-        self.door_closed.store(true, Ordering::Release);
+        self.count.fetch_or(DOOR_CLOSED, Ordering::AcqRel);
     }
 
     /// Returns once no socket is open.
@@ -302,11 +307,13 @@ impl OpenSockets {
     }
 
     fn open(self: &Arc<Self>) -> OpenSocket {
-        if self.door_closed.load(Ordering::Acquire) {
-            return OpenSocket(None);
-        }
-        self.count.fetch_add(1, Ordering::AcqRel);
-        OpenSocket(Some(self.clone()))
+        let counted = self
+            .count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n & DOOR_CLOSED == 0).then_some(n + 1)
+            })
+            .is_ok();
+        OpenSocket(counted.then(|| self.clone()))
     }
 }
 
@@ -318,7 +325,7 @@ struct OpenSocket(Option<Arc<OpenSockets>>);
 impl Drop for OpenSocket {
     fn drop(&mut self) {
         if let Some(open) = &self.0
-            && open.count.fetch_sub(1, Ordering::AcqRel) == 1
+            && open.count.fetch_sub(1, Ordering::AcqRel) & !DOOR_CLOSED == 1
         {
             open.none.notify_waiters();
         }

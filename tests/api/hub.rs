@@ -1263,6 +1263,46 @@ on_both_databases!(
     acked_revisions_reach_the_store_and_leave_the_rest_of_the_row,
 );
 
+/// Past the reconnect window, a server sent away is told a moment within
+/// the next second, never 0 ms: told 0, servers that came straight back
+/// looped on the stopping hub as fast as it answered them.
+#[actix_web::test]
+async fn past_the_reconnect_window_a_server_is_told_a_moment_not_at_once() {
+    let app = crate::helpers::spawn_app_with(Db::Sqlite, |s| s.hub.reconnect_window_ms = 50)
+        .await
+        .unwrap();
+    let (key, _) = setup(&app).await;
+    let mut first = raw(&app, Some(&key)).await.unwrap();
+    welcomed(&mut first, hello("early", "staging", BTreeMap::new())).await;
+    let done_rx = start_shutdown(&app);
+    until_reconnect(&mut first).await;
+    // `first` does not answer the close: the hub waits on it (for its
+    // close grace) and still accepts, long past its 50 ms window.
+    actix_web::rt::time::sleep(Duration::from_millis(150)).await;
+    for n in 0..20 {
+        let mut late = raw(&app, Some(&key))
+            .await
+            .expect("a stopping hub still accepts");
+        send(
+            &mut late,
+            hello(&format!("late-{n}"), "staging", BTreeMap::new()),
+        )
+        .await;
+        match next_message(&mut late).await {
+            Ok(HubMessage::Reconnect { retry_after_ms }) => assert!(
+                (1..1000).contains(&retry_after_ms),
+                "told to come back after {retry_after_ms} ms"
+            ),
+            other => panic!("a stopping hub answered a hello with {other:?}"),
+        }
+    }
+    drop(first);
+    tokio::time::timeout(Duration::from_secs(20), done_rx)
+        .await
+        .expect("the hub stops")
+        .unwrap();
+}
+
 #[actix_web::test]
 async fn known_servers_survive_a_restart_as_disconnected() {
     let app = crate::helpers::spawn_app(Db::Sqlite).await.unwrap();

@@ -55,12 +55,12 @@ impl std::fmt::Debug for Tx {
 }
 
 impl Tx {
-    pub async fn commit(self) -> StoreResult<()> {
-        Ok(self.inner.commit().await?)
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.inner.commit().await
     }
 
-    pub async fn rollback(self) -> StoreResult<()> {
-        Ok(self.inner.rollback().await?)
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.inner.rollback().await
     }
 }
 

@@ -2,6 +2,7 @@
 //! record of each deployment this hub drives in `record.rs`; what the API
 //! shows in `views.rs`. The engine itself is `engine/`.
 
+mod parts;
 mod record;
 mod views;
 

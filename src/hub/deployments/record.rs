@@ -2,9 +2,12 @@
 //! revision it was sent and whether it acked; the status its actor last
 //! published; the deployments kept in memory.
 
-use super::views::{DeploymentView, LiveStatus, ServerProgressView, ServerState, view};
+use super::parts::Tally;
+use super::{
+    parts::{ServerMap, ServerProgress},
+    views::{DeploymentView, LiveStatus, ServerProgressView, ServerState, view},
+};
 use crate::{
-    catalog::views::rfc3339,
     domain::rollout::DeploymentState,
     store::{hub as store_hub, now_ms},
 };
@@ -13,47 +16,6 @@ use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
 };
-
-/// One server's part in a deployment: the revision it was sent and how that went.
-#[derive(Debug, Clone)]
-pub(in crate::hub) struct ServerProgress {
-    pub revision: i64,
-    pub state: ServerState,
-    pub error: Option<String>,
-    pub apply_micros: Option<u64>,
-    pub updated_at_ms: i64,
-}
-
-impl ServerProgress {
-    /// A frame carrying `revision` is on its way, as of `at_ms`.
-    fn pushed(revision: i64, at_ms: i64) -> Self {
-        Self {
-            revision,
-            state: ServerState::Pushed,
-            error: None,
-            apply_micros: None,
-            updated_at_ms: at_ms,
-        }
-    }
-
-    fn view(&self, server_id: &str) -> ServerProgressView {
-        ServerProgressView {
-            server_id: server_id.to_owned(),
-            revision: self.revision,
-            state: self.state,
-            error: self.error.clone(),
-            apply_micros: self.apply_micros,
-            updated_at: rfc3339(self.updated_at_ms),
-        }
-    }
-}
-
-/// Per server id, its part in a deployment. Keys are the registry's own
-/// ids (`Arc<str>`): a pass over 10,000 servers copies none. Hashed, not
-/// ordered: a fan-out claims every server, the API's id order is sorted
-/// out when asked for. aHash with keys random per process: ids are chosen
-/// by clients, and every ack looks one up.
-pub(in crate::hub) type ServerMap = HashMap<Arc<str>, ServerProgress, ahash::RandomState>;
 
 /// A deployment's per-server progress, locked for one reconcile pass
 /// (whose pushes all leave at one time).
@@ -110,7 +72,7 @@ impl Claims<'_> {
         // Found on it again at each pass: a change only the first time.
         self.changed |= !self
             .servers
-            .get(&**server_id)
+            .get(server_id)
             .is_some_and(|p| p.revision == revision && p.state == ServerState::Acked);
         ack(
             &mut self.servers,
@@ -149,12 +111,7 @@ fn set_pushed(
     revision: i64,
     at_ms: i64,
 ) {
-    match servers.get_mut(server_id) {
-        Some(p) => *p = ServerProgress::pushed(revision, at_ms),
-        None => {
-            servers.insert(key(), ServerProgress::pushed(revision, at_ms));
-        }
-    }
+    servers.set(server_id, key, ServerProgress::pushed(revision, at_ms));
 }
 
 fn ack(
@@ -166,30 +123,28 @@ fn ack(
     error: Option<String>,
     apply_micros: u64,
 ) -> bool {
-    let progress = match servers.get_mut(server_id) {
+    match servers.get(server_id) {
         // Already known: the time of the first ack stays.
         Some(p) if p.revision == revision && p.state == ServerState::Acked && ok => {
             return true;
         }
-        Some(p) if p.revision == revision => p,
+        Some(p) if p.revision == revision => {}
         Some(_) => return false,
-        None if ok => servers.entry(key()).or_insert(ServerProgress {
-            revision,
-            state: ServerState::Acked,
-            error: None,
-            apply_micros: None,
-            updated_at_ms: 0,
-        }),
+        None if ok => {}
         None => return false,
+    }
+    let part = ServerProgress {
+        revision,
+        state: if ok {
+            ServerState::Acked
+        } else {
+            ServerState::Failed
+        },
+        error: error.filter(|_| !ok).map(|e| e.chars().take(500).collect()),
+        apply_micros: Some(apply_micros),
+        updated_at_ms: now_ms(),
     };
-    progress.state = if ok {
-        ServerState::Acked
-    } else {
-        ServerState::Failed
-    };
-    progress.error = error.filter(|_| !ok).map(|e| e.chars().take(500).collect());
-    progress.apply_micros = Some(apply_micros);
-    progress.updated_at_ms = now_ms();
+    servers.set(server_id, key, part);
     true
 }
 
@@ -358,16 +313,14 @@ impl RunRecord {
                 apply_micros: entry.apply_micros,
                 updated_at_ms: entry.at,
             };
-            match servers.get_mut(entry.server.as_str()) {
-                Some(mine)
-                    if mine.updated_at_ms > entry.at
-                        || mine.revision == entry.revision
-                            && mine.state == ServerState::Acked
-                            && state == ServerState::Pushed => {}
-                Some(mine) => *mine = progress,
-                None => {
-                    servers.insert(Arc::from(entry.server.as_str()), progress);
-                }
+            let keep_mine = servers.get(&entry.server).is_some_and(|mine| {
+                mine.updated_at_ms > entry.at
+                    || mine.revision == entry.revision
+                        && mine.state == ServerState::Acked
+                        && state == ServerState::Pushed
+            });
+            if !keep_mine {
+                servers.set(&entry.server, || Arc::from(entry.server.as_str()), progress);
             }
         }
         drop(servers);
@@ -505,13 +458,16 @@ impl RunRecord {
 
     /// A server went away: what it had not acked failed.
     pub fn server_gone(&self, server_id: &str) {
-        if let Some(progress) = lock(&self.servers)
-            .get_mut(server_id)
-            .filter(|p| p.state == ServerState::Pushed)
-        {
-            progress.state = ServerState::Failed;
-            progress.error = Some("disconnected before acking".into());
-            progress.updated_at_ms = now_ms();
+        let failed = lock(&self.servers).update(server_id, |p| {
+            let waiting = p.state == ServerState::Pushed;
+            if waiting {
+                p.state = ServerState::Failed;
+                p.error = Some("disconnected before acking".into());
+                p.updated_at_ms = now_ms();
+            }
+            waiting
+        });
+        if failed == Some(true) {
             self.changed();
         }
     }
@@ -524,7 +480,7 @@ impl RunRecord {
 
     /// How its servers stand.
     pub fn tally(&self) -> Tally {
-        Tally::of(lock(&self.servers).values())
+        lock(&self.servers).tally()
     }
 
     /// Whether the server acked a revision of this deployment after `since_ms`.
@@ -568,7 +524,7 @@ impl RunRecord {
         let mut view = view(&self.row());
         let servers = lock(&self.servers);
         if !servers.is_empty() {
-            let tally = Tally::of(servers.values());
+            let tally = servers.tally();
             (view.targets, view.pushed, view.acked, view.failed) =
                 (tally.targets, tally.pushed, tally.acked, tally.failed);
         }
@@ -637,32 +593,6 @@ const PEER_WAIT_MS: i64 = 10_000;
 /// Servers a deployment's view carries; the rest page through
 /// `GET /deployments/{id}/servers`.
 pub const VIEW_SERVERS: usize = 100;
-
-/// How a deployment's servers stand.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Tally {
-    /// Servers the deployment sent a frame.
-    pub targets: i64,
-    /// Of those, still to ack.
-    pub pushed: i64,
-    pub acked: i64,
-    pub failed: i64,
-}
-
-impl Tally {
-    fn of<'a>(servers: impl Iterator<Item = &'a ServerProgress>) -> Self {
-        let mut tally = Tally::default();
-        for p in servers {
-            tally.targets += 1;
-            match p.state {
-                ServerState::Pushed => tally.pushed += 1,
-                ServerState::Acked => tally.acked += 1,
-                ServerState::Failed => tally.failed += 1,
-            }
-        }
-        tally
-    }
-}
 
 /// Deployments this hub drives (running, and the newest finished ones).
 #[derive(Debug, Default)]

@@ -104,6 +104,7 @@ impl Hub {
             regions: regions::RegionNames::default(),
             feedback_rate: feedback::feedback_rate(),
             dirty: Mutex::new(HashMap::default()),
+            flushing: Default::default(),
             first_seen: Mutex::new(first_seen),
             stopping: AtomicBool::new(false),
             sent_away_from: std::sync::OnceLock::new(),

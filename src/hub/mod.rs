@@ -110,6 +110,8 @@ pub struct Hub {
     feedback_rate: feedback::FeedbackRate,
     /// Servers whose record changed since the last flush, and how much.
     dirty: Mutex<HashMap<String, Dirty, ahash::RandomState>>,
+    /// Held by a flush while it runs (`Hub::flush`).
+    flushing: tokio::sync::Mutex<()>,
     first_seen: Mutex<HashMap<String, i64>>,
     /// Set when shutdown begins: a server saying hello from then on is told
     /// to reconnect, not welcomed (it would hold the stopping hub open).

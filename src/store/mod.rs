@@ -38,29 +38,58 @@ pub type Conn = PoolConnection<Any>;
 
 /// A write transaction: a connection to run statements on (`&mut **tx`),
 /// then [`Tx::commit`]; dropped without it, it rolls back. On SQLite it
-/// holds the store's writer turn (see [`Store::begin`]) until then.
+/// holds the store's writer turn (see [`Store::begin`]) until it has
+/// ended, a dropped one until its rollback has run (else the next writer
+/// found the lock still taken and fell into SQLite's sleeping wait).
 pub struct Tx {
-    inner: sqlx::Transaction<'static, Any>,
-    /// Released after `inner` (fields drop in order): the next writer
-    /// starts once this one has ended.
-    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// `None` once committed or rolled back.
+    inner: Option<sqlx::Transaction<'static, Any>>,
+    turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl std::fmt::Debug for Tx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tx")
-            .field("turn", &self._turn.is_some())
-            .finish_non_exhaustive()
+            .field("open", &self.inner.is_some())
+            .field("turn", &self.turn.is_some())
+            .finish()
     }
 }
 
 impl Tx {
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.inner.commit().await
+    fn open(&mut self) -> &mut sqlx::Transaction<'static, Any> {
+        self.inner
+            .as_mut()
+            .expect("a transaction is open until commit or rollback, which take it")
     }
 
-    pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        self.inner.rollback().await
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        let inner = self.inner.take();
+        inner.expect("open until now").commit().await
+    }
+
+    pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
+        let inner = self.inner.take();
+        inner.expect("open until now").rollback().await
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        // Dropped open (an error, a `?`): roll back, then pass the turn on.
+        let (Some(inner), Some(turn)) = (self.inner.take(), self.turn.take()) else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let _ = inner.rollback().await;
+                    drop(turn);
+                });
+            }
+            // No runtime (it is shutting down): sqlx queues the rollback.
+            Err(_) => drop((inner, turn)),
+        }
     }
 }
 
@@ -68,13 +97,15 @@ impl std::ops::Deref for Tx {
     type Target = sqlx::AnyConnection;
 
     fn deref(&self) -> &Self::Target {
-        &self.inner
+        self.inner
+            .as_ref()
+            .expect("a transaction is open until commit or rollback, which take it")
     }
 }
 
 impl std::ops::DerefMut for Tx {
     fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.inner
+        self.open()
     }
 }
 
@@ -225,13 +256,13 @@ impl Store {
                             )))
                         })?;
                 Tx {
-                    inner: self.pool.begin_with("BEGIN IMMEDIATE").await?,
-                    _turn: Some(turn),
+                    inner: Some(self.pool.begin_with("BEGIN IMMEDIATE").await?),
+                    turn: Some(turn),
                 }
             }
             Backend::Postgres => Tx {
-                inner: self.pool.begin().await?,
-                _turn: None,
+                inner: Some(self.pool.begin().await?),
+                turn: None,
             },
         })
     }

@@ -265,8 +265,22 @@ impl Hub {
             let _ = fanout.push_then_close(&outbox, frame, reason);
         }
         fanout.wake();
-        if let Err(error) = self.flush().await {
-            tracing::warn!(error = %error, "could not persist game servers at shutdown");
+        // Bounded (a stuck store must not keep the hub from stopping), and
+        // tried twice (a flush that failed, on a PostgreSQL deadlock with
+        // another node, say, put its rows back for the next one).
+        for attempt in 1..=2 {
+            match tokio::time::timeout(Duration::from_secs(10), self.flush()).await {
+                Ok(Ok(_)) => break,
+                Ok(Err(error)) => {
+                    tracing::warn!(error = %error, attempt, "could not persist game servers at shutdown");
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        attempt,
+                        "persisting game servers at shutdown took over 10 s"
+                    );
+                }
+            }
         }
     }
 

@@ -63,14 +63,40 @@ impl Tx {
             .expect("a transaction is open until commit or rollback, which take it")
     }
 
-    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
-        let inner = self.inner.take();
-        inner.expect("open until now").commit().await
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.end(true).await
     }
 
-    pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
-        let inner = self.inner.take();
-        inner.expect("open until now").rollback().await
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.end(false).await
+    }
+
+    /// Commits or rolls back. Holding the turn, on a task of its own: it
+    /// runs to its end (and only then passes the turn on) even when the
+    /// caller stops waiting for it.
+    async fn end(mut self, commit: bool) -> Result<(), sqlx::Error> {
+        let inner = self.inner.take().expect("open until now");
+        let finish = async move {
+            if commit {
+                inner.commit().await
+            } else {
+                inner.rollback().await
+            }
+        };
+        match self.turn.take() {
+            Some(turn) => tokio::spawn(async move {
+                let ended = finish.await;
+                drop(turn);
+                ended
+            })
+            .await
+            .unwrap_or_else(|error| {
+                Err(sqlx::Error::Protocol(format!(
+                    "ending a transaction: {error}"
+                )))
+            }),
+            None => finish.await,
+        }
     }
 }
 
@@ -87,7 +113,8 @@ impl Drop for Tx {
                     drop(turn);
                 });
             }
-            // No runtime (it is shutting down): sqlx queues the rollback.
+            // No runtime (it is shutting down): dropped here, sqlx's own
+            // drop queues the rollback as it can.
             Err(_) => drop((inner, turn)),
         }
     }

@@ -816,12 +816,22 @@ async fn the_registry_answers_filters_and_operator_changes(app: TestApp) {
             .await),
         ["eu-9", "na-1"]
     );
-    assert_eq!(
-        ids(&app
+    // A client applies before it acks: the hub knows a revision once the
+    // ack has arrived.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let on_1 = ids(&app
             .get("/api/v1/game-servers?config=weapon-balance&revision=1")
-            .await),
-        ["eu-9", "na-1"]
-    );
+            .await);
+        if on_1 == ["eu-9", "na-1"] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the hub has {on_1:?} on revision 1"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         ids(&app
             .get("/api/v1/game-servers?config=weapon-balance&revision=7")

@@ -28,10 +28,11 @@ impl Hub {
         let _one_at_a_time = self.flushing.lock().await;
         let mut dirty: Vec<(String, Dirty)> = lock(&self.dirty).drain().collect();
         // In key order: neighbouring ids share index pages (0.86–0.94× the
-        // CPU of hash order in `scripts/bench-flush.py`). One transaction, not several:
-        // each commit writes every page its rows touched to the WAL, and a
-        // thousand servers stored in no order of their ids touch most of
-        // the table's pages (a thousand a transaction cost 2.8× one).
+        // CPU of hash order in `scripts/bench-flush.py`). One transaction,
+        // not several: each commit writes every page its rows touched to
+        // the WAL, and a thousand servers stored in no order of their ids
+        // touch most of the table's pages (a thousand a transaction cost
+        // 2.8× one).
         dirty.sort_unstable();
         let deployments: Vec<(String, (i64, i64, i64))> = self
             .serving_read()

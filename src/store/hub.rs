@@ -112,9 +112,10 @@ pub async fn update_game_server_progress(
         // PostgreSQL's otherwise untyped parameters. On SQLite, `OR FAIL`:
         // with the default (`ABORT`) a statement changing many rows inside
         // a transaction keeps a statement journal to undo itself, which
-        // past 64 KiB goes to a temporary file a page at a time: half the
-        // statement's CPU (`scripts/bench-flush.py`: 0.52×). Nothing is lost by it: a failed
-        // statement fails the flush, whose transaction is rolled back whole.
+        // past 64 KiB goes to a temporary file a page at a time: about
+        // half the statement's CPU (`scripts/bench-flush.py`: OR FAIL
+        // 0.45–0.51× of ABORT). Nothing is lost by it: a failed statement
+        // fails the flush, whose transaction is rolled back whole.
         let verb = if tx.backend_name() == "SQLite" {
             "UPDATE OR FAIL"
         } else {

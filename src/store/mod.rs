@@ -57,12 +57,6 @@ impl std::fmt::Debug for Tx {
 }
 
 impl Tx {
-    fn open(&mut self) -> &mut sqlx::Transaction<'static, Any> {
-        self.inner
-            .as_mut()
-            .expect("a transaction is open until commit or rollback, which take it")
-    }
-
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         self.end(true).await
     }
@@ -76,28 +70,32 @@ impl Tx {
     /// caller stops waiting for it.
     async fn end(mut self, commit: bool) -> Result<(), sqlx::Error> {
         let inner = self.inner.take().expect("open until now");
-        let finish = async move {
-            if commit {
-                inner.commit().await
-            } else {
-                inner.rollback().await
-            }
-        };
         match self.turn.take() {
-            Some(turn) => tokio::spawn(async move {
-                let ended = finish.await;
-                drop(turn);
-                ended
-            })
-            .await
-            .unwrap_or_else(|error| {
-                Err(sqlx::Error::Protocol(format!(
-                    "ending a transaction: {error}"
-                )))
-            }),
-            None => finish.await,
+            Some(turn) => tokio::spawn(finish(inner, commit, Some(turn)))
+                .await
+                .unwrap_or_else(|error| {
+                    Err(sqlx::Error::Protocol(format!(
+                        "ending a transaction: {error}"
+                    )))
+                }),
+            None => finish(inner, commit, None).await,
         }
     }
+}
+
+/// Commits (or rolls back) `inner`, then passes `turn` on.
+async fn finish(
+    inner: sqlx::Transaction<'static, Any>,
+    commit: bool,
+    turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+) -> Result<(), sqlx::Error> {
+    let ended = if commit {
+        inner.commit().await
+    } else {
+        inner.rollback().await
+    };
+    drop(turn);
+    ended
 }
 
 impl Drop for Tx {
@@ -107,12 +105,7 @@ impl Drop for Tx {
             return;
         };
         match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    let _ = inner.rollback().await;
-                    drop(turn);
-                });
-            }
+            Ok(runtime) => drop(runtime.spawn(finish(inner, false, Some(turn)))),
             // No runtime (it is shutting down): dropped here, sqlx's own
             // drop queues the rollback as it can.
             Err(_) => drop((inner, turn)),
@@ -120,19 +113,19 @@ impl Drop for Tx {
     }
 }
 
+const OPEN: &str = "a transaction is open until commit or rollback, which take it";
+
 impl std::ops::Deref for Tx {
     type Target = sqlx::AnyConnection;
 
     fn deref(&self) -> &Self::Target {
-        self.inner
-            .as_ref()
-            .expect("a transaction is open until commit or rollback, which take it")
+        self.inner.as_ref().expect(OPEN)
     }
 }
 
 impl std::ops::DerefMut for Tx {
     fn deref_mut(&mut self) -> &mut Self::Target {
-        self.open()
+        self.inner.as_mut().expect(OPEN)
     }
 }
 

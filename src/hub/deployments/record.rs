@@ -2,9 +2,8 @@
 //! revision it was sent and whether it acked; the status its actor last
 //! published; the deployments kept in memory.
 
-use super::parts::Tally;
 use super::{
-    parts::{ServerMap, ServerProgress},
+    parts::{ServerMap, ServerProgress, Tally},
     views::{DeploymentView, LiveStatus, ServerProgressView, ServerState, view},
 };
 use crate::{

@@ -21,6 +21,7 @@ pub mod floor;
 pub mod http;
 pub mod http_floor;
 pub mod hubproc;
+pub mod nchan;
 pub mod players;
 pub mod report;
 pub mod scenarios;

@@ -70,6 +70,12 @@ struct Cli {
     /// With --nodes above 1: the Redis the nodes share.
     #[arg(long, env = "HOTSWAP_LOADTEST_REDIS_URL")]
     redis_url: Option<String>,
+    /// Fanout: also start nginx + nchan (one worker per core; Debian's
+    /// nginx-light and libnginx-mod-nchan), open a WebSocket subscriber
+    /// per server to it, and publish the same message to them after each
+    /// push, as `nchan.*` and `fanout.ratioToNchan`.
+    #[arg(long)]
+    nchan: bool,
     /// Target a running hub (http://127.0.0.x:port) instead of starting one.
     #[arg(long)]
     hub_url: Option<String>,
@@ -191,6 +197,7 @@ fn main() -> anyhow::Result<()> {
         ingest_window: Duration::from_secs(cli.ingest_window),
         hub_url: cli.hub_url,
         hub_pid: cli.hub_pid,
+        nchan: cli.nchan,
         token: cli.token,
         hub_bin: cli.hub_bin,
         out: out.clone(),

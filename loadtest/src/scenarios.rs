@@ -1,24 +1,26 @@
 //! The scenarios. Each starts from the same setup: a hub (started here or
 //! targeted by URL), a config with one version deployed, an API key, and
-//! every simulated server connected and on that version. `chaos` lives in
-//! `scenarios/chaos.rs`, `live-event` in `scenarios/live_event.rs`.
+//! every simulated server connected and on that version. `fanout` and
+//! `kill-switch` live in `scenarios/push.rs`, the floor they are measured
+//! against in `scenarios/floors.rs`, `chaos` in `scenarios/chaos.rs`,
+//! `live-event` in `scenarios/live_event.rs`.
 
 mod chaos;
+mod floors;
 mod live_event;
+mod push;
 
 use crate::{
     fleet::{Fleet, Layout},
-    floor::{Floor, ws_binary_frame},
     http::Api,
     hubproc::{HubProcess, Usage},
     now_us,
     players::PlayerModel,
     progress,
     report::{Report, Summary},
-    worker::{Delivery, FloorClient, WorkerSpec},
+    worker::{Delivery, WorkerSpec},
 };
 use anyhow::{Context, bail};
-use hotswap_client::protocol::{self, HubMessage};
 use serde_json::{Value, json};
 use std::{
     collections::{BTreeMap, HashSet},
@@ -72,6 +74,8 @@ pub struct Options {
     pub ingest_window: Duration,
     pub hub_url: Option<String>,
     pub hub_pid: Option<u32>,
+    /// Fanout: nginx + nchan measured beside the hub, round by round.
+    pub nchan: bool,
     pub token: Option<String>,
     pub hub_bin: Option<PathBuf>,
     pub out: PathBuf,
@@ -86,16 +90,6 @@ pub struct Options {
 }
 
 const WAIT: Duration = Duration::from_secs(120);
-
-/// The floor's figures per round, in ms, for the ratios to it.
-#[derive(Debug, Default)]
-struct FloorRun {
-    last: Vec<f64>,
-    last_handled: Vec<f64>,
-    last_ack: Vec<f64>,
-    /// The floor's CPU per socket per write round, µs.
-    cpu_us: Vec<f64>,
-}
 
 /// The settings that make each node the harness starts one of a
 /// cluster: the shared database and Redis, a cluster name of its own, and
@@ -526,98 +520,6 @@ impl Run {
         Ok(of)
     }
 
-    async fn fanout(&mut self) -> anyhow::Result<()> {
-        let (mut delivery, mut last_delivery, mut last_ack) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut handled, mut last_handled) = (Vec::new(), Vec::new());
-        let (mut hub_cpu, mut client_cpu) = (Vec::new(), Vec::new());
-        for push in 0..self.opts.rounds {
-            let cpu_at = (
-                self.usage().map(|u| u.cpu_seconds),
-                self.fleet.cpu_seconds(),
-            );
-            let (id, revision, _, at) = self.push(json!({"strategy": "Direct"})).await?;
-            self.fleet
-                .wait_all_on(
-                    revision,
-                    &format!("push {}/{}", push + 1, self.opts.rounds),
-                    WAIT,
-                )
-                .await?;
-            self.wait_status(&id, &["Completed"], WAIT).await?;
-            if let (Some(before), Some(after)) = (cpu_at.0, self.usage()) {
-                hub_cpu.push((after.cpu_seconds - before) * 1000.0);
-            }
-            client_cpu.push((self.fleet.cpu_seconds() - cpu_at.1) * 1000.0);
-            let of = self.deliveries_of(revision, at).await?;
-            let sent_ms = of.iter().map(|d| d.sent_at_ms).min().unwrap_or(0) as f64;
-            delivery.extend(since_sent(&of));
-            last_delivery.push(latest_after(&of, sent_ms, |d| d.received_us));
-            last_handled.push(latest_after(&of, sent_ms, |d| d.handled_us));
-            last_ack.push(latest_after(&of, sent_ms, |d| d.acked_us));
-            handled.extend(
-                of.iter()
-                    .map(|d| d.handled_us as f64 / 1000.0 - d.sent_at_ms as f64),
-            );
-            self.revision = revision;
-            self.note_usage();
-        }
-        if self.opts.nodes > 1 {
-            self.cluster_server_list().await?;
-        }
-        self.report.sample("fanout", "deliveryMs", &delivery);
-        self.report
-            .sample("fanout", "lastDeliveryMs", &last_delivery);
-        self.report.sample("fanout", "lastAckMs", &last_ack);
-        // The same frames, timed when each simulated server's task had
-        // decoded them (includes waiting for the others on its thread).
-        self.report.sample("fanout", "handledMs", &handled);
-        self.report.sample("fanout", "lastHandledMs", &last_handled);
-        // CPU from upload to completion (REST, store, push, acks; 10 ms ticks).
-        self.report.sample("fanout", "hubCpuMsPerPush", &hub_cpu);
-        let per_server: Vec<f64> = hub_cpu
-            .iter()
-            .map(|ms| ms * 1000.0 / self.opts.servers.max(1) as f64)
-            .collect();
-        self.report
-            .sample_us("fanout", "hubCpuUsPerServer", &per_server);
-        self.report
-            .sample("fanout", "clientCpuMsPerPush", &client_cpu);
-        self.report
-            .series
-            .push(("hub fan-out: delivery per server".into(), delivery));
-        let (floor, raw) = self.floor().await?;
-        self.ratio_to_floor(
-            "fanout",
-            "ratioToFloor",
-            "last delivery / floor p50",
-            &last_delivery,
-            &floor.last,
-        );
-        self.ratio_to_floor(
-            "fanout",
-            "ratioToRawFloor",
-            "last delivery / bare-read floor p50",
-            &last_delivery,
-            &raw.last,
-        );
-        self.ratio_to_floor(
-            "fanout",
-            "handledRatioToFloor",
-            "last handled / floor p50",
-            &last_handled,
-            &floor.last_handled,
-        );
-        // Upload to completion (the acks too) against the floor's writes.
-        self.ratio_to_floor(
-            "fanout",
-            "cpuRatioToFloor",
-            "hub CPU per server / floor CPU per socket p50",
-            &per_server,
-            &floor.cpu_us,
-        );
-        Ok(())
-    }
-
     /// On a cluster: `GET /game-servers` on the first node lists every
     /// node's servers (the stored rows, its registry and the other nodes'
     /// rosters in Redis, worked out at most once a second). Reported as
@@ -652,122 +554,6 @@ impl Run {
         self.report.sample("serverList", "hubCpuMsFresh", &cpu);
         self.report.sample("serverList", "sharedMs", &shared);
         Ok(())
-    }
-
-    /// The floor, reported as `floor.*` and charted: `rounds` writes of one
-    /// pre-encoded frame (a small delta's size) to as many plain sockets
-    /// as there are servers, from a minimal loop, read and acked by the
-    /// same worker processes as the hub's frames, through the same
-    /// WebSocket client and decode. Then the same with bare reads, as
-    /// `floorRaw.*` (less client work per frame than the hub's frames
-    /// cost; the floor before 2026-12-04), for comparison.
-    async fn floor(&mut self) -> anyhow::Result<(FloorRun, FloorRun)> {
-        let run = self.floor_with(FloorClient::WebSocket, "floor").await?;
-        let raw = self.floor_with(FloorClient::Raw, "floorRaw").await?;
-        let ratio = |a: &[f64], b: &[f64]| match (Summary::of(a), Summary::of(b)) {
-            (Some(a), Some(b)) if b.p50 > 0.0 => a.p50 / b.p50,
-            _ => f64::NAN,
-        };
-        // What the WebSocket client's own work adds to the machine's floor.
-        self.report.section(
-            "floor",
-            "lastAckOverRaw",
-            json!(ratio(&run.last_ack, &raw.last_ack)),
-        );
-        self.report.section(
-            "floor",
-            "lastDeliveryOverRaw",
-            json!(ratio(&run.last, &raw.last)),
-        );
-        Ok((run, raw))
-    }
-
-    /// One floor, its figures as `<section>.*`.
-    async fn floor_with(&mut self, client: FloorClient, section: &str) -> anyhow::Result<FloorRun> {
-        let n = self.opts.servers;
-        let frame = ws_binary_frame(&protocol::encode(&HubMessage::Delta {
-            config: self.config.clone(),
-            base_revision: self.revision,
-            revision: self.revision + 1,
-            version: "1.999.0".into(),
-            patch: json!([{"op": "replace", "path": "/weapons/rifle/damage", "value": 50}]),
-            checksum: "0".repeat(64),
-            signature: Some("x".repeat(88)),
-            deployment_id: Some("0".repeat(36)),
-            sent_at_ms: 0,
-        }));
-        let mut floor = Floor::bind().await?;
-        let addr = floor.addr()?;
-        let (accepted, connected) = tokio::join!(
-            floor.accept(n),
-            self.fleet.call(
-                json!({"op": "floor", "addr": addr, "frameLen": frame.len(), "client": client})
-            )
-        );
-        accepted?;
-        connected?;
-        let mut run = FloorRun::default();
-        let (mut delivery, mut handled) = (Vec::new(), Vec::new());
-        let since = |started: u64, at: u64| at.saturating_sub(started) as f64 / 1000.0;
-        for _ in 0..self.opts.rounds {
-            let cpu_at = crate::hubproc::own_cpu_seconds();
-            let started = floor.write_all(&frame).await?;
-            // The harness does nothing else meanwhile (the simulated
-            // servers are other processes): its CPU is the floor's writes.
-            run.cpu_us
-                .push((crate::hubproc::own_cpu_seconds() - cpu_at) * 1e6 / n.max(1) as f64);
-            // (kernel receive time, read time, ack written) per socket.
-            let mut received: Vec<(u64, u64, u64)> = Vec::new();
-            let deadline = tokio::time::Instant::now() + WAIT;
-            while received.len() < n {
-                for reply in self.fleet.call(json!({"op": "floorCollect"})).await? {
-                    let got: Vec<(u64, u64, u64)> =
-                        serde_json::from_value(reply["receivedUs"].clone())?;
-                    received.extend(got);
-                }
-                if tokio::time::Instant::now() > deadline {
-                    bail!(
-                        "the floor frames did not all arrive: {}/{n}",
-                        received.len()
-                    );
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            delivery.extend(received.iter().map(|r| since(started, r.0)));
-            handled.extend(received.iter().map(|r| since(started, r.1)));
-            let last = |at: fn(&(u64, u64, u64)) -> u64| {
-                since(started, received.iter().map(at).max().unwrap_or(started))
-            };
-            run.last.push(last(|r| r.0));
-            run.last_handled.push(last(|r| r.1));
-            run.last_ack.push(last(|r| r.2));
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        self.report.sample(section, "deliveryMs", &delivery);
-        self.report.sample(section, "lastDeliveryMs", &run.last);
-        self.report.sample(section, "handledMs", &handled);
-        self.report
-            .sample(section, "lastHandledMs", &run.last_handled);
-        self.report.sample(section, "lastAckMs", &run.last_ack);
-        self.report
-            .sample_us(section, "cpuUsPerSocket", &run.cpu_us);
-        self.report
-            .series
-            .push((format!("{section}: plain sockets"), delivery));
-        Ok(run)
-    }
-
-    /// Each round's figure over the floor's median, as `<section>.<key>`.
-    fn ratio_to_floor(&mut self, section: &str, key: &str, what: &str, hub: &[f64], floor: &[f64]) {
-        let floor_p50 = Summary::of(floor).map_or(f64::NAN, |s| s.p50).max(0.001);
-        let ratios: Vec<f64> = hub.iter().map(|h| h / floor_p50).collect();
-        self.report.section(section, key, Summary::json(&ratios));
-        if let Some(s) = Summary::of(&ratios) {
-            self.report.row(
-                &format!("{section}.{key} ({what})"),
-                format!("p50 {:.2}  max {:.2}", s.p50, s.max),
-            );
-        }
     }
 
     async fn canary_rollback(&mut self) -> anyhow::Result<()> {
@@ -864,69 +650,6 @@ impl Run {
             "canary rollback: delivery per server".into(),
             rollback_delivery,
         ));
-        Ok(())
-    }
-
-    async fn kill_switch(&mut self) -> anyhow::Result<()> {
-        let (mut last_ack, mut last_delivery, mut delivery) = (Vec::new(), Vec::new(), Vec::new());
-        let mut frame_built = Vec::new();
-        for round in 0..self.opts.rounds {
-            let (id, revision, previous, _) = self.push(json!({"strategy": "Direct"})).await?;
-            self.fleet
-                .wait_all_on(revision, &format!("deploy {}", round + 1), WAIT)
-                .await?;
-            self.wait_status(&id, &["Completed"], WAIT).await?;
-            self.fleet.collect().await?;
-            let at = now_us();
-            self.api
-                .post(
-                    &format!("/api/v1/deployments/{id}/rollback"),
-                    &json!({"reason": "load test kill switch"}),
-                )
-                .await?
-                .ok("the kill switch")?;
-            self.fleet
-                .wait_all_on(previous, &format!("kill switch {}", round + 1), WAIT)
-                .await?;
-            self.wait_status(&id, &["RolledBack"], WAIT).await?;
-            let back = self.deliveries_of(previous, at).await?;
-            let at_ms = at as f64 / 1000.0;
-            last_ack.push(latest_after(&back, at_ms, |d| d.acked_us));
-            // The request until the hub had its frame (committed, targeted, encoded).
-            if let Some(sent) = back.iter().map(|d| d.sent_at_ms).min() {
-                frame_built.push(sent as f64 - at_ms);
-            }
-            last_delivery.push(latest_after(&back, at_ms, |d| d.received_us));
-            delivery.extend(back.iter().map(|d| d.received_us as f64 / 1000.0 - at_ms));
-            self.revision = previous;
-            self.note_usage();
-        }
-        self.report.sample("killSwitch", "lastAckMs", &last_ack);
-        self.report
-            .sample("killSwitch", "frameBuiltMs", &frame_built);
-        self.report
-            .sample("killSwitch", "lastDeliveryMs", &last_delivery);
-        self.report.sample("killSwitch", "deliveryMs", &delivery);
-        // What the machine allows the same sockets and clients: the floor's
-        // last ack (no request, no store, no hub).
-        self.report
-            .series
-            .push(("kill switch: request to delivery".into(), delivery));
-        let (floor, raw) = self.floor().await?;
-        self.ratio_to_floor(
-            "killSwitch",
-            "ratioToFloor",
-            "last ack / floor's last ack p50",
-            &last_ack,
-            &floor.last_ack,
-        );
-        self.ratio_to_floor(
-            "killSwitch",
-            "ratioToRawFloor",
-            "last ack / bare-read floor's last ack p50",
-            &last_ack,
-            &raw.last_ack,
-        );
         Ok(())
     }
 

@@ -95,6 +95,14 @@ pub enum Command {
         client: FloorClient,
     },
     FloorCollect,
+    /// Open one WebSocket per server to a peer pub/sub server (nginx +
+    /// nchan) at `ws://{addr}{path}`; each reads and acks its messages as
+    /// a floor socket does.
+    Peer {
+        addr: SocketAddr,
+        path: String,
+    },
+    PeerCollect,
     Stop,
 }
 
@@ -160,6 +168,8 @@ struct Shared {
     last_failure: Mutex<Option<String>>,
     /// Floor frames: (kernel receive time, read time, ack written), Unix µs.
     floor_received: Mutex<Vec<(u64, u64, u64)>>,
+    /// The same for the peer's messages.
+    peer_received: Mutex<Vec<(u64, u64, u64)>>,
     stop: watch::Sender<bool>,
 }
 
@@ -196,6 +206,7 @@ pub async fn run(spec: WorkerSpec) -> anyhow::Result<()> {
         hub_closes: Mutex::new(BTreeMap::new()),
         last_failure: Mutex::new(None),
         floor_received: Mutex::new(Vec::new()),
+        peer_received: Mutex::new(Vec::new()),
         stop,
         spec,
     });
@@ -319,6 +330,14 @@ async fn handle(shared: &Arc<Shared>, command: Command) -> Value {
             let received = std::mem::take(&mut *shared.floor_received.lock().unwrap());
             json!({ "receivedUs": received })
         }
+        Command::Peer { addr, path } => match peer_connect(shared, addr, &path).await {
+            Ok(()) => json!({ "ok": true }),
+            Err(error) => json!({ "error": error.to_string() }),
+        },
+        Command::PeerCollect => {
+            let received = std::mem::take(&mut *shared.peer_received.lock().unwrap());
+            json!({ "receivedUs": received })
+        }
         Command::Stop => {
             let _ = shared.stop.send(true);
             json!({ "ok": true })
@@ -361,7 +380,13 @@ async fn floor_connect(
         let rng = Rng::new(shared.spec.first as u64 + index as u64 + 7);
         match client {
             FloorClient::WebSocket => {
-                tokio::spawn(floor_websocket(shared, stream, stop));
+                let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                    stream,
+                    Role::Client,
+                    Some(ws_config()),
+                )
+                .await;
+                tokio::spawn(floor_websocket(shared, ws, stop, false));
             }
             FloorClient::Raw => {
                 tokio::spawn(floor_raw(shared, stream, stop, rng, frame_len));
@@ -371,20 +396,31 @@ async fn floor_connect(
     Ok(())
 }
 
-/// A floor socket read as a simulated server reads the hub: the same
-/// WebSocket settings, the same frame decode, the same ack sent the same
-/// way (the socket is taken as already upgraded).
+/// One WebSocket per server to the peer at `ws://{addr}{path}` (its
+/// handshake made), read and acked as the floor's.
+async fn peer_connect(shared: &Arc<Shared>, addr: SocketAddr, path: &str) -> anyhow::Result<()> {
+    for _ in 0..shared.spec.count {
+        let stream = client_socket(shared.spec.source)?.connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let stream = StampedStream::new(stream)?;
+        let request = format!("ws://{addr}{path}").into_client_request()?;
+        let (ws, _) =
+            tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config())).await?;
+        let (shared, stop) = (shared.clone(), shared.stop.subscribe());
+        tokio::spawn(floor_websocket(shared, ws, stop, true));
+    }
+    Ok(())
+}
+
+/// A floor (or peer) socket read as a simulated server reads the hub: the
+/// same WebSocket settings, the same frame decode, the same ack sent the
+/// same way (a floor socket is taken as already upgraded).
 async fn floor_websocket(
     shared: Arc<Shared>,
-    stream: StampedStream,
+    mut ws: tokio_tungstenite::WebSocketStream<StampedStream>,
     mut stop: watch::Receiver<bool>,
+    peer: bool,
 ) {
-    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-        stream,
-        Role::Client,
-        Some(ws_config()),
-    )
-    .await;
     let mut counted = 0;
     loop {
         tokio::select! {
@@ -406,7 +442,8 @@ async fn floor_websocket(
                     return;
                 }
                 let stamps = (received, handled, now_us());
-                shared.floor_received.lock().unwrap().push(stamps);
+                let sink = if peer { &shared.peer_received } else { &shared.floor_received };
+                sink.lock().unwrap().push(stamps);
                 let unstamped = ws.get_ref().unstamped_reads();
                 shared.unstamped_reads.fetch_add(unstamped - counted, Relaxed);
                 counted = unstamped;

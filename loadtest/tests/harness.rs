@@ -112,10 +112,68 @@ fn fanout_reports_delivery_against_the_floor() {
         report["floor"]["lastAckOverRaw"].as_f64() > Some(0.0),
         "{report}"
     );
-    summary(&report, "fanout", "ratioToFloor");
+    // One ratio a round: each push against the floor round after it.
+    assert_eq!(summary(&report, "fanout", "ratioToFloor")["count"], 3);
     summary(&report, "fanout", "ratioToRawFloor");
     summary(&report, "fanout", "handledRatioToFloor");
+    assert_eq!(summary(&report, "fanout", "cpuRatioToFloor")["count"], 3);
+    // The hub's CPU while it settled after each push, and the push's cost
+    // with it, less the idle hub's.
+    assert_eq!(summary(&report, "fanout", "hubCpuMsAfter")["count"], 3);
+    assert_eq!(
+        summary(&report, "fanout", "hubCpuUsPerServerWithStore")["count"],
+        3
+    );
+    assert!(
+        report["fanout"]["hubIdleCores"].as_f64() >= Some(0.0),
+        "{report}"
+    );
     assert!(report["unstampedReads"].is_u64(), "{report}");
+}
+
+/// nginx + nchan measured beside the hub, round by round (`--nchan`).
+/// Needs Debian's nginx-light and libnginx-mod-nchan: skipped with a
+/// printed reason without them, except under CI, which installs them.
+#[test]
+fn fanout_is_measured_against_nginx_and_nchan() {
+    let module = std::path::Path::new("/usr/lib/nginx/modules/ngx_nchan_module.so");
+    let nginx = Command::new("nginx").arg("-v").output().is_ok();
+    if !(module.exists() && nginx) {
+        assert!(
+            std::env::var("CI").is_err(),
+            "under CI nginx and its nchan module must be installed (.ci/run does)"
+        );
+        eprintln!(
+            "skipped: no nginx with nchan here (apt-get install nginx-light libnginx-mod-nchan)"
+        );
+        return;
+    }
+    let report = run(
+        "nchan",
+        &[
+            "--scenario",
+            "fanout",
+            "--servers",
+            "30",
+            "--players",
+            "3000",
+            "--rounds",
+            "3",
+            "--nchan",
+        ],
+    );
+    // Every subscriber got every message, and acked it.
+    assert_eq!(summary(&report, "nchan", "deliveryMs")["count"], 90);
+    let last = summary(&report, "nchan", "lastDeliveryMs");
+    assert_eq!(last["count"], 3);
+    assert!(
+        last["max"].as_f64() <= summary(&report, "nchan", "lastAckMs")["max"].as_f64(),
+        "{report}"
+    );
+    summary(&report, "nchan", "cpuUsPerSubscriber");
+    summary(&report, "fanout", "lastDeliveryFromRequestMs");
+    // Each push against the same round's publish.
+    assert_eq!(summary(&report, "fanout", "ratioToNchan")["count"], 3);
 }
 
 #[test]

@@ -1,0 +1,217 @@
+//! `fanout` and `kill-switch`: one frame to every server, against the
+//! floor paired round by round (`floors.rs`).
+
+use super::{Run, WAIT, latest_after, since_sent};
+use crate::worker::FloorClient;
+use serde_json::json;
+
+impl Run {
+    pub(super) async fn fanout(&mut self) -> anyhow::Result<()> {
+        let (mut delivery, mut last_delivery, mut last_ack) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut handled, mut last_handled) = (Vec::new(), Vec::new());
+        let (mut hub_cpu, mut client_cpu, mut after) = (Vec::new(), Vec::new(), Vec::new());
+        let mut from_request = Vec::new();
+        let idle = self.idle_cores("fanout").await;
+        let mut paired = self.open_floor(FloorClient::WebSocket).await?;
+        let mut nchan = match self.opts.nchan {
+            true => Some(self.open_nchan().await?),
+            false => None,
+        };
+        for push in 0..self.opts.rounds {
+            let cpu_at = (
+                self.usage().map(|u| u.cpu_seconds),
+                self.fleet.cpu_seconds(),
+            );
+            let (id, revision, _, at) = self.push(json!({"strategy": "Direct"})).await?;
+            self.fleet
+                .wait_all_on(
+                    revision,
+                    &format!("push {}/{}", push + 1, self.opts.rounds),
+                    WAIT,
+                )
+                .await?;
+            self.wait_status(&id, &["Completed"], WAIT).await?;
+            if let (Some(before), Some(after)) = (cpu_at.0, self.usage()) {
+                hub_cpu.push((after.cpu_seconds - before) * 1000.0);
+            }
+            client_cpu.push((self.fleet.cpu_seconds() - cpu_at.1) * 1000.0);
+            let of = self.deliveries_of(revision, at).await?;
+            let sent_ms = of.iter().map(|d| d.sent_at_ms).min().unwrap_or(0) as f64;
+            delivery.extend(since_sent(&of));
+            last_delivery.push(latest_after(&of, sent_ms, |d| d.received_us));
+            from_request.push(latest_after(&of, at as f64 / 1000.0, |d| d.received_us));
+            last_handled.push(latest_after(&of, sent_ms, |d| d.handled_us));
+            last_ack.push(latest_after(&of, sent_ms, |d| d.acked_us));
+            handled.extend(
+                of.iter()
+                    .map(|d| d.handled_us as f64 / 1000.0 - d.sent_at_ms as f64),
+            );
+            self.revision = revision;
+            self.note_usage();
+            after.extend(self.settle().await);
+            self.floor_round(&mut paired).await?;
+            if let Some(nchan) = &mut nchan {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                let payload = paired.payload();
+                self.nchan_round(nchan, &payload).await?;
+            }
+        }
+        let nchan = nchan.map(|peer| self.close_nchan(peer));
+        if self.opts.nodes > 1 {
+            self.cluster_server_list().await?;
+        }
+        self.report.sample("fanout", "deliveryMs", &delivery);
+        self.report
+            .sample("fanout", "lastDeliveryMs", &last_delivery);
+        self.report.sample("fanout", "lastAckMs", &last_ack);
+        // From the deployment's request (its store commit and targeting
+        // included), as a peer's figures are timed from the publish.
+        self.report
+            .sample("fanout", "lastDeliveryFromRequestMs", &from_request);
+        // The same frames, timed when each simulated server's task had
+        // decoded them (includes waiting for the others on its thread).
+        self.report.sample("fanout", "handledMs", &handled);
+        self.report.sample("fanout", "lastHandledMs", &last_handled);
+        // CPU from upload to completion (REST, store, push, acks; 10 ms ticks).
+        self.report.sample("fanout", "hubCpuMsPerPush", &hub_cpu);
+        let servers = self.opts.servers.max(1) as f64;
+        let per_server: Vec<f64> = hub_cpu.iter().map(|ms| ms * 1000.0 / servers).collect();
+        self.report
+            .sample_us("fanout", "hubCpuUsPerServer", &per_server);
+        // The hub's CPU while it settled (its flusher storing the push's
+        // rows, and the idle work of the time), and the whole push: upload
+        // to completion, plus the settling less what the hub spends idle
+        // in as long.
+        self.report.sample("fanout", "hubCpuMsAfter", &after);
+        if let Some(idle) = idle {
+            let idle_ms = idle * super::floors::SETTLE.as_secs_f64() * 1000.0;
+            let whole: Vec<f64> = hub_cpu
+                .iter()
+                .zip(&after)
+                .map(|(push, after)| (push + (after - idle_ms).max(0.0)) * 1000.0 / servers)
+                .collect();
+            self.report
+                .sample_us("fanout", "hubCpuUsPerServerWithStore", &whole);
+        }
+        self.report
+            .sample("fanout", "clientCpuMsPerPush", &client_cpu);
+        self.report
+            .series
+            .push(("hub fan-out: delivery per server".into(), delivery));
+        let (floor, raw) = self.finish_floors(paired).await?;
+        self.paired_ratio(
+            "fanout",
+            "ratioToFloor",
+            "last delivery / the round's floor",
+            &last_delivery,
+            &floor.last,
+        );
+        self.ratio_to_floor(
+            "fanout",
+            "ratioToRawFloor",
+            "last delivery / bare-read floor p50",
+            &last_delivery,
+            &raw.last,
+        );
+        self.paired_ratio(
+            "fanout",
+            "handledRatioToFloor",
+            "last handled / the round's floor",
+            &last_handled,
+            &floor.last_handled,
+        );
+        // Upload to completion (the acks too) against the floor's writes.
+        self.paired_ratio(
+            "fanout",
+            "cpuRatioToFloor",
+            "hub CPU per server / the round's floor CPU per socket",
+            &per_server,
+            &floor.cpu_us,
+        );
+        if let Some(nchan) = nchan {
+            // Both from their request (the deployment's, the publish):
+            // each round against the same round's.
+            self.paired_ratio(
+                "fanout",
+                "ratioToNchan",
+                "last delivery from the request / the round's nginx + nchan",
+                &from_request,
+                &nchan.last,
+            );
+            self.paired_ratio(
+                "fanout",
+                "cpuRatioToNchan",
+                "hub CPU per server / nginx's per subscriber, the round's",
+                &per_server,
+                &nchan.cpu_us,
+            );
+        }
+        Ok(())
+    }
+
+    pub(super) async fn kill_switch(&mut self) -> anyhow::Result<()> {
+        let (mut last_ack, mut last_delivery, mut delivery) = (Vec::new(), Vec::new(), Vec::new());
+        let mut frame_built = Vec::new();
+        let mut paired = self.open_floor(FloorClient::WebSocket).await?;
+        for round in 0..self.opts.rounds {
+            let (id, revision, previous, _) = self.push(json!({"strategy": "Direct"})).await?;
+            self.fleet
+                .wait_all_on(revision, &format!("deploy {}", round + 1), WAIT)
+                .await?;
+            self.wait_status(&id, &["Completed"], WAIT).await?;
+            self.fleet.collect().await?;
+            let at = crate::now_us();
+            self.api
+                .post(
+                    &format!("/api/v1/deployments/{id}/rollback"),
+                    &json!({"reason": "load test kill switch"}),
+                )
+                .await?
+                .ok("the kill switch")?;
+            self.fleet
+                .wait_all_on(previous, &format!("kill switch {}", round + 1), WAIT)
+                .await?;
+            self.wait_status(&id, &["RolledBack"], WAIT).await?;
+            let back = self.deliveries_of(previous, at).await?;
+            let at_ms = at as f64 / 1000.0;
+            last_ack.push(latest_after(&back, at_ms, |d| d.acked_us));
+            // The request until the hub had its frame (committed, targeted, encoded).
+            if let Some(sent) = back.iter().map(|d| d.sent_at_ms).min() {
+                frame_built.push(sent as f64 - at_ms);
+            }
+            last_delivery.push(latest_after(&back, at_ms, |d| d.received_us));
+            delivery.extend(back.iter().map(|d| d.received_us as f64 / 1000.0 - at_ms));
+            self.revision = previous;
+            self.note_usage();
+            self.settle().await;
+            self.floor_round(&mut paired).await?;
+        }
+        self.report.sample("killSwitch", "lastAckMs", &last_ack);
+        self.report
+            .sample("killSwitch", "frameBuiltMs", &frame_built);
+        self.report
+            .sample("killSwitch", "lastDeliveryMs", &last_delivery);
+        self.report.sample("killSwitch", "deliveryMs", &delivery);
+        self.report
+            .series
+            .push(("kill switch: request to delivery".into(), delivery));
+        // What the machine allows the same sockets and clients: the floor's
+        // last ack (no request, no store, no hub), the same round.
+        let (floor, raw) = self.finish_floors(paired).await?;
+        self.paired_ratio(
+            "killSwitch",
+            "ratioToFloor",
+            "last ack / the round's floor's last ack",
+            &last_ack,
+            &floor.last_ack,
+        );
+        self.ratio_to_floor(
+            "killSwitch",
+            "ratioToRawFloor",
+            "last ack / bare-read floor's last ack p50",
+            &last_ack,
+            &raw.last_ack,
+        );
+        Ok(())
+    }
+}

@@ -27,8 +27,8 @@ pub struct Fleet {
 /// Open files a process keeps beyond its sockets (stdio, pipes, the runtime).
 pub const FILES_RESERVED: u64 = 256;
 /// Servers per process when the open-files limit allows more: with two
-/// sockets each, one process's address stays far from its ~28,000
-/// ephemeral ports.
+/// sockets each (three with `--nchan`), one process's address stays far
+/// from its ~28,000 ephemeral ports.
 pub const MAX_PER_PROCESS: usize = 5_000;
 
 /// The open-files limit, its soft value raised to the hard one first
@@ -56,14 +56,16 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// Servers one worker process can hold under `open_files` (each may
-    /// hold a hub socket and a floor socket), at most [`MAX_PER_PROCESS`].
-    pub fn per_process_for(open_files: u64) -> anyhow::Result<usize> {
-        let servers = open_files.saturating_sub(FILES_RESERVED) / 2;
+    /// Servers one worker process can hold under `open_files`, each
+    /// holding `sockets` at once (a hub socket and a floor socket, and a
+    /// subscriber to nginx + nchan with `--nchan`), at most
+    /// [`MAX_PER_PROCESS`].
+    pub fn per_process_for(open_files: u64, sockets: u64) -> anyhow::Result<usize> {
+        let servers = open_files.saturating_sub(FILES_RESERVED) / sockets.max(1);
         if servers == 0 {
             bail!(
                 "the open-files limit is {open_files}: a worker process needs {FILES_RESERVED} \
-                 and 2 per simulated server (raise it with `ulimit -n`)"
+                 and {sockets} per simulated server (raise it with `ulimit -n`)"
             );
         }
         Ok(servers.min(MAX_PER_PROCESS as u64) as usize)
@@ -72,23 +74,28 @@ impl Layout {
     /// `per_process` as asked for (`--per-process`), or as many as the
     /// limit allows; more than the limit allows is an error, not a run
     /// that fails with `EMFILE` half way.
-    pub fn choose_per_process(asked: Option<usize>, open_files: u64) -> anyhow::Result<usize> {
-        let most = Self::per_process_for(open_files)?;
+    pub fn choose_per_process(
+        asked: Option<usize>,
+        open_files: u64,
+        sockets: u64,
+    ) -> anyhow::Result<usize> {
+        let most = Self::per_process_for(open_files, sockets)?;
         match asked {
             None => Ok(most),
             Some(0) => bail!("--per-process must be at least 1"),
-            Some(n) if n as u64 * 2 + FILES_RESERVED > open_files => bail!(
-                "--per-process {n} needs {} open files per worker process (2 per server + \
-                 {FILES_RESERVED}); the limit is {open_files}: use at most {most}, or raise it \
+            Some(n) if n as u64 * sockets + FILES_RESERVED > open_files => bail!(
+                "--per-process {n} needs {} open files per worker process ({sockets} per server \
+                 + {FILES_RESERVED}); the limit is {open_files}: use at most {most}, or raise it \
                  with `ulimit -n`",
-                n as u64 * 2 + FILES_RESERVED
+                n as u64 * sockets + FILES_RESERVED
             ),
             Some(n) => Ok(n),
         }
     }
 
     /// `servers` per process; sockets per process stay under `per_process`
-    /// (each server may hold a hub socket and a floor socket). One
+    /// (each server may hold a hub socket and a floor socket, and with
+    /// `--nchan` a subscriber). One
     /// 127.0.0.x address per process keeps every address far from the
     /// ~28,000 ephemeral ports it has.
     pub fn plan(servers: usize, per_process: usize) -> Self {
@@ -299,21 +306,33 @@ mod tests {
     #[test]
     fn servers_per_process_follow_the_open_files_limit() {
         // This machine's 20,000: the 5,000 cap.
-        assert_eq!(Layout::per_process_for(20_000).unwrap(), 5_000);
-        // A common default of 1,024: two sockets per server after the reserve.
-        assert_eq!(Layout::per_process_for(1_024).unwrap(), 384);
+        assert_eq!(Layout::per_process_for(20_000, 2).unwrap(), 5_000);
+        // With nginx + nchan's subscribers too, still the cap.
+        assert_eq!(Layout::per_process_for(20_000, 3).unwrap(), 5_000);
+        // A common default of 1,024: two sockets per server after the
+        // reserve, or three.
+        assert_eq!(Layout::per_process_for(1_024, 2).unwrap(), 384);
+        assert_eq!(Layout::per_process_for(1_024, 3).unwrap(), 256);
         assert_eq!(Layout::plan(10_000, 384).sources.len(), 27);
-        assert!(Layout::per_process_for(257).is_err());
+        assert!(Layout::per_process_for(257, 2).is_err());
     }
 
     #[test]
     fn a_per_process_count_over_the_limit_is_refused_before_the_run() {
-        assert_eq!(Layout::choose_per_process(None, 1_024).unwrap(), 384);
-        assert_eq!(Layout::choose_per_process(Some(384), 1_024).unwrap(), 384);
-        let error = Layout::choose_per_process(Some(5_000), 1_024)
+        assert_eq!(Layout::choose_per_process(None, 1_024, 2).unwrap(), 384);
+        assert_eq!(
+            Layout::choose_per_process(Some(384), 1_024, 2).unwrap(),
+            384
+        );
+        let error = Layout::choose_per_process(Some(5_000), 1_024, 2)
             .unwrap_err()
             .to_string();
         assert!(error.contains("use at most 384"), "{error}");
-        assert!(Layout::choose_per_process(Some(0), 1_024).is_err());
+        assert!(Layout::choose_per_process(Some(0), 1_024, 2).is_err());
+        // 384 servers hold 1,152 sockets with --nchan: over 1,024.
+        let error = Layout::choose_per_process(Some(384), 1_024, 3)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("use at most 256"), "{error}");
     }
 }

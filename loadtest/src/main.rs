@@ -158,7 +158,13 @@ fn main() -> anyhow::Result<()> {
     }
     // Raised for this process, its workers and the hub it may start.
     let open_files = hotswap_loadtest::fleet::raise_open_files();
-    let per_process = Layout::choose_per_process(cli.per_process, open_files)?;
+    if cli.nchan && cli.scenario != Scenario::Fanout {
+        anyhow::bail!("--nchan is measured beside --scenario fanout only");
+    }
+    // A hub socket and a floor socket per server, and a subscriber to
+    // nginx + nchan with --nchan.
+    let sockets = if cli.nchan { 3 } else { 2 };
+    let per_process = Layout::choose_per_process(cli.per_process, open_files, sockets)?;
     if cli.hub_url.is_none() && (cli.servers as u64) + FILES_RESERVED > open_files {
         anyhow::bail!(
             "the hub the harness starts needs a socket per server: {} servers need about {} \

@@ -32,8 +32,8 @@ pub struct Nchan {
 
 impl Nchan {
     /// Starts nginx (`nginx` on the PATH) with `workers` worker processes,
-    /// each allowed `files` open files.
-    pub async fn start(out: &Path, workers: usize, files: u64) -> anyhow::Result<Self> {
+    /// each taking up to `connections` sockets.
+    pub async fn start(out: &Path, workers: usize, connections: u64) -> anyhow::Result<Self> {
         if !Path::new(MODULE).exists() {
             bail!(
                 "--nchan needs nginx's nchan module at {MODULE} \
@@ -48,8 +48,11 @@ impl Nchan {
             .port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let conf = dir.join("nginx.conf");
-        std::fs::write(&conf, config(&dir, addr, workers, files))?;
-        let child = std::process::Command::new("nginx")
+        std::fs::write(&conf, config(&dir, addr, workers, connections))?;
+        // Stopped by `Drop` on every way out but a SIGKILL of the harness,
+        // which leaves it running on its port, its pid in `<out>/nchan`.
+        let mut command = std::process::Command::new("nginx");
+        let child = command
             .arg("-p")
             .arg(&dir)
             .arg("-c")
@@ -59,9 +62,15 @@ impl Nchan {
             .stderr(std::fs::File::create(dir.join("logs/stderr.log"))?)
             .spawn()
             .context("--nchan starts `nginx` (Debian: apt-get install nginx-light)")?;
-        let nchan = Self { child, addr };
+        let mut nchan = Self { child, addr };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while tokio::net::TcpStream::connect(addr).await.is_err() {
+            if let Some(status) = nchan.child.try_wait()? {
+                bail!(
+                    "nginx stopped at start ({status}; the port taken, or its config: see {})",
+                    dir.join("logs").display()
+                );
+            }
             if tokio::time::Instant::now() > deadline {
                 bail!(
                     "nginx did not listen on {addr} within 10 s (see {})",
@@ -73,15 +82,31 @@ impl Nchan {
         Ok(nchan)
     }
 
-    /// CPU seconds of nginx's master and workers.
+    /// CPU seconds of nginx's master and workers, to the nanosecond
+    /// (`/proc/<pid>/schedstat`: its processes are single-threaded; the
+    /// 10 ms ticks of `/proc/<pid>/stat` would read a small round as 0).
     pub fn cpu_seconds(&self) -> f64 {
         let master = self.child.id();
         let mut pids = vec![master];
         pids.extend(children(master));
-        pids.into_iter()
-            .filter_map(crate::hubproc::usage)
-            .map(|u| u.cpu_seconds)
-            .sum()
+        pids.into_iter().filter_map(on_cpu_seconds).sum()
+    }
+
+    /// Waits until nginx's CPU stops rising (it has read and republished
+    /// the subscribers' answers): two looks 20 ms apart that find it
+    /// still, at most 2 s.
+    pub async fn until_still(&self) {
+        let mut last = self.cpu_seconds();
+        let mut still = 0;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let now = self.cpu_seconds();
+            still = if now - last < 1e-5 { still + 1 } else { 0 };
+            if still == 2 {
+                return;
+            }
+            last = now;
+        }
     }
 
     /// Publishes `payload` (binary: nchan sends it in binary frames) to
@@ -119,6 +144,13 @@ impl Drop for Nchan {
     }
 }
 
+/// A single-threaded process's time on a CPU, from `schedstat`.
+fn on_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
+    let ns: u64 = stat.split_whitespace().next()?.parse().ok()?;
+    Some(ns as f64 / 1e9)
+}
+
 /// The processes whose parent is `pid`.
 fn children(pid: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -141,16 +173,17 @@ fn children(pid: u32) -> Vec<u32> {
 /// `/sub/<channel>` (a new subscriber gets only messages published after
 /// it came; what it sends is published to [`ANSWERS`], which nobody
 /// reads), an HTTP publisher at `/pub/<channel>`; no access log.
-fn config(dir: &Path, addr: SocketAddr, workers: usize, files: u64) -> String {
+fn config(dir: &Path, addr: SocketAddr, workers: usize, connections: u64) -> String {
     let dir: PathBuf = dir.to_path_buf();
     let d = dir.display();
+    let files = connections + 64;
     format!(
         "load_module {MODULE};
 worker_processes {workers};
 worker_rlimit_nofile {files};
 pid {d}/nginx.pid;
 error_log {d}/logs/error.log warn;
-events {{ worker_connections {files}; }}
+events {{ worker_connections {connections}; }}
 http {{
   access_log off;
   client_body_temp_path {d}/body;
@@ -189,9 +222,11 @@ mod tests {
             Path::new("/tmp/x"),
             ([127, 0, 0, 1], 8080).into(),
             2,
-            20_000,
+            10_064,
         );
         assert!(conf.contains("worker_processes 2;"));
+        assert!(conf.contains("worker_connections 10064;"));
+        assert!(conf.contains("worker_rlimit_nofile 10128;"));
         assert!(conf.contains("listen 127.0.0.1:8080;"));
         assert!(conf.contains("nchan_pubsub websocket;"));
         assert!(conf.contains("nchan_publisher_channel_id answers;"));

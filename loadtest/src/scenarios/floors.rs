@@ -162,8 +162,8 @@ impl Run {
     /// Starts nginx + nchan and opens one subscriber per server to it.
     pub(super) async fn open_nchan(&mut self) -> anyhow::Result<PeerSockets> {
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let files = crate::fleet::raise_open_files();
-        let nchan = Nchan::start(&self.opts.out, workers, files).await?;
+        let connections = self.opts.servers as u64 + 64;
+        let nchan = Nchan::start(&self.opts.out, workers, connections).await?;
         let path = format!("/sub/{}", crate::nchan::CHANNEL);
         self.fleet
             .call(json!({"op": "peer", "addr": nchan.addr, "path": path}))
@@ -203,8 +203,8 @@ impl Run {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        // The acks written last are read within a moment.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Until nginx has read (and republished) the answers.
+        peer.nchan.until_still().await;
         peer.run
             .cpu_us
             .push((peer.nchan.cpu_seconds() - cpu_at) * 1e6 / n.max(1) as f64);
@@ -265,6 +265,10 @@ impl Run {
         paired: FloorSockets,
     ) -> anyhow::Result<(FloorRun, FloorRun)> {
         let run = self.close_floor(paired, "floor");
+        // The paired floor's (and a peer's) sockets closed on the servers'
+        // side too before the next floor's open: three sockets a server
+        // at most.
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let mut raw = self.open_floor(FloorClient::Raw).await?;
         for _ in 0..self.opts.rounds {
             self.floor_round(&mut raw).await?;
@@ -289,15 +293,20 @@ impl Run {
         Ok((run, raw))
     }
 
-    /// Leaves the hub alone for [`SETTLE`]; its CPU meanwhile, ms.
-    pub(super) async fn settle(&mut self) -> Option<f64> {
-        let before = self.usage().map(|u| u.cpu_seconds);
-        tokio::time::sleep(SETTLE).await;
-        Some((self.usage()?.cpu_seconds - before?) * 1000.0)
+    /// Leaves the hub alone until [`SETTLE`] after `since` (the moment its
+    /// round ended, when its CPU read `cpu`); its CPU meanwhile, ms.
+    pub(super) async fn settle(
+        &mut self,
+        since: tokio::time::Instant,
+        cpu: Option<f64>,
+    ) -> Option<f64> {
+        tokio::time::sleep_until(since + SETTLE).await;
+        Some((self.usage()?.cpu_seconds - cpu?) * 1000.0)
     }
 
-    /// The hub's CPU at rest (connected servers heartbeating, pinged),
-    /// in cores, reported as `<section>.hubIdleCores`.
+    /// The hub's CPU at rest (connected servers heartbeating and, unless
+    /// `--no-metrics`, reporting metrics; pinged), in cores, reported as
+    /// `<section>.hubIdleCores`.
     pub(super) async fn idle_cores(&mut self, section: &str) -> Option<f64> {
         let before = self.usage().map(|u| u.cpu_seconds);
         tokio::time::sleep(IDLE_WINDOW).await;
@@ -371,10 +380,8 @@ mod tests {
         let hub = [100.0, 100.0, 200.0, 200.0];
         let floor = [80.0, 80.0, 160.0, 160.0];
         assert_eq!(paired(&hub, &floor), vec![1.25; 4]);
-        // Against the floor's median instead, the slow half would read
-        // twice what the quick half reads.
-        let median = Summary::of(&floor).unwrap().p50;
-        assert_eq!(hub[3] / median, 2.0 * hub[0] / median);
+        // Rounds pair by position: a shorter side pairs what it has.
+        assert_eq!(paired(&hub[..2], &floor), vec![1.25; 2]);
         // A floor figure of 0 (a peer's CPU under one 10 ms tick) gives
         // that round no ratio rather than an infinite one.
         assert_eq!(paired(&[1.0, 2.0], &[0.0, 4.0]), vec![0.5]);

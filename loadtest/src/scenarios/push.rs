@@ -4,6 +4,20 @@
 use super::{Run, WAIT, latest_after, since_sent};
 use crate::worker::FloorClient;
 use serde_json::json;
+use std::time::Duration;
+
+/// The pause before each measured round (the hub's push, the floor's
+/// write, nchan's publish), so none starts on the heels of another.
+const PAUSE: Duration = Duration::from_millis(200);
+
+/// The rounds whose hub figure was measured, with the same rounds' other
+/// figure (pairs stay by round when a reading failed).
+fn aligned(hub: &[Option<f64>], other: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    hub.iter()
+        .zip(other)
+        .filter_map(|(h, o)| Some((h.as_ref().copied()?, *o)))
+        .unzip()
+}
 
 impl Run {
     pub(super) async fn fanout(&mut self) -> anyhow::Result<()> {
@@ -18,6 +32,8 @@ impl Run {
             false => None,
         };
         for push in 0..self.opts.rounds {
+            // Every measured round (push, floor, nchan) starts after a pause.
+            tokio::time::sleep(PAUSE).await;
             let cpu_at = (
                 self.usage().map(|u| u.cpu_seconds),
                 self.fleet.cpu_seconds(),
@@ -31,10 +47,14 @@ impl Run {
                 )
                 .await?;
             self.wait_status(&id, &["Completed"], WAIT).await?;
-            if let (Some(before), Some(after)) = (cpu_at.0, self.usage()) {
-                hub_cpu.push((after.cpu_seconds - before) * 1000.0);
-            }
+            // One reading closes the push's window and opens the settling's.
+            let (completed, cpu_done) = (
+                tokio::time::Instant::now(),
+                self.usage().map(|u| u.cpu_seconds),
+            );
+            hub_cpu.push(cpu_at.0.zip(cpu_done).map(|(a, b)| (b - a) * 1000.0));
             client_cpu.push((self.fleet.cpu_seconds() - cpu_at.1) * 1000.0);
+            after.push(self.settle(completed, cpu_done).await);
             let of = self.deliveries_of(revision, at).await?;
             let sent_ms = of.iter().map(|d| d.sent_at_ms).min().unwrap_or(0) as f64;
             delivery.extend(since_sent(&of));
@@ -48,10 +68,9 @@ impl Run {
             );
             self.revision = revision;
             self.note_usage();
-            after.extend(self.settle().await);
             self.floor_round(&mut paired).await?;
             if let Some(nchan) = &mut nchan {
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                tokio::time::sleep(PAUSE).await;
                 let payload = paired.payload();
                 self.nchan_round(nchan, &payload).await?;
             }
@@ -72,26 +91,37 @@ impl Run {
         // decoded them (includes waiting for the others on its thread).
         self.report.sample("fanout", "handledMs", &handled);
         self.report.sample("fanout", "lastHandledMs", &last_handled);
-        // CPU from upload to completion (REST, store, push, acks; 10 ms ticks).
-        self.report.sample("fanout", "hubCpuMsPerPush", &hub_cpu);
-        let servers = self.opts.servers.max(1) as f64;
-        let per_server: Vec<f64> = hub_cpu.iter().map(|ms| ms * 1000.0 / servers).collect();
+        // CPU from upload to completion (REST, store, push, acks; 10 ms
+        // ticks). The pushes are apart now: the flush of the push before
+        // no longer falls in a push's window (the settling holds it).
+        let measured = |v: &[Option<f64>]| v.iter().flatten().copied().collect::<Vec<f64>>();
         self.report
-            .sample_us("fanout", "hubCpuUsPerServer", &per_server);
+            .sample("fanout", "hubCpuMsPerPush", &measured(&hub_cpu));
+        let servers = self.opts.servers.max(1) as f64;
+        let per_server: Vec<Option<f64>> = hub_cpu
+            .iter()
+            .map(|ms| ms.map(|ms| ms * 1000.0 / servers))
+            .collect();
+        self.report
+            .sample_us("fanout", "hubCpuUsPerServer", &measured(&per_server));
         // The hub's CPU while it settled (its flusher storing the push's
         // rows, and the idle work of the time), and the whole push: upload
         // to completion, plus the settling less what the hub spends idle
         // in as long.
-        self.report.sample("fanout", "hubCpuMsAfter", &after);
+        self.report
+            .sample("fanout", "hubCpuMsAfter", &measured(&after));
         if let Some(idle) = idle {
             let idle_ms = idle * super::floors::SETTLE.as_secs_f64() * 1000.0;
-            let whole: Vec<f64> = hub_cpu
+            let whole: Vec<Option<f64>> = hub_cpu
                 .iter()
                 .zip(&after)
-                .map(|(push, after)| (push + (after - idle_ms).max(0.0)) * 1000.0 / servers)
+                .map(|(push, after)| {
+                    let (push, after) = (push.as_ref()?, after.as_ref()?);
+                    Some((push + (after - idle_ms).max(0.0)) * 1000.0 / servers)
+                })
                 .collect();
             self.report
-                .sample_us("fanout", "hubCpuUsPerServerWithStore", &whole);
+                .sample_us("fanout", "hubCpuUsPerServerWithStore", &measured(&whole));
         }
         self.report
             .sample("fanout", "clientCpuMsPerPush", &client_cpu);
@@ -121,12 +151,13 @@ impl Run {
             &floor.last_handled,
         );
         // Upload to completion (the acks too) against the floor's writes.
+        let (hub, floor_cpu) = aligned(&per_server, &floor.cpu_us);
         self.paired_ratio(
             "fanout",
             "cpuRatioToFloor",
             "hub CPU per server / the round's floor CPU per socket",
-            &per_server,
-            &floor.cpu_us,
+            &hub,
+            &floor_cpu,
         );
         if let Some(nchan) = nchan {
             // Both from their request (the deployment's, the publish):
@@ -138,12 +169,13 @@ impl Run {
                 &from_request,
                 &nchan.last,
             );
+            let (hub, nchan_cpu) = aligned(&per_server, &nchan.cpu_us);
             self.paired_ratio(
                 "fanout",
                 "cpuRatioToNchan",
                 "hub CPU per server / nginx's per subscriber, the round's",
-                &per_server,
-                &nchan.cpu_us,
+                &hub,
+                &nchan_cpu,
             );
         }
         Ok(())
@@ -154,6 +186,7 @@ impl Run {
         let mut frame_built = Vec::new();
         let mut paired = self.open_floor(FloorClient::WebSocket).await?;
         for round in 0..self.opts.rounds {
+            tokio::time::sleep(PAUSE).await;
             let (id, revision, previous, _) = self.push(json!({"strategy": "Direct"})).await?;
             self.fleet
                 .wait_all_on(revision, &format!("deploy {}", round + 1), WAIT)
@@ -172,6 +205,10 @@ impl Run {
                 .wait_all_on(previous, &format!("kill switch {}", round + 1), WAIT)
                 .await?;
             self.wait_status(&id, &["RolledBack"], WAIT).await?;
+            let (completed, cpu) = (
+                tokio::time::Instant::now(),
+                self.usage().map(|u| u.cpu_seconds),
+            );
             let back = self.deliveries_of(previous, at).await?;
             let at_ms = at as f64 / 1000.0;
             last_ack.push(latest_after(&back, at_ms, |d| d.acked_us));
@@ -183,7 +220,7 @@ impl Run {
             delivery.extend(back.iter().map(|d| d.received_us as f64 / 1000.0 - at_ms));
             self.revision = previous;
             self.note_usage();
-            self.settle().await;
+            self.settle(completed, cpu).await;
             self.floor_round(&mut paired).await?;
         }
         self.report.sample("killSwitch", "lastAckMs", &last_ack);

@@ -124,6 +124,10 @@ pub trait SessionHost: Send + Sync + 'static {
     fn closed(&self, server_id: &str, session_id: &str, stale: bool, reason: Option<CloseReason>);
 }
 
+/// The shortest heartbeat interval a hub keeps (and tells servers in its
+/// `welcome`), ms.
+pub const MIN_HEARTBEAT_MS: u64 = 50;
+
 pub struct ServerSession {
     session_id: String,
     key: KeyScope,
@@ -380,6 +384,26 @@ impl ServerSession {
         );
     }
 
+    /// Each heartbeat interval: closes a session silent for 3 of them,
+    /// else pings it.
+    fn beat(&mut self, ctx: &mut Context<Self>) {
+        if self.last_heard.elapsed() > self.settings.heartbeat * 3 {
+            self.stale = true;
+            return self.close(
+                ctx,
+                close_code::HEARTBEAT_TIMEOUT,
+                "nothing heard for 3 heartbeat intervals",
+            );
+        }
+        if self.outbox.ping() == Err(PushError::Full) {
+            self.close(
+                ctx,
+                close_code::SLOW_CONSUMER,
+                "the server did not read its frames fast enough",
+            );
+        }
+    }
+
     fn panicked(&mut self, ctx: &mut Context<Self>, what: &str) {
         tracing::error!(session = %self.session_id, server = ?self.server_id, what, "the hub panicked on a frame; closing this session");
         self.close(
@@ -403,23 +427,7 @@ impl Actor for ServerSession {
                 );
             }
         });
-        ctx.run_interval(self.settings.heartbeat, |actor, ctx| {
-            if actor.last_heard.elapsed() > actor.settings.heartbeat * 3 {
-                actor.stale = true;
-                return actor.close(
-                    ctx,
-                    close_code::HEARTBEAT_TIMEOUT,
-                    "nothing heard for 3 heartbeat intervals",
-                );
-            }
-            if actor.outbox.ping() == Err(PushError::Full) {
-                actor.close(
-                    ctx,
-                    close_code::SLOW_CONSUMER,
-                    "the server did not read its frames fast enough",
-                );
-            }
-        });
+        ctx.run_interval(self.settings.heartbeat, Self::beat);
     }
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {

@@ -129,7 +129,12 @@ impl Hub {
         // same document read as this hello) can never overtake it.
         let welcome = Bytes::from(protocol::encode(&HubMessage::Welcome {
             session_id: session_id.clone(),
-            heartbeat_ms: self.settings.heartbeat_ms,
+            // The interval its session keeps: a server's own liveness
+            // check counts in it.
+            heartbeat_ms: self
+                .settings
+                .heartbeat_ms
+                .max(hotswap_actors::session::MIN_HEARTBEAT_MS),
             metrics_ms: self.settings.metrics_ms,
             server_time_ms: now,
             hub_node: self.settings.node_name.clone(),

@@ -1314,6 +1314,23 @@ async fn past_the_reconnect_window_a_server_is_told_a_moment_not_at_once() {
         .unwrap();
 }
 
+/// A heartbeat setting under the 50 ms a hub keeps: the `welcome` tells
+/// servers the interval the hub keeps, so a server's own liveness check
+/// (nothing heard for 3 of its intervals) is not shorter than the pings.
+#[actix_web::test]
+async fn the_welcome_tells_the_heartbeat_the_hub_keeps() {
+    let app = crate::helpers::spawn_app_with(Db::Sqlite, |s| s.hub.heartbeat_ms = 10)
+        .await
+        .unwrap();
+    let (key, _) = setup(&app).await;
+    let mut socket = raw(&app, Some(&key)).await.unwrap();
+    send(&mut socket, hello("quick", "staging", BTreeMap::new())).await;
+    match next_message(&mut socket).await {
+        Ok(HubMessage::Welcome { heartbeat_ms, .. }) => assert_eq!(heartbeat_ms, 50),
+        other => panic!("expected a welcome, got {other:?}"),
+    }
+}
+
 #[actix_web::test]
 async fn known_servers_survive_a_restart_as_disconnected() {
     let app = crate::helpers::spawn_app(Db::Sqlite).await.unwrap();

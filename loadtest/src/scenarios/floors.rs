@@ -128,22 +128,9 @@ impl Run {
             .run
             .cpu_us
             .push((crate::hubproc::own_cpu_seconds() - cpu_at) * 1e6 / n.max(1) as f64);
-        let mut received: Vec<(u64, u64, u64)> = Vec::new();
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while received.len() < n {
-            for reply in self.fleet.call(json!({"op": "floorCollect"})).await? {
-                let got: Vec<(u64, u64, u64)> =
-                    serde_json::from_value(reply["receivedUs"].clone())?;
-                received.extend(got);
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!(
-                    "the floor frames did not all arrive: {}/{n}",
-                    received.len()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let received = self
+            .collect_stamps("floorCollect", "the floor frames")
+            .await?;
         floor
             .delivery
             .extend(received.iter().map(|r| since(started, r.0)));
@@ -187,22 +174,9 @@ impl Run {
         let cpu_at = peer.nchan.cpu_seconds();
         let started = crate::now_us();
         peer.nchan.publish(payload).await?;
-        let mut received: Vec<(u64, u64, u64)> = Vec::new();
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while received.len() < n {
-            for reply in self.fleet.call(json!({"op": "peerCollect"})).await? {
-                let got: Vec<(u64, u64, u64)> =
-                    serde_json::from_value(reply["receivedUs"].clone())?;
-                received.extend(got);
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!(
-                    "nchan's messages did not all arrive: {}/{n}",
-                    received.len()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let received = self
+            .collect_stamps("peerCollect", "nchan's messages")
+            .await?;
         // Until nginx has read (and republished) the answers.
         peer.nchan.until_still().await;
         peer.run
@@ -231,6 +205,30 @@ impl Run {
             .series
             .push(("nginx + nchan: publish to delivery".into(), delivery));
         run
+    }
+
+    /// Every server's (kernel receive time, read time, ack written) for
+    /// the round, asked of the workers with `op` until all are in.
+    async fn collect_stamps(
+        &mut self,
+        op: &str,
+        what: &str,
+    ) -> anyhow::Result<Vec<(u64, u64, u64)>> {
+        let n = self.opts.servers;
+        let mut received: Vec<(u64, u64, u64)> = Vec::new();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while received.len() < n {
+            for reply in self.fleet.call(json!({ "op": op })).await? {
+                let got: Vec<(u64, u64, u64)> =
+                    serde_json::from_value(reply["receivedUs"].clone())?;
+                received.extend(got);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("{what} did not all arrive: {}/{n}", received.len());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(received)
     }
 
     /// Closes a floor's sockets and reports its figures as `<section>.*`.

@@ -136,6 +136,14 @@ impl Run {
             &last_delivery,
             &floor.last,
         );
+        // The same rounds over the floor's median, as before the pairing.
+        self.ratio_to_floor(
+            "fanout",
+            "ratioToFloorMedian",
+            "last delivery / floor p50",
+            &last_delivery,
+            &floor.last,
+        );
         self.ratio_to_floor(
             "fanout",
             "ratioToRawFloor",
@@ -239,6 +247,13 @@ impl Run {
             "killSwitch",
             "ratioToFloor",
             "last ack / the round's floor's last ack",
+            &last_ack,
+            &floor.last_ack,
+        );
+        self.ratio_to_floor(
+            "killSwitch",
+            "ratioToFloorMedian",
+            "last ack / floor's last ack p50",
             &last_ack,
             &floor.last_ack,
         );

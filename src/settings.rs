@@ -268,6 +268,16 @@ pub struct HubSettings {
     pub max_players_per_server: u32,
 }
 
+impl HubSettings {
+    /// The heartbeat interval the hub keeps, and tells servers in its
+    /// `welcome`: the setting, at least
+    /// [`MIN_HEARTBEAT_MS`](hotswap_actors::session::MIN_HEARTBEAT_MS).
+    pub fn heartbeat_interval_ms(&self) -> u64 {
+        self.heartbeat_ms
+            .max(hotswap_actors::session::MIN_HEARTBEAT_MS)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct AuthSettings {
     pub jwt_secret: Option<SecretString>,

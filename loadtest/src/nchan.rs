@@ -4,11 +4,7 @@
 //! port of its own, its files under `<out>/nchan`.
 
 use anyhow::{Context, bail};
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{net::SocketAddr, path::Path, time::Duration};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Where Debian's `libnginx-mod-nchan` puts the module.
@@ -174,7 +170,6 @@ fn children(pid: u32) -> Vec<u32> {
 /// it came; what it sends is published to [`ANSWERS`], which nobody
 /// reads), an HTTP publisher at `/pub/<channel>`; no access log.
 fn config(dir: &Path, addr: SocketAddr, workers: usize, connections: u64) -> String {
-    let dir: PathBuf = dir.to_path_buf();
     let d = dir.display();
     let files = connections + 64;
     format!(

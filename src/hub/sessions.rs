@@ -131,10 +131,7 @@ impl Hub {
             session_id: session_id.clone(),
             // The interval its session keeps: a server's own liveness
             // check counts in it.
-            heartbeat_ms: self
-                .settings
-                .heartbeat_ms
-                .max(hotswap_actors::session::MIN_HEARTBEAT_MS),
+            heartbeat_ms: self.settings.heartbeat_interval_ms(),
             metrics_ms: self.settings.metrics_ms,
             server_time_ms: now,
             hub_node: self.settings.node_name.clone(),

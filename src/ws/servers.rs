@@ -47,11 +47,7 @@ pub async fn server_socket(
     let limit = settings.max_frame_bytes;
     let queue = settings.session_queue;
     let session = SessionSettings {
-        heartbeat: Duration::from_millis(
-            settings
-                .heartbeat_ms
-                .max(hotswap_actors::session::MIN_HEARTBEAT_MS),
-        ),
+        heartbeat: Duration::from_millis(settings.heartbeat_interval_ms()),
         hello_timeout: Duration::from_millis(settings.hello_timeout_ms.max(50)),
         queue_capacity: queue,
         max_frame_bytes: limit,

@@ -53,8 +53,8 @@ pub(super) struct PeerRun {
 
 impl FloorSockets {
     /// The payload the floor's frame carries.
-    pub(super) fn payload(&self) -> Vec<u8> {
-        self.payload.clone()
+    pub(super) fn payload(&self) -> &[u8] {
+        &self.payload
     }
 }
 

@@ -71,8 +71,7 @@ impl Run {
             self.floor_round(&mut paired).await?;
             if let Some(nchan) = &mut nchan {
                 tokio::time::sleep(PAUSE).await;
-                let payload = paired.payload();
-                self.nchan_round(nchan, &payload).await?;
+                self.nchan_round(nchan, paired.payload()).await?;
             }
         }
         let nchan = nchan.map(|peer| self.close_nchan(peer));

@@ -383,17 +383,29 @@ impl Outbox {
 /// One frame queued to many sessions, their writers woken per worker
 /// thread from that thread (see the module docs). Writers still waiting
 /// are woken when it is dropped.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Fanout {
+    /// The thread the fan-out is made on (asked once, not per outbox).
+    thread: ThreadId,
     /// Outboxes to wake from here: no home, or this thread's.
     here: Vec<Outbox>,
     /// Per home thread: its arbiter and its outboxes.
     away: Vec<(Home, Vec<Outbox>)>,
 }
 
+impl Default for Fanout {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Fanout {
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            thread: std::thread::current().id(),
+            here: Vec::new(),
+            away: Vec::new(),
+        }
     }
 
     /// Queues `frame` to `outbox`; its writer is woken by [`Fanout::wake`].
@@ -420,7 +432,7 @@ impl Fanout {
 
     fn add(&mut self, outbox: &Outbox) {
         match &outbox.shared().home {
-            Some(home) if home.thread != std::thread::current().id() => {
+            Some(home) if home.thread != self.thread => {
                 match self.away.iter_mut().find(|(h, _)| h.thread == home.thread) {
                     Some((_, outboxes)) => outboxes.push(outbox.clone()),
                     None => self.away.push((home.clone(), vec![outbox.clone()])),
@@ -441,18 +453,22 @@ impl Fanout {
             outbox.shared().wake.wake();
         }
         for (home, outboxes) in self.away.drain(..) {
-            let fallback = outboxes.clone();
-            let sent = home.arbiter.spawn_fn(move || {
-                for outbox in outboxes {
-                    outbox.shared().wake.wake();
-                }
-            });
-            if !sent {
-                // The worker is stopping: wake from here rather than never.
-                for outbox in fallback {
-                    outbox.shared().wake.wake();
-                }
-            }
+            // Woken where the closure ends: on the home thread when it
+            // runs there; here, when a stopping worker refuses it (dropped
+            // unrun), rather than never.
+            let wakes = WakeOnDrop(outboxes);
+            home.arbiter.spawn_fn(move || drop(wakes));
+        }
+    }
+}
+
+/// Wakes the writers of its outboxes when dropped.
+struct WakeOnDrop(Vec<Outbox>);
+
+impl Drop for WakeOnDrop {
+    fn drop(&mut self) {
+        for outbox in &self.0 {
+            outbox.shared().wake.wake();
         }
     }
 }
@@ -743,7 +759,19 @@ mod tests {
             }
             assert_eq!(*lock(&wakes.threads), vec![worker_thread]);
             assert_ne!(worker_thread, std::thread::current().id());
+            assert!(poll_with(&mut body, &wakes).is_ready(), "the frame");
+            assert!(poll_with(&mut body, &wakes).is_pending());
+            // A worker that stopped refuses the wake: it happens here
+            // rather than never.
             worker.stop();
+            worker.join().unwrap();
+            let mut fanout = Fanout::new();
+            fanout.push(&outbox, Bytes::from_static(b"e")).unwrap();
+            fanout.wake();
+            assert_eq!(
+                *lock(&wakes.threads),
+                vec![worker_thread, std::thread::current().id()]
+            );
         });
     }
 }

@@ -378,6 +378,43 @@ impl Registry {
             .collect()
     }
 
+    /// How many servers (connected or not) are subscribed to `config`.
+    pub fn subscribed_count(&self, config: &str) -> usize {
+        self.read().by_config.get(config).map_or(0, BTreeSet::len)
+    }
+
+    /// Visits, under one read lock, the connected servers subscribed to
+    /// `config` from slot `from` on, at most `limit` of them, in slot
+    /// order: each with its shared id, record and outbox. Returns where
+    /// the next pass starts, `None` once every one was visited. A fan-out
+    /// walks a fleet a slice at a time, so frames leave (and acks land,
+    /// they need the write lock) while it goes on; a server that joins
+    /// meanwhile gets its frame from its `hello`.
+    pub fn visit_connected(
+        &self,
+        config: &str,
+        from: usize,
+        limit: usize,
+        mut visit: impl FnMut(&Arc<str>, &ServerRecord, &Outbox),
+    ) -> Option<usize> {
+        let inner = self.read();
+        let slots = inner.by_config.get(config)?;
+        let mut visited = 0;
+        for &slot in slots.range(from..) {
+            if visited == limit {
+                return Some(slot);
+            }
+            let Some(entry) = inner.slots[slot].as_ref() else {
+                continue;
+            };
+            if let Some(outbox) = &entry.outbox {
+                visited += 1;
+                visit(&entry.id, &entry.record, outbox);
+            }
+        }
+        None
+    }
+
     /// Sets operator tags; false for an unknown server.
     pub fn set_operator_tags(&self, server_id: &str, tags: Vec<String>) -> bool {
         self.update(server_id, |record| record.operator_tags = tags)
@@ -533,6 +570,43 @@ mod tests {
         let mut ids: Vec<&str> = targets.iter().map(|t| &*t.server_id).collect();
         ids.sort();
         ids
+    }
+
+    #[test]
+    fn a_walk_in_slices_visits_every_connected_server_once() {
+        let registry = Registry::default();
+        for i in 0..10 {
+            let (outbox, _) = Outbox::channel(4);
+            registry.connect(record(&format!("s{i}"), &["loot"]), outbox);
+        }
+        let (outbox, _) = Outbox::channel(4);
+        registry.connect(record("other", &["maps"]), outbox);
+        assert!(registry.disconnect("s3", "s3-session", false, None, 1));
+        registry.remove("s7", CloseReason::new(1000, "gone"));
+
+        let mut seen = Vec::new();
+        let mut slices = 0;
+        let mut next = Some(0);
+        while let Some(from) = next {
+            let mut slice = 0;
+            next = registry.visit_connected("loot", from, 3, |id, record, _| {
+                assert_eq!(&**id, record.server_id);
+                seen.push(id.to_string());
+                slice += 1;
+            });
+            assert!(slice <= 3, "a slice holds at most its limit");
+            slices += 1;
+        }
+        seen.sort();
+        assert_eq!(seen, ["s0", "s1", "s2", "s4", "s5", "s6", "s8", "s9"]);
+        assert_eq!(slices, 3, "8 servers in slices of 3");
+        assert_eq!(registry.visit_connected("none", 0, 3, |_, _, _| {}), None);
+        assert_eq!(
+            registry.subscribed_count("loot"),
+            9,
+            "s3 disconnected, still subscribed"
+        );
+        assert_eq!(registry.subscribed_count("none"), 0);
     }
 
     #[test]

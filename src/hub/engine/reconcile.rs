@@ -12,12 +12,25 @@ use crate::{
 use bytes::Bytes;
 use hotswap_actors::{ConnectedTarget, Fanout};
 use hotswap_client::protocol::Health;
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
+
+/// Servers a reconcile walks under one registry lock (and one claim of the
+/// deployment's record) before it wakes their writers: small enough that
+/// the first frames leave within a millisecond or two and the acks they
+/// bring (which take both locks) wait no longer; large enough that each
+/// slice's wake is one message per worker, not one per server.
+const SLICE: usize = 512;
 
 impl Hub {
     /// Pushes to every connected server of `config` whatever it should run
     /// and does not (nor has on its way); the deployment in flight, if
     /// any, tracks the servers it moves. One frame per (from, to) pair.
+    ///
+    /// The fleet is walked a slice at a time: each slice's targets are
+    /// claimed, their frames queued, then their writers woken, so the
+    /// first frames leave while the rest of the fleet is walked (on the
+    /// other workers, at once). Each target is claimed before its frame
+    /// leaves.
     pub(in crate::hub) async fn reconcile(&self, config: &str) -> usize {
         let Some(serving) = self.serving_read().get(config).cloned() else {
             return 0;
@@ -25,62 +38,96 @@ impl Hub {
         let live = serving.live();
         let record = live.map(|l| l.record.clone());
         let deployment = live.map(|l| l.deployment_id.clone());
-        let picks = self.registry.targets_with(config, |server| {
-            if server.environment != serving.environment {
-                return None;
-            }
-            let resolved = serving.desired(server)?;
-            let applied = server.applied.get(config).copied();
-            moves_now(resolved, applied, server.status == Health::Healthy)
-                .then_some((resolved.revision, resolved.source == Source::InFlight))
-        });
-        let mut groups: BTreeMap<(Option<i64>, i64), Vec<ConnectedTarget>> = BTreeMap::new();
-        // Every target is claimed before the first frame leaves.
-        let mut claims = record.as_ref().map(|r| r.claims());
-        if let Some(claims) = &mut claims {
-            claims.reserve_for(picks.len());
+        // The frame of each (from, to) pair, made at its first server.
+        let mut frames: Vec<((Option<i64>, i64), Option<Bytes>)> = Vec::new();
+        if let Some(record) = &record {
+            // A first pass over a fleet grows the record's map once.
+            let servers = self.registry.subscribed_count(config);
+            record.claims().reserve_for(servers);
         }
-        for (server, (target, in_flight)) in picks {
-            // The deployment tracks the servers it covers, and those it
-            // moved and now moves back (a rollback, a cancel), and only
-            // those: a server outside it is no target, and nothing it acks
-            // counts.
-            let claims = claims
-                .as_mut()
-                .filter(|c| in_flight || c.tracks(&server.server_id));
-            if server.applied == Some(target) {
-                if let Some(claims) = claims {
-                    claims.already_on(&server.server_id, target);
-                }
-                continue;
-            }
-            if claims.is_some_and(|c| !c.claim(&server.server_id, target)) {
-                continue;
-            }
-            groups
-                .entry((server.applied, target))
-                .or_default()
-                .push(server);
-        }
-        drop(claims);
         let mut pushed = 0;
-        for ((from, to), servers) in groups {
-            let frame: Option<Bytes> = self
-                .frame_towards(config, from, to, deployment.as_deref())
-                .await;
-            // Every frame is queued before any writer wakes; each worker
-            // then wakes its own sessions (`hotswap_actors::Fanout`).
+        let mut next = Some(0);
+        while let Some(from) = next {
             let mut fanout = Fanout::new();
-            for server in servers {
-                let delivered = match &frame {
-                    Some(frame) => self.push_to(&mut fanout, &server.outbox, frame.clone()),
-                    None => false,
-                };
-                if !delivered && let Some(record) = &record {
-                    record.server_gone(&server.server_id);
-                }
-                pushed += usize::from(delivered);
+            // Servers whose pair has no frame yet, and those the frame did
+            // not reach.
+            let mut waiting: BTreeMap<(Option<i64>, i64), Vec<ConnectedTarget>> = BTreeMap::new();
+            let mut gone: Vec<Arc<str>> = Vec::new();
+            {
+                // Taken under the registry's lock, as the lock order says.
+                let mut claims = None;
+                next = self
+                    .registry
+                    .visit_connected(config, from, SLICE, |id, server, outbox| {
+                        if server.environment != serving.environment {
+                            return;
+                        }
+                        let Some(resolved) = serving.desired(server) else {
+                            return;
+                        };
+                        let applied = server.applied.get(config).copied();
+                        if !moves_now(resolved, applied, server.status == Health::Healthy) {
+                            return;
+                        }
+                        let (target, in_flight) =
+                            (resolved.revision, resolved.source == Source::InFlight);
+                        // The deployment tracks the servers it covers, and
+                        // those it moved and now moves back (a rollback, a
+                        // cancel), and only those: a server outside it is
+                        // no target, and nothing it acks counts.
+                        let claims = record
+                            .as_ref()
+                            .map(|r| claims.get_or_insert_with(|| r.claims()))
+                            .filter(|c| in_flight || c.tracks(id));
+                        if applied == Some(target) {
+                            if let Some(claims) = claims {
+                                claims.already_on(id, target);
+                            }
+                            return;
+                        }
+                        if claims.is_some_and(|c| !c.claim(id, target)) {
+                            return;
+                        }
+                        match frames.iter().find(|(pair, _)| *pair == (applied, target)) {
+                            Some((_, Some(frame))) => {
+                                if self.push_to(&mut fanout, outbox, frame.clone()) {
+                                    pushed += 1;
+                                } else {
+                                    gone.push(id.clone());
+                                }
+                            }
+                            Some((_, None)) => gone.push(id.clone()),
+                            None => waiting.entry((applied, target)).or_default().push(
+                                ConnectedTarget {
+                                    server_id: id.clone(),
+                                    applied,
+                                    outbox: outbox.clone(),
+                                },
+                            ),
+                        }
+                    });
             }
+            for ((from, to), servers) in waiting {
+                let frame: Option<Bytes> = self
+                    .frame_towards(config, from, to, deployment.as_deref())
+                    .await;
+                for server in servers {
+                    match &frame {
+                        Some(frame) if self.push_to(&mut fanout, &server.outbox, frame.clone()) => {
+                            pushed += 1;
+                        }
+                        _ => gone.push(server.server_id),
+                    }
+                }
+                frames.push(((from, to), frame));
+            }
+            if let Some(record) = &record {
+                for id in gone {
+                    record.server_gone(&id);
+                }
+            }
+            // Every frame of the slice is queued before its writers wake;
+            // each worker wakes its own sessions (`hotswap_actors::Fanout`).
             fanout.wake();
         }
         if pushed > 0 {

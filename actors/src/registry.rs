@@ -378,18 +378,14 @@ impl Registry {
             .collect()
     }
 
-    /// How many servers (connected or not) are subscribed to `config`.
-    pub fn subscribed_count(&self, config: &str) -> usize {
-        self.read().by_config.get(config).map_or(0, BTreeSet::len)
-    }
-
     /// Visits, under one read lock, the connected servers subscribed to
     /// `config` from slot `from` on, at most `limit` of them, in slot
     /// order: each with its shared id, record and outbox. Returns where
     /// the next pass starts, `None` once every one was visited. A fan-out
     /// walks a fleet a slice at a time, so frames leave (and acks land,
     /// they need the write lock) while it goes on; a server that joins
-    /// meanwhile gets its frame from its `hello`.
+    /// meanwhile gets its frame from its `hello`. A `limit` of 0 is taken
+    /// as 1 (a walk always moves on).
     pub fn visit_connected(
         &self,
         config: &str,
@@ -397,6 +393,7 @@ impl Registry {
         limit: usize,
         mut visit: impl FnMut(&Arc<str>, &ServerRecord, &Outbox),
     ) -> Option<usize> {
+        let limit = limit.max(1);
         let inner = self.read();
         let slots = inner.by_config.get(config)?;
         let mut visited = 0;
@@ -584,29 +581,42 @@ mod tests {
         assert!(registry.disconnect("s3", "s3-session", false, None, 1));
         registry.remove("s7", CloseReason::new(1000, "gone"));
 
-        let mut seen = Vec::new();
-        let mut slices = 0;
-        let mut next = Some(0);
-        while let Some(from) = next {
-            let mut slice = 0;
-            next = registry.visit_connected("loot", from, 3, |id, record, _| {
-                assert_eq!(&**id, record.server_id);
-                seen.push(id.to_string());
-                slice += 1;
-            });
-            assert!(slice <= 3, "a slice holds at most its limit");
-            slices += 1;
-        }
-        seen.sort();
-        assert_eq!(seen, ["s0", "s1", "s2", "s4", "s5", "s6", "s8", "s9"]);
-        assert_eq!(slices, 3, "8 servers in slices of 3");
-        assert_eq!(registry.visit_connected("none", 0, 3, |_, _, _| {}), None);
+        let walk = |limit: usize| {
+            let mut slices: Vec<Vec<String>> = Vec::new();
+            let mut next = Some(0);
+            while let Some(from) = next {
+                let mut slice = Vec::new();
+                next = registry.visit_connected("loot", from, limit, |id, record, _| {
+                    assert_eq!(&**id, record.server_id);
+                    slice.push(id.to_string());
+                });
+                slices.push(slice);
+                assert!(slices.len() <= 20, "the walk moves on");
+            }
+            slices
+        };
+        // A disconnected or removed server takes no place in a slice.
         assert_eq!(
-            registry.subscribed_count("loot"),
-            9,
-            "s3 disconnected, still subscribed"
+            walk(3),
+            [
+                vec!["s0", "s1", "s2"],
+                vec!["s4", "s5", "s6"],
+                vec!["s8", "s9"]
+            ]
         );
-        assert_eq!(registry.subscribed_count("none"), 0);
+        assert_eq!(walk(8).concat(), walk(3).concat());
+        assert_eq!(walk(0).len(), 8, "a limit of 0 is taken as 1");
+        // A server that joins between slices, in a slot not yet walked (the
+        // one s7 freed), is visited by the walk under way.
+        let mut next = registry.visit_connected("loot", 0, 3, |_, _, _| {});
+        let (outbox, _) = Outbox::channel(4);
+        registry.connect(record("late", &["loot"]), outbox);
+        let mut rest = Vec::new();
+        while let Some(from) = next {
+            next = registry.visit_connected("loot", from, 3, |id, _, _| rest.push(id.to_string()));
+        }
+        assert_eq!(rest, ["s4", "s5", "s6", "late", "s8", "s9"]);
+        assert_eq!(registry.visit_connected("none", 0, 3, |_, _, _| {}), None);
     }
 
     #[test]

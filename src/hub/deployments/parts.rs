@@ -106,11 +106,6 @@ impl ServerMap {
         self.parts.is_empty()
     }
 
-    /// Room for `more` servers.
-    pub fn reserve(&mut self, more: usize) {
-        self.parts.reserve(more);
-    }
-
     pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &ServerProgress)> {
         self.parts.iter()
     }

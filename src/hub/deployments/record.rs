@@ -16,8 +16,9 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-/// A deployment's per-server progress, locked for one reconcile pass
-/// (whose pushes all leave at one time).
+/// A deployment's per-server progress, locked for one slice of a
+/// reconcile (taken under the registry's lock; the slice's frames leave
+/// once it is released).
 pub(in crate::hub) struct Claims<'a> {
     servers: std::sync::MutexGuard<'a, ServerMap>,
     at_ms: i64,
@@ -37,13 +38,6 @@ impl Drop for Claims<'_> {
 }
 
 impl Claims<'_> {
-    /// Room for `servers` in all (a first pass over a fleet grows the map
-    /// once, not a dozen times).
-    pub fn reserve_for(&mut self, servers: usize) {
-        let more = servers.saturating_sub(self.servers.len());
-        self.servers.reserve(more);
-    }
-
     /// Claims the push of `revision` to `server_id`: false when a frame
     /// carrying it is already on its way or the server has acked it (a
     /// registry read taken before that ack landed must not send it twice);

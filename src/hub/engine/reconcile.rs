@@ -21,6 +21,9 @@ use std::{collections::BTreeMap, sync::Arc};
 /// slice's wake is one message per worker, not one per server.
 const SLICE: usize = 512;
 
+/// A server's move: the revision it holds, if any, and the one it is sent.
+type Pair = (Option<i64>, i64);
+
 impl Hub {
     /// Pushes to every connected server of `config` whatever it should run
     /// and does not (nor has on its way); the deployment in flight, if
@@ -39,19 +42,14 @@ impl Hub {
         let record = live.map(|l| l.record.clone());
         let deployment = live.map(|l| l.deployment_id.clone());
         // The frame of each (from, to) pair, made at its first server.
-        let mut frames: Vec<((Option<i64>, i64), Option<Bytes>)> = Vec::new();
-        if let Some(record) = &record {
-            // A first pass over a fleet grows the record's map once.
-            let servers = self.registry.subscribed_count(config);
-            record.claims().reserve_for(servers);
-        }
+        let mut frames: Vec<(Pair, Option<Bytes>)> = Vec::new();
         let mut pushed = 0;
         let mut next = Some(0);
         while let Some(from) = next {
             let mut fanout = Fanout::new();
             // Servers whose pair has no frame yet, and those the frame did
             // not reach.
-            let mut waiting: BTreeMap<(Option<i64>, i64), Vec<ConnectedTarget>> = BTreeMap::new();
+            let mut waiting: BTreeMap<Pair, Vec<ConnectedTarget>> = BTreeMap::new();
             let mut gone: Vec<Arc<str>> = Vec::new();
             {
                 // Taken under the registry's lock, as the lock order says.

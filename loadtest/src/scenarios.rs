@@ -863,6 +863,14 @@ fn latest_after(of: &[Delivery], from_ms: f64, at: impl Fn(&Delivery) -> u64) ->
         .map_or(0.0, |t| t as f64 / 1000.0 - from_ms)
 }
 
+/// The first of `of`'s times (µs), in ms after `from_ms`.
+fn earliest_after(of: &[Delivery], from_ms: f64, at: impl Fn(&Delivery) -> u64) -> f64 {
+    of.iter()
+        .map(at)
+        .min()
+        .map_or(0.0, |t| t as f64 / 1000.0 - from_ms)
+}
+
 /// `2026-11-21T10:00:00.123Z` (or `+00:00`) to Unix milliseconds.
 pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
     let (date, time) = text.split_once('T')?;

@@ -108,6 +108,14 @@ fn fanout_reports_delivery_against_the_floor() {
     // servers use, and bare reads.
     assert_eq!(summary(&report, "floor", "deliveryMs")["count"], 90);
     assert_eq!(summary(&report, "floorRaw", "deliveryMs")["count"], 90);
+    // From the deployment's request, the first frame of a push comes no
+    // later than its last.
+    let first = summary(&report, "fanout", "firstDeliveryFromRequestMs");
+    let last = summary(&report, "fanout", "lastDeliveryFromRequestMs");
+    assert_eq!(first["count"], 3);
+    assert!(first["p50"].as_f64() > Some(0.0), "{report}");
+    assert!(first["max"].as_f64() <= last["max"].as_f64(), "{report}");
+    assert!(first["p50"].as_f64() <= last["p50"].as_f64(), "{report}");
     assert!(
         report["floor"]["lastAckOverRaw"].as_f64() > Some(0.0),
         "{report}"

@@ -1,7 +1,7 @@
 //! `fanout` and `kill-switch`: one frame to every server, against the
 //! floor paired round by round (`floors.rs`).
 
-use super::{Run, WAIT, latest_after, since_sent};
+use super::{Run, WAIT, earliest_after, latest_after, since_sent};
 use crate::worker::FloorClient;
 use serde_json::json;
 use std::time::Duration;
@@ -24,7 +24,7 @@ impl Run {
         let (mut delivery, mut last_delivery, mut last_ack) = (Vec::new(), Vec::new(), Vec::new());
         let (mut handled, mut last_handled) = (Vec::new(), Vec::new());
         let (mut hub_cpu, mut client_cpu, mut after) = (Vec::new(), Vec::new(), Vec::new());
-        let mut from_request = Vec::new();
+        let (mut from_request, mut first_from_request) = (Vec::new(), Vec::new());
         let idle = self.idle_cores("fanout").await;
         let mut paired = self.open_floor(FloorClient::WebSocket).await?;
         let mut nchan = match self.opts.nchan {
@@ -60,6 +60,7 @@ impl Run {
             delivery.extend(since_sent(&of));
             last_delivery.push(latest_after(&of, sent_ms, |d| d.received_us));
             from_request.push(latest_after(&of, at as f64 / 1000.0, |d| d.received_us));
+            first_from_request.push(earliest_after(&of, at as f64 / 1000.0, |d| d.received_us));
             last_handled.push(latest_after(&of, sent_ms, |d| d.handled_us));
             last_ack.push(latest_after(&of, sent_ms, |d| d.acked_us));
             handled.extend(
@@ -86,6 +87,10 @@ impl Run {
         // included), as a peer's figures are timed from the publish.
         self.report
             .sample("fanout", "lastDeliveryFromRequestMs", &from_request);
+        // The first frame's, from the same request: what the hub does
+        // before any frame leaves.
+        self.report
+            .sample("fanout", "firstDeliveryFromRequestMs", &first_from_request);
         // The same frames, timed when each simulated server's task had
         // decoded them (includes waiting for the others on its thread).
         self.report.sample("fanout", "handledMs", &handled);

@@ -17,8 +17,9 @@ use std::{collections::BTreeMap, sync::Arc};
 /// Servers a reconcile walks under one registry lock (and one claim of the
 /// deployment's record) before it wakes their writers: small enough that
 /// the first frames leave within a millisecond or two and the acks they
-/// bring (which take both locks) wait no longer; large enough that each
-/// slice's wake is one message per worker, not one per server.
+/// bring (each takes the registry's write lock, then the record's) wait
+/// no longer; large enough that each slice's wake is one message per
+/// worker, not one per server.
 const SLICE: usize = 512;
 
 /// A server's move: the revision it holds, if any, and the one it is sent.

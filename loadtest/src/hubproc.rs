@@ -4,6 +4,7 @@
 //! and sampled for CPU seconds and RSS through `/proc`.
 
 use crate::http::Api;
+use crate::reaper::Reaper;
 use anyhow::{Context, bail};
 use std::{
     path::{Path, PathBuf},
@@ -71,6 +72,10 @@ pub struct HubProcess {
     pub dir: PathBuf,
     pub port: u16,
     env: Vec<(String, String)>,
+    /// Stops the hub should the harness be killed; dropped before the
+    /// hub is stopped or killed on purpose (and, declared first, before
+    /// `child` when this is dropped).
+    reaper: Option<Reaper>,
     child: Option<tokio::process::Child>,
 }
 
@@ -140,6 +145,7 @@ impl HubProcess {
             dir: dir.to_owned(),
             port,
             env,
+            reaper: None,
             child: None,
         };
         hub.spawn().await?;
@@ -170,7 +176,9 @@ impl HubProcess {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {}", self.binary.display()))?;
+        let pid = child.id();
         self.child = Some(child);
+        self.reaper = pid.map(Reaper::watch).transpose()?;
         let api = Api::new(&self.base_url(), "")?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
@@ -211,6 +219,7 @@ impl HubProcess {
 
     /// Graceful stop (SIGTERM: the hub tells servers to come back later).
     pub async fn stop(&mut self) -> anyhow::Result<()> {
+        self.reaper = None;
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
@@ -232,6 +241,7 @@ impl HubProcess {
     /// SIGKILL (no shutdown, no flush), then a new process on the same
     /// port and store.
     pub async fn kill_and_restart(&mut self) -> anyhow::Result<()> {
+        self.reaper = None;
         if let Some(mut child) = self.child.take() {
             child.kill().await?;
         }

@@ -23,6 +23,7 @@ pub mod http_floor;
 pub mod hubproc;
 pub mod nchan;
 pub mod players;
+pub mod reaper;
 pub mod report;
 pub mod scenarios;
 pub mod stamped;

@@ -3,6 +3,7 @@
 //! a WebSocket subscriber location and an HTTP publisher location on a
 //! port of its own, its files under `<out>/nchan`.
 
+use crate::reaper::Reaper;
 use anyhow::{Context, bail};
 use std::{net::SocketAddr, path::Path, time::Duration};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,10 +20,12 @@ pub const CHANNEL: &str = "loadtest";
 /// keeps only the last message.
 const ANSWERS: &str = "answers";
 
-/// A running nginx with nchan; stopped when dropped.
+/// A running nginx with nchan; stopped when dropped (or, should the
+/// harness be killed, by its reaper).
 #[derive(Debug)]
 pub struct Nchan {
     child: std::process::Child,
+    reaper: Option<Reaper>,
     pub addr: SocketAddr,
 }
 
@@ -45,8 +48,6 @@ impl Nchan {
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let conf = dir.join("nginx.conf");
         std::fs::write(&conf, config(&dir, addr, workers, connections))?;
-        // Stopped by `Drop` on every way out but a SIGKILL of the harness,
-        // which leaves it running on its port, its pid in `<out>/nchan`.
         let mut command = std::process::Command::new("nginx");
         let child = command
             .arg("-p")
@@ -58,7 +59,13 @@ impl Nchan {
             .stderr(std::fs::File::create(dir.join("logs/stderr.log"))?)
             .spawn()
             .context("--nchan starts `nginx` (Debian: apt-get install nginx-light)")?;
-        let mut nchan = Self { child, addr };
+        let reaper = Reaper::watch(child.id());
+        let mut nchan = Self {
+            child,
+            reaper: None,
+            addr,
+        };
+        nchan.reaper = Some(reaper?);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while tokio::net::TcpStream::connect(addr).await.is_err() {
             if let Some(status) = nchan.child.try_wait()? {
@@ -131,6 +138,7 @@ impl Nchan {
 
 impl Drop for Nchan {
     fn drop(&mut self) {
+        drop(self.reaper.take());
         // SIGQUIT would wait for the subscribers; SIGTERM stops at once.
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),

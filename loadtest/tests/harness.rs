@@ -139,6 +139,117 @@ fn fanout_reports_delivery_against_the_floor() {
     assert!(report["unstampedReads"].is_u64(), "{report}");
 }
 
+/// The processes whose parent is `pid`, with their names (`/proc`).
+fn children(pid: u32) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let parent = stat[close + 2..]
+            .split(' ')
+            .nth(1)
+            .and_then(|p| p.parse().ok());
+        if parent == Some(pid) {
+            found.push((child, stat[open + 1..close].to_owned()));
+        }
+    }
+    found
+}
+
+/// Whether `pid` runs (a zombie nobody reaped yet has stopped).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .is_some_and(|close| !stat[close + 2..].starts_with('Z'))
+    })
+}
+
+/// A harness killed with SIGKILL runs no `Drop`: its reapers stop the hub
+/// it started, and nginx with `--nchan` where nginx and nchan are here.
+#[test]
+fn a_killed_harness_leaves_no_hub_nor_nginx_running() {
+    let harness = PathBuf::from(env!("CARGO_BIN_EXE_hotswap-loadtest"));
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("harness")
+        .join(format!("killed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let nchan = std::path::Path::new("/usr/lib/nginx/modules/ngx_nchan_module.so").exists()
+        && Command::new("nginx").arg("-v").output().is_ok();
+    if !nchan {
+        assert!(
+            std::env::var("CI").is_err(),
+            "under CI nginx and its nchan module must be installed (.ci/run does)"
+        );
+        eprintln!(
+            "nginx's part skipped: no nginx with nchan here (apt-get install nginx-light libnginx-mod-nchan)"
+        );
+    }
+    let mut args = vec![
+        "--scenario",
+        "fanout",
+        "--servers",
+        "10",
+        "--players",
+        "1000",
+        "--rounds",
+        "100000",
+    ];
+    if nchan {
+        args.push("--nchan");
+    }
+    let mut child = Command::new(&harness)
+        .args(&args)
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the harness runs");
+    let wanted: &[&str] = if nchan {
+        &["hotswap", "nginx"]
+    } else {
+        &["hotswap"]
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let started = loop {
+        let started: Vec<(u32, String)> = children(child.id())
+            .into_iter()
+            .filter(|(_, name)| wanted.contains(&name.as_str()))
+            .collect();
+        if started.len() == wanted.len() {
+            break started;
+        }
+        if std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            panic!("the harness did not start {wanted:?} within 90 s: {started:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    for (pid, name) in started {
+        while running(pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} ({pid}) still runs 30 s after its harness was killed"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
 /// nginx + nchan measured beside the hub, round by round (`--nchan`).
 /// Needs Debian's nginx-light and libnginx-mod-nchan: skipped with a
 /// printed reason without them, except under CI, which installs them.

@@ -14,10 +14,7 @@ fn run(name: &str, args: &[&str]) -> Value {
         "no hub binary at {} — run the workspace's tests (`cargo test --workspace`), which build it",
         hub.display()
     );
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("harness")
-        .join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
+    let out = fresh_out(name);
     let output = Command::new(&harness)
         .args(args)
         .args(["--metrics-ms", "200", "--out"])
@@ -50,6 +47,33 @@ fn run(name: &str, args: &[&str]) -> Value {
         assert!(report[field].is_number(), "{field}: {report}");
     }
     report
+}
+
+/// An empty output folder of this test process for run `name`.
+fn fresh_out(name: &str) -> PathBuf {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("harness")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    out
+}
+
+/// Whether nginx and its nchan module are here (Debian's nginx-light and
+/// libnginx-mod-nchan); under CI, which installs them, they must be.
+/// Without them, prints that `skipped` is skipped, and why.
+fn nchan_here(skipped: &str) -> bool {
+    let module = std::path::Path::new("/usr/lib/nginx/modules/ngx_nchan_module.so");
+    if module.exists() && Command::new("nginx").arg("-v").output().is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "under CI nginx and its nchan module must be installed (.ci/run does)"
+    );
+    eprintln!(
+        "{skipped} skipped: no nginx with nchan here (apt-get install nginx-light libnginx-mod-nchan)"
+    );
+    false
 }
 
 fn summary(report: &Value, section: &str, key: &str) -> Value {
@@ -180,21 +204,8 @@ fn running(pid: u32) -> bool {
 #[test]
 fn a_killed_harness_leaves_no_hub_nor_nginx_running() {
     let harness = PathBuf::from(env!("CARGO_BIN_EXE_hotswap-loadtest"));
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("harness")
-        .join(format!("killed-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    let nchan = std::path::Path::new("/usr/lib/nginx/modules/ngx_nchan_module.so").exists()
-        && Command::new("nginx").arg("-v").output().is_ok();
-    if !nchan {
-        assert!(
-            std::env::var("CI").is_err(),
-            "under CI nginx and its nchan module must be installed (.ci/run does)"
-        );
-        eprintln!(
-            "nginx's part skipped: no nginx with nchan here (apt-get install nginx-light libnginx-mod-nchan)"
-        );
-    }
+    let out = fresh_out("killed");
+    let nchan = nchan_here("nginx's part");
     let mut args = vec![
         "--scenario",
         "fanout",
@@ -255,16 +266,7 @@ fn a_killed_harness_leaves_no_hub_nor_nginx_running() {
 /// printed reason without them, except under CI, which installs them.
 #[test]
 fn fanout_is_measured_against_nginx_and_nchan() {
-    let module = std::path::Path::new("/usr/lib/nginx/modules/ngx_nchan_module.so");
-    let nginx = Command::new("nginx").arg("-v").output().is_ok();
-    if !(module.exists() && nginx) {
-        assert!(
-            std::env::var("CI").is_err(),
-            "under CI nginx and its nchan module must be installed (.ci/run does)"
-        );
-        eprintln!(
-            "skipped: no nginx with nchan here (apt-get install nginx-light libnginx-mod-nchan)"
-        );
+    if !nchan_here("the test") {
         return;
     }
     let report = run(

@@ -1,6 +1,6 @@
 //! Bringing every connected server of a config to what the layers give it.
 
-use super::serving::who;
+use super::serving::{Serving, who};
 use crate::{
     domain::{
         layers::{Source, moves_now},
@@ -10,7 +10,7 @@ use crate::{
     hub::Hub,
 };
 use bytes::Bytes;
-use hotswap_actors::{ConnectedTarget, Fanout};
+use hotswap_actors::{ConnectedTarget, Fanout, ServerRecord};
 use hotswap_client::protocol::Health;
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -24,6 +24,20 @@ const SLICE: usize = 512;
 
 /// A server's move: the revision it holds, if any, and the one it is sent.
 type Pair = (Option<i64>, i64);
+
+/// What `server` is to be sent of `config` now, if anything: its move,
+/// and whether the deployment in flight makes it.
+fn move_for(serving: &Serving, config: &str, server: &ServerRecord) -> Option<(Pair, bool)> {
+    if server.environment != serving.environment {
+        return None;
+    }
+    let resolved = serving.desired(server)?;
+    let applied = server.applied.get(config).copied();
+    moves_now(resolved, applied, server.status == Health::Healthy).then_some((
+        (applied, resolved.revision),
+        resolved.source == Source::InFlight,
+    ))
+}
 
 impl Hub {
     /// Pushes to every connected server of `config` whatever it should run
@@ -58,18 +72,11 @@ impl Hub {
                 next = self
                     .registry
                     .visit_connected(config, from, SLICE, |id, server, outbox| {
-                        if server.environment != serving.environment {
-                            return;
-                        }
-                        let Some(resolved) = serving.desired(server) else {
+                        let Some(((applied, target), in_flight)) =
+                            move_for(&serving, config, server)
+                        else {
                             return;
                         };
-                        let applied = server.applied.get(config).copied();
-                        if !moves_now(resolved, applied, server.status == Health::Healthy) {
-                            return;
-                        }
-                        let (target, in_flight) =
-                            (resolved.revision, resolved.source == Source::InFlight);
                         // The deployment tracks the servers it covers, and
                         // those it moved and now moves back (a rollback, a
                         // cancel), and only those: a server outside it is

@@ -2,6 +2,9 @@
 //! deployment's mutable state (the hub's [`DeploymentDriver`]: phase, cohort
 //! metric windows, the last judgement) and serializes everything that
 //! touches it: operator commands, metric events and the evaluation tick.
+//! The tick can also be asked for early ([`DeploymentHandle::step_now`]):
+//! when the last server a phase waits on acks, the phase need not wait
+//! for the next period to move on.
 //!
 //! It is a tokio task with two bounded mailboxes rather than an actix actor:
 //! every step of a deployment awaits the store before its effects go out
@@ -18,7 +21,7 @@ use std::{
     },
     time::Duration,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 /// Whether the actor keeps running after a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +40,11 @@ pub trait DeploymentDriver: 'static {
     fn event(&mut self, event: Self::Event);
     fn command(&mut self, command: Self::Command) -> LocalBoxFuture<'_, Flow>;
     fn tick(&mut self) -> LocalBoxFuture<'_, Flow>;
+    /// An early step asked for ([`DeploymentHandle::step_now`]): the
+    /// driver decides whether it is worth a tick's work.
+    fn nudged(&mut self) -> LocalBoxFuture<'_, Flow> {
+        self.tick()
+    }
 }
 
 /// The actor has stopped.
@@ -57,6 +65,8 @@ pub struct DeploymentHandle<C, E> {
     commands: mpsc::Sender<C>,
     events: mpsc::Sender<E>,
     dropped: Arc<AtomicU64>,
+    /// Asks for a tick now; requests made while one runs make one more.
+    nudge: Arc<Notify>,
 }
 
 impl<C, E> Clone for DeploymentHandle<C, E> {
@@ -65,6 +75,7 @@ impl<C, E> Clone for DeploymentHandle<C, E> {
             commands: self.commands.clone(),
             events: self.events.clone(),
             dropped: self.dropped.clone(),
+            nudge: self.nudge.clone(),
         }
     }
 }
@@ -88,6 +99,14 @@ impl<C, E> DeploymentHandle<C, E> {
         }
     }
 
+    /// Asks the actor for an early step ([`DeploymentDriver::nudged`]),
+    /// after the commands and events already queued; the periodic ticks go
+    /// on as before. Never waits; asks made before the actor gets to them
+    /// count once.
+    pub fn step_now(&self) {
+        self.nudge.notify_one();
+    }
+
     /// Events dropped because the mailbox was full.
     pub fn dropped_events(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
@@ -105,7 +124,8 @@ impl<C, E> DeploymentHandle<C, E> {
 
 /// Starts the actor on the current thread's runtime (`spawn_local`: the
 /// driver need not be `Send`). `make` builds the driver, given the actor's
-/// own handle. Commands go first, then events, then ticks.
+/// own handle. Commands go first, then events, then an early step, then
+/// ticks.
 pub fn spawn<D: DeploymentDriver>(
     mailbox: usize,
     make: impl FnOnce(&DeploymentHandle<D::Command, D::Event>) -> D,
@@ -116,7 +136,9 @@ pub fn spawn<D: DeploymentDriver>(
         commands,
         events,
         dropped: Arc::new(AtomicU64::new(0)),
+        nudge: Arc::new(Notify::new()),
     };
+    let nudge = handle.nudge.clone();
     let mut driver = make(&handle);
     actix::spawn(async move {
         // The first tick is one period away: a new deployment has just run
@@ -139,6 +161,9 @@ pub fn spawn<D: DeploymentDriver>(
                     }
                     Flow::Continue
                 }
+                // The periodic ticks keep their pace: an early step that
+                // decides nothing must not put off the next evaluation.
+                _ = nudge.notified() => driver.nudged().await,
                 _ = every.tick() => driver.tick().await,
             };
             if flow == Flow::Stop {
@@ -157,13 +182,14 @@ mod tests {
     struct Counter {
         seen: Rc<RefCell<Vec<String>>>,
         ticks: u32,
+        every: Duration,
     }
 
     impl DeploymentDriver for Counter {
         type Command = &'static str;
         type Event = u32;
         fn every(&self) -> Duration {
-            Duration::from_millis(5)
+            self.every
         }
         fn event(&mut self, event: u32) {
             self.seen.borrow_mut().push(format!("event {event}"));
@@ -180,6 +206,7 @@ mod tests {
         }
         fn tick(&mut self) -> LocalBoxFuture<'_, Flow> {
             self.ticks += 1;
+            self.seen.borrow_mut().push(format!("tick {}", self.ticks));
             Box::pin(async { Flow::Continue })
         }
     }
@@ -195,6 +222,7 @@ mod tests {
             let handle = spawn(2, |_| Counter {
                 seen: seen.clone(),
                 ticks: 0,
+                every: Duration::from_secs(3600),
             });
             // The actor has not run yet: two events fit, the third is dropped.
             assert!(handle.event(1));
@@ -223,6 +251,57 @@ mod tests {
             assert!(handle.is_stopped(), "the actor stops on Flow::Stop");
             assert_eq!(handle.command("late").await, Err(Stopped));
             assert!(!handle.event(4));
+        });
+    }
+
+    #[test]
+    fn step_now_ticks_early_once_per_ask_and_keeps_the_pace() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        tokio::task::LocalSet::new().block_on(&runtime, async {
+            let seen = Rc::new(RefCell::new(Vec::new()));
+            let handle = spawn(4, |_| Counter {
+                seen: seen.clone(),
+                ticks: 0,
+                every: Duration::from_secs(1),
+            });
+            let settle = || async {
+                for _ in 0..10 {
+                    tokio::task::yield_now().await;
+                }
+            };
+            let ms = |n| tokio::time::sleep(Duration::from_millis(n));
+            // Asked twice before the actor ran: one step, at once.
+            handle.step_now();
+            handle.step_now();
+            settle().await;
+            assert_eq!(*seen.borrow(), vec!["tick 1"]);
+            // Queued commands and events go first.
+            ms(500).await;
+            assert!(handle.event(7));
+            handle.step_now();
+            handle.command("hello").await.unwrap();
+            settle().await;
+            assert_eq!(
+                *seen.borrow(),
+                vec!["tick 1", "command hello", "event 7", "tick 2"]
+            );
+            // The periodic tick keeps its time (1 s after the start), however
+            // many early steps came between.
+            ms(499).await;
+            settle().await;
+            assert_eq!(seen.borrow().len(), 4, "no tick without an ask");
+            ms(2).await;
+            settle().await;
+            assert_eq!(seen.borrow().last().unwrap(), "tick 3");
+            handle.command("stop").await.unwrap();
+            settle().await;
+            assert!(handle.is_stopped());
+            // Asking a stopped actor is harmless.
+            handle.step_now();
         });
     }
 }

@@ -125,6 +125,23 @@ pub fn on_progress(plan: &Plan, strategy: Strategy, progress: &Progress) -> Next
     }
 }
 
+/// Whether the last ack a running phase waits on may move it on at once,
+/// rather than at the next evaluation tick: true when, all else healthy,
+/// only the acks held it (a direct deployment, a last phase, a phase past
+/// its interval). The step itself still judges and decides; this only
+/// spares a step that could not move anything (a canary phase mid-way
+/// through its interval, an A/B test).
+pub fn acks_move_it(plan: &Plan, strategy: Strategy, phase: usize, elapsed_ms: i64) -> bool {
+    let acked = Progress {
+        phase,
+        unacked: 0,
+        first_failure: None,
+        elapsed_ms,
+        verdict: Verdict::Healthy,
+    };
+    on_progress(plan, strategy, &acked) != Next::Wait
+}
+
 /// A rollback finishes when every server it moves back acked, or its ack
 /// timeout passed (the rest are listed as unacked).
 pub fn on_rolling_back(waiting: usize, overdue: bool) -> Next {
@@ -295,5 +312,36 @@ mod tests {
         assert_eq!(on_rolling_back(0, false), Next::FinishRollback);
         assert_eq!(on_rolling_back(3, true), Next::FinishRollback);
         assert_eq!(on_rolling_back(3, false), Next::Wait);
+    }
+
+    #[test]
+    fn the_last_ack_steps_only_a_phase_it_can_move() {
+        use Strategy::*;
+        // (strategy, phase, elapsed, auto-promote, steps now)
+        let table = [
+            (Direct, 0, 0, true, true),
+            (Direct, 0, 0, false, true),
+            // Canary: a phase waits out its interval; the last completes.
+            (Canary, 0, 1_000, true, false),
+            (Canary, 0, 60_000, true, true),
+            (Canary, 0, 60_000, false, false),
+            (Canary, 2, 0, true, true),
+            (Canary, 2, 0, false, true),
+            (Geographic, 1, 0, true, true),
+            (Rolling, 0, 29_999, true, false),
+            (Rolling, 0, 30_000, true, true),
+            (BlueGreen, 0, 19_000, true, false),
+            (BlueGreen, 0, 20_000, true, true),
+            (BlueGreen, 1, 10_000, false, true),
+            // An A/B test runs until an operator ends it.
+            (ABTest, 0, 3_600_000, true, false),
+        ];
+        for (strategy, phase, elapsed, auto, steps) in table {
+            assert_eq!(
+                acks_move_it(&plan(auto), strategy, phase, elapsed),
+                steps,
+                "{strategy:?} phase {phase} after {elapsed} ms, auto-promote {auto}"
+            );
+        }
     }
 }

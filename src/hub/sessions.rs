@@ -289,12 +289,16 @@ impl Hub {
                 .reload_seconds
                 .observe(apply_micros as f64 / 1_000_000.0);
         }
-        let delivered = live.and_then(|record| {
-            record
-                .ack(server_id, revision, ok, error, apply_micros)
-                .map(|ms| (ms, record))
-        });
-        if let Some((acked_ms, record)) = delivered {
+        let Some(record) = live else {
+            return Ok(());
+        };
+        let acked = record.ack(server_id, revision, ok, error, apply_micros);
+        if acked.last {
+            // Nobody left to answer: the run steps now, not at its next
+            // tick (it decides whether that moves anything).
+            self.step_now(&config, &record);
+        }
+        if let Some(acked_ms) = acked.delivered_ms {
             // Push to ack, less the server's own apply time: the delivery.
             let apply_ms = i64::try_from(apply_micros / 1000).unwrap_or(i64::MAX);
             let delivered_ms = acked_ms.saturating_sub(apply_ms).max(0);
@@ -306,6 +310,20 @@ impl Hub {
             }
         }
         Ok(())
+    }
+
+    /// Asks the run whose record is `record`, if still the one in flight
+    /// for `config`, to step now.
+    fn step_now(&self, config: &str, record: &Arc<crate::hub::deployments::RunRecord>) {
+        let serving = self.serving_read();
+        let handle = serving
+            .get(config)
+            .and_then(|s| s.live())
+            .filter(|l| Arc::ptr_eq(&l.record, record))
+            .and_then(|l| l.handle.as_ref());
+        if let Some(handle) = handle {
+            handle.step_now();
+        }
     }
 
     /// A `config.deploy.instance` span for one server's push and ack (the

@@ -168,6 +168,17 @@ pub(in crate::hub) struct Numbered {
 /// part: (revision, state, when it moved).
 pub(in crate::hub) type SentPart = (i64, ServerState, i64);
 
+/// What an ack did to a deployment's record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(in crate::hub) struct Acked {
+    /// The first good ack of the frame pushed this long ago (its delivery
+    /// latency), in ms.
+    pub delivered_ms: Option<i64>,
+    /// It was the last of the servers sent a frame still to answer (good
+    /// or failed).
+    pub last: bool,
+}
+
 /// The shared record of one deployment this hub drives.
 #[derive(Debug)]
 pub(in crate::hub) struct RunRecord {
@@ -403,8 +414,7 @@ impl RunRecord {
 
     /// Records a server's ack of `revision`. Only a target of this
     /// deployment (a server a frame went to) counts: an ack from any other
-    /// server changes nothing. `Some(ms)`: the first good ack of the frame
-    /// pushed `ms` ago (its delivery latency).
+    /// server changes nothing.
     pub fn ack(
         &self,
         server_id: &str,
@@ -412,12 +422,14 @@ impl RunRecord {
         ok: bool,
         error: Option<String>,
         apply_micros: u64,
-    ) -> Option<i64> {
+    ) -> Acked {
         let mut servers = lock(&self.servers);
-        let pushed_at = servers.get(server_id)?;
-        let pushed_at =
-            (ok && pushed_at.revision == revision && pushed_at.state == ServerState::Pushed)
-                .then_some(pushed_at.updated_at_ms);
+        let Some(was) = servers.get(server_id) else {
+            return Acked::default();
+        };
+        let pushed_at = (ok && was.revision == revision && was.state == ServerState::Pushed)
+            .then_some(was.updated_at_ms);
+        let waiting = servers.tally().pushed;
         let counted = ack(
             &mut servers,
             server_id,
@@ -427,11 +439,15 @@ impl RunRecord {
             error,
             apply_micros,
         );
+        let last = waiting > 0 && servers.tally().pushed == 0;
         drop(servers);
         self.changed();
-        pushed_at
-            .filter(|_| counted)
-            .map(|at| (now_ms() - at).max(0))
+        Acked {
+            delivered_ms: pushed_at
+                .filter(|_| counted)
+                .map(|at| (now_ms() - at).max(0)),
+            last,
+        }
     }
 
     /// The hub found a server already on `revision` (it came back holding
@@ -815,6 +831,27 @@ mod tests {
         assert_eq!(moved[0].0, "s-050");
         assert_eq!(moved[1].0, "s-100");
         assert_eq!(moved[99].0, "s-198");
+    }
+
+    #[test]
+    fn the_ack_that_leaves_nobody_waiting_says_so() {
+        let record = record();
+        for i in 0..3 {
+            record.pushed(&format!("s-{i}"), 2);
+        }
+        let first = record.ack("s-0", 2, true, None, 7);
+        assert!(first.delivered_ms.is_some() && !first.last);
+        // A failure answers too; an ack of another revision does not.
+        assert!(!record.ack("s-1", 2, false, Some("bad".into()), 0).last);
+        assert_eq!(record.ack("s-2", 1, true, None, 0), Acked::default());
+        let last = record.ack("s-2", 2, true, None, 0);
+        assert!(last.last && last.delivered_ms.is_some());
+        // Nobody was waiting any more: a repeat, or a stranger, is not last.
+        assert!(!record.ack("s-2", 2, true, None, 0).last);
+        assert_eq!(record.ack("s-9", 2, true, None, 0), Acked::default());
+        // A server pushed again waits again.
+        record.pushed("s-0", 3);
+        assert!(record.ack("s-0", 3, true, None, 0).last);
     }
 
     #[test]

@@ -4,6 +4,10 @@
 //! step to its last.
 
 use super::{Command, Event, Frames, run::DeploymentRun};
+use crate::{
+    domain::{rollout::DeploymentState, strategy},
+    store::now_ms,
+};
 use futures_util::future::LocalBoxFuture;
 use hotswap_actors::{DeploymentDriver, Flow};
 use std::time::Duration;
@@ -70,6 +74,18 @@ impl DeploymentDriver for DeploymentRun {
         })
     }
 
+    /// The last ack a phase waited on came in: the tick's step, now, if
+    /// the run was waiting on acks (`awaiting_acks`, taken here) and they
+    /// could move it (a canary phase mid-interval waits on).
+    fn nudged(&mut self) -> LocalBoxFuture<'_, Flow> {
+        if self.awaiting_acks && self.acks_move_it() {
+            self.awaiting_acks = false;
+            self.tick()
+        } else {
+            Box::pin(async { Flow::Continue })
+        }
+    }
+
     fn tick(&mut self) -> LocalBoxFuture<'_, Flow> {
         Box::pin(async move {
             if self.lost_lease() {
@@ -90,6 +106,30 @@ impl DeploymentDriver for DeploymentRun {
 }
 
 impl DeploymentRun {
+    /// Whether the step asked for by the last ack a phase waited on
+    /// (`DeploymentHandle::step_now`) could move anything: nobody is
+    /// waiting still (the ask may have come while a walk was claiming
+    /// more), and a rollback finishes once acked, a running phase asks the
+    /// domain.
+    fn acks_move_it(&self) -> bool {
+        if self.record.tally().pushed > 0 {
+            return false;
+        }
+        match self.state {
+            DeploymentState::RollingBack => true,
+            DeploymentState::InProgress { .. } => {
+                let now = now_ms();
+                strategy::acks_move_it(
+                    &self.plan,
+                    self.strategy,
+                    self.phase(),
+                    now - self.row.phase_started_at.unwrap_or(now),
+                )
+            }
+            _ => false,
+        }
+    }
+
     /// Whether another node took this deployment over (this node's lease
     /// lapsed): its actor stops, and the node serves the deployment as
     /// the new owner stores it.

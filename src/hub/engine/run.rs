@@ -47,6 +47,13 @@ pub(super) struct DeploymentRun {
     /// The `rollback.execute` span while it rolls back.
     rollback_span: Option<crate::observability::traces::Span>,
     handle: Option<RunHandle>,
+    /// The run pushed frames, or its last step waited on servers to ack:
+    /// the ack that leaves nobody waiting may step it early
+    /// (`DeploymentDriver::nudged`). Each early step takes it; only a push
+    /// or a step that waits on acks again gives it back, so acks (or a
+    /// server reconnecting and acking again) buy at most one early step
+    /// per push or step, never a stream of fleet walks.
+    pub(super) awaiting_acks: bool,
     /// In a cluster, the epoch of the lease this run was started under:
     /// its writes are fenced by it, and it stops once the node no longer
     /// holds the lease under it (another node, or this one again after it
@@ -103,6 +110,7 @@ impl DeploymentRun {
             rollback_began_ms,
             rollback_span: None,
             handle: None,
+            awaiting_acks: false,
             epoch,
         })
     }
@@ -306,7 +314,9 @@ impl DeploymentRun {
             .hub
             .deploy_parent(&self.row.id)
             .map(|parent| self.hub.tracer.start("config.distribute", Some(parent)));
-        self.hub.reconcile(&config).await;
+        if self.hub.reconcile(&config).await > 0 {
+            self.awaiting_acks = true;
+        }
         if let Some(mut span) = span {
             span.set(
                 "status",

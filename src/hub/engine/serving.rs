@@ -152,7 +152,13 @@ impl Hub {
 
     /// Servers per cohort of the config's deployment in flight.
     pub(super) fn cohort_sizes(&self, config: &str, environment: &str) -> HashMap<Arc<str>, usize> {
-        let Some(serving) = self.serving_read().get(config).cloned() else {
+        // Without a run in flight nobody is in a cohort: no walk.
+        let Some(serving) = self
+            .serving_read()
+            .get(config)
+            .filter(|s| s.live.is_some())
+            .cloned()
+        else {
             return HashMap::new();
         };
         let mut sizes = HashMap::new();

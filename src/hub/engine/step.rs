@@ -314,6 +314,7 @@ impl DeploymentRun {
             // servers back count as servers still to ack.
             let waiting =
                 self.record.waiting().len() + self.hub.peers_behind(&self.record) as usize;
+            self.awaiting_acks = self.record.tally().pushed > 0;
             if strategy::on_rolling_back(waiting, overdue) == Next::FinishRollback {
                 self.finish_rollback(now).await?;
             }
@@ -351,6 +352,7 @@ impl DeploymentRun {
                     self.hub.reconcile(&self.row.config_name).await;
                 }
                 let tally = self.record.tally();
+                self.awaiting_acks = tally.pushed > 0;
                 let progress = Progress {
                     phase: self.phase(),
                     // In a cluster, each node up that has not yet served
@@ -372,8 +374,9 @@ impl DeploymentRun {
             // anything is published.
             Next::Wait if !running => return Ok(()),
             Next::Wait | Next::FinishRollback => {}
-            Next::Advance { why } => self.advance(&system, why).await?,
-            Next::Complete => self.complete(&system).await?,
+            // Both publish the state they commit (`apply`).
+            Next::Advance { why } => return self.advance(&system, why).await,
+            Next::Complete => return self.complete(&system).await,
             Next::RollBack(Cause::Breach) => {
                 tracing::warn!(deployment = %self.row.id, "critical breach: rolling back");
                 let judgement = self.last.clone();

@@ -1130,8 +1130,79 @@ async fn the_last_ack_completes_a_direct_deployment_at_once(app: TestApp) {
     );
 }
 
+/// A server that fails to apply answers, but its failure never steps the
+/// run: it is sent the revision again by the step the last good ack asks
+/// for, then at the next evaluation (a minute away here), not again and
+/// again at once.
+async fn a_failing_server_does_not_step_a_deployment_again_and_again(app: TestApp) {
+    use crate::attacks::{config_at_revision_one, hello_as, key, receives_revision, welcomed};
+    use hotswap_client::protocol::{self, ServerMessage};
+    config_at_revision_one(&app, "weapon-balance", "staging").await;
+    let (key, _) = key(&app, &[]).await;
+    let mut sockets = Vec::new();
+    for name in ["good", "broken"] {
+        let mut socket = crate::sockets::raw(&app, Some(&key)).await.unwrap();
+        welcomed(&mut socket, hello_as(name, "staging")).await;
+        receives_revision(&mut socket, 1).await;
+        sockets.push(socket);
+    }
+    app.post_version("weapon-balance", "1.1.0", balance(52))
+        .await;
+    let created = app
+        .post_json(
+            "/api/v1/deployments",
+            &json!({"config": "weapon-balance", "version": "1.1.0", "strategy": "Direct"}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let ack = |ok: bool| {
+        protocol::encode(&ServerMessage::Ack(protocol::Ack {
+            config: "weapon-balance".into(),
+            revision: 2,
+            ok,
+            error: (!ok).then(|| "rejected".into()),
+            apply_micros: 10,
+        }))
+    };
+    frame_of(&mut sockets[1], 2).await;
+    crate::sockets::send(&mut sockets[1], ack(false)).await;
+    frame_of(&mut sockets[0], 2).await;
+    crate::sockets::send(&mut sockets[0], ack(true)).await;
+    // The good server's ack was the last: its early step sends the broken
+    // one the revision again; failing again steps nothing more until the
+    // next evaluation. (Seen: once, in a few runs in ten twice; a failure
+    // that stepped the run would make it dozens of times here.)
+    let mut again = 0;
+    while let Ok(frame) = tokio::time::timeout(
+        Duration::from_millis(1500),
+        crate::sockets::next_message(&mut sockets[1]),
+    )
+    .await
+    {
+        assert!(frame.is_ok(), "closed: {frame:?}");
+        again += 1;
+        assert!(
+            again <= 2,
+            "sent again and again: {again} times, now {frame:?}"
+        );
+        crate::sockets::send(&mut sockets[1], ack(false)).await;
+    }
+    let view = deployment(&app, &id).await;
+    assert_eq!(
+        (
+            view["status"].as_str(),
+            view["acked"].as_i64(),
+            view["failed"].as_i64()
+        ),
+        (Some("InProgress"), Some(1), Some(1)),
+        "{view}"
+    );
+}
+
 on_both_databases!(
     the_last_ack_completes_a_direct_deployment_at_once with ticks_a_minute_apart,
+    a_failing_server_does_not_step_a_deployment_again_and_again with ticks_a_minute_apart,
     a_geographic_region_rolls_back_alone,
     a_canary_advances_through_every_phase_and_completes,
     each_critical_rule_rolls_back_by_itself,

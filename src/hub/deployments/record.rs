@@ -174,8 +174,8 @@ pub(in crate::hub) struct Acked {
     /// The first good ack of the frame pushed this long ago (its delivery
     /// latency), in ms.
     pub delivered_ms: Option<i64>,
-    /// It was the last of the servers sent a frame still to answer (good
-    /// or failed).
+    /// A good ack from the last of the servers sent a frame still to
+    /// answer.
     pub last: bool,
 }
 
@@ -439,7 +439,10 @@ impl RunRecord {
             error,
             apply_micros,
         );
-        let last = waiting > 0 && servers.tally().pushed == 0;
+        // Only a good ack: a failed server is pushed again by the step, so
+        // its answer cannot let the phase move (and must not make a failing
+        // server's every answer a step).
+        let last = ok && waiting > 0 && servers.tally().pushed == 0;
         drop(servers);
         self.changed();
         Acked {
@@ -841,11 +844,17 @@ mod tests {
         }
         let first = record.ack("s-0", 2, true, None, 7);
         assert!(first.delivered_ms.is_some() && !first.last);
-        // A failure answers too; an ack of another revision does not.
+        // A failure answers but is never last; an ack of another revision
+        // does not answer.
         assert!(!record.ack("s-1", 2, false, Some("bad".into()), 0).last);
         assert_eq!(record.ack("s-2", 1, true, None, 0), Acked::default());
         let last = record.ack("s-2", 2, true, None, 0);
         assert!(last.last && last.delivered_ms.is_some());
+        record.pushed("s-3", 2);
+        assert!(
+            !record.ack("s-3", 2, false, None, 0).last,
+            "a failing last server"
+        );
         // Nobody was waiting any more: a repeat, or a stranger, is not last.
         assert!(!record.ack("s-2", 2, true, None, 0).last);
         assert_eq!(record.ack("s-9", 2, true, None, 0), Acked::default());

@@ -47,12 +47,13 @@ pub(super) struct DeploymentRun {
     /// The `rollback.execute` span while it rolls back.
     rollback_span: Option<crate::observability::traces::Span>,
     handle: Option<RunHandle>,
-    /// The run pushed frames, or its last step waited on servers to ack:
-    /// the ack that leaves nobody waiting may step it early
-    /// (`DeploymentDriver::nudged`). Each early step takes it; only a push
-    /// or a step that waits on acks again gives it back, so acks (or a
-    /// server reconnecting and acking again) buy at most one early step
-    /// per push or step, never a stream of fleet walks.
+    /// The run's last state change pushed frames (`serve`) and no step
+    /// since found everyone answered: the good ack that leaves nobody
+    /// waiting may step it early (`DeploymentDriver::nudged`). Only `serve`
+    /// sets it; a step only clears it, and an early step takes it, so
+    /// acks (a failing server answering again and again, a server
+    /// reconnecting and acking) buy at most one early step per state
+    /// change, never a stream of fleet walks.
     pub(super) awaiting_acks: bool,
     /// In a cluster, the epoch of the lease this run was started under:
     /// its writes are fenced by it, and it stops once the node no longer

@@ -314,7 +314,7 @@ impl DeploymentRun {
             // servers back count as servers still to ack.
             let waiting =
                 self.record.waiting().len() + self.hub.peers_behind(&self.record) as usize;
-            self.awaiting_acks = self.record.tally().pushed > 0;
+            self.awaiting_acks &= self.record.tally().pushed > 0;
             if strategy::on_rolling_back(waiting, overdue) == Next::FinishRollback {
                 self.finish_rollback(now).await?;
             }
@@ -352,7 +352,7 @@ impl DeploymentRun {
                     self.hub.reconcile(&self.row.config_name).await;
                 }
                 let tally = self.record.tally();
-                self.awaiting_acks = tally.pushed > 0;
+                self.awaiting_acks &= tally.pushed > 0;
                 let progress = Progress {
                     phase: self.phase(),
                     // In a cluster, each node up that has not yet served

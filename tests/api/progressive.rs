@@ -1170,9 +1170,11 @@ async fn a_failing_server_does_not_step_a_deployment_again_and_again(app: TestAp
     frame_of(&mut sockets[0], 2).await;
     crate::sockets::send(&mut sockets[0], ack(true)).await;
     // The good server's ack was the last: its early step sends the broken
-    // one the revision again; failing again steps nothing more until the
-    // next evaluation. (Seen: once, in a few runs in ten twice; a failure
-    // that stepped the run would make it dozens of times here.)
+    // one the revision again. Its failure steps nothing; but when it comes
+    // back before that step counts, nobody is left waiting and the
+    // deployment completes (a failure answers), whose reconcile sends the
+    // active revision once more. A failure that stepped the run would make
+    // it dozens of times here.
     let mut again = 0;
     while let Ok(frame) = tokio::time::timeout(
         Duration::from_millis(1500),
@@ -1189,13 +1191,14 @@ async fn a_failing_server_does_not_step_a_deployment_again_and_again(app: TestAp
         crate::sockets::send(&mut sockets[1], ack(false)).await;
     }
     let view = deployment(&app, &id).await;
+    let status = view["status"].as_str();
+    assert!(
+        status == Some("InProgress") || (status == Some("Completed") && again == 2),
+        "{view}"
+    );
     assert_eq!(
-        (
-            view["status"].as_str(),
-            view["acked"].as_i64(),
-            view["failed"].as_i64()
-        ),
-        (Some("InProgress"), Some(1), Some(1)),
+        (view["acked"].as_i64(), view["failed"].as_i64()),
+        (Some(1), Some(1)),
         "{view}"
     );
 }

@@ -1062,8 +1062,9 @@ async fn frame_of(socket: &mut crate::sockets::Socket, revision: i64) {
 }
 
 /// A direct deployment waits only for its servers' acks: it completes at
-/// the last one, not at the next tick (a minute away here).
-async fn the_last_ack_completes_a_direct_deployment_at_once(app: TestApp) {
+/// the last one, not at the next tick (a minute away here); so does its
+/// kill switch.
+async fn the_last_ack_completes_a_deployment_and_its_kill_switch_at_once(app: TestApp) {
     use crate::attacks::{config_at_revision_one, hello_as, key, receives_revision, welcomed};
     use hotswap_client::protocol::{self, ServerMessage};
     config_at_revision_one(&app, "weapon-balance", "staging").await;
@@ -1085,18 +1086,20 @@ async fn the_last_ack_completes_a_direct_deployment_at_once(app: TestApp) {
         .await;
     assert_eq!(created.status, 201, "{:?}", created.body);
     let id = created.body["id"].as_str().unwrap().to_owned();
-    let ack = protocol::encode(&ServerMessage::Ack(protocol::Ack {
-        config: "weapon-balance".into(),
-        revision: 2,
-        ok: true,
-        error: None,
-        apply_micros: 10,
-    }));
+    let ack = |revision| {
+        protocol::encode(&ServerMessage::Ack(protocol::Ack {
+            config: "weapon-balance".into(),
+            revision,
+            ok: true,
+            error: None,
+            apply_micros: 10,
+        }))
+    };
     for socket in &mut sockets {
         frame_of(socket, 2).await;
     }
     for socket in &mut sockets[..2] {
-        crate::sockets::send(socket, ack.clone()).await;
+        crate::sockets::send(socket, ack(2)).await;
     }
     // Two of three acked: it waits for the third.
     let deadline = Instant::now() + WAIT;
@@ -1117,7 +1120,7 @@ async fn the_last_ack_completes_a_direct_deployment_at_once(app: TestApp) {
         "{view}"
     );
     let acked_at = Instant::now();
-    crate::sockets::send(&mut sockets[2], ack).await;
+    crate::sockets::send(&mut sockets[2], ack(2)).await;
     let view = wait_status(&app, &id, "Completed").await;
     assert!(
         acked_at.elapsed() < Duration::from_secs(5),
@@ -1128,6 +1131,45 @@ async fn the_last_ack_completes_a_direct_deployment_at_once(app: TestApp) {
         (view["acked"].as_i64(), view["pushed"].as_i64()),
         (Some(3), Some(0))
     );
+
+    // The kill switch tracks the servers it moves back: rolling back until
+    // the last of them acked, rolled back at that ack.
+    let rolled = app
+        .post_empty(&format!("/api/v1/deployments/{id}/rollback"))
+        .await;
+    assert_eq!(rolled.status, 200, "{:?}", rolled.body);
+    for socket in &mut sockets {
+        frame_of(socket, 1).await;
+    }
+    for socket in &mut sockets[..2] {
+        crate::sockets::send(socket, ack(1)).await;
+    }
+    let deadline = Instant::now() + WAIT;
+    let view = loop {
+        let view = deployment(&app, &id).await;
+        if view["acked"] == 2 || Instant::now() > deadline {
+            break view;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        (
+            view["status"].as_str(),
+            view["acked"].as_i64(),
+            view["pushed"].as_i64()
+        ),
+        (Some("RollingBack"), Some(2), Some(1)),
+        "{view}"
+    );
+    let acked_at = Instant::now();
+    crate::sockets::send(&mut sockets[2], ack(1)).await;
+    let view = wait_status(&app, &id, "RolledBack").await;
+    assert!(
+        acked_at.elapsed() < Duration::from_secs(5),
+        "rolled back {:?} after the last ack",
+        acked_at.elapsed()
+    );
+    assert_eq!(view["rollback"]["toRevision"], 1);
 }
 
 /// A server that fails to apply answers, but its failure never steps the
@@ -1204,7 +1246,7 @@ async fn a_failing_server_does_not_step_a_deployment_again_and_again(app: TestAp
 }
 
 on_both_databases!(
-    the_last_ack_completes_a_direct_deployment_at_once with ticks_a_minute_apart,
+    the_last_ack_completes_a_deployment_and_its_kill_switch_at_once with ticks_a_minute_apart,
     a_failing_server_does_not_step_a_deployment_again_and_again with ticks_a_minute_apart,
     a_geographic_region_rolls_back_alone,
     a_canary_advances_through_every_phase_and_completes,

@@ -26,6 +26,7 @@ pub(in crate::hub) struct Claims<'a> {
     /// something ends.
     changes: &'a std::sync::atomic::AtomicU64,
     changed: bool,
+    every_move: bool,
 }
 
 impl Drop for Claims<'_> {
@@ -58,6 +59,13 @@ impl Claims<'_> {
     /// Whether the deployment has sent this server anything.
     pub fn tracks(&self, server_id: &str) -> bool {
         self.servers.contains_key(server_id)
+    }
+
+    /// Whether the deployment tracks every server it moves, sent anything
+    /// before or not (the kill switch: a new record whose servers move
+    /// back by the config's active revision, not by a layer in flight).
+    pub fn every_move(&self) -> bool {
+        self.every_move
     }
 
     /// The server already runs `revision`: it counts as acked.
@@ -200,6 +208,8 @@ pub(in crate::hub) struct RunRecord {
     /// the same set (a dashboard or API polling a 10,000-server fan-out
     /// does not sort the ids on every look).
     first_ids: Mutex<(usize, Vec<Arc<str>>)>,
+    /// See [`Claims::every_move`].
+    every_move: std::sync::atomic::AtomicBool,
 }
 
 impl RunRecord {
@@ -212,6 +222,7 @@ impl RunRecord {
             served: Default::default(),
             peers: Mutex::new(HashMap::new()),
             first_ids: Mutex::new((0, Vec::new())),
+            every_move: Default::default(),
         })
     }
 
@@ -409,7 +420,15 @@ impl RunRecord {
             at_ms: now_ms(),
             changes: &self.changes,
             changed: false,
+            every_move: self.every_move.load(std::sync::atomic::Ordering::Relaxed),
         }
+    }
+
+    /// From now on every server a reconcile moves is this deployment's to
+    /// track (`Claims::every_move`).
+    pub fn track_every_move(&self) {
+        self.every_move
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Records a server's ack of `revision`. Only a target of this

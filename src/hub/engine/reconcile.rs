@@ -79,12 +79,14 @@ impl Hub {
                         };
                         // The deployment tracks the servers it covers, and
                         // those it moved and now moves back (a rollback, a
-                        // cancel), and only those: a server outside it is
-                        // no target, and nothing it acks counts.
+                        // cancel; a kill switch: every server it moves), and
+                        // only those: a server outside it is no target, and
+                        // nothing it acks counts.
+                        let moves = applied != Some(target);
                         let claims = record
                             .as_ref()
                             .map(|r| claims.get_or_insert_with(|| r.claims()))
-                            .filter(|c| in_flight || c.tracks(id));
+                            .filter(|c| in_flight || c.tracks(id) || (moves && c.every_move()));
                         if applied == Some(target) {
                             if let Some(claims) = claims {
                                 claims.already_on(id, target);

@@ -26,7 +26,7 @@ pub(in crate::hub) struct Claims<'a> {
     /// something ends.
     changes: &'a std::sync::atomic::AtomicU64,
     changed: bool,
-    every_move: bool,
+    moved_from: Option<i64>,
 }
 
 impl Drop for Claims<'_> {
@@ -61,11 +61,12 @@ impl Claims<'_> {
         self.servers.contains_key(server_id)
     }
 
-    /// Whether the deployment tracks every server it moves, sent anything
-    /// before or not (the kill switch: a new record whose servers move
-    /// back by the config's active revision, not by a layer in flight).
-    pub fn every_move(&self) -> bool {
-        self.every_move
+    /// The revision whose servers the deployment tracks as it moves them,
+    /// sent anything before or not (the kill switch: a new record whose
+    /// servers move back from its revision by the config's active
+    /// revision or the layers below, not by a layer in flight).
+    pub fn moved_from(&self) -> Option<i64> {
+        self.moved_from
     }
 
     /// The server already runs `revision`: it counts as acked.
@@ -208,9 +209,12 @@ pub(in crate::hub) struct RunRecord {
     /// the same set (a dashboard or API polling a 10,000-server fan-out
     /// does not sort the ids on every look).
     first_ids: Mutex<(usize, Vec<Arc<str>>)>,
-    /// See [`Claims::every_move`].
-    every_move: std::sync::atomic::AtomicBool,
+    /// See [`Claims::moved_from`]; [`NOT_MOVED_FROM`] when none.
+    moved_from: std::sync::atomic::AtomicI64,
 }
+
+/// `RunRecord::moved_from` unset.
+const NOT_MOVED_FROM: i64 = i64::MIN;
 
 impl RunRecord {
     pub fn new(row: store_hub::DeploymentRow) -> Arc<Self> {
@@ -222,7 +226,7 @@ impl RunRecord {
             served: Default::default(),
             peers: Mutex::new(HashMap::new()),
             first_ids: Mutex::new((0, Vec::new())),
-            every_move: Default::default(),
+            moved_from: std::sync::atomic::AtomicI64::new(NOT_MOVED_FROM),
         })
     }
 
@@ -420,15 +424,16 @@ impl RunRecord {
             at_ms: now_ms(),
             changes: &self.changes,
             changed: false,
-            every_move: self.every_move.load(std::sync::atomic::Ordering::Relaxed),
+            moved_from: Some(self.moved_from.load(std::sync::atomic::Ordering::Relaxed))
+                .filter(|r| *r != NOT_MOVED_FROM),
         }
     }
 
-    /// From now on every server a reconcile moves is this deployment's to
-    /// track (`Claims::every_move`).
-    pub fn track_every_move(&self) {
-        self.every_move
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+    /// From now on every server a reconcile moves off `revision` is this
+    /// deployment's to track (`Claims::moved_from`).
+    pub fn track_moves_from(&self, revision: i64) {
+        self.moved_from
+            .store(revision, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Records a server's ack of `revision`. Only a target of this

@@ -389,9 +389,10 @@ impl Hub {
         // In a cluster this node drives the rollback: it takes the lease.
         self.lease_take(&row.id).await?;
         let record = RunRecord::new(row.clone());
-        // What the rollback moves back it tracks, so it is `RolledBack`
-        // once those servers acked (or its ack timeout passed), not before.
-        record.track_every_move();
+        // The servers it moves back off this revision it tracks, so it is
+        // `RolledBack` once they acked (or its ack timeout passed), not
+        // before.
+        record.track_moves_from(row.revision);
         self.runs.insert(record.clone());
         let run = DeploymentRun::new(self.clone(), record, plan)?;
         // The run is completed: its actor stops after this one command,

@@ -79,14 +79,19 @@ impl Hub {
                         };
                         // The deployment tracks the servers it covers, and
                         // those it moved and now moves back (a rollback, a
-                        // cancel; a kill switch: every server it moves), and
-                        // only those: a server outside it is no target, and
-                        // nothing it acks counts.
-                        let moves = applied != Some(target);
+                        // cancel; a kill switch: every server it moves off
+                        // its revision), and only those: a server outside it
+                        // is no target, and nothing it acks counts.
                         let claims = record
                             .as_ref()
                             .map(|r| claims.get_or_insert_with(|| r.claims()))
-                            .filter(|c| in_flight || c.tracks(id) || (moves && c.every_move()));
+                            .filter(|c| {
+                                in_flight
+                                    || c.tracks(id)
+                                    || (applied != Some(target)
+                                        && applied.is_some()
+                                        && c.moved_from() == applied)
+                            });
                         if applied == Some(target) {
                             if let Some(claims) = claims {
                                 claims.already_on(id, target);

@@ -1061,18 +1061,19 @@ async fn frame_of(socket: &mut crate::sockets::Socket, revision: i64) {
     }
 }
 
-/// A direct deployment waits only for its servers' acks: it completes at
-/// the last one, not at the next tick (a minute away here); so does its
-/// kill switch.
-async fn the_last_ack_completes_a_deployment_and_its_kill_switch_at_once(app: TestApp) {
+/// `weapon-balance` at 1.0.0 on raw servers of these ids, each welcomed
+/// and on it; then a Direct deployment of 1.1.0 (revision 2), its id.
+async fn direct_to_raw_servers(
+    app: &TestApp,
+    ids: &[&str],
+) -> (Vec<crate::sockets::Socket>, String) {
     use crate::attacks::{config_at_revision_one, hello_as, key, receives_revision, welcomed};
-    use hotswap_client::protocol::{self, ServerMessage};
-    config_at_revision_one(&app, "weapon-balance", "staging").await;
-    let (key, _) = key(&app, &[]).await;
+    config_at_revision_one(app, "weapon-balance", "staging").await;
+    let (key, _) = key(app, &[]).await;
     let mut sockets = Vec::new();
-    for i in 0..3 {
-        let mut socket = crate::sockets::raw(&app, Some(&key)).await.unwrap();
-        welcomed(&mut socket, hello_as(&format!("gs-{i}"), "staging")).await;
+    for id in ids {
+        let mut socket = crate::sockets::raw(app, Some(&key)).await.unwrap();
+        welcomed(&mut socket, hello_as(id, "staging")).await;
         receives_revision(&mut socket, 1).await;
         sockets.push(socket);
     }
@@ -1086,25 +1087,37 @@ async fn the_last_ack_completes_a_deployment_and_its_kill_switch_at_once(app: Te
         .await;
     assert_eq!(created.status, 201, "{:?}", created.body);
     let id = created.body["id"].as_str().unwrap().to_owned();
-    let ack = |revision| {
-        protocol::encode(&ServerMessage::Ack(protocol::Ack {
-            config: "weapon-balance".into(),
-            revision,
-            ok: true,
-            error: None,
-            apply_micros: 10,
-        }))
-    };
-    for socket in &mut sockets {
-        frame_of(socket, 2).await;
+    (sockets, id)
+}
+
+/// Three servers each get `revision`; the first two ack and the
+/// deployment stays `waiting`; the third acks and it is `moved` within 5 s
+/// (the tick is a minute away). Its view then.
+async fn acked_one_by_one(
+    app: &TestApp,
+    id: &str,
+    sockets: &mut [crate::sockets::Socket],
+    revision: i64,
+    waiting: &str,
+    moved: &str,
+) -> Value {
+    use hotswap_client::protocol::{self, ServerMessage};
+    let ack = protocol::encode(&ServerMessage::Ack(protocol::Ack {
+        config: "weapon-balance".into(),
+        revision,
+        ok: true,
+        error: None,
+        apply_micros: 10,
+    }));
+    for socket in sockets.iter_mut() {
+        frame_of(socket, revision).await;
     }
     for socket in &mut sockets[..2] {
-        crate::sockets::send(socket, ack(2)).await;
+        crate::sockets::send(socket, ack.clone()).await;
     }
-    // Two of three acked: it waits for the third.
     let deadline = Instant::now() + WAIT;
     let view = loop {
-        let view = deployment(&app, &id).await;
+        let view = deployment(app, id).await;
         if view["acked"] == 2 || Instant::now() > deadline {
             break view;
         }
@@ -1116,17 +1129,27 @@ async fn the_last_ack_completes_a_deployment_and_its_kill_switch_at_once(app: Te
             view["acked"].as_i64(),
             view["pushed"].as_i64()
         ),
-        (Some("InProgress"), Some(2), Some(1)),
+        (Some(waiting), Some(2), Some(1)),
         "{view}"
     );
     let acked_at = Instant::now();
-    crate::sockets::send(&mut sockets[2], ack(2)).await;
-    let view = wait_status(&app, &id, "Completed").await;
+    crate::sockets::send(&mut sockets[2], ack).await;
+    let view = wait_status(app, id, moved).await;
     assert!(
         acked_at.elapsed() < Duration::from_secs(5),
-        "completed {:?} after the last ack",
+        "{moved} {:?} after the last ack",
         acked_at.elapsed()
     );
+    view
+}
+
+/// A direct deployment waits only for its servers' acks: it completes at
+/// the last one, not at the next tick (a minute away here); so does its
+/// kill switch.
+async fn the_last_ack_completes_a_deployment_and_its_kill_switch_at_once(app: TestApp) {
+    let (mut sockets, id) = direct_to_raw_servers(&app, &["gs-0", "gs-1", "gs-2"]).await;
+    // Two of three acked: it waits for the third, then moves at its ack.
+    let view = acked_one_by_one(&app, &id, &mut sockets, 2, "InProgress", "Completed").await;
     assert_eq!(
         (view["acked"].as_i64(), view["pushed"].as_i64()),
         (Some(3), Some(0))
@@ -1138,37 +1161,7 @@ async fn the_last_ack_completes_a_deployment_and_its_kill_switch_at_once(app: Te
         .post_empty(&format!("/api/v1/deployments/{id}/rollback"))
         .await;
     assert_eq!(rolled.status, 200, "{:?}", rolled.body);
-    for socket in &mut sockets {
-        frame_of(socket, 1).await;
-    }
-    for socket in &mut sockets[..2] {
-        crate::sockets::send(socket, ack(1)).await;
-    }
-    let deadline = Instant::now() + WAIT;
-    let view = loop {
-        let view = deployment(&app, &id).await;
-        if view["acked"] == 2 || Instant::now() > deadline {
-            break view;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_eq!(
-        (
-            view["status"].as_str(),
-            view["acked"].as_i64(),
-            view["pushed"].as_i64()
-        ),
-        (Some("RollingBack"), Some(2), Some(1)),
-        "{view}"
-    );
-    let acked_at = Instant::now();
-    crate::sockets::send(&mut sockets[2], ack(1)).await;
-    let view = wait_status(&app, &id, "RolledBack").await;
-    assert!(
-        acked_at.elapsed() < Duration::from_secs(5),
-        "rolled back {:?} after the last ack",
-        acked_at.elapsed()
-    );
+    let view = acked_one_by_one(&app, &id, &mut sockets, 1, "RollingBack", "RolledBack").await;
     assert_eq!(view["rollback"]["toRevision"], 1);
 }
 
@@ -1177,27 +1170,8 @@ async fn the_last_ack_completes_a_deployment_and_its_kill_switch_at_once(app: Te
 /// for, then at the next evaluation (a minute away here), not again and
 /// again at once.
 async fn a_failing_server_does_not_step_a_deployment_again_and_again(app: TestApp) {
-    use crate::attacks::{config_at_revision_one, hello_as, key, receives_revision, welcomed};
     use hotswap_client::protocol::{self, ServerMessage};
-    config_at_revision_one(&app, "weapon-balance", "staging").await;
-    let (key, _) = key(&app, &[]).await;
-    let mut sockets = Vec::new();
-    for name in ["good", "broken"] {
-        let mut socket = crate::sockets::raw(&app, Some(&key)).await.unwrap();
-        welcomed(&mut socket, hello_as(name, "staging")).await;
-        receives_revision(&mut socket, 1).await;
-        sockets.push(socket);
-    }
-    app.post_version("weapon-balance", "1.1.0", balance(52))
-        .await;
-    let created = app
-        .post_json(
-            "/api/v1/deployments",
-            &json!({"config": "weapon-balance", "version": "1.1.0", "strategy": "Direct"}),
-        )
-        .await;
-    assert_eq!(created.status, 201, "{:?}", created.body);
-    let id = created.body["id"].as_str().unwrap().to_owned();
+    let (mut sockets, id) = direct_to_raw_servers(&app, &["good", "broken"]).await;
     let ack = |ok: bool| {
         protocol::encode(&ServerMessage::Ack(protocol::Ack {
             config: "weapon-balance".into(),

@@ -654,6 +654,15 @@ async fn operators_pause_resume_promote_cancel_and_roll_back(app: TestApp) {
     assert_eq!(deployment(&app, &id).await["phase"], 0, "no auto-promotion");
     assert_eq!(control(&app, &id, "pause").await.body["status"], "Paused");
     assert_eq!(control(&app, &id, "pause").await.status, 409);
+    // Paused, it is still judged, and what it sees is published.
+    let judged = |view: Value| view["live"]["evaluatedAt"].as_str().map(str::to_owned);
+    let before = judged(deployment(&app, &id).await);
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    let after = judged(deployment(&app, &id).await);
+    assert!(
+        after.is_some() && after > before,
+        "paused, evaluated at {before:?} then {after:?}"
+    );
     let resumed = control(&app, &id, "resume").await;
     assert_eq!(resumed.body["status"], "InProgress");
     let promoted = control(&app, &id, "promote").await;

@@ -370,9 +370,8 @@ impl DeploymentRun {
             }
         };
         match next {
-            // A verdict that decides alone ends the step there, as before
-            // anything is published.
-            Next::Wait if !running => return Ok(()),
+            // A paused run was judged all the same: its cohorts and its
+            // judgement are published below; nothing moves.
             Next::Wait | Next::FinishRollback => {}
             // Both publish the state they commit (`apply`).
             Next::Advance { why } => return self.advance(&system, why).await,

@@ -1076,6 +1076,15 @@ async fn direct_to_raw_servers(
     app: &TestApp,
     ids: &[&str],
 ) -> (Vec<crate::sockets::Socket>, String) {
+    deploy_to_raw_servers(app, ids, json!({"strategy": "Direct"})).await
+}
+
+/// As [`direct_to_raw_servers`], with the deployment's `plan`.
+async fn deploy_to_raw_servers(
+    app: &TestApp,
+    ids: &[&str],
+    plan: Value,
+) -> (Vec<crate::sockets::Socket>, String) {
     use crate::attacks::{config_at_revision_one, hello_as, key, receives_revision, welcomed};
     config_at_revision_one(app, "weapon-balance", "staging").await;
     let (key, _) = key(app, &[]).await;
@@ -1088,12 +1097,11 @@ async fn direct_to_raw_servers(
     }
     app.post_version("weapon-balance", "1.1.0", balance(52))
         .await;
-    let created = app
-        .post_json(
-            "/api/v1/deployments",
-            &json!({"config": "weapon-balance", "version": "1.1.0", "strategy": "Direct"}),
-        )
-        .await;
+    let mut body = json!({"config": "weapon-balance", "version": "1.1.0"});
+    for (k, v) in plan.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let created = app.post_json("/api/v1/deployments", &body).await;
     assert_eq!(created.status, 201, "{:?}", created.body);
     let id = created.body["id"].as_str().unwrap().to_owned();
     (sockets, id)
@@ -1228,7 +1236,48 @@ async fn a_failing_server_does_not_step_a_deployment_again_and_again(app: TestAp
     );
 }
 
+/// A rolling deployment that stops on failure rolls back once a server of
+/// its batch fails to apply (seen before the step sends it the revision
+/// again).
+async fn a_rolling_deployment_stops_on_a_failed_server(app: TestApp) {
+    use hotswap_client::protocol::{self, HubMessage, ServerMessage};
+    let (mut sockets, id) = deploy_to_raw_servers(
+        &app,
+        &["r-0", "r-1", "r-2"],
+        json!({"strategy": "Rolling", "batchSize": 2, "stopOnFailure": true}),
+    )
+    .await;
+    let failed = protocol::encode(&ServerMessage::Ack(protocol::Ack {
+        config: "weapon-balance".into(),
+        revision: 2,
+        ok: false,
+        error: Some("rejected".into()),
+        apply_micros: 10,
+    }));
+    // Those of the first batch get 1.1.0 and fail to apply it.
+    let mut in_batch = 0;
+    for socket in &mut sockets {
+        let got = tokio::time::timeout(
+            Duration::from_millis(1500),
+            crate::sockets::next_message(socket),
+        )
+        .await;
+        if let Ok(Ok(
+            HubMessage::Snapshot { revision: 2, .. } | HubMessage::Delta { revision: 2, .. },
+        )) = got
+        {
+            in_batch += 1;
+            crate::sockets::send(socket, failed.clone()).await;
+        }
+    }
+    assert_eq!(in_batch, 2, "a batch of two");
+    let view = wait_status(&app, &id, "RolledBack").await;
+    let reason = view["rollback"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("failed to apply: rejected"), "{view}");
+}
+
 on_both_databases!(
+    a_rolling_deployment_stops_on_a_failed_server,
     the_last_ack_completes_a_deployment_and_its_kill_switch_at_once with ticks_a_minute_apart,
     a_failing_server_does_not_step_a_deployment_again_and_again with ticks_a_minute_apart,
     a_geographic_region_rolls_back_alone,

@@ -346,6 +346,13 @@ impl DeploymentRun {
         let next = match strategy::on_verdict(running, paused, verdict, can_roll_back) {
             Some(next) => next,
             None => {
+                // Only a rolling deployment that stops on failure asks; read
+                // before the reconcile below, which sends a failed server
+                // the revision again (its failure would be gone).
+                let first_failure = (self.strategy == Strategy::Rolling
+                    && self.plan.stop_on_failure)
+                    .then(|| self.record.first_failure())
+                    .flatten();
                 // Servers skipped while unhealthy, or whose frame was lost,
                 // get what their cohort runs.
                 if frames == Frames::Reconcile {
@@ -358,11 +365,7 @@ impl DeploymentRun {
                     // In a cluster, each node up that has not yet served
                     // this state counts as a server still to ack.
                     unacked: tally.pushed + self.hub.peers_behind(&self.record),
-                    // Only a rolling deployment that stops on failure asks.
-                    first_failure: (self.strategy == Strategy::Rolling
-                        && self.plan.stop_on_failure)
-                        .then(|| self.record.first_failure())
-                        .flatten(),
+                    first_failure,
                     elapsed_ms: now - self.row.phase_started_at.unwrap_or(now),
                     verdict,
                 };

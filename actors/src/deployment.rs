@@ -211,63 +211,72 @@ mod tests {
         }
     }
 
-    #[test]
-    fn commands_go_first_events_fold_and_a_full_mailbox_drops() {
+    /// Runs `test` on a current-thread runtime (its clock paused when
+    /// asked) with a `Counter` actor ticking `every`: its handle, and what
+    /// it saw.
+    fn with_counter<F: std::future::Future<Output = ()>>(
+        mailbox: usize,
+        every: Duration,
+        paused: bool,
+        test: impl FnOnce(DeploymentHandle<&'static str, u32>, Rc<RefCell<Vec<String>>>) -> F,
+    ) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            .start_paused(paused)
             .build()
             .unwrap();
         tokio::task::LocalSet::new().block_on(&runtime, async {
             let seen = Rc::new(RefCell::new(Vec::new()));
-            let handle = spawn(2, |_| Counter {
+            let handle = spawn(mailbox, |_| Counter {
                 seen: seen.clone(),
                 ticks: 0,
-                every: Duration::from_secs(3600),
+                every,
             });
-            // The actor has not run yet: two events fit, the third is dropped.
-            assert!(handle.event(1));
-            assert!(handle.event(2));
-            assert!(!handle.event(3));
-            assert_eq!(handle.dropped_events(), 1);
-            handle.command("hello").await.unwrap();
-            for _ in 0..100 {
-                if seen.borrow().len() == 3 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            assert_eq!(
-                *seen.borrow(),
-                vec!["command hello", "event 1", "event 2"],
-                "commands are served before events"
-            );
-            handle.command("stop").await.unwrap();
-            for _ in 0..100 {
-                if handle.is_stopped() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            assert!(handle.is_stopped(), "the actor stops on Flow::Stop");
-            assert_eq!(handle.command("late").await, Err(Stopped));
-            assert!(!handle.event(4));
+            test(handle, seen).await;
         });
     }
 
     #[test]
+    fn commands_go_first_events_fold_and_a_full_mailbox_drops() {
+        with_counter(
+            2,
+            Duration::from_secs(3600),
+            false,
+            |handle, seen| async move {
+                // The actor has not run yet: two events fit, the third is dropped.
+                assert!(handle.event(1));
+                assert!(handle.event(2));
+                assert!(!handle.event(3));
+                assert_eq!(handle.dropped_events(), 1);
+                handle.command("hello").await.unwrap();
+                for _ in 0..100 {
+                    if seen.borrow().len() == 3 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                assert_eq!(
+                    *seen.borrow(),
+                    vec!["command hello", "event 1", "event 2"],
+                    "commands are served before events"
+                );
+                handle.command("stop").await.unwrap();
+                for _ in 0..100 {
+                    if handle.is_stopped() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                assert!(handle.is_stopped(), "the actor stops on Flow::Stop");
+                assert_eq!(handle.command("late").await, Err(Stopped));
+                assert!(!handle.event(4));
+            },
+        );
+    }
+
+    #[test]
     fn step_now_ticks_early_once_per_ask_and_keeps_the_pace() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .unwrap();
-        tokio::task::LocalSet::new().block_on(&runtime, async {
-            let seen = Rc::new(RefCell::new(Vec::new()));
-            let handle = spawn(4, |_| Counter {
-                seen: seen.clone(),
-                ticks: 0,
-                every: Duration::from_secs(1),
-            });
+        with_counter(4, Duration::from_secs(1), true, |handle, seen| async move {
             let settle = || async {
                 for _ in 0..10 {
                     tokio::task::yield_now().await;

@@ -88,9 +88,8 @@ impl Hub {
                             .filter(|c| {
                                 in_flight
                                     || c.tracks(id)
-                                    || (applied != Some(target)
-                                        && applied.is_some()
-                                        && c.moved_from() == applied)
+                                    || c.moved_from()
+                                        .is_some_and(|r| applied == Some(r) && r != target)
                             });
                         if applied == Some(target) {
                             if let Some(claims) = claims {

@@ -312,9 +312,12 @@ impl DeploymentRun {
             let overdue = self.rollback_deadline_ms.is_some_and(|d| now >= d);
             // In a cluster, the nodes up that have not yet moved their
             // servers back count as servers still to ack.
+            // (The tally's count of servers still to ack: no sorted list
+            // of a fleet's ids at each tick.)
+            let pushed = self.record.tally().pushed;
+            self.awaiting_acks &= pushed > 0;
             let waiting =
-                self.record.waiting().len() + self.hub.peers_behind(&self.record) as usize;
-            self.awaiting_acks &= self.record.tally().pushed > 0;
+                usize::try_from(pushed).unwrap_or(0) + self.hub.peers_behind(&self.record) as usize;
             if strategy::on_rolling_back(waiting, overdue) == Next::FinishRollback {
                 self.finish_rollback(now).await?;
             }

@@ -1254,22 +1254,32 @@ async fn a_rolling_deployment_stops_on_a_failed_server(app: TestApp) {
         error: Some("rejected".into()),
         apply_micros: 10,
     }));
-    // Those of the first batch get 1.1.0 and fail to apply it.
-    let mut in_batch = 0;
-    for socket in &mut sockets {
-        let got = tokio::time::timeout(
-            Duration::from_millis(1500),
-            crate::sockets::next_message(socket),
-        )
-        .await;
-        if let Ok(Ok(
-            HubMessage::Snapshot { revision: 2, .. } | HubMessage::Delta { revision: 2, .. },
-        )) = got
-        {
-            in_batch += 1;
-            crate::sockets::send(socket, failed.clone()).await;
+    // Those of the first batch get 1.1.0 and fail to apply it. All three
+    // are read at once: a socket left unread misses the hub's heartbeats
+    // (300 ms here) and is dropped as dead.
+    let in_batch = futures_util::future::join_all(sockets.iter_mut().map(|socket| {
+        let failed = failed.clone();
+        async move {
+            let got = tokio::time::timeout(
+                Duration::from_millis(1000),
+                crate::sockets::next_message(socket),
+            )
+            .await;
+            let sent = matches!(
+                got,
+                Ok(Ok(HubMessage::Snapshot { revision: 2, .. }
+                    | HubMessage::Delta { revision: 2, .. }))
+            );
+            if sent {
+                crate::sockets::send(socket, failed).await;
+            }
+            sent
         }
-    }
+    }))
+    .await
+    .into_iter()
+    .filter(|sent| *sent)
+    .count();
     assert_eq!(in_batch, 2, "a batch of two");
     let view = wait_status(&app, &id, "RolledBack").await;
     let reason = view["rollback"]["reason"].as_str().unwrap_or_default();

@@ -18,11 +18,14 @@
 //!   that sleeps until its event's next instant, driving the hub's
 //!   [`LiveEventDriver`].
 //! - `outbox.rs`: [`Outbox`], a session's bounded queue of encoded frames,
-//!   drained by the socket's writer, and [`Fanout`], one frame queued to
-//!   many sessions and woken per worker thread.
+//!   drained by the socket's writer.
+//! - `fanout.rs`: [`Fanout`], one frame queued to many sessions and woken
+//!   per worker thread.
 //! - `registry.rs`: [`Registry`], every known game server, indexed by
 //!   subscription for fan-out, with the outboxes of the connected ones.
 //! - `session.rs`: [`ServerSession`], one actix actor per connected socket.
+//! - `due.rs`: fan-out writes still due on a worker, which its reads wait
+//!   behind.
 //! - `reactor.rs`: a worker thread's own epoll set for the plain-TCP
 //!   sockets it took, read in batches when busy (one wake for many frames).
 //! - `socket.rs`: a socket the hub took from the HTTP server: its reader
@@ -33,6 +36,8 @@
 pub mod bucket;
 pub mod clock;
 pub mod deployment;
+mod due;
+pub mod fanout;
 pub mod gate;
 pub mod live_event;
 pub mod outbox;
@@ -44,9 +49,10 @@ mod wsframe;
 
 pub use clock::Clock;
 pub use deployment::{DeploymentDriver, DeploymentHandle, Flow, Stopped};
+pub use fanout::Fanout;
 pub use gate::{GateLimits, Refused, SessionGate, SessionPermit};
 pub use live_event::{LiveEventDriver, LiveEventHandle};
-pub use outbox::{CloseReason, Fanout, Outbox, OutboxReceiver, PushError};
+pub use outbox::{CloseReason, Outbox, OutboxReceiver, PushError};
 pub use registry::{ConnectedTarget, Registry, ServerFilter, ServerRecord};
 pub use session::{
     FrameError, Hello, HelloOutcome, KeyScope, Refusal, ServerSession, SessionHost, SessionSettings,

@@ -6,15 +6,10 @@
 //! session, so a slow server never delays the others or grows the hub's
 //! memory.
 //!
-//! A fan-out to many sessions goes through a [`Fanout`]: frames are queued
-//! at once, in order, but each session's writer is woken from the worker
-//! thread the session lives on. A wake from another thread lands in that
-//! worker's remote queue, which tokio serves once every 31 tasks while the
-//! worker has local work (the acks and metrics of its own sockets): a
-//! fan-out woken from one thread left the other worker's half of the fleet
-//! waiting behind its acks. Woken at home, writes queue in order, ahead of
-//! the acks they cause.
+//! A fan-out to many sessions goes through a [`crate::Fanout`]
+//! (`fanout.rs`), which wakes each writer from its session's home worker.
 
+use crate::due::Due;
 use actix::{Arbiter, ArbiterHandle};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
@@ -23,7 +18,7 @@ use std::{
     collections::VecDeque,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     task::Waker,
     thread::ThreadId,
@@ -109,9 +104,11 @@ enum Outgoing {
 
 /// The worker thread a session lives on, and a way to run code there.
 #[derive(Debug, Clone)]
-struct Home {
-    thread: ThreadId,
-    arbiter: ArbiterHandle,
+pub(crate) struct Home {
+    pub(crate) thread: ThreadId,
+    pub(crate) arbiter: ArbiterHandle,
+    /// The worker's count of fan-out writes due (`due.rs`).
+    pub(crate) due: Arc<AtomicUsize>,
 }
 
 #[derive(Debug, Default)]
@@ -137,6 +134,9 @@ struct Shared {
     /// The reader's task (the session actor's), woken when the writer stops.
     reader_wake: AtomicWaker,
     home: Option<Home>,
+    /// A fan-out frame queued and counted on the home worker (none
+    /// without a home).
+    due: Option<Due>,
 }
 
 impl Shared {
@@ -151,6 +151,14 @@ impl Shared {
         }
         queue.items.push_back(item);
         Ok(())
+    }
+
+    /// The writer took what is queued, or stopped: nothing of this
+    /// session is due on its worker any more.
+    fn taken(&self) {
+        if let Some(due) = &self.due {
+            due.taken();
+        }
     }
 }
 
@@ -199,6 +207,8 @@ impl OutboxReceiver {
     pub(crate) fn drain_into(&self, buf: &mut BytesMut, waker: &Waker) -> bool {
         // Registered before the queue is read: a push after the read wakes us.
         self.shared.wake.register(waker);
+        // Before the queue is read: a fan-out frame queued after it counts again.
+        self.shared.taken();
         let mut queue = lock(&self.shared.queue);
         // A close wins over what is queued: a server that stopped reading
         // must still be let go.
@@ -248,7 +258,9 @@ impl OutboxReceiver {
     /// The writer stopped: later pushes fail and the reader ends.
     pub(crate) fn writer_done(&self) {
         self.shared.closing.store(true, Ordering::Relaxed);
-        self.shared.writer_gone.store(true, Ordering::Release);
+        // Before the count is cleared (`Due::queued` reads it after).
+        self.shared.writer_gone.store(true, Ordering::SeqCst);
+        self.shared.taken();
         self.shared.reader_wake.wake();
     }
 
@@ -268,7 +280,7 @@ impl OutboxReceiver {
 }
 
 impl Outbox {
-    fn new(capacity: usize, home: Option<Home>) -> (Self, OutboxReceiver) {
+    pub(crate) fn new(capacity: usize, home: Option<Home>) -> (Self, OutboxReceiver) {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             capacity: capacity.max(1),
@@ -276,6 +288,7 @@ impl Outbox {
             wake: AtomicWaker::new(),
             writer_gone: AtomicBool::new(false),
             reader_wake: AtomicWaker::new(),
+            due: home.as_ref().map(|h| Due::new(h.due.clone())),
             home,
         });
         let receiver = OutboxReceiver {
@@ -296,12 +309,32 @@ impl Outbox {
         let home = Arbiter::try_current().map(|arbiter| Home {
             thread: std::thread::current().id(),
             arbiter,
+            due: crate::due::on_this_thread(),
         });
         Self::new(capacity, home)
     }
 
     fn shared(&self) -> &Shared {
         &self.0.0
+    }
+
+    /// The worker the session lives on, if it has one.
+    pub(crate) fn home(&self) -> Option<&Home> {
+        self.shared().home.as_ref()
+    }
+
+    /// Wakes the writer (a fan-out, once its frames are queued).
+    pub(crate) fn wake_writer(&self) {
+        self.shared().wake.wake();
+    }
+
+    /// A fan-out frame is queued: due on the home worker until the writer
+    /// takes it (`due.rs`).
+    pub(crate) fn mark_due(&self) {
+        let shared = self.shared();
+        if let Some(due) = &shared.due {
+            due.queued(&shared.writer_gone);
+        }
     }
 
     /// Queues a frame without waiting, and wakes the writer.
@@ -312,7 +345,7 @@ impl Outbox {
     }
 
     /// Queues a frame; the caller wakes the writer.
-    fn queue_frame(&self, frame: Bytes) -> Result<(), PushError> {
+    pub(crate) fn queue_frame(&self, frame: Bytes) -> Result<(), PushError> {
         if self.shared().closing.load(Ordering::Relaxed) {
             return Err(PushError::Closed);
         }
@@ -353,7 +386,7 @@ impl Outbox {
 
     /// Queues a close after what is queued; the caller wakes the writer.
     /// False if the socket was closing already.
-    fn queue_close(&self, reason: CloseReason) -> bool {
+    pub(crate) fn queue_close(&self, reason: CloseReason) -> bool {
         if self.shared().closing.swap(true, Ordering::Relaxed) {
             return false;
         }
@@ -380,107 +413,8 @@ impl Outbox {
     }
 }
 
-/// One frame queued to many sessions, their writers woken per worker
-/// thread from that thread (see the module docs). Writers still waiting
-/// are woken when it is dropped.
-#[derive(Debug)]
-pub struct Fanout {
-    /// The thread the fan-out is made on (asked once, not per outbox).
-    thread: ThreadId,
-    /// Outboxes to wake from here: no home, or this thread's.
-    here: Vec<Outbox>,
-    /// Per home thread: its arbiter and its outboxes.
-    away: Vec<(Home, Vec<Outbox>)>,
-}
-
-impl Default for Fanout {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Fanout {
-    pub fn new() -> Self {
-        Self {
-            thread: std::thread::current().id(),
-            here: Vec::new(),
-            away: Vec::new(),
-        }
-    }
-
-    /// Queues `frame` to `outbox`; its writer is woken by [`Fanout::wake`].
-    pub fn push(&mut self, outbox: &Outbox, frame: Bytes) -> Result<(), PushError> {
-        outbox.queue_frame(frame)?;
-        self.add(outbox);
-        Ok(())
-    }
-
-    /// Queues `frame` then a close to `outbox` (a shutdown's `reconnect`:
-    /// thousands of sockets, each told then closed, woken like a push).
-    /// Nothing is queued if the socket is closing already.
-    pub fn push_then_close(
-        &mut self,
-        outbox: &Outbox,
-        frame: Bytes,
-        reason: CloseReason,
-    ) -> Result<(), PushError> {
-        outbox.queue_frame(frame)?;
-        outbox.queue_close(reason);
-        self.add(outbox);
-        Ok(())
-    }
-
-    fn add(&mut self, outbox: &Outbox) {
-        match &outbox.shared().home {
-            Some(home) if home.thread != self.thread => {
-                match self.away.iter_mut().find(|(h, _)| h.thread == home.thread) {
-                    Some((_, outboxes)) => outboxes.push(outbox.clone()),
-                    None => self.away.push((home.clone(), vec![outbox.clone()])),
-                }
-            }
-            _ => self.here.push(outbox.clone()),
-        }
-    }
-
-    /// Wakes every writer: this thread's at once, the others' from their
-    /// own thread (one message to each worker, not one wake per session).
-    pub fn wake(mut self) {
-        self.wake_all();
-    }
-
-    fn wake_all(&mut self) {
-        for outbox in self.here.drain(..) {
-            outbox.shared().wake.wake();
-        }
-        for (home, outboxes) in self.away.drain(..) {
-            // Woken where the closure ends: on the home thread when it
-            // runs there; here, when a stopping worker refuses it (dropped
-            // unrun), rather than never.
-            let wakes = WakeOnDrop(outboxes);
-            home.arbiter.spawn_fn(move || drop(wakes));
-        }
-    }
-}
-
-/// Wakes the writers of its outboxes when dropped.
-struct WakeOnDrop(Vec<Outbox>);
-
-impl Drop for WakeOnDrop {
-    fn drop(&mut self) {
-        for outbox in &self.0 {
-            outbox.shared().wake.wake();
-        }
-    }
-}
-
-impl Drop for Fanout {
-    fn drop(&mut self) {
-        self.wake_all();
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use futures_util::{Stream, StreamExt};
     use std::{
@@ -490,9 +424,9 @@ mod tests {
 
     /// The writer's side of the queue as a stream of chunks (each what
     /// one write would carry), ending after the close frame.
-    struct SocketBody {
-        receiver: OutboxReceiver,
-        done: bool,
+    pub(crate) struct SocketBody {
+        pub(crate) receiver: OutboxReceiver,
+        pub(crate) done: bool,
     }
 
     impl futures_util::Stream for SocketBody {
@@ -512,7 +446,7 @@ mod tests {
         }
     }
 
-    fn socket_body(capacity: usize) -> (Outbox, SocketBody) {
+    pub(crate) fn socket_body(capacity: usize) -> (Outbox, SocketBody) {
         let (outbox, receiver) = Outbox::channel(capacity);
         let body = SocketBody {
             receiver,
@@ -523,9 +457,9 @@ mod tests {
 
     /// A waker that counts its wakes and the threads they came from.
     #[derive(Default)]
-    struct Wakes {
-        count: std::sync::atomic::AtomicUsize,
-        threads: Mutex<Vec<ThreadId>>,
+    pub(crate) struct Wakes {
+        pub(crate) count: std::sync::atomic::AtomicUsize,
+        pub(crate) threads: Mutex<Vec<ThreadId>>,
     }
 
     impl futures_util::task::ArcWake for Wakes {
@@ -535,7 +469,7 @@ mod tests {
         }
     }
 
-    fn poll_with(
+    pub(crate) fn poll_with(
         body: &mut SocketBody,
         wakes: &Arc<Wakes>,
     ) -> Poll<Option<Result<Bytes, std::io::Error>>> {
@@ -653,125 +587,5 @@ mod tests {
             Poll::Ready(Some(Ok(chunk))) => assert_eq!(chunk[0], 0x88),
             other => panic!("{other:?}"),
         }
-    }
-
-    #[test]
-    fn a_fanout_can_tell_then_close_and_wakes_once_done() {
-        let (outbox, mut body) = socket_body(8);
-        let wakes = Arc::new(Wakes::default());
-        assert!(poll_with(&mut body, &wakes).is_pending());
-        let mut fanout = Fanout::new();
-        let going = CloseReason::new(1001, "going away");
-        fanout
-            .push_then_close(&outbox, Bytes::from_static(b"r"), going.clone())
-            .unwrap();
-        assert_eq!(wakes.count.load(Ordering::SeqCst), 0, "queued, not woken");
-        assert_eq!(
-            fanout.push_then_close(&outbox, Bytes::from_static(b"r"), going),
-            Err(PushError::Closed),
-            "told once"
-        );
-        fanout.wake();
-        assert_eq!(wakes.count.load(Ordering::SeqCst), 1);
-        match poll_with(&mut body, &wakes) {
-            Poll::Ready(Some(Ok(chunk))) => {
-                assert_eq!(&chunk[..3], &[0x82, 1, b'r'], "the frame first");
-                assert_eq!(
-                    &chunk[3..7],
-                    &[0x88, 12, 0x03, 0xE9],
-                    "then the close, 1001"
-                );
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(poll_with(&mut body, &wakes), Poll::Ready(None)));
-        assert_eq!(
-            outbox.push(Bytes::from_static(b"z")),
-            Err(PushError::Closed)
-        );
-    }
-
-    #[test]
-    fn a_fanout_queues_at_once_and_wakes_when_done() {
-        let (first, mut first_body) = socket_body(8);
-        let (second, mut second_body) = socket_body(8);
-        let wakes = Arc::new(Wakes::default());
-        assert!(poll_with(&mut first_body, &wakes).is_pending());
-        assert!(poll_with(&mut second_body, &wakes).is_pending());
-        let mut fanout = Fanout::new();
-        fanout.push(&first, Bytes::from_static(b"f")).unwrap();
-        fanout.push(&second, Bytes::from_static(b"f")).unwrap();
-        assert_eq!(
-            wakes.count.load(Ordering::SeqCst),
-            0,
-            "no wake before the fan-out is done"
-        );
-        fanout.wake();
-        assert_eq!(wakes.count.load(Ordering::SeqCst), 2);
-        for body in [&mut first_body, &mut second_body] {
-            match poll_with(body, &wakes) {
-                Poll::Ready(Some(Ok(chunk))) => assert_eq!(&chunk[..], &[0x82, 1, b'f']),
-                other => panic!("{other:?}"),
-            }
-        }
-        // A fan-out dropped half-way still wakes what it queued.
-        let mut fanout = Fanout::new();
-        fanout.push(&first, Bytes::from_static(b"g")).unwrap();
-        assert!(poll_with(&mut first_body, &wakes).is_ready());
-        assert!(poll_with(&mut first_body, &wakes).is_pending());
-        fanout.push(&first, Bytes::from_static(b"h")).unwrap();
-        drop(fanout);
-        // One wake per registered waker, however often the outbox was queued to.
-        assert_eq!(wakes.count.load(Ordering::SeqCst), 3);
-    }
-
-    #[test]
-    fn a_fanout_wakes_each_session_from_its_home_worker() {
-        let system = actix::System::new();
-        system.block_on(async {
-            let worker = Arbiter::new();
-            let (made, made_rx) = std::sync::mpsc::channel();
-            assert!(worker.spawn_fn(move || {
-                // As `for_socket` does, on the worker that serves the socket.
-                let home = Home {
-                    thread: std::thread::current().id(),
-                    arbiter: Arbiter::current(),
-                };
-                let (outbox, receiver) = Outbox::new(8, Some(home));
-                made.send((outbox, receiver, std::thread::current().id()))
-                    .unwrap();
-            }));
-            let (outbox, receiver, worker_thread) = made_rx.recv().unwrap();
-            let mut body = SocketBody {
-                receiver,
-                done: false,
-            };
-            let wakes = Arc::new(Wakes::default());
-            assert!(poll_with(&mut body, &wakes).is_pending());
-            let mut fanout = Fanout::new();
-            fanout.push(&outbox, Bytes::from_static(b"d")).unwrap();
-            fanout.wake();
-            for _ in 0..200 {
-                if wakes.count.load(Ordering::SeqCst) > 0 {
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            }
-            assert_eq!(*lock(&wakes.threads), vec![worker_thread]);
-            assert_ne!(worker_thread, std::thread::current().id());
-            assert!(poll_with(&mut body, &wakes).is_ready(), "the frame");
-            assert!(poll_with(&mut body, &wakes).is_pending());
-            // A worker that stopped refuses the wake: it happens here
-            // rather than never.
-            worker.stop();
-            worker.join().unwrap();
-            let mut fanout = Fanout::new();
-            fanout.push(&outbox, Bytes::from_static(b"e")).unwrap();
-            fanout.wake();
-            assert_eq!(
-                *lock(&wakes.threads),
-                vec![worker_thread, std::thread::current().id()]
-            );
-        });
     }
 }

@@ -346,7 +346,16 @@ impl Run {
     }
 
     fn ratio_row(&mut self, section: &str, key: &str, what: &str, ratios: &[f64]) {
-        self.report.section(section, key, Summary::json(ratios));
+        let mut summary = Summary::json(ratios);
+        if let Some(fields) = summary.as_object_mut() {
+            // Each round's, in order: which rounds make the max.
+            let rounds: Vec<f64> = ratios
+                .iter()
+                .map(|r| (r * 1000.0).round() / 1000.0)
+                .collect();
+            fields.insert("rounds".into(), json!(rounds));
+        }
+        self.report.section(section, key, summary);
         if let Some(s) = Summary::of(ratios) {
             self.report.row(
                 &format!("{section}.{key} ({what})"),

@@ -15,6 +15,12 @@
 //!   millisecond); writes go straight to the socket and wait only when
 //!   its buffer is full. The first look that finds nothing goes back to
 //!   idle, and the watcher reports at once anything that came in between.
+//! - **Reads held behind a push**: while fan-out writes are due on the
+//!   worker (`due.rs`), a socket found readable is marked so but its
+//!   reader is not woken; the held readers are woken at the first look
+//!   after the writes are out, or once the first has waited
+//!   [`MAX_READ_HOLD`]. On two cores the acks a push causes used to be
+//!   read between its writes: the last frames left after them.
 //!
 //! The watcher holds the set's descriptor in a poll of its own, added once
 //! while the set is empty: it never takes an event from the set, and the
@@ -25,6 +31,7 @@
 //! up short); the sockets' tasks, the set and its driver live on the
 //! worker thread.
 
+use crate::due::{self, MAX_READ_HOLD};
 use mio::{Events, Interest, Token, unix::SourceFd};
 use slab::Slab;
 use std::{
@@ -74,6 +81,11 @@ struct Reactor {
     windowed: std::cell::Cell<u64>,
     /// Wakers taken from `sockets` in a look, woken once it is let go.
     woken: RefCell<Vec<Waker>>,
+    /// Readers whose sockets became readable while fan-out writes were due
+    /// on this worker (`due.rs`), and since when the first waits: woken once
+    /// the writes are out, or [`MAX_READ_HOLD`] after.
+    held: RefCell<Vec<Waker>>,
+    held_since: std::cell::Cell<Option<Instant>>,
 }
 
 thread_local! {
@@ -96,6 +108,8 @@ impl Reactor {
                 failed: RefCell::new(None),
                 windowed: std::cell::Cell::new(0),
                 woken: RefCell::new(Vec::new()),
+                held: RefCell::new(Vec::new()),
+                held_since: std::cell::Cell::new(None),
             });
             // The watcher's own poll holds the set's descriptor, added
             // once while the set is empty (adding an epoll set to another
@@ -138,6 +152,9 @@ impl Reactor {
     /// them; returns how many there were.
     fn dispatch(&self, poll: &mut mio::Poll, events: &mut Events) -> io::Result<usize> {
         let mut total = 0;
+        // A push's writes go out before the reads (its acks among them)
+        // that came in meanwhile.
+        let hold_reads = due::writes_due();
         for _ in 0..LOOKS_PER_WAKE {
             match poll.poll(events, Some(Duration::ZERO)) {
                 Ok(()) => {}
@@ -146,6 +163,8 @@ impl Reactor {
             }
             let mut sockets = self.sockets.borrow_mut();
             let mut woken = self.woken.borrow_mut();
+            let mut held = self.held.borrow_mut();
+            let held_before = held.len();
             let mut taken = 0;
             for event in events.iter() {
                 taken += 1;
@@ -157,14 +176,22 @@ impl Reactor {
                 };
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
                     socket.readable = true;
-                    woken.extend(socket.reader.take());
+                    if hold_reads {
+                        held.extend(socket.reader.take());
+                    } else {
+                        woken.extend(socket.reader.take());
+                    }
                 }
                 if event.is_writable() || event.is_write_closed() || event.is_error() {
                     socket.writable = true;
                     woken.extend(socket.writer.take());
                 }
             }
+            if hold_reads && held_before == 0 && !held.is_empty() {
+                self.held_since.set(Some(Instant::now()));
+            }
             drop(sockets);
+            drop(held);
             // Woken with nothing borrowed: a waker may do what it likes.
             let wakers = std::mem::take(&mut *woken);
             drop(woken);
@@ -184,17 +211,40 @@ impl Reactor {
         Ok(total)
     }
 
+    /// Wakes the readers held behind fan-out writes once none is due on
+    /// this worker, or once the first has waited [`MAX_READ_HOLD`]; true
+    /// while some are still held.
+    fn release_reads(&self) -> bool {
+        let mut held = self.held.borrow_mut();
+        if held.is_empty() {
+            return false;
+        }
+        let overdue = self
+            .held_since
+            .get()
+            .is_none_or(|since| since.elapsed() >= MAX_READ_HOLD);
+        if due::writes_due() && !overdue {
+            return true;
+        }
+        let wakers = std::mem::take(&mut *held);
+        drop(held);
+        self.held_since.set(None);
+        wakers.into_iter().for_each(Waker::wake);
+        false
+    }
+
     /// The driver stopped: every waiting task learns it from its next
     /// read or write.
     fn fail(&self, kind: io::ErrorKind) {
         *self.failed.borrow_mut() = Some(kind);
-        let wakers: Vec<Waker> = self
+        let mut wakers: Vec<Waker> = self
             .sockets
             .borrow_mut()
             .iter_mut()
             .flat_map(|(_, s)| [s.reader.take(), s.writer.take()])
             .flatten()
             .collect();
+        wakers.append(&mut self.held.borrow_mut());
         wakers.into_iter().for_each(Waker::wake);
     }
 }
@@ -275,20 +325,24 @@ async fn drive(alive: DriverAlive, mut set: mio::Poll) {
         if let Err(error) = reactor.dispatch(&mut set, &mut events) {
             return stopped(error);
         }
+        let holding = reactor.release_reads();
         let now = Instant::now();
         let busy = last_wake.is_some_and(|last| now.duration_since(last) < BATCH_WINDOW);
         last_wake = Some(now);
-        if !busy {
+        if !busy && !holding {
             continue;
         }
-        // Busy: the watcher sleeps; the set is read once a window.
+        // Busy, or reads held: the watcher sleeps; the set is read once a
+        // window, and the held reads let go when the writes are out.
         loop {
             tokio::time::sleep(BATCH_WINDOW).await;
             reactor.windowed.set(reactor.windowed.get() + 1);
-            match reactor.dispatch(&mut set, &mut events) {
-                Ok(0) => break,
-                Ok(_) => {}
+            let taken = match reactor.dispatch(&mut set, &mut events) {
+                Ok(taken) => taken,
                 Err(error) => return stopped(error),
+            };
+            if !reactor.release_reads() && taken == 0 {
+                break;
             }
         }
         // Back to idle: an event since the last look wakes us at once.
@@ -479,139 +533,4 @@ impl AsyncWrite for TcpWriter {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::socket::tests::local;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    async fn pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
-        let (client, accepted) = tokio::join!(client, listener.accept());
-        (accepted.unwrap().0, client.unwrap())
-    }
-
-    fn within<F: std::future::Future>(f: F) -> tokio::time::Timeout<F> {
-        tokio::time::timeout(Duration::from_secs(10), f)
-    }
-
-    #[test]
-    fn bytes_cross_both_ways_and_a_close_ends_the_read() {
-        local(async {
-            let (hub, mut client) = pair().await;
-            let (mut reader, mut writer) = take(hub).unwrap();
-            client.write_all(b"hello").await.unwrap();
-            let mut got = [0; 5];
-            within(reader.read_exact(&mut got)).await.unwrap().unwrap();
-            assert_eq!(&got, b"hello");
-            writer.write_all(b"world").await.unwrap();
-            within(client.read_exact(&mut got)).await.unwrap().unwrap();
-            assert_eq!(&got, b"world");
-            writer.shutdown().await.unwrap();
-            let mut rest = Vec::new();
-            within(client.read_to_end(&mut rest))
-                .await
-                .unwrap()
-                .unwrap();
-            assert!(rest.is_empty(), "the write side is shut");
-            drop(client);
-            let n = within(reader.read(&mut got)).await.unwrap().unwrap();
-            assert_eq!(n, 0, "the client closed");
-        });
-    }
-
-    #[test]
-    fn sockets_kept_busy_are_read_by_the_window_and_lose_nothing() {
-        local(async {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let address = listener.local_addr().unwrap();
-            const SOCKETS: usize = 50;
-            const ROUNDS: usize = 40;
-            // Another thread writes a byte to one socket after another,
-            // every 50 µs for about 100 ms: wakes come well within the
-            // window, so the set goes busy.
-            let writer = std::thread::spawn(move || {
-                use std::io::Write as _;
-                let mut clients: Vec<_> = (0..SOCKETS)
-                    .map(|_| std::net::TcpStream::connect(address).unwrap())
-                    .collect();
-                for round in 0..ROUNDS {
-                    for client in &mut clients {
-                        client.write_all(&[round as u8]).unwrap();
-                        std::thread::sleep(Duration::from_micros(50));
-                    }
-                }
-                clients
-            });
-            let std_listener = tokio::net::TcpListener::from_std({
-                listener.set_nonblocking(true).unwrap();
-                listener
-            })
-            .unwrap();
-            let mut readers = Vec::new();
-            for _ in 0..SOCKETS {
-                let (hub, _) = within(std_listener.accept()).await.unwrap().unwrap();
-                readers.push(take(hub).unwrap().0);
-            }
-            // Every socket's bytes, in order, however they were batched.
-            let reads = readers.iter_mut().map(|reader| async move {
-                let mut got = vec![0u8; ROUNDS];
-                within(reader.read_exact(&mut got)).await.unwrap().unwrap();
-                got
-            });
-            for got in futures_util::future::join_all(reads).await {
-                assert_eq!(got, (0..ROUNDS as u8).collect::<Vec<_>>());
-            }
-            drop(writer.join().unwrap());
-            let reactor = Reactor::current().unwrap();
-            assert!(reactor.windowed.get() > 0, "the set went busy");
-        });
-    }
-
-    #[test]
-    fn a_full_send_buffer_waits_for_the_client_to_read() {
-        local(async {
-            let (hub, mut client) = pair().await;
-            let (_reader, mut writer) = take(hub).unwrap();
-            let block = vec![9u8; 1 << 20];
-            let sent = 8usize << 20;
-            let write = async {
-                for _ in 0..8 {
-                    writer.write_all(&block).await.unwrap();
-                }
-                writer.shutdown().await.unwrap();
-            };
-            let read = async {
-                let mut all = Vec::new();
-                client.read_to_end(&mut all).await.unwrap();
-                all.len()
-            };
-            let ((), got) = within(async { tokio::join!(write, read) }).await.unwrap();
-            assert_eq!(got, sent);
-        });
-    }
-
-    #[test]
-    fn a_dropped_socket_frees_its_place_and_is_closed() {
-        local(async {
-            let (hub, mut client) = pair().await;
-            let (reader, writer) = take(hub).unwrap();
-            let reactor = Reactor::current().unwrap();
-            assert_eq!(reactor.sockets.borrow().len(), 1);
-            drop(reader);
-            assert_eq!(
-                reactor.sockets.borrow().len(),
-                1,
-                "the writer still holds it"
-            );
-            drop(writer);
-            assert_eq!(reactor.sockets.borrow().len(), 0);
-            let mut rest = Vec::new();
-            within(client.read_to_end(&mut rest))
-                .await
-                .unwrap()
-                .unwrap();
-            assert!(rest.is_empty());
-        });
-    }
-}
+mod tests;

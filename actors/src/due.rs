@@ -1,0 +1,110 @@
+//! Fan-out writes still due on a worker thread, so that its socket set
+//! lets reads wait behind them (`reactor.rs`): the acks a push causes are
+//! read once the push is out, not between its writes.
+//!
+//! A frame queued by a [`crate::Fanout`] counts on its session's home
+//! worker until the session's writer takes it from the queue (or the writer
+//! stops). Reads wait at most [`MAX_READ_HOLD`], so a count that never fell
+//! (a bug) would cost latency, never a read.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+/// The longest a read waits for its worker's fan-out writes.
+pub const MAX_READ_HOLD: Duration = Duration::from_millis(100);
+
+thread_local! {
+    static DUE: Arc<AtomicUsize> = Arc::new(AtomicUsize::new(0));
+}
+
+/// This thread's count of fan-out writes due, shared with every thread
+/// that queues to its sessions.
+pub(crate) fn on_this_thread() -> Arc<AtomicUsize> {
+    DUE.with(Arc::clone)
+}
+
+/// Whether fan-out writes are due on this thread.
+pub(crate) fn writes_due() -> bool {
+    DUE.with(|due| due.load(Ordering::SeqCst) > 0)
+}
+
+/// One session's part in its worker's count: whether a fan-out frame of
+/// its is queued and counted.
+#[derive(Debug)]
+pub(crate) struct Due {
+    worker: Arc<AtomicUsize>,
+    counted: AtomicBool,
+}
+
+impl Due {
+    pub(crate) fn new(worker: Arc<AtomicUsize>) -> Self {
+        Self {
+            worker,
+            counted: AtomicBool::new(false),
+        }
+    }
+
+    /// A fan-out frame was queued. `writer_gone` is read after the count
+    /// rose: a writer that stopped before would never take it (and one
+    /// that stops after finds it counted and clears it).
+    pub(crate) fn queued(&self, writer_gone: &AtomicBool) {
+        if !self.counted.swap(true, Ordering::SeqCst) {
+            self.worker.fetch_add(1, Ordering::SeqCst);
+            if writer_gone.load(Ordering::SeqCst) {
+                self.taken();
+            }
+        }
+    }
+
+    /// The writer took what was queued, or stopped.
+    pub(crate) fn taken(&self) {
+        if self.counted.swap(false, Ordering::SeqCst) {
+            self.worker.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_counts_once_until_its_writer_takes_the_frames() {
+        let worker = Arc::new(AtomicUsize::new(0));
+        let (a, b) = (Due::new(worker.clone()), Due::new(worker.clone()));
+        let alive = AtomicBool::new(false);
+        a.queued(&alive);
+        a.queued(&alive);
+        b.queued(&alive);
+        assert_eq!(worker.load(Ordering::SeqCst), 2, "one per session");
+        a.taken();
+        a.taken();
+        assert_eq!(worker.load(Ordering::SeqCst), 1);
+        b.taken();
+        assert_eq!(worker.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_frame_queued_to_a_stopped_writer_is_not_counted() {
+        let worker = Arc::new(AtomicUsize::new(0));
+        let due = Due::new(worker.clone());
+        due.queued(&AtomicBool::new(true));
+        assert_eq!(worker.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn each_thread_has_its_own_count() {
+        let here = on_this_thread();
+        here.fetch_add(1, Ordering::SeqCst);
+        assert!(writes_due());
+        let there = std::thread::spawn(writes_due).join().unwrap();
+        assert!(!there);
+        here.fetch_sub(1, Ordering::SeqCst);
+        assert!(!writes_due());
+    }
+}

@@ -2,10 +2,11 @@
 //! lets reads wait behind them (`reactor.rs`): the acks a push causes are
 //! read once the push is out, not between its writes.
 //!
-//! A frame queued by a [`crate::Fanout`] counts on its session's home
-//! worker until the session's writer takes it from the queue (or the writer
-//! stops). Reads wait at most [`MAX_READ_HOLD`], so a count that never fell
-//! (a bug) would cost latency, never a read.
+//! A frame a [`crate::Fanout`] wakes a session's writer for counts on the
+//! session's home worker until the writer has taken everything queued, or
+//! finds its socket full (a server that stopped reading holds nobody's
+//! reads), or stops. Reads wait at most [`MAX_READ_HOLD`], so a count that
+//! never fell (a bug) would cost latency, never a read.
 
 use std::{
     sync::{
@@ -49,19 +50,27 @@ impl Due {
         }
     }
 
-    /// A fan-out frame was queued. `writer_gone` is read after the count
-    /// rose: a writer that stopped before would never take it (and one
+    /// A fan-out frame was queued. The count rises before the flag is
+    /// set, so a writer's [`Due::taken`] (which falls only after it finds
+    /// the flag set) never takes it below 0. `writer_gone` is read after:
+    /// a writer that stopped before would never take the frame (and one
     /// that stops after finds it counted and clears it).
     pub(crate) fn queued(&self, writer_gone: &AtomicBool) {
-        if !self.counted.swap(true, Ordering::SeqCst) {
-            self.worker.fetch_add(1, Ordering::SeqCst);
-            if writer_gone.load(Ordering::SeqCst) {
-                self.taken();
-            }
+        if self.counted.load(Ordering::SeqCst) {
+            return;
+        }
+        self.worker.fetch_add(1, Ordering::SeqCst);
+        if self.counted.swap(true, Ordering::SeqCst) {
+            // Counted meanwhile by another fan-out.
+            self.worker.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        if writer_gone.load(Ordering::SeqCst) {
+            self.taken();
         }
     }
 
-    /// The writer took what was queued, or stopped.
+    /// The writer took what was queued, found its socket full, or stopped.
     pub(crate) fn taken(&self) {
         if self.counted.swap(false, Ordering::SeqCst) {
             self.worker.fetch_sub(1, Ordering::SeqCst);

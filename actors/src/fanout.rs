@@ -63,8 +63,6 @@ impl Fanout {
     }
 
     fn add(&mut self, outbox: &Outbox) {
-        // Due on its worker from now: reads there wait behind the writes.
-        outbox.mark_due();
         match outbox.home() {
             Some(home) if home.thread != self.thread => {
                 match self.away.iter_mut().find(|(h, _)| h.thread == home.thread) {
@@ -82,11 +80,18 @@ impl Fanout {
         self.wake_all();
     }
 
+    /// Each frame is due on its worker from its wake (not from its
+    /// queueing: a fan-out may wait, for a document, before it wakes
+    /// anyone): reads there wait behind the writes.
     fn wake_all(&mut self) {
         for outbox in self.here.drain(..) {
+            outbox.mark_due();
             outbox.wake_writer();
         }
         for (home, outboxes) in self.away.drain(..) {
+            for outbox in &outboxes {
+                outbox.mark_due();
+            }
             // Woken where the closure ends: on the home thread when it
             // runs there; here, when a stopping worker refuses it (dropped
             // unrun), rather than never.
@@ -217,8 +222,9 @@ mod tests {
             let mut fanout = Fanout::new();
             fanout.push(&outbox, Bytes::from_static(b"a")).unwrap();
             fanout.push(&outbox, Bytes::from_static(b"b")).unwrap();
-            assert_eq!(count(), 1, "once per session");
+            assert_eq!(count(), 0, "due from the wake, not the queueing");
             fanout.wake();
+            assert_eq!(count(), 1, "once per session");
             assert!(poll_with(&mut body, &wakes).is_ready());
             assert_eq!(count(), 0, "taken by the writer");
             // One session's frame is no fan-out: nothing waits for it.
@@ -228,10 +234,12 @@ mod tests {
             // A writer that stops lets go of what it never took.
             let mut fanout = Fanout::new();
             fanout.push(&outbox, Bytes::from_static(b"d")).unwrap();
+            fanout.wake();
             assert_eq!(count(), 1);
             body.receiver.writer_done();
             assert_eq!(count(), 0);
-            drop(fanout);
+            // Nor is a frame woken for once the writer is gone.
+            outbox.mark_due();
             assert_eq!(count(), 0);
         });
     }

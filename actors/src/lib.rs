@@ -26,7 +26,7 @@
 //! - `session.rs`: [`ServerSession`], one actix actor per connected socket.
 //! - `due.rs`: fan-out writes still due on a worker, which its reads wait
 //!   behind.
-//! - `reactor.rs`: a worker thread's own epoll set for the plain-TCP
+//! - `reactor/`: a worker thread's own epoll set for the plain-TCP
 //!   sockets it took, read in batches when busy (one wake for many frames).
 //! - `socket.rs`: a socket the hub took from the HTTP server: its reader
 //!   (WebSocket frames, polled by the session actor) and its writer task

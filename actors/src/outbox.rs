@@ -207,16 +207,22 @@ impl OutboxReceiver {
     pub(crate) fn drain_into(&self, buf: &mut BytesMut, waker: &Waker) -> bool {
         // Registered before the queue is read: a push after the read wakes us.
         self.shared.wake.register(waker);
-        // Before the queue is read: a fan-out frame queued after it counts again.
-        self.shared.taken();
         let mut queue = lock(&self.shared.queue);
         // A close wins over what is queued: a server that stopped reading
         // must still be let go.
         if let Some(reason) = &queue.reason {
             put_close(buf, Some(reason));
             queue.items.clear();
+            self.shared.taken();
             return true;
         }
+        // Nothing left queued after this (told under the queue's lock: a
+        // fan-out frame queued after it is counted again at its wake).
+        let taken_all = |queue: &mut Queue| {
+            if queue.items.is_empty() {
+                self.shared.taken();
+            }
+        };
         while buf.len() < MAX_CHUNK {
             match queue.items.pop_front() {
                 Some(Outgoing::Frame(frame)) => put_frame(buf, BINARY, &frame),
@@ -227,17 +233,26 @@ impl OutboxReceiver {
                 Some(Outgoing::Close(reason)) => {
                     put_close(buf, Some(&reason));
                     queue.items.clear();
+                    taken_all(&mut queue);
                     return true;
                 }
                 // Every sender is gone: the session is over.
                 None if queue.senders_gone => {
                     put_close(buf, None);
+                    taken_all(&mut queue);
                     return true;
                 }
                 None => break,
             }
         }
+        taken_all(&mut queue);
         false
+    }
+
+    /// The socket would take no more bytes: what is queued waits for the
+    /// server, and holds no reads on its worker meanwhile.
+    pub(crate) fn stalled(&self) {
+        self.shared.taken();
     }
 
     /// Wakes the writer (the reader handed its half back).

@@ -249,8 +249,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Future for SocketWriter<R, W> 
             match Pin::new(&mut this.io).poll_write(cx, &this.buf) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(()),
                 Poll::Ready(Ok(written)) => this.buf.advance(written),
-                Poll::Pending if this.closed || this.outbox.closing() => return this.wait_out(cx),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending if this.closed || this.outbox.closing() => {
+                    this.outbox.stalled();
+                    return this.wait_out(cx);
+                }
+                Poll::Pending => {
+                    this.outbox.stalled();
+                    return Poll::Pending;
+                }
             }
         }
     }

@@ -16,9 +16,10 @@
 //!   its buffer is full. The first look that finds nothing goes back to
 //!   idle, and the watcher reports at once anything that came in between.
 //! - **Reads held behind a push**: while fan-out writes are due on the
-//!   worker (`due.rs`), a socket found readable is marked so but its
-//!   reader is not woken; the held readers are woken at the first look
-//!   after the writes are out, or once the first has waited
+//!   worker (`due.rs`: woken writers that have not yet taken their frames
+//!   nor found their sockets full), a socket found readable is marked so
+//!   but its reader is not woken; the held readers are woken at the first
+//!   look once nothing is due, or once the first has waited
 //!   [`MAX_READ_HOLD`]. On two cores the acks a push causes used to be
 //!   read between its writes: the last frames left after them.
 //!
@@ -86,6 +87,8 @@ struct Reactor {
     /// the writes are out, or [`MAX_READ_HOLD`] after.
     held: RefCell<Vec<Waker>>,
     held_since: std::cell::Cell<Option<Instant>>,
+    /// [`MAX_READ_HOLD`]; tests lengthen it to tell the two releases apart.
+    max_hold: std::cell::Cell<Duration>,
 }
 
 thread_local! {
@@ -110,6 +113,7 @@ impl Reactor {
                 woken: RefCell::new(Vec::new()),
                 held: RefCell::new(Vec::new()),
                 held_since: std::cell::Cell::new(None),
+                max_hold: std::cell::Cell::new(MAX_READ_HOLD),
             });
             // The watcher's own poll holds the set's descriptor, added
             // once while the set is empty (adding an epoll set to another
@@ -222,7 +226,7 @@ impl Reactor {
         let overdue = self
             .held_since
             .get()
-            .is_none_or(|since| since.elapsed() >= MAX_READ_HOLD);
+            .is_none_or(|since| since.elapsed() >= self.max_hold.get());
         if due::writes_due() && !overdue {
             return true;
         }

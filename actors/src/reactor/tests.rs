@@ -103,6 +103,11 @@ fn reads_wait_behind_the_fanout_writes_due_on_their_worker() {
     local(async {
         let (hub, mut client) = pair().await;
         let (reader, _writer) = take(hub).unwrap();
+        // Only the writes going can let the read go here.
+        Reactor::current()
+            .unwrap()
+            .max_hold
+            .set(Duration::from_secs(3600));
         let read = read_later(reader);
         tokio::task::yield_now().await;
         // A push's writes are due here: the ack that comes meanwhile
@@ -115,15 +120,12 @@ fn reads_wait_behind_the_fanout_writes_due_on_their_worker() {
         let written = Instant::now();
         due.fetch_sub(1, Ordering::SeqCst);
         let (reader, at) = within(read).await.unwrap().unwrap();
-        assert!(at >= written);
-        assert!(at - written < MAX_READ_HOLD, "read at the next look");
-        // Nothing due: a read goes at once.
+        assert!(at >= written, "read before the writes went");
+        // Nothing due: a read goes at once (the set goes idle again).
         let read = read_later(reader);
         tokio::task::yield_now().await;
-        let sent = Instant::now();
         client.write_all(b"b").await.unwrap();
-        let (_, at) = within(read).await.unwrap().unwrap();
-        assert!(at - sent < MAX_READ_HOLD);
+        within(read).await.unwrap().unwrap();
     });
 }
 
@@ -142,7 +144,51 @@ fn a_read_waits_for_due_writes_at_most_its_hold() {
         let (_, at) = within(read).await.unwrap().unwrap();
         due.fetch_sub(1, Ordering::SeqCst);
         assert!(at - sent >= MAX_READ_HOLD, "held {:?}", at - sent);
-        assert!(at - sent < MAX_READ_HOLD * 10, "held {:?}", at - sent);
+    });
+}
+
+/// The whole path: a fan-out to a served socket counts on the worker the
+/// socket lives on until its writer has taken the frame.
+#[test]
+fn a_fanout_to_a_served_socket_is_due_until_its_writer_takes_it() {
+    actix::System::new().block_on(async {
+        let (hub, mut client) = pair().await;
+        let (outbox, _reader) = crate::socket::serve(
+            Box::new(hub),
+            bytes::BytesMut::new(),
+            8,
+            1024,
+            &std::sync::Arc::default(),
+        )
+        .unwrap();
+        let mut fanout = crate::Fanout::new();
+        fanout
+            .push(&outbox, bytes::Bytes::from_static(b"d"))
+            .unwrap();
+        assert!(!due::writes_due(), "queued, not yet woken");
+        fanout.wake();
+        assert!(due::writes_due(), "woken, not yet taken");
+        let mut frame = [0; 3];
+        within(client.read_exact(&mut frame))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(frame, [0x82, 1, b'd']);
+        assert!(!due::writes_due(), "taken and written");
+        // A server that stopped reading: its writer stalls on a full
+        // socket, and a push for it holds nobody's reads.
+        outbox
+            .push(bytes::Bytes::from(vec![7u8; 32 << 20]))
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut fanout = crate::Fanout::new();
+        fanout
+            .push(&outbox, bytes::Bytes::from_static(b"e"))
+            .unwrap();
+        fanout.wake();
+        assert!(due::writes_due());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!due::writes_due(), "a stalled writer holds no reads");
     });
 }
 

@@ -384,10 +384,11 @@ impl ServerSession {
         );
     }
 
-    /// Each heartbeat interval: closes a session silent for 3 of them,
-    /// else pings it.
+    /// Each heartbeat interval: closes a session silent for 3 of them (and
+    /// the most a read may wait behind a push's writes, `due.rs`: a short
+    /// interval must not take a held pong for silence), else pings it.
     fn beat(&mut self, ctx: &mut Context<Self>) {
-        if self.last_heard.elapsed() > self.settings.heartbeat * 3 {
+        if self.last_heard.elapsed() > self.settings.heartbeat * 3 + crate::due::MAX_READ_HOLD {
             self.stale = true;
             return self.close(
                 ctx,

@@ -34,46 +34,38 @@ pub(crate) fn writes_due() -> bool {
     DUE.with(|due| due.load(Ordering::SeqCst) > 0)
 }
 
-/// One session's part in its worker's count: whether a fan-out frame of
-/// its is queued and counted.
-#[derive(Debug)]
+/// One session's part in its worker's count (the worker's counter is
+/// its home's, `outbox.rs`): whether it is counted.
+#[derive(Debug, Default)]
 pub(crate) struct Due {
-    worker: Arc<AtomicUsize>,
     counted: AtomicBool,
 }
 
 impl Due {
-    pub(crate) fn new(worker: Arc<AtomicUsize>) -> Self {
-        Self {
-            worker,
-            counted: AtomicBool::new(false),
-        }
-    }
-
     /// A fan-out frame was queued. The count rises before the flag is
     /// set, so a writer's [`Due::taken`] (which falls only after it finds
     /// the flag set) never takes it below 0. `writer_gone` is read after:
     /// a writer that stopped before would never take the frame (and one
     /// that stops after finds it counted and clears it).
-    pub(crate) fn queued(&self, writer_gone: &AtomicBool) {
+    pub(crate) fn queued(&self, worker: &AtomicUsize, writer_gone: &AtomicBool) {
         if self.counted.load(Ordering::SeqCst) {
             return;
         }
-        self.worker.fetch_add(1, Ordering::SeqCst);
+        worker.fetch_add(1, Ordering::SeqCst);
         if self.counted.swap(true, Ordering::SeqCst) {
             // Counted meanwhile by another fan-out.
-            self.worker.fetch_sub(1, Ordering::SeqCst);
+            worker.fetch_sub(1, Ordering::SeqCst);
             return;
         }
         if writer_gone.load(Ordering::SeqCst) {
-            self.taken();
+            self.taken(worker);
         }
     }
 
     /// The writer took what was queued, found its socket full, or stopped.
-    pub(crate) fn taken(&self) {
+    pub(crate) fn taken(&self, worker: &AtomicUsize) {
         if self.counted.swap(false, Ordering::SeqCst) {
-            self.worker.fetch_sub(1, Ordering::SeqCst);
+            worker.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
@@ -84,25 +76,24 @@ mod tests {
 
     #[test]
     fn a_session_counts_once_until_its_writer_takes_the_frames() {
-        let worker = Arc::new(AtomicUsize::new(0));
-        let (a, b) = (Due::new(worker.clone()), Due::new(worker.clone()));
+        let worker = AtomicUsize::new(0);
+        let (a, b) = (Due::default(), Due::default());
         let alive = AtomicBool::new(false);
-        a.queued(&alive);
-        a.queued(&alive);
-        b.queued(&alive);
+        a.queued(&worker, &alive);
+        a.queued(&worker, &alive);
+        b.queued(&worker, &alive);
         assert_eq!(worker.load(Ordering::SeqCst), 2, "one per session");
-        a.taken();
-        a.taken();
+        a.taken(&worker);
+        a.taken(&worker);
         assert_eq!(worker.load(Ordering::SeqCst), 1);
-        b.taken();
+        b.taken(&worker);
         assert_eq!(worker.load(Ordering::SeqCst), 0);
     }
 
     #[test]
     fn a_frame_queued_to_a_stopped_writer_is_not_counted() {
-        let worker = Arc::new(AtomicUsize::new(0));
-        let due = Due::new(worker.clone());
-        due.queued(&AtomicBool::new(true));
+        let worker = AtomicUsize::new(0);
+        Due::default().queued(&worker, &AtomicBool::new(true));
         assert_eq!(worker.load(Ordering::SeqCst), 0);
     }
 

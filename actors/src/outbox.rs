@@ -134,9 +134,8 @@ struct Shared {
     /// The reader's task (the session actor's), woken when the writer stops.
     reader_wake: AtomicWaker,
     home: Option<Home>,
-    /// A fan-out frame queued and counted on the home worker (none
-    /// without a home).
-    due: Option<Due>,
+    /// Counted as due on the home worker (never without a home).
+    due: Due,
 }
 
 impl Shared {
@@ -156,8 +155,8 @@ impl Shared {
     /// The writer took what is queued, or stopped: nothing of this
     /// session is due on its worker any more.
     fn taken(&self) {
-        if let Some(due) = &self.due {
-            due.taken();
+        if let Some(home) = &self.home {
+            self.due.taken(&home.due);
         }
     }
 }
@@ -216,13 +215,6 @@ impl OutboxReceiver {
             self.shared.taken();
             return true;
         }
-        // Nothing left queued after this (told under the queue's lock: a
-        // fan-out frame queued after it is counted again at its wake).
-        let taken_all = |queue: &mut Queue| {
-            if queue.items.is_empty() {
-                self.shared.taken();
-            }
-        };
         while buf.len() < MAX_CHUNK {
             match queue.items.pop_front() {
                 Some(Outgoing::Frame(frame)) => put_frame(buf, BINARY, &frame),
@@ -233,19 +225,23 @@ impl OutboxReceiver {
                 Some(Outgoing::Close(reason)) => {
                     put_close(buf, Some(&reason));
                     queue.items.clear();
-                    taken_all(&mut queue);
+                    self.shared.taken();
                     return true;
                 }
                 // Every sender is gone: the session is over.
                 None if queue.senders_gone => {
                     put_close(buf, None);
-                    taken_all(&mut queue);
+                    self.shared.taken();
                     return true;
                 }
                 None => break,
             }
         }
-        taken_all(&mut queue);
+        // Taken only once nothing is left queued (told under the queue's
+        // lock: a fan-out frame queued after it is counted at its wake).
+        if queue.items.is_empty() {
+            self.shared.taken();
+        }
         false
     }
 
@@ -303,7 +299,7 @@ impl Outbox {
             wake: AtomicWaker::new(),
             writer_gone: AtomicBool::new(false),
             reader_wake: AtomicWaker::new(),
-            due: home.as_ref().map(|h| Due::new(h.due.clone())),
+            due: Due::default(),
             home,
         });
         let receiver = OutboxReceiver {
@@ -347,8 +343,8 @@ impl Outbox {
     /// takes it (`due.rs`).
     pub(crate) fn mark_due(&self) {
         let shared = self.shared();
-        if let Some(due) = &shared.due {
-            due.queued(&shared.writer_gone);
+        if let Some(home) = &shared.home {
+            shared.due.queued(&home.due, &shared.writer_gone);
         }
     }
 

@@ -307,6 +307,26 @@ impl Hub {
         action: Action,
         actor: &Actor,
     ) -> Result<DeploymentView, DeploymentError> {
+        match self.control_once(id, action.clone(), actor).await {
+            // The run ended between the look at it and the send (its last
+            // ack completed it, its rollback finished): its actor took
+            // nothing. Once more, on what it stored (a rollback of a
+            // completed deployment is its kill switch).
+            Err(DeploymentError::Stopping)
+                if !self.stopping.load(std::sync::atomic::Ordering::Acquire) =>
+            {
+                self.control_once(id, action, actor).await
+            }
+            answer => answer,
+        }
+    }
+
+    async fn control_once(
+        self: &Arc<Self>,
+        id: &str,
+        action: Action,
+        actor: &Actor,
+    ) -> Result<DeploymentView, DeploymentError> {
         let row = self.deployment_row(id).await?;
         let handle = self
             .serving_read()

@@ -55,7 +55,7 @@ use super::deployments::DeploymentError;
 pub(super) type RunHandle = DeploymentHandle<Command, Event>;
 
 /// What operators can ask of a deployment.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Action {
     Approve,
     Pause,

@@ -13,7 +13,6 @@
 //! mailbox is full the event is dropped and counted, so a flood of metrics
 //! can neither grow memory nor slow the sessions that send them.
 
-use actix::{Arbiter, ArbiterHandle, System};
 use futures_util::future::LocalBoxFuture;
 use std::{
     sync::{
@@ -131,142 +130,48 @@ pub fn spawn<D: DeploymentDriver>(
     mailbox: usize,
     make: impl FnOnce(&DeploymentHandle<D::Command, D::Event>) -> D,
 ) -> DeploymentHandle<D::Command, D::Event> {
-    let (handle, mailboxes) = mailboxes::<D>(mailbox);
-    let driver = make(&handle);
-    actix::spawn(drive(driver, mailboxes));
-    handle
-}
-
-/// As [`spawn`], on `thread`'s runtime: the driver is made here and moved
-/// there. The hub runs its deployments on a thread of their own, off the
-/// workers that write the sockets: a fan-out's fleet walk then shares the
-/// cores with every worker's writes, rather than holding back the writes
-/// of the one worker it ran on. Should `thread` have stopped (the hub is
-/// shutting down), the actor never runs: its handle soon reports it
-/// stopped, and its sends fail, as a stopped actor's do.
-pub fn spawn_on<D: DeploymentDriver + Send>(
-    thread: &ArbiterHandle,
-    mailbox: usize,
-    make: impl FnOnce(&DeploymentHandle<D::Command, D::Event>) -> D,
-) -> DeploymentHandle<D::Command, D::Event>
-where
-    D::Command: Send,
-    D::Event: Send,
-{
-    let (handle, mailboxes) = mailboxes::<D>(mailbox);
-    let driver = make(&handle);
-    thread.spawn_fn(move || {
-        actix::spawn(drive(driver, mailboxes));
-    });
-    handle
-}
-
-/// The thread a hub's deployment actors run on ([`spawn_on`]), stopped
-/// when dropped (with the hub). Without an actix system on the thread that
-/// starts it (a bare tokio runtime: some unit tests) there is none, and
-/// actors start on the caller's thread ([`spawn`]).
-#[derive(Debug)]
-pub struct RunThread {
-    arbiter: Option<Arbiter>,
-}
-
-impl RunThread {
-    pub fn start() -> Self {
-        Self {
-            arbiter: System::try_current().map(|_| Arbiter::new()),
-        }
-    }
-
-    /// Starts an actor on this thread (see [`spawn_on`]).
-    pub fn spawn<D: DeploymentDriver + Send>(
-        &self,
-        mailbox: usize,
-        make: impl FnOnce(&DeploymentHandle<D::Command, D::Event>) -> D,
-    ) -> DeploymentHandle<D::Command, D::Event>
-    where
-        D::Command: Send,
-        D::Event: Send,
-    {
-        match &self.arbiter {
-            Some(arbiter) => spawn_on(&arbiter.handle(), mailbox, make),
-            None => spawn(mailbox, make),
-        }
-    }
-}
-
-impl Drop for RunThread {
-    fn drop(&mut self) {
-        if let Some(arbiter) = self.arbiter.take() {
-            arbiter.stop();
-        }
-    }
-}
-
-/// What the actor's task reads: its two mailboxes and its nudge.
-struct Mailboxes<C, E> {
-    commands: mpsc::Receiver<C>,
-    events: mpsc::Receiver<E>,
-    nudge: Arc<Notify>,
-}
-
-fn mailboxes<D: DeploymentDriver>(
-    mailbox: usize,
-) -> (
-    DeploymentHandle<D::Command, D::Event>,
-    Mailboxes<D::Command, D::Event>,
-) {
-    let (commands, command_rx) = mpsc::channel::<D::Command>(mailbox.clamp(1, 1024));
-    let (events, event_rx) = mpsc::channel::<D::Event>(mailbox.max(1));
+    let (commands, mut command_rx) = mpsc::channel::<D::Command>(mailbox.clamp(1, 1024));
+    let (events, mut event_rx) = mpsc::channel::<D::Event>(mailbox.max(1));
     let handle = DeploymentHandle {
         commands,
         events,
         dropped: Arc::new(AtomicU64::new(0)),
         nudge: Arc::new(Notify::new()),
     };
-    let mailboxes = Mailboxes {
-        commands: command_rx,
-        events: event_rx,
-        nudge: handle.nudge.clone(),
-    };
-    (handle, mailboxes)
-}
-
-/// The actor's loop, until a step says stop or every handle is gone.
-async fn drive<D: DeploymentDriver>(mut driver: D, mailboxes: Mailboxes<D::Command, D::Event>) {
-    let Mailboxes {
-        commands: mut command_rx,
-        events: mut event_rx,
-        nudge,
-    } = mailboxes;
-    // The first tick is one period away: a new deployment has just run
-    // its first step (while its frames go out), a resumed one can wait.
-    let period = driver.every();
-    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let flow = tokio::select! {
-            biased;
-            command = command_rx.recv() => match command {
-                Some(command) => driver.command(command).await,
-                None => Flow::Stop,
-            },
-            Some(event) = event_rx.recv() => {
-                driver.event(event);
-                // Drain what is already queued before looking at anything else.
-                while let Ok(event) = event_rx.try_recv() {
+    let nudge = handle.nudge.clone();
+    let mut driver = make(&handle);
+    actix::spawn(async move {
+        // The first tick is one period away: a new deployment has just run
+        // its first step (while its frames go out), a resumed one can wait.
+        let period = driver.every();
+        let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let flow = tokio::select! {
+                biased;
+                command = command_rx.recv() => match command {
+                    Some(command) => driver.command(command).await,
+                    None => Flow::Stop,
+                },
+                Some(event) = event_rx.recv() => {
                     driver.event(event);
+                    // Drain what is already queued before looking at anything else.
+                    while let Ok(event) = event_rx.try_recv() {
+                        driver.event(event);
+                    }
+                    Flow::Continue
                 }
-                Flow::Continue
+                // The periodic ticks keep their pace: an early step that
+                // decides nothing must not put off the next evaluation.
+                _ = nudge.notified() => driver.nudged().await,
+                _ = every.tick() => driver.tick().await,
+            };
+            if flow == Flow::Stop {
+                break;
             }
-            // The periodic ticks keep their pace: an early step that
-            // decides nothing must not put off the next evaluation.
-            _ = nudge.notified() => driver.nudged().await,
-            _ = every.tick() => driver.tick().await,
-        };
-        if flow == Flow::Stop {
-            break;
         }
-    }
+    });
+    handle
 }
 
 #[cfg(test)]
@@ -406,90 +311,6 @@ mod tests {
             assert!(handle.is_stopped());
             // Asking a stopped actor is harmless.
             handle.step_now();
-        });
-    }
-
-    /// Records the thread each of its steps ran on; `Send`, as a run on
-    /// a thread of its own must be.
-    struct Where {
-        threads: Arc<std::sync::Mutex<Vec<std::thread::ThreadId>>>,
-    }
-
-    impl DeploymentDriver for Where {
-        type Command = &'static str;
-        type Event = u32;
-        fn every(&self) -> Duration {
-            Duration::from_secs(3600)
-        }
-        fn event(&mut self, _: u32) {
-            self.threads
-                .lock()
-                .unwrap()
-                .push(std::thread::current().id());
-        }
-        fn command(&mut self, command: &'static str) -> LocalBoxFuture<'_, Flow> {
-            self.threads
-                .lock()
-                .unwrap()
-                .push(std::thread::current().id());
-            Box::pin(async move {
-                if command == "stop" {
-                    Flow::Stop
-                } else {
-                    Flow::Continue
-                }
-            })
-        }
-        fn tick(&mut self) -> LocalBoxFuture<'_, Flow> {
-            Box::pin(async { Flow::Continue })
-        }
-    }
-
-    #[test]
-    fn a_run_thread_runs_its_actors_off_the_thread_that_starts_them() {
-        actix::System::new().block_on(async {
-            let runs = RunThread::start();
-            let threads = Arc::new(std::sync::Mutex::new(Vec::new()));
-            let handle = runs.spawn(8, |_| Where {
-                threads: threads.clone(),
-            });
-            handle.command("hello").await.unwrap();
-            handle.command("stop").await.unwrap();
-            handle.stopped().await;
-            let seen = threads.lock().unwrap().clone();
-            assert_eq!(seen.len(), 2, "{seen:?}");
-            let here = std::thread::current().id();
-            assert!(seen.iter().all(|t| *t == seen[0] && *t != here), "{seen:?}");
-            // Stopped with its owner: an actor started on it after runs
-            // nowhere, and says so by refusing its commands.
-            let thread = runs.arbiter.as_ref().unwrap().handle();
-            drop(runs);
-            let late = spawn_on(&thread, 8, |_| Where {
-                threads: threads.clone(),
-            });
-            tokio::time::timeout(Duration::from_secs(5), late.stopped())
-                .await
-                .expect("an actor on a stopped thread is stopped");
-            assert!(late.command("hello").await.is_err());
-            assert_eq!(threads.lock().unwrap().len(), 2);
-        });
-    }
-
-    #[test]
-    fn without_an_actix_system_actors_start_on_the_callers_thread() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        tokio::task::LocalSet::new().block_on(&runtime, async {
-            let runs = RunThread::start();
-            let threads = Arc::new(std::sync::Mutex::new(Vec::new()));
-            let handle = runs.spawn(8, |_| Where {
-                threads: threads.clone(),
-            });
-            handle.command("stop").await.unwrap();
-            handle.stopped().await;
-            assert_eq!(*threads.lock().unwrap(), vec![std::thread::current().id()]);
         });
     }
 }

@@ -100,7 +100,6 @@ impl Hub {
             serving: RwLock::new(serving),
             documents: DocumentCache::default(),
             runs: Runs::default(),
-            run_thread: hotswap_actors::deployment::RunThread::start(),
             aggregates: aggregates::Aggregates::default(),
             regions: regions::RegionNames::default(),
             feedback_rate: feedback::feedback_rate(),

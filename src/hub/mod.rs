@@ -103,8 +103,6 @@ pub struct Hub {
     serving: RwLock<ServingMap>,
     documents: DocumentCache,
     runs: Runs,
-    /// The deployment actors' own thread, off the socket workers.
-    run_thread: hotswap_actors::deployment::RunThread,
     aggregates: aggregates::Aggregates,
     /// Region names metrics fold under (bounded; the rest is `(other)`).
     regions: regions::RegionNames,

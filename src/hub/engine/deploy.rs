@@ -275,11 +275,10 @@ impl Hub {
 
     /// Starts the actor that drives `run` from here on, and returns its handle.
     fn spawn_run(&self, mut run: DeploymentRun) -> RunHandle {
-        self.run_thread
-            .spawn(self.deployment_settings.mailbox, |handle| {
-                run.set_handle(handle.clone());
-                run
-            })
+        hotswap_actors::deployment::spawn(self.deployment_settings.mailbox, |handle| {
+            run.set_handle(handle.clone());
+            run
+        })
     }
 
     /// Sends an action to a running deployment's actor and waits for its answer.

@@ -195,9 +195,7 @@ impl Api {
             .mint(TEST_ADMIN, hotswap::Role::Admin, Duration::from_secs(3600))
             .unwrap();
         Api {
-            client: awc::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .finish(),
+            client: crate::helpers::hub_client(Duration::from_secs(10)),
             token,
         }
     }

@@ -166,7 +166,7 @@ async fn a_rollback_answered_then_killed_still_rolls_back_after_restart(db: Db) 
         let probe = Api {
             base: base.clone(),
             token: String::new(),
-            client: awc::Client::default(),
+            client: crate::helpers::hub_client(std::time::Duration::from_secs(5)),
         };
         probe.until_up().await;
         let minted = Command::new(BINARY)
@@ -187,7 +187,7 @@ async fn a_rollback_answered_then_killed_still_rolls_back_after_restart(db: Db) 
         Api {
             base,
             token: String::from_utf8(minted.stdout).unwrap().trim().to_owned(),
-            client: awc::Client::default(),
+            client: crate::helpers::hub_client(std::time::Duration::from_secs(5)),
         }
     };
     let config =

@@ -261,9 +261,7 @@ pub async fn spawn_app_on(
     let clock = application.liveops().clock().clone();
     let address = format!("http://127.0.0.1:{}", application.port());
     actix_web::rt::spawn(application.run_until_stopped());
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .finish();
+    let client = hub_client(Duration::from_secs(30));
     TestApp {
         address,
         db,
@@ -623,4 +621,15 @@ impl PrivateRedis {
     pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
+}
+
+/// A client of a test hub. Its idle connections are let go before the
+/// hub's keep-alive (5 s) closes them: awc's default (15 s) reused one the
+/// hub had just closed, after a test waited 5-15 s (a browser starting),
+/// and the request failed with `Disconnected`.
+pub fn hub_client(timeout: Duration) -> awc::Client {
+    awc::Client::builder()
+        .timeout(timeout)
+        .connector(awc::Connector::new().conn_keep_alive(Duration::from_secs(2)))
+        .finish()
 }

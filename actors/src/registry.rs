@@ -116,6 +116,8 @@ struct Entry {
     id: Arc<str>,
     record: ServerRecord,
     outbox: Option<Outbox>,
+    /// Its running state moved since the last [`Registry::take_progressed`].
+    progressed: bool,
 }
 
 fn gone(entry: &Entry, before_ms: i64) -> bool {
@@ -133,6 +135,9 @@ struct Inner {
     free: Vec<usize>,
     /// Config name → slots of the servers subscribed to it (connected or not).
     by_config: HashMap<String, BTreeSet<usize>, ahash::RandomState>,
+    /// Slots whose entry was marked `progressed` (a slot may repeat, or
+    /// hold another server by now: the flag says).
+    progressed: Vec<usize>,
 }
 
 impl Inner {
@@ -158,8 +163,16 @@ impl Inner {
             .filter_map(|slot| self.slots[*slot].as_ref())
     }
 
-    /// Stores a server not in the registry, indexed by its subscriptions.
-    fn insert(&mut self, record: ServerRecord, outbox: Option<Outbox>) {
+    /// Stores a server not in the registry, indexed by its subscriptions;
+    /// `listed` is a slot already in `progressed` (a replaced session's):
+    /// a noted entry back in it is not listed twice.
+    fn insert(
+        &mut self,
+        record: ServerRecord,
+        outbox: Option<Outbox>,
+        progressed: bool,
+        listed: Option<usize>,
+    ) {
         let slot = self.free.pop().unwrap_or_else(|| {
             self.slots.push(None);
             self.slots.len() - 1
@@ -172,7 +185,15 @@ impl Inner {
         }
         let id: Arc<str> = Arc::from(record.server_id.as_str());
         self.index.insert(id.clone(), slot);
-        self.slots[slot] = Some(Entry { id, record, outbox });
+        self.slots[slot] = Some(Entry {
+            id,
+            record,
+            outbox,
+            progressed,
+        });
+        if progressed && listed != Some(slot) {
+            self.progressed.push(slot);
+        }
     }
 
     /// Takes a server out, with its index entries (and empty index entries).
@@ -224,7 +245,7 @@ impl Registry {
             }
             record.connected = false;
             record.session_id = None;
-            inner.insert(record, None);
+            inner.insert(record, None, false, None);
         }
     }
 
@@ -233,6 +254,7 @@ impl Registry {
     /// and the per-config revisions of a known server are kept.
     pub fn connect(&self, mut record: ServerRecord, outbox: Outbox) -> Option<Outbox> {
         let mut inner = self.write();
+        let slot = inner.index.get(record.server_id.as_str()).copied();
         let previous = inner.take(&record.server_id);
         if let Some(previous) = &previous {
             record.operator_tags = previous.record.operator_tags.clone();
@@ -240,7 +262,13 @@ impl Registry {
         record.connected = true;
         record.stale = false;
         record.disconnect_reason = None;
-        inner.insert(record, Some(outbox));
+        let progressed = previous.as_ref().is_some_and(|p| p.progressed);
+        inner.insert(
+            record,
+            Some(outbox),
+            progressed,
+            slot.filter(|_| progressed),
+        );
         previous.and_then(|p| p.outbox)
     }
 
@@ -282,6 +310,46 @@ impl Registry {
         self.write()
             .get_mut(server_id)
             .map(|entry| change(&mut entry.record))
+    }
+
+    /// [`Registry::update_then`] for a server's running state (acks,
+    /// heartbeats): when `change` answers `true` beside its result, the
+    /// server is noted for [`Registry::take_progressed`] under the same
+    /// lock, with no set of the caller's to lock and hash an id into per
+    /// frame.
+    pub fn progress_then<R>(
+        &self,
+        server_id: &str,
+        change: impl FnOnce(&mut ServerRecord) -> (R, bool),
+    ) -> Option<R> {
+        let mut guard = self.write();
+        let inner = &mut *guard;
+        let slot = *inner.index.get(server_id)?;
+        let entry = inner.slots[slot].as_mut()?;
+        let (answer, moved) = change(&mut entry.record);
+        if moved && !entry.progressed {
+            entry.progressed = true;
+            inner.progressed.push(slot);
+        }
+        Some(answer)
+    }
+
+    /// The servers noted by [`Registry::progress_then`] since the last
+    /// call, once each (those forgotten since are not).
+    pub fn take_progressed(&self) -> Vec<Arc<str>> {
+        let mut inner = self.write();
+        // Drained in place: the list keeps its room for the next second's.
+        let Inner {
+            progressed, slots, ..
+        } = &mut *inner;
+        let mut ids = Vec::with_capacity(progressed.len());
+        for slot in progressed.drain(..) {
+            if let Some(entry) = slots[slot].as_mut().filter(|e| e.progressed) {
+                entry.progressed = false;
+                ids.push(entry.id.clone());
+            }
+        }
+        ids
     }
 
     /// What `read` takes from a server's record, without copying the rest.
@@ -710,5 +778,61 @@ mod tests {
         assert!(registry.get("b").unwrap().connected);
         assert!(!registry.get("z").unwrap().connected);
         assert_eq!(ids(&registry.targets("loot", |_| true)), ["b"]);
+    }
+
+    #[test]
+    fn progressed_servers_are_taken_once_each_and_forgotten_ones_not() {
+        let registry = Registry::default();
+        for id in ["a", "b", "c"] {
+            let (outbox, _) = Outbox::channel(4);
+            registry.connect(record(id, &["loot"]), outbox);
+        }
+        let taken = |registry: &Registry| {
+            let mut ids: Vec<String> = registry
+                .take_progressed()
+                .iter()
+                .map(|id| id.to_string())
+                .collect();
+            ids.sort();
+            ids
+        };
+        let beat = |id: &str, moved: bool| {
+            registry.progress_then(id, |record| {
+                record.players += 1;
+                (record.players, moved)
+            })
+        };
+        assert_eq!(beat("a", true), Some(1));
+        assert_eq!(beat("a", true), Some(2));
+        assert_eq!(beat("b", false), Some(1), "changed, but not noted");
+        assert_eq!(beat("c", true), Some(1));
+        assert_eq!(beat("nobody", true), None);
+        assert_eq!(taken(&registry), ["a", "c"]);
+        assert!(taken(&registry).is_empty(), "taken once");
+
+        // A reconnect keeps what was noted; a forgotten server is not
+        // taken, nor is the server that got its slot unless it moved too.
+        beat("a", true);
+        beat("b", true);
+        for _ in 0..100 {
+            let (outbox, _) = Outbox::channel(4);
+            registry.connect(record("a", &["loot"]), outbox);
+        }
+        assert_eq!(
+            registry.read().progressed.len(),
+            2,
+            "a server reconnecting in a loop is listed once"
+        );
+        registry.remove("b", CloseReason::new(1000, "gone"));
+        let (outbox, _) = Outbox::channel(4);
+        registry.connect(record("d", &["loot"]), outbox);
+        assert_eq!(taken(&registry), ["a"]);
+        beat("d", true);
+        assert_eq!(taken(&registry), ["d"]);
+        assert_eq!(
+            registry.get("a").unwrap().players,
+            0,
+            "a new session's record"
+        );
     }
 }

@@ -128,7 +128,14 @@ pub(crate) fn parse(
             buf[header + 3],
         ];
         buf.advance(header + 4);
-        let mut payload = buf.split_to(length);
+        // A frame that ends the buffer takes it whole: `split_to` would
+        // first make the buffer shared (an allocation, then a free, per
+        // message of a socket that sends one at a time).
+        let mut payload = if buf.len() == length {
+            std::mem::take(buf)
+        } else {
+            buf.split_to(length)
+        };
         unmask(&mut payload, mask);
         match opcode {
             CLOSE => {
@@ -277,6 +284,38 @@ pub(crate) mod tests {
                 Ok(Incoming::Text),
             ]
         );
+    }
+
+    #[test]
+    fn a_message_read_one_frame_at_a_time_joins_and_the_buffer_is_handed_over() {
+        // Each read holds one frame exactly, as a server sending one at a
+        // time gives them: the first fragment takes the buffer whole, the
+        // rest join it, and the next read starts from an empty buffer.
+        let reads = [
+            frame(0x02, b"ab"),
+            frame(0x89, b"p"),
+            frame(0x80, b"cd"),
+            frame(0x82, b"x"),
+        ];
+        let mut buf = BytesMut::new();
+        let mut partial = None;
+        let mut got = Vec::new();
+        for read in reads {
+            buf.extend_from_slice(&read);
+            while let Some(message) = parse(&mut buf, 1024, &mut partial).unwrap() {
+                got.push(message);
+            }
+            assert!(buf.is_empty(), "each read is one whole frame");
+        }
+        assert_eq!(
+            got,
+            vec![
+                Incoming::Ping(Bytes::from_static(b"p")),
+                Incoming::Binary(Bytes::from_static(b"abcd")),
+                Incoming::Binary(Bytes::from_static(b"x")),
+            ]
+        );
+        assert!(partial.is_none());
     }
 
     #[test]

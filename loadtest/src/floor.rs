@@ -4,6 +4,7 @@
 //! of the hub's delta) to each in turn; the workers note when each whole
 //! frame arrived. The hub's fan-out is reported as a ratio to this.
 
+use anyhow::Context;
 use std::{net::SocketAddr, time::Duration};
 use tokio::{io::AsyncWriteExt, net::TcpListener, net::TcpStream};
 
@@ -48,7 +49,14 @@ impl Floor {
     pub async fn accept(&mut self, n: usize) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         while self.sockets.len() < n {
-            let (socket, _) = tokio::time::timeout_at(deadline, self.listener.accept()).await??;
+            let (socket, _) = tokio::time::timeout_at(deadline, self.listener.accept())
+                .await
+                .with_context(|| {
+                    format!(
+                        "the floor accepted {} of {n} sockets in 60 s",
+                        self.sockets.len()
+                    )
+                })??;
             socket.set_nodelay(true)?;
             self.sockets.push(socket);
         }

@@ -108,7 +108,9 @@ pub struct Hub {
     regions: regions::RegionNames,
     /// Complaints over REST that may count in cohorts, per server.
     feedback_rate: feedback::FeedbackRate,
-    /// Servers whose record changed since the last flush, and how much.
+    /// Servers whose row changed since the last flush (a hello, a
+    /// goodbye), and those a failed flush kept; acks and heartbeats note
+    /// theirs in the registry (`Registry::progress_then`).
     dirty: Mutex<HashMap<String, Dirty, ahash::RandomState>>,
     /// Held by a flush while it runs (`Hub::flush`).
     flushing: tokio::sync::Mutex<()>,

@@ -259,10 +259,24 @@ impl Hub {
                 _ => Err(not_subscribed(&config)),
             };
         }
-        let accepted = self.registry.update_then(server_id, |record| {
-            if !self.serves(record, &config) {
-                return false;
+        // One look at the config's serving state, under the registry's
+        // lock (the lock order): whether it is served to this server, and
+        // its deployment in flight. The server is noted for the flusher
+        // under the same lock.
+        let accepted = self.registry.progress_then(server_id, |record| {
+            if !record.subscriptions.contains(&config) {
+                return (None, false);
             }
+            let live = {
+                let serving = self.serving_read();
+                let Some(served) = serving
+                    .get(&config)
+                    .filter(|s| s.environment == record.environment)
+                else {
+                    return (None, false);
+                };
+                served.live().map(|l| l.record.clone())
+            };
             if ok {
                 // In place when known: no key copy per ack.
                 match record.applied.get_mut(&config) {
@@ -272,18 +286,11 @@ impl Hub {
                     }
                 }
             }
-            true
+            (Some(live), ok)
         });
-        if accepted != Some(true) {
+        let Some(Some(live)) = accepted else {
             return Err(not_subscribed(&config));
-        }
-        if ok {
-            self.mark_dirty(server_id, Dirty::Progress);
-        }
-        let live = self
-            .serving_read()
-            .get(&config)
-            .and_then(|s| s.live().map(|l| l.record.clone()));
+        };
         if ok && apply_micros > 0 {
             self.meters
                 .reload_seconds
@@ -478,13 +485,13 @@ impl SessionHost for HubHost {
 
     fn heartbeat(&self, server_id: &str, players: u32, status: Health, load: Option<f64>) {
         let now = now_ms();
-        self.0.registry.update(server_id, |record| {
+        self.0.registry.progress_then(server_id, |record| {
             record.players = players;
             record.status = status;
             record.load = load.filter(|l| l.is_finite());
             record.last_seen_ms = now;
+            ((), true)
         });
-        self.0.mark_dirty(server_id, Dirty::Progress);
     }
 
     fn ack(&self, server_id: &str, ack: protocol::Ack) -> Result<(), FrameError> {

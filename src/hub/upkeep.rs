@@ -26,7 +26,17 @@ impl Hub {
     /// waits for the flusher's, whose values are older).
     pub async fn flush(&self) -> anyhow::Result<usize> {
         let _one_at_a_time = self.flushing.lock().await;
-        let mut dirty: Vec<(String, Dirty)> = lock(&self.dirty).drain().collect();
+        // Rows (a hello, a goodbye) and retried flushes are in `dirty`; the
+        // servers whose acks and heartbeats moved are noted in the registry.
+        let marked = std::mem::take(&mut *lock(&self.dirty));
+        let mut dirty: Vec<(Arc<str>, Dirty)> = self
+            .registry
+            .take_progressed()
+            .into_iter()
+            .filter(|id| !marked.contains_key(&**id))
+            .map(|id| (id, Dirty::Progress))
+            .collect();
+        dirty.extend(marked.into_iter().map(|(id, what)| (Arc::from(id), what)));
         // In key order: neighbouring ids share index pages (0.86–0.94× the
         // CPU of hash order in `scripts/bench-flush.py`). One transaction,
         // not several: each commit writes every page its rows touched to
@@ -59,7 +69,7 @@ impl Hub {
         let progress_ids: Vec<&str> = dirty
             .iter()
             .filter(|(_, what)| *what == Dirty::Progress)
-            .map(|(id, _)| id.as_str())
+            .map(|(id, _)| &**id)
             .collect();
         let progress: Vec<store_hub::GameServerProgress> = progress_ids
             .chunks(100)

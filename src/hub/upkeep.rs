@@ -37,6 +37,16 @@ impl Hub {
             .map(|id| (id, Dirty::Progress))
             .collect();
         dirty.extend(marked.into_iter().map(|(id, what)| (Arc::from(id), what)));
+        // What was taken goes back unless its commit is known to have
+        // succeeded: a failed write, a panic, or the flush dropped mid-write
+        // (the shutdown's timeout) keeps it all for the next flush.
+        let mut taken = Taken {
+            hub: self,
+            dirty,
+            minutes: Vec::new(),
+            committed: false,
+        };
+        let dirty = &mut taken.dirty;
         // In key order: neighbouring ids share index pages (0.86–0.94× the
         // CPU of hash order in `scripts/bench-flush.py`). One transaction,
         // not several: each commit writes every page its rows touched to
@@ -58,7 +68,8 @@ impl Hub {
                 )
             })
             .collect();
-        let minutes = self.aggregates.take_finished(now_ms());
+        taken.minutes = self.aggregates.take_finished(now_ms());
+        let (dirty, minutes) = (&taken.dirty, &taken.minutes);
         if dirty.is_empty() && deployments.is_empty() && minutes.is_empty() {
             return Ok(0);
         }
@@ -110,15 +121,9 @@ impl Hub {
             })
             .collect();
         let result = self
-            .write_batch(&rows, &progress, &deployments, &minutes)
+            .write_batch(&rows, &progress, &deployments, minutes)
             .await;
-        if result.is_err() {
-            // Keep them for the next flush.
-            for (id, what) in dirty {
-                self.mark_dirty(&id, what);
-            }
-            self.aggregates.retry(minutes);
-        }
+        taken.committed = result.is_ok();
         result
     }
 
@@ -330,5 +335,30 @@ impl Hub {
             frame,
             CloseReason::new(close_code::GOING_AWAY, "the hub is shutting down"),
         )
+    }
+}
+
+/// What one flush took to write: put back for the next flush when it is
+/// dropped before its commit succeeded (an error, a panic, or the flush
+/// itself dropped by a timeout while it waited on the store). A commit
+/// whose answer was lost is written again, as after any failed commit:
+/// rows and progress are idempotent; a metric minute may then be counted
+/// twice, the same trade a failed commit's retry makes.
+struct Taken<'a> {
+    hub: &'a Hub,
+    dirty: Vec<(Arc<str>, Dirty)>,
+    minutes: Vec<store_hub::MetricMinuteRow>,
+    committed: bool,
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        for (id, what) in self.dirty.drain(..) {
+            self.hub.mark_dirty(&id, what);
+        }
+        self.hub.aggregates.retry(std::mem::take(&mut self.minutes));
     }
 }

@@ -25,6 +25,17 @@ struct WriteLock {
 
 impl WriteLock {
     async fn take(app: &TestApp) -> WriteLock {
+        Self::holding(app, &["BEGIN", "SELECT * FROM audit_head FOR UPDATE"]).await
+    }
+
+    /// The game servers' table: no flush gets past it (SQLite: the store's
+    /// write lock).
+    async fn take_servers(app: &TestApp) -> WriteLock {
+        Self::holding(app, &["BEGIN", "LOCK TABLE game_servers IN EXCLUSIVE MODE"]).await
+    }
+
+    /// Held by `postgres` (SQLite's is always `BEGIN IMMEDIATE`).
+    async fn holding(app: &TestApp, postgres: &[&str]) -> WriteLock {
         sqlx::any::install_default_drivers();
         let pool = sqlx::any::AnyPoolOptions::new()
             .max_connections(1)
@@ -34,7 +45,7 @@ impl WriteLock {
         let mut connection = pool.acquire().await.unwrap();
         let statements: &[&str] = match app.db {
             Db::Sqlite => &["BEGIN IMMEDIATE"],
-            Db::Postgres => &["BEGIN", "SELECT * FROM audit_head FOR UPDATE"],
+            Db::Postgres => postgres,
         };
         for statement in statements {
             sqlx::query(sqlx::AssertSqlSafe(*statement))
@@ -236,7 +247,71 @@ async fn heartbeats_metrics_and_resyncs_never_wait_on_the_store(app: TestApp) {
     app.hub.flush().await.expect("the flush goes through");
 }
 
+/// A flush dropped while it waits on the store (the shutdown's bounded
+/// flush, timed out) puts back what it took: the next flush writes it.
+async fn a_flush_dropped_while_it_waits_keeps_what_it_took(app: TestApp) {
+    assert_eq!(
+        app.create_config("weapon-balance", "GameBalance", "staging")
+            .await
+            .status,
+        201
+    );
+    app.deploy("weapon-balance", "1.0.0", balance(45)).await;
+    let (key, _) = app.server_key(&[], &[]).await;
+    let mut socket = raw(&app, Some(&key)).await.unwrap();
+    send(&mut socket, hello("kept-1", "staging", BTreeMap::new())).await;
+    loop {
+        if let Ok(HubMessage::Snapshot { revision: 1, .. }) = next_message(&mut socket).await {
+            break;
+        }
+    }
+    app.hub.flush().await.expect("the row is written");
+    let stored_players = async || -> i64 {
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&app.database_url)
+            .await
+            .unwrap();
+        let players: i64 =
+            sqlx::query_scalar("SELECT players FROM game_servers WHERE server_id = 'kept-1'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        pool.close().await;
+        players
+    };
+    assert_eq!(stored_players().await, 0);
+
+    let lock = WriteLock::take_servers(&app).await;
+    send(
+        &mut socket,
+        protocol::encode(&ServerMessage::Heartbeat {
+            players: 42,
+            status: protocol::Health::Healthy,
+            load: None,
+        }),
+    )
+    .await;
+    until("the heartbeat reaches the registry", async || {
+        app.get("/api/v1/game-servers/kept-1").await.body["players"] == 42
+    })
+    .await;
+    let dropped = tokio::time::timeout(Duration::from_millis(300), app.hub.flush()).await;
+    assert!(
+        dropped.is_err(),
+        "the flush did not wait on the lock: {dropped:?}"
+    );
+    lock.release().await;
+    app.hub.flush().await.expect("the flush goes through");
+    assert_eq!(
+        stored_players().await,
+        42,
+        "the dropped flush lost the heartbeat's progress"
+    );
+}
+
 on_both_databases!(
     a_decision_waits_for_its_commit_before_any_server_moves,
     heartbeats_metrics_and_resyncs_never_wait_on_the_store,
+    a_flush_dropped_while_it_waits_keeps_what_it_took,
 );

@@ -23,13 +23,14 @@
 //!   per worker thread.
 //! - `registry.rs`: [`Registry`], every known game server, indexed by
 //!   subscription for fan-out, with the outboxes of the connected ones.
-//! - `session.rs`: [`ServerSession`], one actix actor per connected socket.
+//! - `session.rs`: [`ServerSession`], one task per connected socket (an
+//!   actor without a mailbox: the hub reaches it through its outbox).
 //! - `due.rs`: fan-out writes still due on a worker, which its reads wait
 //!   behind.
 //! - `reactor/`: a worker thread's own epoll set for the plain-TCP
 //!   sockets it took, read in batches when busy (one wake for many frames).
 //! - `socket.rs`: a socket the hub took from the HTTP server: its reader
-//!   (WebSocket frames, polled by the session actor) and its writer task
+//!   (WebSocket frames, polled by the session's task) and its writer task
 //!   (the outbox, straight to the stream).
 //! - `wsframe.rs`: RFC 6455 client frames, parsed and bounded.
 

@@ -131,7 +131,7 @@ struct Shared {
     /// The writer stopped (the close is out, or the socket failed): the
     /// reader ends too.
     writer_gone: AtomicBool,
-    /// The reader's task (the session actor's), woken when the writer stops.
+    /// The reader's task (the session's), woken when the writer stops.
     reader_wake: AtomicWaker,
     home: Option<Home>,
     /// Counted as due on the home worker (never without a home).

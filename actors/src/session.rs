@@ -1,8 +1,16 @@
-//! `ServerSession`: one actix actor per connected game server. It polls the
-//! socket's reader (`socket.rs`; MessagePack frames), enforces the protocol (`hello` first within
-//! 5 s, binary frames only, known types, size limit, heartbeats) and hands
+//! `ServerSession`: one task per connected game server, on the worker
+//! thread that took its socket. It polls the socket's reader (`socket.rs`;
+//! MessagePack frames), enforces the protocol (`hello` first within 5 s,
+//! binary frames only, known types, size limit, heartbeats) and hands
 //! every decision to the hub through [`SessionHost`]. Frames go out through
 //! its [`Outbox`].
+//!
+//! The task is a plain future, not an actix actor: nothing else sends it
+//! messages (the hub reaches a server through its outbox), so it keeps no
+//! mailbox to look at on every wake. Its timers (the hello's deadline, the
+//! heartbeat, resyncs waiting their turn) share one [`Sleep`], looked at
+//! only when one of them is due: a wake for an ack reads the socket, hands
+//! the frame over, and touches nothing else.
 
 use crate::{
     bucket::TokenBucket,
@@ -10,18 +18,22 @@ use crate::{
     outbox::{CloseReason, Outbox, PushError},
     socket::{Incoming, ReadError},
 };
-use actix::{
-    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Running, StreamHandler, WrapFuture,
-};
 use bytes::Bytes;
-use futures_util::{FutureExt, Stream, future::BoxFuture};
+use futures_util::{
+    FutureExt, Stream,
+    future::{BoxFuture, CatchUnwind},
+};
 use hotswap_client::protocol::{self, Health, MetricsReport, ServerMessage, close_code};
 use std::{
     collections::BTreeSet,
+    future::Future,
     panic::AssertUnwindSafe,
+    pin::{Pin, pin},
     sync::Arc,
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
+use tokio::time::Sleep;
 
 /// Timing and limits of every session.
 #[derive(Debug, Clone)]
@@ -128,26 +140,62 @@ pub trait SessionHost: Send + Sync + 'static {
 /// `welcome`), ms.
 pub const MIN_HEARTBEAT_MS: u64 = 50;
 
+/// Messages a session handles in one wake before it lets the worker's
+/// other tasks run (it is woken again at once).
+const MESSAGES_PER_WAKE: usize = 64;
+
+/// The runtime's timers fire on millisecond ticks, at or after their
+/// deadline: the session's timer is looked at once this close to it.
+const TIMER_SLACK: Duration = Duration::from_millis(2);
+
+/// Runs a host call; `None` if it panicked (a bug): the caller ends only
+/// this session (1011), logged, instead of the worker thread every other
+/// session on it shares.
+fn caught<R>(call: impl FnOnce() -> R) -> Option<R> {
+    std::panic::catch_unwind(AssertUnwindSafe(call)).ok()
+}
+
+/// A host call's answer, awaited by the session; a panic in it ends only
+/// this session.
+type Answer<T> = CatchUnwind<AssertUnwindSafe<BoxFuture<'static, T>>>;
+
 pub struct ServerSession {
     session_id: String,
     key: KeyScope,
-    /// This socket's place at the gate, freed when the actor is dropped.
+    /// This socket's place at the gate, freed when the session is dropped.
     _permit: SessionPermit,
     /// Metrics frames the session may still send now.
     metrics_budget: TokenBucket,
-    /// Resyncs the session may have answered now, and those waiting.
+    /// Resyncs the session may have answered now, those waiting, and when
+    /// the next of them may be answered.
     resync_budget: TokenBucket,
     resyncs_waiting: BTreeSet<String>,
-    resync_timer_set: bool,
+    resync_at: Option<Instant>,
+    /// Resyncs being answered by the hub.
+    resyncs: Vec<Answer<Result<Option<Bytes>, FrameError>>>,
     outbox: Outbox,
     host: Arc<dyn SessionHost>,
     settings: SessionSettings,
     /// Set once the hub accepted the `hello`.
     server_id: Option<std::rc::Rc<str>>,
     hello_received: bool,
+    /// The `hello`'s server id and the hub's answer to it, while awaited:
+    /// nothing else is handled meanwhile.
+    hello: Option<(String, Answer<Result<HelloOutcome, Refusal>>)>,
+    /// Until a `hello` came: when the session is closed for want of one.
+    hello_deadline: Option<Instant>,
+    next_beat: Instant,
+    /// The shared timer is registered for the earliest of the deadlines
+    /// above; cleared when one may have moved before it.
+    timer_armed: bool,
+    /// A future to await was added: it is polled before the socket's next
+    /// message, so that it can wake the session.
+    unpolled: bool,
     last_heard: Instant,
     stale: bool,
     closed_by_hub: Option<CloseReason>,
+    /// The session is over (either side closed it, or the socket ended).
+    stopped: bool,
 }
 
 impl std::fmt::Debug for ServerSession {
@@ -160,8 +208,8 @@ impl std::fmt::Debug for ServerSession {
 }
 
 impl ServerSession {
-    /// Starts the actor on the current arbiter, reading `stream` (the
-    /// socket's reader, polled by the actor's own task).
+    /// Starts the session's task on the current worker thread, reading
+    /// `stream` (the socket's reader).
     pub fn start(
         session_id: String,
         key: KeyScope,
@@ -171,43 +219,203 @@ impl ServerSession {
         host: Arc<dyn SessionHost>,
         settings: SessionSettings,
     ) {
-        ServerSession::create(move |ctx| {
-            ctx.add_stream(stream);
-            ServerSession {
-                session_id,
-                key,
-                _permit: permit,
-                metrics_budget: TokenBucket::new(
-                    METRICS_BURST,
-                    METRICS_PER_INTERVAL / settings.metrics_interval.as_secs_f64().max(0.001),
-                ),
-                resync_budget: TokenBucket::new(RESYNC_BURST, RESYNCS_PER_SECOND),
-                resyncs_waiting: BTreeSet::new(),
-                resync_timer_set: false,
-                outbox,
-                host,
-                settings,
-                server_id: None,
-                hello_received: false,
-                last_heard: Instant::now(),
-                stale: false,
-                closed_by_hub: None,
-            }
-        });
+        let now = Instant::now();
+        let session = ServerSession {
+            session_id,
+            key,
+            _permit: permit,
+            metrics_budget: TokenBucket::new(
+                METRICS_BURST,
+                METRICS_PER_INTERVAL / settings.metrics_interval.as_secs_f64().max(0.001),
+            ),
+            resync_budget: TokenBucket::new(RESYNC_BURST, RESYNCS_PER_SECOND),
+            resyncs_waiting: BTreeSet::new(),
+            resync_at: None,
+            resyncs: Vec::new(),
+            outbox,
+            host,
+            server_id: None,
+            hello_received: false,
+            hello: None,
+            hello_deadline: Some(now + settings.hello_timeout),
+            next_beat: now + settings.heartbeat,
+            settings,
+            timer_armed: false,
+            unpolled: false,
+            last_heard: now,
+            stale: false,
+            closed_by_hub: None,
+            stopped: false,
+        };
+        tokio::task::spawn_local(session.run(stream));
     }
 
-    fn close(&mut self, ctx: &mut Context<Self>, code: u16, reason: impl Into<String>) {
+    /// The session, until it is over; then the hub is told.
+    async fn run(mut self, stream: impl Stream<Item = Result<Incoming, ReadError>>) {
+        let mut stream = pin!(stream);
+        let mut timer = pin!(tokio::time::sleep_until(self.next_due().into()));
+        std::future::poll_fn(|cx| self.poll_session(cx, stream.as_mut(), timer.as_mut())).await;
+        if let Some(server_id) = &self.server_id {
+            let reason = self
+                .closed_by_hub
+                .take()
+                .or_else(|| self.outbox.close_reason());
+            self.host
+                .closed(server_id, &self.session_id, self.stale, reason);
+        }
+    }
+
+    /// One wake: the `hello`'s answer while it is awaited, then the
+    /// resyncs' answers, the timer when something is due, and the socket's
+    /// messages (at most [`MESSAGES_PER_WAKE`]).
+    fn poll_session<S>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut stream: Pin<&mut S>,
+        mut timer: Pin<&mut Sleep>,
+    ) -> Poll<()>
+    where
+        S: Stream<Item = Result<Incoming, ReadError>>,
+    {
+        let mut handled = 0;
+        loop {
+            if self.stopped {
+                return Poll::Ready(());
+            }
+            self.unpolled = false;
+            if let Some((_, answer)) = self.hello.as_mut() {
+                let Poll::Ready(outcome) = Pin::new(answer).poll(cx) else {
+                    return Poll::Pending;
+                };
+                let (id, _) = self.hello.take().expect("awaited");
+                self.hello_answered(id, outcome);
+                continue;
+            }
+            if !self.resyncs.is_empty() {
+                self.poll_resyncs(cx);
+            }
+            let now = Instant::now();
+            self.poll_timer(cx, now, timer.as_mut());
+            if self.stopped || self.unpolled {
+                continue;
+            }
+            loop {
+                if handled == MESSAGES_PER_WAKE {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                match stream.as_mut().poll_next(cx) {
+                    Poll::Ready(Some(item)) => {
+                        handled += 1;
+                        self.last_heard = now;
+                        self.handle(item);
+                        if self.stopped || self.unpolled || !self.timer_armed {
+                            break;
+                        }
+                    }
+                    // The server closed, or the writer stopped.
+                    Poll::Ready(None) => {
+                        self.stopped = true;
+                        break;
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        }
+    }
+
+    /// The earliest of the session's deadlines.
+    fn next_due(&self) -> Instant {
+        [self.hello_deadline, self.resync_at]
+            .into_iter()
+            .flatten()
+            .fold(self.next_beat, Instant::min)
+    }
+
+    /// Runs what is due, then registers the timer for what comes next.
+    /// While it is registered and not nearly due it is not looked at: it
+    /// wakes the session when it fires.
+    fn poll_timer(&mut self, cx: &mut Context<'_>, mut now: Instant, mut timer: Pin<&mut Sleep>) {
+        if self.timer_armed && now + TIMER_SLACK < timer.deadline().into_std() {
+            return;
+        }
+        loop {
+            if self.hello_deadline.is_some_and(|at| now >= at) {
+                self.hello_deadline = None;
+                if !self.hello_received {
+                    return self.close(
+                        close_code::HELLO_TIMEOUT,
+                        "no hello within the time allowed",
+                    );
+                }
+            }
+            if now >= self.next_beat {
+                self.next_beat = now + self.settings.heartbeat;
+                self.beat(now);
+                if self.stopped {
+                    return;
+                }
+            }
+            if self.resync_at.is_some_and(|at| now >= at) {
+                self.resync_at = None;
+                self.resync_turn();
+                if self.stopped {
+                    return;
+                }
+            }
+            let next = tokio::time::Instant::from_std(self.next_due());
+            if timer.deadline() != next {
+                timer.as_mut().reset(next);
+            }
+            match timer.as_mut().poll(cx) {
+                Poll::Pending => {
+                    self.timer_armed = true;
+                    return;
+                }
+                // Fired (its deadline rounded to the timer's tick): what
+                // was due then is due now.
+                Poll::Ready(()) => now = Instant::now().max(next.into_std()),
+            }
+        }
+    }
+
+    fn handle(&mut self, item: Result<Incoming, ReadError>) {
+        match item {
+            Ok(Incoming::Binary(frame)) => self.on_frame(frame),
+            Ok(Incoming::Text) => self.close(
+                close_code::UNSUPPORTED_DATA,
+                "text frames are not accepted: send MessagePack in binary frames",
+            ),
+            Ok(Incoming::Ping(payload)) => self.outbox.pong(payload),
+            Ok(Incoming::Pong) => {}
+            Ok(Incoming::Close(_)) => self.stopped = true,
+            Err(ReadError::Overflow) => {
+                let limit = self.settings.max_frame_bytes;
+                self.close(
+                    close_code::TOO_BIG,
+                    format!("frame larger than {limit} bytes"),
+                )
+            }
+            Err(ReadError::Protocol(why)) => self.close(close_code::PROTOCOL_ERROR, why),
+            // The connection failed: nobody is left to tell.
+            Err(ReadError::Io(error)) => {
+                tracing::debug!(session = %self.session_id, server = ?self.server_id, %error, "the socket failed");
+                self.stopped = true;
+            }
+        }
+    }
+
+    fn close(&mut self, code: u16, reason: impl Into<String>) {
         let reason = CloseReason::new(code, reason);
         tracing::debug!(session = %self.session_id, server = ?self.server_id, code, reason = %reason.description, "closing session");
         self.closed_by_hub.get_or_insert(reason.clone());
         self.outbox.close(reason);
-        ctx.stop();
+        self.stopped = true;
     }
 
-    fn push(&mut self, ctx: &mut Context<Self>, frame: Bytes) {
+    fn push(&mut self, frame: Bytes) {
         if self.outbox.push(frame) == Err(PushError::Full) {
             self.close(
-                ctx,
                 close_code::SLOW_CONSUMER,
                 "the server did not read its frames fast enough",
             );
@@ -216,82 +424,80 @@ impl ServerSession {
 
     /// Hands the `hello` to the hub; nothing else from this socket is
     /// handled until it answers.
-    fn start_hello(&mut self, ctx: &mut Context<Self>, message: protocol::Hello) {
+    fn start_hello(&mut self, message: protocol::Hello) {
         self.hello_received = true;
+        self.hello_deadline = None;
         let id = message.server_id.clone();
         let hello = Hello {
             session_id: self.session_id.clone(),
             key: self.key.clone(),
             message,
         };
-        let future = AssertUnwindSafe(self.host.hello(hello, self.outbox.clone())).catch_unwind();
-        ctx.wait(
-            future
-                .into_actor(self)
-                .map(move |outcome, actor, ctx| match outcome {
-                    Ok(Ok(outcome)) => {
-                        actor.server_id = Some(id.into());
-                        for frame in outcome.frames {
-                            actor.push(ctx, frame);
-                        }
-                    }
-                    Ok(Err(refusal)) => actor.close(ctx, refusal.code, refusal.description),
-                    Err(_) => actor.panicked(ctx, "hello"),
-                }),
-        );
+        let answer = AssertUnwindSafe(self.host.hello(hello, self.outbox.clone())).catch_unwind();
+        self.hello = Some((id, answer));
+        self.unpolled = true;
     }
 
-    fn on_frame(&mut self, ctx: &mut Context<Self>, frame: Bytes) {
+    fn hello_answered(
+        &mut self,
+        id: String,
+        outcome: std::thread::Result<Result<HelloOutcome, Refusal>>,
+    ) {
+        match outcome {
+            Ok(Ok(outcome)) => {
+                self.server_id = Some(id.into());
+                for frame in outcome.frames {
+                    self.push(frame);
+                }
+            }
+            Ok(Err(refusal)) => self.close(refusal.code, refusal.description),
+            Err(_) => self.panicked("hello"),
+        }
+    }
+
+    fn on_frame(&mut self, frame: Bytes) {
         let message = match protocol::decode_server_message(&frame) {
             Ok(message) => message,
             Err(error) => {
-                return self.close(ctx, close_code::PROTOCOL_ERROR, error.to_string());
+                return self.close(close_code::PROTOCOL_ERROR, error.to_string());
             }
         };
         let Some(server_id) = self.server_id.clone() else {
             return match message {
-                ServerMessage::Hello(hello) if !self.hello_received => self.start_hello(ctx, hello),
-                ServerMessage::Hello(_) => self.close(
-                    ctx,
-                    close_code::POLICY_VIOLATION,
-                    "hello was already received",
-                ),
+                ServerMessage::Hello(hello) if !self.hello_received => self.start_hello(hello),
+                ServerMessage::Hello(_) => {
+                    self.close(close_code::POLICY_VIOLATION, "hello was already received")
+                }
                 _ => self.close(
-                    ctx,
                     close_code::POLICY_VIOLATION,
                     "the first frame must be hello",
                 ),
             };
         };
         match message {
-            ServerMessage::Hello(_) => self.close(
-                ctx,
-                close_code::POLICY_VIOLATION,
-                "hello was already received",
-            ),
+            ServerMessage::Hello(_) => {
+                self.close(close_code::POLICY_VIOLATION, "hello was already received")
+            }
             ServerMessage::Heartbeat {
                 players,
                 status,
                 load,
             } => {
-                let host = self.host.clone();
-                self.guarded(ctx, "heartbeat", || {
-                    host.heartbeat(&server_id, players, status, load)
-                });
-            }
-            ServerMessage::Ack(ack) => {
-                let host = self.host.clone();
-                if let Some(Err(error)) = self.guarded(ctx, "ack", || host.ack(&server_id, ack)) {
-                    self.push(ctx, error.encode());
+                if caught(|| self.host.heartbeat(&server_id, players, status, load)).is_none() {
+                    self.panicked("heartbeat");
                 }
             }
-            ServerMessage::Resync { config } => self.resync(ctx, config),
+            ServerMessage::Ack(ack) => match caught(|| self.host.ack(&server_id, ack)) {
+                Some(Ok(())) => {}
+                Some(Err(error)) => self.push(error.encode()),
+                None => self.panicked("ack"),
+            },
+            ServerMessage::Resync { config } => self.resync(config),
             ServerMessage::Metrics(report) => {
                 let answer = if self.metrics_budget.take() {
-                    let host = self.host.clone();
-                    match self.guarded(ctx, "metrics", || host.metrics(&server_id, *report)) {
+                    match caught(|| self.host.metrics(&server_id, *report)) {
                         Some(answer) => answer,
-                        None => return,
+                        None => return self.panicked("metrics"),
                     }
                 } else {
                     Err(FrameError::new(
@@ -304,177 +510,103 @@ impl ServerSession {
                     ))
                 };
                 if let Err(error) = answer {
-                    self.push(ctx, error.encode());
+                    self.push(error.encode());
                 }
-            }
-        }
-    }
-
-    /// Runs a host call; if it panics (a bug), only this session ends
-    /// (1011), logged, instead of the worker thread every other session
-    /// on it shares.
-    fn guarded<R>(
-        &mut self,
-        ctx: &mut Context<Self>,
-        what: &str,
-        call: impl FnOnce() -> R,
-    ) -> Option<R> {
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
-            Ok(answer) => Some(answer),
-            Err(_) => {
-                self.panicked(ctx, what);
-                None
             }
         }
     }
 
     /// Answers a `resync` now if the session's budget allows, else when it
     /// does (one answer per config waiting).
-    fn resync(&mut self, ctx: &mut Context<Self>, config: String) {
+    fn resync(&mut self, config: String) {
         if self.resyncs_waiting.contains(&config) {
             return; // the answer on its way will do
         }
         if self.resyncs_waiting.is_empty() && self.resync_budget.take() {
-            return self.answer_resync(ctx, config);
+            return self.answer_resync(config);
         }
         if self.resyncs_waiting.len() >= MAX_RESYNCS_WAITING {
             let error = FrameError::new(
                 "rate_limited",
                 format!("at most {MAX_RESYNCS_WAITING} resyncs may wait; this one was dropped"),
             );
-            return self.push(ctx, error.encode());
+            return self.push(error.encode());
         }
         self.resyncs_waiting.insert(config);
-        self.schedule_resyncs(ctx);
+        self.schedule_resyncs();
     }
 
-    fn schedule_resyncs(&mut self, ctx: &mut Context<Self>) {
-        if self.resync_timer_set {
+    fn schedule_resyncs(&mut self) {
+        if self.resync_at.is_some() {
             return;
         }
-        self.resync_timer_set = true;
-        ctx.run_later(self.resync_budget.next_in(), |actor, ctx| {
-            actor.resync_timer_set = false;
-            while !actor.resyncs_waiting.is_empty() && actor.resync_budget.take() {
-                if let Some(config) = actor.resyncs_waiting.pop_first() {
-                    actor.answer_resync(ctx, config);
-                }
-            }
-            if !actor.resyncs_waiting.is_empty() {
-                actor.schedule_resyncs(ctx);
-            }
-        });
+        self.resync_at = Some(Instant::now() + self.resync_budget.next_in());
+        // The timer may be set for later: it is set again before the next read.
+        self.timer_armed = false;
     }
 
-    fn answer_resync(&mut self, ctx: &mut Context<Self>, config: String) {
+    /// The waiting resyncs' turn: as many as the budget allows now.
+    fn resync_turn(&mut self) {
+        while !self.resyncs_waiting.is_empty() && self.resync_budget.take() {
+            if let Some(config) = self.resyncs_waiting.pop_first() {
+                self.answer_resync(config);
+            }
+        }
+        if !self.resyncs_waiting.is_empty() {
+            self.schedule_resyncs();
+        }
+    }
+
+    fn answer_resync(&mut self, config: String) {
         let Some(server_id) = self.server_id.clone() else {
             return;
         };
         // A panic in the hub's answer ends this session, not the worker.
-        let future = AssertUnwindSafe(self.host.resync(&server_id, &config)).catch_unwind();
-        ctx.spawn(
-            future
-                .into_actor(self)
-                .map(|answer, actor, ctx| match answer {
-                    Ok(Ok(Some(frame))) => actor.push(ctx, frame),
-                    Ok(Ok(None)) => {}
-                    Ok(Err(error)) => actor.push(ctx, error.encode()),
-                    Err(_) => actor.panicked(ctx, "resync"),
-                }),
-        );
+        let answer = AssertUnwindSafe(self.host.resync(&server_id, &config)).catch_unwind();
+        self.resyncs.push(answer);
+        self.unpolled = true;
+    }
+
+    /// Sends the resync answers that are ready.
+    fn poll_resyncs(&mut self, cx: &mut Context<'_>) {
+        let mut i = 0;
+        while i < self.resyncs.len() && !self.stopped {
+            let Poll::Ready(answer) = Pin::new(&mut self.resyncs[i]).poll(cx) else {
+                i += 1;
+                continue;
+            };
+            drop(self.resyncs.swap_remove(i));
+            match answer {
+                Ok(Ok(Some(frame))) => self.push(frame),
+                Ok(Ok(None)) => {}
+                Ok(Err(error)) => self.push(error.encode()),
+                Err(_) => self.panicked("resync"),
+            }
+        }
     }
 
     /// Each heartbeat interval: closes a session silent for 3 of them (and
     /// the most a read may wait behind a push's writes, `due.rs`: a short
     /// interval must not take a held pong for silence), else pings it.
-    fn beat(&mut self, ctx: &mut Context<Self>) {
-        if self.last_heard.elapsed() > self.settings.heartbeat * 3 + crate::due::MAX_READ_HOLD {
+    fn beat(&mut self, now: Instant) {
+        let silent = now.saturating_duration_since(self.last_heard);
+        if silent > self.settings.heartbeat * 3 + crate::due::MAX_READ_HOLD {
             self.stale = true;
             return self.close(
-                ctx,
                 close_code::HEARTBEAT_TIMEOUT,
                 "nothing heard for 3 heartbeat intervals",
             );
         }
         if self.outbox.ping() == Err(PushError::Full) {
             self.close(
-                ctx,
                 close_code::SLOW_CONSUMER,
                 "the server did not read its frames fast enough",
             );
         }
     }
 
-    fn panicked(&mut self, ctx: &mut Context<Self>, what: &str) {
+    fn panicked(&mut self, what: &str) {
         tracing::error!(session = %self.session_id, server = ?self.server_id, what, "the hub panicked on a frame; closing this session");
-        self.close(
-            ctx,
-            close_code::INTERNAL_ERROR,
-            "the hub failed on this frame",
-        );
-    }
-}
-
-impl Actor for ServerSession {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_later(self.settings.hello_timeout, |actor, ctx| {
-            if !actor.hello_received {
-                actor.close(
-                    ctx,
-                    close_code::HELLO_TIMEOUT,
-                    "no hello within the time allowed",
-                );
-            }
-        });
-        ctx.run_interval(self.settings.heartbeat, Self::beat);
-    }
-
-    fn stopping(&mut self, _: &mut Self::Context) -> Running {
-        if let Some(server_id) = &self.server_id {
-            let reason = self
-                .closed_by_hub
-                .take()
-                .or_else(|| self.outbox.close_reason());
-            self.host
-                .closed(server_id, &self.session_id, self.stale, reason);
-        }
-        Running::Stop
-    }
-}
-
-impl StreamHandler<Result<Incoming, ReadError>> for ServerSession {
-    fn handle(&mut self, item: Result<Incoming, ReadError>, ctx: &mut Self::Context) {
-        self.last_heard = Instant::now();
-        match item {
-            Ok(Incoming::Binary(frame)) => self.on_frame(ctx, frame),
-            Ok(Incoming::Text) => self.close(
-                ctx,
-                close_code::UNSUPPORTED_DATA,
-                "text frames are not accepted: send MessagePack in binary frames",
-            ),
-            Ok(Incoming::Ping(payload)) => self.outbox.pong(payload),
-            Ok(Incoming::Pong) => {}
-            Ok(Incoming::Close(_)) => ctx.stop(),
-            Err(ReadError::Overflow) => {
-                let limit = self.settings.max_frame_bytes;
-                self.close(
-                    ctx,
-                    close_code::TOO_BIG,
-                    format!("frame larger than {limit} bytes"),
-                )
-            }
-            Err(ReadError::Protocol(why)) => self.close(ctx, close_code::PROTOCOL_ERROR, why),
-            // The connection failed: nobody is left to tell.
-            Err(ReadError::Io(error)) => {
-                tracing::debug!(session = %self.session_id, server = ?self.server_id, %error, "the socket failed");
-                ctx.stop();
-            }
-        }
-    }
-
-    fn finished(&mut self, ctx: &mut Self::Context) {
-        ctx.stop();
+        self.close(close_code::INTERNAL_ERROR, "the hub failed on this frame");
     }
 }

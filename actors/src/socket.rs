@@ -1,6 +1,6 @@
 //! A game server's socket once the hub has taken it from the HTTP server:
 //! a [`FrameReader`] (WebSocket frames in, parsed and bounded here, polled
-//! by the session actor itself) and a writer task draining the session's
+//! by the session's own task) and a writer task draining the session's
 //! [`Outbox`] straight to the stream.
 //!
 //! Nothing sits between the socket and the session: a metrics frame wakes
@@ -44,7 +44,7 @@ pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Bytes read from the socket per read, on the stack.
 const READ_CHUNK: usize = 4096;
 
-/// The socket's incoming messages, as a stream the session actor polls.
+/// The socket's incoming messages, as a stream the session's task polls.
 /// It ends when the server closes the connection or the writer stops (a
 /// connection that cannot be written is over).
 pub struct FrameReader<R> {
@@ -56,6 +56,10 @@ pub struct FrameReader<R> {
     partial: Option<Partial>,
     max_message: usize,
     outbox: OutboxReceiver,
+    /// The waker the outbox wakes when the writer stops, once registered
+    /// (again only if the task's waker changes): a read that would block
+    /// then looks at one flag, with no write to the outbox's shared state.
+    registered: Option<std::task::Waker>,
     done: bool,
 }
 
@@ -69,6 +73,20 @@ impl<R> std::fmt::Debug for FrameReader<R> {
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// Whether the writer stopped; the task is woken when it does (the
+    /// outbox wakes the registered waker only then).
+    fn writer_gone(&mut self, cx: &mut Context<'_>) -> bool {
+        if self
+            .registered
+            .as_ref()
+            .is_some_and(|waker| waker.will_wake(cx.waker()))
+        {
+            return self.outbox.writer_stopped();
+        }
+        self.registered = Some(cx.waker().clone());
+        self.outbox.writer_gone(cx)
+    }
+
     fn next_message(&mut self) -> Option<Result<Incoming, ReadError>> {
         let parsed = parse(&mut self.buf, self.max_message, &mut self.partial);
         if self.buf.is_empty() && self.buf.capacity() > 0 {
@@ -135,7 +153,7 @@ impl<R: AsyncRead + Unpin> Stream for FrameReader<R> {
                 }
                 // Nothing to read: the writer stopping ends the reader too
                 // (its waker registered only here, not per frame).
-                Poll::Pending if this.outbox.writer_gone(cx) => {
+                Poll::Pending if this.writer_gone(cx) => {
                     this.done = true;
                     return Poll::Ready(None);
                 }
@@ -411,6 +429,7 @@ fn serve_halves<W: AsyncWrite + Unpin + 'static>(
         partial: None,
         max_message,
         outbox: receiver,
+        registered: None,
         done: false,
     };
     (outbox, reader)

@@ -21,7 +21,7 @@
 //! - `regions.rs`: the bounded set of region names metrics are kept under.
 //! - `feedback.rs`: aggregated metrics queries and player feedback.
 //! - `sessions.rs`: hello, acks, resyncs and closes of game servers'
-//!   sessions, and the `SessionHost` the session actors call.
+//!   sessions, and the `SessionHost` the sessions call.
 
 mod aggregates;
 mod bindings;

@@ -2,7 +2,7 @@
 //! socket is admitted before the upgrade (per-address upgrade limit, a live
 //! API key, room on the hub and for the key: 429, 401 or 503 otherwise);
 //! then the hub takes the connection from the HTTP server (`upgrade.rs`)
-//! and the session actor reads it, its writer writes it.
+//! and the session's task reads it, its writer writes it.
 
 use crate::{
     http::{auth::AdmittedSocket, problem::ApiError},

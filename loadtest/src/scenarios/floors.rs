@@ -288,6 +288,28 @@ impl Run {
             "lastDeliveryOverRaw",
             json!(ratio(&run.last, &raw.last)),
         );
+        // The floor against itself: each round over the one before it, the
+        // same sockets and clients. What the machine's noise alone makes of
+        // a paired ratio: a hub exactly as fast as the floor would show
+        // about these.
+        let round_to_round = |rounds: &[f64]| -> Vec<f64> {
+            rounds
+                .windows(2)
+                .map(|pair| pair[1] / pair[0].max(0.001))
+                .collect()
+        };
+        self.ratio_row(
+            "floor",
+            "lastDeliveryRoundToRound",
+            "the floor's last delivery over its round before",
+            &round_to_round(&run.last),
+        );
+        self.ratio_row(
+            "floor",
+            "lastAckRoundToRound",
+            "the floor's last ack over its round before",
+            &round_to_round(&run.last_ack),
+        );
         Ok((run, raw))
     }
 

@@ -31,9 +31,9 @@ use std::{
     pin::{Pin, pin},
     sync::Arc,
     task::{Context, Poll},
-    time::{Duration, Instant},
+    time::Duration,
 };
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 /// Timing and limits of every session.
 #[derive(Debug, Clone)]
@@ -198,6 +198,14 @@ pub struct ServerSession {
     stopped: bool,
 }
 
+impl Drop for ServerSession {
+    fn drop(&mut self) {
+        // Ended without reaching the end of `run` (its task dropped when the
+        // worker stopped, or a panic): the hub still learns it is gone.
+        self.tell_closed();
+    }
+}
+
 impl std::fmt::Debug for ServerSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerSession")
@@ -220,6 +228,13 @@ impl ServerSession {
         settings: SessionSettings,
     ) {
         let now = Instant::now();
+        // A zero interval would make the timer due for ever.
+        let settings = SessionSettings {
+            heartbeat: settings
+                .heartbeat
+                .max(Duration::from_millis(MIN_HEARTBEAT_MS)),
+            ..settings
+        };
         let session = ServerSession {
             session_id,
             key,
@@ -253,21 +268,30 @@ impl ServerSession {
     /// The session, until it is over; then the hub is told.
     async fn run(mut self, stream: impl Stream<Item = Result<Incoming, ReadError>>) {
         let mut stream = pin!(stream);
-        let mut timer = pin!(tokio::time::sleep_until(self.next_due().into()));
+        let mut timer = pin!(tokio::time::sleep_until(self.next_due()));
         std::future::poll_fn(|cx| self.poll_session(cx, stream.as_mut(), timer.as_mut())).await;
-        if let Some(server_id) = &self.server_id {
-            let reason = self
-                .closed_by_hub
-                .take()
-                .or_else(|| self.outbox.close_reason());
-            self.host
-                .closed(server_id, &self.session_id, self.stale, reason);
-        }
+        self.tell_closed();
+    }
+
+    /// Tells the hub the session is over, once (at its end, or when its
+    /// task is dropped or panicked).
+    fn tell_closed(&mut self) {
+        let Some(server_id) = self.server_id.take() else {
+            return;
+        };
+        let reason = self
+            .closed_by_hub
+            .take()
+            .or_else(|| self.outbox.close_reason());
+        self.host
+            .closed(&server_id, &self.session_id, self.stale, reason);
     }
 
     /// One wake: the `hello`'s answer while it is awaited, then the
-    /// resyncs' answers, the timer when something is due, and the socket's
-    /// messages (at most [`MESSAGES_PER_WAKE`]).
+    /// resyncs' answers, the socket's messages (at most
+    /// [`MESSAGES_PER_WAKE`]), and the timer when something is due — after
+    /// the reads, as actix polled them: a heartbeat already in the socket
+    /// counts before the silence check.
     fn poll_session<S>(
         &mut self,
         cx: &mut Context<'_>,
@@ -293,34 +317,42 @@ impl ServerSession {
             }
             if !self.resyncs.is_empty() {
                 self.poll_resyncs(cx);
+                if self.stopped {
+                    continue;
+                }
             }
             let now = Instant::now();
-            self.poll_timer(cx, now, timer.as_mut());
-            if self.stopped || self.unpolled {
-                continue;
-            }
-            loop {
-                if handled == MESSAGES_PER_WAKE {
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
+            let mut drained = false;
+            while handled < MESSAGES_PER_WAKE {
                 match stream.as_mut().poll_next(cx) {
                     Poll::Ready(Some(item)) => {
                         handled += 1;
                         self.last_heard = now;
                         self.handle(item);
-                        if self.stopped || self.unpolled || !self.timer_armed {
+                        if self.stopped || self.unpolled {
                             break;
                         }
                     }
                     // The server closed, or the writer stopped.
-                    Poll::Ready(None) => {
-                        self.stopped = true;
-                        break;
-                    }
-                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(None) => self.stopped = true,
+                    Poll::Pending => drained = true,
+                }
+                if self.stopped || drained {
+                    break;
                 }
             }
+            if self.stopped {
+                continue;
+            }
+            self.poll_timer(cx, now, timer.as_mut());
+            if self.stopped || self.unpolled {
+                continue;
+            }
+            if !drained {
+                // The budget is spent: the worker's other tasks go first.
+                cx.waker().wake_by_ref();
+            }
+            return Poll::Pending;
         }
     }
 
@@ -336,7 +368,7 @@ impl ServerSession {
     /// While it is registered and not nearly due it is not looked at: it
     /// wakes the session when it fires.
     fn poll_timer(&mut self, cx: &mut Context<'_>, mut now: Instant, mut timer: Pin<&mut Sleep>) {
-        if self.timer_armed && now + TIMER_SLACK < timer.deadline().into_std() {
+        if self.timer_armed && now + TIMER_SLACK < timer.deadline() {
             return;
         }
         loop {
@@ -363,7 +395,7 @@ impl ServerSession {
                     return;
                 }
             }
-            let next = tokio::time::Instant::from_std(self.next_due());
+            let next = self.next_due();
             if timer.deadline() != next {
                 timer.as_mut().reset(next);
             }
@@ -374,7 +406,7 @@ impl ServerSession {
                 }
                 // Fired (its deadline rounded to the timer's tick): what
                 // was due then is due now.
-                Poll::Ready(()) => now = Instant::now().max(next.into_std()),
+                Poll::Ready(()) => now = Instant::now().max(next),
             }
         }
     }

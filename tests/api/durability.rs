@@ -292,10 +292,17 @@ async fn a_flush_dropped_while_it_waits_keeps_what_it_took(app: TestApp) {
         }),
     )
     .await;
-    until("the heartbeat reaches the registry", async || {
-        app.get("/api/v1/game-servers/kept-1").await.body["players"] == 42
-    })
-    .await;
+    // Looked at every millisecond, the flush follows the heartbeat at
+    // once: were the 1 s background flusher to take the server in between,
+    // this test would pass without the change it guards (never fail).
+    let deadline = Instant::now() + WAIT;
+    while app.get("/api/v1/game-servers/kept-1").await.body["players"] != 42 {
+        assert!(
+            Instant::now() < deadline,
+            "the heartbeat never reached the registry"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(1)).await;
+    }
     let dropped = tokio::time::timeout(Duration::from_millis(300), app.hub.flush()).await;
     assert!(
         dropped.is_err(),

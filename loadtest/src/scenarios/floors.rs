@@ -295,7 +295,8 @@ impl Run {
         let round_to_round = |rounds: &[f64]| -> Vec<f64> {
             rounds
                 .windows(2)
-                .map(|pair| pair[1] / pair[0].max(0.001))
+                .filter(|pair| pair[0] > 0.0)
+                .map(|pair| pair[1] / pair[0])
                 .collect()
         };
         self.ratio_row(

@@ -6,7 +6,7 @@
 
 use crate::helpers::{Db, TestApp, balance, connected, sdk_config};
 use crate::on_both_databases;
-use crate::sockets::{WAIT, hello, next_message, raw, send};
+use crate::sockets::{Socket, WAIT, hello, next_message, raw, send};
 use hotswap_client::{
     Client,
     protocol::{self, HubMessage, ServerMessage},
@@ -175,7 +175,9 @@ async fn a_decision_waits_for_its_commit_before_any_server_moves(app: TestApp) {
     }
 }
 
-async fn heartbeats_metrics_and_resyncs_never_wait_on_the_store(app: TestApp) {
+/// `weapon-balance` 1.0.0 deployed to staging, and a raw socket that said
+/// hello as `server_id` and got its snapshot.
+async fn one_server(app: &TestApp, server_id: &str) -> Socket {
     assert_eq!(
         app.create_config("weapon-balance", "GameBalance", "staging")
             .await
@@ -184,13 +186,17 @@ async fn heartbeats_metrics_and_resyncs_never_wait_on_the_store(app: TestApp) {
     );
     app.deploy("weapon-balance", "1.0.0", balance(45)).await;
     let (key, _) = app.server_key(&[], &[]).await;
-    let mut socket = raw(&app, Some(&key)).await.unwrap();
-    send(&mut socket, hello("hot-1", "staging", BTreeMap::new())).await;
+    let mut socket = raw(app, Some(&key)).await.unwrap();
+    send(&mut socket, hello(server_id, "staging", BTreeMap::new())).await;
     loop {
         if let Ok(HubMessage::Snapshot { revision: 1, .. }) = next_message(&mut socket).await {
-            break;
+            return socket;
         }
     }
+}
+
+async fn heartbeats_metrics_and_resyncs_never_wait_on_the_store(app: TestApp) {
+    let mut socket = one_server(&app, "hot-1").await;
     let lock = WriteLock::take(&app).await;
     let within_a_second = Instant::now() + Duration::from_secs(1);
     // A heartbeat: the registry shows it.
@@ -250,21 +256,7 @@ async fn heartbeats_metrics_and_resyncs_never_wait_on_the_store(app: TestApp) {
 /// A flush dropped while it waits on the store (the shutdown's bounded
 /// flush, timed out) puts back what it took: the next flush writes it.
 async fn a_flush_dropped_while_it_waits_keeps_what_it_took(app: TestApp) {
-    assert_eq!(
-        app.create_config("weapon-balance", "GameBalance", "staging")
-            .await
-            .status,
-        201
-    );
-    app.deploy("weapon-balance", "1.0.0", balance(45)).await;
-    let (key, _) = app.server_key(&[], &[]).await;
-    let mut socket = raw(&app, Some(&key)).await.unwrap();
-    send(&mut socket, hello("kept-1", "staging", BTreeMap::new())).await;
-    loop {
-        if let Ok(HubMessage::Snapshot { revision: 1, .. }) = next_message(&mut socket).await {
-            break;
-        }
-    }
+    let mut socket = one_server(&app, "kept-1").await;
     app.hub.flush().await.expect("the row is written");
     let stored_players = async || -> i64 {
         let pool = sqlx::any::AnyPoolOptions::new()

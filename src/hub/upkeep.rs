@@ -359,6 +359,8 @@ impl Drop for Taken<'_> {
         for (id, what) in self.dirty.drain(..) {
             self.hub.mark_dirty(&id, what);
         }
-        self.hub.aggregates.retry(std::mem::take(&mut self.minutes));
+        if !self.minutes.is_empty() {
+            self.hub.aggregates.retry(std::mem::take(&mut self.minutes));
+        }
     }
 }

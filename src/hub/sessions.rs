@@ -4,7 +4,7 @@
 //! it should run, closed sessions, and the [`SessionHost`] the session
 //! actors call.
 
-use super::{Dirty, Hub, Ingest, lock, metrics};
+use super::{Dirty, Hub, Ingest, engine::Serving, lock, metrics};
 use crate::domain::layers::Source;
 use crate::store::now_ms;
 use crate::{
@@ -264,18 +264,10 @@ impl Hub {
         // its deployment in flight. The server is noted for the flusher
         // under the same lock.
         let accepted = self.registry.progress_then(server_id, |record| {
-            if !record.subscriptions.contains(&config) {
+            let Some(live) =
+                self.served_to(record, &config, |s| s.live().map(|l| l.record.clone()))
+            else {
                 return (None, false);
-            }
-            let live = {
-                let serving = self.serving_read();
-                let Some(served) = serving
-                    .get(&config)
-                    .filter(|s| s.environment == record.environment)
-                else {
-                    return (None, false);
-                };
-                served.live().map(|l| l.record.clone())
             };
             if ok {
                 // In place when known: no key copy per ack.
@@ -370,11 +362,25 @@ impl Hub {
     /// Whether `record` subscribed to `config` and the config is served in
     /// the server's environment (what acks and resyncs may name).
     fn serves(&self, record: &ServerRecord, config: &str) -> bool {
-        record.subscriptions.iter().any(|s| s == config)
-            && self
-                .serving_read()
-                .get(config)
-                .is_some_and(|s| s.environment == record.environment)
+        self.served_to(record, config, |_| ()).is_some()
+    }
+
+    /// What `read` takes from `config`'s serving state, when `config` is
+    /// served to `record`: it subscribed, and the config serves its
+    /// environment.
+    fn served_to<R>(
+        &self,
+        record: &ServerRecord,
+        config: &str,
+        read: impl FnOnce(&Serving) -> R,
+    ) -> Option<R> {
+        if !record.subscriptions.iter().any(|s| s == config) {
+            return None;
+        }
+        self.serving_read()
+            .get(config)
+            .filter(|s| s.environment == record.environment)
+            .map(read)
     }
 
     async fn on_resync(

@@ -37,16 +37,6 @@ impl Hub {
             .map(|id| (id, Dirty::Progress))
             .collect();
         dirty.extend(marked.into_iter().map(|(id, what)| (Arc::from(id), what)));
-        // What was taken goes back unless its commit is known to have
-        // succeeded: a failed write, a panic, or the flush dropped mid-write
-        // (the shutdown's timeout) keeps it all for the next flush.
-        let mut taken = Taken {
-            hub: self,
-            dirty,
-            minutes: Vec::new(),
-            committed: false,
-        };
-        let dirty = &mut taken.dirty;
         // In key order: neighbouring ids share index pages (0.86–0.94× the
         // CPU of hash order in `scripts/bench-flush.py`). One transaction,
         // not several: each commit writes every page its rows touched to
@@ -54,6 +44,15 @@ impl Hub {
         // touch most of the table's pages (a thousand a transaction cost
         // 2.8× one).
         dirty.sort_unstable();
+        // What was taken goes back unless its commit is known to have
+        // succeeded: a failed write, a panic, or the flush dropped mid-write
+        // (the shutdown's timeout) keeps it all for the next flush.
+        let mut taken = Taken {
+            hub: self,
+            dirty,
+            minutes: self.aggregates.take_finished(now_ms()),
+            committed: false,
+        };
         let deployments: Vec<(String, (i64, i64, i64))> = self
             .serving_read()
             .values()
@@ -68,7 +67,6 @@ impl Hub {
                 )
             })
             .collect();
-        taken.minutes = self.aggregates.take_finished(now_ms());
         let (dirty, minutes) = (&taken.dirty, &taken.minutes);
         if dirty.is_empty() && deployments.is_empty() && minutes.is_empty() {
             return Ok(0);
